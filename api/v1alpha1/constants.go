@@ -1,0 +1,70 @@
+/*
+Copyright 2026 The kipam Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package v1alpha1
+
+// Condition types.
+const (
+	// ConditionReady is true on a pool that serves claims and on a claim
+	// that holds its prefix.
+	ConditionReady = "Ready"
+	// ConditionExhausted is true on a pool that could not satisfy a claim.
+	ConditionExhausted = "Exhausted"
+	// ConditionBound is true on an allocation whose holder exists.
+	ConditionBound = "Bound"
+	// ConditionOrphaned is true on an allocation that no holder carries.
+	ConditionOrphaned = "Orphaned"
+)
+
+// Condition reasons.
+const (
+	// ReasonAllocated: the claim holds its prefix.
+	ReasonAllocated = "Allocated"
+	// ReasonPending: the claim waits for space (whenExhausted: Wait).
+	ReasonPending = "Pending"
+	// ReasonPoolExhausted: the pool has no room for the requested size.
+	ReasonPoolExhausted = "PoolExhausted"
+	// ReasonExpired: the claim's ttlSeconds ran out and its prefix was released.
+	ReasonExpired = "Expired"
+	// ReasonConflict: the claim's cidr is held by another allocation.
+	ReasonConflict = "Conflict"
+	// ReasonPoolReady: the pool is restored and serving.
+	ReasonPoolReady = "PoolReady"
+	// ReasonInvalid: the pool's spec cannot be served.
+	ReasonInvalid = "Invalid"
+	// ReasonHolderFound: the allocation's holder exists.
+	ReasonHolderFound = "HolderFound"
+	// ReasonHolderMissing: no holder carries the allocation.
+	ReasonHolderMissing = "HolderMissing"
+)
+
+// Finalizers.
+const (
+	// ClaimFinalizer keeps an IPClaim until its prefix is released.
+	ClaimFinalizer = "ipam.kipam.dev/release"
+	// AllocationFinalizer keeps an IPAllocation until its holder is gone.
+	AllocationFinalizer = "ipam.kipam.dev/holder"
+	// PoolFinalizer keeps an IPPool until nothing is allocated from it.
+	PoolFinalizer = "ipam.kipam.dev/drain"
+)
+
+// Labels kipam puts on the objects it manages.
+const (
+	// LabelPool names the pool of an IPAllocation.
+	LabelPool = "ipam.kipam.dev/pool"
+	// LabelClaimNamespace names the namespace of an IPAllocation's claim.
+	LabelClaimNamespace = "ipam.kipam.dev/claim-namespace"
+)

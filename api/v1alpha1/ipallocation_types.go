@@ -1,0 +1,130 @@
+/*
+Copyright 2026 The kipam Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// ClaimRef names the object an allocation is bound to.
+type ClaimRef struct {
+	// kind is IPClaim, or IPPool for a child pool carved from its parent.
+	// +required
+	// +kubebuilder:validation:Enum=IPClaim;IPPool
+	// +kubebuilder:validation:MaxLength=16
+	Kind string `json:"kind"`
+
+	// namespace of the IPClaim; empty for an IPPool.
+	// +optional
+	// +kubebuilder:validation:MaxLength=63
+	Namespace string `json:"namespace,omitempty"`
+
+	// name of the holder. Empty while a claim created with generateName has
+	// not been bound yet.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name,omitempty"`
+
+	// uid of the holder, set once the holder exists.
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=36
+	UID types.UID `json:"uid,omitempty"`
+}
+
+// IPAllocationSpec is the binding of one prefix of a pool to its holder.
+// +kubebuilder:validation:XValidation:rule="self.pool == oldSelf.pool && self.cidr == oldSelf.cidr",message="pool and cidr are immutable",fieldPath=.cidr
+// +kubebuilder:validation:XValidation:rule="self.claimRef.kind == oldSelf.claimRef.kind && (!has(oldSelf.claimRef.__namespace__) || (has(self.claimRef.__namespace__) && self.claimRef.__namespace__ == oldSelf.claimRef.__namespace__)) && (!has(oldSelf.claimRef.name) || (has(self.claimRef.name) && self.claimRef.name == oldSelf.claimRef.name)) && (!has(oldSelf.claimRef.uid) || (has(self.claimRef.uid) && self.claimRef.uid == oldSelf.claimRef.uid))",message="claimRef may only be completed, never changed",fieldPath=.claimRef
+type IPAllocationSpec struct {
+	// pool is the name of the IPPool the prefix belongs to.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Pool string `json:"pool"`
+
+	// cidr is the allocated prefix, canonical.
+	// +required
+	// +kubebuilder:validation:MaxLength=43
+	// +kubebuilder:validation:XValidation:rule="isCIDR(self) && string(cidr(self).masked()) == self",message="must be a canonical CIDR"
+	CIDR string `json:"cidr"`
+
+	// claimRef is the object that holds the prefix.
+	// +required
+	ClaimRef ClaimRef `json:"claimRef"`
+}
+
+// IPAllocationStatus is the observed state of an allocation.
+type IPAllocationStatus struct {
+	// boundAt is when the holder was first seen with this prefix.
+	// +optional
+	BoundAt *metav1.Time `json:"boundAt,omitempty"`
+
+	// orphanedAt is when kipam first found no holder for this prefix; the
+	// prefix is released once the orphan grace period has passed.
+	// +optional
+	OrphanedAt *metav1.Time `json:"orphanedAt,omitempty"`
+
+	// conditions: Bound (the holder exists and carries this prefix) and
+	// Orphaned (no holder was found).
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// IPAllocation is kipam's durable record that one prefix of a pool is held by
+// one IPClaim or child IPPool. kipam creates and deletes it; it cannot be
+// deleted from under a live claim.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:scope=Cluster,shortName=ipa,categories=kipam
+// +kubebuilder:printcolumn:name="CIDR",type=string,JSONPath=`.spec.cidr`
+// +kubebuilder:printcolumn:name="Pool",type=string,JSONPath=`.spec.pool`
+// +kubebuilder:printcolumn:name="Kind",type=string,JSONPath=`.spec.claimRef.kind`,priority=1
+// +kubebuilder:printcolumn:name="Namespace",type=string,JSONPath=`.spec.claimRef.__namespace__`
+// +kubebuilder:printcolumn:name="Claim",type=string,JSONPath=`.spec.claimRef.name`
+// +kubebuilder:printcolumn:name="Bound",type=string,JSONPath=`.status.conditions[?(@.type=="Bound")].status`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type IPAllocation struct {
+	metav1.TypeMeta `json:",inline"`
+
+	// metadata is the standard object metadata.
+	// +optional
+	metav1.ObjectMeta `json:"metadata,omitzero"`
+
+	// spec is the binding.
+	// +required
+	Spec IPAllocationSpec `json:"spec"`
+
+	// status is the observed state of the binding.
+	// +optional
+	Status IPAllocationStatus `json:"status,omitzero"`
+}
+
+// +kubebuilder:object:root=true
+
+// IPAllocationList is a list of IPAllocations.
+type IPAllocationList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitzero"`
+	Items           []IPAllocation `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&IPAllocation{}, &IPAllocationList{})
+}

@@ -1,0 +1,173 @@
+/*
+Copyright 2026 The kipam Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// IPFamily is an IP address family.
+// +kubebuilder:validation:Enum=IPv4;IPv6
+type IPFamily string
+
+const (
+	// IPv4 is the IPv4 family.
+	IPv4 IPFamily = "IPv4"
+	// IPv6 is the IPv6 family.
+	IPv6 IPFamily = "IPv6"
+)
+
+// ExhaustedPolicy says what happens to a claim that its pool cannot satisfy.
+// +kubebuilder:validation:Enum=Deny;Wait
+type ExhaustedPolicy string
+
+const (
+	// Deny rejects the claim at creation with an error naming the pool, the
+	// requested size and the largest free prefix.
+	Deny ExhaustedPolicy = "Deny"
+	// Wait creates the claim Pending; it is bound, in creation order, as soon
+	// as space frees up.
+	Wait ExhaustedPolicy = "Wait"
+)
+
+// IPClaimSpec is a request for one prefix from a pool.
+// +kubebuilder:validation:XValidation:rule="has(self.pool) != has(self.poolSelector)",message="exactly one of pool or poolSelector must be set",fieldPath=.pool
+// +kubebuilder:validation:XValidation:rule="!has(self.poolSelector) || has(self.ipFamily) || has(self.cidr)",message="ipFamily is required with poolSelector, to choose between IPv4 and IPv6 pools",fieldPath=.ipFamily
+// +kubebuilder:validation:XValidation:rule="!has(self.ipFamily) || !has(self.cidr) || !isCIDR(self.cidr) || (cidr(self.cidr).ip().family() == 4) == (self.ipFamily == 'IPv4')",message="cidr is not of the family given by ipFamily",fieldPath=.cidr
+// +kubebuilder:validation:XValidation:rule="!has(self.prefixLength) || !has(self.ipFamily) || self.ipFamily == 'IPv6' || self.prefixLength <= 32",message="prefixLength must be at most 32 for IPv4",fieldPath=.prefixLength
+// +kubebuilder:validation:XValidation:rule="!has(self.prefixLength) || !has(self.cidr) || !isCIDR(self.cidr) || self.prefixLength == cidr(self.cidr).prefixLength()",message="prefixLength must equal the prefix length of cidr when both are set",fieldPath=.prefixLength
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.cidr) || (has(self.cidr) && self.cidr == oldSelf.cidr)",message="cidr is immutable once set",fieldPath=.cidr
+// +kubebuilder:validation:XValidation:rule="has(self.pool) == has(oldSelf.pool) && (!has(self.pool) || self.pool == oldSelf.pool)",message="pool is immutable",fieldPath=.pool
+// +kubebuilder:validation:XValidation:rule="has(self.poolSelector) == has(oldSelf.poolSelector) && (!has(self.poolSelector) || self.poolSelector == oldSelf.poolSelector)",message="poolSelector is immutable",fieldPath=.poolSelector
+// +kubebuilder:validation:XValidation:rule="has(self.ipFamily) == has(oldSelf.ipFamily) && (!has(self.ipFamily) || self.ipFamily == oldSelf.ipFamily)",message="ipFamily is immutable",fieldPath=.ipFamily
+// +kubebuilder:validation:XValidation:rule="has(self.prefixLength) == has(oldSelf.prefixLength) && (!has(self.prefixLength) || self.prefixLength == oldSelf.prefixLength)",message="prefixLength is immutable",fieldPath=.prefixLength
+type IPClaimSpec struct {
+	// pool is the name of the IPPool to allocate from. Exactly one of pool
+	// and poolSelector is set. Immutable.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Pool string `json:"pool,omitempty"`
+
+	// poolSelector selects candidate IPPools by label; together with
+	// ipFamily, kipam allocates from the first matching pool, in name order,
+	// that has room and admits the claim's namespace. Immutable.
+	// +optional
+	PoolSelector *metav1.LabelSelector `json:"poolSelector,omitempty"`
+
+	// ipFamily is IPv4 or IPv6. Required with poolSelector (unless cidr is
+	// given); with pool it is checked against the pool's family. Immutable.
+	// +optional
+	IPFamily IPFamily `json:"ipFamily,omitempty"`
+
+	// prefixLength is the length of the prefix to allocate, e.g. 32 for one
+	// IPv4 address or 24 for a /24. Absent: the pool's defaultPrefixLength.
+	// Immutable.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=128
+	PrefixLength *int32 `json:"prefixLength,omitempty"`
+
+	// cidr is the allocated prefix. kipam writes it when the claim is
+	// created; set it yourself to ask for that exact prefix (a restored
+	// backup does this). Canonical CIDR notation. Immutable once set.
+	// +optional
+	// +kubebuilder:validation:MaxLength=43
+	// +kubebuilder:validation:XValidation:rule="isCIDR(self) && string(cidr(self).masked()) == self",message="must be a canonical CIDR such as 10.0.0.0/24 or 2001:db8::/64: no address bits set past the prefix length, IPv6 in lower-case compressed form"
+	CIDR string `json:"cidr,omitempty"`
+
+	// ttlSeconds is the claim's lifetime counted from when it was bound; at
+	// expiry its prefix is released and the claim is marked Expired. Raise
+	// it before expiry to renew. Absent: the claim lives until deleted.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	TTLSeconds *int64 `json:"ttlSeconds,omitempty"`
+
+	// whenExhausted is what happens when the pool has no room: Deny rejects
+	// the claim at creation; Wait creates it Pending and binds it as soon as
+	// space frees up.
+	// +optional
+	// +kubebuilder:default=Deny
+	WhenExhausted ExhaustedPolicy `json:"whenExhausted,omitempty"`
+}
+
+// IPClaimStatus is the observed state of a claim.
+type IPClaimStatus struct {
+	// cidr is the prefix bound to this claim.
+	// +optional
+	CIDR string `json:"cidr,omitempty"`
+
+	// pool is the name of the pool the prefix came from.
+	// +optional
+	Pool string `json:"pool,omitempty"`
+
+	// allocation is the name of the IPAllocation that records the binding.
+	// +optional
+	Allocation string `json:"allocation,omitempty"`
+
+	// expiresAt is when the claim's ttlSeconds runs out.
+	// +optional
+	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
+
+	// conditions: Ready, with reasons Allocated, Pending, PoolExhausted,
+	// Expired and Conflict.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// IPClaim requests an IP address or prefix from an IPPool. The prefix is
+// allocated when the claim is created, so the object returned by create
+// already carries spec.cidr; deleting the claim releases it.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=ipc,categories=kipam
+// +kubebuilder:printcolumn:name="Pool",type=string,JSONPath=`.status.pool`
+// +kubebuilder:printcolumn:name="CIDR",type=string,JSONPath=`.spec.cidr`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
+// +kubebuilder:printcolumn:name="Expires",type=date,JSONPath=`.status.expiresAt`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type IPClaim struct {
+	metav1.TypeMeta `json:",inline"`
+
+	// metadata is the standard object metadata.
+	// +optional
+	metav1.ObjectMeta `json:"metadata,omitzero"`
+
+	// spec is what the claim asks for.
+	// +required
+	Spec IPClaimSpec `json:"spec"`
+
+	// status is what the claim was given.
+	// +optional
+	Status IPClaimStatus `json:"status,omitzero"`
+}
+
+// +kubebuilder:object:root=true
+
+// IPClaimList is a list of IPClaims.
+type IPClaimList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitzero"`
+	Items           []IPClaim `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&IPClaim{}, &IPClaimList{})
+}

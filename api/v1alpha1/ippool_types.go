@@ -1,0 +1,202 @@
+/*
+Copyright 2026 The kipam Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// AllocationStrategy says how a pool picks a free prefix when a claim does
+// not ask for a specific one.
+// +kubebuilder:validation:Enum=FirstFit;Random
+type AllocationStrategy string
+
+const (
+	// FirstFit hands out the lowest free aligned prefix.
+	FirstFit AllocationStrategy = "FirstFit"
+	// Random hands out a free aligned prefix chosen uniformly at random.
+	Random AllocationStrategy = "Random"
+)
+
+// IPPoolSpec describes a block of address space that claims draw from.
+// +kubebuilder:validation:XValidation:rule="has(self.cidr) || has(self.parentPool)",message="cidr is required unless parentPool is set",fieldPath=.cidr
+// +kubebuilder:validation:XValidation:rule="has(self.cidr) || has(self.prefixLength)",message="prefixLength is required when cidr is empty, to say what size to carve from parentPool",fieldPath=.prefixLength
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.cidr) || (has(self.cidr) && self.cidr == oldSelf.cidr)",message="cidr is immutable once set",fieldPath=.cidr
+// +kubebuilder:validation:XValidation:rule="has(self.parentPool) == has(oldSelf.parentPool) && (!has(self.parentPool) || self.parentPool == oldSelf.parentPool)",message="parentPool is immutable",fieldPath=.parentPool
+// +kubebuilder:validation:XValidation:rule="!has(self.cidr) || !has(self.prefixLength) || !isCIDR(self.cidr) || self.prefixLength == cidr(self.cidr).prefixLength()",message="prefixLength must equal the prefix length of cidr when both are set",fieldPath=.prefixLength
+// +kubebuilder:validation:XValidation:rule="!has(self.cidr) || !isCIDR(self.cidr) || cidr(self.cidr).ip().family() == 6 || !has(self.prefixLength) || self.prefixLength <= 32",message="prefixLength must be at most 32 for an IPv4 pool",fieldPath=.prefixLength
+// +kubebuilder:validation:XValidation:rule="!has(self.cidr) || !isCIDR(self.cidr) || !has(self.defaultPrefixLength) || (self.defaultPrefixLength >= cidr(self.cidr).prefixLength() && (cidr(self.cidr).ip().family() == 6 || self.defaultPrefixLength <= 32))",message="defaultPrefixLength must lie between the pool's own prefix length and the family's maximum (32 for IPv4, 128 for IPv6)",fieldPath=.defaultPrefixLength
+type IPPoolSpec struct {
+	// cidr is the pool's address space in canonical CIDR notation, IPv4 or
+	// IPv6, e.g. 10.0.0.0/16 or 2001:db8::/48. Immutable once set. Leave it
+	// empty together with parentPool and prefixLength to have a prefix of
+	// that length carved out of the parent pool when this pool is created.
+	// +optional
+	// +kubebuilder:validation:MaxLength=43
+	// +kubebuilder:validation:XValidation:rule="isCIDR(self) && string(cidr(self).masked()) == self",message="must be a canonical CIDR such as 10.0.0.0/24 or 2001:db8::/48: no address bits set past the prefix length, IPv6 in lower-case compressed form"
+	CIDR string `json:"cidr,omitempty"`
+
+	// parentPool is the name of the IPPool this pool's prefix is carved
+	// from. The parent accounts for this pool's whole prefix as one
+	// allocation. Immutable.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	ParentPool string `json:"parentPool,omitempty"`
+
+	// prefixLength is the length of the prefix to carve from parentPool when
+	// cidr is empty. When cidr is set it must match it.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=128
+	PrefixLength *int32 `json:"prefixLength,omitempty"`
+
+	// namespaceSelector selects the namespaces whose IPClaims may draw from
+	// this pool. Absent: every namespace may. An empty selector ({}) also
+	// selects every namespace.
+	// +optional
+	NamespaceSelector *metav1.LabelSelector `json:"namespaceSelector,omitempty"`
+
+	// reserved lists address space that is never handed out: canonical CIDRs
+	// (10.0.0.0/28) or inclusive address ranges written first-last
+	// (10.0.0.1-10.0.0.9), which need not be aligned. Reserved space does
+	// not count as available.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=87
+	// +kubebuilder:validation:items:XValidation:rule="(isCIDR(self) && string(cidr(self).masked()) == self) || (self.split('-').size() == 2 && isIP(self.split('-')[0]) && isIP(self.split('-')[1]))",message="must be a canonical CIDR (10.0.0.0/28) or an address range first-last (10.0.0.1-10.0.0.9)"
+	Reserved []string `json:"reserved,omitempty"`
+
+	// excludeFirst is how many addresses at the start of the pool are never
+	// handed out, e.g. 1 for a network address, 2 for network and gateway.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	ExcludeFirst int64 `json:"excludeFirst,omitempty"`
+
+	// excludeLast is how many addresses at the end of the pool are never
+	// handed out, e.g. 1 for an IPv4 broadcast address.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	ExcludeLast int64 `json:"excludeLast,omitempty"`
+
+	// defaultPrefixLength is the prefix length handed to claims that do not
+	// give one. Absent: a single address (/32 for IPv4, /128 for IPv6).
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=128
+	DefaultPrefixLength *int32 `json:"defaultPrefixLength,omitempty"`
+
+	// strategy is how a free prefix is chosen for claims that do not ask for
+	// a specific one: FirstFit (the lowest free address) or Random.
+	// +optional
+	// +kubebuilder:default=FirstFit
+	Strategy AllocationStrategy `json:"strategy,omitempty"`
+
+	// reuseGracePeriodSeconds is how long a released prefix stays out of
+	// circulation before it can be handed out again, so that stale clients
+	// and caches do not collide with its next holder. Absent or 0: reused at
+	// once.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	ReuseGracePeriodSeconds *int64 `json:"reuseGracePeriodSeconds,omitempty"`
+}
+
+// IPPoolStatus is the observed usage of a pool. Sizes are decimal strings
+// because IPv6 pools overflow 64-bit integers.
+type IPPoolStatus struct {
+	// capacity is how many addresses the pool spans.
+	// +optional
+	Capacity string `json:"capacity,omitempty"`
+
+	// allocated is how many addresses are held by claims and child pools.
+	// +optional
+	Allocated string `json:"allocated,omitempty"`
+
+	// available is how many addresses are neither allocated, reserved nor
+	// held back by a reuse grace period.
+	// +optional
+	Available string `json:"available,omitempty"`
+
+	// utilization is allocated as a percentage of the space that can be
+	// handed out, e.g. "37.5%".
+	// +optional
+	Utilization string `json:"utilization,omitempty"`
+
+	// largestFreePrefix is the prefix length of the largest free aligned
+	// block, i.e. the largest claim the pool can still satisfy. Absent when
+	// nothing is free.
+	// +optional
+	LargestFreePrefix *int32 `json:"largestFreePrefix,omitempty"`
+
+	// claims is how many IPClaims hold a prefix of this pool.
+	// +optional
+	Claims int32 `json:"claims,omitempty"`
+
+	// childPools is how many IPPools are carved out of this pool.
+	// +optional
+	ChildPools int32 `json:"childPools,omitempty"`
+
+	// conditions: Ready (the pool serves claims) and Exhausted (a claim was
+	// denied or is waiting for lack of space).
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// IPPool is a block of IPv4 or IPv6 address space from which IPClaims and
+// child IPPools are allocated. Pools never overlap one another, except that a
+// child pool lies inside its parent.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:scope=Cluster,shortName=ipp,categories=kipam
+// +kubebuilder:printcolumn:name="CIDR",type=string,JSONPath=`.spec.cidr`
+// +kubebuilder:printcolumn:name="Parent",type=string,JSONPath=`.spec.parentPool`
+// +kubebuilder:printcolumn:name="Allocated",type=string,JSONPath=`.status.allocated`
+// +kubebuilder:printcolumn:name="Capacity",type=string,JSONPath=`.status.capacity`
+// +kubebuilder:printcolumn:name="Utilization",type=string,JSONPath=`.status.utilization`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type IPPool struct {
+	metav1.TypeMeta `json:",inline"`
+
+	// metadata is the standard object metadata.
+	// +optional
+	metav1.ObjectMeta `json:"metadata,omitzero"`
+
+	// spec is the address space and its rules.
+	// +required
+	Spec IPPoolSpec `json:"spec"`
+
+	// status is the observed usage of the pool.
+	// +optional
+	Status IPPoolStatus `json:"status,omitzero"`
+}
+
+// +kubebuilder:object:root=true
+
+// IPPoolList is a list of IPPools.
+type IPPoolList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitzero"`
+	Items           []IPPool `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&IPPool{}, &IPPoolList{})
+}
