@@ -170,7 +170,9 @@ var _ = Describe("IPPool schema", func() {
 		Entry("cidr removed", func(s *ipamv1alpha1.IPPoolSpec) { s.ParentPool = "parent" },
 			func(s *ipamv1alpha1.IPPoolSpec) { s.CIDR, s.PrefixLength = "", ptr.To[int32](16) },
 			"spec.cidr", "cidr is immutable once set"),
-		Entry("cidr set once, carved", func(s *ipamv1alpha1.IPPoolSpec) { s.CIDR, s.ParentPool, s.PrefixLength = "", "parent", ptr.To[int32](24) },
+		Entry("cidr set once, carved", func(s *ipamv1alpha1.IPPoolSpec) {
+			s.CIDR, s.ParentPool, s.PrefixLength = "", "parent", ptr.To[int32](24)
+		},
 			func(s *ipamv1alpha1.IPPoolSpec) { s.CIDR = "10.0.0.0/24" }),
 		Entry("parentPool changed", func(s *ipamv1alpha1.IPPoolSpec) { s.ParentPool = "a" },
 			func(s *ipamv1alpha1.IPPoolSpec) { s.ParentPool = "b" }, "spec.parentPool", "parentPool is immutable"),
@@ -198,7 +200,10 @@ var _ = Describe("IPClaim schema", func() {
 		}),
 		Entry("neither pool nor selector", func(s *ipamv1alpha1.IPClaimSpec) { s.Pool = "" },
 			"spec.pool", "exactly one of pool or poolSelector must be set"),
-		Entry("both pool and selector", func(s *ipamv1alpha1.IPClaimSpec) { s.PoolSelector = &metav1.LabelSelector{}; s.IPFamily = ipamv1alpha1.IPv4 },
+		Entry("both pool and selector", func(s *ipamv1alpha1.IPClaimSpec) {
+			s.PoolSelector = &metav1.LabelSelector{}
+			s.IPFamily = ipamv1alpha1.IPv4
+		},
 			"spec.pool", "exactly one of pool or poolSelector must be set"),
 		Entry("selector without a family", func(s *ipamv1alpha1.IPClaimSpec) { s.Pool, s.PoolSelector = "", &metav1.LabelSelector{} },
 			"spec.ipFamily", "ipFamily is required with poolSelector"),
