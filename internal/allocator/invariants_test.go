@@ -1,0 +1,153 @@
+/*
+Copyright 2026 The kipam Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package allocator
+
+import (
+	"fmt"
+	"math/bits"
+)
+
+// checkInvariants verifies the documented invariants of the tree and that
+// the counters agree with it.
+func (a *Allocator) checkInvariants() error {
+	var c struct {
+		nodes, leaves, live int
+		alloc, resv, held   count
+	}
+	var visit func(n int32, s uint) (free, any uint8, err error)
+	visit = func(n int32, s uint) (uint8, uint8, error) {
+		if n == 0 {
+			return uint8(s + 1), 0, nil
+		}
+		if n < 0 || int(n) >= len(a.nodes) {
+			return 0, 0, fmt.Errorf("node index %d out of range", n)
+		}
+		c.nodes++
+		nd := a.nodes[n]
+		var free, any uint8
+		switch {
+		case nd.kind == kInternal:
+			if s <= a.leafS {
+				return 0, 0, fmt.Errorf("internal node %d at size 2^%d (leaf size 2^%d)", n, s, a.leafS)
+			}
+			if nd.child[0] == 0 && nd.child[1] == 0 {
+				return 0, 0, fmt.Errorf("internal node %d has no children", n)
+			}
+			f0, a0, err := visit(nd.child[0], s-1)
+			if err != nil {
+				return 0, 0, err
+			}
+			f1, a1, err := visit(nd.child[1], s-1)
+			if err != nil {
+				return 0, 0, err
+			}
+			free, any = max(f0, f1), a0|a1
+			if nd.child[0] != 0 && nd.child[1] != 0 {
+				k0, k1 := a.nodes[nd.child[0]].kind, a.nodes[nd.child[1]].kind
+				if k0 == k1 && k0&(kStruct|fAlloc) == 0 {
+					return 0, 0, fmt.Errorf("internal node %d has two uniform %b children", n, k0)
+				}
+			}
+		case nd.kind == kLeaf:
+			if s != a.leafS {
+				return 0, 0, fmt.Errorf("leaf node %d at size 2^%d", n, s)
+			}
+			c.leaves++
+			l := a.leaves[nd.child[0]]
+			if (l.alloc|l.start|l.resv|l.held)&^a.full != 0 {
+				return 0, 0, fmt.Errorf("leaf node %d has bits outside the pool", n)
+			}
+			if l.alloc&(l.resv|l.held) != 0 {
+				return 0, 0, fmt.Errorf("leaf node %d: allocated bits also reserved or held", n)
+			}
+			if l.start&^l.alloc != 0 {
+				return 0, 0, fmt.Errorf("leaf node %d: start bits outside allocations", n)
+			}
+			if l.alloc == 0 && (l.resv == 0 || l.resv == a.full) && (l.held == 0 || l.held == a.full) {
+				return 0, 0, fmt.Errorf("leaf node %d is uniform (%+v)", n, l)
+			}
+			// Each allocation is an aligned block that starts at its start bit.
+			covered := uint64(0)
+			for st := l.start; st != 0; st &= st - 1 {
+				o := uint(bits.TrailingZeros64(st))
+				k := l.allocLog(o)
+				if k >= a.leafS || o%(1<<k) != 0 {
+					return 0, 0, fmt.Errorf("leaf node %d: bad allocation 2^%d at %d", n, k, o)
+				}
+				covered |= runMask(k) << o
+				c.live++
+				c.alloc = c.alloc.add(pow2(k))
+			}
+			if covered != l.alloc {
+				return 0, 0, fmt.Errorf("leaf node %d: allocations %x do not cover alloc bits %x", n, covered, l.alloc)
+			}
+			c.resv = c.resv.add(count{lo: uint64(bits.OnesCount64(l.resv))})
+			c.held = c.held.add(count{lo: uint64(bits.OnesCount64(l.held &^ l.resv))})
+			free, any = leafMaxFree(l.freeBits(a.full)), l.flags()
+		case nd.kind != 0 && nd.kind&^(fAlloc|fResv|fHeld) == 0:
+			if nd.kind&fAlloc != 0 && nd.kind != fAlloc {
+				return 0, 0, fmt.Errorf("uniform node %d is allocated and %b", n, nd.kind)
+			}
+			switch {
+			case nd.kind == fAlloc:
+				c.live++
+				c.alloc = c.alloc.add(pow2(s))
+			default:
+				if nd.kind&fResv != 0 {
+					c.resv = c.resv.add(pow2(s))
+				} else {
+					c.held = c.held.add(pow2(s))
+				}
+			}
+			free, any = 0, nd.kind
+		default:
+			return 0, 0, fmt.Errorf("node %d has kind %b", n, nd.kind)
+		}
+		if free > uint8(s) {
+			return 0, 0, fmt.Errorf("node %d of size 2^%d is wholly free", n, s)
+		}
+		if nd.free != free || nd.any != any {
+			return 0, 0, fmt.Errorf("node %d of size 2^%d: free %d any %b, want %d %b", n, s, nd.free, nd.any, free, any)
+		}
+		return free, any, nil
+	}
+	if _, _, err := visit(a.root, a.d); err != nil {
+		return err
+	}
+	freed := 0
+	for i := a.freeNodes; i != 0; i = a.nodes[i].child[0] {
+		if a.nodes[i].kind != kFreed {
+			return fmt.Errorf("free list holds live node %d", i)
+		}
+		freed++
+	}
+	if c.nodes+freed != len(a.nodes)-1 {
+		return fmt.Errorf("%d reachable + %d free nodes != %d", c.nodes, freed, len(a.nodes)-1)
+	}
+	freedLeaves := 0
+	for i := a.freeLeaves; i != 0; i = int32(a.leaves[i].alloc) {
+		freedLeaves++
+	}
+	if c.leaves+freedLeaves != len(a.leaves)-1 {
+		return fmt.Errorf("%d reachable + %d free leaves != %d", c.leaves, freedLeaves, len(a.leaves)-1)
+	}
+	if c.live != a.live || c.alloc != a.allocated || c.resv != a.reserved || c.held != a.held {
+		return fmt.Errorf("counters live=%d alloc=%v resv=%v held=%v, tree says %d %v %v %v",
+			a.live, a.allocated, a.reserved, a.held, c.live, c.alloc, c.resv, c.held)
+	}
+	return nil
+}

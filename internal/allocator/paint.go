@@ -1,0 +1,234 @@
+/*
+Copyright 2026 The kipam Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package allocator
+
+import (
+	"math/bits"
+	"net/netip"
+)
+
+// paintOp changes the reserved or held flag of a region.
+type paintOp uint8
+
+const (
+	opReserve paintOp = iota
+	opHold
+	opUnhold
+)
+
+func (op paintOp) apply(f uint8) uint8 {
+	switch op {
+	case opReserve:
+		return f | fResv
+	case opHold:
+		return f | fHeld
+	default:
+		return f &^ fHeld
+	}
+}
+
+// account updates the counters for c addresses whose flags go from f to g.
+// Held counts addresses that are held and not reserved.
+func (a *Allocator) account(f, g uint8, c count) {
+	if f&fResv == 0 && g&fResv != 0 {
+		a.reserved = a.reserved.add(c)
+	}
+	before, after := f&(fHeld|fResv) == fHeld, g&(fHeld|fResv) == fHeld
+	switch {
+	case before && !after:
+		a.held = a.held.sub(c)
+	case !before && after:
+		a.held = a.held.add(c)
+	}
+}
+
+// paintBits applies op to the bits m of leaf l.
+func (a *Allocator) paintBits(l *leaf, m uint64, op paintOp) {
+	pc := func(x uint64) count { return count{lo: uint64(bits.OnesCount64(x))} }
+	switch op {
+	case opReserve:
+		n := m &^ l.resv
+		a.reserved = a.reserved.add(pc(n))
+		a.held = a.held.sub(pc(n & l.held))
+		l.resv |= m
+	case opHold:
+		a.held = a.held.add(pc(m &^ l.held &^ l.resv))
+		l.held |= m
+	case opUnhold:
+		a.held = a.held.sub(pc(m & l.held &^ l.resv))
+		l.held &^= m
+	}
+}
+
+// paint applies op to the block of size 2^k at off inside node n of size
+// 2^s and returns n's replacement. The region holds no allocation, or op
+// is opUnhold.
+func (a *Allocator) paint(n int32, s uint, off u128, k uint, op paintOp) int32 {
+	if s == k {
+		return a.paintAll(n, s, op)
+	}
+	if n != 0 && a.nodes[n].kind&kStruct == 0 {
+		f := a.nodes[n].kind
+		if op.apply(f) == f {
+			return n
+		}
+		// Split the uniform block so that part of it can change.
+		if s == a.leafS {
+			li := a.newLeaf(a.uniformLeaf(f))
+			a.nodes[n] = node{child: [2]int32{li, 0}, kind: kLeaf}
+		} else {
+			c0 := a.newNode(node{kind: f, any: f})
+			c1 := a.newNode(node{kind: f, any: f})
+			a.nodes[n] = node{child: [2]int32{c0, c1}, kind: kInternal}
+		}
+	}
+	if s == a.leafS {
+		if n == 0 {
+			if op == opUnhold {
+				return 0
+			}
+			n = a.newLeafNode(0)
+		}
+		l := &a.leaves[a.nodes[n].child[0]]
+		a.paintBits(l, runMask(k)<<(off.lo&(1<<a.leafS-1)), op)
+		return a.normLeaf(n)
+	}
+	if n == 0 {
+		if op == opUnhold {
+			return 0
+		}
+		n = a.newNode(node{kind: kInternal})
+	}
+	b := off.bit(s - 1)
+	c := a.paint(a.nodes[n].child[b], s-1, off, k, op)
+	a.nodes[n].child[b] = c
+	return a.normInternal(n, s)
+}
+
+// paintAll applies op to every address of node n of size 2^s.
+func (a *Allocator) paintAll(n int32, s uint, op paintOp) int32 {
+	if n == 0 {
+		g := op.apply(0)
+		a.account(0, g, pow2(s))
+		if g == 0 {
+			return 0
+		}
+		return a.newNode(node{kind: g, any: g})
+	}
+	nd := a.nodes[n]
+	switch nd.kind {
+	case kLeaf:
+		a.paintBits(&a.leaves[nd.child[0]], a.full, op)
+		return a.normLeaf(n)
+	case kInternal:
+		c0 := a.paintAll(nd.child[0], s-1, op)
+		a.nodes[n].child[0] = c0
+		c1 := a.paintAll(nd.child[1], s-1, op)
+		a.nodes[n].child[1] = c1
+		return a.normInternal(n, s)
+	}
+	g := op.apply(nd.kind)
+	a.account(nd.kind, g, pow2(s))
+	if g == 0 {
+		a.freeNode(n)
+		return 0
+	}
+	a.nodes[n] = node{kind: g, any: g}
+	return n
+}
+
+// countFree returns how many free aligned blocks of size 2^k node n of size
+// 2^s holds.
+func (a *Allocator) countFree(n int32, s, k uint) count {
+	if a.freeOf(n, s) < uint8(k+1) {
+		return count{}
+	}
+	if n == 0 {
+		return pow2(s - k)
+	}
+	nd := &a.nodes[n]
+	if nd.kind == kLeaf {
+		m := fitMask(a.leaves[nd.child[0]].freeBits(a.full), k)
+		return count{lo: uint64(bits.OnesCount64(m))}
+	}
+	return a.countFree(nd.child[0], s-1, k).add(a.countFree(nd.child[1], s-1, k))
+}
+
+// selectFree returns the offset of the r-th (from 0, in address order) free
+// aligned block of size 2^k; r is below countFree(a.root, a.d, k).
+func (a *Allocator) selectFree(k uint, r count) u128 {
+	n, s := a.root, a.d
+	var off u128
+	for n != 0 {
+		nd := &a.nodes[n]
+		if nd.kind == kLeaf {
+			m := fitMask(a.leaves[nd.child[0]].freeBits(a.full), k)
+			for i := r.lo; i > 0; i-- {
+				m &= m - 1
+			}
+			off.lo |= uint64(bits.TrailingZeros64(m))
+			return off
+		}
+		c0, c1 := nd.child[0], nd.child[1]
+		if n0 := a.countFree(c0, s-1, k); r.less(n0) {
+			n = c0
+		} else {
+			r = r.sub(n0)
+			n = c1
+			off = off.setBit(s - 1)
+		}
+		s--
+	}
+	return off.or(u128{r.hi, r.lo}.lsh(k))
+}
+
+// walk yields the allocations under node n of size 2^s at off in address
+// order and reports whether to go on.
+func (a *Allocator) walk(n int32, s uint, off u128, yield func(netip.Prefix) bool) bool {
+	if n == 0 {
+		return true
+	}
+	nd := a.nodes[n]
+	switch nd.kind {
+	case kInternal:
+		if nd.any&fAlloc == 0 {
+			return true
+		}
+		return a.walk(nd.child[0], s-1, off, yield) && a.walk(nd.child[1], s-1, off.setBit(s-1), yield)
+	case kLeaf:
+		l := a.leaves[nd.child[0]]
+		for st := l.start; st != 0; st &= st - 1 {
+			o := uint(bits.TrailingZeros64(st))
+			if !yield(a.prefix(u128{off.hi, off.lo | uint64(o)}, l.allocLog(o))) {
+				return false
+			}
+		}
+		return true
+	case fAlloc:
+		return yield(a.prefix(off, s))
+	}
+	return true
+}
+
+// allocLog returns log2 of the size of the allocation starting at bit o.
+func (l *leaf) allocLog(o uint) uint {
+	var cont uint64
+	if o < 63 {
+		cont = (l.alloc &^ l.start) >> (o + 1)
+	}
+	return uint(bits.Len64(uint64(bits.TrailingZeros64(^cont))+1) - 1)
+}
