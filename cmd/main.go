@@ -22,6 +22,7 @@ import (
 	"crypto/tls"
 	"flag"
 	"os"
+	"time"
 
 	// Import all Kubernetes client auth plugins (e.g. Azure, GCP, OIDC, etc.)
 	// to ensure that exec-entrypoint and run can make use of them.
@@ -39,6 +40,7 @@ import (
 
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
 	"github.com/kipam/kipam/internal/controller"
+	"github.com/kipam/kipam/internal/ipam"
 	webhookv1alpha1 "github.com/kipam/kipam/internal/webhook/v1alpha1"
 	// +kubebuilder:scaffold:imports
 )
@@ -62,6 +64,7 @@ func main() {
 		enableLeaderElection        bool
 		secureMetrics, enableHTTP2  bool
 		enableWebhooks              bool
+		orphanGrace                 time.Duration
 		tlsOpts                     []func(*tls.Config)
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", "0", "The address the metrics endpoint binds to. "+
@@ -80,6 +83,9 @@ func main() {
 	flag.StringVar(&webhookCertDir, "webhook-cert-dir", "",
 		"The directory holding the webhook serving certificate tls.crt and key tls.key "+
 			"(default: /tmp/k8s-webhook-server/serving-certs).")
+	flag.DurationVar(&orphanGrace, "orphan-grace", controller.DefaultOrphanGrace,
+		"How long a committed prefix may go without a claim carrying it before it is released. "+
+			"Keep it above the API server's request timeout (60s by default).")
 	opts := zap.Options{Development: true}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -122,12 +128,16 @@ func main() {
 		os.Exit(1)
 	}
 
-	if err := controller.SetupWithManager(mgr); err != nil {
+	ctx := ctrl.SetupSignalHandler()
+	// One allocator per pool, shared by the webhook and the reconcilers; the
+	// pool's IPLedger in etcd is the durable record and the fence.
+	pools := ipam.NewManager(ipam.ClientStore{Reader: mgr.GetAPIReader(), Writer: mgr.GetClient()}, nil)
+	if err := controller.SetupWithManager(ctx, mgr, pools, controller.Options{OrphanGrace: orphanGrace}); err != nil {
 		setupLog.Error(err, "unable to create controllers")
 		os.Exit(1)
 	}
 	if enableWebhooks {
-		if err := webhookv1alpha1.SetupWithManager(mgr); err != nil {
+		if err := webhookv1alpha1.SetupWithManager(mgr, pools); err != nil {
 			setupLog.Error(err, "unable to create webhooks")
 			os.Exit(1)
 		}
@@ -148,7 +158,7 @@ func main() {
 	}
 
 	setupLog.Info("starting manager")
-	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+	if err := mgr.Start(ctx); err != nil {
 		setupLog.Error(err, "problem running manager")
 		os.Exit(1)
 	}

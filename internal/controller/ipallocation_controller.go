@@ -18,40 +18,148 @@ package controller
 
 import (
 	"context"
+	"fmt"
+	"net/netip"
+	"time"
 
-	"k8s.io/apimachinery/pkg/runtime"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
+	"github.com/kipam/kipam/internal/ipam"
+	"github.com/kipam/kipam/internal/metrics"
 )
 
-// IPAllocationReconciler reconciles IPAllocation objects.
+// IPAllocationReconciler marks an IPAllocation Bound while its claim
+// carries its prefix, and releases it once no claim has carried it for
+// OrphanGrace.
 type IPAllocationReconciler struct {
 	client.Client
-	Scheme *runtime.Scheme
+	// APIReader confirms a missing holder against the API server before
+	// anything is released: a stale cache must never free a live prefix.
+	APIReader   client.Reader
+	Manager     *ipam.Manager
+	Recorder    EventRecorder
+	OrphanGrace time.Duration
+	Now         func() time.Time
 }
 
 // +kubebuilder:rbac:groups=ipam.kipam.dev,resources=ipallocations,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=ipam.kipam.dev,resources=ipallocations/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=ipam.kipam.dev,resources=ipallocations/finalizers,verbs=update
 
-// Reconcile brings one IPAllocation to its desired state.
+// Reconcile checks one IPAllocation's holder.
 func (r *IPAllocationReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	log := logf.FromContext(ctx)
-	var obj ipamv1alpha1.IPAllocation
-	if err := r.Get(ctx, req.NamespacedName, &obj); err != nil {
+	var a ipamv1alpha1.IPAllocation
+	if err := r.Get(ctx, req.NamespacedName, &a); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	log.V(1).Info("reconciling", "generation", obj.Generation)
-	return ctrl.Result{}, nil
+	if a.Spec.ClaimRef.Kind != "IPClaim" {
+		return ctrl.Result{}, nil // child pools are the pool hierarchy's
+	}
+	held, err := r.held(ctx, &a, r)
+	if err == nil && !held {
+		held, err = r.held(ctx, &a, r.APIReader)
+	}
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	before := a.DeepCopy()
+	now := metav1.NewTime(r.Now())
+	if held {
+		a.Status.OrphanedAt = nil
+		if a.Status.BoundAt == nil {
+			a.Status.BoundAt = &now
+		}
+		setCond(&a, ipamv1alpha1.ConditionBound, metav1.ConditionTrue, ipamv1alpha1.ReasonHolderFound, "held by IPClaim "+a.Spec.ClaimRef.Namespace+"/"+a.Spec.ClaimRef.Name)
+		setCond(&a, ipamv1alpha1.ConditionOrphaned, metav1.ConditionFalse, ipamv1alpha1.ReasonHolderFound, "")
+		return ctrl.Result{}, r.patchStatus(ctx, before, &a)
+	}
+	if a.DeletionTimestamp != nil {
+		return ctrl.Result{}, deleteAllocation(ctx, r.Client, a.Name, "")
+	}
+	if a.Status.OrphanedAt == nil {
+		a.Status.OrphanedAt = &now
+	}
+	setCond(&a, ipamv1alpha1.ConditionBound, metav1.ConditionFalse, ipamv1alpha1.ReasonHolderMissing, "no IPClaim carries this prefix")
+	setCond(&a, ipamv1alpha1.ConditionOrphaned, metav1.ConditionTrue, ipamv1alpha1.ReasonHolderMissing,
+		fmt.Sprintf("released %s after %s unless a claim takes it", a.Spec.CIDR, r.OrphanGrace))
+	if err := r.patchStatus(ctx, before, &a); err != nil {
+		return ctrl.Result{}, err
+	}
+	if wait := a.Status.OrphanedAt.Add(r.OrphanGrace).Sub(now.Time); wait > 0 {
+		return ctrl.Result{RequeueAfter: wait}, nil
+	}
+	if err := releaseOrphan(ctx, r.Client, r.Manager, a.Spec.Pool, a.Spec.CIDR); err != nil {
+		return ctrl.Result{}, err
+	}
+	r.Recorder.Eventf(&a, nil, corev1.EventTypeWarning, ipamv1alpha1.ReasonHolderMissing, "Release",
+		"released %s: no claim carried it for %s", a.Spec.CIDR, r.OrphanGrace)
+	return ctrl.Result{}, deleteAllocation(ctx, r.Client, a.Name, "")
 }
 
-// SetupWithManager registers the reconciler with the manager.
+// held reports whether the allocation's claim exists and carries its prefix.
+func (r *IPAllocationReconciler) held(ctx context.Context, a *ipamv1alpha1.IPAllocation, reader client.Reader) (bool, error) {
+	ref := a.Spec.ClaimRef
+	var claim ipamv1alpha1.IPClaim
+	err := reader.Get(ctx, client.ObjectKey{Namespace: ref.Namespace, Name: ref.Name}, &claim)
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return (ref.UID == "" || ref.UID == claim.UID) && claim.Spec.CIDR == a.Spec.CIDR, nil
+}
+
+func (r *IPAllocationReconciler) patchStatus(ctx context.Context, before, a *ipamv1alpha1.IPAllocation) error {
+	if before.Status.OrphanedAt.Equal(a.Status.OrphanedAt) && before.Status.BoundAt.Equal(a.Status.BoundAt) &&
+		conditionsEqual(before.Status.Conditions, a.Status.Conditions) {
+		return nil
+	}
+	return client.IgnoreNotFound(r.Status().Patch(ctx, a, client.MergeFrom(before)))
+}
+
+func setCond(a *ipamv1alpha1.IPAllocation, t string, s metav1.ConditionStatus, reason, msg string) {
+	meta.SetStatusCondition(&a.Status.Conditions, metav1.Condition{Type: t, Status: s, Reason: reason, Message: msg, ObservedGeneration: a.Generation})
+}
+
+// releaseOrphan returns a prefix nobody holds to its pool, at once.
+func releaseOrphan(ctx context.Context, c client.Client, m *ipam.Manager, poolName, cidr string) error {
+	p, err := netip.ParsePrefix(cidr)
+	if err != nil {
+		return nil
+	}
+	var pool ipamv1alpha1.IPPool
+	if err := c.Get(ctx, client.ObjectKey{Name: poolName}, &pool); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	if err := m.Release(ctx, &pool, p, 0); err != nil {
+		return err
+	}
+	metrics.Released.WithLabelValues(poolName, "Orphaned").Inc()
+	return nil
+}
+
+// SetupWithManager registers the reconciler; a claim's change wakes its
+// allocation.
 func (r *IPAllocationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&ipamv1alpha1.IPAllocation{}).
+		Watches(&ipamv1alpha1.IPClaim{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+			claim := o.(*ipamv1alpha1.IPClaim)
+			p, err := netip.ParsePrefix(claim.Spec.CIDR)
+			if err != nil {
+				return nil
+			}
+			return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: ipam.AllocationName(poolOf(claim), p)}}}
+		})).
 		Named("ipallocation").
 		Complete(r)
 }

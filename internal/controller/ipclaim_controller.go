@@ -18,40 +18,347 @@ package controller
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
+	"github.com/kipam/kipam/internal/allocator"
+	"github.com/kipam/kipam/internal/ipam"
+	"github.com/kipam/kipam/internal/metrics"
 )
 
-// IPClaimReconciler reconciles IPClaim objects.
-type IPClaimReconciler struct {
-	client.Client
-	Scheme *runtime.Scheme
+// EventRecorder records events; the manager's recorder satisfies it.
+type EventRecorder interface {
+	Eventf(regarding, related runtime.Object, eventtype, reason, action, note string, args ...any)
 }
 
-// +kubebuilder:rbac:groups=ipam.kipam.dev,resources=ipclaims,verbs=get;list;watch;create;update;patch;delete
+// IPClaimReconciler mirrors a claim's allocation into its status and an
+// IPAllocation, binds claims that wait for space, expires claims with a
+// lifetime, and releases the prefix when the claim is deleted.
+type IPClaimReconciler struct {
+	client.Client
+	Manager  *ipam.Manager
+	Resolver *ipam.Resolver
+	Recorder EventRecorder
+	// Now is the clock; tests inject one.
+	Now func() time.Time
+}
+
+// +kubebuilder:rbac:groups=ipam.kipam.dev,resources=ipclaims,verbs=get;list;watch;update;patch;delete
 // +kubebuilder:rbac:groups=ipam.kipam.dev,resources=ipclaims/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=ipam.kipam.dev,resources=ipclaims/finalizers,verbs=update
 
 // Reconcile brings one IPClaim to its desired state.
 func (r *IPClaimReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	log := logf.FromContext(ctx)
-	var obj ipamv1alpha1.IPClaim
-	if err := r.Get(ctx, req.NamespacedName, &obj); err != nil {
+	var claim ipamv1alpha1.IPClaim
+	if err := r.Get(ctx, req.NamespacedName, &claim); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	log.V(1).Info("reconciling", "generation", obj.Generation)
+	if claim.DeletionTimestamp != nil {
+		return ctrl.Result{}, r.finalize(ctx, &claim)
+	}
+	if claim.Spec.CIDR == "" {
+		return ctrl.Result{}, r.bindWaiting(ctx, &claim)
+	}
+	if exp := expiresAt(&claim); exp != nil && !r.Now().Before(exp.Time) {
+		r.Recorder.Eventf(&claim, nil, corev1.EventTypeNormal, ipamv1alpha1.ReasonExpired, "Expire",
+			"ttlSeconds ran out at %s: releasing %s", exp.UTC().Format(time.RFC3339), claim.Spec.CIDR)
+		metrics.Released.WithLabelValues(poolOf(&claim), ipamv1alpha1.ReasonExpired).Inc()
+		return ctrl.Result{}, client.IgnoreNotFound(r.Delete(ctx, &claim))
+	}
+	if err := r.ensureFinalizer(ctx, &claim); err != nil {
+		return ctrl.Result{}, err
+	}
+	cond, allocName, err := r.ensureAllocation(ctx, &claim)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := r.patchStatus(ctx, &claim, cond, allocName); err != nil {
+		return ctrl.Result{}, err
+	}
+	if exp := expiresAt(&claim); exp != nil {
+		return ctrl.Result{RequeueAfter: exp.Sub(r.Now())}, nil
+	}
 	return ctrl.Result{}, nil
 }
 
-// SetupWithManager registers the reconciler with the manager.
+func poolOf(claim *ipamv1alpha1.IPClaim) string {
+	if p := claim.Annotations[ipam.PoolAnnotation]; p != "" {
+		return p
+	}
+	return claim.Spec.Pool
+}
+
+// expiresAt is when a claim's lifetime runs out, counted from its creation.
+func expiresAt(claim *ipamv1alpha1.IPClaim) *metav1.Time {
+	if claim.Spec.TTLSeconds == nil {
+		return nil
+	}
+	t := metav1.NewTime(claim.CreationTimestamp.Add(time.Duration(*claim.Spec.TTLSeconds) * time.Second))
+	return &t
+}
+
+func (r *IPClaimReconciler) ensureFinalizer(ctx context.Context, claim *ipamv1alpha1.IPClaim) error {
+	if controllerutil.ContainsFinalizer(claim, ipamv1alpha1.ClaimFinalizer) {
+		return nil
+	}
+	patch := client.MergeFrom(claim.DeepCopy())
+	controllerutil.AddFinalizer(claim, ipamv1alpha1.ClaimFinalizer)
+	return r.Patch(ctx, claim, patch)
+}
+
+// ensureAllocation creates or binds the claim's IPAllocation and returns
+// the Ready condition it implies.
+func (r *IPClaimReconciler) ensureAllocation(ctx context.Context, claim *ipamv1alpha1.IPClaim) (metav1.Condition, string, error) {
+	pool := poolOf(claim)
+	cidr, err := netip.ParsePrefix(claim.Spec.CIDR)
+	if err != nil {
+		return metav1.Condition{}, "", reconcile.TerminalError(err)
+	}
+	name := ipam.AllocationName(pool, cidr)
+	ready := metav1.Condition{Type: ipamv1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: ipamv1alpha1.ReasonAllocated,
+		Message: fmt.Sprintf("%s allocated from pool %s", cidr, pool)}
+	var a ipamv1alpha1.IPAllocation
+	err = r.Get(ctx, client.ObjectKey{Name: name}, &a)
+	switch {
+	case apierrors.IsNotFound(err):
+		a = ipamv1alpha1.IPAllocation{
+			ObjectMeta: metav1.ObjectMeta{
+				Name:       name,
+				Labels:     map[string]string{ipamv1alpha1.LabelPool: pool, ipamv1alpha1.LabelClaimNamespace: claim.Namespace},
+				Finalizers: []string{ipamv1alpha1.AllocationFinalizer},
+			},
+			Spec: ipamv1alpha1.IPAllocationSpec{Pool: pool, CIDR: cidr.String(), ClaimRef: ipamv1alpha1.ClaimRef{
+				Kind: "IPClaim", Namespace: claim.Namespace, Name: claim.Name, UID: claim.UID,
+			}},
+		}
+		if err := r.Create(ctx, &a); err != nil {
+			return metav1.Condition{}, "", err // AlreadyExists: the next pass sees it
+		}
+		return ready, name, nil
+	case err != nil:
+		return metav1.Condition{}, "", err
+	}
+	ref := a.Spec.ClaimRef
+	if ref.Kind == "IPClaim" && ref.Namespace == claim.Namespace && ref.Name == claim.Name && (ref.UID == "" || ref.UID == claim.UID) {
+		if ref.UID == "" {
+			patch := client.MergeFrom(a.DeepCopy())
+			a.Spec.ClaimRef.UID = claim.UID
+			if err := r.Patch(ctx, &a, patch); err != nil {
+				return metav1.Condition{}, "", err
+			}
+		}
+		return ready, name, nil
+	}
+	msg := fmt.Sprintf("%s in pool %s is held by %s %s/%s", cidr, pool, ref.Kind, ref.Namespace, ref.Name)
+	r.Recorder.Eventf(claim, &a, corev1.EventTypeWarning, ipamv1alpha1.ReasonConflict, "Bind", msg)
+	return metav1.Condition{Type: ipamv1alpha1.ConditionReady, Status: metav1.ConditionFalse,
+		Reason: ipamv1alpha1.ReasonConflict, Message: msg}, "", nil
+}
+
+func (r *IPClaimReconciler) patchStatus(ctx context.Context, claim *ipamv1alpha1.IPClaim, cond metav1.Condition, allocName string) error {
+	before := claim.DeepCopy()
+	cond.ObservedGeneration = claim.Generation
+	meta.SetStatusCondition(&claim.Status.Conditions, cond)
+	claim.Status.ExpiresAt = expiresAt(claim)
+	if cond.Reason == ipamv1alpha1.ReasonConflict {
+		claim.Status.CIDR, claim.Status.Pool, claim.Status.Allocation = "", "", ""
+	} else {
+		claim.Status.CIDR, claim.Status.Pool, claim.Status.Allocation = claim.Spec.CIDR, poolOf(claim), allocName
+	}
+	if equalStatus(before, claim) {
+		return nil
+	}
+	return r.Status().Patch(ctx, claim, client.MergeFrom(before))
+}
+
+func equalStatus(a, b *ipamv1alpha1.IPClaim) bool {
+	return a.Status.CIDR == b.Status.CIDR && a.Status.Pool == b.Status.Pool && a.Status.Allocation == b.Status.Allocation &&
+		a.Status.ExpiresAt.Equal(b.Status.ExpiresAt) && conditionsEqual(a.Status.Conditions, b.Status.Conditions)
+}
+
+func conditionsEqual(a, b []metav1.Condition) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		x, y := a[i], b[i]
+		if x.Type != y.Type || x.Status != y.Status || x.Reason != y.Reason || x.Message != y.Message || x.ObservedGeneration != y.ObservedGeneration {
+			return false
+		}
+	}
+	return true
+}
+
+// bindWaiting allocates for a claim created Pending (whenExhausted: Wait),
+// in creation order: a claim waits while an older one waits on its pools.
+func (r *IPClaimReconciler) bindWaiting(ctx context.Context, claim *ipamv1alpha1.IPClaim) error {
+	if err := r.ensureFinalizer(ctx, claim); err != nil {
+		return err
+	}
+	pools, err := r.Resolver.Candidates(ctx, claim, claim.Namespace)
+	if err != nil {
+		return r.pending(ctx, claim, err.Error())
+	}
+	older, err := r.olderWaiting(ctx, claim)
+	if err != nil {
+		return err
+	}
+	if older != "" {
+		return r.pending(ctx, claim, fmt.Sprintf("waiting behind the older claim %s", older))
+	}
+	var reasons []string
+	for _, pool := range pools {
+		req, err := ipam.RequestFor(claim, pool, "IPClaim/"+claim.Namespace, false)
+		if err != nil {
+			reasons = append(reasons, err.Error())
+			continue
+		}
+		p, err := r.Manager.Allocate(ctx, req)
+		var ex *allocator.ExhaustedError
+		if errors.As(err, &ex) {
+			reasons = append(reasons, fmt.Sprintf("pool %s: %s", pool.Name, ex.Error()))
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		patch := client.MergeFrom(claim.DeepCopy())
+		claim.Spec.CIDR = p.String()
+		metav1.SetMetaDataAnnotation(&claim.ObjectMeta, ipam.PoolAnnotation, pool.Name)
+		if err := r.Patch(ctx, claim, patch); err != nil {
+			// The prefix stays in the ledger; the orphan sweep releases it.
+			return err
+		}
+		r.Recorder.Eventf(claim, nil, corev1.EventTypeNormal, ipamv1alpha1.ReasonAllocated, "Bind", "bound %s from pool %s", p, pool.Name)
+		return nil
+	}
+	return r.pending(ctx, claim, fmt.Sprintf("waiting for space: %v", reasons))
+}
+
+// olderWaiting names an older claim in any namespace that also waits.
+func (r *IPClaimReconciler) olderWaiting(ctx context.Context, claim *ipamv1alpha1.IPClaim) (string, error) {
+	var waiting ipamv1alpha1.IPClaimList
+	if err := r.List(ctx, &waiting, client.MatchingFields{indexWaiting: "true"}); err != nil {
+		return "", err
+	}
+	for i := range waiting.Items {
+		o := &waiting.Items[i]
+		if o.UID == claim.UID || !samePools(o, claim) {
+			continue
+		}
+		if o.CreationTimestamp.Before(&claim.CreationTimestamp) ||
+			(o.CreationTimestamp.Equal(&claim.CreationTimestamp) && o.Namespace+"/"+o.Name < claim.Namespace+"/"+claim.Name) {
+			return o.Namespace + "/" + o.Name, nil
+		}
+	}
+	return "", nil
+}
+
+func samePools(a, b *ipamv1alpha1.IPClaim) bool {
+	if a.Spec.Pool != "" || b.Spec.Pool != "" {
+		return a.Spec.Pool == b.Spec.Pool
+	}
+	return ipam.ClaimFamily(a) == ipam.ClaimFamily(b)
+}
+
+func (r *IPClaimReconciler) pending(ctx context.Context, claim *ipamv1alpha1.IPClaim, msg string) error {
+	return r.patchStatus(ctx, claim, metav1.Condition{Type: ipamv1alpha1.ConditionReady, Status: metav1.ConditionFalse,
+		Reason: ipamv1alpha1.ReasonPending, Message: msg}, "")
+}
+
+// finalize releases the claim's prefix (after the pool's reuse grace),
+// deletes its IPAllocation, then lets the claim go.
+func (r *IPClaimReconciler) finalize(ctx context.Context, claim *ipamv1alpha1.IPClaim) error {
+	if !controllerutil.ContainsFinalizer(claim, ipamv1alpha1.ClaimFinalizer) {
+		return nil
+	}
+	conflict := meta.IsStatusConditionPresentAndEqual(claim.Status.Conditions, ipamv1alpha1.ConditionReady, metav1.ConditionFalse) &&
+		meta.FindStatusCondition(claim.Status.Conditions, ipamv1alpha1.ConditionReady).Reason == ipamv1alpha1.ReasonConflict
+	if cidr, err := netip.ParsePrefix(claim.Spec.CIDR); err == nil && !conflict {
+		poolName := poolOf(claim)
+		var pool ipamv1alpha1.IPPool
+		err := r.Get(ctx, client.ObjectKey{Name: poolName}, &pool)
+		switch {
+		case apierrors.IsNotFound(err):
+		case err != nil:
+			return err
+		default:
+			if err := r.Manager.Release(ctx, &pool, cidr, graceOf(&pool)); err != nil {
+				return err
+			}
+			metrics.Released.WithLabelValues(poolName, "Deleted").Inc()
+		}
+		if err := deleteAllocation(ctx, r.Client, ipam.AllocationName(poolName, cidr), claim.UID); err != nil {
+			return err
+		}
+		logf.FromContext(ctx).V(1).Info("released", "pool", poolName, "cidr", cidr)
+	}
+	patch := client.MergeFrom(claim.DeepCopy())
+	controllerutil.RemoveFinalizer(claim, ipamv1alpha1.ClaimFinalizer)
+	return client.IgnoreNotFound(r.Patch(ctx, claim, patch))
+}
+
+func graceOf(pool *ipamv1alpha1.IPPool) time.Duration {
+	if g := pool.Spec.ReuseGracePeriodSeconds; g != nil {
+		return time.Duration(*g) * time.Second
+	}
+	return 0
+}
+
+// deleteAllocation removes an IPAllocation unless it is bound to a holder
+// other than holder (empty: whoever holds it).
+func deleteAllocation(ctx context.Context, c client.Client, name string, holder types.UID) error {
+	var a ipamv1alpha1.IPAllocation
+	if err := c.Get(ctx, client.ObjectKey{Name: name}, &a); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	if holder != "" && a.Spec.ClaimRef.UID != "" && a.Spec.ClaimRef.UID != holder {
+		return nil
+	}
+	if controllerutil.ContainsFinalizer(&a, ipamv1alpha1.AllocationFinalizer) {
+		patch := client.MergeFrom(a.DeepCopy())
+		controllerutil.RemoveFinalizer(&a, ipamv1alpha1.AllocationFinalizer)
+		if err := c.Patch(ctx, &a, patch); err != nil {
+			return client.IgnoreNotFound(err)
+		}
+	}
+	return client.IgnoreNotFound(c.Delete(ctx, &a))
+}
+
+// SetupWithManager registers the reconciler; a changed ledger wakes the
+// claims that wait for space.
 func (r *IPClaimReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&ipamv1alpha1.IPClaim{}).
+		Watches(&ipamv1alpha1.IPLedger{}, handler.EnqueueRequestsFromMapFunc(r.waitingClaims)).
 		Named("ipclaim").
 		Complete(r)
+}
+
+func (r *IPClaimReconciler) waitingClaims(ctx context.Context, _ client.Object) []reconcile.Request {
+	var waiting ipamv1alpha1.IPClaimList
+	if err := r.List(ctx, &waiting, client.MatchingFields{indexWaiting: "true"}); err != nil {
+		return nil
+	}
+	out := make([]reconcile.Request, 0, len(waiting.Items))
+	for i := range waiting.Items {
+		out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&waiting.Items[i])})
+	}
+	return out
 }

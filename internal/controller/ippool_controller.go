@@ -18,40 +18,116 @@ package controller
 
 import (
 	"context"
+	"fmt"
+	"math/big"
+	"net/netip"
+	"time"
 
-	"k8s.io/apimachinery/pkg/runtime"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
+	"github.com/kipam/kipam/internal/ipam"
 )
 
-// IPPoolReconciler reconciles IPPool objects.
+// IPPoolReconciler publishes a pool's usage in its status, computed from
+// its ledger.
 type IPPoolReconciler struct {
 	client.Client
-	Scheme *runtime.Scheme
+	Now func() time.Time
 }
 
-// +kubebuilder:rbac:groups=ipam.kipam.dev,resources=ippools,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=ipam.kipam.dev,resources=ippools,verbs=get;list;watch;update;patch
 // +kubebuilder:rbac:groups=ipam.kipam.dev,resources=ippools/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=ipam.kipam.dev,resources=ippools/finalizers,verbs=update
 
-// Reconcile brings one IPPool to its desired state.
+// Reconcile refreshes one pool's status.
 func (r *IPPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	log := logf.FromContext(ctx)
-	var obj ipamv1alpha1.IPPool
-	if err := r.Get(ctx, req.NamespacedName, &obj); err != nil {
+	var pool ipamv1alpha1.IPPool
+	if err := r.Get(ctx, req.NamespacedName, &pool); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	log.V(1).Info("reconciling", "generation", obj.Generation)
-	return ctrl.Result{}, nil
+	if pool.Spec.CIDR == "" {
+		return ctrl.Result{}, nil // waits to be carved from its parent
+	}
+	var ledger ipamv1alpha1.IPLedger
+	if err := r.Get(ctx, req.NamespacedName, &ledger); err != nil && !apierrors.IsNotFound(err) {
+		return ctrl.Result{}, err
+	}
+	before := pool.DeepCopy()
+	a, err := ipam.Build(&pool, &ledger, r.Now)
+	ready := metav1.Condition{Type: ipamv1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: ipamv1alpha1.ReasonPoolReady,
+		Message: "serving claims", ObservedGeneration: pool.Generation}
+	if err != nil {
+		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, ipamv1alpha1.ReasonInvalid, err.Error()
+	} else {
+		u := a.Usage()
+		s := &pool.Status
+		s.Capacity, s.Allocated, s.Available = u.Capacity.String(), u.Allocated.String(), u.Available.String()
+		s.Utilization = utilization(u.Allocated, new(big.Int).Sub(u.Capacity, u.Reserved))
+		s.LargestFreePrefix = nil
+		if u.LargestFree >= 0 {
+			lf := int32(u.LargestFree)
+			s.LargestFreePrefix = &lf
+		}
+		s.Claims = 0
+		for _, e := range ledger.Spec.Allocations {
+			if len(e.Holder) > 8 && e.Holder[:8] == "IPClaim/" {
+				s.Claims++
+			}
+		}
+		s.ChildPools = int32(len(ledger.Spec.Allocations)) - s.Claims
+		bits := prefixBits(&pool)
+		exhausted := metav1.Condition{Type: ipamv1alpha1.ConditionExhausted, Status: metav1.ConditionFalse, Reason: ipamv1alpha1.ReasonPoolReady,
+			Message: fmt.Sprintf("a /%d is still free", bits), ObservedGeneration: pool.Generation}
+		if a.Free(bits).Sign() == 0 {
+			exhausted.Status, exhausted.Reason, exhausted.Message = metav1.ConditionTrue, ipamv1alpha1.ReasonPoolExhausted,
+				fmt.Sprintf("no /%d left for claims of the default size", bits)
+		}
+		meta.SetStatusCondition(&pool.Status.Conditions, exhausted)
+	}
+	meta.SetStatusCondition(&pool.Status.Conditions, ready)
+	return ctrl.Result{}, client.IgnoreNotFound(r.Status().Patch(ctx, &pool, client.MergeFrom(before)))
 }
 
-// SetupWithManager registers the reconciler with the manager.
+// prefixBits is the length of the pool's default claim.
+func prefixBits(pool *ipamv1alpha1.IPPool) int {
+	if pool.Spec.DefaultPrefixLength != nil {
+		return int(*pool.Spec.DefaultPrefixLength)
+	}
+	p, _ := netip.ParsePrefix(pool.Spec.CIDR)
+	return p.Addr().BitLen()
+}
+
+// utilization formats allocated/usable as a percentage with up to two decimals.
+func utilization(allocated, usable *big.Int) string {
+	if usable.Sign() <= 0 {
+		return "100%"
+	}
+	pct := new(big.Rat).SetFrac(new(big.Int).Mul(allocated, big.NewInt(100)), usable)
+	s := pct.FloatString(2)
+	for len(s) > 1 && (s[len(s)-1] == '0' || s[len(s)-1] == '.') {
+		if s[len(s)-1] == '.' {
+			s = s[:len(s)-1]
+			break
+		}
+		s = s[:len(s)-1]
+	}
+	return s + "%"
+}
+
+// SetupWithManager registers the reconciler; the pool's ledger wakes it.
 func (r *IPPoolReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&ipamv1alpha1.IPPool{}).
+		Watches(&ipamv1alpha1.IPLedger{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+			return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: o.GetName()}}}
+		})).
 		Named("ippool").
 		Complete(r)
 }

@@ -18,7 +18,14 @@ limitations under the License.
 package controller
 
 import (
+	"context"
+	"time"
+
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
+	"github.com/kipam/kipam/internal/ipam"
 )
 
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
@@ -26,12 +33,62 @@ import (
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete
 
-// SetupWithManager registers every kipam reconciler with the manager.
-func SetupWithManager(mgr ctrl.Manager) error {
+// Field indexes on IPClaims.
+const (
+	// indexWaiting is "true" on claims that wait for space.
+	indexWaiting = "kipam.waiting"
+	// indexPoolCIDR is "<pool>/<cidr>" on claims that hold a prefix.
+	indexPoolCIDR = "kipam.poolCIDR"
+)
+
+// DefaultOrphanGrace is how long a prefix may be committed without any
+// claim carrying it before it is released. It must outlast the API server's
+// request timeout (60s by default), the longest a claim allowed by the
+// webhook can still be on its way to etcd.
+const DefaultOrphanGrace = 2 * time.Minute
+
+// Options configure the reconcilers.
+type Options struct {
+	// OrphanGrace: see DefaultOrphanGrace.
+	OrphanGrace time.Duration
+	// Now is the clock (time.Now when nil).
+	Now func() time.Time
+}
+
+// SetupWithManager registers the field indexes and every kipam reconciler.
+func SetupWithManager(ctx context.Context, mgr ctrl.Manager, m *ipam.Manager, opts Options) error {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.OrphanGrace == 0 {
+		opts.OrphanGrace = DefaultOrphanGrace
+	}
+	idx := mgr.GetFieldIndexer()
+	if err := idx.IndexField(ctx, &ipamv1alpha1.IPClaim{}, indexWaiting, func(o client.Object) []string {
+		if c := o.(*ipamv1alpha1.IPClaim); c.Spec.CIDR == "" && c.DeletionTimestamp == nil {
+			return []string{"true"}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := idx.IndexField(ctx, &ipamv1alpha1.IPClaim{}, indexPoolCIDR, func(o client.Object) []string {
+		if c := o.(*ipamv1alpha1.IPClaim); c.Spec.CIDR != "" {
+			return []string{poolOf(c) + "/" + c.Spec.CIDR}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	resolver := &ipam.Resolver{Reader: mgr.GetClient(), APIReader: mgr.GetAPIReader()}
+	recorder := mgr.GetEventRecorder("kipam")
 	for _, r := range []interface{ SetupWithManager(ctrl.Manager) error }{
-		&IPPoolReconciler{Client: mgr.GetClient(), Scheme: mgr.GetScheme()},
-		&IPClaimReconciler{Client: mgr.GetClient(), Scheme: mgr.GetScheme()},
-		&IPAllocationReconciler{Client: mgr.GetClient(), Scheme: mgr.GetScheme()},
+		&IPPoolReconciler{Client: mgr.GetClient(), Now: opts.Now},
+		&IPClaimReconciler{Client: mgr.GetClient(), Manager: m, Resolver: resolver, Recorder: recorder, Now: opts.Now},
+		&IPAllocationReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Manager: m, Recorder: recorder,
+			OrphanGrace: opts.OrphanGrace, Now: opts.Now},
+		&IPLedgerReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Manager: m, Recorder: recorder,
+			OrphanGrace: opts.OrphanGrace, Now: opts.Now},
 	} {
 		if err := r.SetupWithManager(mgr); err != nil {
 			return err

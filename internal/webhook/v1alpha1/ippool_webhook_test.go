@@ -26,6 +26,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
 )
@@ -100,8 +101,9 @@ var _ = Describe("IPPool webhook", func() {
 	It("checks reserved space again on update", func() {
 		p := pool("10.240.0.0/24", nil)
 		Expect(k8sClient.Create(ctx, p)).To(Succeed())
+		patch := client.MergeFrom(p.DeepCopy())
 		p.Spec.Reserved = []string{"10.240.1.0/24"}
 		p.Spec.DefaultPrefixLength = ptr.To[int32](28)
-		Expect(k8sClient.Update(ctx, p)).To(MatchError(ContainSubstring("lies outside the pool 10.240.0.0/24")))
+		Expect(k8sClient.Patch(ctx, p, patch)).To(MatchError(ContainSubstring("lies outside the pool 10.240.0.0/24")))
 	})
 })

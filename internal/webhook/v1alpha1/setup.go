@@ -20,9 +20,27 @@ package v1alpha1
 
 import (
 	ctrl "sigs.k8s.io/controller-runtime"
+
+	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
+	"github.com/kipam/kipam/internal/ipam"
 )
 
-// SetupWithManager registers every kipam webhook with the manager.
-func SetupWithManager(mgr ctrl.Manager) error {
-	return SetupIPPoolWebhookWithManager(mgr)
+// SetupWithManager registers every kipam webhook with the manager. Claims
+// are allocated through m, which the claim controller shares.
+func SetupWithManager(mgr ctrl.Manager, m *ipam.Manager) error {
+	if err := SetupIPPoolWebhookWithManager(mgr); err != nil {
+		return err
+	}
+	if err := ctrl.NewWebhookManagedBy(mgr, &ipamv1alpha1.IPClaim{}).
+		WithDefaulter(&IPClaimAllocator{
+			Resolver: &ipam.Resolver{Reader: mgr.GetClient(), APIReader: mgr.GetAPIReader()},
+			Manager:  m,
+			Recorder: mgr.GetEventRecorder("kipam-webhook"),
+		}).
+		Complete(); err != nil {
+		return err
+	}
+	return ctrl.NewWebhookManagedBy(mgr, &ipamv1alpha1.IPAllocation{}).
+		WithValidator(&IPAllocationValidator{APIReader: mgr.GetAPIReader()}).
+		Complete()
 }

@@ -39,6 +39,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
+	"github.com/kipam/kipam/internal/controller"
+	"github.com/kipam/kipam/internal/ipam"
 	"github.com/kipam/kipam/internal/testenv"
 )
 
@@ -49,15 +51,20 @@ var (
 	cfg       *rest.Config
 	testEnv   *envtest.Environment
 	scheme    = runtime.NewScheme()
+	pools     *ipam.Manager
 )
+
+// orphanGrace is short here so that the leak test needs no long wait; the
+// default is two minutes.
+const orphanGrace = 3 * time.Second
 
 func TestWebhooks(t *testing.T) {
 	RegisterFailHandler(Fail)
-	RunSpecs(t, "Webhook Suite")
+	RunSpecs(t, "Webhook and allocation Suite")
 }
 
 var _ = BeforeSuite(func() {
-	logf.SetLogger(zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(true)))
+	logf.SetLogger(zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(false)))
 	ctx, cancel = context.WithCancel(context.TODO())
 
 	Expect(clientgoscheme.AddToScheme(scheme)).To(Succeed())
@@ -84,7 +91,9 @@ var _ = BeforeSuite(func() {
 		Metrics:        metricsserver.Options{BindAddress: "0"},
 	})
 	Expect(err).NotTo(HaveOccurred())
-	Expect(SetupWithManager(mgr)).To(Succeed())
+	pools = ipam.NewManager(ipam.ClientStore{Reader: mgr.GetAPIReader(), Writer: mgr.GetClient()}, nil)
+	Expect(SetupWithManager(mgr, pools)).To(Succeed())
+	Expect(controller.SetupWithManager(ctx, mgr, pools, controller.Options{OrphanGrace: orphanGrace})).To(Succeed())
 
 	go func() {
 		defer GinkgoRecover()

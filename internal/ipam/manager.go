@@ -1,0 +1,441 @@
+/*
+Copyright 2026 The kipam Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+// Package ipam turns the in-memory allocator into durable allocations: it
+// keeps one allocator per pool, rebuilt from the pool's IPLedger, and commits
+// every change to that ledger with a resourceVersion precondition before it
+// reports success. Concurrent requests for one pool are group-committed: the
+// first request to arrive writes the ledger for everything queued behind it.
+//
+// Why this never hands out a prefix twice is argued in docs/design.md; in
+// short, the ledger's resourceVersion is a compare-and-swap in etcd, and no
+// prefix is reported allocated until a write that contains it succeeded
+// against the version the allocator was built from.
+package ipam
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
+	"github.com/kipam/kipam/internal/allocator"
+	"github.com/kipam/kipam/internal/netutil"
+)
+
+// ErrBusy is returned when a change could not be committed, because other
+// writers kept winning the race for the pool's ledger or the API server
+// failed. Nothing was allocated or released; the caller may retry.
+var ErrBusy = errors.New("pool busy")
+
+// maxAttempts bounds how often one batch is rebuilt and retried after losing
+// the ledger race before its requests fail with ErrBusy.
+const maxAttempts = 8
+
+// commitTimeout bounds one batch's ledger writes; it is not tied to any one
+// request's context, because the batch serves many.
+const commitTimeout = 10 * time.Second
+
+// Store reads and writes pool ledgers. Get must read the API server, not a
+// cache. Update must fail with a Conflict when the ledger's resourceVersion
+// is no longer current; that is the fence.
+type Store interface {
+	Get(ctx context.Context, pool string) (*ipamv1alpha1.IPLedger, error)
+	Create(ctx context.Context, ledger *ipamv1alpha1.IPLedger) error
+	Update(ctx context.Context, ledger *ipamv1alpha1.IPLedger) error
+}
+
+// ClientStore is a Store on the API server.
+type ClientStore struct {
+	// Reader reads live objects (the manager's API reader, not its cache).
+	Reader client.Reader
+	// Writer creates and updates.
+	Writer client.Writer
+}
+
+// Get reads a pool's ledger.
+func (s ClientStore) Get(ctx context.Context, pool string) (*ipamv1alpha1.IPLedger, error) {
+	var l ipamv1alpha1.IPLedger
+	if err := s.Reader.Get(ctx, client.ObjectKey{Name: pool}, &l); err != nil {
+		return nil, err
+	}
+	return &l, nil
+}
+
+// Create creates a ledger.
+func (s ClientStore) Create(ctx context.Context, l *ipamv1alpha1.IPLedger) error {
+	return s.Writer.Create(ctx, l)
+}
+
+// Update writes a ledger, failing with a Conflict if it changed since read.
+func (s ClientStore) Update(ctx context.Context, l *ipamv1alpha1.IPLedger) error {
+	return s.Writer.Update(ctx, l)
+}
+
+// Request asks for one prefix from a pool.
+type Request struct {
+	// Pool is the pool to allocate from, as last seen.
+	Pool *ipamv1alpha1.IPPool
+	// Bits is the prefix length to allocate when CIDR is not set.
+	Bits int
+	// CIDR, when valid, asks for exactly this prefix.
+	CIDR netip.Prefix
+	// Holder is recorded in the ledger: "IPClaim/<namespace>" or "IPPool/<name>".
+	Holder string
+	// DryRun computes the answer without committing anything.
+	DryRun bool
+}
+
+// Manager owns the allocators of the pools this process serves.
+type Manager struct {
+	store Store
+	now   func() time.Time
+
+	mu    sync.Mutex
+	pools map[string]*poolState
+
+	conflicts atomic.Int64
+}
+
+// Conflicts is how many ledger writes lost the race to another writer.
+func (m *Manager) Conflicts() int64 { return m.conflicts.Load() }
+
+// NewManager returns a Manager on a store. now is the clock (time.Now when nil).
+func NewManager(store Store, now func() time.Time) *Manager {
+	if now == nil {
+		now = time.Now
+	}
+	return &Manager{store: store, now: now, pools: map[string]*poolState{}}
+}
+
+// op is one queued change.
+type op struct {
+	alloc   *Request
+	release netip.Prefix
+	grace   time.Duration
+
+	result netip.Prefix
+	err    error
+	done   chan struct{}
+}
+
+// poolState is one pool's allocator and ledger. mu guards queue and
+// committing; the allocator and ledger are touched only by the goroutine
+// that set committing, so commits of one pool never run concurrently.
+type poolState struct {
+	name string
+
+	mu         sync.Mutex
+	queue      []*op
+	committing bool
+
+	// owned by the committing goroutine
+	alloc      *allocator.Allocator
+	ledger     *ipamv1alpha1.IPLedger
+	generation int64
+	uid        string
+}
+
+func (m *Manager) state(pool string) *poolState {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st, ok := m.pools[pool]
+	if !ok {
+		st = &poolState{name: pool}
+		m.pools[pool] = st
+	}
+	return st
+}
+
+// Forget drops what this process knows of a pool, so that the next request
+// restores it from its ledger.
+func (m *Manager) Forget(pool string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.pools, pool)
+}
+
+// Allocate commits one prefix for req and returns it. A dry run commits
+// nothing and returns the prefix a real request would have got.
+func (m *Manager) Allocate(ctx context.Context, req Request) (netip.Prefix, error) {
+	o := &op{alloc: &req, done: make(chan struct{})}
+	if err := m.submit(ctx, req.Pool, o); err != nil {
+		return netip.Prefix{}, err
+	}
+	return o.result, o.err
+}
+
+// Release returns a prefix to its pool, holding it out of circulation for
+// grace. Releasing a prefix the ledger does not hold is not an error.
+func (m *Manager) Release(ctx context.Context, pool *ipamv1alpha1.IPPool, cidr netip.Prefix, grace time.Duration) error {
+	o := &op{release: cidr, grace: grace, done: make(chan struct{})}
+	if err := m.submit(ctx, pool, o); err != nil {
+		return err
+	}
+	return o.err
+}
+
+// submit queues o and either commits the queue itself (when no commit is
+// running for the pool) or waits for the running committer to take it.
+func (m *Manager) submit(ctx context.Context, pool *ipamv1alpha1.IPPool, o *op) error {
+	st := m.state(pool.Name)
+	st.mu.Lock()
+	st.queue = append(st.queue, o)
+	if st.committing {
+		st.mu.Unlock()
+		select {
+		case <-o.done:
+			return nil
+		case <-ctx.Done():
+			// The op may still commit; the caller's repair path (orphan
+			// release after a grace) covers an allocation nobody took.
+			return fmt.Errorf("%w: %w", ErrBusy, ctx.Err())
+		}
+	}
+	st.committing = true
+	for len(st.queue) > 0 {
+		batch := st.queue
+		st.queue = nil
+		st.mu.Unlock()
+		m.commit(st, pool, batch)
+		for _, b := range batch {
+			close(b.done)
+		}
+		st.mu.Lock()
+	}
+	st.committing = false
+	st.mu.Unlock()
+	return nil
+}
+
+// commit applies a batch to the allocator and writes the ledger once. On a
+// conflict the allocator is rebuilt from the ledger as it now is and the
+// whole batch is tried again.
+func (m *Manager) commit(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) {
+	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+	defer cancel()
+	var lastErr error
+	for range maxAttempts {
+		if st.alloc == nil || st.generation != pool.Generation || st.uid != string(pool.UID) {
+			if err := m.restore(ctx, st, pool); err != nil {
+				lastErr = err
+				st.alloc = nil
+				if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
+					continue
+				}
+				break
+			}
+		}
+		next, dirty := m.apply(st, batch)
+		if !dirty {
+			return
+		}
+		err := m.store.Update(ctx, next)
+		if err == nil {
+			st.ledger = next
+			return
+		}
+		// Lost the race (or the write failed): the allocator may hold
+		// changes that are not in etcd, so throw it away.
+		st.alloc = nil
+		lastErr = err
+		if !apierrors.IsConflict(err) {
+			break
+		}
+		m.conflicts.Add(1)
+	}
+	for _, o := range batch {
+		o.result = netip.Prefix{}
+		o.err = fmt.Errorf("%w: pool %s: could not commit to its ledger: %w", ErrBusy, pool.Name, lastErr)
+	}
+}
+
+// apply runs every op of the batch against the allocator, in order, and
+// returns the ledger that records the outcome and whether it changed.
+func (m *Manager) apply(st *poolState, batch []*op) (*ipamv1alpha1.IPLedger, bool) {
+	now := m.now()
+	next := st.ledger.DeepCopy()
+	dirty := dropExpiredHolds(next, now)
+	for _, o := range batch {
+		o.result, o.err = netip.Prefix{}, nil
+		if o.alloc == nil {
+			released, err := releaseOne(st.alloc, next, o, now)
+			o.err = err
+			dirty = dirty || released
+			continue
+		}
+		p, err := allocateOne(st.alloc, o.alloc)
+		if err != nil {
+			o.err = err
+			continue
+		}
+		o.result = p
+		if o.alloc.DryRun {
+			_ = st.alloc.Release(p)
+			continue
+		}
+		next.Spec.Allocations = append(next.Spec.Allocations, ipamv1alpha1.LedgerEntry{
+			CIDR: p.String(), Holder: o.alloc.Holder, At: now.Unix(),
+		})
+		dirty = true
+	}
+	return next, dirty
+}
+
+func allocateOne(a *allocator.Allocator, req *Request) (netip.Prefix, error) {
+	if req.CIDR.IsValid() {
+		if err := a.Allocate(req.CIDR); err != nil {
+			return netip.Prefix{}, err
+		}
+		return req.CIDR, nil
+	}
+	if req.Pool.Spec.Strategy == ipamv1alpha1.Random {
+		return a.AllocateRandom(req.Bits)
+	}
+	return a.AllocateNext(req.Bits)
+}
+
+// releaseOne frees o.release in the allocator and the ledger, holding it for
+// o.grace. It reports whether anything changed.
+func releaseOne(a *allocator.Allocator, next *ipamv1alpha1.IPLedger, o *op, now time.Time) (bool, error) {
+	if !a.IsAllocated(o.release) {
+		return false, nil
+	}
+	if o.grace > 0 {
+		until := now.Add(o.grace)
+		if err := a.ReleaseUntil(o.release, until); err != nil {
+			return false, err
+		}
+		next.Spec.Holds = append(next.Spec.Holds, ipamv1alpha1.LedgerHold{CIDR: o.release.String(), Until: until.Unix()})
+	} else if err := a.Release(o.release); err != nil {
+		return false, err
+	}
+	cidr := o.release.String()
+	next.Spec.Allocations = slices.DeleteFunc(next.Spec.Allocations, func(e ipamv1alpha1.LedgerEntry) bool { return e.CIDR == cidr })
+	return true, nil
+}
+
+func dropExpiredHolds(l *ipamv1alpha1.IPLedger, now time.Time) bool {
+	kept := l.Spec.Holds[:0]
+	for _, h := range l.Spec.Holds {
+		if h.Until > now.Unix() {
+			kept = append(kept, h)
+		}
+	}
+	dropped := len(kept) != len(l.Spec.Holds)
+	l.Spec.Holds = kept
+	return dropped
+}
+
+// restore reads the pool's ledger (creating it if absent) and rebuilds the
+// allocator from it.
+func (m *Manager) restore(ctx context.Context, st *poolState, pool *ipamv1alpha1.IPPool) error {
+	ledger, err := m.store.Get(ctx, pool.Name)
+	if apierrors.IsNotFound(err) {
+		ledger = &ipamv1alpha1.IPLedger{
+			ObjectMeta: metav1.ObjectMeta{Name: pool.Name},
+			Spec:       ipamv1alpha1.IPLedgerSpec{Pool: pool.Name},
+		}
+		if pool.UID != "" {
+			ledger.OwnerReferences = []metav1.OwnerReference{{
+				APIVersion: ipamv1alpha1.GroupVersion.String(), Kind: "IPPool", Name: pool.Name, UID: pool.UID,
+			}}
+		}
+		err = m.store.Create(ctx, ledger)
+	}
+	if err != nil {
+		return fmt.Errorf("reading the ledger of pool %s: %w", pool.Name, err)
+	}
+	a, err := Build(pool, ledger, m.now)
+	if err != nil {
+		return err
+	}
+	st.alloc, st.ledger, st.generation, st.uid = a, ledger, pool.Generation, string(pool.UID)
+	return nil
+}
+
+// Build returns an allocator for pool holding what ledger records, on the
+// clock now (which expires its holds).
+func Build(pool *ipamv1alpha1.IPPool, ledger *ipamv1alpha1.IPLedger, now func() time.Time) (*allocator.Allocator, error) {
+	prefix, err := netutil.ParsePrefix(pool.Spec.CIDR)
+	if err != nil {
+		return nil, fmt.Errorf("pool %s is not ready: spec.cidr: %w", pool.Name, err)
+	}
+	a, err := allocator.New(prefix, allocator.WithClock(now))
+	if err != nil {
+		return nil, err
+	}
+	allocs := make([]netip.Prefix, 0, len(ledger.Spec.Allocations))
+	for _, e := range ledger.Spec.Allocations {
+		p, err := netip.ParsePrefix(e.CIDR)
+		if err != nil {
+			return nil, fmt.Errorf("ledger of pool %s holds a bad entry %q: %w", pool.Name, e.CIDR, err)
+		}
+		allocs = append(allocs, p)
+	}
+	if err := a.Restore(allocs); err != nil {
+		return nil, fmt.Errorf("restoring pool %s from its ledger: %w", pool.Name, err)
+	}
+	for _, h := range ledger.Spec.Holds {
+		if p, err := netip.ParsePrefix(h.CIDR); err == nil && h.Until > now().Unix() {
+			_ = a.Hold(p, time.Unix(h.Until, 0))
+		}
+	}
+	// Reservations added after prefixes were handed out do not evict them:
+	// a reservation that overlaps an allocation is skipped until it is free.
+	for _, s := range pool.Spec.Reserved {
+		if r, err := netutil.ParseRange(s); err == nil {
+			_ = a.ReserveRange(r.From(), r.To())
+		}
+	}
+	if n := pool.Spec.ExcludeFirst; n > 0 {
+		_ = a.ReserveFirst(uint64(n))
+	}
+	if n := pool.Spec.ExcludeLast; n > 0 {
+		_ = a.ReserveLast(uint64(n))
+	}
+	return a, nil
+}
+
+// AllocationName is the name of the IPAllocation that records prefix p of a
+// pool: derived from both, so that a second record of the same prefix in the
+// same pool cannot be created. IPv6 is spelled out in full so that every
+// dot-separated label starts with a digit or letter.
+func AllocationName(pool string, p netip.Prefix) string {
+	var addr string
+	if p.Addr().Is4() {
+		addr = strings.ReplaceAll(p.Addr().String(), ".", "-")
+	} else {
+		addr = strings.ReplaceAll(p.Addr().StringExpanded(), ":", "-")
+	}
+	name := fmt.Sprintf("%s.%s-%d", pool, addr, p.Bits())
+	if len(name) > 253 {
+		sum := sha256.Sum256([]byte(pool))
+		name = fmt.Sprintf("%s.%x.%s-%d", pool[:253-len(addr)-80], sum[:16], addr, p.Bits())
+	}
+	return name
+}

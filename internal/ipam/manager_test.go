@@ -1,0 +1,285 @@
+/*
+Copyright 2026 The kipam Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package ipam
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"go4.org/netipx"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
+	"github.com/kipam/kipam/internal/allocator"
+)
+
+// memStore is a Store with etcd's compare-and-swap semantics: an update
+// must carry the current resourceVersion.
+type memStore struct {
+	mu      sync.Mutex
+	rv      int
+	ledgers map[string]*ipamv1alpha1.IPLedger
+	writes  int
+	// beforeUpdate, when set, runs before every update (under no lock), so
+	// tests can interleave writers.
+	beforeUpdate func()
+}
+
+func newMemStore() *memStore { return &memStore{ledgers: map[string]*ipamv1alpha1.IPLedger{}} }
+
+var ledgerGR = schema.GroupResource{Group: "ipam.kipam.dev", Resource: "ipledgers"}
+
+func (s *memStore) Get(_ context.Context, pool string) (*ipamv1alpha1.IPLedger, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l, ok := s.ledgers[pool]
+	if !ok {
+		return nil, apierrors.NewNotFound(ledgerGR, pool)
+	}
+	return l.DeepCopy(), nil
+}
+
+func (s *memStore) Create(_ context.Context, l *ipamv1alpha1.IPLedger) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.ledgers[l.Name]; ok {
+		return apierrors.NewAlreadyExists(ledgerGR, l.Name)
+	}
+	s.rv++
+	l.ResourceVersion = strconv.Itoa(s.rv)
+	s.ledgers[l.Name] = l.DeepCopy()
+	return nil
+}
+
+func (s *memStore) Update(_ context.Context, l *ipamv1alpha1.IPLedger) error {
+	if s.beforeUpdate != nil {
+		s.beforeUpdate()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cur, ok := s.ledgers[l.Name]
+	if !ok {
+		return apierrors.NewNotFound(ledgerGR, l.Name)
+	}
+	if cur.ResourceVersion != l.ResourceVersion {
+		return apierrors.NewConflict(ledgerGR, l.Name, fmt.Errorf("resourceVersion %s is not current (%s)", l.ResourceVersion, cur.ResourceVersion))
+	}
+	s.rv++
+	s.writes++
+	l.ResourceVersion = strconv.Itoa(s.rv)
+	s.ledgers[l.Name] = l.DeepCopy()
+	return nil
+}
+
+func testPool(cidr string) *ipamv1alpha1.IPPool {
+	return &ipamv1alpha1.IPPool{
+		ObjectMeta: metav1.ObjectMeta{Name: "p", UID: "uid-p", Generation: 1},
+		Spec:       ipamv1alpha1.IPPoolSpec{CIDR: cidr},
+	}
+}
+
+// checkLedger fails unless the ledger's allocations are disjoint, inside
+// the pool, and exactly the set of prefixes reported as allocated.
+func checkLedger(t *testing.T, s *memStore, pool netip.Prefix, reported []netip.Prefix) {
+	t.Helper()
+	l, err := s.Get(context.Background(), "p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b netipx.IPSetBuilder
+	inLedger := map[netip.Prefix]bool{}
+	for _, e := range l.Spec.Allocations {
+		p := netip.MustParsePrefix(e.CIDR)
+		if !pool.Contains(p.Addr()) || p.Bits() < pool.Bits() {
+			t.Errorf("ledger holds %s outside the pool %s", p, pool)
+		}
+		set, _ := b.IPSet()
+		if set.OverlapsPrefix(p) {
+			t.Errorf("ledger holds %s twice or overlapping", p)
+		}
+		b.AddPrefix(p)
+		inLedger[p] = true
+	}
+	for _, p := range reported {
+		if !inLedger[p] {
+			t.Errorf("%s was reported allocated but is not in the ledger", p)
+		}
+	}
+	if len(reported) != len(inLedger) {
+		t.Errorf("reported %d allocations, ledger holds %d", len(reported), len(inLedger))
+	}
+}
+
+func TestGroupCommitBatchesConcurrentRequests(t *testing.T) {
+	s := newMemStore()
+	m := NewManager(s, nil)
+	pool := testPool("10.0.0.0/24")
+	var (
+		wg  sync.WaitGroup
+		mu  sync.Mutex
+		got []netip.Prefix
+	)
+	for range 300 {
+		wg.Go(func() {
+			p, err := m.Allocate(context.Background(), Request{Pool: pool, Bits: 32, Holder: "IPClaim/t"})
+			if err != nil {
+				var ex *allocator.ExhaustedError
+				if !errors.As(err, &ex) {
+					t.Errorf("unexpected error: %v", err)
+				}
+				return
+			}
+			mu.Lock()
+			got = append(got, p)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	if len(got) != 256 {
+		t.Fatalf("got %d allocations from a /24, want 256", len(got))
+	}
+	checkLedger(t, s, netip.MustParsePrefix(pool.Spec.CIDR), got)
+	t.Logf("%d allocations in %d ledger writes", len(got), s.writes)
+}
+
+// TestFence races two managers that both believe they own one pool, with
+// mixed prefix lengths. Every prefix either reports must be in the ledger,
+// and the ledger must stay disjoint: the loser of each race learns it lost
+// (a Conflict), rebuilds from the ledger and tries again, or fails with
+// ErrBusy; it never answers with an uncommitted prefix.
+func TestFence(t *testing.T) {
+	s := newMemStore()
+	clock := func() time.Time { return time.Unix(1_700_000_000, 0) }
+	a, b := NewManager(s, clock), NewManager(s, clock)
+	pool := testPool("10.0.0.0/20")
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		got  []netip.Prefix
+		busy int
+	)
+	// Interleave: yield before each write so the other manager often
+	// commits in between.
+	s.beforeUpdate = func() { time.Sleep(time.Duration(rand.IntN(50)) * time.Microsecond) }
+	for i := range 400 {
+		m := a
+		if i%2 == 1 {
+			m = b
+		}
+		bits := []int{32, 30, 28, 26, 24}[i%5]
+		wg.Go(func() {
+			p, err := m.Allocate(context.Background(), Request{Pool: pool, Bits: bits, Holder: "IPClaim/t"})
+			var ex *allocator.ExhaustedError
+			switch {
+			case err == nil:
+				mu.Lock()
+				got = append(got, p)
+				mu.Unlock()
+			case errors.Is(err, ErrBusy):
+				mu.Lock()
+				busy++
+				mu.Unlock()
+			case errors.As(err, &ex):
+			default:
+				t.Errorf("unexpected error: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	checkLedger(t, s, netip.MustParsePrefix(pool.Spec.CIDR), got)
+	if len(got) == 0 {
+		t.Fatal("nothing was allocated")
+	}
+	t.Logf("%d allocations, %d lost races reported busy, %d ledger writes", len(got), busy, s.writes)
+}
+
+func TestReleaseHoldsForGrace(t *testing.T) {
+	s := newMemStore()
+	now := time.Unix(1_700_000_000, 0)
+	m := NewManager(s, func() time.Time { return now })
+	pool := testPool("10.0.0.0/30")
+	ctx := context.Background()
+	first, err := m.Allocate(ctx, Request{Pool: pool, Bits: 32, Holder: "IPClaim/t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Release(ctx, pool, first, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		p, err := m.Allocate(ctx, Request{Pool: pool, Bits: 32, Holder: "IPClaim/t"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p == first {
+			t.Fatalf("%s handed out again within its reuse grace", p)
+		}
+	}
+	if _, err := m.Allocate(ctx, Request{Pool: pool, Bits: 32, Holder: "IPClaim/t"}); err == nil {
+		t.Fatal("a held prefix was handed out")
+	}
+	// A restart restores the hold from the ledger.
+	m2 := NewManager(s, func() time.Time { return now })
+	if _, err := m2.Allocate(ctx, Request{Pool: pool, Bits: 32, Holder: "IPClaim/t"}); err == nil {
+		t.Fatal("a held prefix was handed out after a restore")
+	}
+	now = now.Add(time.Minute + time.Second)
+	p, err := m2.Allocate(ctx, Request{Pool: pool, Bits: 32, Holder: "IPClaim/t"})
+	if err != nil || p != first {
+		t.Fatalf("after the grace got %v, %v; want %s", p, err, first)
+	}
+}
+
+func TestDryRunCommitsNothing(t *testing.T) {
+	s := newMemStore()
+	m := NewManager(s, nil)
+	pool := testPool("10.0.0.0/24")
+	ctx := context.Background()
+	dry, err := m.Allocate(ctx, Request{Pool: pool, Bits: 28, Holder: "IPClaim/t", DryRun: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	real, err := m.Allocate(ctx, Request{Pool: pool, Bits: 28, Holder: "IPClaim/t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dry != real {
+		t.Fatalf("dry run answered %s, the real request got %s", dry, real)
+	}
+	checkLedger(t, s, netip.MustParsePrefix("10.0.0.0/24"), []netip.Prefix{real})
+}
+
+func TestAllocationName(t *testing.T) {
+	for _, tc := range []struct{ pool, cidr, want string }{
+		{"tenant-a", "10.0.0.5/32", "tenant-a.10-0-0-5-32"},
+		{"v6", "2001:db8::/64", "v6.2001-0db8-0000-0000-0000-0000-0000-0000-64"},
+		{"v6", "::1/128", "v6.0000-0000-0000-0000-0000-0000-0000-0001-128"},
+	} {
+		if got := AllocationName(tc.pool, netip.MustParsePrefix(tc.cidr)); got != tc.want {
+			t.Errorf("AllocationName(%s, %s) = %s, want %s", tc.pool, tc.cidr, got, tc.want)
+		}
+	}
+}

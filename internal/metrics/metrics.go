@@ -1,0 +1,42 @@
+/*
+Copyright 2026 The kipam Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+// Package metrics holds kipam's Prometheus metrics, registered with
+// controller-runtime's registry so that the manager's /metrics serves them.
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+)
+
+var (
+	// ClaimsDenied counts claims denied at admission, by pool and reason.
+	ClaimsDenied = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kipam_claims_denied_total",
+		Help: "IPClaims denied at admission, by pool and reason (Exhausted).",
+	}, []string{"pool", "reason"})
+
+	// Released counts prefixes returned to their pool, by pool and cause.
+	Released = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kipam_prefixes_released_total",
+		Help: "Prefixes released, by pool and cause (Deleted, Expired, Orphaned).",
+	}, []string{"pool", "cause"})
+)
+
+func init() {
+	metrics.Registry.MustRegister(ClaimsDenied, Released)
+}

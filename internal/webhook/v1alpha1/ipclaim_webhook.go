@@ -1,0 +1,167 @@
+/*
+Copyright 2026 The kipam Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package v1alpha1
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
+	"github.com/kipam/kipam/internal/allocator"
+	"github.com/kipam/kipam/internal/ipam"
+	"github.com/kipam/kipam/internal/metrics"
+)
+
+// +kubebuilder:webhook:path=/mutate-ipam-kipam-dev-v1alpha1-ipclaim,mutating=true,failurePolicy=fail,sideEffects=NoneOnDryRun,groups=ipam.kipam.dev,resources=ipclaims,verbs=create;update,versions=v1alpha1,name=mipclaim-v1alpha1.kb.io,admissionReviewVersions=v1,timeoutSeconds=15
+
+// EventRecorder records events; the manager's recorder satisfies it.
+type EventRecorder interface {
+	Eventf(regarding, related runtime.Object, eventtype, reason, action, note string, args ...any)
+}
+
+// IPClaimAllocator allocates a claim's prefix while the claim is created, so
+// that the object the API server stores and returns carries spec.cidr. The
+// prefix is committed to the pool's ledger before it answers. On update it
+// keeps spec.cidr and the release finalizer in place, so that re-applying a
+// manifest without them is a no-op.
+type IPClaimAllocator struct {
+	Resolver *ipam.Resolver
+	Manager  *ipam.Manager
+	Recorder EventRecorder
+}
+
+var _ admission.Defaulter[*ipamv1alpha1.IPClaim] = &IPClaimAllocator{}
+
+// Default allocates on create and preserves the allocation on update.
+func (a *IPClaimAllocator) Default(ctx context.Context, claim *ipamv1alpha1.IPClaim) error {
+	req, err := admission.RequestFromContext(ctx)
+	if err != nil {
+		return err
+	}
+	switch req.Operation {
+	case admissionv1.Create:
+		return a.allocate(ctx, claim, req)
+	case admissionv1.Update:
+		return keepAllocation(claim, req)
+	}
+	return nil
+}
+
+// keepAllocation restores what an apply without kipam's fields would drop.
+func keepAllocation(claim *ipamv1alpha1.IPClaim, req admission.Request) error {
+	var old ipamv1alpha1.IPClaim
+	if err := json.Unmarshal(req.OldObject.Raw, &old); err != nil {
+		return apierrors.NewBadRequest(fmt.Sprintf("decoding the old IPClaim: %v", err))
+	}
+	if claim.Spec.CIDR == "" {
+		claim.Spec.CIDR = old.Spec.CIDR
+	}
+	if pool, ok := old.Annotations[ipam.PoolAnnotation]; ok && claim.Annotations[ipam.PoolAnnotation] == "" {
+		metav1.SetMetaDataAnnotation(&claim.ObjectMeta, ipam.PoolAnnotation, pool)
+	}
+	if controllerutil.ContainsFinalizer(&old, ipamv1alpha1.ClaimFinalizer) && claim.DeletionTimestamp == nil {
+		controllerutil.AddFinalizer(claim, ipamv1alpha1.ClaimFinalizer)
+	}
+	return nil
+}
+
+func (a *IPClaimAllocator) allocate(ctx context.Context, claim *ipamv1alpha1.IPClaim, req admission.Request) error {
+	namespace := req.Namespace
+	dryRun := req.DryRun != nil && *req.DryRun
+	pools, err := a.Resolver.Candidates(ctx, claim, namespace)
+	if err != nil {
+		return claimError(claim, err)
+	}
+	holder := "IPClaim/" + namespace
+	var exhausted []string
+	for _, pool := range pools {
+		r, err := ipam.RequestFor(claim, pool, holder, dryRun)
+		if err != nil {
+			if len(pools) > 1 {
+				continue // a selector may match pools this claim does not fit
+			}
+			return claimError(claim, err)
+		}
+		p, err := a.Manager.Allocate(ctx, r)
+		var ex *allocator.ExhaustedError
+		switch {
+		case errors.As(err, &ex):
+			exhausted = append(exhausted, fmt.Sprintf("pool %s is exhausted: %s", pool.Name, ex.Error()))
+			if !dryRun {
+				metrics.ClaimsDenied.WithLabelValues(pool.Name, "Exhausted").Inc()
+				a.Recorder.Eventf(pool, nil, corev1.EventTypeWarning, ipamv1alpha1.ReasonPoolExhausted, "Allocate",
+					"denied a /%d to a claim in namespace %s: %s", r.Bits, namespace, ex.Error())
+			}
+			continue
+		case errors.Is(err, ipam.ErrBusy):
+			return apierrors.NewTooManyRequests(err.Error(), 1)
+		case err != nil:
+			return claimError(claim, ipam.ClaimError(err, r))
+		}
+		claim.Spec.CIDR = p.String()
+		metav1.SetMetaDataAnnotation(&claim.ObjectMeta, ipam.PoolAnnotation, pool.Name)
+		controllerutil.AddFinalizer(claim, ipamv1alpha1.ClaimFinalizer)
+		logf.FromContext(ctx).V(1).Info("allocated", "pool", pool.Name, "cidr", p, "dryRun", dryRun)
+		return nil
+	}
+	if len(exhausted) == 0 {
+		return claimError(claim, field.Invalid(field.NewPath("spec", "poolSelector"), claim.Spec.PoolSelector,
+			"no matching pool can serve this claim"))
+	}
+	if claim.Spec.WhenExhausted == ipamv1alpha1.Wait {
+		// Created without a prefix; the claim controller binds it, in
+		// creation order, when space frees up.
+		controllerutil.AddFinalizer(claim, ipamv1alpha1.ClaimFinalizer)
+		return nil
+	}
+	return &apierrors.StatusError{ErrStatus: metav1.Status{
+		Status:  metav1.StatusFailure,
+		Code:    http.StatusForbidden,
+		Reason:  metav1.StatusReasonForbidden,
+		Message: fmt.Sprintf("%s (set spec.whenExhausted: Wait to wait for space)", joinReasons(exhausted)),
+	}}
+}
+
+func joinReasons(reasons []string) string {
+	out := reasons[0]
+	for _, r := range reasons[1:] {
+		out += "; " + r
+	}
+	return out
+}
+
+// claimError turns a field error into the API's Invalid error for claim.
+func claimError(claim *ipamv1alpha1.IPClaim, err error) error {
+	var fe *field.Error
+	if errors.As(err, &fe) {
+		return invalid("IPClaim", claim.Name, field.ErrorList{fe})
+	}
+	return err
+}

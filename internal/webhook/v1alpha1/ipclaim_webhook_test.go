@@ -1,0 +1,446 @@
+/*
+Copyright 2026 The kipam Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package v1alpha1
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"go4.org/netipx"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/sets"
+	"k8s.io/client-go/util/retry"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
+	"github.com/kipam/kipam/internal/allocator"
+	"github.com/kipam/kipam/internal/ipam"
+)
+
+func newClaim(ns, pool string, mutate func(*ipamv1alpha1.IPClaim)) *ipamv1alpha1.IPClaim {
+	c := &ipamv1alpha1.IPClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("claim-%d", seq.Add(1)), Namespace: ns},
+		Spec:       ipamv1alpha1.IPClaimSpec{Pool: pool},
+	}
+	if mutate != nil {
+		mutate(c)
+	}
+	return c
+}
+
+func createPool(cidr string, mutate func(*ipamv1alpha1.IPPoolSpec)) *ipamv1alpha1.IPPool {
+	GinkgoHelper()
+	p := pool(cidr, mutate)
+	Expect(k8sClient.Create(ctx, p)).To(Succeed())
+	return p
+}
+
+func ledgerOf(pool string) []string {
+	var l ipamv1alpha1.IPLedger
+	if err := k8sClient.Get(ctx, client.ObjectKey{Name: pool}, &l); err != nil {
+		return nil
+	}
+	out := make([]string, 0, len(l.Spec.Allocations))
+	for _, e := range l.Spec.Allocations {
+		out = append(out, e.CIDR)
+	}
+	return out
+}
+
+// expectDisjoint fails unless the prefixes are pairwise disjoint.
+func expectDisjoint(cidrs []string) {
+	GinkgoHelper()
+	var b netipx.IPSetBuilder
+	for _, c := range cidrs {
+		p := netip.MustParsePrefix(c)
+		set, err := b.IPSet()
+		Expect(err).NotTo(HaveOccurred())
+		Expect(set.OverlapsPrefix(p)).To(BeFalse(), "%s overlaps another allocation", p)
+		b.AddPrefix(p)
+	}
+}
+
+var _ = Describe("IPClaim allocation at admission", func() {
+	It("returns the CIDR in the created object, lowest first", func() {
+		p := createPool("10.50.0.0/24", nil)
+		var got []string
+		for range 3 {
+			c := newClaim("default", p.Name, nil)
+			Expect(k8sClient.Create(ctx, c)).To(Succeed())
+			got = append(got, c.Spec.CIDR)
+			Expect(c.Finalizers).To(ContainElement(ipamv1alpha1.ClaimFinalizer))
+		}
+		Expect(got).To(Equal([]string{"10.50.0.0/32", "10.50.0.1/32", "10.50.0.2/32"}))
+
+		By("mixing sizes in one pool, aligned")
+		c := newClaim("default", p.Name, func(c *ipamv1alpha1.IPClaim) { c.Spec.PrefixLength = ptr.To[int32](28) })
+		Expect(k8sClient.Create(ctx, c)).To(Succeed())
+		Expect(c.Spec.CIDR).To(Equal("10.50.0.16/28"))
+
+		By("mirroring the result into status and an IPAllocation")
+		Eventually(func(g Gomega) {
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(c), c)).To(Succeed())
+			g.Expect(meta.IsStatusConditionTrue(c.Status.Conditions, ipamv1alpha1.ConditionReady)).To(BeTrue())
+			g.Expect(c.Status.CIDR).To(Equal("10.50.0.16/28"))
+			var a ipamv1alpha1.IPAllocation
+			g.Expect(k8sClient.Get(ctx, client.ObjectKey{Name: c.Status.Allocation}, &a)).To(Succeed())
+			g.Expect(a.Spec.ClaimRef.UID).To(Equal(c.UID))
+			g.Expect(meta.IsStatusConditionTrue(a.Status.Conditions, ipamv1alpha1.ConditionBound)).To(BeTrue())
+		}).Should(Succeed())
+	})
+
+	It("honours the pool's defaults, reservations and exclusions", func() {
+		p := createPool("10.51.0.0/24", func(s *ipamv1alpha1.IPPoolSpec) {
+			s.ExcludeFirst = 1
+			s.Reserved = []string{"10.51.0.1-10.51.0.9"}
+		})
+		c := newClaim("default", p.Name, nil)
+		Expect(k8sClient.Create(ctx, c)).To(Succeed())
+		Expect(c.Spec.CIDR).To(Equal("10.51.0.10/32"))
+
+		v6 := createPool("2001:db8:51::/48", func(s *ipamv1alpha1.IPPoolSpec) { s.DefaultPrefixLength = ptr.To[int32](64) })
+		c = newClaim("default", v6.Name, nil)
+		Expect(k8sClient.Create(ctx, c)).To(Succeed())
+		Expect(c.Spec.CIDR).To(Equal("2001:db8:51::/64"))
+	})
+
+	It("honours a specific CIDR or says why not", func() {
+		p := createPool("10.52.0.0/24", func(s *ipamv1alpha1.IPPoolSpec) { s.Reserved = []string{"10.52.0.240/28"} })
+		c := newClaim("default", p.Name, func(c *ipamv1alpha1.IPClaim) { c.Spec.CIDR = "10.52.0.64/26" })
+		Expect(k8sClient.Create(ctx, c)).To(Succeed())
+		Expect(c.Spec.CIDR).To(Equal("10.52.0.64/26"))
+
+		for cidr, want := range map[string]string{
+			"10.52.0.64/26":  "is already allocated in pool " + p.Name,
+			"10.52.0.70/32":  "is already allocated in pool " + p.Name,
+			"10.52.0.0/24":   "is already allocated in pool " + p.Name,
+			"10.52.0.240/30": "overlaps space reserved in pool " + p.Name,
+			"10.53.0.0/30":   "lies outside pool " + p.Name,
+			"2001:db8::/64":  "pool " + p.Name + " is IPv4",
+		} {
+			err := k8sClient.Create(ctx, newClaim("default", p.Name, func(c *ipamv1alpha1.IPClaim) { c.Spec.CIDR = cidr }))
+			Expect(apierrors.IsInvalid(err)).To(BeTrue(), "%s: %v", cidr, err)
+			Expect(err.Error()).To(ContainSubstring("spec.cidr"))
+			Expect(err.Error()).To(ContainSubstring(want), cidr)
+		}
+		Expect(ledgerOf(p.Name)).To(ConsistOf("10.52.0.64/26"))
+	})
+
+	It("denies bad input with the field and the reason, allocating nothing", func() {
+		p := createPool("10.54.0.0/24", func(s *ipamv1alpha1.IPPoolSpec) {
+			s.NamespaceSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"team": "blue"}}
+		})
+		for _, ns := range []string{"blue", "red"} {
+			Expect(client.IgnoreAlreadyExists(k8sClient.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
+				Name: ns, Labels: map[string]string{"team": ns}}}))).To(Succeed())
+		}
+		err := k8sClient.Create(ctx, newClaim("red", p.Name, nil))
+		Expect(err).To(MatchError(ContainSubstring(fmt.Sprintf(`spec.pool: Not found: "%s (no such pool is open to namespace red)"`, p.Name))))
+		err = k8sClient.Create(ctx, newClaim("red", "no-such-pool", nil))
+		Expect(err).To(MatchError(ContainSubstring(`spec.pool: Not found: "no-such-pool (no such pool is open to namespace red)"`)))
+		err = k8sClient.Create(ctx, newClaim("blue", p.Name, func(c *ipamv1alpha1.IPClaim) { c.Spec.PrefixLength = ptr.To[int32](16) }))
+		Expect(err).To(MatchError(ContainSubstring("spec.prefixLength: Invalid value: 16: must lie between /24")))
+		err = k8sClient.Create(ctx, newClaim("blue", p.Name, func(c *ipamv1alpha1.IPClaim) { c.Spec.IPFamily = ipamv1alpha1.IPv6 }))
+		Expect(err).To(MatchError(ContainSubstring(fmt.Sprintf("spec.ipFamily: Invalid value: \"IPv6\": pool %s is IPv4", p.Name))))
+		err = k8sClient.Create(ctx, newClaim("blue", "", func(c *ipamv1alpha1.IPClaim) {
+			c.Spec.PoolSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"nothing": "matches"}}
+			c.Spec.IPFamily = ipamv1alpha1.IPv4
+		}))
+		Expect(err).To(MatchError(ContainSubstring("spec.poolSelector: Invalid value: \"nothing=matches\": no IPv4 pool matching the selector is open to namespace blue")))
+		Expect(ledgerOf(p.Name)).To(BeEmpty())
+
+		c := newClaim("blue", p.Name, nil)
+		Expect(k8sClient.Create(ctx, c)).To(Succeed())
+		Expect(c.Spec.CIDR).To(Equal("10.54.0.0/32"))
+	})
+
+	It("chooses among pools by selector in name order, moving on when one is full", func() {
+		lbl := map[string]string{"tier": fmt.Sprintf("sel-%d", seq.Add(1))}
+		a := pool("10.55.0.0/31", nil)
+		a.Name, a.Labels = "sel-a-"+lbl["tier"], lbl
+		b := pool("10.55.1.0/30", nil)
+		b.Name, b.Labels = "sel-b-"+lbl["tier"], lbl
+		Expect(k8sClient.Create(ctx, b)).To(Succeed())
+		Expect(k8sClient.Create(ctx, a)).To(Succeed())
+		var got []string
+		for range 4 {
+			c := newClaim("default", "", func(c *ipamv1alpha1.IPClaim) {
+				c.Spec.PoolSelector = &metav1.LabelSelector{MatchLabels: lbl}
+				c.Spec.IPFamily = ipamv1alpha1.IPv4
+			})
+			Expect(k8sClient.Create(ctx, c)).To(Succeed())
+			got = append(got, c.Annotations[ipam.PoolAnnotation]+"="+c.Spec.CIDR)
+		}
+		Expect(got).To(Equal([]string{a.Name + "=10.55.0.0/32", a.Name + "=10.55.0.1/32", b.Name + "=10.55.1.0/32", b.Name + "=10.55.1.1/32"}))
+	})
+
+	It("denies an exhausted pool naming it, the size and the largest free prefix", func() {
+		p := createPool("10.56.0.0/28", nil)
+		Expect(k8sClient.Create(ctx, newClaim("default", p.Name, func(c *ipamv1alpha1.IPClaim) { c.Spec.CIDR = "10.56.0.0/29" }))).To(Succeed())
+		err := k8sClient.Create(ctx, newClaim("default", p.Name, func(c *ipamv1alpha1.IPClaim) { c.Spec.PrefixLength = ptr.To[int32](28) }))
+		Expect(apierrors.IsForbidden(err)).To(BeTrue(), "%v", err)
+		Expect(err).To(MatchError(ContainSubstring(fmt.Sprintf("pool %s is exhausted: no free /28 left (largest free prefix /29)", p.Name))))
+	})
+
+	It("allocates nothing on a dry run and works with generateName", func() {
+		p := createPool("10.57.0.0/24", nil)
+		dry := newClaim("default", p.Name, func(c *ipamv1alpha1.IPClaim) { c.Name, c.GenerateName = "", "web-" })
+		Expect(k8sClient.Create(ctx, dry, client.DryRunAll)).To(Succeed())
+		Expect(dry.Spec.CIDR).To(Equal("10.57.0.0/32"))
+		Expect(ledgerOf(p.Name)).To(BeEmpty())
+
+		real := newClaim("default", p.Name, func(c *ipamv1alpha1.IPClaim) { c.Name, c.GenerateName = "", "web-" })
+		Expect(k8sClient.Create(ctx, real)).To(Succeed())
+		Expect(real.Name).To(HavePrefix("web-"))
+		Expect(real.Spec.CIDR).To(Equal("10.57.0.0/32"))
+		Eventually(func(g Gomega) {
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(real), real)).To(Succeed())
+			g.Expect(real.Status.Allocation).To(Equal(ipam.AllocationName(p.Name, netip.MustParsePrefix("10.57.0.0/32"))))
+		}).Should(Succeed())
+	})
+
+	It("keeps spec.cidr immutable and re-applying without it a no-op", func() {
+		p := createPool("10.58.0.0/24", nil)
+		c := newClaim("default", p.Name, nil)
+		Expect(k8sClient.Create(ctx, c)).To(Succeed())
+		cidr := c.Spec.CIDR
+
+		patch := client.MergeFrom(c.DeepCopy())
+		c.Spec.CIDR = "10.58.0.99/32"
+		Expect(k8sClient.Patch(ctx, c, patch)).To(MatchError(ContainSubstring("spec.cidr: Invalid value: cidr is immutable once set")))
+
+		By("an update that drops spec.cidr and the finalizer, as a re-applied manifest would")
+		Expect(retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(c), c); err != nil {
+				return err
+			}
+			c.Spec.CIDR, c.Finalizers = "", nil
+			return k8sClient.Update(ctx, c)
+		})).To(Succeed())
+		Expect(c.Spec.CIDR).To(Equal(cidr))
+		Expect(c.Finalizers).To(ContainElement(ipamv1alpha1.ClaimFinalizer))
+
+		By("server-side apply of the original manifest")
+		applied := &ipamv1alpha1.IPClaim{
+			TypeMeta:   metav1.TypeMeta{APIVersion: ipamv1alpha1.GroupVersion.String(), Kind: "IPClaim"},
+			ObjectMeta: metav1.ObjectMeta{Name: c.Name, Namespace: c.Namespace},
+			Spec:       ipamv1alpha1.IPClaimSpec{Pool: p.Name},
+		}
+		Expect(k8sClient.Patch(ctx, applied, client.Apply, client.FieldOwner("helm"), client.ForceOwnership)).To(Succeed()) //nolint:staticcheck // client.Apply is what helm and kubectl --server-side send
+		Expect(applied.Spec.CIDR).To(Equal(cidr))
+	})
+
+	It("releases on delete, after the reuse grace, and guards the IPAllocation", func() {
+		p := createPool("10.59.0.0/30", func(s *ipamv1alpha1.IPPoolSpec) { s.ReuseGracePeriodSeconds = ptr.To[int64](3600) })
+		c := newClaim("default", p.Name, nil)
+		Expect(k8sClient.Create(ctx, c)).To(Succeed())
+		Eventually(func(g Gomega) {
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(c), c)).To(Succeed())
+			g.Expect(c.Status.Allocation).NotTo(BeEmpty())
+		}).Should(Succeed())
+
+		var a ipamv1alpha1.IPAllocation
+		Expect(k8sClient.Get(ctx, client.ObjectKey{Name: c.Status.Allocation}, &a)).To(Succeed())
+		err := k8sClient.Delete(ctx, &a)
+		Expect(apierrors.IsForbidden(err)).To(BeTrue(), "%v", err)
+		Expect(err).To(MatchError(ContainSubstring(fmt.Sprintf("is held by the live IPClaim default/%s: delete the IPClaim to release it", c.Name))))
+
+		Expect(k8sClient.Delete(ctx, c)).To(Succeed())
+		Eventually(func() bool {
+			return apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(c), c)) &&
+				apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKey{Name: a.Name}, &a))
+		}).Should(BeTrue())
+		Expect(ledgerOf(p.Name)).To(BeEmpty())
+
+		By("not handing the released address out again within the grace")
+		for _, want := range []string{"10.59.0.1/32", "10.59.0.2/32", "10.59.0.3/32"} {
+			n := newClaim("default", p.Name, nil)
+			Expect(k8sClient.Create(ctx, n)).To(Succeed())
+			Expect(n.Spec.CIDR).To(Equal(want))
+		}
+		Expect(k8sClient.Create(ctx, newClaim("default", p.Name, nil))).To(MatchError(ContainSubstring("exhausted")))
+	})
+
+	It("binds a waiting claim in creation order when space frees", func() {
+		p := createPool("10.60.0.0/31", nil)
+		held := []*ipamv1alpha1.IPClaim{newClaim("default", p.Name, nil), newClaim("default", p.Name, nil)}
+		for _, c := range held {
+			Expect(k8sClient.Create(ctx, c)).To(Succeed())
+		}
+		waiting := newClaim("default", p.Name, func(c *ipamv1alpha1.IPClaim) { c.Spec.WhenExhausted = ipamv1alpha1.Wait })
+		Expect(k8sClient.Create(ctx, waiting)).To(Succeed())
+		Expect(waiting.Spec.CIDR).To(BeEmpty())
+		Eventually(func(g Gomega) {
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(waiting), waiting)).To(Succeed())
+			cond := meta.FindStatusCondition(waiting.Status.Conditions, ipamv1alpha1.ConditionReady)
+			g.Expect(cond).NotTo(BeNil())
+			g.Expect(cond.Reason).To(Equal(ipamv1alpha1.ReasonPending))
+		}).Should(Succeed())
+
+		Expect(k8sClient.Delete(ctx, held[1])).To(Succeed())
+		Eventually(func(g Gomega) {
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(waiting), waiting)).To(Succeed())
+			g.Expect(waiting.Spec.CIDR).To(Equal(held[1].Spec.CIDR))
+			g.Expect(meta.IsStatusConditionTrue(waiting.Status.Conditions, ipamv1alpha1.ConditionReady)).To(BeTrue())
+		}).Should(Succeed())
+	})
+
+	It("hands out exactly 256 of a /24 to a storm of 500 concurrent creates", func() {
+		p := createPool("10.70.0.0/24", nil)
+		var (
+			wg      sync.WaitGroup
+			mu      sync.Mutex
+			created []string
+			denied  int
+			other   []error
+		)
+		for range 500 {
+			wg.Go(func() {
+				defer GinkgoRecover()
+				c := newClaim("default", p.Name, nil)
+				err := k8sClient.Create(ctx, c)
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case err == nil:
+					created = append(created, c.Spec.CIDR)
+				case apierrors.IsForbidden(err) && strings.Contains(err.Error(), fmt.Sprintf("pool %s is exhausted: no free /32 left (no free space left)", p.Name)):
+					denied++
+				default:
+					other = append(other, err)
+				}
+			})
+		}
+		wg.Wait()
+		Expect(other).To(BeEmpty())
+		Expect(created).To(HaveLen(256))
+		Expect(denied).To(Equal(244))
+		Expect(sets.New(created...).Len()).To(Equal(256))
+		expectDisjoint(created)
+		Expect(ledgerOf(p.Name)).To(ConsistOf(created))
+		Eventually(func(g Gomega) {
+			var allocs ipamv1alpha1.IPAllocationList
+			g.Expect(k8sClient.List(ctx, &allocs, client.MatchingLabels{ipamv1alpha1.LabelPool: p.Name})).To(Succeed())
+			g.Expect(allocs.Items).To(HaveLen(256))
+		}).WithTimeout(time.Minute).Should(Succeed())
+	})
+
+	It("releases what the API server rejected after kipam allowed it", func() {
+		p := createPool("10.71.0.0/24", nil)
+		// A policy that rejects, after kipam's webhook, every claim labelled
+		// reject=yes: what another webhook or rule could do.
+		policy := &admissionregistrationv1.ValidatingAdmissionPolicy{
+			ObjectMeta: metav1.ObjectMeta{Name: "reject-some-claims"},
+			Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
+				FailurePolicy: ptr.To(admissionregistrationv1.Fail),
+				MatchConstraints: &admissionregistrationv1.MatchResources{ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{
+					RuleWithOperations: admissionregistrationv1.RuleWithOperations{
+						Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
+						Rule:       admissionregistrationv1.Rule{APIGroups: []string{"ipam.kipam.dev"}, APIVersions: []string{"v1alpha1"}, Resources: []string{"ipclaims"}},
+					},
+				}}},
+				Validations: []admissionregistrationv1.Validation{{
+					Expression: "!has(object.metadata.labels) || !('reject' in object.metadata.labels)",
+					Message:    "rejected by policy",
+				}},
+			},
+		}
+		binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: "reject-some-claims"},
+			Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{
+				PolicyName:        policy.Name,
+				ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny},
+			},
+		}
+		Expect(k8sClient.Create(ctx, policy)).To(Succeed())
+		Expect(k8sClient.Create(ctx, binding)).To(Succeed())
+		DeferCleanup(func() {
+			Expect(k8sClient.Delete(ctx, binding)).To(Succeed())
+			Expect(k8sClient.Delete(ctx, policy)).To(Succeed())
+		})
+		// Wait for the policy to take effect.
+		// Wait for the policy to take effect; a dry run allocates nothing.
+		Eventually(func() error {
+			return k8sClient.Create(ctx, newClaim("default", p.Name, func(c *ipamv1alpha1.IPClaim) { c.Labels = map[string]string{"reject": "yes"} }), client.DryRunAll)
+		}).Should(MatchError(ContainSubstring("rejected by policy")))
+		Expect(ledgerOf(p.Name)).To(BeEmpty())
+
+		var kept []string
+		for i := range 30 {
+			c := newClaim("default", p.Name, nil)
+			if i%3 == 2 {
+				c.Labels = map[string]string{"reject": "yes"}
+				Expect(k8sClient.Create(ctx, c)).To(MatchError(ContainSubstring("rejected by policy")))
+				continue
+			}
+			Expect(k8sClient.Create(ctx, c)).To(Succeed())
+			kept = append(kept, c.Spec.CIDR)
+		}
+		Expect(len(ledgerOf(p.Name))).To(BeNumerically(">", len(kept)), "the rejected claims' prefixes were committed")
+		By("releasing every leaked prefix once the orphan grace has passed")
+		Eventually(func() []string { return ledgerOf(p.Name) }).WithTimeout(4 * orphanGrace).Should(ConsistOf(kept))
+	})
+
+	It("fences two allocators that both believe they own the pool", func() {
+		p := createPool("10.72.0.0/20", nil)
+		store := ipam.ClientStore{Reader: k8sClient, Writer: k8sClient}
+		owners := []*ipam.Manager{ipam.NewManager(store, nil), ipam.NewManager(store, nil)}
+		var (
+			wg   sync.WaitGroup
+			mu   sync.Mutex
+			got  []string
+			lost int
+		)
+		for i := range 200 {
+			wg.Go(func() {
+				defer GinkgoRecover()
+				bits := []int{32, 30, 29, 28}[i%4]
+				prefix, err := owners[i%2].Allocate(ctx, ipam.Request{Pool: p, Bits: bits, Holder: "IPClaim/default"})
+				mu.Lock()
+				defer mu.Unlock()
+				var ex *allocator.ExhaustedError
+				switch {
+				case errors.As(err, &ex):
+					return
+				case err != nil:
+					Expect(err).To(MatchError(ipam.ErrBusy))
+					lost++
+					return
+				}
+				got = append(got, prefix.String())
+			})
+		}
+		wg.Wait()
+		Expect(got).NotTo(BeEmpty())
+		expectDisjoint(got)
+		Expect(ledgerOf(p.Name)).To(ConsistOf(got), "every answer was committed, and nothing else")
+		GinkgoWriter.Printf("fence: %d committed, %d lost races retried, %d requests told they lost for good\n",
+			len(got), owners[0].Conflicts()+owners[1].Conflicts(), lost)
+	})
+})
