@@ -133,8 +133,11 @@ up() {
 		return 1
 	fi
 
-	log "applying config/samples"
-	"$kubectl" apply -k "$root/config/samples"
+	log "applying config/samples: pools first, then claims"
+	"$kubectl" apply -f "$root/config/samples/ipam_v1alpha1_ippool.yaml"
+	"$kubectl" wait --for=condition=Ready ippool --all --timeout=60s
+	"$kubectl" apply -f "$root/config/samples/ipam_v1alpha1_ipclaim.yaml"
+	"$kubectl" wait --for=condition=Ready ipclaim --all -A --timeout=60s
 	"$kubectl" get kipam -A
 	instructions
 }

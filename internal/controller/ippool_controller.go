@@ -111,6 +111,9 @@ func utilization(allocated, usable *big.Int) string {
 	}
 	pct := new(big.Rat).SetFrac(new(big.Int).Mul(allocated, big.NewInt(100)), usable)
 	s := pct.FloatString(2)
+	if s == "0.00" && allocated.Sign() > 0 {
+		return "<0.01%" // an IPv6 pool with something in it is not empty
+	}
 	for len(s) > 1 && (s[len(s)-1] == '0' || s[len(s)-1] == '.') {
 		if s[len(s)-1] == '.' {
 			s = s[:len(s)-1]

@@ -161,7 +161,11 @@ func joinReasons(reasons []string) string {
 func claimError(claim *ipamv1alpha1.IPClaim, err error) error {
 	var fe *field.Error
 	if errors.As(err, &fe) {
-		return invalid("IPClaim", claim.Name, field.ErrorList{fe})
+		name := claim.Name
+		if name == "" {
+			name = claim.GenerateName // the API server names it after admission
+		}
+		return invalid("IPClaim", name, field.ErrorList{fe})
 	}
 	return err
 }

@@ -22,6 +22,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -443,4 +444,97 @@ var _ = Describe("IPClaim allocation at admission", func() {
 		GinkgoWriter.Printf("fence: %d committed, %d lost races retried, %d requests told they lost for good\n",
 			len(got), owners[0].Conflicts()+owners[1].Conflicts(), lost)
 	})
+
+	It("expires a claim at its lifetime, renewed when ttlSeconds is raised", func() {
+		p := createPool("10.74.0.0/24", nil)
+		c := newClaim("default", p.Name, func(c *ipamv1alpha1.IPClaim) { c.Spec.TTLSeconds = ptr.To[int64](3600) })
+		Expect(k8sClient.Create(ctx, c)).To(Succeed())
+		Eventually(func(g Gomega) {
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(c), c)).To(Succeed())
+			g.Expect(c.Status.ExpiresAt).NotTo(BeNil())
+			g.Expect(c.Status.ExpiresAt.Time).To(BeTemporally("==", c.CreationTimestamp.Add(time.Hour)))
+		}).Should(Succeed())
+
+		By("renewing")
+		patch := client.MergeFrom(c.DeepCopy())
+		c.Spec.TTLSeconds = ptr.To[int64](7200)
+		Expect(k8sClient.Patch(ctx, c, patch)).To(Succeed())
+		Eventually(func(g Gomega) {
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(c), c)).To(Succeed())
+			g.Expect(c.Status.ExpiresAt.Time).To(BeTemporally("==", c.CreationTimestamp.Add(2*time.Hour)))
+		}).Should(Succeed())
+
+		By("moving the clock past the first lifetime: nothing happens")
+		clockSkew.Store(int64(90 * time.Minute))
+		DeferCleanup(func() { clockSkew.Store(0) })
+		touch(c)
+		Consistently(func() error { return k8sClient.Get(ctx, client.ObjectKeyFromObject(c), c) }).WithTimeout(time.Second).Should(Succeed())
+
+		By("moving it past the renewed one: released and deleted")
+		clockSkew.Store(int64(2*time.Hour + time.Second))
+		touch(c)
+		Eventually(func() bool { return apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(c), c)) }).Should(BeTrue())
+		Expect(ledgerOf(p.Name)).To(BeEmpty())
+	})
+
+	It("keeps every CIDR across a restart and never collides after it", func() {
+		p := createPool("10.75.0.0/24", nil)
+		var before []string
+		for range 40 {
+			c := newClaim("default", p.Name, func(c *ipamv1alpha1.IPClaim) {
+				c.Spec.PrefixLength = ptr.To(int32([]int{32, 30, 31}[seq.Load()%3]))
+			})
+			Expect(k8sClient.Create(ctx, c)).To(Succeed())
+			before = append(before, c.Spec.CIDR)
+		}
+		By("dropping every in-memory allocator, as a restart does")
+		pools.Forget(p.Name)
+		var after []string
+		for range 40 {
+			c := newClaim("default", p.Name, nil)
+			Expect(k8sClient.Create(ctx, c)).To(Succeed())
+			after = append(after, c.Spec.CIDR)
+		}
+		expectDisjoint(append(before, after...))
+		Expect(ledgerOf(p.Name)).To(ConsistOf(append(before, after...)))
+	})
+
+	It("survives a new owner taking over in the middle of a storm", func() {
+		p := createPool("10.76.0.0/22", nil)
+		store := ipam.ClientStore{Reader: k8sClient, Writer: k8sClient}
+		var (
+			owner atomic.Pointer[ipam.Manager]
+			wg    sync.WaitGroup
+			mu    sync.Mutex
+			got   []string
+		)
+		owner.Store(ipam.NewManager(store, nil))
+		for i := range 300 {
+			if i == 150 {
+				owner.Store(ipam.NewManager(store, nil)) // the old one's in-flight batches still finish
+			}
+			wg.Go(func() {
+				defer GinkgoRecover()
+				prefix, err := owner.Load().Allocate(ctx, ipam.Request{Pool: p, Bits: []int{32, 31, 30}[i%3], Holder: "IPClaim/default"})
+				if errors.Is(err, ipam.ErrBusy) {
+					return
+				}
+				Expect(err).NotTo(HaveOccurred())
+				mu.Lock()
+				got = append(got, prefix.String())
+				mu.Unlock()
+			})
+		}
+		wg.Wait()
+		expectDisjoint(got)
+		Expect(ledgerOf(p.Name)).To(ConsistOf(got))
+	})
 })
+
+// touch changes an annotation so that the claim is reconciled now.
+func touch(c *ipamv1alpha1.IPClaim) {
+	GinkgoHelper()
+	patch := client.MergeFrom(c.DeepCopy())
+	metav1.SetMetaDataAnnotation(&c.ObjectMeta, "test.kipam.dev/touched", fmt.Sprint(seq.Add(1)))
+	Expect(k8sClient.Patch(ctx, c, patch)).To(Succeed())
+}

@@ -21,6 +21,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -58,6 +59,12 @@ var (
 // default is two minutes.
 const orphanGrace = 3 * time.Second
 
+// clockSkew moves the controllers' clock forward, so that lifetimes expire
+// without waiting for them.
+var clockSkew atomic.Int64
+
+func suiteNow() time.Time { return time.Now().Add(time.Duration(clockSkew.Load())) }
+
 func TestWebhooks(t *testing.T) {
 	RegisterFailHandler(Fail)
 	RunSpecs(t, "Webhook and allocation Suite")
@@ -93,7 +100,7 @@ var _ = BeforeSuite(func() {
 	Expect(err).NotTo(HaveOccurred())
 	pools = ipam.NewManager(ipam.ClientStore{Reader: mgr.GetAPIReader(), Writer: mgr.GetClient()}, nil)
 	Expect(SetupWithManager(mgr, pools)).To(Succeed())
-	Expect(controller.SetupWithManager(ctx, mgr, pools, controller.Options{OrphanGrace: orphanGrace})).To(Succeed())
+	Expect(controller.SetupWithManager(ctx, mgr, pools, controller.Options{OrphanGrace: orphanGrace, Now: suiteNow})).To(Succeed())
 
 	go func() {
 		defer GinkgoRecover()
