@@ -1,0 +1,149 @@
+/*
+Copyright 2026 The kipam Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package v1alpha1
+
+import (
+	"context"
+	"errors"
+
+	"net/netip"
+	"testing"
+
+	"go4.org/netipx"
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
+	"github.com/kipam/kipam/internal/ipam"
+)
+
+type noEvents struct{}
+
+func (noEvents) Eventf(runtime.Object, runtime.Object, string, string, string, string, ...any) {}
+
+// FuzzAdmission sends random claims through the allocating webhook, with
+// releases in between, and checks that nothing it allows ever overlaps or
+// leaves its pool, that what it allows is exactly what its ledger holds, and
+// that every denial is an API status with a message.
+func FuzzAdmission(f *testing.F) {
+	f.Add([]byte{0, 32, 0, 0, 32, 0, 1, 24, 0})
+	f.Add([]byte{2, 28, 1, 7, 0, 28, 3, 0, 0, 4, 30, 0})
+	f.Add([]byte{1, 64, 0, 1, 120, 2, 9, 1, 1, 128, 0, 5})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s := runtime.NewScheme()
+		_ = clientgoscheme.AddToScheme(s)
+		_ = ipamv1alpha1.AddToScheme(s)
+		pools := []*ipamv1alpha1.IPPool{
+			{ObjectMeta: metav1.ObjectMeta{Name: "v4", UID: "u4", Generation: 1}, Spec: ipamv1alpha1.IPPoolSpec{
+				CIDR: "10.0.0.0/24", Reserved: []string{"10.0.0.8-10.0.0.19"}, ExcludeLast: 1}},
+			{ObjectMeta: metav1.ObjectMeta{Name: "v6", UID: "u6", Generation: 1}, Spec: ipamv1alpha1.IPPoolSpec{
+				CIDR: "2001:db8::/120"}},
+		}
+		c := fake.NewClientBuilder().WithScheme(s).
+			WithObjects(pools[0], pools[1], &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "default"}}).Build()
+		m := ipam.NewManager(ipam.ClientStore{Reader: c, Writer: c}, nil)
+		a := &IPClaimAllocator{Resolver: &ipam.Resolver{Reader: c, APIReader: c}, Manager: m, Recorder: noEvents{}}
+
+		held := map[string][]netip.Prefix{}
+		for len(data) >= 3 {
+			op, arg, extra := data[0], data[1], data[2]
+			data = data[3:]
+			pool := pools[op%2]
+			prefix := netip.MustParsePrefix(pool.Spec.CIDR)
+			if op%7 == 6 && len(held[pool.Name]) > 0 { // release one
+				i := int(arg) % len(held[pool.Name])
+				p := held[pool.Name][i]
+				if err := m.Release(context.Background(), pool, p, 0); err != nil {
+					t.Fatalf("release %s: %v", p, err)
+				}
+				held[pool.Name] = append(held[pool.Name][:i], held[pool.Name][i+1:]...)
+				continue
+			}
+			claim := &ipamv1alpha1.IPClaim{ObjectMeta: metav1.ObjectMeta{GenerateName: "c-", Namespace: "default"},
+				Spec: ipamv1alpha1.IPClaimSpec{Pool: pool.Name}}
+			bits := int32(arg) % 130
+			if op%3 == 1 {
+				// a specific prefix, canonical or not
+				addr := prefix.Addr().As16()
+				addr[15] = extra
+				var ip netip.Addr
+				if prefix.Addr().Is4() {
+					ip = netip.AddrFrom4([4]byte(addr[12:]))
+				} else {
+					ip = netip.AddrFrom16(addr)
+				}
+				claim.Spec.CIDR = netip.PrefixFrom(ip, int(bits)%(ip.BitLen()+1)).String()
+			} else if op%3 == 2 {
+				claim.Spec.PrefixLength = &bits
+			}
+			dry := op%5 == 4
+			req := admission.Request{AdmissionRequest: admissionv1.AdmissionRequest{
+				Operation: admissionv1.Create, Namespace: "default", DryRun: &dry}}
+			err := a.Default(admission.NewContextWithRequest(context.Background(), req), claim)
+			if err != nil {
+				var status apierrors.APIStatus
+				if !errors.As(err, &status) || status.Status().Message == "" {
+					t.Fatalf("claim %+v: denial is not a clear API status: %v", claim.Spec, err)
+				}
+				continue
+			}
+			p, perr := netip.ParsePrefix(claim.Spec.CIDR)
+			if perr != nil {
+				t.Fatalf("allowed claim carries no CIDR: %+v", claim.Spec)
+			}
+			if p.Bits() < prefix.Bits() || !prefix.Contains(p.Addr()) {
+				t.Fatalf("allowed %s outside pool %s", p, prefix)
+			}
+			if !dry {
+				held[pool.Name] = append(held[pool.Name], p)
+			}
+		}
+		for _, pool := range pools {
+			var b netipx.IPSetBuilder
+			for _, p := range held[pool.Name] {
+				set, _ := b.IPSet()
+				if set.OverlapsPrefix(p) {
+					t.Fatalf("pool %s: %s allowed while overlapping another allowed prefix (all: %v)", pool.Name, p, held[pool.Name])
+				}
+				b.AddPrefix(p)
+			}
+			var l ipamv1alpha1.IPLedger
+			if err := c.Get(context.Background(), client.ObjectKey{Name: pool.Name}, &l); err != nil {
+				if len(held[pool.Name]) == 0 {
+					continue
+				}
+				t.Fatal(err)
+			}
+			if got, want := len(l.Spec.Allocations), len(held[pool.Name]); got != want {
+				t.Fatalf("pool %s: ledger holds %d, webhook allowed %d", pool.Name, got, want)
+			}
+			for _, e := range l.Spec.Allocations {
+				set, _ := b.IPSet()
+				if !set.ContainsPrefix(netip.MustParsePrefix(e.CIDR)) {
+					t.Fatalf("pool %s: ledger holds %s that no allowed claim carries", pool.Name, e.CIDR)
+				}
+			}
+		}
+	})
+}
