@@ -80,5 +80,5 @@ func (v *IPAllocationValidator) ValidateDelete(ctx context.Context, a *ipamv1alp
 		who = ref.Namespace + "/" + ref.Name
 	}
 	return nil, apierrors.NewForbidden(schema.GroupResource{Group: ipamv1alpha1.GroupVersion.Group, Resource: "ipallocations"}, a.Name,
-		fmt.Errorf("%s %s is held by the live %s %s: delete the %s to release it", a.Spec.CIDR, a.Name, ref.Kind, who, ref.Kind))
+		fmt.Errorf("%s is held by the live %s %s: delete the %s to release it", a.Spec.CIDR, ref.Kind, who, ref.Kind))
 }
