@@ -47,7 +47,7 @@ test: manifests generate fmt vet controlplane ## Run unit and envtest suites aga
 
 .PHONY: test-e2e
 test-e2e: controlplane build ## Run the e2e suite with kubectl against a local cluster.
-	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test -tags e2e ./test/e2e/ -v -ginkgo.v -timeout 30m
+	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test -tags e2e ./test/e2e/ -v -timeout 30m
 
 .PHONY: fuzz
 fuzz: ## Run the allocator fuzz target (FUZZTIME=30s by default).

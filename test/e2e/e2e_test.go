@@ -1,0 +1,152 @@
+//go:build e2e
+
+/*
+Copyright 2026 The kipam Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+// Package e2e drives kipam the way a user does: kubectl against a local
+// cluster that runs kipam as a process with its webhooks (hack/demo.sh).
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+)
+
+var (
+	root    string
+	demoDir string
+	kubectl string
+)
+
+func TestE2E(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "kipam e2e suite")
+}
+
+// run runs a command in the repository and returns its combined output.
+func run(name string, args ...string) (string, error) {
+	cmd := exec.Command(name, args...)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "KIPAM_DEMO_DIR="+demoDir, "KUBECONFIG="+filepath.Join(demoDir, "cluster", "kubeconfig"))
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func k(args ...string) (string, error) { return run(kubectl, args...) }
+
+// kIn runs kubectl with manifest on its standard input.
+func kIn(manifest string, args ...string) (string, error) {
+	cmd := exec.Command(kubectl, args...)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+filepath.Join(demoDir, "cluster", "kubeconfig"))
+	cmd.Stdin = strings.NewReader(manifest)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+var _ = BeforeSuite(func() {
+	wd, err := os.Getwd()
+	Expect(err).NotTo(HaveOccurred())
+	root = filepath.Join(wd, "..", "..")
+	demoDir = filepath.Join(root, ".local", "e2e")
+	kubectl = filepath.Join(root, "bin", "k8s", "kubectl")
+	out, err := run("hack/demo.sh", "up")
+	Expect(err).NotTo(HaveOccurred(), out)
+	DeferCleanup(func() {
+		out, err := run("hack/demo.sh", "down")
+		Expect(err).NotTo(HaveOccurred(), out)
+	})
+})
+
+var _ = Describe("kipam with kubectl", func() {
+	It("lists the samples in the kipam category", func() {
+		out, err := k("get", "kipam", "-A")
+		Expect(err).NotTo(HaveOccurred(), out)
+		for _, want := range []string{"ippool.ipam.kipam.dev/tenant-a", "ipclaim.ipam.kipam.dev/web", "10.10.0.10/32", "ipallocation.ipam.kipam.dev/tenant-a.10-10-0-10-32"} {
+			Expect(out).To(ContainSubstring(want))
+		}
+	})
+
+	It("documents every claim field in kubectl explain", func() {
+		out, err := k("explain", "ipclaim.spec")
+		Expect(err).NotTo(HaveOccurred(), out)
+		for _, f := range []string{"cidr", "ipFamily", "pool", "poolSelector", "prefixLength", "ttlSeconds", "whenExhausted"} {
+			Expect(out).To(MatchRegexp(`(?m)^\s+%s\s+<`, f))
+		}
+	})
+
+	It("returns the CIDR from kubectl create, refuses bad input and releases on delete", func() {
+		pool := `apiVersion: ipam.kipam.dev/v1alpha1
+kind: IPPool
+metadata: {name: e2e-small}
+spec: {cidr: 192.168.77.0/29}
+`
+		out, err := kIn(pool, "create", "-f", "-")
+		Expect(err).NotTo(HaveOccurred(), out)
+		claim := func(name, extra string) string {
+			return fmt.Sprintf("apiVersion: ipam.kipam.dev/v1alpha1\nkind: IPClaim\nmetadata: {name: %s, namespace: default}\nspec: {pool: e2e-small%s}\n", name, extra)
+		}
+		out, err = kIn(claim("e2e-a", ", prefixLength: 30"), "create", "-f", "-", "-o", "jsonpath={.spec.cidr}")
+		Expect(err).NotTo(HaveOccurred(), out)
+		Expect(out).To(Equal("192.168.77.0/30"))
+
+		out, err = kIn(claim("e2e-dry", ""), "create", "-f", "-", "--dry-run=server", "-o", "jsonpath={.spec.cidr}")
+		Expect(err).NotTo(HaveOccurred(), out)
+		Expect(out).To(Equal("192.168.77.4/32"))
+
+		out, err = kIn(claim("e2e-b", ", cidr: 192.168.77.2/31"), "create", "-f", "-")
+		Expect(err).To(HaveOccurred())
+		Expect(out).To(ContainSubstring(`spec.cidr: Invalid value: "192.168.77.2/31": is already allocated in pool e2e-small`))
+
+		out, err = kIn(claim("e2e-c", ", prefixLength: 29"), "create", "-f", "-")
+		Expect(err).To(HaveOccurred())
+		Expect(out).To(ContainSubstring("pool e2e-small is exhausted: no free /29 left (largest free prefix /30)"))
+
+		By("creating from many kubectl processes at once: no overlaps")
+		var wg sync.WaitGroup
+		results := make([]string, 6)
+		for i := range results {
+			wg.Go(func() {
+				out, err := kIn(claim(fmt.Sprintf("e2e-p%d", i), ""), "create", "-f", "-", "-o", "jsonpath={.spec.cidr}")
+				if err == nil {
+					results[i] = out
+				}
+			})
+		}
+		wg.Wait()
+		var got []string
+		for _, r := range results {
+			if r != "" {
+				got = append(got, r)
+			}
+		}
+		Expect(got).To(ConsistOf("192.168.77.4/32", "192.168.77.5/32", "192.168.77.6/32", "192.168.77.7/32"))
+
+		out, err = k("delete", "ipclaim", "e2e-a", "--wait=true", "--timeout=60s")
+		Expect(err).NotTo(HaveOccurred(), out)
+		out, err = kIn(claim("e2e-d", ", prefixLength: 30"), "create", "-f", "-", "-o", "jsonpath={.spec.cidr}")
+		Expect(err).NotTo(HaveOccurred(), out)
+		Expect(out).To(Equal("192.168.77.0/30"))
+	})
+})
