@@ -46,7 +46,7 @@ test: manifests generate fmt vet controlplane ## Run unit and envtest suites aga
 	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test $$(go list ./... | grep -v /test/e2e) -coverprofile cover.out $(TEST_ARGS)
 
 .PHONY: test-e2e
-test-e2e: controlplane build ## Run the e2e suite with kubectl against a local cluster.
+test-e2e: controlplane build localcluster ## Run the e2e suite with kubectl against a local cluster.
 	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test -tags e2e ./test/e2e/ -v -timeout 30m
 
 .PHONY: fuzz
@@ -95,8 +95,12 @@ build-installer: manifests generate controlplane ## Write dist/install.yaml with
 controlplane: ## Build (or take from cache) etcd, kube-apiserver and kubectl into bin/k8s.
 	hack/controlplane.sh
 
+.PHONY: localcluster
+localcluster: ## Build the local cluster runner (etcd + kube-apiserver via envtest).
+	go build -o bin/localcluster ./hack/localcluster
+
 .PHONY: demo
-demo: controlplane build ## Start a local cluster, run kipam with its webhook, apply the samples.
+demo: controlplane build localcluster ## Start a local cluster, run kipam with its webhook, apply the samples.
 	hack/demo.sh up
 
 .PHONY: demo-down
