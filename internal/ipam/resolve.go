@@ -108,10 +108,15 @@ func (r *Resolver) Candidates(ctx context.Context, claim *ipamv1alpha1.IPClaim, 
 
 func (r *Resolver) namespaceLabels(ctx context.Context, namespace string) (labels.Set, error) {
 	var ns corev1.Namespace
-	if err := r.Reader.Get(ctx, client.ObjectKey{Name: namespace}, &ns); err != nil {
-		if apierrors.IsNotFound(err) {
-			return labels.Set{}, nil
-		}
+	err := r.Reader.Get(ctx, client.ObjectKey{Name: namespace}, &ns)
+	if apierrors.IsNotFound(err) && r.APIReader != nil {
+		// A namespace created a moment ago may not be cached yet.
+		err = r.APIReader.Get(ctx, client.ObjectKey{Name: namespace}, &ns)
+	}
+	switch {
+	case apierrors.IsNotFound(err):
+		return labels.Set{}, nil
+	case err != nil:
 		return nil, fmt.Errorf("reading namespace %s: %w", namespace, err)
 	}
 	return ns.Labels, nil

@@ -179,6 +179,14 @@ var _ = Describe("IPClaim allocation at admission", func() {
 		c := newClaim("blue", p.Name, nil)
 		Expect(k8sClient.Create(ctx, c)).To(Succeed())
 		Expect(c.Spec.CIDR).To(Equal("10.54.0.0/32"))
+
+		By("admitting a claim in a namespace created a moment ago")
+		fresh := fmt.Sprintf("blue-%d", seq.Add(1))
+		Expect(k8sClient.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
+			Name: fresh, Labels: map[string]string{"team": "blue"}}})).To(Succeed())
+		c = newClaim(fresh, p.Name, nil)
+		Expect(k8sClient.Create(ctx, c)).To(Succeed())
+		Expect(c.Spec.CIDR).To(Equal("10.54.0.1/32"))
 	})
 
 	It("chooses among pools by selector in name order, moving on when one is full", func() {
