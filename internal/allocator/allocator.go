@@ -202,11 +202,10 @@ func (a *Allocator) AllocateNext(bits int) (netip.Prefix, error) {
 		return netip.Prefix{}, err
 	}
 	a.expire()
-	off, ok := a.firstFit(k)
+	off, ok := a.insertFirst(k)
 	if !ok {
 		return netip.Prefix{}, a.exhausted(bits)
 	}
-	a.insert(off, k)
 	return a.prefix(off, k), nil
 }
 

@@ -56,6 +56,9 @@ func (a *Allocator) checkInvariants() error {
 				return 0, 0, err
 			}
 			free, any = max(f0, f1), a0|a1
+			if nd.cfree != [2]uint8{f0, f1} || nd.cany != a0|a1<<3 {
+				return 0, 0, fmt.Errorf("internal node %d of size 2^%d: child summaries %v %06b, want [%d %d] %06b", n, s, nd.cfree, nd.cany, f0, f1, a0|a1<<3)
+			}
 			if nd.child[0] != 0 && nd.child[1] != 0 {
 				k0, k1 := a.nodes[nd.child[0]].kind, a.nodes[nd.child[1]].kind
 				if k0 == k1 && k0&(kStruct|fAlloc) == 0 {
@@ -120,8 +123,8 @@ func (a *Allocator) checkInvariants() error {
 		if free > uint8(s) {
 			return 0, 0, fmt.Errorf("node %d of size 2^%d is wholly free", n, s)
 		}
-		if nd.free != free || nd.any != any {
-			return 0, 0, fmt.Errorf("node %d of size 2^%d: free %d any %b, want %d %b", n, s, nd.free, nd.any, free, any)
+		if a.freeOf(n, s) != free || a.anyOf(n) != any {
+			return 0, 0, fmt.Errorf("node %d of size 2^%d: free %d any %b, want %d %b", n, s, a.freeOf(n, s), a.anyOf(n), free, any)
 		}
 		return free, any, nil
 	}

@@ -91,8 +91,8 @@ func (a *Allocator) paint(n int32, s uint, off u128, k uint, op paintOp) int32 {
 			li := a.newLeaf(a.uniformLeaf(f))
 			a.nodes[n] = node{child: [2]int32{li, 0}, kind: kLeaf}
 		} else {
-			c0 := a.newNode(node{kind: f, any: f})
-			c1 := a.newNode(node{kind: f, any: f})
+			c0 := a.newNode(node{kind: f})
+			c1 := a.newNode(node{kind: f})
 			a.nodes[n] = node{child: [2]int32{c0, c1}, kind: kInternal}
 		}
 	}
@@ -111,7 +111,7 @@ func (a *Allocator) paint(n int32, s uint, off u128, k uint, op paintOp) int32 {
 		if op == opUnhold {
 			return 0
 		}
-		n = a.newNode(node{kind: kInternal})
+		n = a.newInternal(s)
 	}
 	b := off.bit(s - 1)
 	c := a.paint(a.nodes[n].child[b], s-1, off, k, op)
@@ -127,7 +127,7 @@ func (a *Allocator) paintAll(n int32, s uint, op paintOp) int32 {
 		if g == 0 {
 			return 0
 		}
-		return a.newNode(node{kind: g, any: g})
+		return a.newNode(node{kind: g})
 	}
 	nd := a.nodes[n]
 	switch nd.kind {
@@ -147,7 +147,7 @@ func (a *Allocator) paintAll(n int32, s uint, op paintOp) int32 {
 		a.freeNode(n)
 		return 0
 	}
-	a.nodes[n] = node{kind: g, any: g}
+	a.nodes[n] = node{kind: g}
 	return n
 }
 
@@ -205,7 +205,7 @@ func (a *Allocator) walk(n int32, s uint, off u128, yield func(netip.Prefix) boo
 	nd := a.nodes[n]
 	switch nd.kind {
 	case kInternal:
-		if nd.any&fAlloc == 0 {
+		if a.anyOf(n)&fAlloc == 0 {
 			return true
 		}
 		return a.walk(nd.child[0], s-1, off, yield) && a.walk(nd.child[1], s-1, off.setBit(s-1), yield)

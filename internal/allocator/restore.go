@@ -87,7 +87,7 @@ func (a *Allocator) checkBuild(n int32, s uint, items []block) error {
 		return prefixErr(a.prefix(it.off, uint(it.k)), flagErr(nd.kind))
 	}
 	if uint(it.k) == s {
-		return prefixErr(a.prefix(it.off, uint(it.k)), flagErr(nd.any))
+		return prefixErr(a.prefix(it.off, uint(it.k)), flagErr(a.anyOf(n)))
 	}
 	if nd.kind == kLeaf {
 		l := &a.leaves[nd.child[0]]
@@ -120,7 +120,7 @@ func (a *Allocator) build(n int32, s uint, items []block) int32 {
 		return n
 	}
 	if uint(items[0].k) == s {
-		return a.newNode(node{kind: fAlloc, any: fAlloc})
+		return a.newNode(node{kind: fAlloc})
 	}
 	if s == a.leafS {
 		if n == 0 {
@@ -132,11 +132,10 @@ func (a *Allocator) build(n int32, s uint, items []block) int32 {
 			l.alloc |= runMask(uint(it.k)) << o
 			l.start |= 1 << o
 		}
-		a.refreshLeaf(n)
 		return n
 	}
 	if n == 0 {
-		n = a.newNode(node{kind: kInternal})
+		n = a.newInternal(s)
 	}
 	i := split(items, s)
 	c0 := a.build(a.nodes[n].child[0], s-1, items[:i])

@@ -40,14 +40,17 @@ const (
 //     kLeaf (child[0] indexes Allocator.leaves; only at s == leafS), or a
 //     non-zero set of flags: every address of the block has exactly those
 //     flags, and a uniform fAlloc block is exactly one allocation.
-//   - free is the largest free aligned block in the subtree as log2(size)+1,
-//     0 for none; a non-nil node is never wholly free, so free <= s.
-//   - any is the union of the flags present in the subtree.
+//   - A node's summary is the largest free aligned block in its subtree, as
+//     log2(size)+1 (0 for none), and the union of the flags present in it.
+//     An internal node keeps its children's summaries (cfree, cany), so
+//     that walking down or back up reads only the nodes on the path.
+//   - A non-nil node is never wholly free: its largest free block is
+//     smaller than itself.
 type node struct {
 	child [2]int32
 	kind  uint8
-	any   uint8
-	free  uint8
+	cfree [2]uint8 // internal: the children's largest free blocks
+	cany  uint8    // internal: child 0's flags | child 1's flags << 3
 }
 
 // leaf is the bitmap of the 2^leafS (at most 64) addresses of a leaf node.
@@ -156,9 +159,13 @@ func (a *Allocator) freeLeaf(i int32) {
 
 // newLeafNode returns a leaf node whose addresses all have flags f.
 func (a *Allocator) newLeafNode(f uint8) int32 {
-	l := a.uniformLeaf(f)
-	li := a.newLeaf(l)
-	return a.newNode(node{child: [2]int32{li, 0}, kind: kLeaf, any: l.flags(), free: leafMaxFree(l.freeBits(a.full))})
+	li := a.newLeaf(a.uniformLeaf(f))
+	return a.newNode(node{child: [2]int32{li, 0}, kind: kLeaf})
+}
+
+// newInternal returns an internal node of size 2^s with two free halves.
+func (a *Allocator) newInternal(s uint) int32 {
+	return a.newNode(node{kind: kInternal, cfree: [2]uint8{uint8(s), uint8(s)}})
 }
 
 func (a *Allocator) uniformLeaf(f uint8) leaf {
@@ -172,47 +179,55 @@ func (a *Allocator) uniformLeaf(f uint8) leaf {
 	return l
 }
 
-// freeOf returns the free field of node n of size 2^s.
+// freeOf returns the largest free aligned block under node n of size 2^s.
 func (a *Allocator) freeOf(n int32, s uint) uint8 {
 	if n == 0 {
 		return uint8(s + 1)
 	}
-	return a.nodes[n].free
+	nd := &a.nodes[n]
+	switch nd.kind {
+	case kInternal:
+		return max(nd.cfree[0], nd.cfree[1])
+	case kLeaf:
+		return leafMaxFree(a.leaves[nd.child[0]].freeBits(a.full))
+	}
+	return 0
 }
 
-// refresh recomputes free and any of internal node n of size 2^s from its
-// children and reports whether they changed.
-func (a *Allocator) refresh(n int32, s uint) bool {
+// anyOf returns the flags present under node n.
+func (a *Allocator) anyOf(n int32) uint8 {
+	if n == 0 {
+		return 0
+	}
 	nd := &a.nodes[n]
-	c0, c1 := nd.child[0], nd.child[1]
-	f := a.freeOf(c0, s-1)
-	if f1 := a.freeOf(c1, s-1); f1 > f {
-		f = f1
+	switch nd.kind {
+	case kInternal:
+		return (nd.cany | nd.cany>>3) & 7
+	case kLeaf:
+		return a.leaves[nd.child[0]].flags()
 	}
-	var any uint8
-	if c0 != 0 {
-		any = a.nodes[c0].any
-	}
-	if c1 != 0 {
-		any |= a.nodes[c1].any
-	}
-	if nd.free == f && nd.any == any {
+	return nd.kind
+}
+
+// setSummary stores the summary of child b of internal node n of size 2^s
+// and reports whether it changed.
+func (a *Allocator) setSummary(n int32, b int, s uint) bool {
+	c := a.nodes[n].child[b]
+	f, any := a.freeOf(c, s-1), a.anyOf(c)<<(3*b)
+	nd := &a.nodes[n]
+	m := uint8(7) << (3 * b)
+	if nd.cfree[b] == f && nd.cany&m == any {
 		return false
 	}
-	nd.free, nd.any = f, any
+	nd.cfree[b] = f
+	nd.cany = nd.cany&^m | any
 	return true
 }
 
-// refreshLeaf recomputes free and any of leaf node n.
-func (a *Allocator) refreshLeaf(n int32) bool {
-	nd := &a.nodes[n]
-	l := &a.leaves[nd.child[0]]
-	f, any := leafMaxFree(l.freeBits(a.full)), l.flags()
-	if nd.free == f && nd.any == any {
-		return false
-	}
-	nd.free, nd.any = f, any
-	return true
+// refresh recomputes both child summaries of internal node n of size 2^s.
+func (a *Allocator) refresh(n int32, s uint) {
+	a.setSummary(n, 0, s)
+	a.setSummary(n, 1, s)
 }
 
 // normLeaf restores the invariants of leaf node n after its bits changed:
@@ -227,10 +242,9 @@ func (a *Allocator) normLeaf(n int32) int32 {
 			return 0
 		}
 		a.freeLeaf(a.nodes[n].child[0])
-		a.nodes[n] = node{kind: f, any: f}
+		a.nodes[n] = node{kind: f}
 		return n
 	}
-	a.refreshLeaf(n)
 	return n
 }
 
@@ -247,7 +261,7 @@ func (a *Allocator) normInternal(n int32, s uint) int32 {
 		if k0 == k1 && k0&(kStruct|fAlloc) == 0 {
 			a.freeNode(c0)
 			a.freeNode(c1)
-			a.nodes[n] = node{kind: k0, any: k0}
+			a.nodes[n] = node{kind: k0}
 			return n
 		}
 	}
@@ -264,7 +278,7 @@ func (a *Allocator) regionFlags(off u128, k uint) uint8 {
 			return nd.kind
 		}
 		if s == k {
-			return nd.any
+			return a.anyOf(n)
 		}
 		if nd.kind == kLeaf {
 			l := &a.leaves[nd.child[0]]
@@ -287,80 +301,93 @@ func (a *Allocator) regionFlags(off u128, k uint) uint8 {
 	return 0
 }
 
-// firstFit returns the lowest free aligned block of size 2^k.
-func (a *Allocator) firstFit(k uint) (u128, bool) {
-	need := uint8(k + 1)
-	n, s := a.root, a.d
-	var off u128
-	if a.freeOf(n, s) < need {
-		return off, false
-	}
-	for n != 0 {
-		nd := &a.nodes[n]
-		if nd.kind == kLeaf {
-			m := fitMask(a.leaves[nd.child[0]].freeBits(a.full), k)
-			off.lo |= uint64(bits.TrailingZeros64(m))
-			return off, true
-		}
-		// nd is internal: a uniform node has free == 0.
-		if c := nd.child[0]; c == 0 || a.nodes[c].free >= need {
-			n = c
-		} else {
-			n = nd.child[1]
-			off = off.setBit(s - 1)
-		}
-		s--
-	}
-	return off, true
-}
-
 // maxDepth bounds the depth of the tree: one level per address bit.
 const maxDepth = 129
+
+// link hangs node m, of size 2^s on the way to off, under the last node of
+// path, or at the root if path is empty.
+func (a *Allocator) link(path []int32, off u128, s uint, m int32) {
+	if len(path) == 0 {
+		a.root = m
+		return
+	}
+	a.nodes[path[len(path)-1]].child[off.bit(s)] = m
+}
 
 // insert marks the free block of size 2^k at off as one allocation.
 func (a *Allocator) insert(off u128, k uint) {
 	var path [maxDepth]int32
 	depth := 0
 	n, s := a.root, a.d
-	// link hangs node m where n hung: under path[depth-1] or at the root.
-	link := func(m int32) {
-		if depth == 0 {
-			a.root = m
-		} else {
-			a.nodes[path[depth-1]].child[off.bit(s)] = m
-		}
-	}
-	for {
-		if s == k {
-			link(a.newNode(node{kind: fAlloc, any: fAlloc}))
-			break
-		}
-		if s == a.leafS {
-			if n == 0 {
-				n = a.newLeafNode(0)
-				link(n)
-			}
-			l := &a.leaves[a.nodes[n].child[0]]
-			o := off.lo & (1<<a.leafS - 1)
-			l.alloc |= runMask(k) << o
-			l.start |= 1 << o
-			a.refreshLeaf(n)
-			break
-		}
+	for s > k && s > a.leafS {
 		if n == 0 {
-			n = a.newNode(node{kind: kInternal, free: uint8(s + 1)})
-			link(n)
+			n = a.newInternal(s)
+			a.link(path[:depth], off, s, n)
 		}
 		path[depth] = n
 		depth++
 		n = a.nodes[n].child[off.bit(s-1)]
 		s--
 	}
+	a.place(&path, depth, n, s, off, k)
+}
+
+// insertFirst allocates the lowest free aligned block of size 2^k, walking
+// down once, and returns its offset.
+func (a *Allocator) insertFirst(k uint) (u128, bool) {
+	var off u128
+	need := uint8(k + 1)
+	if a.freeOf(a.root, a.d) < need {
+		return off, false
+	}
+	var path [maxDepth]int32
+	depth := 0
+	n, s := a.root, a.d
+	for s > k && s > a.leafS {
+		if n == 0 {
+			n = a.newInternal(s)
+			a.link(path[:depth], off, s, n)
+		}
+		path[depth] = n
+		depth++
+		nd := &a.nodes[n]
+		if nd.cfree[0] >= need {
+			n = nd.child[0]
+		} else {
+			n = nd.child[1]
+			off = off.setBit(s - 1)
+		}
+		s--
+	}
+	if s != k && n != 0 {
+		m := fitMask(a.leaves[a.nodes[n].child[0]].freeBits(a.full), k)
+		off.lo |= uint64(bits.TrailingZeros64(m))
+	}
+	a.place(&path, depth, n, s, off, k)
+	return off, true
+}
+
+// place finishes an insertion: n, of size 2^s, is where the walk down to
+// the free block (off, k) stopped, the node for it (s == k) or its leaf;
+// path holds the depth nodes above it.
+func (a *Allocator) place(path *[maxDepth]int32, depth int, n int32, s uint, off u128, k uint) {
+	if s == k {
+		a.link(path[:depth], off, s, a.newNode(node{kind: fAlloc}))
+	} else {
+		if n == 0 {
+			n = a.newLeafNode(0)
+			a.link(path[:depth], off, s, n)
+		}
+		l := &a.leaves[a.nodes[n].child[0]]
+		o := off.lo & (1<<a.leafS - 1)
+		l.alloc |= runMask(k) << o
+		l.start |= 1 << o
+	}
 	for ; depth > 0; depth-- {
-		if !a.refresh(path[depth-1], s+1) {
+		s++
+		if !a.setSummary(path[depth-1], off.bit(s-1), s) {
 			break
 		}
-		s++
 	}
 	a.live++
 	a.allocated = a.allocated.add(pow2(k))
@@ -384,48 +411,53 @@ func (a *Allocator) remove(off u128, k uint) bool {
 	if n == 0 {
 		return false
 	}
-	var m int32 // n's replacement
-	relink := true
+	m := n // n's replacement
 	if s == k {
 		if a.nodes[n].kind != fAlloc {
 			return false
 		}
 		a.freeNode(n)
+		m = 0
 	} else {
 		if a.nodes[n].kind != kLeaf {
 			return false
 		}
 		l := &a.leaves[a.nodes[n].child[0]]
-		o := off.lo & (1<<a.leafS - 1)
-		if l.start&(1<<o) == 0 {
-			return false
-		}
-		cont := (l.alloc &^ l.start) >> (o + 1)
-		if o == 63 {
-			cont = 0
-		}
-		if bits.TrailingZeros64(^cont) != 1<<k-1 {
+		o := uint(off.lo & (1<<a.leafS - 1))
+		if l.start&(1<<o) == 0 || l.allocLog(o) != k {
 			return false
 		}
 		l.alloc &^= runMask(k) << o
 		l.start &^= 1 << o
 		m = a.normLeaf(n)
-		relink = m != n || a.nodes[n].kind != kLeaf
 	}
-	// Walk back up. While a node was replaced (deleted or made uniform) its
-	// parent is relinked and normalized; after that, ancestors are
-	// refreshed until one does not change.
-	for depth > 0 {
+	// Walk back up. While nodes are replaced (deleted, or a leaf made
+	// uniform), parents are relinked and normalized; after that, summaries
+	// are updated until one does not change.
+	relink := m != n || (m != 0 && a.nodes[m].kind&kStruct == 0)
+	for ; depth > 0; depth-- {
 		p := path[depth-1]
 		s++
-		if relink {
-			a.nodes[p].child[off.bit(s-1)] = m
+		b := off.bit(s - 1)
+		if !relink {
+			if !a.setSummary(p, b, s) {
+				break
+			}
+			continue
+		}
+		a.nodes[p].child[b] = m
+		switch {
+		case m == 0 && a.nodes[p].child[1-b] == 0:
+			a.freeNode(p)
+			m = 0
+		case m != 0 && a.nodes[m].kind&kStruct == 0:
+			// A uniform child may merge with its sibling.
 			m = a.normInternal(p, s)
 			relink = m != p || a.nodes[p].kind != kInternal
-		} else if !a.refresh(p, s) {
-			break
+		default:
+			a.setSummary(p, b, s)
+			relink = false
 		}
-		depth--
 	}
 	if depth == 0 && relink {
 		a.root = m

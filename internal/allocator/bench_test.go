@@ -1,0 +1,219 @@
+/*
+Copyright 2026 The kipam Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package allocator
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"runtime"
+	"testing"
+)
+
+// The steady-state benchmarks fill a pool with `live` allocations, then
+// repeat one operation pair that leaves the count at `live`: release a
+// random allocation and allocate again, so first fit lands in the hole just
+// made somewhere in the pool. One op is that pair. They report the heap the
+// allocator holds per live allocation as B/alloc.
+
+var liveCounts = []int{0, 1_000, 10_000, 100_000, 1_000_000}
+
+type allocFunc func(a *Allocator, i int) (netip.Prefix, error)
+
+func next(bits int) allocFunc {
+	return func(a *Allocator, _ int) (netip.Prefix, error) { return a.AllocateNext(bits) }
+}
+
+func random(bits int) allocFunc {
+	return func(a *Allocator, _ int) (netip.Prefix, error) { return a.AllocateRandom(bits) }
+}
+
+// mixed cycles through lengths: mostly hosts, some small and some /24 blocks.
+func mixed() allocFunc {
+	lengths := [...]int{32, 32, 32, 32, 32, 32, 31, 30, 28, 24}
+	return func(a *Allocator, i int) (netip.Prefix, error) { return a.AllocateNext(lengths[i%len(lengths)]) }
+}
+
+// fill returns an allocator for pool holding live allocations made by f,
+// and the heap it takes per allocation.
+func fill(b *testing.B, pool string, live int, f allocFunc) (*Allocator, []netip.Prefix, float64) {
+	b.Helper()
+	ps := make([]netip.Prefix, live)
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	a, err := New(netip.MustParsePrefix(pool), WithRand(rand.New(rand.NewPCG(1, 2))))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := range ps {
+		if ps[i], err = f(a, i); err != nil {
+			b.Fatal(err)
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	perAlloc := 0.0
+	if live > 0 {
+		perAlloc = float64(int64(after.HeapAlloc)-int64(before.HeapAlloc)) / float64(live)
+	}
+	return a, ps, perAlloc
+}
+
+func benchSteady(b *testing.B, pool string, counts []int, f allocFunc) {
+	for _, live := range counts {
+		b.Run(fmt.Sprintf("live=%d", live), func(b *testing.B) {
+			a, ps, perAlloc := fill(b, pool, live, f)
+			r := rand.New(rand.NewPCG(3, 4))
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				if live == 0 {
+					p, err := f(a, i)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if err := a.Release(p); err != nil {
+						b.Fatal(err)
+					}
+				} else {
+					j := r.IntN(live)
+					if err := a.Release(ps[j]); err != nil {
+						b.Fatal(err)
+					}
+					p, err := f(a, i)
+					if err != nil {
+						b.Fatal(err)
+					}
+					ps[j] = p
+				}
+				i++
+			}
+			if live > 0 {
+				b.ReportMetric(perAlloc, "B/alloc")
+			}
+		})
+	}
+}
+
+func BenchmarkNextHostV4Slash8(b *testing.B) {
+	benchSteady(b, "10.0.0.0/8", liveCounts, next(32))
+}
+
+// A /8 has room for 65536 /24s.
+func BenchmarkNextSlash24FromV4Slash8(b *testing.B) {
+	benchSteady(b, "10.0.0.0/8", []int{0, 1_000, 10_000, 65_000}, next(24))
+}
+
+// Mixed lengths need more room than a /8 for 10^6 of them.
+func BenchmarkNextMixedV4Slash6(b *testing.B) {
+	benchSteady(b, "100.0.0.0/6", liveCounts, mixed())
+}
+
+func BenchmarkNextSlash64FromV6Slash32(b *testing.B) {
+	benchSteady(b, "2001:db8::/32", liveCounts, next(64))
+}
+
+func BenchmarkNextHostV6Slash64(b *testing.B) {
+	benchSteady(b, "2001:db8::/64", liveCounts, next(128))
+}
+
+func BenchmarkRandomHostV4Slash8(b *testing.B) {
+	benchSteady(b, "10.0.0.0/8", liveCounts, random(32))
+}
+
+func BenchmarkRandomSlash64FromV6Slash32(b *testing.B) {
+	benchSteady(b, "2001:db8::/32", liveCounts, random(64))
+}
+
+// BenchmarkSpecificV4Slash8 allocates and releases a given free host in the
+// upper half of a /8 whose lower half holds the live allocations.
+func BenchmarkSpecificV4Slash8(b *testing.B) {
+	for _, live := range liveCounts {
+		b.Run(fmt.Sprintf("live=%d", live), func(b *testing.B) {
+			a, _, perAlloc := fill(b, "10.0.0.0/8", live, next(32))
+			r := rand.New(rand.NewPCG(3, 4))
+			targets := make([]netip.Prefix, 1<<16)
+			for i := range targets {
+				v := 0x0A800000 | r.Uint32N(1<<23)
+				targets[i] = netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}), 32)
+			}
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				p := targets[i&(len(targets)-1)]
+				if err := a.Allocate(p); err != nil {
+					b.Fatal(err)
+				}
+				if err := a.Release(p); err != nil {
+					b.Fatal(err)
+				}
+				i++
+			}
+			if live > 0 {
+				b.ReportMetric(perAlloc, "B/alloc")
+			}
+		})
+	}
+}
+
+// BenchmarkReleaseV4Slash8 releases a random live host and allocates that
+// same host again.
+func BenchmarkReleaseV4Slash8(b *testing.B) {
+	for _, live := range liveCounts[1:] {
+		b.Run(fmt.Sprintf("live=%d", live), func(b *testing.B) {
+			a, ps, perAlloc := fill(b, "10.0.0.0/8", live, next(32))
+			r := rand.New(rand.NewPCG(3, 4))
+			b.ReportAllocs()
+			for b.Loop() {
+				p := ps[r.IntN(live)]
+				if err := a.Release(p); err != nil {
+					b.Fatal(err)
+				}
+				if err := a.Allocate(p); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(perAlloc, "B/alloc")
+		})
+	}
+}
+
+// BenchmarkRestore loads 10^6 allocations, shuffled, into a new allocator.
+func BenchmarkRestore(b *testing.B) {
+	for _, tc := range []struct {
+		name, pool string
+		f          allocFunc
+	}{
+		{"hostsV4Slash8", "10.0.0.0/8", next(32)},
+		{"mixedV4Slash6", "100.0.0.0/6", mixed()},
+		{"slash64FromV6Slash32", "2001:db8::/32", next(64)},
+	} {
+		b.Run(fmt.Sprintf("%s/live=1000000", tc.name), func(b *testing.B) {
+			_, ps, _ := fill(b, tc.pool, 1_000_000, tc.f)
+			r := rand.New(rand.NewPCG(3, 4))
+			r.Shuffle(len(ps), func(i, j int) { ps[i], ps[j] = ps[j], ps[i] })
+			b.ReportAllocs()
+			for b.Loop() {
+				a, _ := New(netip.MustParsePrefix(tc.pool))
+				if err := a.Restore(ps); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
