@@ -149,4 +149,23 @@ spec: {cidr: 192.168.77.0/29}
 		Expect(err).NotTo(HaveOccurred(), out)
 		Expect(out).To(Equal("192.168.77.0/30"))
 	})
+
+	It("renders a Helm chart whose every object the API server accepts", func() {
+		helm := os.Getenv("HELM")
+		if helm == "" {
+			helm = filepath.Join(root, "bin", "helm")
+		}
+		out, err := run(helm, "template", "kipam", "dist/chart", "--namespace", "kipam-system", "--include-crds")
+		Expect(err).NotTo(HaveOccurred(), out)
+		for _, kind := range []string{"kind: Deployment", "kind: MutatingWebhookConfiguration", "kind: ValidatingWebhookConfiguration",
+			"kind: ClusterRole", "kind: CustomResourceDefinition", "caBundle: "} {
+			Expect(out).To(ContainSubstring(kind))
+		}
+		ns, err := k("create", "namespace", "kipam-system")
+		Expect(err).NotTo(HaveOccurred(), ns)
+		applied, err := kIn(out, "apply", "--dry-run=server", "-f", "-")
+		Expect(err).NotTo(HaveOccurred(), applied)
+		Expect(applied).To(ContainSubstring("deployment.apps/kipam created (server dry run)"))
+		Expect(applied).To(ContainSubstring("mutatingwebhookconfiguration.admissionregistration.k8s.io/kipam-mutating created (server dry run)"))
+	})
 })

@@ -1,0 +1,146 @@
+/*
+Copyright 2026 The kipam Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+// Command load creates IPClaims against a running kipam from many workers at
+// once and reports throughput and latency percentiles of `create` (which
+// includes the synchronous allocation), then checks that no two claims
+// overlap and deletes what it made. It only talks to the API server of the
+// kubeconfig it is given: point it at the local demo cluster.
+//
+//	go run ./hack/load -kubeconfig .local/demo/cluster/kubeconfig -workers 50 -claims 2000
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go4.org/netipx"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
+)
+
+func main() {
+	kubeconfig := flag.String("kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig of the cluster running kipam")
+	workers := flag.Int("workers", 50, "concurrent clients")
+	claims := flag.Int("claims", 2000, "claims to create in all")
+	cidr := flag.String("cidr", "10.200.0.0/16", "CIDR of the pool the run creates")
+	bits := flag.Int("prefix-length", 32, "prefix length each claim asks for")
+	flag.Parse()
+	if err := run(*kubeconfig, *workers, *claims, *cidr, *bits); err != nil {
+		fmt.Fprintln(os.Stderr, "load:", err)
+		os.Exit(1)
+	}
+}
+
+func run(kubeconfig string, workers, total int, cidr string, bits int) error {
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return err
+	}
+	cfg.QPS, cfg.Burst = 100000, 100000 // measure the server, not client-side throttling
+	scheme := runtime.NewScheme()
+	if err := ipamv1alpha1.AddToScheme(scheme); err != nil {
+		return err
+	}
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	pool := &ipamv1alpha1.IPPool{ObjectMeta: metav1.ObjectMeta{GenerateName: "load-"}, Spec: ipamv1alpha1.IPPoolSpec{CIDR: cidr}}
+	if err := c.Create(ctx, pool); err != nil {
+		return fmt.Errorf("creating the pool: %w", err)
+	}
+	defer func() { _ = c.Delete(ctx, pool) }()
+
+	var (
+		next      atomic.Int64
+		mu        sync.Mutex
+		latencies []time.Duration
+		got       []netip.Prefix
+		failures  = map[string]int{}
+		wg        sync.WaitGroup
+	)
+	start := time.Now()
+	for range workers {
+		wg.Go(func() {
+			for next.Add(1) <= int64(total) {
+				claim := &ipamv1alpha1.IPClaim{
+					ObjectMeta: metav1.ObjectMeta{GenerateName: "load-", Namespace: "default", Labels: map[string]string{"kipam.dev/load": pool.Name}},
+					Spec:       ipamv1alpha1.IPClaimSpec{Pool: pool.Name, PrefixLength: ptr(int32(bits))},
+				}
+				t0 := time.Now()
+				err := c.Create(ctx, claim)
+				d := time.Since(t0)
+				mu.Lock()
+				if err != nil {
+					failures[err.Error()]++
+				} else {
+					latencies = append(latencies, d)
+					if p, err := netip.ParsePrefix(claim.Spec.CIDR); err == nil {
+						got = append(got, p)
+					}
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+
+	slices.Sort(latencies)
+	pct := func(q float64) time.Duration {
+		if len(latencies) == 0 {
+			return 0
+		}
+		return latencies[int(q*float64(len(latencies)-1))]
+	}
+	fmt.Printf("workers=%d claims=%d ok=%d failed=%d elapsed=%s throughput=%.0f/s p50=%s p95=%s p99=%s max=%s\n",
+		workers, total, len(latencies), total-len(latencies), elapsed.Round(time.Millisecond),
+		float64(len(latencies))/elapsed.Seconds(), pct(0.50).Round(10*time.Microsecond), pct(0.95).Round(10*time.Microsecond),
+		pct(0.99).Round(10*time.Microsecond), pct(1).Round(10*time.Microsecond))
+	for msg, n := range failures {
+		fmt.Printf("  %d× %s\n", n, msg)
+	}
+
+	var b netipx.IPSetBuilder
+	for _, p := range got {
+		set, _ := b.IPSet()
+		if set.OverlapsPrefix(p) {
+			return fmt.Errorf("%s was handed out twice or overlaps another claim", p)
+		}
+		b.AddPrefix(p)
+	}
+	fmt.Printf("overlaps: none among %d prefixes\n", len(got))
+
+	if err := c.DeleteAllOf(ctx, &ipamv1alpha1.IPClaim{}, client.InNamespace("default"), client.MatchingLabels{"kipam.dev/load": pool.Name}); err != nil {
+		return fmt.Errorf("cleaning up: %w", err)
+	}
+	return nil
+}
+
+func ptr[T any](v T) *T { return &v }
