@@ -22,11 +22,15 @@ limitations under the License.
 // An Allocator keeps the pool as a sparse binary tree over the address bits.
 // Each node is an aligned block; an absent node is a wholly free block, so
 // memory grows with the live allocations and reservations, not with the pool:
-// an empty IPv6 /32 costs a few hundred bytes. The last six address bits are
-// 64-bit bitmaps. Every node records the largest free aligned block below it,
-// so first fit walks down once, in time proportional to the prefix length.
-// Nodes live in a slice and point at each other by int32 index, which keeps
-// them small (12 bytes) and cheap for the garbage collector.
+// an empty IPv6 /32 costs a few hundred bytes. Leaves are 64-bit bitmaps of
+// 64 equal units: single addresses at the bottom of the tree, or whole /24s,
+// /64s and so on higher up, so that a pool of one allocation size packs 64
+// allocations into a 32-byte leaf whatever its depth. Every internal node
+// records the largest free aligned block under each child, so first fit
+// walks down once, in time proportional to the prefix length, and an update
+// walks back up only while a summary changes. Nodes live in a slice and
+// point at each other by int32 index, which keeps them small (12 bytes) and
+// free of pointers for the garbage collector to scan.
 //
 // Addresses are in one of four states: free, allocated, reserved (never
 // handed out, for gateways or broadcast addresses) or held (released, but
@@ -363,26 +367,8 @@ func (a *Allocator) IsAllocated(p netip.Prefix) bool {
 	if err != nil {
 		return false
 	}
-	n, s := a.root, a.d
-	for s > k && s > a.leafS {
-		if n == 0 || a.nodes[n].kind != kInternal {
-			return false
-		}
-		n = a.nodes[n].child[off.bit(s-1)]
-		s--
-	}
-	if n == 0 {
-		return false
-	}
-	if s == k {
-		return a.nodes[n].kind == fAlloc
-	}
-	if a.nodes[n].kind != kLeaf {
-		return false
-	}
-	l := &a.leaves[a.nodes[n].child[0]]
-	o := uint(off.lo & (1<<a.leafS - 1))
-	return l.start&(1<<o) != 0 && l.allocLog(o) == k
+	n, _, _, _ := a.find(nil, off, k)
+	return n != 0
 }
 
 // All yields the allocations in address order. The allocator must not

@@ -814,3 +814,41 @@ func TestHotPathDoesNotAllocate(t *testing.T) {
 		}
 	}
 }
+
+func TestNormalization(t *testing.T) {
+	// Reserving the rest of a leaf makes it a uniform block, merged with
+	// its reserved sibling.
+	a := newTest(t, "10.0.0.0/24")
+	if err := a.ReserveRange(addr("10.0.0.1"), addr("10.0.0.127")); err != nil {
+		t.Fatal(err)
+	}
+	mustReserve(t, a, "10.0.0.0/32")
+	if got := a.nodes[a.root].kind; got != kInternal || a.nodes[a.nodes[a.root].child[0]].kind != fResv {
+		t.Errorf("reserved lower half is not one uniform node")
+	}
+	if u := a.Usage(); u.Reserved.Int64() != 128 || u.LargestFree != 25 {
+		t.Errorf("Usage = %+v", u)
+	}
+
+	// A leaf of /24 units splits when a host lands in it, also during
+	// Restore.
+	b := newTest(t, "10.0.0.0/16")
+	mustAllocate(t, b, "10.0.0.0/24")
+	mustReserve(t, b, "10.0.1.0/24")
+	if err := b.Release(pfx("10.0.0.0/24")); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Restore([]netip.Prefix{pfx("10.0.0.5/32"), pfx("10.0.2.0/24"), pfx("10.0.4.0/22")}); err != nil {
+		t.Fatal(err)
+	}
+	if got := slices.Collect(b.All()); !slices.Equal(got, []netip.Prefix{pfx("10.0.0.5/32"), pfx("10.0.2.0/24"), pfx("10.0.4.0/22")}) {
+		t.Errorf("All = %v", got)
+	}
+	if err := b.Allocate(pfx("10.0.1.7/32")); !errors.Is(err, ErrReserved) {
+		t.Errorf("Allocate in reserved unit = %v", err)
+	}
+	p := mustNext(t, b, 24)
+	if p != pfx("10.0.3.0/24") {
+		t.Errorf("AllocateNext(24) = %v", p)
+	}
+}

@@ -44,6 +44,10 @@ func (a *Allocator) checkInvariants() error {
 			if s <= a.leafS {
 				return 0, 0, fmt.Errorf("internal node %d at size 2^%d (leaf size 2^%d)", n, s, a.leafS)
 			}
+			if nd.child[0] != 0 && nd.child[1] != 0 && a.nodes[nd.child[0]].kind == kLeaf && a.nodes[nd.child[1]].kind == kLeaf {
+				// Two leaves could be one leaf of twice the unit; that is
+				// allowed (explode makes them), not required.
+			}
 			if nd.child[0] == 0 && nd.child[1] == 0 {
 				return 0, 0, fmt.Errorf("internal node %d has no children", n)
 			}
@@ -66,9 +70,10 @@ func (a *Allocator) checkInvariants() error {
 				}
 			}
 		case nd.kind == kLeaf:
-			if s != a.leafS {
+			if s < a.leafS {
 				return 0, 0, fmt.Errorf("leaf node %d at size 2^%d", n, s)
 			}
+			u := s - a.leafS
 			c.leaves++
 			l := a.leaves[nd.child[0]]
 			if (l.alloc|l.start|l.resv|l.held)&^a.full != 0 {
@@ -80,7 +85,7 @@ func (a *Allocator) checkInvariants() error {
 			if l.start&^l.alloc != 0 {
 				return 0, 0, fmt.Errorf("leaf node %d: start bits outside allocations", n)
 			}
-			if l.alloc == 0 && (l.resv == 0 || l.resv == a.full) && (l.held == 0 || l.held == a.full) {
+			if l.alloc == 0 && (l.resv == 0 || l.resv == a.full) && (l.held == 0 || l.held == a.full) || l.start == 1 && l.alloc == a.full {
 				return 0, 0, fmt.Errorf("leaf node %d is uniform (%+v)", n, l)
 			}
 			// Each allocation is an aligned block that starts at its start bit.
@@ -93,14 +98,17 @@ func (a *Allocator) checkInvariants() error {
 				}
 				covered |= runMask(k) << o
 				c.live++
-				c.alloc = c.alloc.add(pow2(k))
+				c.alloc = c.alloc.add(pow2(k + u))
 			}
 			if covered != l.alloc {
 				return 0, 0, fmt.Errorf("leaf node %d: allocations %x do not cover alloc bits %x", n, covered, l.alloc)
 			}
-			c.resv = c.resv.add(count{lo: uint64(bits.OnesCount64(l.resv))})
-			c.held = c.held.add(count{lo: uint64(bits.OnesCount64(l.held &^ l.resv))})
+			c.resv = c.resv.add(count{lo: uint64(bits.OnesCount64(l.resv))}.lsh(u))
+			c.held = c.held.add(count{lo: uint64(bits.OnesCount64(l.held &^ l.resv))}.lsh(u))
 			free, any = leafMaxFree(l.freeBits(a.full)), l.flags()
+			if free != 0 {
+				free += uint8(u)
+			}
 		case nd.kind != 0 && nd.kind&^(fAlloc|fResv|fHeld) == 0:
 			if nd.kind&fAlloc != 0 && nd.kind != fAlloc {
 				return 0, 0, fmt.Errorf("uniform node %d is allocated and %b", n, nd.kind)

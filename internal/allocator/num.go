@@ -65,6 +65,17 @@ func (x u128) lsh(n uint) u128 {
 	return u128{x.hi<<n | x.lo>>(64-n), x.lo << n}
 }
 
+// rsh returns x >> n for n < 128.
+func (x u128) rsh(n uint) u128 {
+	if n >= 64 {
+		return u128{0, x.hi >> (n - 64)}
+	}
+	if n == 0 {
+		return x
+	}
+	return u128{x.hi >> n, x.lo>>n | x.hi<<(64-n)}
+}
+
 // lowMask returns 2^n - 1 for n <= 128.
 func lowMask(n uint) u128 {
 	switch {
@@ -103,6 +114,17 @@ func (x count) sub(y count) count {
 	lo, b := bits.Sub64(x.lo, y.lo, 0)
 	hi, b := bits.Sub64(x.hi, y.hi, b)
 	return count{x.top - y.top - b, hi, lo}
+}
+
+// lsh returns x << n; the result must fit in 129 bits.
+func (x count) lsh(n uint) count {
+	for ; n >= 64; n -= 64 {
+		x = count{x.hi, x.lo, 0}
+	}
+	if n == 0 {
+		return x
+	}
+	return count{x.top<<n | x.hi>>(64-n), x.hi<<n | x.lo>>(64-n), x.lo << n}
 }
 
 func (x count) isZero() bool { return x.top|x.hi|x.lo == 0 }

@@ -56,9 +56,9 @@ func (a *Allocator) account(f, g uint8, c count) {
 	}
 }
 
-// paintBits applies op to the bits m of leaf l.
-func (a *Allocator) paintBits(l *leaf, m uint64, op paintOp) {
-	pc := func(x uint64) count { return count{lo: uint64(bits.OnesCount64(x))} }
+// paintBits applies op to the units m of leaf l, of 2^u addresses each.
+func (a *Allocator) paintBits(l *leaf, m uint64, u uint, op paintOp) {
+	pc := func(x uint64) count { return count{lo: uint64(bits.OnesCount64(x))}.lsh(u) }
 	switch op {
 	case opReserve:
 		n := m &^ l.resv
@@ -81,35 +81,37 @@ func (a *Allocator) paint(n int32, s uint, off u128, k uint, op paintOp) int32 {
 	if s == k {
 		return a.paintAll(n, s, op)
 	}
-	if n != 0 && a.nodes[n].kind&kStruct == 0 {
-		f := a.nodes[n].kind
-		if op.apply(f) == f {
-			return n
-		}
-		// Split the uniform block so that part of it can change.
-		if s == a.leafS {
-			li := a.newLeaf(a.uniformLeaf(f))
-			a.nodes[n] = node{child: [2]int32{li, 0}, kind: kLeaf}
-		} else {
+	if n != 0 {
+		switch f := a.nodes[n].kind; {
+		case f == kLeaf:
+			if u := s - a.leafS; k >= u {
+				l := &a.leaves[a.nodes[n].child[0]]
+				a.paintBits(l, runMask(k-u)<<a.unitIndex(off, u), u, op)
+				return a.normLeaf(n)
+			}
+			a.explode(n, s)
+		case f&kStruct == 0:
+			if op.apply(f) == f {
+				return n
+			}
+			// Split the uniform block so that part of it can change.
+			if s == a.leafS {
+				li := a.newLeaf(a.uniformLeaf(f))
+				a.nodes[n] = node{child: [2]int32{li, 0}, kind: kLeaf}
+				return a.paint(n, s, off, k, op)
+			}
 			c0 := a.newNode(node{kind: f})
 			c1 := a.newNode(node{kind: f})
 			a.nodes[n] = node{child: [2]int32{c0, c1}, kind: kInternal}
 		}
 	}
-	if s == a.leafS {
-		if n == 0 {
-			if op == opUnhold {
-				return 0
-			}
-			n = a.newLeafNode(0)
-		}
-		l := &a.leaves[a.nodes[n].child[0]]
-		a.paintBits(l, runMask(k)<<(off.lo&(1<<a.leafS-1)), op)
-		return a.normLeaf(n)
-	}
 	if n == 0 {
 		if op == opUnhold {
 			return 0
+		}
+		if s == a.leafS {
+			n = a.newLeafNode(0)
+			return a.paint(n, s, off, k, op)
 		}
 		n = a.newInternal(s)
 	}
@@ -132,7 +134,7 @@ func (a *Allocator) paintAll(n int32, s uint, op paintOp) int32 {
 	nd := a.nodes[n]
 	switch nd.kind {
 	case kLeaf:
-		a.paintBits(&a.leaves[nd.child[0]], a.full, op)
+		a.paintBits(&a.leaves[nd.child[0]], a.full, s-a.leafS, op)
 		return a.normLeaf(n)
 	case kInternal:
 		c0 := a.paintAll(nd.child[0], s-1, op)
@@ -151,6 +153,16 @@ func (a *Allocator) paintAll(n int32, s uint, op paintOp) int32 {
 	return n
 }
 
+// leafFree returns, for the leaf l of unit 2^u, the units at which a free
+// block of size 2^k starts (k >= u), or the free units (k < u).
+func (a *Allocator) leafFree(l *leaf, u, k uint) uint64 {
+	f := l.freeBits(a.full)
+	if k < u {
+		return f
+	}
+	return fitMask(f, k-u)
+}
+
 // countFree returns how many free aligned blocks of size 2^k node n of size
 // 2^s holds.
 func (a *Allocator) countFree(n int32, s, k uint) count {
@@ -162,8 +174,12 @@ func (a *Allocator) countFree(n int32, s, k uint) count {
 	}
 	nd := &a.nodes[n]
 	if nd.kind == kLeaf {
-		m := fitMask(a.leaves[nd.child[0]].freeBits(a.full), k)
-		return count{lo: uint64(bits.OnesCount64(m))}
+		u := s - a.leafS
+		c := count{lo: uint64(bits.OnesCount64(a.leafFree(&a.leaves[nd.child[0]], u, k)))}
+		if k < u {
+			c = c.lsh(u - k)
+		}
+		return c
 	}
 	return a.countFree(nd.child[0], s-1, k).add(a.countFree(nd.child[1], s-1, k))
 }
@@ -176,12 +192,20 @@ func (a *Allocator) selectFree(k uint, r count) u128 {
 	for n != 0 {
 		nd := &a.nodes[n]
 		if nd.kind == kLeaf {
-			m := fitMask(a.leaves[nd.child[0]].freeBits(a.full), k)
-			for i := r.lo; i > 0; i-- {
+			u := s - a.leafS
+			m := a.leafFree(&a.leaves[nd.child[0]], u, k)
+			rr := u128{r.hi, r.lo}
+			var within u128
+			if k < u {
+				// r counts blocks of 2^k inside free units of 2^u.
+				within = rr.and(lowMask(u - k)).lsh(k)
+				rr = rr.rsh(u - k)
+			}
+			for i := rr.lo; i > 0; i-- {
 				m &= m - 1
 			}
-			off.lo |= uint64(bits.TrailingZeros64(m))
-			return off
+			unit := u128{0, uint64(bits.TrailingZeros64(m))}
+			return off.or(unit.lsh(u)).or(within)
 		}
 		c0, c1 := nd.child[0], nd.child[1]
 		if n0 := a.countFree(c0, s-1, k); r.less(n0) {
@@ -210,10 +234,11 @@ func (a *Allocator) walk(n int32, s uint, off u128, yield func(netip.Prefix) boo
 		}
 		return a.walk(nd.child[0], s-1, off, yield) && a.walk(nd.child[1], s-1, off.setBit(s-1), yield)
 	case kLeaf:
+		u := s - a.leafS
 		l := a.leaves[nd.child[0]]
 		for st := l.start; st != 0; st &= st - 1 {
 			o := uint(bits.TrailingZeros64(st))
-			if !yield(a.prefix(u128{off.hi, off.lo | uint64(o)}, l.allocLog(o))) {
+			if !yield(a.prefix(off.or(u128{0, uint64(o)}.lsh(u)), l.allocLog(o)+u)) {
 				return false
 			}
 		}

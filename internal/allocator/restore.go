@@ -90,9 +90,10 @@ func (a *Allocator) checkBuild(n int32, s uint, items []block) error {
 		return prefixErr(a.prefix(it.off, uint(it.k)), flagErr(a.anyOf(n)))
 	}
 	if nd.kind == kLeaf {
+		u := s - a.leafS
 		l := &a.leaves[nd.child[0]]
 		for _, it := range items {
-			m := runMask(uint(it.k)) << (it.off.lo & (1<<a.leafS - 1))
+			m := runMask(max(uint(it.k), u)-u) << a.unitIndex(it.off, u)
 			var f uint8
 			if l.resv&m != 0 {
 				f |= fResv
@@ -114,7 +115,8 @@ func (a *Allocator) checkBuild(n int32, s uint, items []block) error {
 }
 
 // build adds the allocations items, sorted, disjoint and over free space, to
-// node n of size 2^s and returns n's replacement.
+// node n of size 2^s and returns n's replacement. It makes leaves where
+// insert would, at the level whose unit is the smallest item.
 func (a *Allocator) build(n int32, s uint, items []block) int32 {
 	if len(items) == 0 {
 		return n
@@ -122,17 +124,26 @@ func (a *Allocator) build(n int32, s uint, items []block) int32 {
 	if uint(items[0].k) == s {
 		return a.newNode(node{kind: fAlloc})
 	}
-	if s == a.leafS {
-		if n == 0 {
-			n = a.newLeafNode(0)
+	if s >= a.leafS && (n == 0 || a.nodes[n].kind == kLeaf) {
+		u := s - a.leafS
+		minK := uint(items[0].k)
+		for _, it := range items[1:] {
+			minK = min(minK, uint(it.k))
 		}
-		l := &a.leaves[a.nodes[n].child[0]]
-		for _, it := range items {
-			o := it.off.lo & (1<<a.leafS - 1)
-			l.alloc |= runMask(uint(it.k)) << o
-			l.start |= 1 << o
+		if n != 0 && minK < u {
+			a.explode(n, s)
+		} else if n != 0 || s == a.leafLevel(minK) {
+			if n == 0 {
+				n = a.newLeafNode(0)
+			}
+			l := &a.leaves[a.nodes[n].child[0]]
+			for _, it := range items {
+				o := a.unitIndex(it.off, u)
+				l.alloc |= runMask(uint(it.k)-u) << o
+				l.start |= 1 << o
+			}
+			return n
 		}
-		return n
 	}
 	if n == 0 {
 		n = a.newInternal(s)

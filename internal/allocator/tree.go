@@ -37,9 +37,15 @@ const (
 //
 // Invariants (checked by the tests after every operation):
 //   - kind is kInternal (child holds the two halves; at least one non-nil),
-//     kLeaf (child[0] indexes Allocator.leaves; only at s == leafS), or a
-//     non-zero set of flags: every address of the block has exactly those
-//     flags, and a uniform fAlloc block is exactly one allocation.
+//     kLeaf (child[0] indexes Allocator.leaves), or a non-zero set of flags:
+//     every address of the block has exactly those flags, and a uniform
+//     fAlloc block is exactly one allocation.
+//   - A leaf at level s (s >= leafS) is a bitmap of 2^leafS units of
+//     2^(s-leafS) addresses each: hosts go in leaves at the bottom, /24s in
+//     leaves of /24 units, so that pools of one allocation size pack 64
+//     allocations per leaf at any depth. A leaf never holds an allocation
+//     smaller than its unit: one that needs to splits into two leaves of
+//     half the unit.
 //   - A node's summary is the largest free aligned block in its subtree, as
 //     log2(size)+1 (0 for none), and the union of the flags present in it.
 //     An internal node keeps its children's summaries (cfree, cany), so
@@ -53,8 +59,8 @@ type node struct {
 	cany  uint8    // internal: child 0's flags | child 1's flags << 3
 }
 
-// leaf is the bitmap of the 2^leafS (at most 64) addresses of a leaf node.
-// An allocation inside a leaf sets its bits in alloc and its first bit in
+// leaf is the bitmap of the 2^leafS (at most 64) units of a leaf node.
+// An allocation inside a leaf sets its units in alloc and its first unit in
 // start, so allocation boundaries survive without a per-allocation record.
 type leaf struct {
 	alloc, start, resv, held uint64
@@ -189,9 +195,57 @@ func (a *Allocator) freeOf(n int32, s uint) uint8 {
 	case kInternal:
 		return max(nd.cfree[0], nd.cfree[1])
 	case kLeaf:
-		return leafMaxFree(a.leaves[nd.child[0]].freeBits(a.full))
+		if f := leafMaxFree(a.leaves[nd.child[0]].freeBits(a.full)); f != 0 {
+			return f + uint8(s-a.leafS)
+		}
 	}
 	return 0
+}
+
+// unitIndex returns the index, in a leaf of unit 2^u, of the unit holding off.
+func (a *Allocator) unitIndex(off u128, u uint) uint {
+	return uint(off.rsh(u).lo & (1<<a.leafS - 1))
+}
+
+// spread doubles the bits of x: bit i goes to bit 2i.
+func spread(x uint32) uint64 {
+	v := uint64(x)
+	v = (v | v<<16) & 0x0000FFFF0000FFFF
+	v = (v | v<<8) & 0x00FF00FF00FF00FF
+	v = (v | v<<4) & 0x0F0F0F0F0F0F0F0F
+	v = (v | v<<2) & 0x3333333333333333
+	v = (v | v<<1) & 0x5555555555555555
+	return v
+}
+
+// explode turns leaf node n at level s > leafS into an internal node whose
+// halves are leaves of half its unit.
+func (a *Allocator) explode(n int32, s uint) {
+	li := a.nodes[n].child[0]
+	l := a.leaves[li]
+	a.freeLeaf(li)
+	var c [2]int32
+	for h := range 2 {
+		sh := 32 * uint(h)
+		double := func(x uint64) uint64 { e := spread(uint32(x >> sh)); return e | e<<1 }
+		nl := leaf{alloc: double(l.alloc), start: spread(uint32(l.start >> sh)), resv: double(l.resv), held: double(l.held)}
+		if nl == (leaf{}) {
+			continue
+		}
+		nli := a.newLeaf(nl)
+		c[h] = a.normLeaf(a.newNode(node{child: [2]int32{nli, 0}, kind: kLeaf}))
+	}
+	a.nodes[n] = node{child: c, kind: kInternal}
+	a.refresh(n, s)
+}
+
+// leafLevel returns the level at which a new leaf is made for an
+// allocation of size 2^k: one whose unit is the allocation, or the bottom.
+func (a *Allocator) leafLevel(k uint) uint {
+	if k < a.leafS {
+		return a.leafS
+	}
+	return k + a.leafS
 }
 
 // anyOf returns the flags present under node n.
@@ -231,10 +285,16 @@ func (a *Allocator) refresh(n int32, s uint) {
 }
 
 // normLeaf restores the invariants of leaf node n after its bits changed:
-// an empty leaf goes away, a leaf without allocations whose bits are
-// uniform becomes a uniform node. It returns the node's new index.
+// an empty leaf goes away, a leaf that is one allocation or uniformly
+// reserved or held becomes a uniform node. It returns the node's new index.
 func (a *Allocator) normLeaf(n int32) int32 {
 	l := a.leaves[a.nodes[n].child[0]]
+	if l.start == 1 && l.alloc == a.full {
+		// One allocation fills the leaf (explode halved its unit).
+		a.freeLeaf(a.nodes[n].child[0])
+		a.nodes[n] = node{kind: fAlloc}
+		return n
+	}
 	if l.alloc == 0 && (l.resv == 0 || l.resv == a.full) && (l.held == 0 || l.held == a.full) {
 		f := l.flags()
 		if f == 0 {
@@ -281,8 +341,9 @@ func (a *Allocator) regionFlags(off u128, k uint) uint8 {
 			return a.anyOf(n)
 		}
 		if nd.kind == kLeaf {
+			u := s - a.leafS
 			l := &a.leaves[nd.child[0]]
-			m := runMask(k) << (off.lo & (1<<a.leafS - 1))
+			m := runMask(max(k, u)-u) << a.unitIndex(off, u)
 			var f uint8
 			if l.alloc&m != 0 {
 				f |= fAlloc
@@ -319,10 +380,20 @@ func (a *Allocator) insert(off u128, k uint) {
 	var path [maxDepth]int32
 	depth := 0
 	n, s := a.root, a.d
-	for s > k && s > a.leafS {
+	for s > k {
 		if n == 0 {
+			if s == a.leafLevel(k) {
+				n = a.newLeafNode(0)
+				a.link(path[:depth], off, s, n)
+				break
+			}
 			n = a.newInternal(s)
 			a.link(path[:depth], off, s, n)
+		} else if a.nodes[n].kind == kLeaf {
+			if k >= s-a.leafS {
+				break
+			}
+			a.explode(n, s)
 		}
 		path[depth] = n
 		depth++
@@ -343,10 +414,22 @@ func (a *Allocator) insertFirst(k uint) (u128, bool) {
 	var path [maxDepth]int32
 	depth := 0
 	n, s := a.root, a.d
-	for s > k && s > a.leafS {
+	for s > k {
 		if n == 0 {
+			if s == a.leafLevel(k) {
+				n = a.newLeafNode(0)
+				a.link(path[:depth], off, s, n)
+				break
+			}
 			n = a.newInternal(s)
 			a.link(path[:depth], off, s, n)
+		} else if a.nodes[n].kind == kLeaf {
+			if u := s - a.leafS; k >= u {
+				m := fitMask(a.leaves[a.nodes[n].child[0]].freeBits(a.full), k-u)
+				off = off.or(u128{0, uint64(bits.TrailingZeros64(m))}.lsh(u))
+				break
+			}
+			a.explode(n, s)
 		}
 		path[depth] = n
 		depth++
@@ -359,28 +442,21 @@ func (a *Allocator) insertFirst(k uint) (u128, bool) {
 		}
 		s--
 	}
-	if s != k && n != 0 {
-		m := fitMask(a.leaves[a.nodes[n].child[0]].freeBits(a.full), k)
-		off.lo |= uint64(bits.TrailingZeros64(m))
-	}
 	a.place(&path, depth, n, s, off, k)
 	return off, true
 }
 
-// place finishes an insertion: n, of size 2^s, is where the walk down to
-// the free block (off, k) stopped, the node for it (s == k) or its leaf;
-// path holds the depth nodes above it.
+// place finishes an insertion: the walk down to the free block (off, k)
+// stopped at n, of size 2^s, which is either nil with s == k or a leaf
+// whose unit is at most 2^k; path holds the depth nodes above it.
 func (a *Allocator) place(path *[maxDepth]int32, depth int, n int32, s uint, off u128, k uint) {
-	if s == k {
+	if n == 0 {
 		a.link(path[:depth], off, s, a.newNode(node{kind: fAlloc}))
 	} else {
-		if n == 0 {
-			n = a.newLeafNode(0)
-			a.link(path[:depth], off, s, n)
-		}
+		u := s - a.leafS
 		l := &a.leaves[a.nodes[n].child[0]]
-		o := off.lo & (1<<a.leafS - 1)
-		l.alloc |= runMask(k) << o
+		o := a.unitIndex(off, u)
+		l.alloc |= runMask(k-u) << o
 		l.start |= 1 << o
 	}
 	for ; depth > 0; depth-- {
@@ -393,74 +469,85 @@ func (a *Allocator) place(path *[maxDepth]int32, depth int, n int32, s uint, off
 	a.allocated = a.allocated.add(pow2(k))
 }
 
-// remove releases the allocation of size 2^k at off and reports whether
-// there was exactly such an allocation.
-func (a *Allocator) remove(off u128, k uint) bool {
-	var path [maxDepth]int32
-	depth := 0
-	n, s := a.root, a.d
-	for s > k && s > a.leafS {
-		if n == 0 || a.nodes[n].kind != kInternal {
-			return false
+// find walks down to the allocation of size 2^k at off. It returns the
+// node holding it (a uniform fAlloc node, or a leaf and the allocation's
+// unit index there), its level, and the nodes above it in path; n is 0 if
+// there is no such allocation.
+func (a *Allocator) find(path *[maxDepth]int32, off u128, k uint) (n int32, s uint, o uint, depth int) {
+	n, s = a.root, a.d
+	for s > k {
+		if n == 0 {
+			return 0, s, 0, depth
 		}
-		path[depth] = n
+		kind := a.nodes[n].kind
+		if kind == kLeaf {
+			u := s - a.leafS
+			if k < u {
+				return 0, s, 0, depth
+			}
+			l := &a.leaves[a.nodes[n].child[0]]
+			o := a.unitIndex(off, u)
+			if l.start&(1<<o) == 0 || l.allocLog(o) != k-u {
+				return 0, s, 0, depth
+			}
+			return n, s, o, depth
+		}
+		if kind != kInternal {
+			return 0, s, 0, depth
+		}
+		if path != nil {
+			path[depth] = n
+		}
 		depth++
 		n = a.nodes[n].child[off.bit(s-1)]
 		s--
 	}
+	if n == 0 || a.nodes[n].kind != fAlloc {
+		return 0, s, 0, depth
+	}
+	return n, s, 0, depth
+}
+
+// remove releases the allocation of size 2^k at off and reports whether
+// there was exactly such an allocation.
+func (a *Allocator) remove(off u128, k uint) bool {
+	var path [maxDepth]int32
+	n, s, o, depth := a.find(&path, off, k)
 	if n == 0 {
 		return false
 	}
 	m := n // n's replacement
-	if s == k {
-		if a.nodes[n].kind != fAlloc {
-			return false
-		}
+	if a.nodes[n].kind == fAlloc {
 		a.freeNode(n)
 		m = 0
 	} else {
-		if a.nodes[n].kind != kLeaf {
-			return false
-		}
 		l := &a.leaves[a.nodes[n].child[0]]
-		o := uint(off.lo & (1<<a.leafS - 1))
-		if l.start&(1<<o) == 0 || l.allocLog(o) != k {
-			return false
-		}
-		l.alloc &^= runMask(k) << o
+		l.alloc &^= runMask(k-(s-a.leafS)) << o
 		l.start &^= 1 << o
 		m = a.normLeaf(n)
 	}
-	// Walk back up. While nodes are replaced (deleted, or a leaf made
-	// uniform), parents are relinked and normalized; after that, summaries
-	// are updated until one does not change.
-	relink := m != n || (m != 0 && a.nodes[m].kind&kStruct == 0)
+	// Walk back up. The released space is free, so n stays a leaf or goes
+	// away; while nodes go away their parents are unlinked, and after that
+	// summaries are updated until one does not change.
+	gone := m == 0
 	for ; depth > 0; depth-- {
 		p := path[depth-1]
 		s++
 		b := off.bit(s - 1)
-		if !relink {
-			if !a.setSummary(p, b, s) {
-				break
+		if gone {
+			a.nodes[p].child[b] = 0
+			if a.nodes[p].child[1-b] == 0 {
+				a.freeNode(p)
+				continue
 			}
-			continue
+			gone = false
 		}
-		a.nodes[p].child[b] = m
-		switch {
-		case m == 0 && a.nodes[p].child[1-b] == 0:
-			a.freeNode(p)
-			m = 0
-		case m != 0 && a.nodes[m].kind&kStruct == 0:
-			// A uniform child may merge with its sibling.
-			m = a.normInternal(p, s)
-			relink = m != p || a.nodes[p].kind != kInternal
-		default:
-			a.setSummary(p, b, s)
-			relink = false
+		if !a.setSummary(p, b, s) {
+			break
 		}
 	}
-	if depth == 0 && relink {
-		a.root = m
+	if depth == 0 && gone {
+		a.root = 0
 	}
 	a.live--
 	a.allocated = a.allocated.sub(pow2(k))
