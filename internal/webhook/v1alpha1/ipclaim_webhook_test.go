@@ -28,9 +28,11 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
+	promtestutil "github.com/prometheus/client_golang/prometheus/testutil"
 	"go4.org/netipx"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -42,6 +44,7 @@ import (
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
 	"github.com/kipam/kipam/internal/allocator"
 	"github.com/kipam/kipam/internal/ipam"
+	"github.com/kipam/kipam/internal/metrics"
 )
 
 func newClaim(ns, pool string, mutate func(*ipamv1alpha1.IPClaim)) *ipamv1alpha1.IPClaim {
@@ -215,6 +218,20 @@ var _ = Describe("IPClaim allocation at admission", func() {
 		err := k8sClient.Create(ctx, newClaim("default", p.Name, func(c *ipamv1alpha1.IPClaim) { c.Spec.PrefixLength = ptr.To[int32](28) }))
 		Expect(apierrors.IsForbidden(err)).To(BeTrue(), "%v", err)
 		Expect(err).To(MatchError(ContainSubstring(fmt.Sprintf("pool %s is exhausted: no free /28 left (largest free prefix /29)", p.Name))))
+
+		By("counting it in a metric and an event on the pool")
+		Expect(promtestutil.ToFloat64(metrics.ClaimsDenied.WithLabelValues(p.Name, "Exhausted"))).To(BeEquivalentTo(1))
+		Eventually(func(g Gomega) {
+			var events eventsv1.EventList
+			g.Expect(k8sClient.List(ctx, &events, client.InNamespace("default"))).To(Succeed())
+			var notes []string
+			for _, e := range events.Items {
+				if e.Regarding.Kind == "IPPool" && e.Regarding.Name == p.Name && e.Reason == ipamv1alpha1.ReasonPoolExhausted {
+					notes = append(notes, e.Note)
+				}
+			}
+			g.Expect(notes).To(ContainElement("denied a /28 to a claim in namespace default: no free /28 left (largest free prefix /29)"))
+		}).Should(Succeed())
 	})
 
 	It("allocates nothing on a dry run and works with generateName", func() {
