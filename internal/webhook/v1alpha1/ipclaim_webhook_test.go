@@ -117,6 +117,19 @@ var _ = Describe("IPClaim allocation at admission", func() {
 			g.Expect(a.Spec.ClaimRef.UID).To(Equal(c.UID))
 			g.Expect(meta.IsStatusConditionTrue(a.Status.Conditions, ipamv1alpha1.ConditionBound)).To(BeTrue())
 		}).Should(Succeed())
+
+		By("publishing the pool's usage")
+		Eventually(func(g Gomega) {
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(p), p)).To(Succeed())
+			g.Expect(p.Status.Allocated).To(Equal("19"))
+			g.Expect(p.Status.Capacity).To(Equal("256"))
+			g.Expect(p.Status.Available).To(Equal("237"))
+			g.Expect(p.Status.Utilization).To(Equal("7.42%"))
+			g.Expect(p.Status.Claims).To(BeEquivalentTo(4))
+			g.Expect(p.Status.LargestFreePrefix).To(HaveValue(BeEquivalentTo(25)))
+			g.Expect(meta.IsStatusConditionTrue(p.Status.Conditions, ipamv1alpha1.ConditionReady)).To(BeTrue())
+			g.Expect(meta.IsStatusConditionFalse(p.Status.Conditions, ipamv1alpha1.ConditionExhausted)).To(BeTrue())
+		}).Should(Succeed())
 	})
 
 	It("honours the pool's defaults, reservations and exclusions", func() {
