@@ -217,19 +217,37 @@ func (m *Manager) submit(ctx context.Context, pool *ipamv1alpha1.IPPool, o *op) 
 		}
 	}
 	st.committing = true
-	for len(st.queue) > 0 {
-		batch := st.queue
-		st.queue = nil
-		st.mu.Unlock()
-		m.commit(st, pool, batch)
-		for _, b := range batch {
-			close(b.done)
-		}
-		st.mu.Lock()
-	}
-	st.committing = false
 	st.mu.Unlock()
+	// Commit the batch that holds o, then hand what queued up meanwhile to
+	// a goroutine, so that this caller's latency is one batch, not a storm.
+	if m.commitNext(st, pool) {
+		go func() {
+			for m.commitNext(st, pool) {
+			}
+		}()
+	}
 	return nil
+}
+
+// commitNext commits everything queued for the pool as one batch. It
+// reports whether more was queued meanwhile; if not, it ends the pool's
+// committing state.
+func (m *Manager) commitNext(st *poolState, pool *ipamv1alpha1.IPPool) bool {
+	st.mu.Lock()
+	batch := st.queue
+	st.queue = nil
+	st.mu.Unlock()
+	m.commit(st, pool, batch)
+	for _, b := range batch {
+		close(b.done)
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if len(st.queue) == 0 {
+		st.committing = false
+		return false
+	}
+	return true
 }
 
 // commit applies a batch to the allocator and writes the ledger once. On a
