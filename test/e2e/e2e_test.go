@@ -71,12 +71,13 @@ var _ = BeforeSuite(func() {
 	root = filepath.Join(wd, "..", "..")
 	demoDir = filepath.Join(root, ".local", "e2e")
 	kubectl = filepath.Join(root, "bin", "k8s", "kubectl")
-	out, err := run("hack/demo.sh", "up")
-	Expect(err).NotTo(HaveOccurred(), out)
+	// Registered first, so that a failing start leaves nothing running.
 	DeferCleanup(func() {
 		out, err := run("hack/demo.sh", "down")
 		Expect(err).NotTo(HaveOccurred(), out)
 	})
+	out, err := run("hack/demo.sh", "up")
+	Expect(err).NotTo(HaveOccurred(), out)
 })
 
 var _ = Describe("kipam with kubectl", func() {
