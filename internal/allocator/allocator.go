@@ -49,6 +49,7 @@ import (
 	"fmt"
 	"iter"
 	"math/big"
+	"math/bits"
 	"math/rand/v2"
 	"net/netip"
 	"time"
@@ -251,7 +252,7 @@ func (a *Allocator) randBelow(n count) count {
 	if n.hi == 0 {
 		return count{lo: a.rnd.Uint64N(n.lo)}
 	}
-	m := lowMask(128 - uint(leadingZeros(n.hi)))
+	m := lowMask(128 - uint(bits.LeadingZeros64(n.hi)))
 	for {
 		r := count{hi: a.rnd.Uint64() & m.hi, lo: a.rnd.Uint64()}
 		if r.less(n) {

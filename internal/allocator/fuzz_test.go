@@ -22,7 +22,9 @@ import (
 	"math/big"
 	"math/rand/v2"
 	"net/netip"
+	"os"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -53,6 +55,9 @@ func FuzzAllocator(f *testing.F) {
 func TestOracleRandom(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	n := 3000
+	if v, err := strconv.Atoi(os.Getenv("ORACLE_INPUTS")); err == nil {
+		n = v
+	}
 	if testing.Short() {
 		n = 300
 	}

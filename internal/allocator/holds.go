@@ -16,10 +16,7 @@ limitations under the License.
 
 package allocator
 
-import (
-	"math/bits"
-	"time"
-)
+import "time"
 
 // holdEntry is one hold: a block held until a time.
 type holdEntry struct {
@@ -68,5 +65,3 @@ func (h *holdHeap) pop() holdEntry {
 	*h = s
 	return top
 }
-
-func leadingZeros(x uint64) int { return bits.LeadingZeros64(x) }
