@@ -35,6 +35,7 @@ import (
 	"time"
 
 	"go4.org/netipx"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/tools/clientcmd"
@@ -49,14 +50,15 @@ func main() {
 	claims := flag.Int("claims", 2000, "claims to create in all")
 	cidr := flag.String("cidr", "10.200.0.0/16", "CIDR of the pool the run creates")
 	bits := flag.Int("prefix-length", 32, "prefix length each claim asks for")
+	baseline := flag.Bool("baseline", false, "create ConfigMaps instead of claims: the same client and cluster without kipam, for comparison")
 	flag.Parse()
-	if err := run(*kubeconfig, *workers, *claims, *cidr, *bits); err != nil {
+	if err := run(*kubeconfig, *workers, *claims, *cidr, *bits, *baseline); err != nil {
 		fmt.Fprintln(os.Stderr, "load:", err)
 		os.Exit(1)
 	}
 }
 
-func run(kubeconfig string, workers, total int, cidr string, bits int) error {
+func run(kubeconfig string, workers, total int, cidr string, bits int, baseline bool) error {
 	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	if err != nil {
 		return err
@@ -64,6 +66,9 @@ func run(kubeconfig string, workers, total int, cidr string, bits int) error {
 	cfg.QPS, cfg.Burst = 100000, 100000 // measure the server, not client-side throttling
 	scheme := runtime.NewScheme()
 	if err := ipamv1alpha1.AddToScheme(scheme); err != nil {
+		return err
+	}
+	if err := corev1.AddToScheme(scheme); err != nil {
 		return err
 	}
 	c, err := client.New(cfg, client.Options{Scheme: scheme})
@@ -93,8 +98,12 @@ func run(kubeconfig string, workers, total int, cidr string, bits int) error {
 					ObjectMeta: metav1.ObjectMeta{GenerateName: "load-", Namespace: "default", Labels: map[string]string{"kipam.dev/load": pool.Name}},
 					Spec:       ipamv1alpha1.IPClaimSpec{Pool: pool.Name, PrefixLength: ptr(int32(bits))},
 				}
+				var obj client.Object = claim
+				if baseline {
+					obj = &corev1.ConfigMap{ObjectMeta: claim.ObjectMeta, Data: map[string]string{"pool": pool.Name}}
+				}
 				t0 := time.Now()
-				err := c.Create(ctx, claim)
+				err := c.Create(ctx, obj)
 				d := time.Since(t0)
 				mu.Lock()
 				if err != nil {
@@ -135,9 +144,15 @@ func run(kubeconfig string, workers, total int, cidr string, bits int) error {
 		}
 		b.AddPrefix(p)
 	}
-	fmt.Printf("overlaps: none among %d prefixes\n", len(got))
+	if !baseline {
+		fmt.Printf("overlaps: none among %d prefixes\n", len(got))
+	}
 
-	if err := c.DeleteAllOf(ctx, &ipamv1alpha1.IPClaim{}, client.InNamespace("default"), client.MatchingLabels{"kipam.dev/load": pool.Name}); err != nil {
+	var kind client.Object = &ipamv1alpha1.IPClaim{}
+	if baseline {
+		kind = &corev1.ConfigMap{}
+	}
+	if err := c.DeleteAllOf(ctx, kind, client.InNamespace("default"), client.MatchingLabels{"kipam.dev/load": pool.Name}); err != nil {
 		return fmt.Errorf("cleaning up: %w", err)
 	}
 	return nil

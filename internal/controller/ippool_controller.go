@@ -23,6 +23,7 @@ import (
 	"net/netip"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -92,6 +93,9 @@ func (r *IPPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		meta.SetStatusCondition(&pool.Status.Conditions, exhausted)
 	}
 	meta.SetStatusCondition(&pool.Status.Conditions, ready)
+	if equality.Semantic.DeepEqual(before.Status, pool.Status) {
+		return ctrl.Result{}, nil // every ledger change wakes this; most change nothing here
+	}
 	return ctrl.Result{}, client.IgnoreNotFound(r.Status().Patch(ctx, &pool, client.MergeFrom(before)))
 }
 
