@@ -25,12 +25,14 @@ limitations under the License.
 // an empty IPv6 /32 costs a few hundred bytes. Leaves are 64-bit bitmaps of
 // 64 equal units: single addresses at the bottom of the tree, or whole /24s,
 // /64s and so on higher up, so that a pool of one allocation size packs 64
-// allocations into a 32-byte leaf whatever its depth. Every internal node
-// records the largest free aligned block under each child, so first fit
-// walks down once, in time proportional to the prefix length, and an update
-// walks back up only while a summary changes. Nodes live in a slice and
-// point at each other by int32 index, which keeps them small (12 bytes) and
-// free of pointers for the garbage collector to scan.
+// allocations into a 32-byte leaf whatever its depth. A lone allocation in a
+// sparse region is one node that records its own address, placed where its
+// path parts from the others'. Every internal node records the largest free
+// aligned block under each child, so first fit walks down once, in time
+// proportional to the prefix length, and an update walks back up only while
+// a summary changes. Nodes live in a slice and point at each other by int32
+// index, which keeps them small (12 bytes) and free of pointers for the
+// garbage collector to scan.
 //
 // Addresses are in one of four states: free, allocated, reserved (never
 // handed out, for gateways or broadcast addresses) or held (released, but
@@ -68,8 +70,10 @@ type Allocator struct {
 	root       int32
 	nodes      []node // nodes[0] is nil
 	leaves     []leaf // leaves[0] is unused
+	ones       []one  // ones[0] is unused
 	freeNodes  int32  // free list through child[0]
 	freeLeaves int32  // free list through alloc
+	freeOnes   int32  // free list through off.lo
 
 	live      int
 	allocated count
@@ -118,6 +122,7 @@ func New(pool netip.Prefix, opts ...Option) (*Allocator, error) {
 		w:      uint(pool.Addr().BitLen()),
 		nodes:  make([]node, 1, 16),
 		leaves: make([]leaf, 1, 4),
+		ones:   make([]one, 1, 4),
 		now:    o.now,
 		rnd:    o.rnd,
 	}

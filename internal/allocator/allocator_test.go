@@ -781,8 +781,19 @@ func TestSparseMemory(t *testing.T) {
 		t.Errorf("empty allocator has %d nodes, %d leaves", len(a.nodes), len(a.leaves))
 	}
 	mustNext(t, a, 64)
-	if len(a.nodes) > 34 { // the sentinel, 32 levels and the allocation
-		t.Errorf("one /64 in a /32 takes %d nodes", len(a.nodes))
+	if len(a.nodes) != 2 || len(a.ones) != 2 { // the nil node and the allocation
+		t.Errorf("one /64 in a /32 takes %d nodes", len(a.nodes)-1)
+	}
+	// Scattered allocations cost a node and a record each, and about one
+	// branching node, not a chain down to each of them.
+	r := rand.New(rand.NewPCG(5, 6))
+	for range 1000 {
+		if _, err := a.AllocateRandom(64 + r.IntN(65)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(a.nodes) - 1; n > 3*1001 {
+		t.Errorf("1001 scattered allocations take %d nodes", n)
 	}
 }
 
@@ -850,5 +861,65 @@ func TestNormalization(t *testing.T) {
 	p := mustNext(t, b, 24)
 	if p != pfx("10.0.3.0/24") {
 		t.Errorf("AllocateNext(24) = %v", p)
+	}
+}
+
+func TestAllocateRandomBesideLoneAllocation(t *testing.T) {
+	// A lone allocation in a nearly full pool: counting the free blocks
+	// must skip those that overlap it.
+	for _, bits := range []int{32, 30, 27} {
+		a := newTest(t, "10.0.0.0/16")
+		mustAllocate(t, a, "10.0.0.4/30")
+		for s := 15; s >= 7; s-- { // reserve the upper half, then its lower half's upper half...
+			mustReserve(t, a, a.prefix(u128{0, 1 << s}, uint(s)).String())
+		}
+		if r := a.nodes[a.root].child[0]; a.nodes[r].kind != kInternal {
+			t.Fatalf("unexpected tree")
+		}
+		n := int(a.Free(bits).Int64())
+		seen := map[netip.Prefix]int{}
+		for range 100 * n {
+			p, err := a.AllocateRandom(bits)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if a.regionFlags(addrBits(p.Addr()).and(lowMask(a.d)), a.w-uint(bits))&^fAlloc != 0 {
+				t.Fatalf("allocated %v over reserved space", p)
+			}
+			seen[p]++
+			if err := a.Release(p); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if len(seen) != n {
+			t.Errorf("/%d: saw %d distinct prefixes, want %d", bits, len(seen), n)
+		}
+	}
+}
+
+func TestAllocateRandomInsideUnitLeaf(t *testing.T) {
+	// Hosts drawn from the last free /24s of a pool of /24s: counting
+	// splits the leaf's /24 units into hosts.
+	a := newTest(t, "10.0.0.0/16")
+	for range 254 {
+		mustNext(t, a, 24)
+	}
+	n := a.Free(32).Int64()
+	if n != 512 {
+		t.Fatalf("Free(32) = %d", n)
+	}
+	seen := map[netip.Prefix]bool{}
+	for range n {
+		p, err := a.AllocateRandom(32)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Addr().As4()[2] < 254 || seen[p] {
+			t.Fatalf("AllocateRandom(32) = %v", p)
+		}
+		seen[p] = true
+	}
+	if _, err := a.AllocateRandom(32); !errors.Is(err, ErrExhausted) {
+		t.Errorf("AllocateRandom on a full pool = %v", err)
 	}
 }

@@ -25,11 +25,11 @@ import (
 // the counters agree with it.
 func (a *Allocator) checkInvariants() error {
 	var c struct {
-		nodes, leaves, live int
-		alloc, resv, held   count
+		nodes, leaves, ones, live int
+		alloc, resv, held         count
 	}
-	var visit func(n int32, s uint) (free, any uint8, err error)
-	visit = func(n int32, s uint) (uint8, uint8, error) {
+	var visit func(n int32, s uint, off u128) (free, any uint8, err error)
+	visit = func(n int32, s uint, off u128) (uint8, uint8, error) {
 		if n == 0 {
 			return uint8(s + 1), 0, nil
 		}
@@ -51,11 +51,11 @@ func (a *Allocator) checkInvariants() error {
 			if nd.child[0] == 0 && nd.child[1] == 0 {
 				return 0, 0, fmt.Errorf("internal node %d has no children", n)
 			}
-			f0, a0, err := visit(nd.child[0], s-1)
+			f0, a0, err := visit(nd.child[0], s-1, off)
 			if err != nil {
 				return 0, 0, err
 			}
-			f1, a1, err := visit(nd.child[1], s-1)
+			f1, a1, err := visit(nd.child[1], s-1, off.setBit(s-1))
 			if err != nil {
 				return 0, 0, err
 			}
@@ -109,6 +109,19 @@ func (a *Allocator) checkInvariants() error {
 			if free != 0 {
 				free += uint8(u)
 			}
+		case nd.kind == kOne:
+			ri := nd.child[0]
+			if ri <= 0 || int(ri) >= len(a.ones) {
+				return 0, 0, fmt.Errorf("kOne node %d has record %d", n, ri)
+			}
+			c.ones++
+			r := a.ones[ri]
+			if uint(r.k) >= s || !overlaps(r.off, s, off, s) || r.off.and(lowMask(uint(r.k))) != (u128{}) {
+				return 0, 0, fmt.Errorf("kOne node %d of size 2^%d at %v holds 2^%d at %v", n, s, off, r.k, r.off)
+			}
+			c.live++
+			c.alloc = c.alloc.add(pow2(uint(r.k)))
+			free, any = uint8(s), fAlloc
 		case nd.kind != 0 && nd.kind&^(fAlloc|fResv|fHeld) == 0:
 			if nd.kind&fAlloc != 0 && nd.kind != fAlloc {
 				return 0, 0, fmt.Errorf("uniform node %d is allocated and %b", n, nd.kind)
@@ -136,7 +149,7 @@ func (a *Allocator) checkInvariants() error {
 		}
 		return free, any, nil
 	}
-	if _, _, err := visit(a.root, a.d); err != nil {
+	if _, _, err := visit(a.root, a.d, u128{}); err != nil {
 		return err
 	}
 	freed := 0
@@ -155,6 +168,13 @@ func (a *Allocator) checkInvariants() error {
 	}
 	if c.leaves+freedLeaves != len(a.leaves)-1 {
 		return fmt.Errorf("%d reachable + %d free leaves != %d", c.leaves, freedLeaves, len(a.leaves)-1)
+	}
+	freedOnes := 0
+	for i := a.freeOnes; i != 0; i = int32(a.ones[i].off.lo) {
+		freedOnes++
+	}
+	if c.ones+freedOnes != len(a.ones)-1 {
+		return fmt.Errorf("%d reachable + %d free one records != %d", c.ones, freedOnes, len(a.ones)-1)
 	}
 	if c.live != a.live || c.alloc != a.allocated || c.resv != a.reserved || c.held != a.held {
 		return fmt.Errorf("counters live=%d alloc=%v resv=%v held=%v, tree says %d %v %v %v",

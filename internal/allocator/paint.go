@@ -83,6 +83,11 @@ func (a *Allocator) paint(n int32, s uint, off u128, k uint, op paintOp) int32 {
 	}
 	if n != 0 {
 		switch f := a.nodes[n].kind; {
+		case f == kOne:
+			if op == opUnhold {
+				return n // nothing under it is held
+			}
+			a.pushDown(n, s)
 		case f == kLeaf:
 			if u := s - a.leafS; k >= u {
 				l := &a.leaves[a.nodes[n].child[0]]
@@ -133,6 +138,8 @@ func (a *Allocator) paintAll(n int32, s uint, op paintOp) int32 {
 	}
 	nd := a.nodes[n]
 	switch nd.kind {
+	case kOne:
+		return n // only opUnhold gets here, and nothing under it is held
 	case kLeaf:
 		a.paintBits(&a.leaves[nd.child[0]], a.full, s-a.leafS, op)
 		return a.normLeaf(n)
@@ -173,6 +180,10 @@ func (a *Allocator) countFree(n int32, s, k uint) count {
 		return pow2(s - k)
 	}
 	nd := &a.nodes[n]
+	if nd.kind == kOne {
+		// All blocks but those overlapping the allocation.
+		return pow2(s - k).sub(pow2(max(k, uint(a.ones[nd.child[0]].k)) - k))
+	}
 	if nd.kind == kLeaf {
 		u := s - a.leafS
 		c := count{lo: uint64(bits.OnesCount64(a.leafFree(&a.leaves[nd.child[0]], u, k)))}
@@ -191,6 +202,17 @@ func (a *Allocator) selectFree(k uint, r count) u128 {
 	var off u128
 	for n != 0 {
 		nd := &a.nodes[n]
+		if nd.kind == kOne {
+			// Skip the blocks that overlap the allocation: indexes lo..hi-1.
+			r1 := a.ones[nd.child[0]]
+			kk := max(k, uint(r1.k))
+			lo := r1.off.and(lowMask(s)).rsh(kk).lsh(kk - k)
+			i := u128{r.hi, r.lo}
+			if !i.less(lo) {
+				i = i.add(u128{0, 1}.lsh(kk - k))
+			}
+			return off.or(i.lsh(k))
+		}
 		if nd.kind == kLeaf {
 			u := s - a.leafS
 			m := a.leafFree(&a.leaves[nd.child[0]], u, k)
@@ -243,6 +265,9 @@ func (a *Allocator) walk(n int32, s uint, off u128, yield func(netip.Prefix) boo
 			}
 		}
 		return true
+	case kOne:
+		r := a.ones[nd.child[0]]
+		return yield(a.prefix(r.off, uint(r.k)))
 	case fAlloc:
 		return yield(a.prefix(off, s))
 	}

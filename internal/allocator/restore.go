@@ -86,6 +86,9 @@ func (a *Allocator) checkBuild(n int32, s uint, items []block) error {
 	if nd.kind&kStruct == 0 {
 		return prefixErr(a.prefix(it.off, uint(it.k)), flagErr(nd.kind))
 	}
+	if nd.kind == kOne { // unreachable: Restore starts with no allocations
+		return prefixErr(a.prefix(it.off, uint(it.k)), ErrOverlap)
+	}
 	if uint(it.k) == s {
 		return prefixErr(a.prefix(it.off, uint(it.k)), flagErr(a.anyOf(n)))
 	}
@@ -123,6 +126,9 @@ func (a *Allocator) build(n int32, s uint, items []block) int32 {
 	}
 	if uint(items[0].k) == s {
 		return a.newNode(node{kind: fAlloc})
+	}
+	if n == 0 && len(items) == 1 && s != a.leafLevel(uint(items[0].k)) {
+		return a.newOne(items[0].off, uint(items[0].k))
 	}
 	if s >= a.leafS && (n == 0 || a.nodes[n].kind == kLeaf) {
 		u := s - a.leafS

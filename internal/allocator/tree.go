@@ -27,8 +27,9 @@ const (
 	// Node kinds besides uniform ones (whose kind is their non-zero flags).
 	kLeaf
 	kInternal
+	kOne
 	kFreed
-	kStruct = kLeaf | kInternal
+	kStruct = kLeaf | kInternal | kOne
 )
 
 // node is one aligned block of the pool, the block of size 2^s that its
@@ -37,9 +38,17 @@ const (
 //
 // Invariants (checked by the tests after every operation):
 //   - kind is kInternal (child holds the two halves; at least one non-nil),
-//     kLeaf (child[0] indexes Allocator.leaves), or a non-zero set of flags:
-//     every address of the block has exactly those flags, and a uniform
-//     fAlloc block is exactly one allocation.
+//     kLeaf (child[0] indexes Allocator.leaves), kOne (child[0] indexes
+//     Allocator.ones: the block holds that one smaller allocation and is
+//     otherwise free), or a non-zero set of flags: every address of the
+//     block has exactly those flags, and a uniform fAlloc block is exactly
+//     one allocation.
+//   - A lone allocation is a kOne node where its path parts from the
+//     others' rather than the end of a chain of one-child nodes, so that
+//     scattered allocations in a sparse pool cost a node, a record and
+//     about one branching node each. A kOne moves down a level at a time
+//     when something else needs its block, and back up when its sibling
+//     goes.
 //   - A leaf at level s (s >= leafS) is a bitmap of 2^leafS units of
 //     2^(s-leafS) addresses each: hosts go in leaves at the bottom, /24s in
 //     leaves of /24 units, so that pools of one allocation size pack 64
@@ -64,6 +73,12 @@ type node struct {
 // start, so allocation boundaries survive without a per-allocation record.
 type leaf struct {
 	alloc, start, resv, held uint64
+}
+
+// one is the allocation of a kOne node: its offset and log2 of its size.
+type one struct {
+	off u128
+	k   uint8
 }
 
 // alignMask[j] has a bit at every multiple of 2^j.
@@ -140,12 +155,67 @@ func (a *Allocator) newNode(nd node) int32 {
 	return int32(len(a.nodes) - 1)
 }
 
+// freeNode frees node i and the leaf or record it owns.
 func (a *Allocator) freeNode(i int32) {
-	if a.nodes[i].kind == kLeaf {
+	switch a.nodes[i].kind {
+	case kLeaf:
 		a.freeLeaf(a.nodes[i].child[0])
+	case kOne:
+		a.freeOne(a.nodes[i].child[0])
 	}
+	a.dropNode(i)
+}
+
+// dropNode frees node i alone.
+func (a *Allocator) dropNode(i int32) {
 	a.nodes[i] = node{child: [2]int32{a.freeNodes, 0}, kind: kFreed}
 	a.freeNodes = i
+}
+
+// newOne returns a kOne node for the allocation of size 2^k at off.
+func (a *Allocator) newOne(off u128, k uint) int32 {
+	r := one{off, uint8(k)}
+	var ri int32
+	if ri = a.freeOnes; ri != 0 {
+		a.freeOnes = int32(a.ones[ri].off.lo)
+		a.ones[ri] = r
+	} else {
+		a.ones = append(a.ones, r)
+		ri = int32(len(a.ones) - 1)
+	}
+	return a.newNode(node{child: [2]int32{ri, 0}, kind: kOne})
+}
+
+func (a *Allocator) freeOne(i int32) {
+	a.ones[i] = one{off: u128{0, uint64(a.freeOnes)}}
+	a.freeOnes = i
+}
+
+// pushDown moves the allocation of kOne node n at level s one level down,
+// making n an internal node above it.
+func (a *Allocator) pushDown(n int32, s uint) {
+	ri := a.nodes[n].child[0]
+	r := a.ones[ri]
+	k := uint(r.k)
+	var c int32
+	switch {
+	case s-1 == k:
+		a.freeOne(ri)
+		c = a.newNode(node{kind: fAlloc})
+	case s-1 == a.leafLevel(k):
+		a.freeOne(ri)
+		u := s - 1 - a.leafS
+		o := a.unitIndex(r.off, u)
+		l := leaf{alloc: runMask(k-u) << o, start: 1 << o}
+		li := a.newLeaf(l)
+		c = a.newNode(node{child: [2]int32{li, 0}, kind: kLeaf})
+	default:
+		c = a.newNode(node{child: [2]int32{ri, 0}, kind: kOne})
+	}
+	var ch [2]int32
+	ch[r.off.bit(s-1)] = c
+	a.nodes[n] = node{child: ch, kind: kInternal}
+	a.refresh(n, s)
 }
 
 func (a *Allocator) newLeaf(l leaf) int32 {
@@ -198,6 +268,8 @@ func (a *Allocator) freeOf(n int32, s uint) uint8 {
 		if f := leafMaxFree(a.leaves[nd.child[0]].freeBits(a.full)); f != 0 {
 			return f + uint8(s-a.leafS)
 		}
+	case kOne:
+		return uint8(s) // the half without the allocation
 	}
 	return 0
 }
@@ -259,6 +331,8 @@ func (a *Allocator) anyOf(n int32) uint8 {
 		return (nd.cany | nd.cany>>3) & 7
 	case kLeaf:
 		return a.leaves[nd.child[0]].flags()
+	case kOne:
+		return fAlloc
 	}
 	return nd.kind
 }
@@ -340,6 +414,12 @@ func (a *Allocator) regionFlags(off u128, k uint) uint8 {
 		if s == k {
 			return a.anyOf(n)
 		}
+		if nd.kind == kOne {
+			if r := a.ones[nd.child[0]]; overlaps(r.off, uint(r.k), off, k) {
+				return fAlloc
+			}
+			return 0
+		}
 		if nd.kind == kLeaf {
 			u := s - a.leafS
 			l := &a.leaves[nd.child[0]]
@@ -382,18 +462,19 @@ func (a *Allocator) insert(off u128, k uint) {
 	n, s := a.root, a.d
 	for s > k {
 		if n == 0 {
-			if s == a.leafLevel(k) {
-				n = a.newLeafNode(0)
-				a.link(path[:depth], off, s, n)
-				break
-			}
-			n = a.newInternal(s)
+			n = a.newAt(s, off, k)
 			a.link(path[:depth], off, s, n)
-		} else if a.nodes[n].kind == kLeaf {
+			break
+		}
+		switch a.nodes[n].kind {
+		case kLeaf:
 			if k >= s-a.leafS {
-				break
+				a.place(&path, depth, n, s, off, k)
+				return
 			}
 			a.explode(n, s)
+		case kOne:
+			a.pushDown(n, s)
 		}
 		path[depth] = n
 		depth++
@@ -401,6 +482,16 @@ func (a *Allocator) insert(off u128, k uint) {
 		s--
 	}
 	a.place(&path, depth, n, s, off, k)
+}
+
+// newAt returns the node for a new allocation of size 2^k at off in a free
+// block at level s > k: an empty leaf at the allocation's leaf level (place
+// fills it in), else a kOne.
+func (a *Allocator) newAt(s uint, off u128, k uint) int32 {
+	if s == a.leafLevel(k) {
+		return a.newLeafNode(0)
+	}
+	return a.newOne(off, k)
 }
 
 // insertFirst allocates the lowest free aligned block of size 2^k, walking
@@ -416,20 +507,21 @@ func (a *Allocator) insertFirst(k uint) (u128, bool) {
 	n, s := a.root, a.d
 	for s > k {
 		if n == 0 {
-			if s == a.leafLevel(k) {
-				n = a.newLeafNode(0)
-				a.link(path[:depth], off, s, n)
-				break
-			}
-			n = a.newInternal(s)
+			n = a.newAt(s, off, k)
 			a.link(path[:depth], off, s, n)
-		} else if a.nodes[n].kind == kLeaf {
+			break
+		}
+		switch a.nodes[n].kind {
+		case kLeaf:
 			if u := s - a.leafS; k >= u {
 				m := fitMask(a.leaves[a.nodes[n].child[0]].freeBits(a.full), k-u)
 				off = off.or(u128{0, uint64(bits.TrailingZeros64(m))}.lsh(u))
-				break
+				a.place(&path, depth, n, s, off, k)
+				return off, true
 			}
 			a.explode(n, s)
+		case kOne:
+			a.pushDown(n, s)
 		}
 		path[depth] = n
 		depth++
@@ -447,12 +539,13 @@ func (a *Allocator) insertFirst(k uint) (u128, bool) {
 }
 
 // place finishes an insertion: the walk down to the free block (off, k)
-// stopped at n, of size 2^s, which is either nil with s == k or a leaf
-// whose unit is at most 2^k; path holds the depth nodes above it.
+// stopped at n, of size 2^s, which is nil with s == k, a leaf whose unit is
+// at most 2^k, or the new kOne of the allocation; path holds the depth
+// nodes above it.
 func (a *Allocator) place(path *[maxDepth]int32, depth int, n int32, s uint, off u128, k uint) {
 	if n == 0 {
 		a.link(path[:depth], off, s, a.newNode(node{kind: fAlloc}))
-	} else {
+	} else if a.nodes[n].kind == kLeaf {
 		u := s - a.leafS
 		l := &a.leaves[a.nodes[n].child[0]]
 		o := a.unitIndex(off, u)
@@ -480,6 +573,12 @@ func (a *Allocator) find(path *[maxDepth]int32, off u128, k uint) (n int32, s ui
 			return 0, s, 0, depth
 		}
 		kind := a.nodes[n].kind
+		if kind == kOne {
+			if r := a.ones[a.nodes[n].child[0]]; r.off == off && uint(r.k) == k {
+				return n, s, 0, depth
+			}
+			return 0, s, 0, depth
+		}
 		if kind == kLeaf {
 			u := s - a.leafS
 			if k < u {
@@ -517,7 +616,7 @@ func (a *Allocator) remove(off u128, k uint) bool {
 		return false
 	}
 	m := n // n's replacement
-	if a.nodes[n].kind == fAlloc {
+	if kind := a.nodes[n].kind; kind == fAlloc || kind == kOne {
 		a.freeNode(n)
 		m = 0
 	} else {
@@ -527,26 +626,50 @@ func (a *Allocator) remove(off u128, k uint) bool {
 		m = a.normLeaf(n)
 	}
 	// Walk back up. The released space is free, so n stays a leaf or goes
-	// away; while nodes go away their parents are unlinked, and after that
-	// summaries are updated until one does not change.
-	gone := m == 0
+	// away. A parent left with no child goes too; one left with a single
+	// kOne child becomes that kOne, and so on up. After that, summaries are
+	// updated until one does not change.
+	const (
+		normal = iota
+		gone   // the child on the path went away
+		single // the child on the path is a kOne
+	)
+	state := normal
+	if m == 0 {
+		state = gone
+	}
 	for ; depth > 0; depth-- {
 		p := path[depth-1]
 		s++
 		b := off.bit(s - 1)
-		if gone {
+		switch state {
+		case gone:
 			a.nodes[p].child[b] = 0
-			if a.nodes[p].child[1-b] == 0 {
+			o := a.nodes[p].child[1-b]
+			if o == 0 {
 				a.freeNode(p)
 				continue
 			}
-			gone = false
+			if a.nodes[o].kind == kOne {
+				a.nodes[p] = a.nodes[o]
+				a.dropNode(o)
+				state = single
+				continue
+			}
+			state = normal
+		case single:
+			if c := a.nodes[p].child[b]; a.nodes[p].child[1-b] == 0 {
+				a.nodes[p] = a.nodes[c]
+				a.dropNode(c)
+				continue
+			}
+			state = normal
 		}
 		if !a.setSummary(p, b, s) {
 			break
 		}
 	}
-	if depth == 0 && gone {
+	if depth == 0 && state == gone {
 		a.root = 0
 	}
 	a.live--
