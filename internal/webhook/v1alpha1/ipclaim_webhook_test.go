@@ -537,6 +537,37 @@ var _ = Describe("IPClaim allocation at admission", func() {
 		Expect(ledgerOf(p.Name)).To(ConsistOf(append(before, after...)))
 	})
 
+	It("gives claims restored from a backup exactly their CIDRs back", func() {
+		p := createPool("10.77.0.0/24", nil)
+		var exported []*ipamv1alpha1.IPClaim
+		for i := range 6 {
+			c := newClaim("default", p.Name, func(c *ipamv1alpha1.IPClaim) { c.Spec.PrefixLength = ptr.To(int32([]int{32, 29, 30}[i%3])) })
+			Expect(k8sClient.Create(ctx, c)).To(Succeed())
+			exported = append(exported, c.DeepCopy())
+		}
+		By("losing the cluster: claims, pool and ledger gone")
+		for _, c := range exported {
+			Expect(k8sClient.Delete(ctx, c)).To(Succeed())
+		}
+		Eventually(func() []string { return ledgerOf(p.Name) }).Should(BeEmpty())
+		Expect(k8sClient.Delete(ctx, p)).To(Succeed())
+		Expect(k8sClient.Delete(ctx, &ipamv1alpha1.IPLedger{ObjectMeta: metav1.ObjectMeta{Name: p.Name}})).To(Succeed())
+		pools.Forget(p.Name)
+		Eventually(func() bool { return apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(p), p)) }).Should(BeTrue())
+		restored := pool("10.77.0.0/24", nil)
+		restored.Name = p.Name
+		Expect(k8sClient.Create(ctx, restored)).To(Succeed())
+
+		By("applying the exported claims in reverse order")
+		for i := len(exported) - 1; i >= 0; i-- {
+			c := exported[i]
+			want := c.Spec.CIDR
+			c.ResourceVersion, c.UID, c.CreationTimestamp, c.Status = "", "", metav1.Time{}, ipamv1alpha1.IPClaimStatus{}
+			Expect(k8sClient.Create(ctx, c)).To(Succeed())
+			Expect(c.Spec.CIDR).To(Equal(want))
+		}
+	})
+
 	It("survives a new owner taking over in the middle of a storm", func() {
 		p := createPool("10.76.0.0/22", nil)
 		store := ipam.ClientStore{Reader: k8sClient, Writer: k8sClient}
