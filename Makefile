@@ -88,8 +88,7 @@ CONTAINER_TOOL ?= docker
 .PHONY: build-installer
 build-installer: manifests generate controlplane ## Write dist/install.yaml with the CRDs and the deployment.
 	mkdir -p dist
-	cd config/manager && $(KUBECTL) kustomize ../default > /dev/null
-	$(KUBECTL) kustomize config/default > dist/install.yaml
+	$(KUBECTL) kustomize config/default | sed 's|image: kipam:latest|image: $(IMG)|' > dist/install.yaml
 
 ##@ Local cluster
 
@@ -120,9 +119,8 @@ uninstall: manifests controlplane ## Uninstall CRDs from the cluster of the curr
 	$(KUBECTL) delete --ignore-not-found -k config/crd
 
 .PHONY: deploy
-deploy: manifests controlplane ## Deploy the controller to the cluster of the current kubeconfig.
-	cd config/manager && $(KUBECTL) kustomize edit set image controller=$(IMG) 2>/dev/null || true
-	$(KUBECTL) apply -k config/default
+deploy: build-installer ## Deploy the controller (image IMG) to the cluster of the current kubeconfig.
+	$(KUBECTL) apply -f dist/install.yaml
 
 .PHONY: undeploy
 undeploy: controlplane ## Undeploy the controller from the cluster of the current kubeconfig.
