@@ -224,7 +224,7 @@ func (r *IPClaimReconciler) bindWaiting(ctx context.Context, claim *ipamv1alpha1
 	}
 	var reasons []string
 	for _, pool := range pools {
-		req, err := ipam.RequestFor(claim, pool, "IPClaim/"+claim.Namespace, false)
+		req, err := ipam.RequestFor(claim, pool, ipam.ClaimHolder(claim.Namespace), false)
 		if err != nil {
 			reasons = append(reasons, err.Error())
 			continue

@@ -58,7 +58,7 @@ func (r *IPLedgerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	now := r.Now()
 	var next time.Duration
 	for _, e := range ledger.Spec.Allocations {
-		ns, ok := strings.CutPrefix(e.Holder, "IPClaim/")
+		ns, ok := strings.CutPrefix(e.Holder, ipam.ClaimHolderPrefix)
 		if !ok {
 			continue
 		}

@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"math/big"
 	"net/netip"
+	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -78,7 +79,7 @@ func (r *IPPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		}
 		s.Claims = 0
 		for _, e := range ledger.Spec.Allocations {
-			if len(e.Holder) > 8 && e.Holder[:8] == "IPClaim/" {
+			if strings.HasPrefix(e.Holder, ipam.ClaimHolderPrefix) {
 				s.Claims++
 			}
 		}
@@ -118,12 +119,8 @@ func utilization(allocated, usable *big.Int) string {
 	if s == "0.00" && allocated.Sign() > 0 {
 		return "<0.01%" // an IPv6 pool with something in it is not empty
 	}
-	for len(s) > 1 && (s[len(s)-1] == '0' || s[len(s)-1] == '.') {
-		if s[len(s)-1] == '.' {
-			s = s[:len(s)-1]
-			break
-		}
-		s = s[:len(s)-1]
+	if strings.Contains(s, ".") {
+		s = strings.TrimRight(strings.TrimRight(s, "0"), ".")
 	}
 	return s + "%"
 }

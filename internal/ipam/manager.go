@@ -104,7 +104,8 @@ type Request struct {
 	Bits int
 	// CIDR, when valid, asks for exactly this prefix.
 	CIDR netip.Prefix
-	// Holder is recorded in the ledger: "IPClaim/<namespace>" or "IPPool/<name>".
+	// Holder is recorded in the ledger: ClaimHolder(namespace) for a claim,
+	// "IPPool/<name>" for a child pool.
 	Holder string
 	// DryRun computes the answer without committing anything.
 	DryRun bool
@@ -147,8 +148,6 @@ type op struct {
 // committing; the allocator and ledger are touched only by the goroutine
 // that set committing, so commits of one pool never run concurrently.
 type poolState struct {
-	name string
-
 	mu         sync.Mutex
 	queue      []*op
 	committing bool
@@ -165,7 +164,7 @@ func (m *Manager) state(pool string) *poolState {
 	defer m.mu.Unlock()
 	st, ok := m.pools[pool]
 	if !ok {
-		st = &poolState{name: pool}
+		st = &poolState{}
 		m.pools[pool] = st
 	}
 	return st
@@ -438,6 +437,13 @@ func Build(pool *ipamv1alpha1.IPPool, ledger *ipamv1alpha1.IPLedger, now func() 
 	}
 	return a, nil
 }
+
+// ClaimHolderPrefix starts the ledger holder of every claim's prefix.
+const ClaimHolderPrefix = "IPClaim/"
+
+// ClaimHolder is the ledger holder of a prefix committed for a claim in
+// namespace: the claim's name may not exist yet at admission.
+func ClaimHolder(namespace string) string { return ClaimHolderPrefix + namespace }
 
 // AllocationName is the name of the IPAllocation that records prefix p of a
 // pool: derived from both, so that a second record of the same prefix in the

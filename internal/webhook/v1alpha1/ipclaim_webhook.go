@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -99,7 +100,7 @@ func (a *IPClaimAllocator) allocate(ctx context.Context, claim *ipamv1alpha1.IPC
 	if err != nil {
 		return claimError(claim, err)
 	}
-	holder := "IPClaim/" + namespace
+	holder := ipam.ClaimHolder(namespace)
 	var exhausted []string
 	for _, pool := range pools {
 		r, err := ipam.RequestFor(claim, pool, holder, dryRun)
@@ -145,16 +146,8 @@ func (a *IPClaimAllocator) allocate(ctx context.Context, claim *ipamv1alpha1.IPC
 		Status:  metav1.StatusFailure,
 		Code:    http.StatusForbidden,
 		Reason:  metav1.StatusReasonForbidden,
-		Message: fmt.Sprintf("%s (set spec.whenExhausted: Wait to wait for space)", joinReasons(exhausted)),
+		Message: fmt.Sprintf("%s (set spec.whenExhausted: Wait to wait for space)", strings.Join(exhausted, "; ")),
 	}}
-}
-
-func joinReasons(reasons []string) string {
-	out := reasons[0]
-	for _, r := range reasons[1:] {
-		out += "; " + r
-	}
-	return out
 }
 
 // claimError turns a field error into the API's Invalid error for claim.
