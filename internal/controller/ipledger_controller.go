@@ -30,6 +30,7 @@ import (
 
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
 	"github.com/kipam/kipam/internal/ipam"
+	"github.com/kipam/kipam/internal/metrics"
 )
 
 // IPLedgerReconciler releases prefixes that were committed for a claim the
@@ -55,37 +56,55 @@ func (r *IPLedgerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	if err := r.Get(ctx, req.NamespacedName, &ledger); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
+	entries, err := ipam.Entries(&ledger)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
 	now := r.Now()
 	var next time.Duration
-	for _, e := range ledger.Spec.Allocations {
+	for p, e := range entries {
 		ns, ok := strings.CutPrefix(e.Holder, ipam.ClaimHolderPrefix)
 		if !ok {
 			continue
 		}
-		if wait := time.Unix(e.At, 0).Add(r.OrphanGrace).Sub(now); wait > 0 {
+		cidr := p.String()
+		if wait := e.At.Add(r.OrphanGrace).Sub(now); wait > 0 {
 			if next == 0 || wait < next {
 				next = wait
 			}
 			continue
 		}
-		held, err := r.held(ctx, ledger.Spec.Pool, ns, e.CIDR)
+		held, err := r.held(ctx, ledger.Spec.Pool, ns, cidr)
 		if err != nil {
 			return ctrl.Result{}, err
 		}
 		if held {
 			continue
 		}
-		if err := releaseOrphan(ctx, r.Client, r.Manager, ledger.Spec.Pool, e.CIDR); err != nil {
+		if err := r.release(ctx, ledger.Spec.Pool, p, e); err != nil {
 			return ctrl.Result{}, err
 		}
-		logf.FromContext(ctx).Info("released a prefix no claim took", "pool", ledger.Spec.Pool, "cidr", e.CIDR, "namespace", ns)
+		logf.FromContext(ctx).Info("released a prefix no claim took", "pool", ledger.Spec.Pool, "cidr", cidr, "namespace", ns)
 		var pool ipamv1alpha1.IPPool
 		if err := r.Get(ctx, client.ObjectKey{Name: ledger.Spec.Pool}, &pool); err == nil {
 			r.Recorder.Eventf(&pool, nil, corev1.EventTypeWarning, ipamv1alpha1.ReasonHolderMissing, "Release",
-				"released %s: allocated for a claim in namespace %s that was never stored", e.CIDR, ns)
+				"released %s: allocated for a claim in namespace %s that was never stored", cidr, ns)
 		}
 	}
 	return ctrl.Result{RequeueAfter: next}, nil
+}
+
+// release frees entry e of pool, unless the ledger records p again since.
+func (r *IPLedgerReconciler) release(ctx context.Context, poolName string, p netip.Prefix, e ipam.Entry) error {
+	var pool ipamv1alpha1.IPPool
+	if err := r.Get(ctx, client.ObjectKey{Name: poolName}, &pool); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	if err := r.Manager.ReleaseEntry(ctx, &pool, p, e); err != nil {
+		return err
+	}
+	metrics.Released.WithLabelValues(poolName, "Orphaned").Inc()
+	return nil
 }
 
 // held reports whether a claim or an IPAllocation carries cidr of pool.

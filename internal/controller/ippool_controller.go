@@ -25,7 +25,6 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/equality"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -57,12 +56,12 @@ func (r *IPPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	if pool.Spec.CIDR == "" {
 		return ctrl.Result{}, nil // waits to be carved from its parent
 	}
-	var ledger ipamv1alpha1.IPLedger
-	if err := r.Get(ctx, req.NamespacedName, &ledger); err != nil && !apierrors.IsNotFound(err) {
+	ledger, err := ipam.ReadLedger(ctx, r.Client, pool.Name)
+	if err != nil {
 		return ctrl.Result{}, err
 	}
 	before := pool.DeepCopy()
-	a, err := ipam.Build(&pool, &ledger, r.Now)
+	a, err := ipam.Build(&pool, ledger, r.Now)
 	ready := metav1.Condition{Type: ipamv1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: ipamv1alpha1.ReasonPoolReady,
 		Message: "serving claims", ObservedGeneration: pool.Generation}
 	if err != nil {
@@ -78,12 +77,12 @@ func (r *IPPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 			s.LargestFreePrefix = &lf
 		}
 		s.Claims = 0
-		for _, e := range ledger.Spec.Allocations {
+		for _, e := range ledger.Allocations {
 			if strings.HasPrefix(e.Holder, ipam.ClaimHolderPrefix) {
 				s.Claims++
 			}
 		}
-		s.ChildPools = int32(len(ledger.Spec.Allocations)) - s.Claims
+		s.ChildPools = int32(len(ledger.Allocations)) - s.Claims
 		bits := prefixBits(&pool)
 		exhausted := metav1.Condition{Type: ipamv1alpha1.ConditionExhausted, Status: metav1.ConditionFalse, Reason: ipamv1alpha1.ReasonPoolReady,
 			Message: fmt.Sprintf("a /%d is still free", bits), ObservedGeneration: pool.Generation}
@@ -125,12 +124,12 @@ func utilization(allocated, usable *big.Int) string {
 	return s + "%"
 }
 
-// SetupWithManager registers the reconciler; the pool's ledger wakes it.
+// SetupWithManager registers the reconciler; the pool's ledgers wake it.
 func (r *IPPoolReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&ipamv1alpha1.IPPool{}).
 		Watches(&ipamv1alpha1.IPLedger{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
-			return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: o.GetName()}}}
+			return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: o.(*ipamv1alpha1.IPLedger).Spec.Pool}}}
 		})).
 		Named("ippool").
 		Complete(r)

@@ -32,19 +32,15 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
 	"github.com/kipam/kipam/internal/allocator"
-	"github.com/kipam/kipam/internal/netutil"
 )
 
 // ErrBusy is returned when a change could not be committed, because other
@@ -60,11 +56,15 @@ const maxAttempts = 8
 // request's context, because the batch serves many.
 const commitTimeout = 10 * time.Second
 
-// Store reads and writes pool ledgers. Get must read the API server, not a
-// cache. Update must fail with a Conflict when the ledger's resourceVersion
-// is no longer current; that is the fence.
+// Store reads and writes ledgers. Get and List must read the API server,
+// not a cache. Update must fail with a Conflict when the ledger's
+// resourceVersion is no longer current, and Create with AlreadyExists when
+// the name is taken: those are the fence.
 type Store interface {
-	Get(ctx context.Context, pool string) (*ipamv1alpha1.IPLedger, error)
+	// Get reads the ledger called name.
+	Get(ctx context.Context, name string) (*ipamv1alpha1.IPLedger, error)
+	// List reads every ledger labelled with pool.
+	List(ctx context.Context, pool string) ([]ipamv1alpha1.IPLedger, error)
 	Create(ctx context.Context, ledger *ipamv1alpha1.IPLedger) error
 	Update(ctx context.Context, ledger *ipamv1alpha1.IPLedger) error
 }
@@ -77,13 +77,22 @@ type ClientStore struct {
 	Writer client.Writer
 }
 
-// Get reads a pool's ledger.
-func (s ClientStore) Get(ctx context.Context, pool string) (*ipamv1alpha1.IPLedger, error) {
+// Get reads a ledger.
+func (s ClientStore) Get(ctx context.Context, name string) (*ipamv1alpha1.IPLedger, error) {
 	var l ipamv1alpha1.IPLedger
-	if err := s.Reader.Get(ctx, client.ObjectKey{Name: pool}, &l); err != nil {
+	if err := s.Reader.Get(ctx, client.ObjectKey{Name: name}, &l); err != nil {
 		return nil, err
 	}
 	return &l, nil
+}
+
+// List reads a pool's ledgers.
+func (s ClientStore) List(ctx context.Context, pool string) ([]ipamv1alpha1.IPLedger, error) {
+	var l ipamv1alpha1.IPLedgerList
+	if err := s.Reader.List(ctx, &l, client.MatchingLabels{ipamv1alpha1.LabelPool: pool}); err != nil {
+		return nil, err
+	}
+	return l.Items, nil
 }
 
 // Create creates a ledger.
@@ -138,10 +147,16 @@ type op struct {
 	alloc   *Request
 	release netip.Prefix
 	grace   time.Duration
+	// expect, when set, releases only the committed entry it equals.
+	expect *Entry
 
 	result netip.Prefix
 	err    error
 	done   chan struct{}
+
+	// deps are the ledgers whose writes make this op durable, in the
+	// attempt under way.
+	deps []*doc
 }
 
 // poolState is one pool's allocator and ledger. mu guards queue and
@@ -154,7 +169,7 @@ type poolState struct {
 
 	// owned by the committing goroutine
 	alloc      *allocator.Allocator
-	ledger     *ipamv1alpha1.IPLedger
+	ledger     *ledgerState
 	generation int64
 	uid        string
 }
@@ -192,6 +207,17 @@ func (m *Manager) Allocate(ctx context.Context, req Request) (netip.Prefix, erro
 // grace. Releasing a prefix the ledger does not hold is not an error.
 func (m *Manager) Release(ctx context.Context, pool *ipamv1alpha1.IPPool, cidr netip.Prefix, grace time.Duration) error {
 	o := &op{release: cidr, grace: grace, done: make(chan struct{})}
+	if err := m.submit(ctx, pool, o); err != nil {
+		return err
+	}
+	return o.err
+}
+
+// ReleaseEntry releases cidr only if the ledger still records it as
+// expect (same holder, committed the same second): a sweep working from a
+// cache must not free the same prefix committed again since.
+func (m *Manager) ReleaseEntry(ctx context.Context, pool *ipamv1alpha1.IPPool, cidr netip.Prefix, expect Entry) error {
+	o := &op{release: cidr, expect: &expect, done: make(chan struct{})}
 	if err := m.submit(ctx, pool, o); err != nil {
 		return err
 	}
@@ -247,195 +273,6 @@ func (m *Manager) commitNext(st *poolState, pool *ipamv1alpha1.IPPool) bool {
 		return false
 	}
 	return true
-}
-
-// commit applies a batch to the allocator and writes the ledger once. On a
-// conflict the allocator is rebuilt from the ledger as it now is and the
-// whole batch is tried again.
-func (m *Manager) commit(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) {
-	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
-	defer cancel()
-	var lastErr error
-	for range maxAttempts {
-		if st.alloc == nil || st.generation != pool.Generation || st.uid != string(pool.UID) {
-			if err := m.restore(ctx, st, pool); err != nil {
-				lastErr = err
-				st.alloc = nil
-				if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
-					continue
-				}
-				break
-			}
-		}
-		next, dirty := m.apply(st, batch)
-		if !dirty {
-			return
-		}
-		err := m.store.Update(ctx, next)
-		if err == nil {
-			st.ledger = next
-			return
-		}
-		// Lost the race (or the write failed): the allocator may hold
-		// changes that are not in etcd, so throw it away.
-		st.alloc = nil
-		lastErr = err
-		if !apierrors.IsConflict(err) {
-			break
-		}
-		m.conflicts.Add(1)
-	}
-	for _, o := range batch {
-		o.result = netip.Prefix{}
-		o.err = fmt.Errorf("%w: pool %s: could not commit to its ledger: %w", ErrBusy, pool.Name, lastErr)
-	}
-}
-
-// apply runs every op of the batch against the allocator, in order, and
-// returns the ledger that records the outcome and whether it changed.
-func (m *Manager) apply(st *poolState, batch []*op) (*ipamv1alpha1.IPLedger, bool) {
-	now := m.now()
-	next := st.ledger.DeepCopy()
-	dirty := dropExpiredHolds(next, now)
-	for _, o := range batch {
-		o.result, o.err = netip.Prefix{}, nil
-		if o.alloc == nil {
-			released, err := releaseOne(st.alloc, next, o, now)
-			o.err = err
-			dirty = dirty || released
-			continue
-		}
-		p, err := allocateOne(st.alloc, o.alloc)
-		if err != nil {
-			o.err = err
-			continue
-		}
-		o.result = p
-		if o.alloc.DryRun {
-			_ = st.alloc.Release(p)
-			continue
-		}
-		next.Spec.Allocations = append(next.Spec.Allocations, ipamv1alpha1.LedgerEntry{
-			CIDR: p.String(), Holder: o.alloc.Holder, At: now.Unix(),
-		})
-		dirty = true
-	}
-	return next, dirty
-}
-
-func allocateOne(a *allocator.Allocator, req *Request) (netip.Prefix, error) {
-	if req.CIDR.IsValid() {
-		if err := a.Allocate(req.CIDR); err != nil {
-			return netip.Prefix{}, err
-		}
-		return req.CIDR, nil
-	}
-	if req.Pool.Spec.Strategy == ipamv1alpha1.Random {
-		return a.AllocateRandom(req.Bits)
-	}
-	return a.AllocateNext(req.Bits)
-}
-
-// releaseOne frees o.release in the allocator and the ledger, holding it for
-// o.grace. It reports whether anything changed.
-func releaseOne(a *allocator.Allocator, next *ipamv1alpha1.IPLedger, o *op, now time.Time) (bool, error) {
-	if !a.IsAllocated(o.release) {
-		return false, nil
-	}
-	if o.grace > 0 {
-		until := now.Add(o.grace)
-		if err := a.ReleaseUntil(o.release, until); err != nil {
-			return false, err
-		}
-		next.Spec.Holds = append(next.Spec.Holds, ipamv1alpha1.LedgerHold{CIDR: o.release.String(), Until: until.Unix()})
-	} else if err := a.Release(o.release); err != nil {
-		return false, err
-	}
-	cidr := o.release.String()
-	next.Spec.Allocations = slices.DeleteFunc(next.Spec.Allocations, func(e ipamv1alpha1.LedgerEntry) bool { return e.CIDR == cidr })
-	return true, nil
-}
-
-func dropExpiredHolds(l *ipamv1alpha1.IPLedger, now time.Time) bool {
-	kept := l.Spec.Holds[:0]
-	for _, h := range l.Spec.Holds {
-		if h.Until > now.Unix() {
-			kept = append(kept, h)
-		}
-	}
-	dropped := len(kept) != len(l.Spec.Holds)
-	l.Spec.Holds = kept
-	return dropped
-}
-
-// restore reads the pool's ledger (creating it if absent) and rebuilds the
-// allocator from it.
-func (m *Manager) restore(ctx context.Context, st *poolState, pool *ipamv1alpha1.IPPool) error {
-	ledger, err := m.store.Get(ctx, pool.Name)
-	if apierrors.IsNotFound(err) {
-		ledger = &ipamv1alpha1.IPLedger{
-			ObjectMeta: metav1.ObjectMeta{Name: pool.Name},
-			Spec:       ipamv1alpha1.IPLedgerSpec{Pool: pool.Name},
-		}
-		if pool.UID != "" {
-			ledger.OwnerReferences = []metav1.OwnerReference{{
-				APIVersion: ipamv1alpha1.GroupVersion.String(), Kind: "IPPool", Name: pool.Name, UID: pool.UID,
-			}}
-		}
-		err = m.store.Create(ctx, ledger)
-	}
-	if err != nil {
-		return fmt.Errorf("reading the ledger of pool %s: %w", pool.Name, err)
-	}
-	a, err := Build(pool, ledger, m.now)
-	if err != nil {
-		return err
-	}
-	st.alloc, st.ledger, st.generation, st.uid = a, ledger, pool.Generation, string(pool.UID)
-	return nil
-}
-
-// Build returns an allocator for pool holding what ledger records, on the
-// clock now (which expires its holds).
-func Build(pool *ipamv1alpha1.IPPool, ledger *ipamv1alpha1.IPLedger, now func() time.Time) (*allocator.Allocator, error) {
-	prefix, err := netutil.ParsePrefix(pool.Spec.CIDR)
-	if err != nil {
-		return nil, fmt.Errorf("pool %s is not ready: spec.cidr: %w", pool.Name, err)
-	}
-	a, err := allocator.New(prefix, allocator.WithClock(now))
-	if err != nil {
-		return nil, err
-	}
-	allocs := make([]netip.Prefix, 0, len(ledger.Spec.Allocations))
-	for _, e := range ledger.Spec.Allocations {
-		p, err := netip.ParsePrefix(e.CIDR)
-		if err != nil {
-			return nil, fmt.Errorf("ledger of pool %s holds a bad entry %q: %w", pool.Name, e.CIDR, err)
-		}
-		allocs = append(allocs, p)
-	}
-	if err := a.Restore(allocs); err != nil {
-		return nil, fmt.Errorf("restoring pool %s from its ledger: %w", pool.Name, err)
-	}
-	for _, h := range ledger.Spec.Holds {
-		if p, err := netip.ParsePrefix(h.CIDR); err == nil && h.Until > now().Unix() {
-			_ = a.Hold(p, time.Unix(h.Until, 0))
-		}
-	}
-	// Reservations added after prefixes were handed out do not evict them:
-	// a reservation that overlaps an allocation is skipped until it is free.
-	for _, s := range pool.Spec.Reserved {
-		if r, err := netutil.ParseRange(s); err == nil {
-			_ = a.ReserveRange(r.From(), r.To())
-		}
-	}
-	if n := pool.Spec.ExcludeFirst; n > 0 {
-		_ = a.ReserveFirst(uint64(n))
-	}
-	if n := pool.Spec.ExcludeLast; n > 0 {
-		_ = a.ReserveLast(uint64(n))
-	}
-	return a, nil
 }
 
 // ClaimHolderPrefix starts the ledger holder of every claim's prefix.

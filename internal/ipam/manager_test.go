@@ -31,6 +31,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
 	"github.com/kipam/kipam/internal/allocator"
@@ -62,6 +63,18 @@ func (s *memStore) Get(_ context.Context, pool string) (*ipamv1alpha1.IPLedger, 
 	return l.DeepCopy(), nil
 }
 
+func (s *memStore) List(_ context.Context, pool string) ([]ipamv1alpha1.IPLedger, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []ipamv1alpha1.IPLedger
+	for _, l := range s.ledgers {
+		if l.Labels[ipamv1alpha1.LabelPool] == pool {
+			out = append(out, *l.DeepCopy())
+		}
+	}
+	return out, nil
+}
+
 func (s *memStore) Create(_ context.Context, l *ipamv1alpha1.IPLedger) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -69,7 +82,9 @@ func (s *memStore) Create(_ context.Context, l *ipamv1alpha1.IPLedger) error {
 		return apierrors.NewAlreadyExists(ledgerGR, l.Name)
 	}
 	s.rv++
+	s.writes++
 	l.ResourceVersion = strconv.Itoa(s.rv)
+	l.UID = types.UID("uid-" + strconv.Itoa(s.rv))
 	s.ledgers[l.Name] = l.DeepCopy()
 	return nil
 }
@@ -101,18 +116,28 @@ func testPool(cidr string) *ipamv1alpha1.IPPool {
 	}
 }
 
+// ledger assembles pool p's ledger from the store, as a new owner would.
+func (s *memStore) ledger(t *testing.T) *Ledger {
+	t.Helper()
+	root, err := s.Get(context.Background(), "p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	shards, _ := s.List(context.Background(), "p")
+	l, err := Assemble(root, shards)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
 // checkLedger fails unless the ledger's allocations are disjoint, inside
 // the pool, and exactly the set of prefixes reported as allocated.
 func checkLedger(t *testing.T, s *memStore, pool netip.Prefix, reported []netip.Prefix) {
 	t.Helper()
-	l, err := s.Get(context.Background(), "p")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var b netipx.IPSetBuilder
 	inLedger := map[netip.Prefix]bool{}
-	for _, e := range l.Spec.Allocations {
-		p := netip.MustParsePrefix(e.CIDR)
+	for _, p := range s.ledger(t).Prefixes() {
 		if !pool.Contains(p.Addr()) || p.Bits() < pool.Bits() {
 			t.Errorf("ledger holds %s outside the pool %s", p, pool)
 		}
@@ -174,7 +199,7 @@ func TestFence(t *testing.T) {
 	s := newMemStore()
 	clock := func() time.Time { return time.Unix(1_700_000_000, 0) }
 	a, b := NewManager(s, clock), NewManager(s, clock)
-	pool := testPool("10.0.0.0/20")
+	pool := testPool("10.0.0.0/16")
 	var (
 		wg   sync.WaitGroup
 		mu   sync.Mutex
@@ -210,10 +235,14 @@ func TestFence(t *testing.T) {
 	}
 	wg.Wait()
 	checkLedger(t, s, netip.MustParsePrefix(pool.Spec.CIDR), got)
+	checkShards(t, s)
 	if len(got) == 0 {
 		t.Fatal("nothing was allocated")
 	}
-	t.Logf("%d allocations, %d lost races reported busy, %d ledger writes", len(got), busy, s.writes)
+	t.Logf("%d allocations, %d lost races (%d reported busy), %d ledger writes", len(got), a.Conflicts()+b.Conflicts(), busy, s.writes)
+	if a.Conflicts()+b.Conflicts() == 0 {
+		t.Error("the two owners never raced: the test does not reach the fence")
+	}
 }
 
 func TestReleaseHoldsForGrace(t *testing.T) {

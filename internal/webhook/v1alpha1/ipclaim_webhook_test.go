@@ -65,14 +65,14 @@ func createPool(cidr string, mutate func(*ipamv1alpha1.IPPoolSpec)) *ipamv1alpha
 	return p
 }
 
+// ledgerOf is what pool's ledgers (root and shards) record, read live.
 func ledgerOf(pool string) []string {
-	var l ipamv1alpha1.IPLedger
-	if err := k8sClient.Get(ctx, client.ObjectKey{Name: pool}, &l); err != nil {
-		return nil
-	}
-	out := make([]string, 0, len(l.Spec.Allocations))
-	for _, e := range l.Spec.Allocations {
-		out = append(out, e.CIDR)
+	GinkgoHelper()
+	l, err := ipam.ReadLedger(ctx, k8sClient, pool)
+	Expect(err).NotTo(HaveOccurred())
+	var out []string
+	for _, p := range l.Prefixes() {
+		out = append(out, p.String())
 	}
 	return out
 }
@@ -551,7 +551,7 @@ var _ = Describe("IPClaim allocation at admission", func() {
 		}
 		Eventually(func() []string { return ledgerOf(p.Name) }).Should(BeEmpty())
 		Expect(k8sClient.Delete(ctx, p)).To(Succeed())
-		Expect(k8sClient.Delete(ctx, &ipamv1alpha1.IPLedger{ObjectMeta: metav1.ObjectMeta{Name: p.Name}})).To(Succeed())
+		Expect(k8sClient.DeleteAllOf(ctx, &ipamv1alpha1.IPLedger{}, client.MatchingLabels{ipamv1alpha1.LabelPool: p.Name})).To(Succeed())
 		pools.Forget(p.Name)
 		Eventually(func() bool { return apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(p), p)) }).Should(BeTrue())
 		restored := pool("10.77.0.0/24", nil)

@@ -1,0 +1,493 @@
+/*
+Copyright 2026 The kipam Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package ipam
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net/netip"
+	"sync"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
+	"github.com/kipam/kipam/internal/allocator"
+	"github.com/kipam/kipam/internal/netutil"
+)
+
+// A pool's ledger is a root object and shards (docs/design.md, "The
+// ledger"). The rules that keep two writers from committing overlapping
+// prefixes, whatever they believe:
+//
+//  1. A prefix longer than the root's shardBits is committed by a
+//     compare-and-swap on its shard; any other prefix, by one on the root.
+//  2. A shard counts only while the root lists it and it is not sealed; a
+//     sealed shard is never written again, and its name is never reused
+//     (the root numbers shards from nextShard).
+//  3. The root lists a shard only if no prefix it records overlaps the
+//     shard's range; it records a prefix only if it lists no shard inside
+//     it, so a shard is sealed (empty) before the root drops it.
+//
+// A prefix in shard S and a larger one covering S would need the root to
+// drop S while S still records the first: S was sealed before, so the write
+// that committed the first (fenced on S's resourceVersion) came before the
+// seal, and the seal, fenced on the same version, found S empty.
+
+// doc is one ledger object and what it records.
+type doc struct {
+	name string
+	// n is a shard's number.
+	n int64
+	// cidr is a shard's range; invalid for the root.
+	cidr netip.Prefix
+	// obj is the object as last read or written; nil for a listed shard
+	// not created yet.
+	obj    *ipamv1alpha1.IPLedger
+	allocs map[netip.Prefix]Entry
+	holds  map[netip.Prefix]time.Time
+	// dead is a listed shard that may not be written: sealed, or a name
+	// taken by something else.
+	dead bool
+
+	// per attempt
+	dirty   bool
+	seal    bool
+	written bool
+}
+
+// ledgerState is a pool's root and listed shards, as this process last
+// read or wrote them.
+type ledgerState struct {
+	root   *doc
+	bits   int
+	next   int64
+	listed map[netip.Prefix]*doc
+	// closing are shards dropped from the list in the attempt under way,
+	// to be sealed before the root is written.
+	closing []*doc
+}
+
+// commit applies a batch to the allocator and writes the ledgers it
+// touched. Ops whose ledgers were all written are done; on a conflict the
+// allocator is rebuilt from the ledgers as they now are and the rest of the
+// batch is tried again.
+func (m *Manager) commit(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) {
+	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+	defer cancel()
+	pending := batch
+	var lastErr error
+	for range maxAttempts {
+		if st.alloc == nil || st.generation != pool.Generation || st.uid != string(pool.UID) {
+			if err := m.restore(ctx, st, pool); err != nil {
+				lastErr = err
+				st.alloc = nil
+				if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
+					continue
+				}
+				break
+			}
+		}
+		m.apply(st, pool, pending)
+		err := m.write(ctx, st.ledger, pool)
+		var rest []*op
+		for _, o := range pending {
+			// An op that changed nothing (a denial, a dry run) is final
+			// only if every write of the attempt took: its answer was
+			// computed on top of the others.
+			if !o.durable() || (err != nil && len(o.deps) == 0) {
+				rest = append(rest, o)
+			}
+		}
+		pending = rest
+		if err == nil && len(pending) == 0 {
+			return
+		}
+		// Lost a race (or a write failed): the allocator may hold changes
+		// that are not in etcd, so throw it away.
+		st.alloc = nil
+		if err == nil {
+			err = errors.New("a ledger write did not take")
+		}
+		lastErr = err
+		if !apierrors.IsConflict(err) && !apierrors.IsAlreadyExists(err) {
+			break
+		}
+		m.conflicts.Add(1)
+	}
+	for _, o := range pending {
+		o.result = netip.Prefix{}
+		o.err = fmt.Errorf("%w: pool %s: could not commit to its ledger: %w", ErrBusy, pool.Name, lastErr)
+	}
+}
+
+// durable reports whether every ledger o changed was written.
+func (o *op) durable() bool {
+	for _, d := range o.deps {
+		if !d.written {
+			return false
+		}
+	}
+	return true
+}
+
+// apply runs every op against the allocator, in order, and records the
+// outcome in the ledger docs it touches.
+func (m *Manager) apply(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) {
+	now := m.now()
+	l := st.ledger
+	for _, d := range l.docs() {
+		d.dirty, d.seal, d.written = false, false, false
+	}
+	l.closing = nil
+	for _, o := range batch {
+		o.result, o.err, o.deps = netip.Prefix{}, nil, nil
+		if o.alloc == nil {
+			o.err = l.release(st.alloc, o, now)
+			continue
+		}
+		p, err := allocateOne(st.alloc, o.alloc)
+		if err != nil {
+			o.err = err
+			continue
+		}
+		o.result = p
+		if o.alloc.DryRun {
+			_ = st.alloc.Release(p)
+			continue
+		}
+		l.record(pool, p, Entry{Holder: o.alloc.Holder, At: now}, o)
+	}
+}
+
+func (l *ledgerState) docs() []*doc {
+	out := make([]*doc, 0, len(l.listed)+1)
+	out = append(out, l.root)
+	for _, d := range l.listed {
+		out = append(out, d)
+	}
+	return out
+}
+
+// shardOf is the shard range p belongs in, or false when p belongs in the
+// root.
+func (l *ledgerState) shardOf(p netip.Prefix) (netip.Prefix, bool) {
+	if l.bits == 0 || p.Bits() <= l.bits {
+		return netip.Prefix{}, false
+	}
+	return netip.PrefixFrom(p.Addr(), l.bits).Masked(), true
+}
+
+// record writes p into the doc it belongs in, opening a shard or closing
+// the empty shards p covers as rules 2 and 3 require.
+func (l *ledgerState) record(pool *ipamv1alpha1.IPPool, p netip.Prefix, e Entry, o *op) {
+	if s, ok := l.shardOf(p); ok {
+		d := l.listed[s]
+		if d == nil || d.dead {
+			d = l.open(pool.Name, s)
+			o.deps = append(o.deps, l.root)
+		}
+		d.allocs[p] = e
+		d.dirty = true
+		o.deps = append(o.deps, d)
+		return
+	}
+	for s, d := range l.listed {
+		if !p.Contains(s.Addr()) || s.Bits() < p.Bits() {
+			continue
+		}
+		// The allocator handed out p, so the shard records nothing live.
+		if !d.dead {
+			d.seal = true
+			l.closing = append(l.closing, d)
+			o.deps = append(o.deps, d)
+		}
+		delete(l.listed, s)
+		l.root.dirty = true
+	}
+	l.root.allocs[p] = e
+	l.root.dirty = true
+	o.deps = append(o.deps, l.root)
+}
+
+// open lists a new shard for range s in the root.
+func (l *ledgerState) open(pool string, s netip.Prefix) *doc {
+	d := &doc{name: ShardName(pool, l.next), n: l.next, cidr: s, allocs: map[netip.Prefix]Entry{}, holds: map[netip.Prefix]time.Time{}}
+	l.next++
+	l.listed[s] = d
+	l.root.dirty = true
+	return d
+}
+
+// release frees o.release in the allocator and its doc, holding it for
+// o.grace. Releasing what is not allocated changes nothing.
+func (l *ledgerState) release(a *allocator.Allocator, o *op, now time.Time) error {
+	p := o.release
+	if !a.IsAllocated(p) {
+		return nil
+	}
+	d := l.root
+	if s, ok := l.shardOf(p); ok {
+		d = l.listed[s]
+	}
+	if d == nil || d.dead {
+		return fmt.Errorf("%w: %s is allocated but no open ledger records it", ErrBusy, p)
+	}
+	e, ok := d.allocs[p]
+	if !ok {
+		return fmt.Errorf("%w: %s is allocated but its ledger %s does not record it", ErrBusy, p, d.name)
+	}
+	if o.expect != nil && (e.Holder != o.expect.Holder || e.At.Unix() != o.expect.At.Unix()) {
+		return nil
+	}
+	if o.grace > 0 {
+		until := now.Add(o.grace)
+		if err := a.ReleaseUntil(p, until); err != nil {
+			return err
+		}
+		d.holds[p] = until
+	} else if err := a.Release(p); err != nil {
+		return err
+	}
+	delete(d.allocs, p)
+	d.dirty = true
+	o.deps = append(o.deps, d)
+	return nil
+}
+
+// write commits the docs apply changed: seals first, then the root, then
+// the shards side by side. It stops at the first failure before the
+// shards; a shard that fails leaves the others written.
+func (m *Manager) write(ctx context.Context, l *ledgerState, pool *ipamv1alpha1.IPPool) error {
+	now := m.now()
+	for _, d := range l.closing {
+		if err := m.put(ctx, l, pool, d, now); err != nil {
+			return err
+		}
+	}
+	if l.root.dirty {
+		if err := m.put(ctx, l, pool, l.root, now); err != nil {
+			return err
+		}
+	}
+	var shards []*doc
+	for _, d := range l.listed {
+		if d.dirty {
+			shards = append(shards, d)
+		}
+	}
+	errs := make([]error, len(shards))
+	var wg sync.WaitGroup
+	for i, d := range shards {
+		wg.Go(func() { errs[i] = m.put(ctx, l, pool, d, now) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// put writes one doc: creates it when it does not exist yet, else updates
+// it against the resourceVersion it was read or last written at.
+func (m *Manager) put(ctx context.Context, l *ledgerState, pool *ipamv1alpha1.IPPool, d *doc, now time.Time) error {
+	for p, until := range d.holds {
+		if !until.After(now) {
+			delete(d.holds, p)
+		}
+	}
+	var obj *ipamv1alpha1.IPLedger
+	if d.obj != nil {
+		obj = d.obj.DeepCopy()
+	} else {
+		obj = &ipamv1alpha1.IPLedger{
+			ObjectMeta: metav1.ObjectMeta{Name: d.name, Labels: map[string]string{ipamv1alpha1.LabelPool: pool.Name},
+				OwnerReferences: l.root.obj.OwnerReferences},
+			Spec: ipamv1alpha1.IPLedgerSpec{Pool: pool.Name, Shard: d.cidr.String(), Root: string(l.root.obj.UID)},
+		}
+	}
+	obj.Spec.Allocations = formatAllocations(d.allocs)
+	obj.Spec.Holds = formatHolds(d.holds)
+	if d == l.root {
+		shards := make(map[netip.Prefix]int64, len(l.listed))
+		for s, sd := range l.listed {
+			shards[s] = sd.n
+		}
+		obj.Spec.Shards = formatShards(shards)
+		obj.Spec.NextShard = l.next
+	}
+	if d.seal {
+		obj.Spec.Sealed = true
+		obj.Spec.Allocations, obj.Spec.Holds = "", ""
+	}
+	var err error
+	if d.obj == nil {
+		err = m.store.Create(ctx, obj)
+	} else {
+		err = m.store.Update(ctx, obj)
+	}
+	if err != nil {
+		return fmt.Errorf("writing ledger %s: %w", d.name, err)
+	}
+	d.obj, d.written = obj, true
+	if d.seal {
+		d.dead = true
+	}
+	return nil
+}
+
+// restore reads the pool's ledgers (creating the root if absent) and
+// rebuilds the allocator from them.
+func (m *Manager) restore(ctx context.Context, st *poolState, pool *ipamv1alpha1.IPPool) error {
+	root, err := m.store.Get(ctx, pool.Name)
+	if apierrors.IsNotFound(err) {
+		root = newRoot(pool)
+		err = m.store.Create(ctx, root)
+	}
+	if err != nil {
+		return fmt.Errorf("reading the ledger of pool %s: %w", pool.Name, err)
+	}
+	if root.Spec.Pool != pool.Name || root.Spec.Shard != "" {
+		return fmt.Errorf("pool %s is not ready: the IPLedger %s is a shard of pool %s, not this pool's ledger: rename the pool",
+			pool.Name, root.Name, root.Spec.Pool)
+	}
+	var shards []ipamv1alpha1.IPLedger
+	if root.Spec.Shards != "" {
+		if shards, err = m.store.List(ctx, pool.Name); err != nil {
+			return fmt.Errorf("reading the ledgers of pool %s: %w", pool.Name, err)
+		}
+	}
+	l, err := loadState(root, shards)
+	if err != nil {
+		return err
+	}
+	a, err := Build(pool, l.contents(), m.now)
+	if err != nil {
+		return err
+	}
+	st.alloc, st.ledger, st.generation, st.uid = a, l, pool.Generation, string(pool.UID)
+	return nil
+}
+
+// loadState parses a root and the shards found for it.
+func loadState(root *ipamv1alpha1.IPLedger, shards []ipamv1alpha1.IPLedger) (*ledgerState, error) {
+	rd, err := newDoc(root)
+	if err != nil {
+		return nil, err
+	}
+	listed, err := parseShards(root.Spec.Shards)
+	if err != nil {
+		return nil, fmt.Errorf("ledger %s: spec.shards: %w", root.Name, err)
+	}
+	byName := make(map[string]*ipamv1alpha1.IPLedger, len(shards))
+	for i := range shards {
+		byName[shards[i].Name] = &shards[i]
+	}
+	l := &ledgerState{root: rd, bits: int(root.Spec.ShardBits), next: root.Spec.NextShard, listed: make(map[netip.Prefix]*doc, len(listed))}
+	for s, n := range listed {
+		name := ShardName(root.Spec.Pool, n)
+		obj := byName[name]
+		switch {
+		case obj == nil:
+			l.listed[s] = &doc{name: name, n: n, cidr: s, allocs: map[netip.Prefix]Entry{}, holds: map[netip.Prefix]time.Time{}}
+		case ownShard(root, obj, listed):
+			d, err := newDoc(obj)
+			if err != nil {
+				return nil, err
+			}
+			d.n, d.cidr = n, s
+			l.listed[s] = d
+		default:
+			l.listed[s] = &doc{name: name, n: n, cidr: s, obj: obj, dead: true}
+		}
+	}
+	return l, nil
+}
+
+// contents is what the root and its live shards record.
+func (l *ledgerState) contents() *Ledger {
+	out := &Ledger{Allocations: map[netip.Prefix]Entry{}, Holds: map[netip.Prefix]time.Time{}}
+	for _, d := range l.docs() {
+		if d.dead {
+			continue
+		}
+		maps.Copy(out.Allocations, d.allocs)
+		maps.Copy(out.Holds, d.holds)
+	}
+	return out
+}
+
+func newDoc(obj *ipamv1alpha1.IPLedger) (*doc, error) {
+	allocs, holds, err := parseDoc(obj)
+	if err != nil {
+		return nil, err
+	}
+	return &doc{name: obj.Name, obj: obj, allocs: allocs, holds: holds}, nil
+}
+
+// Build returns an allocator for pool holding what ledger records, on the
+// clock now (which expires its holds).
+func Build(pool *ipamv1alpha1.IPPool, ledger *Ledger, now func() time.Time) (*allocator.Allocator, error) {
+	prefix, err := netutil.ParsePrefix(pool.Spec.CIDR)
+	if err != nil {
+		return nil, fmt.Errorf("pool %s is not ready: spec.cidr: %w", pool.Name, err)
+	}
+	a, err := allocator.New(prefix, allocator.WithClock(now))
+	if err != nil {
+		return nil, err
+	}
+	allocs := make([]netip.Prefix, 0, len(ledger.Allocations))
+	for p := range ledger.Allocations {
+		allocs = append(allocs, p)
+	}
+	if err := a.Restore(allocs); err != nil {
+		return nil, fmt.Errorf("restoring pool %s from its ledger: %w", pool.Name, err)
+	}
+	for p, until := range ledger.Holds {
+		if until.After(now()) {
+			_ = a.Hold(p, until)
+		}
+	}
+	// Reservations added after prefixes were handed out do not evict them:
+	// a reservation that overlaps an allocation is skipped until it is free.
+	for _, s := range pool.Spec.Reserved {
+		if r, err := netutil.ParseRange(s); err == nil {
+			_ = a.ReserveRange(r.From(), r.To())
+		}
+	}
+	if n := pool.Spec.ExcludeFirst; n > 0 {
+		_ = a.ReserveFirst(uint64(n))
+	}
+	if n := pool.Spec.ExcludeLast; n > 0 {
+		_ = a.ReserveLast(uint64(n))
+	}
+	return a, nil
+}
+func allocateOne(a *allocator.Allocator, req *Request) (netip.Prefix, error) {
+	if req.CIDR.IsValid() {
+		if err := a.Allocate(req.CIDR); err != nil {
+			return netip.Prefix{}, err
+		}
+		return req.CIDR, nil
+	}
+	if req.Pool.Spec.Strategy == ipamv1alpha1.Random {
+		return a.AllocateRandom(req.Bits)
+	}
+	return a.AllocateNext(req.Bits)
+}
+
+// releaseOne frees o.release in the allocator and the ledger, holding it for

@@ -1,0 +1,255 @@
+/*
+Copyright 2026 The kipam Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package ipam
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
+)
+
+// shardEntries is about how many default-size prefixes one shard records:
+// a ledger write costs the API server more the more lines it carries, and
+// 64 keeps a shard near the cost of an empty object.
+const shardEntries = 64
+
+// ShardBits is the prefix length of a new root ledger's shards for pool:
+// about shardEntries claims of the pool's default size fit in one. 0 means
+// the pool is small enough to need no shards.
+func ShardBits(pool *ipamv1alpha1.IPPool) int {
+	p, err := netip.ParsePrefix(pool.Spec.CIDR)
+	if err != nil {
+		return 0
+	}
+	d := p.Addr().BitLen()
+	if pool.Spec.DefaultPrefixLength != nil {
+		d = int(*pool.Spec.DefaultPrefixLength)
+	}
+	bits := d - 6 // 2^6 = shardEntries
+	if bits <= p.Bits() {
+		return 0
+	}
+	return bits
+}
+
+// ShardName is the name of shard number n of pool's root ledger.
+func ShardName(pool string, n int64) string { return pool + "." + strconv.FormatInt(n, 10) }
+
+// Entry is one committed prefix.
+type Entry struct {
+	// Holder is ClaimHolder(namespace) or "IPPool/<name>".
+	Holder string
+	// At is when it was committed.
+	At time.Time
+}
+
+// Ledger is what a pool's ledgers record, assembled from its root and its
+// open shards.
+type Ledger struct {
+	// Allocations are the committed prefixes.
+	Allocations map[netip.Prefix]Entry
+	// Holds are released prefixes with the time they become free.
+	Holds map[netip.Prefix]time.Time
+}
+
+// Prefixes returns the allocated prefixes in address order.
+func (l *Ledger) Prefixes() []netip.Prefix {
+	out := make([]netip.Prefix, 0, len(l.Allocations))
+	for p := range l.Allocations {
+		out = append(out, p)
+	}
+	slices.SortFunc(out, comparePrefix)
+	return out
+}
+
+func comparePrefix(a, b netip.Prefix) int {
+	return cmp.Or(a.Addr().Compare(b.Addr()), cmp.Compare(a.Bits(), b.Bits()))
+}
+
+// Assemble reads a pool's ledger from its root and the shard ledgers found
+// for it: only the shards the root lists, unsealed and opened by that root,
+// count. shards may hold anything labelled with the pool.
+func Assemble(root *ipamv1alpha1.IPLedger, shards []ipamv1alpha1.IPLedger) (*Ledger, error) {
+	if root == nil {
+		return &Ledger{Allocations: map[netip.Prefix]Entry{}, Holds: map[netip.Prefix]time.Time{}}, nil
+	}
+	l, err := loadState(root, shards)
+	if err != nil {
+		return nil, err
+	}
+	return l.contents(), nil
+}
+
+// ownShard reports whether s is a live shard of root.
+func ownShard(root, s *ipamv1alpha1.IPLedger, listed map[netip.Prefix]int64) bool {
+	if s.Spec.Sealed || s.Spec.Pool != root.Spec.Pool || s.Spec.Root != string(root.UID) {
+		return false
+	}
+	cidr, err := netip.ParsePrefix(s.Spec.Shard)
+	if err != nil {
+		return false
+	}
+	n, ok := listed[cidr]
+	return ok && ShardName(root.Spec.Pool, n) == s.Name
+}
+
+// ReadLedger reads a pool's ledger from r: give it the API reader for an
+// exact answer, a cache for a recent one. A pool without a ledger has an
+// empty one.
+func ReadLedger(ctx context.Context, r client.Reader, pool string) (*Ledger, error) {
+	var root ipamv1alpha1.IPLedger
+	if err := r.Get(ctx, client.ObjectKey{Name: pool}, &root); err != nil {
+		if client.IgnoreNotFound(err) == nil {
+			return Assemble(nil, nil)
+		}
+		return nil, err
+	}
+	var shards ipamv1alpha1.IPLedgerList
+	if root.Spec.Shards != "" {
+		if err := r.List(ctx, &shards, client.MatchingLabels{ipamv1alpha1.LabelPool: pool}); err != nil {
+			return nil, err
+		}
+	}
+	return Assemble(&root, shards.Items)
+}
+
+// Entries returns what one ledger object, root or shard, records.
+func Entries(obj *ipamv1alpha1.IPLedger) (map[netip.Prefix]Entry, error) {
+	allocs, _, err := parseDoc(obj)
+	return allocs, err
+}
+
+// parseDoc reads one ledger object's allocations and holds.
+func parseDoc(obj *ipamv1alpha1.IPLedger) (map[netip.Prefix]Entry, map[netip.Prefix]time.Time, error) {
+	allocs := map[netip.Prefix]Entry{}
+	for line := range strings.Lines(obj.Spec.Allocations) {
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		p, err := netip.ParsePrefix(f[0])
+		if err != nil || len(f) != 3 {
+			return nil, nil, fmt.Errorf("ledger %s holds a bad allocation %q", obj.Name, strings.TrimSpace(line))
+		}
+		at, err := strconv.ParseInt(f[2], 10, 64)
+		if err != nil {
+			return nil, nil, fmt.Errorf("ledger %s holds a bad allocation %q: %w", obj.Name, strings.TrimSpace(line), err)
+		}
+		allocs[p] = Entry{Holder: f[1], At: time.Unix(at, 0)}
+	}
+	holds := map[netip.Prefix]time.Time{}
+	for line := range strings.Lines(obj.Spec.Holds) {
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		p, err := netip.ParsePrefix(f[0])
+		if err != nil || len(f) != 2 {
+			return nil, nil, fmt.Errorf("ledger %s holds a bad hold %q", obj.Name, strings.TrimSpace(line))
+		}
+		until, err := strconv.ParseInt(f[1], 10, 64)
+		if err != nil {
+			return nil, nil, fmt.Errorf("ledger %s holds a bad hold %q: %w", obj.Name, strings.TrimSpace(line), err)
+		}
+		holds[p] = time.Unix(until, 0)
+	}
+	return allocs, holds, nil
+}
+
+func parseShards(s string) (map[netip.Prefix]int64, error) {
+	out := map[netip.Prefix]int64{}
+	for line := range strings.Lines(s) {
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		if len(f) != 2 {
+			return nil, fmt.Errorf("bad line %q", strings.TrimSpace(line))
+		}
+		p, err := netip.ParsePrefix(f[0])
+		if err != nil {
+			return nil, err
+		}
+		n, err := strconv.ParseInt(f[1], 10, 64)
+		if err != nil {
+			return nil, err
+		}
+		out[p] = n
+	}
+	return out, nil
+}
+
+// formatLines writes one line per key of m, in address order.
+func formatLines[V any](m map[netip.Prefix]V, line func(*strings.Builder, netip.Prefix, V)) string {
+	keys := make([]netip.Prefix, 0, len(m))
+	for p := range m {
+		keys = append(keys, p)
+	}
+	slices.SortFunc(keys, comparePrefix)
+	var b strings.Builder
+	for _, p := range keys {
+		b.WriteString(p.String())
+		b.WriteByte(' ')
+		line(&b, p, m[p])
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+func formatAllocations(m map[netip.Prefix]Entry) string {
+	return formatLines(m, func(b *strings.Builder, _ netip.Prefix, e Entry) {
+		b.WriteString(e.Holder)
+		b.WriteByte(' ')
+		b.WriteString(strconv.FormatInt(e.At.Unix(), 10))
+	})
+}
+
+func formatHolds(m map[netip.Prefix]time.Time) string {
+	return formatLines(m, func(b *strings.Builder, _ netip.Prefix, t time.Time) {
+		b.WriteString(strconv.FormatInt(t.Unix(), 10))
+	})
+}
+
+func formatShards(m map[netip.Prefix]int64) string {
+	return formatLines(m, func(b *strings.Builder, _ netip.Prefix, n int64) {
+		b.WriteString(strconv.FormatInt(n, 10))
+	})
+}
+
+// newRoot is the root ledger of a pool that has none yet.
+func newRoot(pool *ipamv1alpha1.IPPool) *ipamv1alpha1.IPLedger {
+	l := &ipamv1alpha1.IPLedger{
+		ObjectMeta: metav1.ObjectMeta{Name: pool.Name, Labels: map[string]string{ipamv1alpha1.LabelPool: pool.Name}},
+		Spec:       ipamv1alpha1.IPLedgerSpec{Pool: pool.Name, ShardBits: int32(ShardBits(pool))},
+	}
+	if pool.UID != "" {
+		l.OwnerReferences = []metav1.OwnerReference{{
+			APIVersion: ipamv1alpha1.GroupVersion.String(), Kind: "IPPool", Name: pool.Name, UID: pool.UID,
+		}}
+	}
+	return l
+}

@@ -1,0 +1,240 @@
+/*
+Copyright 2026 The kipam Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package ipam
+
+import (
+	"context"
+	"math/rand/v2"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
+)
+
+// checkShards fails unless the store obeys the ledger's rules: each prefix
+// sits in the ledger its length says, a listed shard overlaps no prefix the
+// root records, and a sealed shard records nothing.
+func checkShards(t *testing.T, s *memStore) {
+	t.Helper()
+	root, err := s.Get(context.Background(), "p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bits := int(root.Spec.ShardBits)
+	rootAllocs, _, err := parseDoc(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	listed, err := parseShards(root.Spec.Shards)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p := range rootAllocs {
+		if bits != 0 && p.Bits() > bits {
+			t.Errorf("root records %s, longer than its shards' /%d", p, bits)
+		}
+		for sh := range listed {
+			if p.Overlaps(sh) {
+				t.Errorf("root records %s over its listed shard %s", p, sh)
+			}
+		}
+	}
+	shards, _ := s.List(context.Background(), "p")
+	for i := range shards {
+		sh := &shards[i]
+		if sh.Name == "p" {
+			continue
+		}
+		allocs, _, err := parseDoc(sh)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sh.Spec.Sealed && (len(allocs) > 0 || sh.Spec.Holds != "") {
+			t.Errorf("sealed shard %s records %v", sh.Name, allocs)
+		}
+		cidr := netip.MustParsePrefix(sh.Spec.Shard)
+		for p := range allocs {
+			if p.Bits() <= bits || !cidr.Contains(p.Addr()) {
+				t.Errorf("shard %s (%s) records %s", sh.Name, cidr, p)
+			}
+		}
+		if len(allocs) > 1<<(32-bits) {
+			t.Errorf("shard %s records %d prefixes", sh.Name, len(allocs))
+		}
+	}
+}
+
+func TestShardsKeepEachLedgerSmall(t *testing.T) {
+	s := newMemStore()
+	m := NewManager(s, nil)
+	pool := testPool("10.0.0.0/20") // hosts by default: /26 shards of 64
+	var (
+		wg  sync.WaitGroup
+		mu  sync.Mutex
+		got []netip.Prefix
+	)
+	for range 1000 {
+		wg.Go(func() {
+			p, err := m.Allocate(context.Background(), Request{Pool: pool, Bits: 32, Holder: "IPClaim/t"})
+			if err != nil {
+				t.Errorf("allocate: %v", err)
+				return
+			}
+			mu.Lock()
+			got = append(got, p)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	checkLedger(t, s, netip.MustParsePrefix(pool.Spec.CIDR), got)
+	checkShards(t, s)
+	root, _ := s.Get(context.Background(), "p")
+	if root.Spec.ShardBits != 26 || root.Spec.Allocations != "" {
+		t.Errorf("root: shardBits %d, allocations %q; want /26 shards and no host in the root", root.Spec.ShardBits, root.Spec.Allocations)
+	}
+	if n := strings.Count(root.Spec.Shards, "\n"); n != 16 {
+		t.Errorf("root lists %d shards for 1000 hosts, want 16", n)
+	}
+	t.Logf("%d allocations in %d ledger writes", len(got), s.writes)
+}
+
+// TestShardLifecycle runs random allocations of sizes on both sides of the
+// shard length and random releases, so that shards open, empty and are
+// sealed under larger prefixes; after every step the ledger is exactly what
+// was reported, and a new owner restored from it agrees.
+func TestShardLifecycle(t *testing.T) {
+	s := newMemStore()
+	now := time.Unix(1_700_000_000, 0)
+	clock := func() time.Time { return now }
+	m := NewManager(s, clock)
+	pool := testPool("10.0.0.0/22")
+	prefix := netip.MustParsePrefix(pool.Spec.CIDR)
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(1, 2))
+	live := map[netip.Prefix]bool{}
+	sealed := 0
+	for step := range 2000 {
+		if len(live) > 0 && rng.IntN(3) == 0 {
+			var victim netip.Prefix
+			for p := range live {
+				victim = p
+				break
+			}
+			grace := time.Duration(0)
+			if rng.IntN(4) == 0 {
+				grace = time.Duration(1+rng.IntN(3)) * time.Second
+			}
+			if err := m.Release(ctx, pool, victim, grace); err != nil {
+				t.Fatalf("step %d: release %s: %v", step, victim, err)
+			}
+			delete(live, victim)
+		} else {
+			bits := []int{32, 32, 31, 29, 26, 25, 24}[rng.IntN(7)]
+			if p, err := m.Allocate(ctx, Request{Pool: pool, Bits: bits, Holder: "IPClaim/t"}); err == nil {
+				live[p] = true
+			}
+		}
+		now = now.Add(time.Second)
+		if step%50 == 0 {
+			var reported []netip.Prefix
+			for p := range live {
+				reported = append(reported, p)
+			}
+			checkLedger(t, s, prefix, reported)
+			checkShards(t, s)
+			// A new owner sees the same pool: it cannot get what is live.
+			fresh := NewManager(s, clock)
+			for p := range live {
+				if _, err := fresh.Allocate(ctx, Request{Pool: pool, CIDR: p, Holder: "IPClaim/t", DryRun: true}); err == nil {
+					t.Fatalf("step %d: a restored owner would hand out the live %s", step, p)
+				}
+			}
+		}
+	}
+	for _, l := range s.ledgers {
+		if l.Spec.Sealed {
+			sealed++
+		}
+	}
+	if sealed == 0 {
+		t.Error("no shard was ever sealed: the test does not reach the seal path")
+	}
+	t.Logf("%d live, %d sealed shards, %d ledger writes", len(live), sealed, s.writes)
+}
+
+// TestStaleWriterCannotWriteASealedShard: a writer keeps a shard it opened
+// in memory while another owner seals it under a larger prefix. The stale
+// writer's next host must not land inside that prefix.
+func TestStaleWriterCannotWriteASealedShard(t *testing.T) {
+	s := newMemStore()
+	stale, fresh := NewManager(s, nil), NewManager(s, nil)
+	pool := testPool("10.0.0.0/24") // /26 shards
+	ctx := context.Background()
+	host, err := stale.Allocate(ctx, Request{Pool: pool, Bits: 32, Holder: "IPClaim/t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stale.Release(ctx, pool, host, 0); err != nil {
+		t.Fatal(err)
+	}
+	// The shard 10.0.0.0/26 is open and empty; the new owner covers it.
+	big, err := fresh.Allocate(ctx, Request{Pool: pool, CIDR: netip.MustParsePrefix("10.0.0.0/25"), Holder: "IPPool/child"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealedShard, err := s.Get(ctx, ShardName("p", 0))
+	if err != nil || !sealedShard.Spec.Sealed {
+		t.Fatalf("shard 0: %v, sealed %v; want it sealed", err, sealedShard != nil && sealedShard.Spec.Sealed)
+	}
+	p, err := stale.Allocate(ctx, Request{Pool: pool, Bits: 32, Holder: "IPClaim/t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if big.Overlaps(p) {
+		t.Fatalf("the stale writer handed out %s inside %s", p, big)
+	}
+	if stale.Conflicts() == 0 {
+		t.Error("the stale writer never learned it lost")
+	}
+	checkLedger(t, s, netip.MustParsePrefix(pool.Spec.CIDR), []netip.Prefix{big, p})
+	checkShards(t, s)
+}
+
+func TestShardBits(t *testing.T) {
+	ptr := func(v int32) *int32 { return &v }
+	for _, tc := range []struct {
+		cidr string
+		def  *int32
+		want int
+	}{
+		{"10.0.0.0/8", nil, 26},
+		{"10.0.0.0/26", nil, 0},
+		{"10.0.0.0/25", nil, 26},
+		{"10.0.0.0/8", ptr(24), 18},
+		{"2001:db8::/32", ptr(64), 58},
+		{"2001:db8::/64", nil, 122},
+		{"2001:db8::/122", nil, 0},
+	} {
+		pool := &ipamv1alpha1.IPPool{Spec: ipamv1alpha1.IPPoolSpec{CIDR: tc.cidr, DefaultPrefixLength: tc.def}}
+		if got := ShardBits(pool); got != tc.want {
+			t.Errorf("ShardBits(%s, default %v) = %d, want %d", tc.cidr, tc.def, got, tc.want)
+		}
+	}
+}
