@@ -18,6 +18,7 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/big"
 	"net/netip"
@@ -36,11 +37,13 @@ import (
 	"github.com/kipam/kipam/internal/ipam"
 )
 
-// IPPoolReconciler publishes a pool's usage in its status, computed from
-// its ledger.
+// IPPoolReconciler publishes a pool's usage in its status: the Manager's
+// snapshot when it reflects the ledgers in the cache, else computed from
+// them.
 type IPPoolReconciler struct {
 	client.Client
-	Now func() time.Time
+	Manager *ipam.Manager
+	Now     func() time.Time
 }
 
 // +kubebuilder:rbac:groups=ipam.kipam.dev,resources=ippools,verbs=get;list;watch;update;patch
@@ -56,18 +59,18 @@ func (r *IPPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	if pool.Spec.CIDR == "" {
 		return ctrl.Result{}, nil // waits to be carved from its parent
 	}
-	ledger, err := ipam.ReadLedger(ctx, r.Client, pool.Name)
-	if err != nil {
+	before := pool.DeepCopy()
+	snap, err := r.usage(ctx, &pool)
+	var invalid *invalidPool
+	if err != nil && !errors.As(err, &invalid) {
 		return ctrl.Result{}, err
 	}
-	before := pool.DeepCopy()
-	a, err := ipam.Build(&pool, ledger, r.Now)
 	ready := metav1.Condition{Type: ipamv1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: ipamv1alpha1.ReasonPoolReady,
 		Message: "serving claims", ObservedGeneration: pool.Generation}
-	if err != nil {
-		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, ipamv1alpha1.ReasonInvalid, err.Error()
+	if invalid != nil {
+		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, ipamv1alpha1.ReasonInvalid, invalid.Error()
 	} else {
-		u := a.Usage()
+		u := snap.Usage
 		s := &pool.Status
 		s.Capacity, s.Allocated, s.Available = u.Capacity.String(), u.Allocated.String(), u.Available.String()
 		s.Utilization = utilization(u.Allocated, new(big.Int).Sub(u.Capacity, u.Reserved))
@@ -76,17 +79,11 @@ func (r *IPPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 			lf := int32(u.LargestFree)
 			s.LargestFreePrefix = &lf
 		}
-		s.Claims = 0
-		for _, e := range ledger.Allocations {
-			if strings.HasPrefix(e.Holder, ipam.ClaimHolderPrefix) {
-				s.Claims++
-			}
-		}
-		s.ChildPools = int32(len(ledger.Allocations)) - s.Claims
+		s.Claims, s.ChildPools = snap.Claims, snap.ChildPools
 		bits := prefixBits(&pool)
 		exhausted := metav1.Condition{Type: ipamv1alpha1.ConditionExhausted, Status: metav1.ConditionFalse, Reason: ipamv1alpha1.ReasonPoolReady,
 			Message: fmt.Sprintf("a /%d is still free", bits), ObservedGeneration: pool.Generation}
-		if a.Free(bits).Sign() == 0 {
+		if u.LargestFree < 0 || u.LargestFree > bits {
 			exhausted.Status, exhausted.Reason, exhausted.Message = metav1.ConditionTrue, ipamv1alpha1.ReasonPoolExhausted,
 				fmt.Sprintf("no /%d left for claims of the default size", bits)
 		}
@@ -97,6 +94,48 @@ func (r *IPPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		return ctrl.Result{}, nil // every ledger change wakes this; most change nothing here
 	}
 	return ctrl.Result{}, client.IgnoreNotFound(r.Status().Patch(ctx, &pool, client.MergeFrom(before)))
+}
+
+// invalidPool is a pool that cannot be served as specified.
+type invalidPool struct{ err error }
+
+func (e *invalidPool) Error() string { return e.err.Error() }
+
+// usage is the pool's usage: the Manager's snapshot when it reflects the
+// cached ledgers exactly, else rebuilt from them.
+func (r *IPPoolReconciler) usage(ctx context.Context, pool *ipamv1alpha1.IPPool) (*ipam.Snapshot, error) {
+	var ledgers ipamv1alpha1.IPLedgerList
+	if err := r.List(ctx, &ledgers, client.MatchingLabels{ipamv1alpha1.LabelPool: pool.Name}); err != nil {
+		return nil, err
+	}
+	if r.Manager != nil {
+		if s, ok := r.Manager.Snapshot(pool.Name); ok && s.UID == string(pool.UID) && s.Generation == pool.Generation && s.Current(ledgers.Items) {
+			return s, nil
+		}
+	}
+	var root *ipamv1alpha1.IPLedger
+	for i := range ledgers.Items {
+		if ledgers.Items[i].Name == pool.Name {
+			root = &ledgers.Items[i]
+		}
+	}
+	ledger, err := ipam.Assemble(root, ledgers.Items)
+	if err != nil {
+		return nil, err
+	}
+	a, err := ipam.Build(pool, ledger, r.Now)
+	if err != nil {
+		return nil, &invalidPool{err}
+	}
+	s := &ipam.Snapshot{Usage: a.Usage()}
+	for _, e := range ledger.Allocations {
+		if strings.HasPrefix(e.Holder, ipam.ClaimHolderPrefix) {
+			s.Claims++
+		} else {
+			s.ChildPools++
+		}
+	}
+	return s, nil
 }
 
 // prefixBits is the length of the pool's default claim.

@@ -63,6 +63,8 @@ type doc struct {
 	obj    *ipamv1alpha1.IPLedger
 	allocs map[netip.Prefix]Entry
 	holds  map[netip.Prefix]time.Time
+	// claims counts the allocs held by claims.
+	claims int
 	// dead is a listed shard that may not be written: sealed, or a name
 	// taken by something else.
 	dead bool
@@ -118,6 +120,7 @@ func (m *Manager) commit(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) 
 		}
 		pending = rest
 		if err == nil && len(pending) == 0 {
+			st.snapshot()
 			return
 		}
 		// Lost a race (or a write failed): the allocator may hold changes
@@ -204,8 +207,7 @@ func (l *ledgerState) record(pool *ipamv1alpha1.IPPool, p netip.Prefix, e Entry,
 			d = l.open(pool.Name, s)
 			o.deps = append(o.deps, l.root)
 		}
-		d.allocs[p] = e
-		d.dirty = true
+		d.put(p, e)
 		o.deps = append(o.deps, d)
 		return
 	}
@@ -222,9 +224,17 @@ func (l *ledgerState) record(pool *ipamv1alpha1.IPPool, p netip.Prefix, e Entry,
 		delete(l.listed, s)
 		l.root.dirty = true
 	}
-	l.root.allocs[p] = e
-	l.root.dirty = true
+	l.root.put(p, e)
 	o.deps = append(o.deps, l.root)
+}
+
+// put records p in d.
+func (d *doc) put(p netip.Prefix, e Entry) {
+	d.allocs[p] = e
+	if isClaim(e) {
+		d.claims++
+	}
+	d.dirty = true
 }
 
 // open lists a new shard for range s in the root.
@@ -267,6 +277,9 @@ func (l *ledgerState) release(a *allocator.Allocator, o *op, now time.Time) erro
 		return err
 	}
 	delete(d.allocs, p)
+	if isClaim(e) {
+		d.claims--
+	}
 	d.dirty = true
 	o.deps = append(o.deps, d)
 	return nil
@@ -380,6 +393,7 @@ func (m *Manager) restore(ctx context.Context, st *poolState, pool *ipamv1alpha1
 		return err
 	}
 	st.alloc, st.ledger, st.generation, st.uid = a, l, pool.Generation, string(pool.UID)
+	st.snapshot()
 	return nil
 }
 
@@ -436,7 +450,13 @@ func newDoc(obj *ipamv1alpha1.IPLedger) (*doc, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &doc{name: obj.Name, obj: obj, allocs: allocs, holds: holds}, nil
+	d := &doc{name: obj.Name, obj: obj, allocs: allocs, holds: holds}
+	for _, e := range allocs {
+		if isClaim(e) {
+			d.claims++
+		}
+	}
+	return d, nil
 }
 
 // Build returns an allocator for pool holding what ledger records, on the

@@ -81,6 +81,32 @@ func checkShards(t *testing.T, s *memStore) {
 	}
 }
 
+// checkSnapshot fails unless m's snapshot of the pool is current with the
+// store and equals the usage rebuilt from it.
+func checkSnapshot(t *testing.T, s *memStore, m *Manager, pool *ipamv1alpha1.IPPool, now func() time.Time) {
+	t.Helper()
+	snap, ok := m.Snapshot(pool.Name)
+	if !ok {
+		t.Fatal("no snapshot of a pool the manager serves")
+	}
+	ledgers, _ := s.List(context.Background(), pool.Name)
+	if !snap.Current(ledgers) {
+		t.Fatalf("the snapshot %v is not current with the store", snap.Versions)
+	}
+	a, err := Build(pool, s.ledger(t), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := a.Usage()
+	got := snap.Usage
+	if got.Allocated.Cmp(want.Allocated) != 0 || got.Available.Cmp(want.Available) != 0 || got.LargestFree != want.LargestFree {
+		t.Fatalf("snapshot usage %+v, rebuilt %+v", got, want)
+	}
+	if int(snap.Claims) != len(s.ledger(t).Allocations) {
+		t.Fatalf("snapshot counts %d claims, the ledger holds %d", snap.Claims, len(s.ledger(t).Allocations))
+	}
+}
+
 func TestShardsKeepEachLedgerSmall(t *testing.T) {
 	s := newMemStore()
 	m := NewManager(s, nil)
@@ -151,7 +177,6 @@ func TestShardLifecycle(t *testing.T) {
 				live[p] = true
 			}
 		}
-		now = now.Add(time.Second)
 		if step%50 == 0 {
 			var reported []netip.Prefix
 			for p := range live {
@@ -159,6 +184,7 @@ func TestShardLifecycle(t *testing.T) {
 			}
 			checkLedger(t, s, prefix, reported)
 			checkShards(t, s)
+			checkSnapshot(t, s, m, pool, clock)
 			// A new owner sees the same pool: it cannot get what is live.
 			fresh := NewManager(s, clock)
 			for p := range live {
@@ -167,6 +193,7 @@ func TestShardLifecycle(t *testing.T) {
 				}
 			}
 		}
+		now = now.Add(time.Second)
 	}
 	for _, l := range s.ledgers {
 		if l.Spec.Sealed {
@@ -198,6 +225,9 @@ func TestStaleWriterCannotWriteASealedShard(t *testing.T) {
 	big, err := fresh.Allocate(ctx, Request{Pool: pool, CIDR: netip.MustParsePrefix("10.0.0.0/25"), Holder: "IPPool/child"})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if snap, _ := stale.Snapshot(pool.Name); snap.Current(mustList(t, s)) {
+		t.Error("the stale writer's snapshot claims to be current after another owner wrote")
 	}
 	sealedShard, err := s.Get(ctx, ShardName("p", 0))
 	if err != nil || !sealedShard.Spec.Sealed {
@@ -237,4 +267,13 @@ func TestShardBits(t *testing.T) {
 			t.Errorf("ShardBits(%s, default %v) = %d, want %d", tc.cidr, tc.def, got, tc.want)
 		}
 	}
+}
+
+func mustList(t *testing.T, s *memStore) []ipamv1alpha1.IPLedger {
+	t.Helper()
+	l, err := s.List(context.Background(), "p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
 }

@@ -172,6 +172,9 @@ type poolState struct {
 	ledger     *ledgerState
 	generation int64
 	uid        string
+
+	// snap is the usage as of the last commit, for any reader.
+	snap atomic.Pointer[Snapshot]
 }
 
 func (m *Manager) state(pool string) *poolState {

@@ -1,0 +1,100 @@
+/*
+Copyright 2026 The kipam Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package ipam
+
+import (
+	"strings"
+
+	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
+	"github.com/kipam/kipam/internal/allocator"
+)
+
+// Snapshot is a pool's usage as of a set of ledger versions, kept by the
+// Manager after every commit so that publishing a pool's status costs no
+// rebuild of its allocator.
+type Snapshot struct {
+	// UID and Generation are the pool's, as the allocator was built for.
+	UID        string
+	Generation int64
+	// Usage is the allocator's.
+	Usage allocator.Usage
+	// Claims and ChildPools count the allocations by holder kind.
+	Claims, ChildPools int32
+	// Versions maps the name of every ledger the snapshot reflects (the
+	// root and its listed shards) to its resourceVersion; a listed shard
+	// not created yet maps to "".
+	Versions map[string]string
+}
+
+// Snapshot returns the pool's last snapshot, if this Manager has served
+// the pool.
+func (m *Manager) Snapshot(pool string) (*Snapshot, bool) {
+	m.mu.Lock()
+	st, ok := m.pools[pool]
+	m.mu.Unlock()
+	if !ok {
+		return nil, false
+	}
+	s := st.snap.Load()
+	return s, s != nil
+}
+
+// Current reports whether the snapshot reflects exactly these ledgers of
+// its pool (as a cache holds them): the root at the same version and every
+// shard it lists at the same version.
+func (s *Snapshot) Current(ledgers []ipamv1alpha1.IPLedger) bool {
+	seen := 0
+	for i := range ledgers {
+		l := &ledgers[i]
+		v, ok := s.Versions[l.Name]
+		if !ok {
+			continue // a sealed shard no longer listed: it records nothing
+		}
+		if v != l.ResourceVersion {
+			return false
+		}
+		seen++
+	}
+	for _, v := range s.Versions {
+		if v == "" {
+			seen++ // listed, never created: nothing to find
+		}
+	}
+	return seen == len(s.Versions)
+}
+
+// snapshot records the state the committer just wrote or read.
+func (st *poolState) snapshot() {
+	l := st.ledger
+	s := &Snapshot{UID: st.uid, Generation: st.generation, Usage: st.alloc.Usage(), Versions: make(map[string]string, len(l.listed)+1)}
+	for _, d := range l.docs() {
+		v := ""
+		if d.obj != nil {
+			v = d.obj.ResourceVersion
+		}
+		s.Versions[d.name] = v
+		if d.dead {
+			continue
+		}
+		s.Claims += int32(d.claims)
+		s.ChildPools += int32(len(d.allocs) - d.claims)
+	}
+	st.snap.Store(s)
+}
+
+// isClaim reports whether an entry's holder is a claim.
+func isClaim(e Entry) bool { return strings.HasPrefix(e.Holder, ClaimHolderPrefix) }
