@@ -21,7 +21,11 @@ package main
 import (
 	"crypto/tls"
 	"flag"
+	"net"
 	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
 	"time"
 
 	// Import all Kubernetes client auth plugins (e.g. Azure, GCP, OIDC, etc.)
@@ -32,6 +36,7 @@ import (
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
@@ -42,6 +47,7 @@ import (
 	"github.com/kipam/kipam/internal/controller"
 	"github.com/kipam/kipam/internal/ipam"
 	webhookv1alpha1 "github.com/kipam/kipam/internal/webhook/v1alpha1"
+	"k8s.io/apimachinery/pkg/util/uuid"
 	// +kubebuilder:scaffold:imports
 )
 
@@ -65,6 +71,8 @@ func main() {
 		secureMetrics, enableHTTP2  bool
 		enableWebhooks              bool
 		orphanGrace                 time.Duration
+		leaseNamespace, advertise   string
+		leaseDuration               time.Duration
 		tlsOpts                     []func(*tls.Config)
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", "0", "The address the metrics endpoint binds to. "+
@@ -86,6 +94,13 @@ func main() {
 	flag.DurationVar(&orphanGrace, "orphan-grace", controller.DefaultOrphanGrace,
 		"How long a committed prefix may go without a claim carrying it before it is released. "+
 			"Keep it above the API server's request timeout (60s by default).")
+	flag.StringVar(&leaseNamespace, "lease-namespace", os.Getenv("POD_NAMESPACE"),
+		"The namespace of the per-pool owner Leases that route each pool's claims to one replica. "+
+			"Empty (and no POD_NAMESPACE) serves every pool in every replica, fenced by the ledgers alone.")
+	flag.StringVar(&advertise, "advertise-address", "",
+		"host:port where other replicas reach this one's webhook server (default: $POD_IP and --webhook-port).")
+	flag.DurationVar(&leaseDuration, "pool-lease-duration", ipam.DefaultLeaseDuration,
+		"How long a replica owns a pool without renewing its Lease.")
 	opts := zap.Options{Development: true}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -97,12 +112,22 @@ func main() {
 	if !enableHTTP2 {
 		tlsOpts = append(tlsOpts, func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} })
 	}
+	if advertise == "" && os.Getenv("POD_IP") != "" {
+		advertise = net.JoinHostPort(os.Getenv("POD_IP"), strconv.Itoa(webhookPort))
+	}
+	routed := enableWebhooks && leaseNamespace != "" && advertise != ""
+	// Replicas forwarding a pool's claims to its owner present the shared
+	// serving certificate; the API server presents none, which is allowed.
+	webhookTLSOpts := tlsOpts
+	if routed {
+		webhookTLSOpts = append(slices.Clone(tlsOpts), func(c *tls.Config) { c.ClientAuth = tls.RequestClientCert })
+	}
 
 	webhookServer := webhook.NewServer(webhook.Options{
 		Host:    webhookHost,
 		Port:    webhookPort,
 		CertDir: webhookCertDir,
-		TLSOpts: tlsOpts,
+		TLSOpts: webhookTLSOpts,
 	})
 
 	metricsServerOptions := metricsserver.Options{
@@ -141,6 +166,28 @@ func main() {
 			setupLog.Error(err, "unable to create webhooks")
 			os.Exit(1)
 		}
+	}
+	if routed {
+		live, err := client.New(mgr.GetConfig(), client.Options{Scheme: scheme})
+		if err != nil {
+			setupLog.Error(err, "unable to create a client for the pool leases")
+			os.Exit(1)
+		}
+		hostname, _ := os.Hostname()
+		owners := &ipam.Owners{Client: live, Namespace: leaseNamespace, Identity: hostname + "_" + string(uuid.NewUUID()),
+			Address: advertise, Duration: leaseDuration, Lost: pools.Forget}
+		certDir := webhookCertDir
+		if certDir == "" {
+			certDir = filepath.Join(os.TempDir(), "k8s-webhook-server", "serving-certs") // the webhook server's default
+		}
+		router := ipam.NewRouter(owners, certDir)
+		pools.SetRouter(router)
+		mgr.GetWebhookServer().Register(ipam.ForwardPath, router.Handler(pools))
+		if err := mgr.Add(owners); err != nil {
+			setupLog.Error(err, "unable to run the pool leases")
+			os.Exit(1)
+		}
+		setupLog.Info("routing each pool to its owning replica", "identity", owners.Identity, "address", advertise, "namespace", leaseNamespace)
 	}
 	// +kubebuilder:scaffold:builder
 

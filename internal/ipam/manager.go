@@ -129,7 +129,15 @@ type Manager struct {
 	pools map[string]*poolState
 
 	conflicts atomic.Int64
+
+	// router, when set, sends each pool's changes to its owning replica.
+	router atomic.Pointer[Router]
 }
+
+// SetRouter makes m send each pool's changes to the replica that owns it,
+// serving here the pools this replica owns or cannot reach the owner of;
+// nil serves every pool here.
+func (m *Manager) SetRouter(r *Router) { m.router.Store(r) }
 
 // Conflicts is how many ledger writes lost the race to another writer.
 func (m *Manager) Conflicts() int64 { return m.conflicts.Load() }
@@ -227,9 +235,18 @@ func (m *Manager) ReleaseEntry(ctx context.Context, pool *ipamv1alpha1.IPPool, c
 	return o.err
 }
 
-// submit queues o and either commits the queue itself (when no commit is
-// running for the pool) or waits for the running committer to take it.
+// submit has o done by the pool's owner when another replica owns it, else
+// here.
 func (m *Manager) submit(ctx context.Context, pool *ipamv1alpha1.IPPool, o *op) error {
+	if r := m.router.Load(); r != nil && m.remote(ctx, r, pool, o) {
+		return nil
+	}
+	return m.submitLocal(ctx, pool, o)
+}
+
+// submitLocal queues o and either commits the queue itself (when no commit
+// is running for the pool) or waits for the running committer to take it.
+func (m *Manager) submitLocal(ctx context.Context, pool *ipamv1alpha1.IPPool, o *op) error {
 	st := m.state(pool.Name)
 	st.mu.Lock()
 	st.queue = append(st.queue, o)

@@ -35,8 +35,15 @@ var (
 		Name: "kipam_prefixes_released_total",
 		Help: "Prefixes released, by pool and cause (Deleted, Expired, Orphaned).",
 	}, []string{"pool", "cause"})
+
+	// Forwarded counts changes this replica sent to a pool's owning
+	// replica, by result: Forwarded, or Unreachable (then served here).
+	Forwarded = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kipam_forwarded_total",
+		Help: "Changes sent to the replica owning the pool, by result (Forwarded, Unreachable: served here instead).",
+	}, []string{"result"})
 )
 
 func init() {
-	metrics.Registry.MustRegister(ClaimsDenied, Released)
+	metrics.Registry.MustRegister(ClaimsDenied, Released, Forwarded)
 }

@@ -1,0 +1,296 @@
+/*
+Copyright 2026 The kipam Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package ipam
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"path/filepath"
+	"time"
+
+	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
+	"github.com/kipam/kipam/internal/allocator"
+	"github.com/kipam/kipam/internal/metrics"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+)
+
+// ForwardPath is where a pool's owner takes changes forwarded by other
+// replicas, on its webhook server.
+const ForwardPath = "/kipam/v1alpha1/forward"
+
+// wireOp is one change sent to a pool's owner.
+type wireOp struct {
+	Pool    *ipamv1alpha1.IPPool `json:"pool"`
+	Bits    int                  `json:"bits,omitempty"`
+	CIDR    string               `json:"cidr,omitempty"`
+	Holder  string               `json:"holder,omitempty"`
+	DryRun  bool                 `json:"dryRun,omitempty"`
+	Release string               `json:"release,omitempty"`
+	GraceMS int64                `json:"graceMS,omitempty"`
+	Expect  *wireEntry           `json:"expect,omitempty"`
+}
+
+type wireEntry struct {
+	Holder string `json:"holder"`
+	At     int64  `json:"at"`
+}
+
+// wireResult is the owner's answer. Err carries an error with what the
+// caller needs to tell its kind apart: the allocator's reason, the prefix,
+// exhaustion's figures, or busy.
+type wireResult struct {
+	CIDR string   `json:"cidr,omitempty"`
+	Err  *wireErr `json:"err,omitempty"`
+}
+
+type wireErr struct {
+	Message     string `json:"message"`
+	Reason      string `json:"reason,omitempty"`
+	Prefix      string `json:"prefix,omitempty"`
+	Bits        int    `json:"bits,omitempty"`
+	LargestFree int    `json:"largestFree,omitempty"`
+}
+
+// reasons are the errors that cross the wire by name.
+var reasons = map[string]error{
+	"OutsidePool": allocator.ErrOutsidePool, "Overlap": allocator.ErrOverlap, "Reserved": allocator.ErrReserved,
+	"NotCanonical": allocator.ErrNotCanonical, "WrongFamily": allocator.ErrWrongFamily, "NotAllocated": allocator.ErrNotAllocated,
+	"InvalidLength": allocator.ErrInvalidLength, "Held": allocator.ErrHeld, "Busy": ErrBusy,
+}
+
+func encodeErr(err error) *wireErr {
+	if err == nil {
+		return nil
+	}
+	w := &wireErr{Message: err.Error()}
+	var ex *allocator.ExhaustedError
+	if errors.As(err, &ex) {
+		w.Reason, w.Bits, w.LargestFree = "Exhausted", ex.Bits, ex.LargestFree
+		return w
+	}
+	for name, sentinel := range reasons {
+		if errors.Is(err, sentinel) {
+			w.Reason = name
+		}
+	}
+	var pe *allocator.PrefixError
+	if errors.As(err, &pe) {
+		w.Prefix = pe.Prefix.String()
+	}
+	return w
+}
+
+// remoteErr is an error as the owner reported it: its message, and the
+// reason it wraps, so that errors.Is and errors.As work as on the owner.
+type remoteErr struct {
+	msg    string
+	reason error
+}
+
+func (e *remoteErr) Error() string { return e.msg }
+func (e *remoteErr) Unwrap() error { return e.reason }
+
+func decodeErr(w *wireErr) error {
+	if w == nil {
+		return nil
+	}
+	if w.Reason == "Exhausted" {
+		return &allocator.ExhaustedError{Bits: w.Bits, LargestFree: w.LargestFree}
+	}
+	reason := reasons[w.Reason]
+	if p, err := netip.ParsePrefix(w.Prefix); err == nil && reason != nil {
+		return &allocator.PrefixError{Prefix: p, Err: reason}
+	}
+	return &remoteErr{msg: w.Message, reason: reason}
+}
+
+// Router sends changes to the replica that owns each pool.
+type Router struct {
+	*Owners
+	// CertDir holds the webhook server's tls.crt and tls.key, which every
+	// replica shares: replicas present it to each other and accept only it.
+	CertDir string
+	client  *http.Client
+}
+
+// NewRouter returns a Router on owners, authenticating with the key pair
+// in certDir.
+func NewRouter(owners *Owners, certDir string) *Router {
+	r := &Router{Owners: owners, CertDir: certDir}
+	r.client = &http.Client{
+		Timeout: 10 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{
+			MinVersion: tls.VersionTLS12,
+			GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+				c, err := r.keyPair()
+				return &c, err
+			},
+			// Peers are pinned to the shared certificate instead of a CA:
+			// the serving certificate names the Service, not the pod.
+			InsecureSkipVerify: true, //nolint:gosec // verified by VerifyPeerCertificate
+			VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+				return r.verify(raw)
+			},
+		}},
+	}
+	return r
+}
+
+func (r *Router) keyPair() (tls.Certificate, error) {
+	return tls.LoadX509KeyPair(filepath.Join(r.CertDir, "tls.crt"), filepath.Join(r.CertDir, "tls.key"))
+}
+
+// verify accepts only a peer presenting this replica's own certificate.
+func (r *Router) verify(raw [][]byte) error {
+	own, err := r.keyPair()
+	if err != nil {
+		return err
+	}
+	if len(raw) == 0 || len(own.Certificate) == 0 || !bytes.Equal(raw[0], own.Certificate[0]) {
+		return errors.New("peer does not present kipam's serving certificate")
+	}
+	return nil
+}
+
+// forward sends op to the replica at addr.
+func (r *Router) forward(ctx context.Context, addr string, op *wireOp) (*wireResult, error) {
+	body, err := json.Marshal(op)
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+addr+ForwardPath, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := r.client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+		return nil, fmt.Errorf("owner at %s answered %s: %s", addr, resp.Status, msg)
+	}
+	var res wireResult
+	if err := json.NewDecoder(resp.Body).Decode(&res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+// Handler serves changes forwarded by other replicas, on m.
+func (r *Router) Handler(m *Manager) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.TLS == nil || r.verify(rawCerts(req.TLS.PeerCertificates)) != nil {
+			http.Error(w, "forwarding is for kipam's replicas only", http.StatusForbidden)
+			return
+		}
+		var op wireOp
+		if err := json.NewDecoder(io.LimitReader(req.Body, 1<<20)).Decode(&op); err != nil || op.Pool == nil {
+			http.Error(w, "bad request", http.StatusBadRequest)
+			return
+		}
+		res := m.serve(req.Context(), &op)
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(res)
+	})
+}
+
+func rawCerts(certs []*x509.Certificate) [][]byte {
+	out := make([][]byte, 0, len(certs))
+	for _, c := range certs {
+		out = append(out, c.Raw)
+	}
+	return out
+}
+
+// remote has the owner of pool do o, when another replica owns it. It
+// reports false when o is to be done here: this replica owns the pool, or
+// the owner could not be reached (the ledger fences either way).
+func (m *Manager) remote(ctx context.Context, r *Router, pool *ipamv1alpha1.IPPool, o *op) bool {
+	addr := r.Owner(ctx, pool.Name)
+	if addr == "" || addr == r.Address {
+		return false
+	}
+	w := &wireOp{Pool: pool}
+	switch {
+	case o.alloc != nil:
+		w.Bits, w.Holder, w.DryRun = o.alloc.Bits, o.alloc.Holder, o.alloc.DryRun
+		if o.alloc.CIDR.IsValid() {
+			w.CIDR = o.alloc.CIDR.String()
+		}
+	default:
+		w.Release, w.GraceMS = o.release.String(), o.grace.Milliseconds()
+		if o.expect != nil {
+			w.Expect = &wireEntry{Holder: o.expect.Holder, At: o.expect.At.Unix()}
+		}
+	}
+	res, err := r.forward(ctx, addr, w)
+	if err != nil {
+		logf.FromContext(ctx).Info("could not reach the pool's owner; serving here", "pool", pool.Name, "owner", addr, "err", err)
+		metrics.Forwarded.WithLabelValues("Unreachable").Inc()
+		return false
+	}
+	metrics.Forwarded.WithLabelValues("Forwarded").Inc()
+	o.err = decodeErr(res.Err)
+	if res.CIDR != "" {
+		o.result, _ = netip.ParsePrefix(res.CIDR)
+	}
+	return true
+}
+
+// serve does a forwarded change here.
+func (m *Manager) serve(ctx context.Context, w *wireOp) *wireResult {
+	o := &op{done: make(chan struct{})}
+	if w.Release != "" {
+		p, err := netip.ParsePrefix(w.Release)
+		if err != nil {
+			return &wireResult{Err: encodeErr(err)}
+		}
+		o.release, o.grace = p, time.Duration(w.GraceMS)*time.Millisecond
+		if w.Expect != nil {
+			o.expect = &Entry{Holder: w.Expect.Holder, At: time.Unix(w.Expect.At, 0)}
+		}
+	} else {
+		req := &Request{Pool: w.Pool, Bits: w.Bits, Holder: w.Holder, DryRun: w.DryRun}
+		if w.CIDR != "" {
+			p, err := netip.ParsePrefix(w.CIDR)
+			if err != nil {
+				return &wireResult{Err: encodeErr(err)}
+			}
+			req.CIDR = p
+		}
+		o.alloc = req
+	}
+	if err := m.submitLocal(ctx, w.Pool, o); err != nil {
+		return &wireResult{Err: encodeErr(err)}
+	}
+	res := &wireResult{Err: encodeErr(o.err)}
+	if o.result.IsValid() {
+		res.CIDR = o.result.String()
+	}
+	return res
+}

@@ -1,0 +1,62 @@
+/*
+Copyright 2026 The kipam Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package ipam
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"testing"
+
+	"github.com/kipam/kipam/internal/allocator"
+)
+
+// TestForwardedErrorsKeepTheirKind: a claim served by another replica is
+// denied with the same message and the same HTTP status as one served here,
+// so errors.Is and errors.As must work on what crossed the wire.
+func TestForwardedErrorsKeepTheirKind(t *testing.T) {
+	p := netip.MustParsePrefix("10.0.0.0/24")
+	for _, err := range []error{
+		&allocator.PrefixError{Prefix: p, Err: allocator.ErrOverlap},
+		&allocator.PrefixError{Prefix: netip.MustParsePrefix("10.0.0.1/24"), Err: allocator.ErrNotCanonical},
+		&allocator.PrefixError{Prefix: p, Err: allocator.ErrReserved},
+		&allocator.PrefixError{Prefix: p, Err: allocator.ErrHeld},
+		&allocator.PrefixError{Prefix: p, Err: allocator.ErrOutsidePool},
+		&allocator.ExhaustedError{Bits: 24, LargestFree: 26},
+		&allocator.ExhaustedError{Bits: 32, LargestFree: -1},
+		fmt.Errorf("%w: pool p: could not commit to its ledger: timeout", ErrBusy),
+		fmt.Errorf("%w: /33 does not fit", allocator.ErrInvalidLength),
+		errors.New("something else"),
+	} {
+		got := decodeErr(encodeErr(err))
+		if got.Error() != err.Error() {
+			t.Errorf("%v came back as %q", err, got)
+		}
+		for _, sentinel := range reasons {
+			if errors.Is(err, sentinel) != errors.Is(got, sentinel) {
+				t.Errorf("%v: errors.Is(%v) = %v before the wire, %v after", err, sentinel, errors.Is(err, sentinel), errors.Is(got, sentinel))
+			}
+		}
+		var before, after *allocator.ExhaustedError
+		if errors.As(err, &before) != errors.As(got, &after) || (before != nil && *before != *after) {
+			t.Errorf("%v: exhaustion did not survive the wire: %v", err, got)
+		}
+	}
+	if decodeErr(encodeErr(nil)) != nil {
+		t.Error("no error came back as one")
+	}
+}

@@ -1,0 +1,238 @@
+/*
+Copyright 2026 The kipam Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package ipam
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+)
+
+// AddressAnnotation on a pool's Lease is where its owner takes forwarded
+// requests (host:port of its webhook server).
+const AddressAnnotation = "ipam.kipam.dev/address"
+
+// DefaultLeaseDuration is how long a pool's owner holds it without renewing.
+const DefaultLeaseDuration = 15 * time.Second
+
+// Owners gives each pool one owning replica, through a coordination Lease
+// per pool, so that replicas behind one webhook Service do not race on the
+// same ledgers. It only routes: correctness rests on the ledgers'
+// compare-and-swap, so a replica that wrongly believes it owns a pool (a
+// clock gone wrong, a process frozen past its lease) loses races, never
+// hands out a prefix twice; and a request that cannot reach the owner is
+// served where it arrived.
+type Owners struct {
+	// Client reads and writes Leases on the API server (not a cache).
+	Client client.Client
+	// Namespace holds the Leases.
+	Namespace string
+	// Identity names this replica; unique among replicas.
+	Identity string
+	// Address is where peers reach this replica (host:port).
+	Address string
+	// Duration is the Lease duration (DefaultLeaseDuration when 0).
+	Duration time.Duration
+	// Now is the clock (time.Now when nil).
+	Now func() time.Time
+	// Lost, when set, is called for a pool whose Lease another replica
+	// took from this one.
+	Lost func(pool string)
+
+	mu sync.Mutex
+	// owned are the Leases this replica holds, as last written.
+	owned map[string]*coordinationv1.Lease
+	// remote are other replicas' Leases as last read, until they expire
+	// by this replica's clock.
+	remote map[string]*coordinationv1.Lease
+}
+
+// LeaseName is the name of pool's Lease.
+func LeaseName(pool string) string { return "kipam-pool-" + pool }
+
+func (o *Owners) now() time.Time {
+	if o.Now != nil {
+		return o.Now()
+	}
+	return time.Now()
+}
+
+func (o *Owners) duration() time.Duration {
+	if o.Duration > 0 {
+		return o.Duration
+	}
+	return DefaultLeaseDuration
+}
+
+// expired reports whether l lapsed by this replica's clock.
+func (o *Owners) expired(l *coordinationv1.Lease) bool {
+	if l.Spec.HolderIdentity == nil || *l.Spec.HolderIdentity == "" || l.Spec.RenewTime == nil {
+		return true
+	}
+	d := o.duration()
+	if l.Spec.LeaseDurationSeconds != nil {
+		d = time.Duration(*l.Spec.LeaseDurationSeconds) * time.Second
+	}
+	return !l.Spec.RenewTime.Add(d).After(o.now())
+}
+
+// Owner returns the address of the live replica that owns pool, or "" when
+// this replica owns it (taking the Lease if it is free or lapsed).
+func (o *Owners) Owner(ctx context.Context, pool string) string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if l, ok := o.owned[pool]; ok && !o.expired(l) {
+		return ""
+	}
+	if l, ok := o.remote[pool]; ok && !o.expired(l) {
+		return l.Annotations[AddressAnnotation]
+	}
+	addr, err := o.acquire(ctx, pool)
+	if err != nil {
+		// Routing is an optimisation: serve here, the ledger fences.
+		logf.FromContext(ctx).V(1).Info("could not settle the pool's owner; serving it here", "pool", pool, "err", err)
+		return ""
+	}
+	return addr
+}
+
+// acquire reads pool's Lease and takes it when free or lapsed. It returns
+// the live owner's address, or "" when this replica now holds it.
+func (o *Owners) acquire(ctx context.Context, pool string) (string, error) {
+	var l coordinationv1.Lease
+	err := o.Client.Get(ctx, client.ObjectKey{Namespace: o.Namespace, Name: LeaseName(pool)}, &l)
+	switch {
+	case apierrors.IsNotFound(err):
+		l = coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: o.Namespace, Name: LeaseName(pool)}}
+		o.hold(&l)
+		if err := o.Client.Create(ctx, &l); err != nil {
+			return "", err
+		}
+	case err != nil:
+		return "", err
+	case !o.expired(&l) && ptr.Deref(l.Spec.HolderIdentity, "") != o.Identity:
+		o.remember(pool, &l)
+		return l.Annotations[AddressAnnotation], nil
+	default:
+		o.hold(&l)
+		if err := o.Client.Update(ctx, &l); err != nil {
+			return "", err
+		}
+	}
+	if o.owned == nil {
+		o.owned = map[string]*coordinationv1.Lease{}
+	}
+	o.owned[pool] = &l
+	delete(o.remote, pool)
+	return "", nil
+}
+
+func (o *Owners) remember(pool string, l *coordinationv1.Lease) {
+	if o.remote == nil {
+		o.remote = map[string]*coordinationv1.Lease{}
+	}
+	o.remote[pool] = l
+}
+
+// hold makes l this replica's, renewed now.
+func (o *Owners) hold(l *coordinationv1.Lease) {
+	now := metav1.NewMicroTime(o.now())
+	if ptr.Deref(l.Spec.HolderIdentity, "") != o.Identity {
+		l.Spec.AcquireTime = &now
+		l.Spec.LeaseTransitions = ptr.To(ptr.Deref(l.Spec.LeaseTransitions, 0) + 1)
+	}
+	l.Spec.HolderIdentity = ptr.To(o.Identity)
+	l.Spec.LeaseDurationSeconds = ptr.To(int32(o.duration() / time.Second))
+	l.Spec.RenewTime = &now
+	metav1.SetMetaDataAnnotation(&l.ObjectMeta, AddressAnnotation, o.Address)
+}
+
+// Renew renews every Lease this replica holds. A Lease it lost (another
+// replica took it after it lapsed) is dropped, and Lost is called for its
+// pool.
+func (o *Owners) Renew(ctx context.Context) {
+	o.mu.Lock()
+	held := make(map[string]*coordinationv1.Lease, len(o.owned))
+	for pool, l := range o.owned {
+		held[pool] = l.DeepCopy()
+	}
+	o.mu.Unlock()
+	for pool, l := range held {
+		o.mu.Lock()
+		o.hold(l)
+		o.mu.Unlock()
+		err := o.Client.Update(ctx, l)
+		o.mu.Lock()
+		switch {
+		case err == nil:
+			o.owned[pool] = l
+		case apierrors.IsConflict(err) || apierrors.IsNotFound(err):
+			delete(o.owned, pool)
+		}
+		o.mu.Unlock()
+		if (apierrors.IsConflict(err) || apierrors.IsNotFound(err)) && o.Lost != nil {
+			o.Lost(pool)
+		}
+	}
+}
+
+// Start renews this replica's Leases until ctx ends, then gives them up so
+// that other replicas take over at once.
+func (o *Owners) Start(ctx context.Context) error {
+	t := time.NewTicker(o.duration() / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			o.giveUp()
+			return nil
+		case <-t.C:
+			o.Renew(ctx)
+		}
+	}
+}
+
+// giveUp clears the holder of every Lease this replica holds.
+func (o *Owners) giveUp() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for pool, l := range o.owned {
+		next := l.DeepCopy()
+		next.Spec.HolderIdentity = nil
+		next.Spec.RenewTime = nil
+		if err := o.Client.Update(ctx, next); err != nil {
+			logf.FromContext(ctx).V(1).Info("could not give up a pool's lease", "pool", pool, "err", err)
+		}
+		delete(o.owned, pool)
+	}
+}
+
+// NeedLeaderElection is false: every replica serves the pools it owns.
+func (o *Owners) NeedLeaderElection() bool { return false }
+
+// String names the replica, for logs.
+func (o *Owners) String() string { return fmt.Sprintf("%s at %s", o.Identity, o.Address) }

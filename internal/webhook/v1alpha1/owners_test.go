@@ -1,0 +1,160 @@
+/*
+Copyright 2026 The kipam Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package v1alpha1
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+
+	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
+	"github.com/kipam/kipam/internal/ipam"
+)
+
+// replica is a second kipam replica: a Manager behind a webhook server of
+// its own that takes only forwarded changes.
+type replica struct {
+	pools  *ipam.Manager
+	owners *ipam.Owners
+	stop   func()
+}
+
+func startReplica(identity string) *replica {
+	GinkgoHelper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	Expect(err).NotTo(HaveOccurred())
+	port := l.Addr().(*net.TCPAddr).Port
+	Expect(l.Close()).To(Succeed())
+	certDir := testEnv.WebhookInstallOptions.LocalServingCertDir
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	Expect(err).NotTo(HaveOccurred())
+	r := &replica{pools: ipam.NewManager(ipam.ClientStore{Reader: c, Writer: c}, nil)}
+	r.owners = &ipam.Owners{Client: c, Namespace: "default", Identity: identity, Address: net.JoinHostPort("127.0.0.1", strconv.Itoa(port))}
+	router := ipam.NewRouter(r.owners, certDir)
+	srv := webhook.NewServer(webhook.Options{Host: "127.0.0.1", Port: port, CertDir: certDir,
+		TLSOpts: []func(*tls.Config){func(c *tls.Config) { c.ClientAuth = tls.RequestClientCert }}})
+	srv.Register(ipam.ForwardPath, router.Handler(r.pools))
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer GinkgoRecover()
+		defer close(done)
+		Expect(srv.Start(sctx)).To(Succeed())
+	}()
+	Eventually(func() error {
+		conn, err := tls.Dial("tcp", r.owners.Address, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // a readiness probe
+		if err != nil {
+			return err
+		}
+		return conn.Close()
+	}).Should(Succeed())
+	r.stop = func() { cancel(); <-done }
+	DeferCleanup(r.stop)
+	return r
+}
+
+var _ = Describe("Pool owners", func() {
+	It("routes a pool's claims to the replica holding its Lease, and serves them anyway when it is gone", func() {
+		p := createPool("10.88.0.0/22", nil)
+		owner := startReplica("replica-b")
+		Expect(owner.owners.Owner(ctx, p.Name)).To(BeEmpty(), "replica b takes the free Lease")
+
+		By("making the suite's kipam a routed replica that does not own the pool")
+		var skew atomic.Int64
+		c, err := client.New(cfg, client.Options{Scheme: scheme})
+		Expect(err).NotTo(HaveOccurred())
+		here := &ipam.Owners{Client: c, Namespace: "default", Identity: "replica-a", Address: "127.0.0.1:1",
+			Now: func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }}
+		pools.SetRouter(ipam.NewRouter(here, testEnv.WebhookInstallOptions.LocalServingCertDir))
+		DeferCleanup(func() { pools.SetRouter(nil) })
+		conflictsBefore := pools.Conflicts()
+
+		create := func(n int) []string {
+			var (
+				wg  sync.WaitGroup
+				mu  sync.Mutex
+				got []string
+			)
+			for i := range n {
+				wg.Go(func() {
+					defer GinkgoRecover()
+					claim := newClaim("default", p.Name, func(c *ipamv1alpha1.IPClaim) {
+						c.Spec.PrefixLength = ptr.To(int32([]int{32, 30, 28}[i%3]))
+					})
+					Expect(k8sClient.Create(ctx, claim)).To(Succeed())
+					mu.Lock()
+					got = append(got, claim.Spec.CIDR)
+					mu.Unlock()
+				})
+			}
+			wg.Wait()
+			return got
+		}
+
+		By("creating claims through the API server: the suite's webhook forwards them to b")
+		forwarded := create(60)
+		snap, ok := owner.pools.Snapshot(p.Name)
+		Expect(ok).To(BeTrue(), "replica b served the pool")
+		Expect(snap.Claims).To(BeEquivalentTo(60))
+		_, servedHere := pools.Snapshot(p.Name)
+		Expect(servedHere).To(BeFalse(), "the suite's replica never built the pool")
+		Expect(ledgerOf(p.Name)).To(ConsistOf(forwarded))
+
+		By("stopping b while its Lease still runs: the suite's replica serves the pool itself")
+		owner.stop()
+		fallback := create(30)
+		all := append(forwarded, fallback...)
+		expectDisjoint(all)
+		Expect(ledgerOf(p.Name)).To(ConsistOf(all))
+		Expect(pools.Conflicts()).To(Equal(conflictsBefore), "b's commits were read, not raced")
+
+		By("letting b's Lease lapse: the suite's replica takes it")
+		skew.Store(int64(2 * ipam.DefaultLeaseDuration))
+		Expect(here.Owner(ctx, p.Name)).To(BeEmpty())
+		var lease coordinationv1.Lease
+		Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: "default", Name: ipam.LeaseName(p.Name)}, &lease)).To(Succeed())
+		Expect(ptr.Deref(lease.Spec.HolderIdentity, "")).To(Equal("replica-a"))
+		Expect(ptr.Deref(lease.Spec.LeaseTransitions, 0)).To(BeEquivalentTo(2))
+		last := create(3)
+		expectDisjoint(append(all, last...))
+	})
+
+	It("refuses forwarded changes from anyone without kipam's certificate", func() {
+		owner := startReplica("replica-c")
+		conn, err := tls.Dial("tcp", owner.owners.Address, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // an intruder's client
+		Expect(err).NotTo(HaveOccurred())
+		_, err = fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}", ipam.ForwardPath)
+		Expect(err).NotTo(HaveOccurred())
+		buf := make([]byte, 64)
+		n, _ := conn.Read(buf)
+		Expect(string(buf[:n])).To(HavePrefix("HTTP/1.1 403"))
+		Expect(conn.Close()).To(Succeed())
+	})
+})
