@@ -23,9 +23,11 @@ import (
 	"math/big"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -44,6 +46,30 @@ type IPPoolReconciler struct {
 	client.Client
 	Manager *ipam.Manager
 	Now     func() time.Time
+
+	mu      sync.Mutex
+	written map[string]time.Time
+}
+
+// statusInterval is the least time between two status writes of one pool:
+// under load its ledgers change a batch at a time, and each change would
+// otherwise cost the API server a write.
+const statusInterval = 250 * time.Millisecond
+
+// wait returns how long pool's status must wait before its next write.
+func (r *IPPoolReconciler) wait(pool string) time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return time.Until(r.written[pool].Add(statusInterval))
+}
+
+func (r *IPPoolReconciler) wrote(pool string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.written == nil {
+		r.written = map[string]time.Time{}
+	}
+	r.written[pool] = time.Now()
 }
 
 // +kubebuilder:rbac:groups=ipam.kipam.dev,resources=ippools,verbs=get;list;watch;update;patch
@@ -54,10 +80,18 @@ type IPPoolReconciler struct {
 func (r *IPPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	var pool ipamv1alpha1.IPPool
 	if err := r.Get(ctx, req.NamespacedName, &pool); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.mu.Lock()
+			delete(r.written, req.Name)
+			r.mu.Unlock()
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if pool.Spec.CIDR == "" {
 		return ctrl.Result{}, nil // waits to be carved from its parent
+	}
+	if wait := r.wait(pool.Name); wait > 0 {
+		return ctrl.Result{RequeueAfter: wait}, nil
 	}
 	before := pool.DeepCopy()
 	snap, err := r.usage(ctx, &pool)
@@ -93,6 +127,7 @@ func (r *IPPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	if equality.Semantic.DeepEqual(before.Status, pool.Status) {
 		return ctrl.Result{}, nil // every ledger change wakes this; most change nothing here
 	}
+	r.wrote(pool.Name)
 	return ctrl.Result{}, client.IgnoreNotFound(r.Status().Patch(ctx, &pool, client.MergeFrom(before)))
 }
 
