@@ -93,7 +93,7 @@ build-installer: manifests generate controlplane ## Write dist/install.yaml with
 ##@ Local cluster
 
 .PHONY: controlplane
-controlplane: ## Build (or take from cache) etcd, kube-apiserver and kubectl into bin/k8s.
+controlplane: ## Build (or take from cache) etcd, kube-apiserver, kube-controller-manager and kubectl into bin/k8s.
 	hack/controlplane.sh
 
 .PHONY: localcluster
