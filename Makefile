@@ -97,7 +97,7 @@ controlplane: ## Build (or take from cache) etcd, kube-apiserver, kube-controlle
 	hack/controlplane.sh
 
 .PHONY: localcluster
-localcluster: ## Build the local cluster runner (etcd + kube-apiserver via envtest).
+localcluster: ## Build the local cluster runner (etcd, kube-apiserver and kube-controller-manager).
 	go build -o bin/localcluster ./hack/localcluster
 
 .PHONY: demo
