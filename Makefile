@@ -93,11 +93,11 @@ build-installer: manifests generate controlplane ## Write dist/install.yaml with
 ##@ Local cluster
 
 .PHONY: controlplane
-controlplane: ## Build (or take from cache) etcd, kube-apiserver and kubectl into bin/k8s.
+controlplane: ## Build (or take from cache) etcd, kube-apiserver, kube-controller-manager and kubectl into bin/k8s.
 	hack/controlplane.sh
 
 .PHONY: localcluster
-localcluster: ## Build the local cluster runner (etcd + kube-apiserver via envtest).
+localcluster: ## Build the local cluster runner (etcd, kube-apiserver and kube-controller-manager).
 	go build -o bin/localcluster ./hack/localcluster
 
 .PHONY: demo

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the control plane that kipam's envtest suites and local cluster run
-# on -- kube-apiserver and kubectl (k8s.io/kubernetes) and etcd -- from the
-# pinned wrapper modules in hack/controlplane/, through the Go module proxy.
+# on -- kube-apiserver, kube-controller-manager and kubectl (k8s.io/kubernetes)
+# and etcd -- from the pinned wrapper modules in hack/controlplane/, through
+# the Go module proxy.
 #
 # Binaries are cached outside the clone, keyed by a hash of the wrapper
 # modules and the Go version, so a fresh clone on a warm machine skips the
@@ -33,7 +34,7 @@ build() {
 	local missing=0 n
 	for n in "${names[@]}"; do [[ -x $dir/$n ]] || missing=1; done
 	if ((missing)); then
-		log "building ${names[*]} from hack/controlplane/$mod (cold: kube-apiserver takes about 10 minutes on 2 cores)"
+		log "building ${names[*]} from hack/controlplane/$mod (cold: about 10 minutes on 2 cores)"
 		local start=$SECONDS tmp
 		mkdir -p "$cache"
 		tmp=$(mktemp -d "$cache/.build-$mod.XXXXXX")
@@ -52,10 +53,11 @@ if [[ ${1:-} == --print ]]; then
 fi
 
 etcd_dir=$(build etcd github.com/kipam/kipam/hack/controlplane/etcd)
-kube_dir=$(build kubernetes k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl)
+kube_dir=$(build kubernetes k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl)
 
 mkdir -p "$out"
 ln -sfn "$etcd_dir/etcd" "$out/etcd"
 ln -sfn "$kube_dir/kube-apiserver" "$out/kube-apiserver"
+ln -sfn "$kube_dir/kube-controller-manager" "$out/kube-controller-manager"
 ln -sfn "$kube_dir/kubectl" "$out/kubectl"
 log "ready: KUBEBUILDER_ASSETS=$out"

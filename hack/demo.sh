@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs kipam on a local control plane and leaves it running in the background.
 #
-#   hack/demo.sh up     start etcd + kube-apiserver, kipam with its webhooks,
-#                       apply config/samples, print what to try next
+#   hack/demo.sh up     start etcd, kube-apiserver and kube-controller-manager,
+#                       kipam with its webhooks, apply config/samples, print
+#                       what to try next
 #   hack/demo.sh down   stop everything that up started
 #   hack/demo.sh env    print the shell lines that point kubectl at it
 #
@@ -33,7 +34,9 @@ stop() {
 			log "$name did not stop in 30s; killing it"
 		fi
 		# Each was started with setsid as the leader of its own process group:
-		# this ends it and anything it left behind (etcd, kube-apiserver).
+		# this ends it and anything it left behind in that group
+		# (kube-controller-manager). envtest puts etcd and kube-apiserver in
+		# groups of their own; localcluster stops them on SIGTERM.
 		kill -KILL -- "-$pid" 2>/dev/null || true
 	fi
 	rm -f "$pidfile"
@@ -107,7 +110,7 @@ up() {
 	rm -rf "$dir"
 	mkdir -p "$dir"
 
-	log "starting etcd and kube-apiserver on loopback"
+	log "starting etcd, kube-apiserver and kube-controller-manager on loopback"
 	KUBEBUILDER_ASSETS=$bin/k8s setsid nohup "$bin/localcluster" -dir "$dir/cluster" \
 		-crds "$root/config/crd/bases" -webhooks "$root/config/webhook" \
 		>"$dir/cluster.log" 2>&1 </dev/null &

@@ -14,12 +14,14 @@ See the License for the specific language governing permissions and
 limitations under the License.
 */
 
-// Command localcluster runs a local control plane for kipam: etcd and
-// kube-apiserver on loopback, built from source by hack/controlplane.sh, with
-// kipam's CRDs installed and its webhook configurations pointing at a kipam
-// process on loopback, trusted through a CA generated here.
+// Command localcluster runs a local control plane for kipam: etcd,
+// kube-apiserver and kube-controller-manager (only its garbage collector and
+// namespace controller) on loopback, built from source by
+// hack/controlplane.sh, with kipam's CRDs installed and its webhook
+// configurations pointing at a kipam process on loopback, trusted through a
+// CA generated here.
 //
-// It runs in the foreground until SIGINT or SIGTERM, then stops both
+// It runs in the foreground until SIGINT or SIGTERM, then stops the three
 // processes. Once the cluster is up it writes, under -dir:
 //
 //	kubeconfig      an admin kubeconfig (system:masters)
@@ -39,12 +41,14 @@ import (
 	"syscall"
 
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/kipam/kipam/internal/testenv"
 )
 
 func main() {
 	root, _ := os.Getwd()
 	dir := flag.String("dir", filepath.Join(root, ".local", "cluster"), "directory for the cluster's state and outputs")
-	assets := flag.String("assets", os.Getenv("KUBEBUILDER_ASSETS"), "directory holding etcd, kube-apiserver and kubectl")
+	assets := flag.String("assets", os.Getenv("KUBEBUILDER_ASSETS"), "directory holding etcd, kube-apiserver, kube-controller-manager and kubectl")
 	crds := flag.String("crds", filepath.Join(root, "config", "crd", "bases"), "directory of CRD manifests to install")
 	webhooks := flag.String("webhooks", filepath.Join(root, "config", "webhook"), "directory of webhook configurations to install")
 	flag.Parse()
@@ -56,7 +60,7 @@ func main() {
 
 func run(dir, assets, crds, webhooks string) error {
 	if assets == "" {
-		return fmt.Errorf("set -assets or KUBEBUILDER_ASSETS to the directory of etcd and kube-apiserver (make controlplane)")
+		return fmt.Errorf("set -assets or KUBEBUILDER_ASSETS to the directory of etcd, kube-apiserver and kube-controller-manager (make controlplane)")
 	}
 	dir, err := filepath.Abs(dir)
 	if err != nil {
@@ -93,6 +97,17 @@ func run(dir, assets, crds, webhooks string) error {
 	}
 	defer func() {
 		if err := env.Stop(); err != nil {
+			fmt.Fprintf(os.Stderr, "localcluster: stopping: %v\n", err)
+		}
+	}()
+	// The garbage collector and the namespace controller, so that claims go
+	// (and kipam releases them) with their owners and namespaces.
+	kcm, err := testenv.StartControllerManager(env, logs)
+	if err != nil {
+		return fmt.Errorf("starting kube-controller-manager (log: %s): %w", logs.Name(), err)
+	}
+	defer func() { // before env.Stop, so that it never outlives its API server
+		if err := kcm.Stop(); err != nil {
 			fmt.Fprintf(os.Stderr, "localcluster: stopping: %v\n", err)
 		}
 	}()

@@ -16,11 +16,11 @@ limitations under the License.
 
 // Package testenv starts the envtest control plane that kipam's suites run
 // against: etcd and kube-apiserver built from source by hack/controlplane.sh,
-// with kipam's generated CRDs installed.
+// with kipam's generated CRDs installed, and, for suites that need garbage
+// collection or namespace deletion, kube-controller-manager beside them.
 package testenv
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -34,17 +34,18 @@ var Root = func() string {
 	return filepath.Join(filepath.Dir(file), "..", "..")
 }()
 
-// Assets returns the directory of etcd, kube-apiserver and kubectl:
-// KUBEBUILDER_ASSETS when set, else bin/k8s. It fails, rather than letting a
-// suite skip, when neither holds the binaries.
+// Assets returns the directory of etcd, kube-apiserver,
+// kube-controller-manager and kubectl: KUBEBUILDER_ASSETS when set, else
+// bin/k8s. It fails, rather than letting a suite skip, when neither holds
+// etcd and kube-apiserver; StartControllerManager checks for its own.
 func Assets() (string, error) {
 	dir := os.Getenv("KUBEBUILDER_ASSETS")
 	if dir == "" {
 		dir = filepath.Join(Root, "bin", "k8s")
 	}
 	for _, name := range []string{"etcd", "kube-apiserver"} {
-		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
-			return "", fmt.Errorf("no %s in %s: run `make controlplane` (or `make test`, which does): %w", name, dir, err)
+		if err := present(filepath.Join(dir, name)); err != nil {
+			return "", err
 		}
 	}
 	return dir, nil

@@ -151,6 +151,42 @@ spec: {cidr: 192.168.77.0/29}
 		Expect(out).To(Equal("192.168.77.0/30"))
 	})
 
+	It("releases a namespace's claims when kubectl deletes the namespace", func() {
+		pool := `apiVersion: ipam.kipam.dev/v1alpha1
+kind: IPPool
+metadata: {name: e2e-ns}
+spec: {cidr: 192.168.78.0/31}
+`
+		out, err := kIn(pool, "create", "-f", "-")
+		Expect(err).NotTo(HaveOccurred(), out)
+		claim := func(ns, name string) string {
+			return fmt.Sprintf("apiVersion: ipam.kipam.dev/v1alpha1\nkind: IPClaim\nmetadata: {name: %s, namespace: %s}\nspec: {pool: e2e-ns}\n", name, ns)
+		}
+		out, err = k("create", "namespace", "e2e-doomed")
+		Expect(err).NotTo(HaveOccurred(), out)
+		var held []string
+		for _, name := range []string{"e2e-n0", "e2e-n1"} {
+			out, err = kIn(claim("e2e-doomed", name), "create", "-f", "-", "-o", "jsonpath={.spec.cidr}")
+			Expect(err).NotTo(HaveOccurred(), out)
+			held = append(held, out)
+		}
+		Expect(held).To(ConsistOf("192.168.78.0/32", "192.168.78.1/32"))
+		out, err = kIn(claim("default", "e2e-n2"), "create", "-f", "-")
+		Expect(err).To(HaveOccurred())
+		Expect(out).To(ContainSubstring("pool e2e-ns is exhausted"))
+
+		By("deleting the namespace: kube-controller-manager deletes the claims, kipam releases them")
+		out, err = k("delete", "namespace", "e2e-doomed", "--wait=true", "--timeout=120s")
+		Expect(err).NotTo(HaveOccurred(), out)
+		var again []string
+		for _, name := range []string{"e2e-n2", "e2e-n3"} {
+			out, err = kIn(claim("default", name), "create", "-f", "-", "-o", "jsonpath={.spec.cidr}")
+			Expect(err).NotTo(HaveOccurred(), out)
+			again = append(again, out)
+		}
+		Expect(again).To(ConsistOf(held))
+	})
+
 	It("renders a Helm chart whose every object the API server accepts", func() {
 		helm := os.Getenv("HELM")
 		if helm == "" {

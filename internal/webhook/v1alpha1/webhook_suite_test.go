@@ -51,6 +51,7 @@ var (
 	k8sClient client.Client
 	cfg       *rest.Config
 	testEnv   *envtest.Environment
+	kcm       *testenv.ControllerManager
 	scheme    = runtime.NewScheme()
 	pools     *ipam.Manager
 )
@@ -81,6 +82,10 @@ var _ = BeforeSuite(func() {
 	testEnv, err = testenv.New(true)
 	Expect(err).NotTo(HaveOccurred())
 	cfg, err = testEnv.Start()
+	Expect(err).NotTo(HaveOccurred())
+	// The garbage collector and the namespace controller, which delete
+	// claims for their owners and namespaces.
+	kcm, err = testenv.StartControllerManager(testEnv, GinkgoWriter)
 	Expect(err).NotTo(HaveOccurred())
 
 	k8sClient, err = client.New(cfg, client.Options{Scheme: scheme})
@@ -120,7 +125,9 @@ var _ = BeforeSuite(func() {
 
 var _ = AfterSuite(func() {
 	cancel()
+	err := kcm.Stop()
 	if testEnv != nil {
 		Expect(testEnv.Stop()).To(Succeed())
 	}
+	Expect(err).NotTo(HaveOccurred())
 })
