@@ -151,7 +151,9 @@ var _ = Describe("IPClaim whose CIDR its pool's ledger does not record", func() 
 	})
 
 	It("binds a claim created with the webhook bypassed if its CIDR is free, and marks it Conflict if not", func() {
-		p := createPool("10.82.0.0/24", nil)
+		p := pool("10.82.0.0/24", nil)
+		p.Labels = map[string]string{"restore": p.Name}
+		Expect(k8sClient.Create(ctx, p)).To(Succeed())
 		held := newClaim("default", p.Name, func(c *ipamv1alpha1.IPClaim) { c.Spec.CIDR = "10.82.0.0/26" })
 		Expect(k8sClient.Create(ctx, held)).To(Succeed())
 		expectReady(held)
@@ -172,6 +174,21 @@ var _ = Describe("IPClaim whose CIDR its pool's ledger does not record", func() 
 		expectReady(free)
 		Expect(free.Finalizers).To(ContainElement(ipamv1alpha1.ClaimFinalizer))
 		Expect(ledgerHolders(p.Name)).To(HaveKeyWithValue("10.82.0.128/28", ipam.ClaimHolder("default")))
+
+		By("a claim by selector, stored without the pool annotation: given the pool its CIDR lies in")
+		sel := newClaim("default", "", func(c *ipamv1alpha1.IPClaim) {
+			c.Labels = map[string]string{bypassLabel: "yes"}
+			c.Spec.PoolSelector = &metav1.LabelSelector{MatchLabels: p.Labels}
+			c.Spec.CIDR = "10.82.0.160/30"
+		})
+		Expect(k8sClient.Create(ctx, sel)).To(Succeed())
+		Expect(sel.Annotations).NotTo(HaveKey(ipam.PoolAnnotation))
+		expectReady(sel)
+		Expect(sel.Annotations).To(HaveKeyWithValue(ipam.PoolAnnotation, p.Name))
+		Expect(sel.Status.Pool).To(Equal(p.Name))
+		Expect(ledgerHolders(p.Name)).To(HaveKeyWithValue("10.82.0.160/30", ipam.ClaimHolder("default")))
+		Expect(k8sClient.Delete(ctx, sel)).To(Succeed())
+		Eventually(func() map[string]string { return ledgerHolders(p.Name) }).ShouldNot(HaveKey("10.82.0.160/30"))
 
 		By("claims whose CIDR overlaps another claim's or equals it: Conflict, with a Warning event")
 		inside, same := bypassed("10.82.0.16/28"), bypassed("10.82.0.0/26")
