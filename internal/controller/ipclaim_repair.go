@@ -163,7 +163,11 @@ func (r *IPClaimReconciler) ensureRecorded(ctx context.Context, claim *ipamv1alp
 
 func (r *IPClaimReconciler) checkRecord(ctx context.Context, claim *ipamv1alpha1.IPClaim, poolName string, cidr netip.Prefix) (metav1.Condition, bool, error) {
 	var pool ipamv1alpha1.IPPool
-	if err := r.Get(ctx, client.ObjectKey{Name: poolName}, &pool); err != nil {
+	err := r.Get(ctx, client.ObjectKey{Name: poolName}, &pool)
+	if apierrors.IsNotFound(err) {
+		err = r.APIReader.Get(ctx, client.ObjectKey{Name: poolName}, &pool) // created a moment ago?
+	}
+	if err != nil {
 		if apierrors.IsNotFound(err) {
 			return notReady(ipamv1alpha1.ReasonInvalid, fmt.Sprintf("pool %s does not exist", poolName)), false, nil
 		}
