@@ -39,11 +39,13 @@ const (
 	ReasonPoolExhausted = "PoolExhausted"
 	// ReasonExpired: the claim's ttlSeconds ran out and its prefix was released.
 	ReasonExpired = "Expired"
-	// ReasonConflict: the claim's cidr is held by another allocation.
+	// ReasonConflict: the claim's cidr is held by another allocation, or
+	// overlaps one, and is not the claim's to take.
 	ReasonConflict = "Conflict"
 	// ReasonPoolReady: the pool is restored and serving.
 	ReasonPoolReady = "PoolReady"
-	// ReasonInvalid: the pool's spec cannot be served.
+	// ReasonInvalid: the pool's spec cannot be served, or the claim does not
+	// fit its pool.
 	ReasonInvalid = "Invalid"
 	// ReasonHolderFound: the allocation's holder exists.
 	ReasonHolderFound = "HolderFound"

@@ -124,7 +124,7 @@ type IPClaimStatus struct {
 	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
 
 	// conditions: Ready, with reasons Allocated, Pending, PoolExhausted,
-	// Expired and Conflict.
+	// Expired, Conflict and Invalid.
 	// +optional
 	// +listType=map
 	// +listMapKey=type

@@ -48,15 +48,21 @@ type EventRecorder interface {
 }
 
 // IPClaimReconciler mirrors a claim's allocation into its status and an
-// IPAllocation, binds claims that wait for space, expires claims with a
-// lifetime, and releases the prefix when the claim is deleted.
+// IPAllocation, binds claims that wait for space, records (or marks
+// Conflict) a claim whose prefix its pool's ledger does not record, expires
+// claims with a lifetime, and releases the prefix when the claim is deleted.
 type IPClaimReconciler struct {
 	client.Client
-	Manager  *ipam.Manager
-	Resolver *ipam.Resolver
-	Recorder EventRecorder
+	// APIReader confirms a claim against the API server before its
+	// unrecorded prefix is recorded, and an IPAllocation before a release.
+	APIReader client.Reader
+	Manager   *ipam.Manager
+	Resolver  *ipam.Resolver
+	Recorder  EventRecorder
 	// Now is the clock; tests inject one.
 	Now func() time.Time
+
+	lost lostRecords
 }
 
 // +kubebuilder:rbac:groups=ipam.kipam.dev,resources=ipclaims,verbs=get;list;watch;update;patch;delete
@@ -83,6 +89,9 @@ func (r *IPClaimReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	}
 	if err := r.ensureFinalizer(ctx, &claim); err != nil {
 		return ctrl.Result{}, err
+	}
+	if poolOf(&claim) == "" {
+		return ctrl.Result{}, r.adoptPool(ctx, &claim)
 	}
 	cond, allocName, err := r.ensureAllocation(ctx, &claim)
 	if err != nil {
@@ -137,6 +146,9 @@ func (r *IPClaimReconciler) ensureAllocation(ctx context.Context, claim *ipamv1a
 	err = r.Get(ctx, client.ObjectKey{Name: name}, &a)
 	switch {
 	case apierrors.IsNotFound(err):
+		if cond, ok, err := r.ensureRecorded(ctx, claim, pool, cidr); err != nil || !ok {
+			return cond, "", err
+		}
 		a = ipamv1alpha1.IPAllocation{
 			ObjectMeta: metav1.ObjectMeta{
 				Name:       name,
@@ -154,9 +166,17 @@ func (r *IPClaimReconciler) ensureAllocation(ctx context.Context, claim *ipamv1a
 	case err != nil:
 		return metav1.Condition{}, "", err
 	}
-	ref := a.Spec.ClaimRef
-	if ref.Kind == "IPClaim" && ref.Namespace == claim.Namespace && ref.Name == claim.Name && (ref.UID == "" || ref.UID == claim.UID) {
-		if ref.UID == "" {
+	if boundTo(&a, claim) {
+		// A claim that looks healthy is not checked against the stored
+		// ledger on every pass: only until it is Ready, when its allocation
+		// was restored without its uid, or after its ledger entry was lost.
+		if a.Spec.ClaimRef.UID == "" || !meta.IsStatusConditionTrue(claim.Status.Conditions, ipamv1alpha1.ConditionReady) ||
+			r.lost.has(client.ObjectKeyFromObject(claim)) {
+			if cond, ok, err := r.ensureRecorded(ctx, claim, pool, cidr); err != nil || !ok {
+				return cond, "", err
+			}
+		}
+		if a.Spec.ClaimRef.UID == "" {
 			patch := client.MergeFrom(a.DeepCopy())
 			a.Spec.ClaimRef.UID = claim.UID
 			if err := r.Patch(ctx, &a, patch); err != nil {
@@ -165,10 +185,8 @@ func (r *IPClaimReconciler) ensureAllocation(ctx context.Context, claim *ipamv1a
 		}
 		return ready, name, nil
 	}
-	msg := fmt.Sprintf("%s in pool %s is held by %s %s/%s", cidr, pool, ref.Kind, ref.Namespace, ref.Name)
-	r.Recorder.Eventf(claim, &a, corev1.EventTypeWarning, ipamv1alpha1.ReasonConflict, "Bind", msg)
-	return metav1.Condition{Type: ipamv1alpha1.ConditionReady, Status: metav1.ConditionFalse,
-		Reason: ipamv1alpha1.ReasonConflict, Message: msg}, "", nil
+	ref := a.Spec.ClaimRef
+	return r.conflict(claim, &a, fmt.Sprintf("%s in pool %s is held by %s %s/%s", cidr, pool, ref.Kind, ref.Namespace, ref.Name)), "", nil
 }
 
 func (r *IPClaimReconciler) patchStatus(ctx context.Context, claim *ipamv1alpha1.IPClaim, cond metav1.Condition, allocName string) error {
@@ -176,7 +194,7 @@ func (r *IPClaimReconciler) patchStatus(ctx context.Context, claim *ipamv1alpha1
 	cond.ObservedGeneration = claim.Generation
 	meta.SetStatusCondition(&claim.Status.Conditions, cond)
 	claim.Status.ExpiresAt = expiresAt(claim)
-	if cond.Reason == ipamv1alpha1.ReasonConflict {
+	if cond.Status != metav1.ConditionTrue {
 		claim.Status.CIDR, claim.Status.Pool, claim.Status.Allocation = "", "", ""
 	} else {
 		claim.Status.CIDR, claim.Status.Pool, claim.Status.Allocation = claim.Spec.CIDR, poolOf(claim), allocName
@@ -283,31 +301,42 @@ func (r *IPClaimReconciler) pending(ctx context.Context, claim *ipamv1alpha1.IPC
 }
 
 // finalize releases the claim's prefix (after the pool's reuse grace),
-// deletes its IPAllocation, then lets the claim go.
+// deletes its IPAllocation, then lets the claim go. A claim that never held
+// its prefix (see holdsPrefix) releases nothing.
 func (r *IPClaimReconciler) finalize(ctx context.Context, claim *ipamv1alpha1.IPClaim) error {
 	if !controllerutil.ContainsFinalizer(claim, ipamv1alpha1.ClaimFinalizer) {
 		return nil
 	}
-	conflict := meta.IsStatusConditionPresentAndEqual(claim.Status.Conditions, ipamv1alpha1.ConditionReady, metav1.ConditionFalse) &&
-		meta.FindStatusCondition(claim.Status.Conditions, ipamv1alpha1.ConditionReady).Reason == ipamv1alpha1.ReasonConflict
-	if cidr, err := netip.ParsePrefix(claim.Spec.CIDR); err == nil && !conflict {
+	// Whether the claim held its prefix is decided from the IPAllocation and
+	// the ledger, not from its status, which a restore may bring back stale.
+	if cidr, err := netip.ParsePrefix(claim.Spec.CIDR); err == nil {
 		poolName := poolOf(claim)
-		var pool ipamv1alpha1.IPPool
-		err := r.Get(ctx, client.ObjectKey{Name: poolName}, &pool)
-		switch {
-		case apierrors.IsNotFound(err):
-		case err != nil:
+		var pool *ipamv1alpha1.IPPool
+		var p ipamv1alpha1.IPPool
+		switch err := r.Get(ctx, client.ObjectKey{Name: poolName}, &p); {
+		case err == nil:
+			pool = &p
+		case !apierrors.IsNotFound(err):
 			return err
-		default:
-			if err := r.Manager.Release(ctx, &pool, cidr, graceOf(&pool)); err != nil {
+		}
+		held, err := r.holdsPrefix(ctx, claim, poolName, pool, cidr)
+		if err != nil {
+			return err
+		}
+		if !held {
+			logf.FromContext(ctx).V(1).Info("releasing nothing: the claim never held its prefix", "pool", poolName, "cidr", cidr)
+		} else {
+			if pool != nil {
+				if err := r.Manager.Release(ctx, pool, cidr, graceOf(pool)); err != nil {
+					return err
+				}
+				metrics.Released.WithLabelValues(poolName, "Deleted").Inc()
+			}
+			if err := deleteAllocation(ctx, r.Client, ipam.AllocationName(poolName, cidr), claim.UID); err != nil {
 				return err
 			}
-			metrics.Released.WithLabelValues(poolName, "Deleted").Inc()
+			logf.FromContext(ctx).V(1).Info("released", "pool", poolName, "cidr", cidr)
 		}
-		if err := deleteAllocation(ctx, r.Client, ipam.AllocationName(poolName, cidr), claim.UID); err != nil {
-			return err
-		}
-		logf.FromContext(ctx).V(1).Info("released", "pool", poolName, "cidr", cidr)
 	}
 	patch := client.MergeFrom(claim.DeepCopy())
 	controllerutil.RemoveFinalizer(claim, ipamv1alpha1.ClaimFinalizer)
@@ -342,11 +371,12 @@ func deleteAllocation(ctx context.Context, c client.Client, name string, holder 
 }
 
 // SetupWithManager registers the reconciler; a changed ledger wakes the
-// claims that wait for space.
+// claims that wait for space and those whose entry it dropped.
 func (r *IPClaimReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&ipamv1alpha1.IPClaim{}).
 		Watches(&ipamv1alpha1.IPLedger{}, handler.EnqueueRequestsFromMapFunc(r.waitingClaims)).
+		Watches(&ipamv1alpha1.IPLedger{}, r.ledgerLosses()).
 		Named("ipclaim").
 		Complete(r)
 }

@@ -84,7 +84,7 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, m *ipam.Manager, op
 	recorder := mgr.GetEventRecorder("kipam")
 	for _, r := range []interface{ SetupWithManager(ctrl.Manager) error }{
 		&IPPoolReconciler{Client: mgr.GetClient(), Manager: m, Now: opts.Now},
-		&IPClaimReconciler{Client: mgr.GetClient(), Manager: m, Resolver: resolver, Recorder: recorder, Now: opts.Now},
+		&IPClaimReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Manager: m, Resolver: resolver, Recorder: recorder, Now: opts.Now},
 		&IPAllocationReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Manager: m, Recorder: recorder,
 			OrphanGrace: opts.OrphanGrace, Now: opts.Now},
 		&IPLedgerReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Manager: m, Recorder: recorder,

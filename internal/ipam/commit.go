@@ -95,6 +95,11 @@ func (m *Manager) commit(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) 
 	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
 	defer cancel()
 	pending := batch
+	for _, o := range batch {
+		if o.alloc != nil && o.alloc.Fresh {
+			st.alloc = nil
+		}
+	}
 	var lastErr error
 	for range maxAttempts {
 		if st.alloc == nil || st.generation != pool.Generation || st.uid != string(pool.UID) {

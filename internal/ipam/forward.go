@@ -47,6 +47,7 @@ type wireOp struct {
 	CIDR    string               `json:"cidr,omitempty"`
 	Holder  string               `json:"holder,omitempty"`
 	DryRun  bool                 `json:"dryRun,omitempty"`
+	Fresh   bool                 `json:"fresh,omitempty"`
 	Release string               `json:"release,omitempty"`
 	GraceMS int64                `json:"graceMS,omitempty"`
 	Expect  *wireEntry           `json:"expect,omitempty"`
@@ -238,7 +239,7 @@ func (m *Manager) remote(ctx context.Context, r *Router, pool *ipamv1alpha1.IPPo
 	w := &wireOp{Pool: pool}
 	switch {
 	case o.alloc != nil:
-		w.Bits, w.Holder, w.DryRun = o.alloc.Bits, o.alloc.Holder, o.alloc.DryRun
+		w.Bits, w.Holder, w.DryRun, w.Fresh = o.alloc.Bits, o.alloc.Holder, o.alloc.DryRun, o.alloc.Fresh
 		if o.alloc.CIDR.IsValid() {
 			w.CIDR = o.alloc.CIDR.String()
 		}
@@ -275,7 +276,7 @@ func (m *Manager) serve(ctx context.Context, w *wireOp) *wireResult {
 			o.expect = &Entry{Holder: w.Expect.Holder, At: time.Unix(w.Expect.At, 0)}
 		}
 	} else {
-		req := &Request{Pool: w.Pool, Bits: w.Bits, Holder: w.Holder, DryRun: w.DryRun}
+		req := &Request{Pool: w.Pool, Bits: w.Bits, Holder: w.Holder, DryRun: w.DryRun, Fresh: w.Fresh}
 		if w.CIDR != "" {
 			p, err := netip.ParsePrefix(w.CIDR)
 			if err != nil {

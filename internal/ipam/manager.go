@@ -118,6 +118,10 @@ type Request struct {
 	Holder string
 	// DryRun computes the answer without committing anything.
 	DryRun bool
+	// Fresh rebuilds the pool's allocator from its stored ledgers before
+	// this request, for a caller that knows memory may hold what the
+	// ledgers lost.
+	Fresh bool
 }
 
 // Manager owns the allocators of the pools this process serves.

@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -515,26 +516,118 @@ var _ = Describe("IPClaim allocation at admission", func() {
 		Expect(ledgerOf(p.Name)).To(BeEmpty())
 	})
 
-	It("keeps every CIDR across a restart and never collides after it", func() {
-		p := createPool("10.75.0.0/24", nil)
-		var before []string
-		for range 40 {
-			c := newClaim("default", p.Name, func(c *ipamv1alpha1.IPClaim) {
-				c.Spec.PrefixLength = ptr.To(int32([]int{32, 30, 31}[seq.Load()%3]))
-			})
-			Expect(k8sClient.Create(ctx, c)).To(Succeed())
-			before = append(before, c.Spec.CIDR)
+	It("keeps every CIDR across a restart in the middle of a storm and never collides after it", func() {
+		p := createPool("10.78.0.0/22", nil)
+		ns := fmt.Sprintf("restart-%d", seq.Add(1))
+		Expect(k8sClient.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})).To(Succeed())
+
+		const total, stopAfter, workers = 200, 50, 8
+		todo := make(chan *ipamv1alpha1.IPClaim, total)
+		for i := range total {
+			todo <- newClaim(ns, p.Name, func(c *ipamv1alpha1.IPClaim) { c.Spec.PrefixLength = ptr.To(int32([]int{32, 31, 30, 29}[i%4])) })
 		}
-		By("dropping every in-memory allocator, as a restart does")
-		pools.Forget(p.Name)
-		var after []string
-		for range 40 {
-			c := newClaim("default", p.Name, nil)
+		close(todo)
+		var (
+			wg        sync.WaitGroup
+			mu        sync.Mutex
+			createdAs = map[string]string{} // claim name: the CIDR its create returned
+			failed    []error
+			succeeded atomic.Int64
+			// down is closed once kipam has stopped. A worker that has seen
+			// stopAfter creates succeed waits for it before its next create,
+			// so that creates still in flight meet the shutdown and every
+			// later one meets a kipam that is down.
+			down     = make(chan struct{})
+			stopping = make(chan struct{})
+			stopOnce sync.Once
+		)
+		for range workers {
+			wg.Go(func() {
+				defer GinkgoRecover()
+				for c := range todo {
+					select {
+					case <-stopping:
+						<-down
+					default:
+					}
+					err := k8sClient.Create(ctx, c)
+					mu.Lock()
+					if err != nil {
+						failed = append(failed, err)
+					} else {
+						createdAs[c.Name] = c.Spec.CIDR
+					}
+					mu.Unlock()
+					if err == nil && succeeded.Add(1) == stopAfter {
+						stopOnce.Do(func() { close(stopping) })
+					}
+				}
+			})
+		}
+		By("stopping kipam once enough creates have succeeded")
+		Eventually(stopping).WithTimeout(2 * time.Minute).Should(BeClosed())
+		stopKipam()
+		close(down)
+		wg.Wait()
+		Expect(len(createdAs)).To(BeNumerically(">=", stopAfter))
+		Expect(failed).NotTo(BeEmpty(), "some creates met kipam down")
+		for _, err := range failed {
+			// failurePolicy Fail: the API server rejects what it cannot admit.
+			Expect(err).To(MatchError(ContainSubstring("mipclaim-v1alpha1.kb.io")))
+		}
+		GinkgoWriter.Printf("restart: %d creates succeeded, %d failed while kipam was down\n", len(createdAs), len(failed))
+
+		By("starting a new kipam that knows only what the API server holds")
+		stopKipam = startKipam()
+
+		By("every stored claim keeping the CIDR its create returned")
+		var claims ipamv1alpha1.IPClaimList
+		Expect(k8sClient.List(ctx, &claims, client.InNamespace(ns))).To(Succeed())
+		var stored []string
+		for _, c := range claims.Items {
+			if want, ok := createdAs[c.Name]; ok {
+				Expect(c.Spec.CIDR).To(Equal(want), c.Name)
+			}
+			Expect(c.Spec.CIDR).NotTo(BeEmpty(), c.Name)
+			stored = append(stored, c.Spec.CIDR)
+		}
+		Expect(len(stored)).To(BeNumerically(">=", len(createdAs)))
+		expectDisjoint(stored)
+
+		By("the ledger recording every stored claim, and nothing a failed create left behind once the orphan grace has passed")
+		Expect(ledgerOf(p.Name)).To(ContainElements(stored))
+		// Stopping kipam cancels the admission requests in flight; what they
+		// committed regardless is left for the orphan sweep. The new kipam
+		// sweeps every pool's ledger one at a time, and earlier specs left
+		// hundreds of orphans in theirs, so this pool's turn may take a while.
+		GinkgoWriter.Printf("restart: %d claims stored, %d prefixes in the ledger\n", len(stored), len(ledgerOf(p.Name)))
+		Eventually(func() []string { return ledgerOf(p.Name) }).WithTimeout(time.Minute).Should(ConsistOf(stored))
+
+		By("new claims never colliding with the stored ones")
+		after := slices.Clone(stored)
+		for i := range 40 {
+			c := newClaim(ns, p.Name, func(c *ipamv1alpha1.IPClaim) { c.Spec.PrefixLength = ptr.To(int32([]int{29, 30, 31, 32}[i%4])) })
 			Expect(k8sClient.Create(ctx, c)).To(Succeed())
 			after = append(after, c.Spec.CIDR)
 		}
-		expectDisjoint(append(before, after...))
-		Expect(ledgerOf(p.Name)).To(ConsistOf(append(before, after...)))
+		expectDisjoint(after)
+		Expect(ledgerOf(p.Name)).To(ConsistOf(after))
+
+		By("binding every claim's IPAllocation")
+		Eventually(func(g Gomega) {
+			var allocs ipamv1alpha1.IPAllocationList
+			g.Expect(k8sClient.List(ctx, &allocs, client.MatchingLabels{ipamv1alpha1.LabelPool: p.Name})).To(Succeed())
+			var bound []string
+			for _, a := range allocs.Items {
+				g.Expect(meta.IsStatusConditionTrue(a.Status.Conditions, ipamv1alpha1.ConditionBound)).To(BeTrue(), a.Name)
+				bound = append(bound, a.Spec.CIDR)
+			}
+			g.Expect(bound).To(ConsistOf(after))
+			g.Expect(k8sClient.List(ctx, &claims, client.InNamespace(ns))).To(Succeed())
+			for _, c := range claims.Items {
+				g.Expect(meta.IsStatusConditionTrue(c.Status.Conditions, ipamv1alpha1.ConditionReady)).To(BeTrue(), c.Name)
+			}
+		}).WithTimeout(time.Minute).Should(Succeed())
 	})
 
 	It("gives claims restored from a backup exactly their CIDRs back", func() {

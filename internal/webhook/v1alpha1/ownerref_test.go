@@ -108,12 +108,12 @@ var _ = Describe("Release through Kubernetes' garbage collector and namespace co
 			expectReleased(p.Name, c)
 			expectReusable(p.Name, c)
 		},
-		Entry("in the background", "10.80.0.0/30", metav1.DeletePropagationBackground),
-		Entry("in the foreground", "10.81.0.0/30", metav1.DeletePropagationForeground),
+		Entry("in the background", "10.90.0.0/30", metav1.DeletePropagationBackground),
+		Entry("in the foreground", "10.91.0.0/30", metav1.DeletePropagationForeground),
 	)
 
 	It("releases every claim of a deleted namespace", func() {
-		p := createPool("10.82.0.0/28", nil)
+		p := createPool("10.92.0.0/28", nil)
 		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "doomed-"}}
 		Expect(k8sClient.Create(ctx, ns)).To(Succeed())
 		var claims []*ipamv1alpha1.IPClaim

@@ -31,8 +31,10 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -53,7 +55,10 @@ var (
 	testEnv   *envtest.Environment
 	kcm       *testenv.ControllerManager
 	scheme    = runtime.NewScheme()
-	pools     *ipam.Manager
+	// pools is the Manager of the running kipam; startKipam replaces it.
+	pools *ipam.Manager
+	// stopKipam stops the running kipam.
+	stopKipam func()
 )
 
 // orphanGrace is short here so that the leak test needs no long wait; the
@@ -91,7 +96,30 @@ var _ = BeforeSuite(func() {
 	k8sClient, err = client.New(cfg, client.Options{Scheme: scheme})
 	Expect(err).NotTo(HaveOccurred())
 
+	stopKipam = startKipam()
+})
+
+var _ = AfterSuite(func() {
+	if stopKipam != nil {
+		stopKipam()
+	}
+	cancel()
+	err := kcm.Stop()
+	if testEnv != nil {
+		Expect(testEnv.Stop()).To(Succeed())
+	}
+	Expect(err).NotTo(HaveOccurred())
+})
+
+// startKipam starts kipam as cmd/main.go does: one controller manager with
+// the webhook server and every controller, on a fresh ipam.Manager that
+// knows nothing but what the API server holds. It points pools at the new
+// Manager and returns a func that stops kipam and waits until it is down,
+// its webhook listener closed, so that a new one can bind the same port.
+func startKipam() (stop func()) {
+	GinkgoHelper()
 	wh := &testEnv.WebhookInstallOptions
+	addr := net.JoinHostPort(wh.LocalServingHost, fmt.Sprint(wh.LocalServingPort))
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme: scheme,
 		WebhookServer: webhook.NewServer(webhook.Options{
@@ -101,19 +129,20 @@ var _ = BeforeSuite(func() {
 		}),
 		LeaderElection: false,
 		Metrics:        metricsserver.Options{BindAddress: "0"},
+		// A restarted kipam registers the same controllers in this process
+		// again; their names are unique per manager, as in production.
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
 	})
 	Expect(err).NotTo(HaveOccurred())
-	pools = ipam.NewManager(ipam.ClientStore{Reader: mgr.GetAPIReader(), Writer: mgr.GetClient()}, nil)
-	Expect(SetupWithManager(mgr, pools)).To(Succeed())
-	Expect(controller.SetupWithManager(ctx, mgr, pools, controller.Options{OrphanGrace: orphanGrace, Now: suiteNow})).To(Succeed())
+	m := ipam.NewManager(ipam.ClientStore{Reader: mgr.GetAPIReader(), Writer: mgr.GetClient()}, nil)
+	Expect(SetupWithManager(mgr, m)).To(Succeed())
+	Expect(controller.SetupWithManager(ctx, mgr, m, controller.Options{OrphanGrace: orphanGrace, Now: suiteNow})).To(Succeed())
 
-	go func() {
-		defer GinkgoRecover()
-		Expect(mgr.Start(ctx)).To(Succeed())
-	}()
+	mgrCtx, mgrCancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(mgrCtx) }()
 
 	// Wait until the webhook server answers TLS.
-	addr := net.JoinHostPort(wh.LocalServingHost, fmt.Sprint(wh.LocalServingPort))
 	Eventually(func() error {
 		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: time.Second}, "tcp", addr, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // a readiness probe of our own test server
 		if err != nil {
@@ -121,13 +150,16 @@ var _ = BeforeSuite(func() {
 		}
 		return conn.Close()
 	}).Should(Succeed())
-})
-
-var _ = AfterSuite(func() {
-	cancel()
-	err := kcm.Stop()
-	if testEnv != nil {
-		Expect(testEnv.Stop()).To(Succeed())
+	Expect(done).NotTo(Receive(), "kipam stopped as it started")
+	pools = m
+	return func() {
+		GinkgoHelper()
+		mgrCancel()
+		// mgr.Start returns once the webhook server has shut down, which
+		// closes its listener first.
+		Eventually(done).WithTimeout(time.Minute).Should(Receive(Not(HaveOccurred())))
+		ln, err := net.Listen("tcp", addr)
+		Expect(err).NotTo(HaveOccurred(), "the stopped webhook server still holds %s", addr)
+		Expect(ln.Close()).To(Succeed())
 	}
-	Expect(err).NotTo(HaveOccurred())
-})
+}
