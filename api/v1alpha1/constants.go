@@ -44,6 +44,9 @@ const (
 	ReasonConflict = "Conflict"
 	// ReasonPoolReady: the pool is restored and serving.
 	ReasonPoolReady = "PoolReady"
+	// ReasonDraining: the pool is being deleted and waits until nothing is
+	// allocated from it.
+	ReasonDraining = "Draining"
 	// ReasonInvalid: the pool's spec cannot be served, or the claim does not
 	// fit its pool.
 	ReasonInvalid = "Invalid"

@@ -32,6 +32,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -44,8 +45,11 @@ import (
 // them.
 type IPPoolReconciler struct {
 	client.Client
-	Manager *ipam.Manager
-	Now     func() time.Time
+	// APIReader confirms, against the API server, that a deleted pool's
+	// ledgers are empty before the pool goes.
+	APIReader client.Reader
+	Manager   *ipam.Manager
+	Now       func() time.Time
 
 	mu      sync.Mutex
 	written map[string]time.Time
@@ -86,6 +90,14 @@ func (r *IPPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 			r.mu.Unlock()
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if pool.DeletionTimestamp != nil {
+		return ctrl.Result{}, r.drain(ctx, &pool)
+	}
+	if !controllerutil.ContainsFinalizer(&pool, ipamv1alpha1.PoolFinalizer) {
+		before := pool.DeepCopy()
+		controllerutil.AddFinalizer(&pool, ipamv1alpha1.PoolFinalizer)
+		return ctrl.Result{}, client.IgnoreNotFound(r.Patch(ctx, &pool, client.MergeFrom(before)))
 	}
 	if pool.Spec.CIDR == "" {
 		return ctrl.Result{}, nil // waits to be carved from its parent
@@ -129,6 +141,34 @@ func (r *IPPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	}
 	r.wrote(pool.Name)
 	return ctrl.Result{}, client.IgnoreNotFound(r.Status().Patch(ctx, &pool, client.MergeFrom(before)))
+}
+
+// drain keeps a deleted pool until nothing is allocated from it: its
+// ledgers, which it owns, would otherwise be garbage-collected under live
+// claims, and a pool created again over the same range could hand their
+// prefixes out twice. Claims for a pool being deleted are denied.
+func (r *IPPoolReconciler) drain(ctx context.Context, pool *ipamv1alpha1.IPPool) error {
+	if !controllerutil.ContainsFinalizer(pool, ipamv1alpha1.PoolFinalizer) {
+		return nil
+	}
+	ledger, err := ipam.ReadLedger(ctx, r.APIReader, pool.Name)
+	if err != nil {
+		return err
+	}
+	if n := len(ledger.Allocations); n > 0 {
+		before := pool.DeepCopy()
+		meta.SetStatusCondition(&pool.Status.Conditions, metav1.Condition{Type: ipamv1alpha1.ConditionReady, Status: metav1.ConditionFalse,
+			Reason: ipamv1alpha1.ReasonDraining, ObservedGeneration: pool.Generation,
+			Message: fmt.Sprintf("being deleted: %d prefixes are still allocated from it; it goes when their claims (and child pools) are deleted", n)})
+		if equality.Semantic.DeepEqual(before.Status, pool.Status) {
+			return nil // the ledgers' changes wake this
+		}
+		return client.IgnoreNotFound(r.Status().Patch(ctx, pool, client.MergeFrom(before)))
+	}
+	r.Manager.Forget(pool.Name)
+	before := pool.DeepCopy()
+	controllerutil.RemoveFinalizer(pool, ipamv1alpha1.PoolFinalizer)
+	return client.IgnoreNotFound(r.Patch(ctx, pool, client.MergeFrom(before)))
 }
 
 // invalidPool is a pool that cannot be served as specified.

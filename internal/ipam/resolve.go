@@ -69,7 +69,10 @@ func (r *Resolver) Candidates(ctx context.Context, claim *ipamv1alpha1.IPClaim, 
 		case apierrors.IsNotFound(err):
 		case err != nil:
 			return nil, fmt.Errorf("reading pool %s: %w", name, err)
-		case admits(&pool, nsLabels):
+		case !admits(&pool, nsLabels):
+		case pool.DeletionTimestamp != nil:
+			return nil, field.Forbidden(specPath.Child("pool"), fmt.Sprintf("pool %s is being deleted: it takes no new claims", name))
+		default:
 			return []*ipamv1alpha1.IPPool{&pool}, nil
 		}
 		return nil, field.NotFound(specPath.Child("pool"), fmt.Sprintf("%s (no such pool is open to namespace %s)", name, namespace))
