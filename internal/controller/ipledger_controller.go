@@ -26,6 +26,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
@@ -62,6 +63,7 @@ func (r *IPLedgerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	}
 	now := r.Now()
 	var next time.Duration
+	live := map[string][]ipamv1alpha1.IPClaim{} // per namespace, read once per sweep
 	for p, e := range entries {
 		ns, ok := strings.CutPrefix(e.Holder, ipam.ClaimHolderPrefix)
 		if !ok {
@@ -74,7 +76,7 @@ func (r *IPLedgerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 			}
 			continue
 		}
-		held, err := r.held(ctx, ledger.Spec.Pool, ns, cidr)
+		held, err := r.held(ctx, ledger.Spec.Pool, ns, cidr, live)
 		if err != nil {
 			return ctrl.Result{}, err
 		}
@@ -108,7 +110,10 @@ func (r *IPLedgerReconciler) release(ctx context.Context, poolName string, p net
 }
 
 // held reports whether a claim or an IPAllocation carries cidr of pool.
-func (r *IPLedgerReconciler) held(ctx context.Context, pool, namespace, cidr string) (bool, error) {
+// live holds the namespaces' claims as read from the API server in this
+// sweep: an entry it finds no claim for was committed before the read (it
+// is older than the orphan grace), and ReleaseEntry frees only that entry.
+func (r *IPLedgerReconciler) held(ctx context.Context, pool, namespace, cidr string, live map[string][]ipamv1alpha1.IPClaim) (bool, error) {
 	var claims ipamv1alpha1.IPClaimList
 	if err := r.List(ctx, &claims, client.MatchingFields{indexPoolCIDR: pool + "/" + cidr}); err != nil {
 		return false, err
@@ -127,11 +132,16 @@ func (r *IPLedgerReconciler) held(ctx context.Context, pool, namespace, cidr str
 		}
 	}
 	// The cache may lag: confirm against the API server before releasing.
-	if err := r.APIReader.List(ctx, &claims, client.InNamespace(namespace)); err != nil {
-		return false, err
+	inNamespace, ok := live[namespace]
+	if !ok {
+		if err := r.APIReader.List(ctx, &claims, client.InNamespace(namespace)); err != nil {
+			return false, err
+		}
+		inNamespace = claims.Items
+		live[namespace] = inNamespace
 	}
-	for i := range claims.Items {
-		if c := &claims.Items[i]; c.Spec.CIDR == cidr && poolOf(c) == pool {
+	for i := range inNamespace {
+		if c := &inNamespace[i]; c.Spec.CIDR == cidr && poolOf(c) == pool {
 			return true, nil
 		}
 	}
@@ -143,5 +153,7 @@ func (r *IPLedgerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&ipamv1alpha1.IPLedger{}).
 		Named("ipledger").
+		// Shards sweep independently: one pool's backlog must not delay another's.
+		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
 		Complete(r)
 }
