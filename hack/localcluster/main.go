@@ -34,7 +34,6 @@ package main
 import (
 	"flag"
 	"fmt"
-	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -124,7 +123,7 @@ func run(dir, assets, crds, webhooks string) error {
 	if err := os.WriteFile(kubeconfigPath, kubeconfig, 0o600); err != nil {
 		return err
 	}
-	probe, err := freePort()
+	probe, err := testenv.FreePort()
 	if err != nil {
 		return err
 	}
@@ -145,14 +144,4 @@ func run(dir, assets, crds, webhooks string) error {
 	_ = os.Remove(filepath.Join(dir, "ready"))
 	fmt.Println("localcluster: stopping")
 	return nil
-}
-
-// freePort asks the kernel for a free TCP port on loopback.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }

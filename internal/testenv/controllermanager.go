@@ -80,7 +80,7 @@ func StartControllerManager(env *envtest.Environment, out io.Writer) (*Controlle
 		_ = os.RemoveAll(dir)
 		return nil, err
 	}
-	port, err := freePort()
+	port, err := FreePort()
 	if err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, err
@@ -189,8 +189,8 @@ func present(path string) error {
 	return nil
 }
 
-// freePort asks the kernel for a free TCP port on loopback.
-func freePort() (int, error) {
+// FreePort asks the kernel for a free TCP port on loopback.
+func FreePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err

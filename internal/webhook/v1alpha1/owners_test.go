@@ -36,6 +36,7 @@ import (
 
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
 	"github.com/kipam/kipam/internal/ipam"
+	"github.com/kipam/kipam/internal/testenv"
 )
 
 // replica is a second kipam replica: a Manager behind a webhook server of
@@ -48,10 +49,8 @@ type replica struct {
 
 func startReplica(identity string) *replica {
 	GinkgoHelper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := testenv.FreePort()
 	Expect(err).NotTo(HaveOccurred())
-	port := l.Addr().(*net.TCPAddr).Port
-	Expect(l.Close()).To(Succeed())
 	certDir := testEnv.WebhookInstallOptions.LocalServingCertDir
 	c, err := client.New(cfg, client.Options{Scheme: scheme})
 	Expect(err).NotTo(HaveOccurred())
