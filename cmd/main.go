@@ -72,6 +72,7 @@ func main() {
 		enableWebhooks              bool
 		orphanGrace                 time.Duration
 		leaseNamespace, advertise   string
+		identity                    string
 		leaseDuration               time.Duration
 		tlsOpts                     []func(*tls.Config)
 	)
@@ -99,6 +100,8 @@ func main() {
 			"Empty (and no POD_NAMESPACE) serves every pool in every replica, fenced by the ledgers alone.")
 	flag.StringVar(&advertise, "advertise-address", "",
 		"host:port where other replicas reach this one's webhook server (default: $POD_IP and --webhook-port).")
+	flag.StringVar(&identity, "identity", "",
+		"This replica's name in the pool Leases; unique among replicas (default: the host name and a random suffix).")
 	flag.DurationVar(&leaseDuration, "pool-lease-duration", ipam.DefaultLeaseDuration,
 		"How long a replica owns a pool without renewing its Lease.")
 	opts := zap.Options{Development: true}
@@ -146,6 +149,7 @@ func main() {
 		HealthProbeBindAddress:        probeAddr,
 		LeaderElection:                enableLeaderElection,
 		LeaderElectionID:              "kipam.ipam.kipam.dev",
+		LeaderElectionNamespace:       leaseNamespace, // in a pod: its own namespace either way
 		LeaderElectionReleaseOnCancel: true,
 	})
 	if err != nil {
@@ -173,8 +177,11 @@ func main() {
 			setupLog.Error(err, "unable to create a client for the pool leases")
 			os.Exit(1)
 		}
-		hostname, _ := os.Hostname()
-		owners := &ipam.Owners{Client: live, Namespace: leaseNamespace, Identity: hostname + "_" + string(uuid.NewUUID()),
+		if identity == "" {
+			hostname, _ := os.Hostname()
+			identity = hostname + "_" + string(uuid.NewUUID())
+		}
+		owners := &ipam.Owners{Client: live, Namespace: leaseNamespace, Identity: identity,
 			Address: advertise, Duration: leaseDuration, Lost: pools.Forget}
 		certDir := webhookCertDir
 		if certDir == "" {

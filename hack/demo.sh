@@ -125,9 +125,12 @@ up() {
 	set -a && source "$dir/cluster/env" && set +a
 
 	log "starting kipam (webhook on $WEBHOOK_HOST:$WEBHOOK_PORT)"
+	# One replica, run as in a cluster: leader election and the pool Leases
+	# in namespace default (in a pod, its own namespace).
 	setsid nohup "$bin/manager" --kubeconfig "$KUBECONFIG" \
 		--webhook-host "$WEBHOOK_HOST" --webhook-port "$WEBHOOK_PORT" --webhook-cert-dir "$WEBHOOK_CERT_DIR" \
 		--health-probe-bind-address "$PROBE_ADDR" --metrics-bind-address 0 \
+		--leader-elect --lease-namespace default --identity demo-a --advertise-address "$WEBHOOK_HOST:$WEBHOOK_PORT" \
 		>"$dir/manager.log" 2>&1 </dev/null &
 	echo $! >"$dir/manager.pid"
 	if ! wait_for "kipam to be ready" 60 http_ok "$PROBE_ADDR" /readyz; then

@@ -265,6 +265,7 @@ func (m *Manager) remote(ctx context.Context, r *Router, pool *ipamv1alpha1.IPPo
 
 // serve does a forwarded change here.
 func (m *Manager) serve(ctx context.Context, w *wireOp) *wireResult {
+	logf.FromContext(ctx).V(1).Info("serving a change forwarded by another replica", "pool", w.Pool.Name, "release", w.Release, "bits", w.Bits, "cidr", w.CIDR)
 	o := &op{done: make(chan struct{})}
 	if w.Release != "" {
 		p, err := netip.ParsePrefix(w.Release)
