@@ -164,6 +164,6 @@ func mustRead(file, s string) string {
 			}
 		}
 		return false
-	}).WithTimeout(30 * time.Second).Should(BeTrue(), "%s never logged %q", file, s)
+	}).WithTimeout(30*time.Second).Should(BeTrue(), "%s never logged %q", file, s)
 	return line
 }
