@@ -312,3 +312,51 @@ func TestAllocationName(t *testing.T) {
 		}
 	}
 }
+
+// failingStore fails every read, as an API server that cannot be reached.
+type failingStore struct{ *memStore }
+
+func (failingStore) Get(context.Context, string) (*ipamv1alpha1.IPLedger, error) {
+	return nil, apierrors.NewServiceUnavailable("etcd is down")
+}
+
+// TestNoAnswerBeforeRestore: a pool whose ledger cannot be read is not
+// served from a guess; the caller gets ErrBusy, which the webhook turns
+// into a retryable 429.
+func TestNoAnswerBeforeRestore(t *testing.T) {
+	s := failingStore{newMemStore()}
+	m := NewManager(s, nil)
+	_, err := m.Allocate(context.Background(), Request{Pool: testPool("10.0.0.0/24"), Bits: 32, Holder: "IPClaim/t"})
+	if !errors.Is(err, ErrBusy) {
+		t.Fatalf("got %v, want ErrBusy", err)
+	}
+	if len(s.ledgers) != 0 {
+		t.Fatal("something was written")
+	}
+}
+
+// TestRandomStrategy: a Random pool hands out prefixes spread over the
+// pool, not lowest first, and commits each like any other.
+func TestRandomStrategy(t *testing.T) {
+	s := newMemStore()
+	m := NewManager(s, nil)
+	pool := testPool("10.0.0.0/16")
+	pool.Spec.Strategy = ipamv1alpha1.Random
+	var got []netip.Prefix
+	lowest := 0
+	for i := range 32 {
+		p, err := m.Allocate(context.Background(), Request{Pool: pool, Bits: 32, Holder: "IPClaim/t"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p == netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}), 32) {
+			lowest++
+		}
+		got = append(got, p)
+	}
+	if lowest == len(got) {
+		t.Fatalf("a Random pool handed out the lowest addresses in order: %v", got)
+	}
+	checkLedger(t, s, netip.MustParsePrefix(pool.Spec.CIDR), got)
+	checkShards(t, s)
+}
