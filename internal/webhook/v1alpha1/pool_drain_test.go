@@ -17,6 +17,8 @@ limitations under the License.
 package v1alpha1
 
 import (
+	"time"
+
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
@@ -33,7 +35,7 @@ var _ = Describe("Deleting a pool", func() {
 		Eventually(func(g Gomega) {
 			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(p), p)).To(Succeed())
 			g.Expect(p.Finalizers).To(ContainElement(ipamv1alpha1.PoolFinalizer))
-		}).Should(Succeed())
+		}).WithTimeout(10 * time.Second).Should(Succeed())
 		a := newClaim("default", p.Name, nil)
 		b := newClaim("default", p.Name, nil)
 		Expect(k8sClient.Create(ctx, a)).To(Succeed())
@@ -46,7 +48,7 @@ var _ = Describe("Deleting a pool", func() {
 			g.Expect(ready).NotTo(BeNil())
 			g.Expect(ready.Reason).To(Equal(ipamv1alpha1.ReasonDraining))
 			g.Expect(ready.Message).To(ContainSubstring("2 prefixes are still allocated"))
-		}).Should(Succeed())
+		}).WithTimeout(10 * time.Second).Should(Succeed())
 		Expect(ledgerOf(p.Name)).To(ConsistOf(a.Spec.CIDR, b.Spec.CIDR), "the ledgers outlive the pool's delete")
 
 		err := k8sClient.Create(ctx, newClaim("default", p.Name, nil))
@@ -55,7 +57,10 @@ var _ = Describe("Deleting a pool", func() {
 		Expect(k8sClient.Delete(ctx, a)).To(Succeed())
 		Consistently(func() error { return k8sClient.Get(ctx, client.ObjectKeyFromObject(p), p) }).Should(Succeed(), "one claim still holds a prefix")
 		Expect(k8sClient.Delete(ctx, b)).To(Succeed())
-		Eventually(func() bool { return apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(p), p)) }).Should(BeTrue())
+		// Claim deleted, its release committed, the pool woken by the ledger
+		// change: several steps, so more than the default second.
+		Eventually(func() bool { return apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(p), p)) }).
+			WithTimeout(collectTimeout).Should(BeTrue())
 		By("the garbage collector then deletes its ledgers")
 		Eventually(func(g Gomega) {
 			var ledgers ipamv1alpha1.IPLedgerList
