@@ -352,6 +352,28 @@ func (a *Allocator) setSummary(n int32, b int, s uint) bool {
 	return true
 }
 
+// bubble stores the new summary (largest free block f, flags any) of the
+// child on the path at level s in its parent path[depth-1], and so on up
+// until a parent's stored summary does not change. It carries the summary
+// in registers rather than reading each child back, as the walk up after
+// every allocation and release is most of their cost in a large pool.
+func (a *Allocator) bubble(path *[maxDepth]int32, depth int, s uint, off u128, f, any uint8) {
+	for ; depth > 0; depth-- {
+		b := off.bit(s)
+		s++
+		nd := &a.nodes[path[depth-1]]
+		sh := 3 * uint(b)
+		m := uint8(7) << sh
+		if nd.cfree[b] == f && nd.cany&m == any<<sh {
+			return
+		}
+		nd.cfree[b] = f
+		nd.cany = nd.cany&^m | any<<sh
+		f = max(nd.cfree[0], nd.cfree[1])
+		any = (nd.cany | nd.cany>>3) & 7
+	}
+}
+
 // refresh recomputes both child summaries of internal node n of size 2^s.
 func (a *Allocator) refresh(n int32, s uint) {
 	a.setSummary(n, 0, s)
@@ -525,6 +547,8 @@ func (a *Allocator) insertFirst(k uint) (u128, bool) {
 		}
 		path[depth] = n
 		depth++
+		// Which half holds the first fit is a coin toss on a deep path, so
+		// pick it without a branch the CPU would mispredict.
 		nd := &a.nodes[n]
 		if nd.cfree[0] >= need {
 			n = nd.child[0]
@@ -545,18 +569,16 @@ func (a *Allocator) insertFirst(k uint) (u128, bool) {
 func (a *Allocator) place(path *[maxDepth]int32, depth int, n int32, s uint, off u128, k uint) {
 	if n == 0 {
 		a.link(path[:depth], off, s, a.newNode(node{kind: fAlloc}))
-	} else if a.nodes[n].kind == kLeaf {
-		u := s - a.leafS
-		l := &a.leaves[a.nodes[n].child[0]]
-		o := a.unitIndex(off, u)
-		l.alloc |= runMask(k-u) << o
-		l.start |= 1 << o
-	}
-	for ; depth > 0; depth-- {
-		s++
-		if !a.setSummary(path[depth-1], off.bit(s-1), s) {
-			break
+		a.bubble(path, depth, s, off, 0, fAlloc)
+	} else {
+		if a.nodes[n].kind == kLeaf {
+			u := s - a.leafS
+			l := &a.leaves[a.nodes[n].child[0]]
+			o := a.unitIndex(off, u)
+			l.alloc |= runMask(k-u) << o
+			l.start |= 1 << o
 		}
+		a.bubble(path, depth, s, off, a.freeOf(n, s), a.anyOf(n))
 	}
 	a.live++
 	a.allocated = a.allocated.add(pow2(k))
@@ -628,7 +650,8 @@ func (a *Allocator) remove(off u128, k uint) bool {
 	// Walk back up. The released space is free, so n stays a leaf or goes
 	// away. A parent left with no child goes too; one left with a single
 	// kOne child becomes that kOne, and so on up. After that, summaries are
-	// updated until one does not change.
+	// updated until one does not change. s is the level of the child on the
+	// path, path[depth-1] its parent.
 	const (
 		normal = iota
 		gone   // the child on the path went away
@@ -638,10 +661,9 @@ func (a *Allocator) remove(off u128, k uint) bool {
 	if m == 0 {
 		state = gone
 	}
-	for ; depth > 0; depth-- {
+	for ; depth > 0 && state != normal; depth, s = depth-1, s+1 {
 		p := path[depth-1]
-		s++
-		b := off.bit(s - 1)
+		b := off.bit(s)
 		switch state {
 		case gone:
 			a.nodes[p].child[b] = 0
@@ -656,20 +678,21 @@ func (a *Allocator) remove(off u128, k uint) bool {
 				state = single
 				continue
 			}
-			state = normal
 		case single:
 			if c := a.nodes[p].child[b]; a.nodes[p].child[1-b] == 0 {
 				a.nodes[p] = a.nodes[c]
 				a.dropNode(c)
 				continue
 			}
-			state = normal
 		}
-		if !a.setSummary(p, b, s) {
-			break
-		}
+		state = normal
+		break
 	}
-	if depth == 0 && state == gone {
+	switch {
+	case state == normal && depth > 0:
+		c := a.nodes[path[depth-1]].child[off.bit(s)]
+		a.bubble(&path, depth, s, off, a.freeOf(c, s), a.anyOf(c))
+	case depth == 0 && state == gone:
 		a.root = 0
 	}
 	a.live--
