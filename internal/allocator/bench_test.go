@@ -18,6 +18,7 @@ package allocator
 
 import (
 	"fmt"
+	"math/bits"
 	"math/rand/v2"
 	"net/netip"
 	"runtime"
@@ -75,25 +76,79 @@ func fill(b *testing.B, pool string, live int, f allocFunc) (*Allocator, []netip
 	return a, ps, perAlloc
 }
 
-func benchSteady(b *testing.B, pool string, counts []int, f allocFunc) {
-	benchSteadyFixed(b, pool, counts, f, -1)
+// victims holds the live allocations of a steady-state benchmark, 4 bytes
+// each, for the harness to pick the one to release: at 10^6 live a slice of
+// 32-byte netip.Prefix is 32 MB, and reading a random entry of it is a
+// cache and TLB miss that is the harness's, not the allocator's. An entry
+// is the allocation's index in units of the smallest size 2^kmin; with
+// several sizes, shifted left once over k-kmin trailing ones.
+type victims struct {
+	a    *Allocator
+	kmin uint
+	one  bool // every allocation has size 2^kmin: no size code
+	v    []uint32
+}
+
+func newVictims(b *testing.B, a *Allocator, ps []netip.Prefix, minBits int, oneSize bool) *victims {
+	vs := &victims{a: a, kmin: a.w - uint(minBits), one: oneSize, v: make([]uint32, len(ps))}
+	need := a.d - vs.kmin
+	if !oneSize {
+		need++
+	}
+	if need > 32 {
+		b.Fatalf("%d-bit victim codes do not fit in 32 bits", need)
+	}
+	for j, p := range ps {
+		vs.set(j, p)
+	}
+	return vs
+}
+
+func (vs *victims) set(j int, p netip.Prefix) {
+	off := addrBits(p.Addr()).and(lowMask(vs.a.d))
+	c := off.rsh(vs.kmin).lo
+	if !vs.one {
+		c = c<<1 | (1<<(vs.a.w-uint(p.Bits())-vs.kmin) - 1)
+	}
+	vs.v[j] = uint32(c)
+}
+
+func (vs *victims) get(j int) netip.Prefix {
+	c := uint64(vs.v[j])
+	k := uint(0)
+	if !vs.one {
+		k = uint(bits.TrailingZeros64(^c))
+		c = c >> 1 &^ (1<<k - 1)
+	}
+	return vs.a.prefix(u128{0, c}.lsh(vs.kmin), k+vs.kmin)
+}
+
+// benchSteady is the steady-state benchmark for allocations that the
+// harness must remember (random, or of mixed sizes): minBits is the longest
+// prefix f allocates, oneSize whether it allocates only that length.
+func benchSteady(b *testing.B, pool string, counts []int, f allocFunc, minBits int, oneSize bool) {
+	benchSteadyFixed(b, pool, counts, f, -1-minBits, oneSize)
 }
 
 // benchSteadyFixed is benchSteady for first fit of one length, bits >= 0:
 // the live allocations are then always the lowest `live` blocks, because
 // first fit refills the hole just made, so the harness computes the one to
 // release instead of reading it from a large slice (a cache miss that is
-// not the allocator's).
-func benchSteadyFixed(b *testing.B, pool string, counts []int, f allocFunc, bits int) {
+// not the allocator's). bits < 0 is benchSteady's: -1-bits is its minBits.
+func benchSteadyFixed(b *testing.B, pool string, counts []int, f allocFunc, bits int, oneSize bool) {
 	for _, live := range counts {
 		b.Run(fmt.Sprintf("live=%d", live), func(b *testing.B) {
 			a, ps, perAlloc := fill(b, pool, live, f)
-			nth := func(j int) netip.Prefix { return ps[j] }
+			var nth func(j int) netip.Prefix
+			var vs *victims
 			if bits >= 0 {
-				ps = nil
 				k := a.w - uint(bits)
 				nth = func(j int) netip.Prefix { return a.prefix(u128{0, uint64(j)}.lsh(k), k) }
+			} else {
+				vs = newVictims(b, a, ps, -1-bits, oneSize)
+				nth = vs.get
 			}
+			ps = nil
 			r := rand.New(rand.NewPCG(3, 4))
 			b.ReportAllocs()
 			i := 0
@@ -115,8 +170,8 @@ func benchSteadyFixed(b *testing.B, pool string, counts []int, f allocFunc, bits
 					if err != nil {
 						b.Fatal(err)
 					}
-					if ps != nil {
-						ps[j] = p
+					if vs != nil {
+						vs.set(j, p)
 					} else if p != nth(j) {
 						b.Fatalf("first fit gave %v, want %v", p, nth(j))
 					}
@@ -131,33 +186,33 @@ func benchSteadyFixed(b *testing.B, pool string, counts []int, f allocFunc, bits
 }
 
 func BenchmarkNextHostV4Slash8(b *testing.B) {
-	benchSteadyFixed(b, "10.0.0.0/8", liveCounts, next(32), 32)
+	benchSteadyFixed(b, "10.0.0.0/8", liveCounts, next(32), 32, true)
 }
 
 // A /8 has room for 65536 /24s.
 func BenchmarkNextSlash24FromV4Slash8(b *testing.B) {
-	benchSteadyFixed(b, "10.0.0.0/8", []int{0, 1_000, 10_000, 65_000}, next(24), 24)
+	benchSteadyFixed(b, "10.0.0.0/8", []int{0, 1_000, 10_000, 65_000}, next(24), 24, true)
 }
 
 // Mixed lengths need more room than a /8 for 10^6 of them.
 func BenchmarkNextMixedV4Slash6(b *testing.B) {
-	benchSteady(b, "100.0.0.0/6", liveCounts, mixed())
+	benchSteady(b, "100.0.0.0/6", liveCounts, mixed(), 32, false)
 }
 
 func BenchmarkNextSlash64FromV6Slash32(b *testing.B) {
-	benchSteadyFixed(b, "2001:db8::/32", liveCounts, next(64), 64)
+	benchSteadyFixed(b, "2001:db8::/32", liveCounts, next(64), 64, true)
 }
 
 func BenchmarkNextHostV6Slash64(b *testing.B) {
-	benchSteadyFixed(b, "2001:db8::/64", liveCounts, next(128), 128)
+	benchSteadyFixed(b, "2001:db8::/64", liveCounts, next(128), 128, true)
 }
 
 func BenchmarkRandomHostV4Slash8(b *testing.B) {
-	benchSteady(b, "10.0.0.0/8", liveCounts, random(32))
+	benchSteady(b, "10.0.0.0/8", liveCounts, random(32), 32, true)
 }
 
 func BenchmarkRandomSlash64FromV6Slash32(b *testing.B) {
-	benchSteady(b, "2001:db8::/32", liveCounts, random(64))
+	benchSteady(b, "2001:db8::/32", liveCounts, random(64), 64, true)
 }
 
 // BenchmarkSpecificV4Slash8 allocates and releases a given free host in the
