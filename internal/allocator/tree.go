@@ -394,13 +394,16 @@ func (a *Allocator) bubble(path *[maxDepth]int32, depth int, s uint, off u128, f
 		nd := &a.nodes[path[depth-1]]
 		sh := 3 * uint(b)
 		m := uint8(7) << sh
+		// The parent's summary is the child's merged with the sibling's,
+		// read before the store so that the next step does not wait on it.
+		sf, sany := nd.cfree[1-b], nd.cany>>(3-sh)&7
 		if nd.cfree[b] == f && nd.cany&m == any<<sh {
 			return
 		}
 		nd.cfree[b] = f
 		nd.cany = nd.cany&^m | any<<sh
-		f = max(nd.cfree[0], nd.cfree[1])
-		any = (nd.cany | nd.cany>>3) & 7
+		f = max(f, sf)
+		any |= sany
 	}
 }
 
