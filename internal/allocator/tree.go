@@ -385,8 +385,9 @@ func (a *Allocator) setSummary(n int32, b int, s uint) bool {
 // bubble stores the new summary (largest free block f, flags any) of the
 // child on the path at level s in its parent path[depth-1], and so on up
 // until a parent's stored summary does not change. It carries the summary
-// in registers rather than reading each child back, as the walk up after
-// every allocation and release is most of their cost in a large pool.
+// in registers rather than reading each child back: in a packed region the
+// walk up after every allocation and release is what grows with the live
+// count.
 func (a *Allocator) bubble(path *[maxDepth]int32, depth int, s uint, off u128, f, any uint8) {
 	for ; depth > 0; depth-- {
 		b := off.bit(s)
@@ -580,8 +581,6 @@ func (a *Allocator) insertFirst(k uint) (u128, bool) {
 		}
 		path[depth] = n
 		depth++
-		// Which half holds the first fit is a coin toss on a deep path, so
-		// pick it without a branch the CPU would mispredict.
 		nd := &a.nodes[n]
 		if nd.cfree[0] >= need {
 			n = nd.child[0]
