@@ -70,10 +70,10 @@ type Allocator struct {
 	root       int32
 	nodes      []node // nodes[0] is nil
 	leaves     []leaf // leaves[0] is unused
-	ones       []one  // ones[0] is unused
+	wide       []u128 // offsets of far kOne allocations; wide[0] is unused
 	freeNodes  int32  // free list through child[0]
 	freeLeaves int32  // free list through alloc
-	freeOnes   int32  // free list through off.lo
+	freeWides  int32  // free list through lo
 
 	live      int
 	allocated count
@@ -122,7 +122,7 @@ func New(pool netip.Prefix, opts ...Option) (*Allocator, error) {
 		w:      uint(pool.Addr().BitLen()),
 		nodes:  make([]node, 1, 16),
 		leaves: make([]leaf, 1, 4),
-		ones:   make([]one, 1, 4),
+		wide:   make([]u128, 1),
 		now:    o.now,
 		rnd:    o.rnd,
 	}

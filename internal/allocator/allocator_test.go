@@ -781,10 +781,11 @@ func TestSparseMemory(t *testing.T) {
 		t.Errorf("empty allocator has %d nodes, %d leaves", len(a.nodes), len(a.leaves))
 	}
 	mustNext(t, a, 64)
-	if len(a.nodes) != 2 || len(a.ones) != 2 { // the nil node and the allocation
+	if len(a.nodes) != 2 || len(a.wide) != 1 { // the nil node and the allocation, in the node
 		t.Errorf("one /64 in a /32 takes %d nodes", len(a.nodes)-1)
 	}
-	// Scattered allocations cost a node and a record each, and about one
+	// Scattered allocations cost a node each (and a 16-byte record for
+	// those more than 2^64 times smaller than their block), and about one
 	// branching node, not a chain down to each of them.
 	r := rand.New(rand.NewPCG(5, 6))
 	for range 1000 {
@@ -794,6 +795,12 @@ func TestSparseMemory(t *testing.T) {
 	}
 	if n := len(a.nodes) - 1; n > 3*1001 {
 		t.Errorf("1001 scattered allocations take %d nodes", n)
+	}
+	if len(a.wide) == 1 {
+		t.Error("no allocation took a wide record: the test no longer covers them")
+	}
+	if err := a.checkInvariants(); err != nil {
+		t.Fatal(err)
 	}
 }
 

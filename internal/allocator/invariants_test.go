@@ -25,8 +25,8 @@ import (
 // the counters agree with it.
 func (a *Allocator) checkInvariants() error {
 	var c struct {
-		nodes, leaves, ones, live int
-		alloc, resv, held         count
+		nodes, leaves, wides, live int
+		alloc, resv, held          count
 	}
 	var visit func(n int32, s uint, off u128) (free, any uint8, err error)
 	visit = func(n int32, s uint, off u128) (uint8, uint8, error) {
@@ -110,17 +110,33 @@ func (a *Allocator) checkInvariants() error {
 				free += uint8(u)
 			}
 		case nd.kind == kOne:
-			ri := nd.child[0]
-			if ri <= 0 || int(ri) >= len(a.ones) {
-				return 0, 0, fmt.Errorf("kOne node %d has record %d", n, ri)
+			k := uint(nd.cfree[0])
+			if k >= s || nd.cany != 0 {
+				return 0, 0, fmt.Errorf("kOne node %d of size 2^%d holds 2^%d (cany %b)", n, s, k, nd.cany)
 			}
-			c.ones++
-			r := a.ones[ri]
-			if uint(r.k) >= s || !overlaps(r.off, s, off, s) || r.off.and(lowMask(uint(r.k))) != (u128{}) {
-				return 0, 0, fmt.Errorf("kOne node %d of size 2^%d at %v holds 2^%d at %v", n, s, off, r.k, r.off)
+			switch nd.cfree[1] {
+			case 0: // the index in the block, in the node
+				idx := uint64(uint32(nd.child[0])) | uint64(uint32(nd.child[1]))<<32
+				if s-k > maxOneSpan || s-k < 64 && idx>>(s-k) != 0 {
+					return 0, 0, fmt.Errorf("kOne node %d of size 2^%d holds 2^%d at index %#x", n, s, k, idx)
+				}
+			case 1: // the offset, in a.wide
+				if s-k <= maxOneSpan {
+					return 0, 0, fmt.Errorf("kOne node %d of size 2^%d holds 2^%d in a wide record", n, s, k)
+				}
+				if wi := nd.child[0]; wi <= 0 || int(wi) >= len(a.wide) || nd.child[1] != 0 {
+					return 0, 0, fmt.Errorf("kOne node %d has wide record %d", n, wi)
+				}
+				c.wides++
+			default:
+				return 0, 0, fmt.Errorf("kOne node %d has cfree[1] = %d", n, nd.cfree[1])
+			}
+			r, rk := a.oneOf(&nd, s, off)
+			if rk != k || !overlaps(r, s, off, s) || r.and(lowMask(k)) != (u128{}) {
+				return 0, 0, fmt.Errorf("kOne node %d of size 2^%d at %v holds 2^%d at %v", n, s, off, k, r)
 			}
 			c.live++
-			c.alloc = c.alloc.add(pow2(uint(r.k)))
+			c.alloc = c.alloc.add(pow2(k))
 			free, any = uint8(s), fAlloc
 		case nd.kind != 0 && nd.kind&^(fAlloc|fResv|fHeld) == 0:
 			if nd.kind&fAlloc != 0 && nd.kind != fAlloc {
@@ -169,12 +185,15 @@ func (a *Allocator) checkInvariants() error {
 	if c.leaves+freedLeaves != len(a.leaves)-1 {
 		return fmt.Errorf("%d reachable + %d free leaves != %d", c.leaves, freedLeaves, len(a.leaves)-1)
 	}
-	freedOnes := 0
-	for i := a.freeOnes; i != 0; i = int32(a.ones[i].off.lo) {
-		freedOnes++
+	freedWides := 0
+	for i := a.freeWides; i != 0; i = int32(a.wide[i].lo) {
+		if i < 0 || int(i) >= len(a.wide) || freedWides >= len(a.wide) {
+			return fmt.Errorf("wide free list broken at %d", i)
+		}
+		freedWides++
 	}
-	if c.ones+freedOnes != len(a.ones)-1 {
-		return fmt.Errorf("%d reachable + %d free one records != %d", c.ones, freedOnes, len(a.ones)-1)
+	if c.wides+freedWides != len(a.wide)-1 {
+		return fmt.Errorf("%d reachable + %d free wide records != %d", c.wides, freedWides, len(a.wide)-1)
 	}
 	if c.live != a.live || c.alloc != a.allocated || c.resv != a.reserved || c.held != a.held {
 		return fmt.Errorf("counters live=%d alloc=%v resv=%v held=%v, tree says %d %v %v %v",

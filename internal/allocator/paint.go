@@ -87,7 +87,7 @@ func (a *Allocator) paint(n int32, s uint, off u128, k uint, op paintOp) int32 {
 			if op == opUnhold {
 				return n // nothing under it is held
 			}
-			a.pushDown(n, s)
+			a.pushDown(n, s, off)
 		case f == kLeaf:
 			if u := s - a.leafS; k >= u {
 				l := &a.leaves[a.nodes[n].child[0]]
@@ -182,7 +182,7 @@ func (a *Allocator) countFree(n int32, s, k uint) count {
 	nd := &a.nodes[n]
 	if nd.kind == kOne {
 		// All blocks but those overlapping the allocation.
-		return pow2(s - k).sub(pow2(max(k, uint(a.ones[nd.child[0]].k)) - k))
+		return pow2(s - k).sub(pow2(max(k, uint(nd.cfree[0])) - k))
 	}
 	if nd.kind == kLeaf {
 		u := s - a.leafS
@@ -204,9 +204,9 @@ func (a *Allocator) selectFree(k uint, r count) u128 {
 		nd := &a.nodes[n]
 		if nd.kind == kOne {
 			// Skip the blocks that overlap the allocation: indexes lo..hi-1.
-			r1 := a.ones[nd.child[0]]
-			kk := max(k, uint(r1.k))
-			lo := r1.off.and(lowMask(s)).rsh(kk).lsh(kk - k)
+			r1, k1 := a.oneOf(nd, s, off)
+			kk := max(k, k1)
+			lo := r1.and(lowMask(s)).rsh(kk).lsh(kk - k)
 			i := u128{r.hi, r.lo}
 			if !i.less(lo) {
 				i = i.add(u128{0, 1}.lsh(kk - k))
@@ -266,8 +266,7 @@ func (a *Allocator) walk(n int32, s uint, off u128, yield func(netip.Prefix) boo
 		}
 		return true
 	case kOne:
-		r := a.ones[nd.child[0]]
-		return yield(a.prefix(r.off, uint(r.k)))
+		return yield(a.prefix(a.oneOf(&nd, s, off)))
 	case fAlloc:
 		return yield(a.prefix(off, s))
 	}

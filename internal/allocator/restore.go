@@ -128,7 +128,7 @@ func (a *Allocator) build(n int32, s uint, items []block) int32 {
 		return a.newNode(node{kind: fAlloc})
 	}
 	if n == 0 && len(items) == 1 && s != a.leafLevel(uint(items[0].k)) {
-		return a.newOne(items[0].off, uint(items[0].k))
+		return a.newOne(items[0].off, uint(items[0].k), s)
 	}
 	if s >= a.leafS && (n == 0 || a.nodes[n].kind == kLeaf) {
 		u := s - a.leafS

@@ -38,14 +38,19 @@ const (
 //
 // Invariants (checked by the tests after every operation):
 //   - kind is kInternal (child holds the two halves; at least one non-nil),
-//     kLeaf (child[0] indexes Allocator.leaves), kOne (child[0] indexes
-//     Allocator.ones: the block holds that one smaller allocation and is
-//     otherwise free), or a non-zero set of flags: every address of the
-//     block has exactly those flags, and a uniform fAlloc block is exactly
-//     one allocation.
+//     kLeaf (child[0] indexes Allocator.leaves), kOne (the block holds one
+//     smaller allocation and is otherwise free), or a non-zero set of
+//     flags: every address of the block has exactly those flags, and a
+//     uniform fAlloc block is exactly one allocation.
+//   - A kOne at level s records its allocation of size 2^k in the node
+//     itself: cfree[0] is k and, when s-k <= 64, child holds the
+//     allocation's index in the block in units of 2^k (low 32 bits in
+//     child[0]); the path gives the rest of its address. Only when s-k > 64
+//     (a lone small block high in a huge IPv6 pool) does cfree[1] = 1 mark
+//     child[0] as an index into Allocator.wide, its offset. cany is 0.
 //   - A lone allocation is a kOne node where its path parts from the
 //     others' rather than the end of a chain of one-child nodes, so that
-//     scattered allocations in a sparse pool cost a node, a record and
+//     scattered allocations in a sparse pool cost a node (12 bytes) and
 //     about one branching node each. A kOne moves down a level at a time
 //     when something else needs its block, and back up when its sibling
 //     goes.
@@ -75,11 +80,9 @@ type leaf struct {
 	alloc, start, resv, held uint64
 }
 
-// one is the allocation of a kOne node: its offset and log2 of its size.
-type one struct {
-	off u128
-	k   uint8
-}
+// maxOneSpan is the largest s-k for which a kOne at level s holds the index
+// of its allocation of size 2^k in the node itself.
+const maxOneSpan = 64
 
 // alignMask[j] has a bit at every multiple of 2^j.
 var alignMask = [7]uint64{
@@ -161,7 +164,7 @@ func (a *Allocator) freeNode(i int32) {
 	case kLeaf:
 		a.freeLeaf(a.nodes[i].child[0])
 	case kOne:
-		a.freeOne(a.nodes[i].child[0])
+		a.freeWide(a.nodes[i])
 	}
 	a.dropNode(i)
 }
@@ -172,48 +175,75 @@ func (a *Allocator) dropNode(i int32) {
 	a.freeNodes = i
 }
 
-// newOne returns a kOne node for the allocation of size 2^k at off.
-func (a *Allocator) newOne(off u128, k uint) int32 {
-	r := one{off, uint8(k)}
-	var ri int32
-	if ri = a.freeOnes; ri != 0 {
-		a.freeOnes = int32(a.ones[ri].off.lo)
-		a.ones[ri] = r
-	} else {
-		a.ones = append(a.ones, r)
-		ri = int32(len(a.ones) - 1)
-	}
-	return a.newNode(node{child: [2]int32{ri, 0}, kind: kOne})
+// newOne returns a kOne node at level s for the allocation of size 2^k at
+// off.
+func (a *Allocator) newOne(off u128, k, s uint) int32 {
+	return a.newNode(a.oneNode(off, k, s))
 }
 
-func (a *Allocator) freeOne(i int32) {
-	a.ones[i] = one{off: u128{0, uint64(a.freeOnes)}}
-	a.freeOnes = i
+// oneNode returns a kOne node for level s and the allocation of size 2^k
+// at off. It may grow a.wide, not a.nodes.
+func (a *Allocator) oneNode(off u128, k, s uint) node {
+	if s-k > maxOneSpan {
+		var wi int32
+		if wi = a.freeWides; wi != 0 {
+			a.freeWides = int32(a.wide[wi].lo)
+			a.wide[wi] = off
+		} else {
+			a.wide = append(a.wide, off)
+			wi = int32(len(a.wide) - 1)
+		}
+		return node{child: [2]int32{wi, 0}, kind: kOne, cfree: [2]uint8{uint8(k), 1}}
+	}
+	idx := off.rsh(k).lo
+	if s-k < 64 {
+		idx &= 1<<(s-k) - 1
+	}
+	return node{child: [2]int32{int32(uint32(idx)), int32(uint32(idx >> 32))}, kind: kOne, cfree: [2]uint8{uint8(k), 0}}
+}
+
+// oneOf returns the offset and log2 of the size of the allocation of kOne
+// node nd at level s; base is any offset inside the node's block.
+func (a *Allocator) oneOf(nd *node, s uint, base u128) (u128, uint) {
+	k := uint(nd.cfree[0])
+	if nd.cfree[1] != 0 {
+		return a.wide[nd.child[0]], k
+	}
+	idx := uint64(uint32(nd.child[0])) | uint64(uint32(nd.child[1]))<<32
+	m := lowMask(s)
+	return base.and(u128{^m.hi, ^m.lo}).or(u128{0, idx}.lsh(k)), k
+}
+
+// freeWide frees the offset record of kOne node nd, if it has one.
+func (a *Allocator) freeWide(nd node) {
+	if nd.cfree[1] != 0 {
+		i := nd.child[0]
+		a.wide[i] = u128{0, uint64(a.freeWides)}
+		a.freeWides = i
+	}
 }
 
 // pushDown moves the allocation of kOne node n at level s one level down,
-// making n an internal node above it.
-func (a *Allocator) pushDown(n int32, s uint) {
-	ri := a.nodes[n].child[0]
-	r := a.ones[ri]
-	k := uint(r.k)
+// making n an internal node above it; base is any offset in n's block.
+func (a *Allocator) pushDown(n int32, s uint, base u128) {
+	nd := a.nodes[n]
+	off, k := a.oneOf(&nd, s, base)
+	a.freeWide(nd)
 	var c int32
 	switch {
 	case s-1 == k:
-		a.freeOne(ri)
 		c = a.newNode(node{kind: fAlloc})
 	case s-1 == a.leafLevel(k):
-		a.freeOne(ri)
 		u := s - 1 - a.leafS
-		o := a.unitIndex(r.off, u)
+		o := a.unitIndex(off, u)
 		l := leaf{alloc: runMask(k-u) << o, start: 1 << o}
 		li := a.newLeaf(l)
 		c = a.newNode(node{child: [2]int32{li, 0}, kind: kLeaf})
 	default:
-		c = a.newNode(node{child: [2]int32{ri, 0}, kind: kOne})
+		c = a.newOne(off, k, s-1)
 	}
 	var ch [2]int32
-	ch[r.off.bit(s-1)] = c
+	ch[off.bit(s-1)] = c
 	a.nodes[n] = node{child: ch, kind: kInternal}
 	a.refresh(n, s)
 }
@@ -352,6 +382,32 @@ func (a *Allocator) setSummary(n int32, b int, s uint) bool {
 	return true
 }
 
+// bubble stores the new summary (largest free block f, flags any) of the
+// child on the path at level s in its parent path[depth-1], and so on up
+// until a parent's stored summary does not change. It carries the summary
+// in registers rather than reading each child back: in a packed region the
+// walk up after every allocation and release is what grows with the live
+// count.
+func (a *Allocator) bubble(path *[maxDepth]int32, depth int, s uint, off u128, f, any uint8) {
+	for ; depth > 0; depth-- {
+		b := off.bit(s)
+		s++
+		nd := &a.nodes[path[depth-1]]
+		sh := 3 * uint(b)
+		m := uint8(7) << sh
+		// The parent's summary is the child's merged with the sibling's,
+		// read before the store so that the next step does not wait on it.
+		sf, sany := nd.cfree[1-b], nd.cany>>(3-sh)&7
+		if nd.cfree[b] == f && nd.cany&m == any<<sh {
+			return
+		}
+		nd.cfree[b] = f
+		nd.cany = nd.cany&^m | any<<sh
+		f = max(f, sf)
+		any |= sany
+	}
+}
+
 // refresh recomputes both child summaries of internal node n of size 2^s.
 func (a *Allocator) refresh(n int32, s uint) {
 	a.setSummary(n, 0, s)
@@ -415,7 +471,7 @@ func (a *Allocator) regionFlags(off u128, k uint) uint8 {
 			return a.anyOf(n)
 		}
 		if nd.kind == kOne {
-			if r := a.ones[nd.child[0]]; overlaps(r.off, uint(r.k), off, k) {
+			if r, rk := a.oneOf(nd, s, off); overlaps(r, rk, off, k) {
 				return fAlloc
 			}
 			return 0
@@ -474,7 +530,7 @@ func (a *Allocator) insert(off u128, k uint) {
 			}
 			a.explode(n, s)
 		case kOne:
-			a.pushDown(n, s)
+			a.pushDown(n, s, off)
 		}
 		path[depth] = n
 		depth++
@@ -491,7 +547,7 @@ func (a *Allocator) newAt(s uint, off u128, k uint) int32 {
 	if s == a.leafLevel(k) {
 		return a.newLeafNode(0)
 	}
-	return a.newOne(off, k)
+	return a.newOne(off, k, s)
 }
 
 // insertFirst allocates the lowest free aligned block of size 2^k, walking
@@ -521,7 +577,7 @@ func (a *Allocator) insertFirst(k uint) (u128, bool) {
 			}
 			a.explode(n, s)
 		case kOne:
-			a.pushDown(n, s)
+			a.pushDown(n, s, off)
 		}
 		path[depth] = n
 		depth++
@@ -545,18 +601,16 @@ func (a *Allocator) insertFirst(k uint) (u128, bool) {
 func (a *Allocator) place(path *[maxDepth]int32, depth int, n int32, s uint, off u128, k uint) {
 	if n == 0 {
 		a.link(path[:depth], off, s, a.newNode(node{kind: fAlloc}))
-	} else if a.nodes[n].kind == kLeaf {
-		u := s - a.leafS
-		l := &a.leaves[a.nodes[n].child[0]]
-		o := a.unitIndex(off, u)
-		l.alloc |= runMask(k-u) << o
-		l.start |= 1 << o
-	}
-	for ; depth > 0; depth-- {
-		s++
-		if !a.setSummary(path[depth-1], off.bit(s-1), s) {
-			break
+		a.bubble(path, depth, s, off, 0, fAlloc)
+	} else {
+		if a.nodes[n].kind == kLeaf {
+			u := s - a.leafS
+			l := &a.leaves[a.nodes[n].child[0]]
+			o := a.unitIndex(off, u)
+			l.alloc |= runMask(k-u) << o
+			l.start |= 1 << o
 		}
+		a.bubble(path, depth, s, off, a.freeOf(n, s), a.anyOf(n))
 	}
 	a.live++
 	a.allocated = a.allocated.add(pow2(k))
@@ -574,7 +628,7 @@ func (a *Allocator) find(path *[maxDepth]int32, off u128, k uint) (n int32, s ui
 		}
 		kind := a.nodes[n].kind
 		if kind == kOne {
-			if r := a.ones[a.nodes[n].child[0]]; r.off == off && uint(r.k) == k {
+			if r, rk := a.oneOf(&a.nodes[n], s, off); r == off && rk == k {
 				return n, s, 0, depth
 			}
 			return 0, s, 0, depth
@@ -628,7 +682,8 @@ func (a *Allocator) remove(off u128, k uint) bool {
 	// Walk back up. The released space is free, so n stays a leaf or goes
 	// away. A parent left with no child goes too; one left with a single
 	// kOne child becomes that kOne, and so on up. After that, summaries are
-	// updated until one does not change.
+	// updated until one does not change. s is the level of the child on the
+	// path, path[depth-1] its parent.
 	const (
 		normal = iota
 		gone   // the child on the path went away
@@ -638,10 +693,9 @@ func (a *Allocator) remove(off u128, k uint) bool {
 	if m == 0 {
 		state = gone
 	}
-	for ; depth > 0; depth-- {
+	for ; depth > 0 && state != normal; depth, s = depth-1, s+1 {
 		p := path[depth-1]
-		s++
-		b := off.bit(s - 1)
+		b := off.bit(s)
 		switch state {
 		case gone:
 			a.nodes[p].child[b] = 0
@@ -651,25 +705,33 @@ func (a *Allocator) remove(off u128, k uint) bool {
 				continue
 			}
 			if a.nodes[o].kind == kOne {
-				a.nodes[p] = a.nodes[o]
-				a.dropNode(o)
+				// o moves up into p, its sibling's bit set to 1-b.
+				base := off.and(u128{^lowMask(s + 1).hi, ^lowMask(s + 1).lo})
+				if b == 0 {
+					base = base.setBit(s)
+				}
+				r, rk := a.oneOf(&a.nodes[o], s, base)
+				a.freeNode(o)
+				a.nodes[p] = a.oneNode(r, rk, s+1)
 				state = single
 				continue
 			}
-			state = normal
 		case single:
 			if c := a.nodes[p].child[b]; a.nodes[p].child[1-b] == 0 {
-				a.nodes[p] = a.nodes[c]
-				a.dropNode(c)
+				r, rk := a.oneOf(&a.nodes[c], s, off)
+				a.freeNode(c)
+				a.nodes[p] = a.oneNode(r, rk, s+1)
 				continue
 			}
-			state = normal
 		}
-		if !a.setSummary(p, b, s) {
-			break
-		}
+		state = normal
+		break
 	}
-	if depth == 0 && state == gone {
+	switch {
+	case state == normal && depth > 0:
+		c := a.nodes[path[depth-1]].child[off.bit(s)]
+		a.bubble(&path, depth, s, off, a.freeOf(c, s), a.anyOf(c))
+	case depth == 0 && state == gone:
 		a.root = 0
 	}
 	a.live--
