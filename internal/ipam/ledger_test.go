@@ -21,7 +21,6 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -111,24 +110,10 @@ func TestShardsKeepEachLedgerSmall(t *testing.T) {
 	s := newMemStore()
 	m := NewManager(s, nil)
 	pool := testPool("10.0.0.0/20") // hosts by default: /26 shards of 64
-	var (
-		wg  sync.WaitGroup
-		mu  sync.Mutex
-		got []netip.Prefix
-	)
-	for range 1000 {
-		wg.Go(func() {
-			p, err := m.Allocate(context.Background(), Request{Pool: pool, Bits: 32, Holder: "IPClaim/t"})
-			if err != nil {
-				t.Errorf("allocate: %v", err)
-				return
-			}
-			mu.Lock()
-			got = append(got, p)
-			mu.Unlock()
-		})
+	got := allocateConcurrently(t, m, pool, 1000)
+	if len(got) != 1000 {
+		t.Fatalf("got %d of 1000 hosts from a /20", len(got))
 	}
-	wg.Wait()
 	checkLedger(t, s, netip.MustParsePrefix(pool.Spec.CIDR), got)
 	checkShards(t, s)
 	root, _ := s.Get(context.Background(), "p")

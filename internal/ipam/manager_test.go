@@ -158,16 +158,16 @@ func checkLedger(t *testing.T, s *memStore, pool netip.Prefix, reported []netip.
 	}
 }
 
-func TestGroupCommitBatchesConcurrentRequests(t *testing.T) {
-	s := newMemStore()
-	m := NewManager(s, nil)
-	pool := testPool("10.0.0.0/24")
+// allocateConcurrently asks for n hosts of pool from n goroutines at once
+// and returns what they got; exhaustion is expected, any other error fails.
+func allocateConcurrently(t *testing.T, m *Manager, pool *ipamv1alpha1.IPPool, n int) []netip.Prefix {
+	t.Helper()
 	var (
 		wg  sync.WaitGroup
 		mu  sync.Mutex
 		got []netip.Prefix
 	)
-	for range 300 {
+	for range n {
 		wg.Go(func() {
 			p, err := m.Allocate(context.Background(), Request{Pool: pool, Bits: 32, Holder: "IPClaim/t"})
 			if err != nil {
@@ -183,6 +183,14 @@ func TestGroupCommitBatchesConcurrentRequests(t *testing.T) {
 		})
 	}
 	wg.Wait()
+	return got
+}
+
+func TestGroupCommitBatchesConcurrentRequests(t *testing.T) {
+	s := newMemStore()
+	m := NewManager(s, nil)
+	pool := testPool("10.0.0.0/24")
+	got := allocateConcurrently(t, m, pool, 300)
 	if len(got) != 256 {
 		t.Fatalf("got %d allocations from a /24, want 256", len(got))
 	}
