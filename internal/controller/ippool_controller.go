@@ -21,7 +21,6 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
-	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -126,7 +125,7 @@ func (r *IPPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 			s.LargestFreePrefix = &lf
 		}
 		s.Claims, s.ChildPools = snap.Claims, snap.ChildPools
-		bits := prefixBits(&pool)
+		bits := ipam.DefaultBits(&pool)
 		exhausted := metav1.Condition{Type: ipamv1alpha1.ConditionExhausted, Status: metav1.ConditionFalse, Reason: ipamv1alpha1.ReasonPoolReady,
 			Message: fmt.Sprintf("a /%d is still free", bits), ObservedGeneration: pool.Generation}
 		if u.LargestFree < 0 || u.LargestFree > bits {
@@ -211,15 +210,6 @@ func (r *IPPoolReconciler) usage(ctx context.Context, pool *ipamv1alpha1.IPPool)
 		}
 	}
 	return s, nil
-}
-
-// prefixBits is the length of the pool's default claim.
-func prefixBits(pool *ipamv1alpha1.IPPool) int {
-	if pool.Spec.DefaultPrefixLength != nil {
-		return int(*pool.Spec.DefaultPrefixLength)
-	}
-	p, _ := netip.ParsePrefix(pool.Spec.CIDR)
-	return p.Addr().BitLen()
 }
 
 // utilization formats allocated/usable as a percentage with up to two decimals.

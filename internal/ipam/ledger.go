@@ -20,6 +20,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"math/bits"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -30,30 +31,41 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
+	"github.com/kipam/kipam/internal/netutil"
 )
 
-// shardEntries is about how many default-size prefixes one shard records:
-// a ledger write costs the API server more the more lines it carries, and
-// 64 keeps a shard near the cost of an empty object.
+// shardEntries is how many default-size prefixes one shard holds: a ledger
+// write costs the API server more the more lines it carries, and 64 keeps a
+// shard near the cost of an empty object. A power of two.
 const shardEntries = 64
 
-// ShardBits is the prefix length of a new root ledger's shards for pool:
-// about shardEntries claims of the pool's default size fit in one. 0 means
-// the pool is small enough to need no shards.
-func ShardBits(pool *ipamv1alpha1.IPPool) int {
-	p, err := netip.ParsePrefix(pool.Spec.CIDR)
+// DefaultBits is the prefix length of a claim on pool that asks for none:
+// the pool's defaultPrefixLength, else a host. 0 for a pool without a
+// usable cidr.
+func DefaultBits(pool *ipamv1alpha1.IPPool) int {
+	if pool.Spec.DefaultPrefixLength != nil {
+		return int(*pool.Spec.DefaultPrefixLength)
+	}
+	p, err := netutil.ParsePrefix(pool.Spec.CIDR)
 	if err != nil {
 		return 0
 	}
-	d := p.Addr().BitLen()
-	if pool.Spec.DefaultPrefixLength != nil {
-		d = int(*pool.Spec.DefaultPrefixLength)
-	}
-	bits := d - 6 // 2^6 = shardEntries
-	if bits <= p.Bits() {
+	return p.Addr().BitLen()
+}
+
+// ShardBits is the prefix length of a new root ledger's shards for pool:
+// shardEntries claims of the pool's default size fit in one. 0 means the
+// pool is small enough to need no shards.
+func ShardBits(pool *ipamv1alpha1.IPPool) int {
+	p, err := netutil.ParsePrefix(pool.Spec.CIDR)
+	if err != nil {
 		return 0
 	}
-	return bits
+	b := DefaultBits(pool) - bits.TrailingZeros(shardEntries)
+	if b <= p.Bits() {
+		return 0
+	}
+	return b
 }
 
 // ShardName is the name of shard number n of pool's root ledger.

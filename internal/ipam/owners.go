@@ -18,7 +18,6 @@ package ipam
 
 import (
 	"context"
-	"fmt"
 	"sync"
 	"time"
 
@@ -233,6 +232,3 @@ func (o *Owners) giveUp() {
 
 // NeedLeaderElection is false: every replica serves the pools it owns.
 func (o *Owners) NeedLeaderElection() bool { return false }
-
-// String names the replica, for logs.
-func (o *Owners) String() string { return fmt.Sprintf("%s at %s", o.Identity, o.Address) }

@@ -155,15 +155,10 @@ func RequestFor(claim *ipamv1alpha1.IPClaim, pool *ipamv1alpha1.IPPool, holder s
 	if f := claim.Spec.IPFamily; f != "" && string(f) != family {
 		return Request{}, field.Invalid(specPath.Child("ipFamily"), f, fmt.Sprintf("pool %s is %s", pool.Name, family))
 	}
-	req := Request{Pool: pool, Holder: holder, DryRun: dryRun}
+	req := Request{Pool: pool, Holder: holder, DryRun: dryRun, Bits: DefaultBits(pool)}
 	maxBits := prefix.Addr().BitLen()
-	switch {
-	case claim.Spec.PrefixLength != nil:
+	if claim.Spec.PrefixLength != nil {
 		req.Bits = int(*claim.Spec.PrefixLength)
-	case pool.Spec.DefaultPrefixLength != nil:
-		req.Bits = int(*pool.Spec.DefaultPrefixLength)
-	default:
-		req.Bits = maxBits
 	}
 	if claim.Spec.CIDR != "" {
 		p, err := netutil.ParsePrefix(claim.Spec.CIDR)
