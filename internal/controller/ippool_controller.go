@@ -197,17 +197,9 @@ func (r *IPPoolReconciler) usage(ctx context.Context, pool *ipamv1alpha1.IPPool)
 	if err != nil {
 		return nil, err
 	}
-	a, err := ipam.Build(pool, ledger, r.Now)
+	s, err := ipam.SnapshotOf(pool, ledger, r.Now)
 	if err != nil {
 		return nil, &invalidPool{err}
-	}
-	s := &ipam.Snapshot{Usage: a.Usage()}
-	for _, e := range ledger.Allocations {
-		if strings.HasPrefix(e.Holder, ipam.ClaimHolderPrefix) {
-			s.Claims++
-		} else {
-			s.ChildPools++
-		}
 	}
 	return s, nil
 }

@@ -18,6 +18,7 @@ package ipam
 
 import (
 	"strings"
+	"time"
 
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
 	"github.com/kipam/kipam/internal/allocator"
@@ -75,6 +76,25 @@ func (s *Snapshot) Current(ledgers []ipamv1alpha1.IPLedger) bool {
 		}
 	}
 	return seen == len(s.Versions)
+}
+
+// SnapshotOf computes pool's usage from its ledger, for a process that does
+// not serve the pool (its Versions are left empty). It fails when the pool
+// cannot be served as specified.
+func SnapshotOf(pool *ipamv1alpha1.IPPool, ledger *Ledger, now func() time.Time) (*Snapshot, error) {
+	a, err := Build(pool, ledger, now)
+	if err != nil {
+		return nil, err
+	}
+	s := &Snapshot{UID: string(pool.UID), Generation: pool.Generation, Usage: a.Usage()}
+	for _, e := range ledger.Allocations {
+		if isClaim(e) {
+			s.Claims++
+		} else {
+			s.ChildPools++
+		}
+	}
+	return s, nil
 }
 
 // snapshot records the state the committer just wrote or read.
