@@ -101,13 +101,17 @@ func (o *Owners) expired(l *coordinationv1.Lease) bool {
 // this replica owns it (taking the Lease if it is free or lapsed).
 func (o *Owners) Owner(ctx context.Context, pool string) string {
 	o.mu.Lock()
-	defer o.mu.Unlock()
 	if l, ok := o.owned[pool]; ok && !o.expired(l) {
+		o.mu.Unlock()
 		return ""
 	}
 	if l, ok := o.remote[pool]; ok && !o.expired(l) {
+		o.mu.Unlock()
 		return l.Annotations[AddressAnnotation]
 	}
+	o.mu.Unlock()
+	// Read and take the Lease without the lock, so that other pools'
+	// requests are not held up behind the API server.
 	addr, err := o.acquire(ctx, pool)
 	if err != nil {
 		// Routing is an optimisation: serve here, the ledger fences.
@@ -132,7 +136,12 @@ func (o *Owners) acquire(ctx context.Context, pool string) (string, error) {
 	case err != nil:
 		return "", err
 	case !o.expired(&l) && ptr.Deref(l.Spec.HolderIdentity, "") != o.Identity:
-		o.remember(pool, &l)
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		if o.remote == nil {
+			o.remote = map[string]*coordinationv1.Lease{}
+		}
+		o.remote[pool] = &l
 		return l.Annotations[AddressAnnotation], nil
 	default:
 		o.hold(&l)
@@ -140,19 +149,14 @@ func (o *Owners) acquire(ctx context.Context, pool string) (string, error) {
 			return "", err
 		}
 	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
 	if o.owned == nil {
 		o.owned = map[string]*coordinationv1.Lease{}
 	}
 	o.owned[pool] = &l
 	delete(o.remote, pool)
 	return "", nil
-}
-
-func (o *Owners) remember(pool string, l *coordinationv1.Lease) {
-	if o.remote == nil {
-		o.remote = map[string]*coordinationv1.Lease{}
-	}
-	o.remote[pool] = l
 }
 
 // hold makes l this replica's, renewed now.
@@ -179,9 +183,7 @@ func (o *Owners) Renew(ctx context.Context) {
 	}
 	o.mu.Unlock()
 	for pool, l := range held {
-		o.mu.Lock()
 		o.hold(l)
-		o.mu.Unlock()
 		err := o.Client.Update(ctx, l)
 		o.mu.Lock()
 		switch {
