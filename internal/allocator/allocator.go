@@ -32,7 +32,10 @@ limitations under the License.
 // proportional to the prefix length, and an update walks back up only while
 // a summary changes. Nodes live in a slice and point at each other by int32
 // index, which keeps them small (12 bytes) and free of pointers for the
-// garbage collector to scan.
+// garbage collector to scan. A leaf, and a block that is uniformly
+// allocated, reserved or held, is not a node: its parent's int32 names it
+// (a leaf's index, or the block's flags), so that it costs no node and no
+// load on the way down.
 //
 // Addresses are in one of four states: free, allocated, reserved (never
 // handed out, for gateways or broadcast addresses) or held (released, but

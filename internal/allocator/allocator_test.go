@@ -841,7 +841,7 @@ func TestNormalization(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustReserve(t, a, "10.0.0.0/32")
-	if got := a.nodes[a.root].kind; got != kInternal || a.nodes[a.nodes[a.root].child[0]].kind != fResv {
+	if got := a.kindOf(a.root); got != kInternal || a.kindOf(a.nodes[a.root].child[0]) != fResv {
 		t.Errorf("reserved lower half is not one uniform node")
 	}
 	if u := a.Usage(); u.Reserved.Int64() != 128 || u.LargestFree != 25 {
@@ -880,7 +880,7 @@ func TestAllocateRandomBesideLoneAllocation(t *testing.T) {
 		for s := 15; s >= 7; s-- { // reserve the upper half, then its lower half's upper half...
 			mustReserve(t, a, a.prefix(u128{0, 1 << s}, uint(s)).String())
 		}
-		if r := a.nodes[a.root].child[0]; a.nodes[r].kind != kInternal {
+		if r := a.nodes[a.root].child[0]; a.kindOf(r) != kInternal {
 			t.Fatalf("unexpected tree")
 		}
 		n := int(a.Free(bits).Int64())

@@ -33,20 +33,32 @@ func (a *Allocator) checkInvariants() error {
 		if n == 0 {
 			return uint8(s + 1), 0, nil
 		}
-		if n < 0 || int(n) >= len(a.nodes) {
+		var nd node
+		switch {
+		case isLeaf(n):
+			if li := leafOf(n); li <= 0 || int(li) >= len(a.leaves) {
+				return 0, 0, fmt.Errorf("leaf reference %d out of range", n)
+			}
+			nd.kind = kLeaf
+		case n < 0:
+			nd.kind = uint8(^n >> 1)
+			if nd.kind == 0 || nd.kind&^(fAlloc|fResv|fHeld) != 0 || uniformRef(nd.kind) != n {
+				return 0, 0, fmt.Errorf("uniform reference %d has no flags or others bits", n)
+			}
+		case int(n) >= len(a.nodes):
 			return 0, 0, fmt.Errorf("node index %d out of range", n)
+		default:
+			c.nodes++
+			nd = a.nodes[n]
+			if nd.kind != kInternal && nd.kind != kOne {
+				return 0, 0, fmt.Errorf("node %d has kind %b", n, nd.kind)
+			}
 		}
-		c.nodes++
-		nd := a.nodes[n]
 		var free, any uint8
 		switch {
 		case nd.kind == kInternal:
 			if s <= a.leafS {
 				return 0, 0, fmt.Errorf("internal node %d at size 2^%d (leaf size 2^%d)", n, s, a.leafS)
-			}
-			if nd.child[0] != 0 && nd.child[1] != 0 && a.nodes[nd.child[0]].kind == kLeaf && a.nodes[nd.child[1]].kind == kLeaf {
-				// Two leaves could be one leaf of twice the unit; that is
-				// allowed (explode makes them), not required.
 			}
 			if nd.child[0] == 0 && nd.child[1] == 0 {
 				return 0, 0, fmt.Errorf("internal node %d has no children", n)
@@ -64,7 +76,7 @@ func (a *Allocator) checkInvariants() error {
 				return 0, 0, fmt.Errorf("internal node %d of size 2^%d: child summaries %v %06b, want [%d %d] %06b", n, s, nd.cfree, nd.cany, f0, f1, a0|a1<<3)
 			}
 			if nd.child[0] != 0 && nd.child[1] != 0 {
-				k0, k1 := a.nodes[nd.child[0]].kind, a.nodes[nd.child[1]].kind
+				k0, k1 := a.kindOf(nd.child[0]), a.kindOf(nd.child[1])
 				if k0 == k1 && k0&(kStruct|fAlloc) == 0 {
 					return 0, 0, fmt.Errorf("internal node %d has two uniform %b children", n, k0)
 				}
@@ -75,7 +87,7 @@ func (a *Allocator) checkInvariants() error {
 			}
 			u := s - a.leafS
 			c.leaves++
-			l := a.leaves[nd.child[0]]
+			l := *a.leaf(n)
 			if (l.alloc|l.start|l.resv|l.held)&^a.full != 0 {
 				return 0, 0, fmt.Errorf("leaf node %d has bits outside the pool", n)
 			}

@@ -82,7 +82,7 @@ func (a *Allocator) paint(n int32, s uint, off u128, k uint, op paintOp) int32 {
 		return a.paintAll(n, s, op)
 	}
 	if n != 0 {
-		switch f := a.nodes[n].kind; {
+		switch f := a.kindOf(n); {
 		case f == kOne:
 			if op == opUnhold {
 				return n // nothing under it is held
@@ -90,24 +90,19 @@ func (a *Allocator) paint(n int32, s uint, off u128, k uint, op paintOp) int32 {
 			a.pushDown(n, s, off)
 		case f == kLeaf:
 			if u := s - a.leafS; k >= u {
-				l := &a.leaves[a.nodes[n].child[0]]
-				a.paintBits(l, runMask(k-u)<<a.unitIndex(off, u), u, op)
+				a.paintBits(a.leaf(n), runMask(k-u)<<a.unitIndex(off, u), u, op)
 				return a.normLeaf(n)
 			}
-			a.explode(n, s)
+			n = a.explode(n, s)
 		case f&kStruct == 0:
 			if op.apply(f) == f {
 				return n
 			}
 			// Split the uniform block so that part of it can change.
 			if s == a.leafS {
-				li := a.newLeaf(a.uniformLeaf(f))
-				a.nodes[n] = node{child: [2]int32{li, 0}, kind: kLeaf}
-				return a.paint(n, s, off, k, op)
+				return a.paint(a.newLeafNode(f), s, off, k, op)
 			}
-			c0 := a.newNode(node{kind: f})
-			c1 := a.newNode(node{kind: f})
-			a.nodes[n] = node{child: [2]int32{c0, c1}, kind: kInternal}
+			n = a.newNode(node{child: [2]int32{n, n}, kind: kInternal})
 		}
 	}
 	if n == 0 {
@@ -134,30 +129,29 @@ func (a *Allocator) paintAll(n int32, s uint, op paintOp) int32 {
 		if g == 0 {
 			return 0
 		}
-		return a.newNode(node{kind: g})
+		return uniformRef(g)
 	}
-	nd := a.nodes[n]
-	switch nd.kind {
+	switch f := a.kindOf(n); f {
 	case kOne:
 		return n // only opUnhold gets here, and nothing under it is held
 	case kLeaf:
-		a.paintBits(&a.leaves[nd.child[0]], a.full, s-a.leafS, op)
+		a.paintBits(a.leaf(n), a.full, s-a.leafS, op)
 		return a.normLeaf(n)
 	case kInternal:
+		nd := a.nodes[n]
 		c0 := a.paintAll(nd.child[0], s-1, op)
 		a.nodes[n].child[0] = c0
 		c1 := a.paintAll(nd.child[1], s-1, op)
 		a.nodes[n].child[1] = c1
 		return a.normInternal(n, s)
+	default:
+		g := op.apply(f)
+		a.account(f, g, pow2(s))
+		if g == 0 {
+			return 0
+		}
+		return uniformRef(g)
 	}
-	g := op.apply(nd.kind)
-	a.account(nd.kind, g, pow2(s))
-	if g == 0 {
-		a.freeNode(n)
-		return 0
-	}
-	a.nodes[n] = node{kind: g}
-	return n
 }
 
 // leafFree returns, for the leaf l of unit 2^u, the units at which a free
@@ -179,18 +173,18 @@ func (a *Allocator) countFree(n int32, s, k uint) count {
 	if n == 0 {
 		return pow2(s - k)
 	}
-	nd := &a.nodes[n]
-	if nd.kind == kOne {
-		// All blocks but those overlapping the allocation.
-		return pow2(s - k).sub(pow2(max(k, uint(nd.cfree[0])) - k))
-	}
-	if nd.kind == kLeaf {
+	if isLeaf(n) { // freeOf is 0 for a uniform block
 		u := s - a.leafS
-		c := count{lo: uint64(bits.OnesCount64(a.leafFree(&a.leaves[nd.child[0]], u, k)))}
+		c := count{lo: uint64(bits.OnesCount64(a.leafFree(a.leaf(n), u, k)))}
 		if k < u {
 			c = c.lsh(u - k)
 		}
 		return c
+	}
+	nd := &a.nodes[n]
+	if nd.kind == kOne {
+		// All blocks but those overlapping the allocation.
+		return pow2(s - k).sub(pow2(max(k, uint(nd.cfree[0])) - k))
 	}
 	return a.countFree(nd.child[0], s-1, k).add(a.countFree(nd.child[1], s-1, k))
 }
@@ -201,21 +195,9 @@ func (a *Allocator) selectFree(k uint, r count) u128 {
 	n, s := a.root, a.d
 	var off u128
 	for n != 0 {
-		nd := &a.nodes[n]
-		if nd.kind == kOne {
-			// Skip the blocks that overlap the allocation: indexes lo..hi-1.
-			r1, k1 := a.oneOf(nd, s, off)
-			kk := max(k, k1)
-			lo := r1.and(lowMask(s)).rsh(kk).lsh(kk - k)
-			i := u128{r.hi, r.lo}
-			if !i.less(lo) {
-				i = i.add(u128{0, 1}.lsh(kk - k))
-			}
-			return off.or(i.lsh(k))
-		}
-		if nd.kind == kLeaf {
+		if isLeaf(n) {
 			u := s - a.leafS
-			m := a.leafFree(&a.leaves[nd.child[0]], u, k)
+			m := a.leafFree(a.leaf(n), u, k)
 			rr := u128{r.hi, r.lo}
 			var within u128
 			if k < u {
@@ -228,6 +210,18 @@ func (a *Allocator) selectFree(k uint, r count) u128 {
 			}
 			unit := u128{0, uint64(bits.TrailingZeros64(m))}
 			return off.or(unit.lsh(u)).or(within)
+		}
+		nd := &a.nodes[n]
+		if nd.kind == kOne {
+			// Skip the blocks that overlap the allocation: indexes lo..hi-1.
+			r1, k1 := a.oneOf(nd, s, off)
+			kk := max(k, k1)
+			lo := r1.and(lowMask(s)).rsh(kk).lsh(kk - k)
+			i := u128{r.hi, r.lo}
+			if !i.less(lo) {
+				i = i.add(u128{0, 1}.lsh(kk - k))
+			}
+			return off.or(i.lsh(k))
 		}
 		c0, c1 := nd.child[0], nd.child[1]
 		if n0 := a.countFree(c0, s-1, k); r.less(n0) {
@@ -245,19 +239,16 @@ func (a *Allocator) selectFree(k uint, r count) u128 {
 // walk yields the allocations under node n of size 2^s at off in address
 // order and reports whether to go on.
 func (a *Allocator) walk(n int32, s uint, off u128, yield func(netip.Prefix) bool) bool {
-	if n == 0 {
-		return true
-	}
-	nd := a.nodes[n]
-	switch nd.kind {
+	switch a.kindOf(n) {
 	case kInternal:
 		if a.anyOf(n)&fAlloc == 0 {
 			return true
 		}
+		nd := &a.nodes[n]
 		return a.walk(nd.child[0], s-1, off, yield) && a.walk(nd.child[1], s-1, off.setBit(s-1), yield)
 	case kLeaf:
 		u := s - a.leafS
-		l := a.leaves[nd.child[0]]
+		l := *a.leaf(n)
 		for st := l.start; st != 0; st &= st - 1 {
 			o := uint(bits.TrailingZeros64(st))
 			if !yield(a.prefix(off.or(u128{0, uint64(o)}.lsh(u)), l.allocLog(o)+u)) {
@@ -266,7 +257,7 @@ func (a *Allocator) walk(n int32, s uint, off u128, yield func(netip.Prefix) boo
 		}
 		return true
 	case kOne:
-		return yield(a.prefix(a.oneOf(&nd, s, off)))
+		return yield(a.prefix(a.oneOf(&a.nodes[n], s, off)))
 	case fAlloc:
 		return yield(a.prefix(off, s))
 	}

@@ -81,20 +81,20 @@ func (a *Allocator) checkBuild(n int32, s uint, items []block) error {
 	if len(items) == 0 || n == 0 {
 		return nil
 	}
-	nd := a.nodes[n]
+	kind := a.kindOf(n)
 	it := items[0]
-	if nd.kind&kStruct == 0 {
-		return prefixErr(a.prefix(it.off, uint(it.k)), flagErr(nd.kind))
+	if kind&kStruct == 0 {
+		return prefixErr(a.prefix(it.off, uint(it.k)), flagErr(kind))
 	}
-	if nd.kind == kOne { // unreachable: Restore starts with no allocations
+	if kind == kOne { // unreachable: Restore starts with no allocations
 		return prefixErr(a.prefix(it.off, uint(it.k)), ErrOverlap)
 	}
 	if uint(it.k) == s {
 		return prefixErr(a.prefix(it.off, uint(it.k)), flagErr(a.anyOf(n)))
 	}
-	if nd.kind == kLeaf {
+	if kind == kLeaf {
 		u := s - a.leafS
-		l := &a.leaves[nd.child[0]]
+		l := a.leaf(n)
 		for _, it := range items {
 			m := runMask(max(uint(it.k), u)-u) << a.unitIndex(it.off, u)
 			var f uint8
@@ -111,6 +111,7 @@ func (a *Allocator) checkBuild(n int32, s uint, items []block) error {
 		return nil
 	}
 	i := split(items, s)
+	nd := &a.nodes[n]
 	if err := a.checkBuild(nd.child[0], s-1, items[:i]); err != nil {
 		return err
 	}
@@ -125,24 +126,24 @@ func (a *Allocator) build(n int32, s uint, items []block) int32 {
 		return n
 	}
 	if uint(items[0].k) == s {
-		return a.newNode(node{kind: fAlloc})
+		return uniformRef(fAlloc)
 	}
 	if n == 0 && len(items) == 1 && s != a.leafLevel(uint(items[0].k)) {
 		return a.newOne(items[0].off, uint(items[0].k), s)
 	}
-	if s >= a.leafS && (n == 0 || a.nodes[n].kind == kLeaf) {
+	if s >= a.leafS && (n == 0 || isLeaf(n)) {
 		u := s - a.leafS
 		minK := uint(items[0].k)
 		for _, it := range items[1:] {
 			minK = min(minK, uint(it.k))
 		}
 		if n != 0 && minK < u {
-			a.explode(n, s)
+			n = a.explode(n, s)
 		} else if n != 0 || s == a.leafLevel(minK) {
 			if n == 0 {
 				n = a.newLeafNode(0)
 			}
-			l := &a.leaves[a.nodes[n].child[0]]
+			l := a.leaf(n)
 			for _, it := range items {
 				o := a.unitIndex(it.off, u)
 				l.alloc |= runMask(uint(it.k)-u) << o
