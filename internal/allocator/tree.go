@@ -429,20 +429,25 @@ func (a *Allocator) setSummary(n int32, b int, s uint) bool {
 // walk up after every allocation and release is what grows with the live
 // count.
 func (a *Allocator) bubble(path *[maxDepth]int32, depth int, s uint, off u128, f, any uint8) {
+	// In a packed region this walk goes up to where free space begins,
+	// one level more per doubling of the live count, so each step is kept
+	// short: the sides come off one word shifted once per level, and the
+	// shifts are masked so that they compile to single instructions.
+	side := off.rsh(s)
 	for ; depth > 0; depth-- {
-		b := off.bit(s)
-		s++
+		b := uint(side.lo & 1)
+		side.lo = side.lo>>1 | side.hi<<63
+		side.hi >>= 1
 		nd := &a.nodes[path[depth-1]]
-		sh := 3 * uint(b)
-		m := uint8(7) << sh
+		sh := 3 * b & 7
 		// The parent's summary is the child's merged with the sibling's,
 		// read before the store so that the next step does not wait on it.
-		sf, sany := nd.cfree[1-b], nd.cany>>(3-sh)&7
-		if nd.cfree[b] == f && nd.cany&m == any<<sh {
+		sf, sany := nd.cfree[b^1], nd.cany>>(sh^3)&7
+		if nd.cfree[b] == f && nd.cany>>sh&7 == any {
 			return
 		}
 		nd.cfree[b] = f
-		nd.cany = nd.cany&^m | any<<sh
+		nd.cany = nd.cany&^(7<<sh) | any<<sh
 		f = max(f, sf)
 		any |= sany
 	}
