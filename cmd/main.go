@@ -39,6 +39,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
@@ -46,6 +47,7 @@ import (
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
 	"github.com/kipam/kipam/internal/controller"
 	"github.com/kipam/kipam/internal/ipam"
+	kipammetrics "github.com/kipam/kipam/internal/metrics"
 	webhookv1alpha1 "github.com/kipam/kipam/internal/webhook/v1alpha1"
 	"k8s.io/apimachinery/pkg/util/uuid"
 	// +kubebuilder:scaffold:imports
@@ -165,6 +167,9 @@ func main() {
 		setupLog.Error(err, "unable to create controllers")
 		os.Exit(1)
 	}
+	// Each pool's usage, as its status records it, read from the cache at
+	// every scrape of /metrics.
+	crmetrics.Registry.MustRegister(kipammetrics.NewPoolCollector(mgr.GetCache()))
 	if enableWebhooks {
 		if err := webhookv1alpha1.SetupWithManager(mgr, pools); err != nil {
 			setupLog.Error(err, "unable to create webhooks")

@@ -75,6 +75,8 @@ down() {
 }
 
 instructions() {
+	local metrics
+	metrics=$(sed -n 's/^METRICS_ADDR=//p' "$dir/cluster/env" 2>/dev/null)
 	cat <<MSG
 
 kipam is running on a local control plane (logs in $dir).
@@ -89,6 +91,7 @@ Then try:
   kubectl get ippools                     # usage of each pool
   kubectl get ipclaims -A                 # every claim and its CIDR
   kubectl explain ipclaim.spec            # the claim API, field by field
+  curl -s http://$metrics/metrics | grep '^kipam_pool'   # pool usage for Prometheus
   kubectl create -f - <<'YAML'
   apiVersion: ipam.kipam.dev/v1alpha1
   kind: IPClaim
@@ -129,7 +132,7 @@ up() {
 	# in namespace default (in a pod, its own namespace).
 	setsid nohup "$bin/manager" --kubeconfig "$KUBECONFIG" \
 		--webhook-host "$WEBHOOK_HOST" --webhook-port "$WEBHOOK_PORT" --webhook-cert-dir "$WEBHOOK_CERT_DIR" \
-		--health-probe-bind-address "$PROBE_ADDR" --metrics-bind-address 0 \
+		--health-probe-bind-address "$PROBE_ADDR" --metrics-bind-address "$METRICS_ADDR" --metrics-secure=false \
 		--leader-elect --lease-namespace default --identity demo-a --advertise-address "$WEBHOOK_HOST:$WEBHOOK_PORT" \
 		>"$dir/manager.log" 2>&1 </dev/null &
 	echo $! >"$dir/manager.pid"

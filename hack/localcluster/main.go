@@ -27,7 +27,7 @@ limitations under the License.
 //	kubeconfig      an admin kubeconfig (system:masters)
 //	webhook-certs/  tls.crt and tls.key for kipam's webhook server
 //	env             shell assignments: KUBECONFIG, WEBHOOK_HOST, WEBHOOK_PORT,
-//	                WEBHOOK_CERT_DIR, PROBE_ADDR
+//	                WEBHOOK_CERT_DIR, PROBE_ADDR, METRICS_ADDR
 //	ready           present while the cluster serves
 package main
 
@@ -127,9 +127,13 @@ func run(dir, assets, crds, webhooks string) error {
 	if err != nil {
 		return err
 	}
+	metrics, err := testenv.FreePort()
+	if err != nil {
+		return err
+	}
 	wh := env.WebhookInstallOptions
-	vars := fmt.Sprintf("KUBECONFIG=%s\nWEBHOOK_HOST=%s\nWEBHOOK_PORT=%d\nWEBHOOK_CERT_DIR=%s\nPROBE_ADDR=127.0.0.1:%d\n",
-		kubeconfigPath, wh.LocalServingHost, wh.LocalServingPort, wh.LocalServingCertDir, probe)
+	vars := fmt.Sprintf("KUBECONFIG=%s\nWEBHOOK_HOST=%s\nWEBHOOK_PORT=%d\nWEBHOOK_CERT_DIR=%s\nPROBE_ADDR=127.0.0.1:%d\nMETRICS_ADDR=127.0.0.1:%d\n",
+		kubeconfigPath, wh.LocalServingHost, wh.LocalServingPort, wh.LocalServingCertDir, probe, metrics)
 	if err := os.WriteFile(filepath.Join(dir, "env"), []byte(vars), 0o600); err != nil {
 		return err
 	}

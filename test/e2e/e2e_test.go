@@ -22,12 +22,15 @@ package e2e
 
 import (
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -185,6 +188,56 @@ spec: {cidr: 192.168.78.0/31}
 			again = append(again, out)
 		}
 		Expect(again).To(ConsistOf(held))
+	})
+
+	It("serves each pool's usage on /metrics", func() {
+		pool := `apiVersion: ipam.kipam.dev/v1alpha1
+kind: IPPool
+metadata: {name: e2e-metrics}
+spec: {cidr: 192.168.79.0/30}
+`
+		out, err := kIn(pool, "create", "-f", "-")
+		Expect(err).NotTo(HaveOccurred(), out)
+		for i := range 4 {
+			out, err = kIn(fmt.Sprintf("apiVersion: ipam.kipam.dev/v1alpha1\nkind: IPClaim\nmetadata: {name: e2e-m%d, namespace: default}\nspec: {pool: e2e-metrics}\n", i), "create", "-f", "-")
+			Expect(err).NotTo(HaveOccurred(), out)
+		}
+		env, err := os.ReadFile(filepath.Join(demoDir, "cluster", "env"))
+		Expect(err).NotTo(HaveOccurred())
+		var addr string
+		for _, line := range strings.Split(string(env), "\n") {
+			if v, ok := strings.CutPrefix(line, "METRICS_ADDR="); ok {
+				addr = v
+			}
+		}
+		Expect(addr).NotTo(BeEmpty(), "no METRICS_ADDR in the demo's env")
+		scrape := func() (string, error) {
+			resp, err := http.Get("http://" + addr + "/metrics")
+			if err != nil {
+				return "", err
+			}
+			defer func() { _ = resp.Body.Close() }()
+			body, err := io.ReadAll(resp.Body)
+			return string(body), err
+		}
+		Eventually(scrape).WithTimeout(30 * time.Second).Should(SatisfyAll(
+			ContainSubstring(`kipam_pool_info{cidr="192.168.79.0/30",parent="",pool="e2e-metrics"} 1`),
+			ContainSubstring(`kipam_pool_capacity_addresses{pool="e2e-metrics"} 4`),
+			ContainSubstring(`kipam_pool_allocated_addresses{pool="e2e-metrics"} 4`),
+			ContainSubstring(`kipam_pool_available_addresses{pool="e2e-metrics"} 0`),
+			ContainSubstring(`kipam_pool_claims{pool="e2e-metrics"} 4`),
+			ContainSubstring(`kipam_pool_exhausted{pool="e2e-metrics"} 1`),
+			Not(ContainSubstring(`kipam_pool_largest_free_prefix_length{pool="e2e-metrics"}`)),
+		))
+
+		By("releasing one: the next scrape shows it free again")
+		out, err = k("delete", "ipclaim", "e2e-m3", "-n", "default", "--wait=true")
+		Expect(err).NotTo(HaveOccurred(), out)
+		Eventually(scrape).WithTimeout(30 * time.Second).Should(SatisfyAll(
+			ContainSubstring(`kipam_pool_allocated_addresses{pool="e2e-metrics"} 3`),
+			ContainSubstring(`kipam_pool_largest_free_prefix_length{pool="e2e-metrics"} 32`),
+			ContainSubstring(`kipam_pool_exhausted{pool="e2e-metrics"} 0`),
+		))
 	})
 
 	It("renders a Helm chart whose every object the API server accepts", func() {
