@@ -257,5 +257,17 @@ spec: {cidr: 192.168.79.0/30}
 		Expect(err).NotTo(HaveOccurred(), applied)
 		Expect(applied).To(ContainSubstring("deployment.apps/kipam created (server dry run)"))
 		Expect(applied).To(ContainSubstring("mutatingwebhookconfiguration.admissionregistration.k8s.io/kipam-mutating created (server dry run)"))
+		// /metrics is behind a TokenReview and a SubjectAccessReview: the
+		// manager must be allowed to make them, and scrapers to read it.
+		Expect(applied).To(ContainSubstring("clusterrolebinding.rbac.authorization.k8s.io/kipam-metrics-auth created (server dry run)"))
+		Expect(applied).To(ContainSubstring("clusterrole.rbac.authorization.k8s.io/kipam-metrics-reader created (server dry run)"))
+		Expect(applied).To(ContainSubstring("service/kipam-metrics created (server dry run)"))
+		Expect(applied).NotTo(ContainSubstring("servicemonitor"), "a ServiceMonitor by default")
+
+		By("rendering the ServiceMonitor when asked")
+		out, err = run(helm, "template", "kipam", "dist/chart", "--namespace", "kipam-system", "--set", "metrics.serviceMonitor.enabled=true")
+		Expect(err).NotTo(HaveOccurred(), out)
+		Expect(out).To(ContainSubstring("kind: ServiceMonitor"))
+		Expect(out).To(ContainSubstring("app.kubernetes.io/component: metrics"))
 	})
 })
