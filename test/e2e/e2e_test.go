@@ -68,6 +68,13 @@ func kIn(manifest string, args ...string) (string, error) {
 	return string(out), err
 }
 
+// createPool creates an IPPool of the given CIDR with kubectl.
+func createPool(name, cidr string) {
+	GinkgoHelper()
+	out, err := kIn(fmt.Sprintf("apiVersion: ipam.kipam.dev/v1alpha1\nkind: IPPool\nmetadata: {name: %s}\nspec: {cidr: %s}\n", name, cidr), "create", "-f", "-")
+	Expect(err).NotTo(HaveOccurred(), out)
+}
+
 var _ = BeforeSuite(func() {
 	wd, err := os.Getwd()
 	Expect(err).NotTo(HaveOccurred())
@@ -101,17 +108,11 @@ var _ = Describe("kipam with kubectl", func() {
 	})
 
 	It("returns the CIDR from kubectl create, refuses bad input and releases on delete", func() {
-		pool := `apiVersion: ipam.kipam.dev/v1alpha1
-kind: IPPool
-metadata: {name: e2e-small}
-spec: {cidr: 192.168.77.0/29}
-`
-		out, err := kIn(pool, "create", "-f", "-")
-		Expect(err).NotTo(HaveOccurred(), out)
+		createPool("e2e-small", "192.168.77.0/29")
 		claim := func(name, extra string) string {
 			return fmt.Sprintf("apiVersion: ipam.kipam.dev/v1alpha1\nkind: IPClaim\nmetadata: {name: %s, namespace: default}\nspec: {pool: e2e-small%s}\n", name, extra)
 		}
-		out, err = kIn(claim("e2e-a", ", prefixLength: 30"), "create", "-f", "-", "-o", "jsonpath={.spec.cidr}")
+		out, err := kIn(claim("e2e-a", ", prefixLength: 30"), "create", "-f", "-", "-o", "jsonpath={.spec.cidr}")
 		Expect(err).NotTo(HaveOccurred(), out)
 		Expect(out).To(Equal("192.168.77.0/30"))
 
@@ -155,17 +156,11 @@ spec: {cidr: 192.168.77.0/29}
 	})
 
 	It("releases a namespace's claims when kubectl deletes the namespace", func() {
-		pool := `apiVersion: ipam.kipam.dev/v1alpha1
-kind: IPPool
-metadata: {name: e2e-ns}
-spec: {cidr: 192.168.78.0/31}
-`
-		out, err := kIn(pool, "create", "-f", "-")
-		Expect(err).NotTo(HaveOccurred(), out)
+		createPool("e2e-ns", "192.168.78.0/31")
 		claim := func(ns, name string) string {
 			return fmt.Sprintf("apiVersion: ipam.kipam.dev/v1alpha1\nkind: IPClaim\nmetadata: {name: %s, namespace: %s}\nspec: {pool: e2e-ns}\n", name, ns)
 		}
-		out, err = k("create", "namespace", "e2e-doomed")
+		out, err := k("create", "namespace", "e2e-doomed")
 		Expect(err).NotTo(HaveOccurred(), out)
 		var held []string
 		for _, name := range []string{"e2e-n0", "e2e-n1"} {
@@ -191,15 +186,9 @@ spec: {cidr: 192.168.78.0/31}
 	})
 
 	It("serves each pool's usage on /metrics", func() {
-		pool := `apiVersion: ipam.kipam.dev/v1alpha1
-kind: IPPool
-metadata: {name: e2e-metrics}
-spec: {cidr: 192.168.79.0/30}
-`
-		out, err := kIn(pool, "create", "-f", "-")
-		Expect(err).NotTo(HaveOccurred(), out)
+		createPool("e2e-metrics", "192.168.79.0/30")
 		for i := range 4 {
-			out, err = kIn(fmt.Sprintf("apiVersion: ipam.kipam.dev/v1alpha1\nkind: IPClaim\nmetadata: {name: e2e-m%d, namespace: default}\nspec: {pool: e2e-metrics}\n", i), "create", "-f", "-")
+			out, err := kIn(fmt.Sprintf("apiVersion: ipam.kipam.dev/v1alpha1\nkind: IPClaim\nmetadata: {name: e2e-m%d, namespace: default}\nspec: {pool: e2e-metrics}\n", i), "create", "-f", "-")
 			Expect(err).NotTo(HaveOccurred(), out)
 		}
 		env, err := os.ReadFile(filepath.Join(demoDir, "cluster", "env"))
@@ -231,7 +220,7 @@ spec: {cidr: 192.168.79.0/30}
 		))
 
 		By("releasing one: the next scrape shows it free again")
-		out, err = k("delete", "ipclaim", "e2e-m3", "-n", "default", "--wait=true")
+		out, err := k("delete", "ipclaim", "e2e-m3", "-n", "default", "--wait=true")
 		Expect(err).NotTo(HaveOccurred(), out)
 		Eventually(scrape).WithTimeout(30 * time.Second).Should(SatisfyAll(
 			ContainSubstring(`kipam_pool_allocated_addresses{pool="e2e-metrics"} 3`),
