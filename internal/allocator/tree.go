@@ -89,7 +89,8 @@ type leaf struct {
 	alloc, start, resv, held uint64
 }
 
-// leafRef returns the reference to leaf li (li >= 1).
+// leafRef returns the reference to leaf li (1 <= li < 2^30: 32 GiB of
+// leaves, beyond any pool that fits in memory).
 func leafRef(li int32) int32 { return ^(li << 1) }
 
 // uniformRef returns the reference to a uniform block of flags f (f != 0).
