@@ -73,6 +73,7 @@ func main() {
 		secureMetrics, enableHTTP2  bool
 		enableWebhooks              bool
 		orphanGrace                 time.Duration
+		maxLedgerBytes              int
 		leaseNamespace, advertise   string
 		identity                    string
 		leaseDuration               time.Duration
@@ -97,6 +98,9 @@ func main() {
 	flag.DurationVar(&orphanGrace, "orphan-grace", controller.DefaultOrphanGrace,
 		"How long a committed prefix may go without a claim carrying it before it is released. "+
 			"Keep it above the API server's request timeout (60s by default).")
+	flag.IntVar(&maxLedgerBytes, "max-ledger-bytes", ipam.DefaultMaxLedgerBytes,
+		"The most entry text one IPLedger object may record; a claim that would pass it is denied. "+
+			"Keep it a third below etcd's --max-request-bytes (1.5 MiB by default).")
 	flag.StringVar(&leaseNamespace, "lease-namespace", os.Getenv("POD_NAMESPACE"),
 		"The namespace of the per-pool owner Leases that route each pool's claims to one replica. "+
 			"Empty (and no POD_NAMESPACE) serves every pool in every replica, fenced by the ledgers alone.")
@@ -163,6 +167,7 @@ func main() {
 	// One allocator per pool, shared by the webhook and the reconcilers; the
 	// pool's IPLedger in etcd is the durable record and the fence.
 	pools := ipam.NewManager(ipam.ClientStore{Reader: mgr.GetAPIReader(), Writer: mgr.GetClient()}, nil)
+	pools.SetMaxLedgerBytes(maxLedgerBytes)
 	if err := controller.SetupWithManager(ctx, mgr, pools, controller.Options{OrphanGrace: orphanGrace}); err != nil {
 		setupLog.Error(err, "unable to create controllers")
 		os.Exit(1)

@@ -253,6 +253,10 @@ func (r *IPClaimReconciler) bindWaiting(ctx context.Context, claim *ipamv1alpha1
 			reasons = append(reasons, fmt.Sprintf("pool %s: %s", pool.Name, ex.Error()))
 			continue
 		}
+		if errors.Is(err, ipam.ErrLedgerFull) {
+			reasons = append(reasons, err.Error())
+			continue
+		}
 		if err != nil {
 			return err
 		}

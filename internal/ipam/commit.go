@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
+	"strconv"
 	"sync"
 	"time"
 
@@ -65,6 +66,9 @@ type doc struct {
 	holds  map[netip.Prefix]time.Time
 	// claims counts the allocs held by claims.
 	claims int
+	// size is the length of the text the object records (allocations,
+	// holds, shards) as last read or written, plus the entries put since.
+	size int
 	// dead is a listed shard that may not be written: sealed, or a name
 	// taken by something else.
 	dead bool
@@ -176,12 +180,18 @@ func (m *Manager) apply(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) {
 			o.err = err
 			continue
 		}
+		e := Entry{Holder: o.alloc.Holder, At: now}
+		if d := l.docOf(p); d != nil && int64(d.size+entryLen(p, e)) > m.maxLedgerBytes.Load() {
+			_ = st.alloc.Release(p)
+			o.err = l.fullErr(pool, d, p, m.maxLedgerBytes.Load())
+			continue
+		}
 		o.result = p
 		if o.alloc.DryRun {
 			_ = st.alloc.Release(p)
 			continue
 		}
-		l.record(pool, p, Entry{Holder: o.alloc.Holder, At: now}, o)
+		l.record(pool, p, e, o)
 	}
 }
 
@@ -201,6 +211,38 @@ func (l *ledgerState) shardOf(p netip.Prefix) (netip.Prefix, bool) {
 		return netip.Prefix{}, false
 	}
 	return netip.PrefixFrom(p.Addr(), l.bits).Masked(), true
+}
+
+// docOf is the doc p would be recorded in: the root, an open shard, or nil
+// for a shard not opened yet.
+func (l *ledgerState) docOf(p netip.Prefix) *doc {
+	s, ok := l.shardOf(p)
+	if !ok {
+		return l.root
+	}
+	if d := l.listed[s]; d != nil && !d.dead {
+		return d
+	}
+	return nil
+}
+
+// fullErr says why d cannot record p, and what to do about it.
+func (l *ledgerState) fullErr(pool *ipamv1alpha1.IPPool, d *doc, p netip.Prefix, limit int64) error {
+	where := fmt.Sprintf("the pool's root ledger, where prefixes of /%d or larger are recorded,", l.bits)
+	if l.bits == 0 {
+		where = "the pool's ledger"
+	} else if d != l.root {
+		where = fmt.Sprintf("the ledger %s, where prefixes longer than /%d inside %s are recorded,", d.name, l.bits, d.cidr)
+	}
+	return fmt.Errorf("%w: pool %s cannot record another /%d: %s holds %d bytes of entries, "+
+		"and one more would pass %d; a release there makes room, and a pool whose spec.defaultPrefixLength "+
+		"is close to the size its claims ask for spreads them over many ledgers", ErrLedgerFull, pool.Name, p.Bits(), where, d.size, limit)
+}
+
+// entryLen is the length of p's line in a ledger's allocations.
+func entryLen(p netip.Prefix, e Entry) int {
+	var b [64]byte
+	return len(p.AppendTo(b[:0])) + 1 + len(e.Holder) + 1 + len(strconv.AppendInt(b[:0], e.At.Unix(), 10)) + 1
 }
 
 // record writes p into the doc it belongs in, opening a shard or closing
@@ -236,6 +278,7 @@ func (l *ledgerState) record(pool *ipamv1alpha1.IPPool, p netip.Prefix, e Entry,
 // put records p in d.
 func (d *doc) put(p netip.Prefix, e Entry) {
 	d.allocs[p] = e
+	d.size += entryLen(p, e)
 	if isClaim(e) {
 		d.claims++
 	}
@@ -282,6 +325,7 @@ func (l *ledgerState) release(a *allocator.Allocator, o *op, now time.Time) erro
 		return err
 	}
 	delete(d.allocs, p)
+	d.size -= entryLen(p, e)
 	if isClaim(e) {
 		d.claims--
 	}
@@ -362,6 +406,7 @@ func (m *Manager) put(ctx context.Context, l *ledgerState, pool *ipamv1alpha1.IP
 		return fmt.Errorf("writing ledger %s: %w", d.name, err)
 	}
 	d.obj, d.written = obj, true
+	d.size = recordedLen(obj)
 	if d.seal {
 		d.dead = true
 	}
@@ -450,12 +495,17 @@ func (l *ledgerState) contents() *Ledger {
 	return out
 }
 
+// recordedLen is the length of the text obj records.
+func recordedLen(obj *ipamv1alpha1.IPLedger) int {
+	return len(obj.Spec.Allocations) + len(obj.Spec.Holds) + len(obj.Spec.Shards)
+}
+
 func newDoc(obj *ipamv1alpha1.IPLedger) (*doc, error) {
 	allocs, holds, err := parseDoc(obj)
 	if err != nil {
 		return nil, err
 	}
-	d := &doc{name: obj.Name, obj: obj, allocs: allocs, holds: holds}
+	d := &doc{name: obj.Name, obj: obj, allocs: allocs, holds: holds, size: recordedLen(obj)}
 	for _, e := range allocs {
 		if isClaim(e) {
 			d.claims++

@@ -48,6 +48,17 @@ import (
 // failed. Nothing was allocated or released; the caller may retry.
 var ErrBusy = errors.New("pool busy")
 
+// ErrLedgerFull is returned when the ledger a prefix belongs in has no room
+// left for its entry: one more would take the object towards etcd's
+// request size limit. Nothing was allocated; a release in the same ledger
+// makes room.
+var ErrLedgerFull = errors.New("ledger full")
+
+// DefaultMaxLedgerBytes bounds the entries one ledger object records (the
+// text of its allocations, holds and shard list). etcd refuses a write
+// above 1.5 MiB by default; the rest is room for the object's metadata.
+const DefaultMaxLedgerBytes = 1 << 20
+
 // maxAttempts bounds how often one batch is rebuilt and retried after losing
 // the ledger race before its requests fail with ErrBusy.
 const maxAttempts = 8
@@ -128,6 +139,8 @@ type Request struct {
 type Manager struct {
 	store Store
 	now   func() time.Time
+	// maxLedgerBytes: see SetMaxLedgerBytes.
+	maxLedgerBytes atomic.Int64
 
 	mu    sync.Mutex
 	pools map[string]*poolState
@@ -143,6 +156,10 @@ type Manager struct {
 // nil serves every pool here.
 func (m *Manager) SetRouter(r *Router) { m.router.Store(r) }
 
+// SetMaxLedgerBytes bounds the entries one ledger object records (see
+// DefaultMaxLedgerBytes): keep it a third below etcd's --max-request-bytes.
+func (m *Manager) SetMaxLedgerBytes(n int) { m.maxLedgerBytes.Store(int64(n)) }
+
 // Conflicts is how many ledger writes lost the race to another writer.
 func (m *Manager) Conflicts() int64 { return m.conflicts.Load() }
 
@@ -151,7 +168,9 @@ func NewManager(store Store, now func() time.Time) *Manager {
 	if now == nil {
 		now = time.Now
 	}
-	return &Manager{store: store, now: now, pools: map[string]*poolState{}}
+	m := &Manager{store: store, now: now, pools: map[string]*poolState{}}
+	m.maxLedgerBytes.Store(DefaultMaxLedgerBytes)
+	return m
 }
 
 // op is one queued change.

@@ -23,6 +23,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -367,4 +368,68 @@ func TestRandomStrategy(t *testing.T) {
 	}
 	checkLedger(t, s, netip.MustParsePrefix(pool.Spec.CIDR), got)
 	checkShards(t, s)
+}
+
+// TestLedgerFull: a ledger stops taking entries before etcd would refuse
+// its write, with an error that says which ledger and what to do. The
+// denied prefix is not left allocated, the pool's other ledgers go on, a
+// release makes room, and a new owner enforces the same bound from what it
+// reads.
+func TestLedgerFull(t *testing.T) {
+	s := newMemStore()
+	clock := func() time.Time { return time.Unix(1_700_000_000, 0) }
+	m := NewManager(s, clock)
+	pool := testPool("10.0.0.0/16") // a pool of hosts: /26 shards, /24s in the root
+	cidr := netip.MustParsePrefix(pool.Spec.CIDR)
+	line := entryLen(netip.MustParsePrefix("10.0.0.0/24"), Entry{Holder: "IPClaim/t", At: clock()})
+	m.SetMaxLedgerBytes(4*line + line/2) // four /24s, and a shard's line in the list
+	ctx := context.Background()
+	slash24 := func(m *Manager) (netip.Prefix, error) {
+		return m.Allocate(ctx, Request{Pool: pool, Bits: 24, Holder: "IPClaim/t"})
+	}
+	var got []netip.Prefix
+	for range 4 {
+		p, err := slash24(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, p)
+	}
+	_, err := slash24(m)
+	if !errors.Is(err, ErrLedgerFull) {
+		t.Fatalf("a fifth /24 in a full root: %v, want ErrLedgerFull", err)
+	}
+	for _, want := range []string{"pool p cannot record another /24", "root ledger", "a release there makes room", "spec.defaultPrefixLength"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+	checkLedger(t, s, cidr, got)
+
+	// Hosts are recorded in shards, which have room; the first one takes
+	// the /24 just denied, so that was released.
+	h, err := m.Allocate(ctx, Request{Pool: pool, Bits: 32, Holder: "IPClaim/t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := netip.MustParsePrefix("10.0.4.0/32"); h != want {
+		t.Errorf("first host = %s, want %s (where the denied /24 was)", h, want)
+	}
+
+	if err := m.Release(ctx, pool, got[0], 0); err != nil {
+		t.Fatal(err)
+	}
+	p, err := slash24(m)
+	if err != nil {
+		t.Fatalf("a /24 after a release in the root: %v", err)
+	}
+	got = append(got[1:], h, p)
+	checkLedger(t, s, cidr, got)
+
+	fresh := NewManager(s, clock)
+	fresh.SetMaxLedgerBytes(4*line + line/2)
+	if _, err := slash24(fresh); !errors.Is(err, ErrLedgerFull) {
+		t.Errorf("a new owner let the full root take another /24: %v", err)
+	}
+	checkLedger(t, s, cidr, got)
 }

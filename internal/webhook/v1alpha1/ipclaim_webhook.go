@@ -121,6 +121,16 @@ func (a *IPClaimAllocator) allocate(ctx context.Context, claim *ipamv1alpha1.IPC
 					"denied a /%d to a claim in namespace %s: %s", r.Bits, namespace, ex.Error())
 			}
 			continue
+		case errors.Is(err, ipam.ErrLedgerFull):
+			// Full in the way that matters to the claim: this pool
+			// cannot take it until something in the same ledger goes.
+			exhausted = append(exhausted, err.Error())
+			if !dryRun {
+				metrics.ClaimsDenied.WithLabelValues(pool.Name, "LedgerFull").Inc()
+				a.Recorder.Eventf(pool, nil, corev1.EventTypeWarning, ipamv1alpha1.ReasonPoolExhausted, "Allocate",
+					"denied a /%d to a claim in namespace %s: %s", r.Bits, namespace, err.Error())
+			}
+			continue
 		case errors.Is(err, ipam.ErrBusy):
 			return apierrors.NewTooManyRequests(err.Error(), 1)
 		case err != nil:

@@ -226,6 +226,52 @@ var _ = Describe("IPClaim allocation at admission", func() {
 		Expect(got).To(Equal([]string{a.Name + "=10.55.0.0/32", a.Name + "=10.55.0.1/32", b.Name + "=10.55.1.0/32", b.Name + "=10.55.1.1/32"}))
 	})
 
+	It("denies a claim its pool's ledger has no room for, saying which ledger and what to do", func() {
+		p := createPool("10.94.0.0/16", nil) // a pool of hosts: its /24s are recorded in its root ledger
+		pools.SetMaxLedgerBytes(200)         // about five lines
+		DeferCleanup(func() { pools.SetMaxLedgerBytes(ipam.DefaultMaxLedgerBytes) })
+		slash24 := func() *ipamv1alpha1.IPClaim {
+			return newClaim("default", p.Name, func(c *ipamv1alpha1.IPClaim) { c.Spec.PrefixLength = ptr.To[int32](24) })
+		}
+		var (
+			err    error
+			fitted []*ipamv1alpha1.IPClaim
+		)
+		for range 10 {
+			c := slash24()
+			if err = k8sClient.Create(ctx, c); err != nil {
+				break
+			}
+			fitted = append(fitted, c)
+		}
+		Expect(len(fitted)).To(BeNumerically(">=", 2), "the first /24s fit")
+		Expect(apierrors.IsForbidden(err)).To(BeTrue(), "%v", err)
+		Expect(err).To(MatchError(ContainSubstring(fmt.Sprintf("pool %s cannot record another /24: the pool's root ledger", p.Name))))
+		Expect(err).To(MatchError(ContainSubstring("spec.defaultPrefixLength")))
+		Expect(promtestutil.ToFloat64(metrics.ClaimsDenied.WithLabelValues(p.Name, "LedgerFull"))).To(BeEquivalentTo(1))
+
+		By("a claim that may wait waits, saying why, and binds once a release makes room")
+		waiting := slash24()
+		waiting.Spec.WhenExhausted = ipamv1alpha1.Wait
+		Expect(k8sClient.Create(ctx, waiting)).To(Succeed())
+		Expect(waiting.Spec.CIDR).To(BeEmpty())
+		Eventually(func(g Gomega) {
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(waiting), waiting)).To(Succeed())
+			cond := meta.FindStatusCondition(waiting.Status.Conditions, ipamv1alpha1.ConditionReady)
+			g.Expect(cond).NotTo(BeNil())
+			g.Expect(cond.Reason).To(Equal(ipamv1alpha1.ReasonPending))
+			g.Expect(cond.Message).To(ContainSubstring("cannot record another /24"))
+		}).Should(Succeed())
+		Expect(k8sClient.Delete(ctx, fitted[0])).To(Succeed())
+		Eventually(func(g Gomega) {
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(waiting), waiting)).To(Succeed())
+			g.Expect(waiting.Spec.CIDR).To(Equal(fitted[0].Spec.CIDR))
+		}).Should(Succeed())
+
+		By("a host still fits: it is recorded in a shard")
+		Expect(k8sClient.Create(ctx, newClaim("default", p.Name, nil))).To(Succeed())
+	})
+
 	It("denies an exhausted pool naming it, the size and the largest free prefix", func() {
 		p := createPool("10.56.0.0/28", nil)
 		Expect(k8sClient.Create(ctx, newClaim("default", p.Name, func(c *ipamv1alpha1.IPClaim) { c.Spec.CIDR = "10.56.0.0/29" }))).To(Succeed())
