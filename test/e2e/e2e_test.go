@@ -251,6 +251,8 @@ var _ = Describe("kipam with kubectl", func() {
 		Expect(applied).To(ContainSubstring("clusterrolebinding.rbac.authorization.k8s.io/kipam-metrics-auth created (server dry run)"))
 		Expect(applied).To(ContainSubstring("clusterrole.rbac.authorization.k8s.io/kipam-metrics-reader created (server dry run)"))
 		Expect(applied).To(ContainSubstring("service/kipam-metrics created (server dry run)"))
+		Expect(applied).To(ContainSubstring("poddisruptionbudget.policy/kipam created (server dry run)"))
+		Expect(out).To(ContainSubstring("topologyKey: kubernetes.io/hostname"))
 		Expect(applied).NotTo(ContainSubstring("servicemonitor"), "a ServiceMonitor by default")
 
 		By("rendering the ServiceMonitor when asked")
