@@ -37,24 +37,7 @@ import (
 //
 //	go test -run '^$' -bench CommitOnAPIServer -benchtime 300x ./internal/ipam
 func BenchmarkCommitOnAPIServer(b *testing.B) {
-	env, err := testenv.New(false)
-	if err != nil {
-		b.Fatal(err)
-	}
-	cfg, err := env.Start()
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = env.Stop() })
-	cfg.QPS, cfg.Burst = -1, 0
-	scheme := runtime.NewScheme()
-	if err := ipamv1alpha1.AddToScheme(scheme); err != nil {
-		b.Fatal(err)
-	}
-	c, err := client.New(cfg, client.Options{Scheme: scheme})
-	if err != nil {
-		b.Fatal(err)
-	}
+	c := apiServer(b)
 	ctx := context.Background()
 	for i, live := range []int{0, 1_000, 10_000} {
 		pool := &ipamv1alpha1.IPPool{
@@ -79,6 +62,31 @@ func BenchmarkCommitOnAPIServer(b *testing.B) {
 			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(2*b.N)/1000, "ms/commit")
 		})
 	}
+}
+
+// apiServer starts a kube-apiserver and etcd for the test and returns a
+// client of it, unthrottled.
+func apiServer(tb testing.TB) client.Client {
+	tb.Helper()
+	env, err := testenv.New(false)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cfg, err := env.Start()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = env.Stop() })
+	cfg.QPS, cfg.Burst = -1, 0
+	scheme := runtime.NewScheme()
+	if err := ipamv1alpha1.AddToScheme(scheme); err != nil {
+		tb.Fatal(err)
+	}
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return c
 }
 
 // fill allocates n hosts from 64 callers at once, so that they batch.

@@ -23,11 +23,8 @@ import (
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
-	"github.com/kipam/kipam/internal/testenv"
 )
 
 // TestDefaultMaxLedgerBytesFitsEtcd checks the premise of ErrLedgerFull on
@@ -36,23 +33,7 @@ import (
 // (--max-request-bytes, 1.5 MiB by default), so a pool that did not stop at
 // the bound would stop committing altogether.
 func TestDefaultMaxLedgerBytesFitsEtcd(t *testing.T) {
-	env, err := testenv.New(false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
-	scheme := runtime.NewScheme()
-	if err := ipamv1alpha1.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.New(cfg, client.Options{Scheme: scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := apiServer(t)
 	// lines returns whole ledger lines of /24s adding up to at most n bytes.
 	lines := func(n int) string {
 		var b strings.Builder
@@ -75,7 +56,7 @@ func TestDefaultMaxLedgerBytesFitsEtcd(t *testing.T) {
 	if err := c.Create(ctx, ledger("at-the-bound", DefaultMaxLedgerBytes)); err != nil {
 		t.Errorf("a ledger at DefaultMaxLedgerBytes was refused: %v", err)
 	}
-	err = c.Create(ctx, ledger("above-etcds-limit", DefaultMaxLedgerBytes*16/10))
+	err := c.Create(ctx, ledger("above-etcds-limit", DefaultMaxLedgerBytes*16/10))
 	if err == nil || !strings.Contains(err.Error(), "request is too large") {
 		t.Fatalf("a ledger of 1.6 MiB: %v, want etcd's \"request is too large\"", err)
 	}

@@ -59,6 +59,21 @@ func newClaim(ns, pool string, mutate func(*ipamv1alpha1.IPClaim)) *ipamv1alpha1
 	return c
 }
 
+// createWaiting creates claim, which may wait, and waits until its Ready
+// condition says Pending with a message containing why.
+func createWaiting(claim *ipamv1alpha1.IPClaim, why string) {
+	GinkgoHelper()
+	Expect(k8sClient.Create(ctx, claim)).To(Succeed())
+	Expect(claim.Spec.CIDR).To(BeEmpty())
+	Eventually(func(g Gomega) {
+		g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(claim), claim)).To(Succeed())
+		cond := meta.FindStatusCondition(claim.Status.Conditions, ipamv1alpha1.ConditionReady)
+		g.Expect(cond).NotTo(BeNil())
+		g.Expect(cond.Reason).To(Equal(ipamv1alpha1.ReasonPending))
+		g.Expect(cond.Message).To(ContainSubstring(why))
+	}).Should(Succeed())
+}
+
 func createPool(cidr string, mutate func(*ipamv1alpha1.IPPoolSpec)) *ipamv1alpha1.IPPool {
 	GinkgoHelper()
 	p := pool(cidr, mutate)
@@ -253,15 +268,7 @@ var _ = Describe("IPClaim allocation at admission", func() {
 		By("a claim that may wait waits, saying why, and binds once a release makes room")
 		waiting := slash24()
 		waiting.Spec.WhenExhausted = ipamv1alpha1.Wait
-		Expect(k8sClient.Create(ctx, waiting)).To(Succeed())
-		Expect(waiting.Spec.CIDR).To(BeEmpty())
-		Eventually(func(g Gomega) {
-			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(waiting), waiting)).To(Succeed())
-			cond := meta.FindStatusCondition(waiting.Status.Conditions, ipamv1alpha1.ConditionReady)
-			g.Expect(cond).NotTo(BeNil())
-			g.Expect(cond.Reason).To(Equal(ipamv1alpha1.ReasonPending))
-			g.Expect(cond.Message).To(ContainSubstring("cannot record another /24"))
-		}).Should(Succeed())
+		createWaiting(waiting, "cannot record another /24")
 		Expect(k8sClient.Delete(ctx, fitted[0])).To(Succeed())
 		Eventually(func(g Gomega) {
 			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(waiting), waiting)).To(Succeed())
@@ -380,14 +387,7 @@ var _ = Describe("IPClaim allocation at admission", func() {
 			Expect(k8sClient.Create(ctx, c)).To(Succeed())
 		}
 		waiting := newClaim("default", p.Name, func(c *ipamv1alpha1.IPClaim) { c.Spec.WhenExhausted = ipamv1alpha1.Wait })
-		Expect(k8sClient.Create(ctx, waiting)).To(Succeed())
-		Expect(waiting.Spec.CIDR).To(BeEmpty())
-		Eventually(func(g Gomega) {
-			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(waiting), waiting)).To(Succeed())
-			cond := meta.FindStatusCondition(waiting.Status.Conditions, ipamv1alpha1.ConditionReady)
-			g.Expect(cond).NotTo(BeNil())
-			g.Expect(cond.Reason).To(Equal(ipamv1alpha1.ReasonPending))
-		}).Should(Succeed())
+		createWaiting(waiting, "waiting for space")
 
 		Expect(k8sClient.Delete(ctx, held[1])).To(Succeed())
 		Eventually(func(g Gomega) {
