@@ -31,6 +31,7 @@ import (
 
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
 	"github.com/kipam/kipam/internal/allocator"
+	"github.com/kipam/kipam/internal/metrics"
 	"github.com/kipam/kipam/internal/netutil"
 )
 
@@ -130,6 +131,7 @@ func (m *Manager) commit(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) 
 		pending = rest
 		if err == nil && len(pending) == 0 {
 			st.snapshot()
+			metrics.LedgerBytes.WithLabelValues(pool.Name).Set(float64(st.snap.Load().LedgerBytes))
 			return
 		}
 		// Lost a race (or a write failed): the allocator may hold changes

@@ -41,6 +41,7 @@ import (
 
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
 	"github.com/kipam/kipam/internal/allocator"
+	"github.com/kipam/kipam/internal/metrics"
 )
 
 // ErrBusy is returned when a change could not be committed, because other
@@ -225,6 +226,7 @@ func (m *Manager) Forget(pool string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	delete(m.pools, pool)
+	metrics.LedgerBytes.DeleteLabelValues(pool)
 }
 
 // Allocate commits one prefix for req and returns it. A dry run commits

@@ -28,6 +28,7 @@ import (
 	"testing"
 	"time"
 
+	promtestutil "github.com/prometheus/client_golang/prometheus/testutil"
 	"go4.org/netipx"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -36,6 +37,7 @@ import (
 
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
 	"github.com/kipam/kipam/internal/allocator"
+	"github.com/kipam/kipam/internal/metrics"
 )
 
 // memStore is a Store with etcd's compare-and-swap semantics: an update
@@ -405,6 +407,9 @@ func TestLedgerFull(t *testing.T) {
 		}
 	}
 	checkLedger(t, s, cidr, got)
+	if b := promtestutil.ToFloat64(metrics.LedgerBytes.WithLabelValues(pool.Name)); b != float64(4*line) {
+		t.Errorf("kipam_pool_ledger_bytes = %v, want the root's %d", b, 4*line)
+	}
 
 	// Hosts are recorded in shards, which have room; the first one takes
 	// the /24 just denied, so that was released.
@@ -432,4 +437,9 @@ func TestLedgerFull(t *testing.T) {
 		t.Errorf("a new owner let the full root take another /24: %v", err)
 	}
 	checkLedger(t, s, cidr, got)
+
+	m.Forget(pool.Name)
+	if metrics.LedgerBytes.DeleteLabelValues(pool.Name) {
+		t.Error("a forgotten pool still has its ledger-size series")
+	}
 }

@@ -35,6 +35,8 @@ type Snapshot struct {
 	Usage allocator.Usage
 	// Claims and ChildPools count the allocations by holder kind.
 	Claims, ChildPools int32
+	// LedgerBytes is the entry text of the fullest live ledger.
+	LedgerBytes int
 	// Versions maps the name of every ledger the snapshot reflects (the
 	// root and its listed shards) to its resourceVersion; a listed shard
 	// not created yet maps to "".
@@ -112,6 +114,7 @@ func (st *poolState) snapshot() {
 		}
 		s.Claims += int32(d.claims)
 		s.ChildPools += int32(len(d.allocs) - d.claims)
+		s.LedgerBytes = max(s.LedgerBytes, d.size)
 	}
 	st.snap.Store(s)
 }

@@ -36,6 +36,14 @@ var (
 		Help: "Prefixes released, by pool and cause (Deleted, Expired, Orphaned).",
 	}, []string{"pool", "cause"})
 
+	// LedgerBytes is the size of each pool's fullest ledger object, as its
+	// owning replica last wrote it.
+	LedgerBytes = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "kipam_pool_ledger_bytes",
+		Help: "Entry text of the pool's fullest ledger object (root or shard), reported by the replica serving the pool. " +
+			"Claims that would take a ledger past --max-ledger-bytes (1 MiB by default) are denied (reason LedgerFull).",
+	}, []string{"pool"})
+
 	// Forwarded counts changes this replica sent to a pool's owning
 	// replica, by result: Forwarded, or Unreachable (then served here).
 	Forwarded = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -45,5 +53,5 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(ClaimsDenied, Released, Forwarded)
+	metrics.Registry.MustRegister(ClaimsDenied, Released, Forwarded, LedgerBytes)
 }
