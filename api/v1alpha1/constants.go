@@ -37,6 +37,9 @@ const (
 	ReasonPending = "Pending"
 	// ReasonPoolExhausted: the pool has no room for the requested size.
 	ReasonPoolExhausted = "PoolExhausted"
+	// ReasonLedgerFull: the pool's ledger that would record the requested
+	// size is full (see --max-ledger-bytes); a release there makes room.
+	ReasonLedgerFull = "LedgerFull"
 	// ReasonExpired: the claim's ttlSeconds ran out and its prefix was released.
 	ReasonExpired = "Expired"
 	// ReasonConflict: the claim's cidr is held by another allocation, or

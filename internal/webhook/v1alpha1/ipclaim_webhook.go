@@ -126,8 +126,8 @@ func (a *IPClaimAllocator) allocate(ctx context.Context, claim *ipamv1alpha1.IPC
 			// cannot take it until something in the same ledger goes.
 			exhausted = append(exhausted, err.Error())
 			if !dryRun {
-				metrics.ClaimsDenied.WithLabelValues(pool.Name, "LedgerFull").Inc()
-				a.Recorder.Eventf(pool, nil, corev1.EventTypeWarning, ipamv1alpha1.ReasonPoolExhausted, "Allocate",
+				metrics.ClaimsDenied.WithLabelValues(pool.Name, ipamv1alpha1.ReasonLedgerFull).Inc()
+				a.Recorder.Eventf(pool, nil, corev1.EventTypeWarning, ipamv1alpha1.ReasonLedgerFull, "Allocate",
 					"denied a /%d to a claim in namespace %s: %s", r.Bits, namespace, err.Error())
 			}
 			continue

@@ -263,7 +263,18 @@ var _ = Describe("IPClaim allocation at admission", func() {
 		Expect(apierrors.IsForbidden(err)).To(BeTrue(), "%v", err)
 		Expect(err).To(MatchError(ContainSubstring(fmt.Sprintf("pool %s cannot record another /24: the pool's root ledger", p.Name))))
 		Expect(err).To(MatchError(ContainSubstring("spec.defaultPrefixLength")))
-		Expect(promtestutil.ToFloat64(metrics.ClaimsDenied.WithLabelValues(p.Name, "LedgerFull"))).To(BeEquivalentTo(1))
+		Expect(promtestutil.ToFloat64(metrics.ClaimsDenied.WithLabelValues(p.Name, ipamv1alpha1.ReasonLedgerFull))).To(BeEquivalentTo(1))
+		Eventually(func(g Gomega) {
+			var events eventsv1.EventList
+			g.Expect(k8sClient.List(ctx, &events, client.InNamespace("default"))).To(Succeed())
+			var reasons []string
+			for _, e := range events.Items {
+				if e.Regarding.Kind == "IPPool" && e.Regarding.Name == p.Name {
+					reasons = append(reasons, e.Reason)
+				}
+			}
+			g.Expect(reasons).To(ContainElement(ipamv1alpha1.ReasonLedgerFull))
+		}).Should(Succeed())
 
 		By("a claim that may wait waits, saying why, and binds once a release makes room")
 		waiting := slash24()
