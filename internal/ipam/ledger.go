@@ -157,60 +157,59 @@ func Entries(obj *ipamv1alpha1.IPLedger) (map[netip.Prefix]Entry, error) {
 
 // parseDoc reads one ledger object's allocations and holds.
 func parseDoc(obj *ipamv1alpha1.IPLedger) (map[netip.Prefix]Entry, map[netip.Prefix]time.Time, error) {
-	allocs := map[netip.Prefix]Entry{}
-	for line := range strings.Lines(obj.Spec.Allocations) {
-		f := strings.Fields(line)
-		if len(f) == 0 {
-			continue
+	bad := func(what string) func(string, error) error {
+		return func(line string, err error) error {
+			if err != nil {
+				return fmt.Errorf("ledger %s holds a bad %s %q: %w", obj.Name, what, line, err)
+			}
+			return fmt.Errorf("ledger %s holds a bad %s %q", obj.Name, what, line)
 		}
-		p, err := netip.ParsePrefix(f[0])
-		if err != nil || len(f) != 3 {
-			return nil, nil, fmt.Errorf("ledger %s holds a bad allocation %q", obj.Name, strings.TrimSpace(line))
-		}
-		at, err := strconv.ParseInt(f[2], 10, 64)
-		if err != nil {
-			return nil, nil, fmt.Errorf("ledger %s holds a bad allocation %q: %w", obj.Name, strings.TrimSpace(line), err)
-		}
-		allocs[p] = Entry{Holder: f[1], At: time.Unix(at, 0)}
 	}
-	holds := map[netip.Prefix]time.Time{}
-	for line := range strings.Lines(obj.Spec.Holds) {
-		f := strings.Fields(line)
-		if len(f) == 0 {
-			continue
-		}
-		p, err := netip.ParsePrefix(f[0])
-		if err != nil || len(f) != 2 {
-			return nil, nil, fmt.Errorf("ledger %s holds a bad hold %q", obj.Name, strings.TrimSpace(line))
-		}
+	allocs, err := parseLines(obj.Spec.Allocations, 3, bad("allocation"), func(f []string) (Entry, error) {
+		at, err := strconv.ParseInt(f[2], 10, 64)
+		return Entry{Holder: f[1], At: time.Unix(at, 0)}, err
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	holds, err := parseLines(obj.Spec.Holds, 2, bad("hold"), func(f []string) (time.Time, error) {
 		until, err := strconv.ParseInt(f[1], 10, 64)
-		if err != nil {
-			return nil, nil, fmt.Errorf("ledger %s holds a bad hold %q: %w", obj.Name, strings.TrimSpace(line), err)
-		}
-		holds[p] = time.Unix(until, 0)
+		return time.Unix(until, 0), err
+	})
+	if err != nil {
+		return nil, nil, err
 	}
 	return allocs, holds, nil
 }
 
 func parseShards(s string) (map[netip.Prefix]int64, error) {
-	out := map[netip.Prefix]int64{}
+	return parseLines(s, 2, func(line string, err error) error {
+		if err != nil {
+			return fmt.Errorf("bad line %q: %w", line, err)
+		}
+		return fmt.Errorf("bad line %q", line)
+	}, func(f []string) (int64, error) { return strconv.ParseInt(f[1], 10, 64) })
+}
+
+// parseLines reads what formatLines writes: one line per key, its prefix
+// and then fields fields in all. value reads the rest of a line; bad makes
+// the error for a line that does not parse (err is value's, or nil).
+func parseLines[V any](s string, fields int, bad func(line string, err error) error, value func(f []string) (V, error)) (map[netip.Prefix]V, error) {
+	out := map[netip.Prefix]V{}
 	for line := range strings.Lines(s) {
 		f := strings.Fields(line)
 		if len(f) == 0 {
 			continue
 		}
-		if len(f) != 2 {
-			return nil, fmt.Errorf("bad line %q", strings.TrimSpace(line))
-		}
 		p, err := netip.ParsePrefix(f[0])
-		if err != nil {
-			return nil, err
+		if err != nil || len(f) != fields {
+			return nil, bad(strings.TrimSpace(line), nil)
 		}
-		n, err := strconv.ParseInt(f[1], 10, 64)
+		v, err := value(f)
 		if err != nil {
-			return nil, err
+			return nil, bad(strings.TrimSpace(line), err)
 		}
-		out[p] = n
+		out[p] = v
 	}
 	return out, nil
 }
