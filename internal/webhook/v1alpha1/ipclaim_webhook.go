@@ -102,6 +102,16 @@ func (a *IPClaimAllocator) allocate(ctx context.Context, claim *ipamv1alpha1.IPC
 	}
 	holder := ipam.ClaimHolder(namespace)
 	var exhausted []string
+	// deny records that pool has no room for the claim: said to the user
+	// with the other pools' reasons, counted and reported on the pool.
+	deny := func(pool *ipamv1alpha1.IPPool, bits int, metricReason, eventReason, message, detail string) {
+		exhausted = append(exhausted, message)
+		if !dryRun {
+			metrics.ClaimsDenied.WithLabelValues(pool.Name, metricReason).Inc()
+			a.Recorder.Eventf(pool, nil, corev1.EventTypeWarning, eventReason, "Allocate",
+				"denied a /%d to a claim in namespace %s: %s", bits, namespace, detail)
+		}
+	}
 	for _, pool := range pools {
 		r, err := ipam.RequestFor(claim, pool, holder, dryRun)
 		if err != nil {
@@ -114,22 +124,12 @@ func (a *IPClaimAllocator) allocate(ctx context.Context, claim *ipamv1alpha1.IPC
 		var ex *allocator.ExhaustedError
 		switch {
 		case errors.As(err, &ex):
-			exhausted = append(exhausted, fmt.Sprintf("pool %s is exhausted: %s", pool.Name, ex.Error()))
-			if !dryRun {
-				metrics.ClaimsDenied.WithLabelValues(pool.Name, "Exhausted").Inc()
-				a.Recorder.Eventf(pool, nil, corev1.EventTypeWarning, ipamv1alpha1.ReasonPoolExhausted, "Allocate",
-					"denied a /%d to a claim in namespace %s: %s", r.Bits, namespace, ex.Error())
-			}
+			deny(pool, r.Bits, "Exhausted", ipamv1alpha1.ReasonPoolExhausted, fmt.Sprintf("pool %s is exhausted: %s", pool.Name, ex.Error()), ex.Error())
 			continue
 		case errors.Is(err, ipam.ErrLedgerFull):
 			// Full in the way that matters to the claim: this pool
 			// cannot take it until something in the same ledger goes.
-			exhausted = append(exhausted, err.Error())
-			if !dryRun {
-				metrics.ClaimsDenied.WithLabelValues(pool.Name, ipamv1alpha1.ReasonLedgerFull).Inc()
-				a.Recorder.Eventf(pool, nil, corev1.EventTypeWarning, ipamv1alpha1.ReasonLedgerFull, "Allocate",
-					"denied a /%d to a claim in namespace %s: %s", r.Bits, namespace, err.Error())
-			}
+			deny(pool, r.Bits, ipamv1alpha1.ReasonLedgerFull, ipamv1alpha1.ReasonLedgerFull, err.Error(), err.Error())
 			continue
 		case errors.Is(err, ipam.ErrBusy):
 			return apierrors.NewTooManyRequests(err.Error(), 1)
