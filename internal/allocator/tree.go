@@ -430,10 +430,9 @@ func (a *Allocator) setSummary(n int32, b int, s uint) bool {
 // walk up after every allocation and release is what grows with the live
 // count.
 func (a *Allocator) bubble(path *[maxDepth]int32, depth int, s uint, off u128, f, any uint8) {
-	// In a packed region this walk goes up to where free space begins,
-	// one level more per doubling of the live count, so each step is kept
-	// short: the sides come off one word shifted once per level, and the
-	// shifts are masked so that they compile to single instructions.
+	// Each step is kept short: the sides come off one word shifted once
+	// per level, and the shifts are masked so that they compile to single
+	// instructions.
 	side := off.rsh(s)
 	for ; depth > 0; depth-- {
 		b := uint(side.lo & 1)
