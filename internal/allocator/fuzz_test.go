@@ -499,19 +499,18 @@ func (o *oracle) edgeRange(n uint64, last bool) (netipx.IPRange, bool) {
 	if n == 0 {
 		return netipx.IPRange{}, true
 	}
-	from, to := r.From(), r.To()
 	if last {
+		from := r.To()
 		for range n - 1 {
-			to = to.Prev()
+			from = from.Prev()
 		}
-		return netipx.IPRangeFrom(to, r.To()), true
+		return netipx.IPRangeFrom(from, r.To()), true
 	}
-	from = r.From()
-	to = from
+	to := r.From()
 	for range n - 1 {
 		to = to.Next()
 	}
-	return netipx.IPRangeFrom(from, to), true
+	return netipx.IPRangeFrom(r.From(), to), true
 }
 
 // restore rebuilds the allocator from the oracle's records, as the pool

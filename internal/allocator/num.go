@@ -127,8 +127,6 @@ func (x count) lsh(n uint) count {
 	return count{x.top<<n | x.hi>>(64-n), x.hi<<n | x.lo>>(64-n), x.lo << n}
 }
 
-func (x count) isZero() bool { return x.top|x.hi|x.lo == 0 }
-
 func (x count) less(y count) bool {
 	if x.top != y.top {
 		return x.top < y.top
