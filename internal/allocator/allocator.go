@@ -25,7 +25,8 @@ limitations under the License.
 // an empty IPv6 /32 costs a few hundred bytes. Leaves are 64-bit bitmaps of
 // 64 equal units: single addresses at the bottom of the tree, or whole /24s,
 // /64s and so on higher up, so that a pool of one allocation size packs 64
-// allocations into a 32-byte leaf whatever its depth. A lone allocation in a
+// allocations into a 16-byte leaf whatever its depth (32 bytes if some of
+// its units are reserved or held). A lone allocation in a
 // sparse region is one node that records its own address, placed where its
 // path parts from the others'. Every internal node records the largest free
 // aligned block under each child, so first fit walks down once, in time
@@ -71,12 +72,13 @@ type Allocator struct {
 	full  uint64 // the valid bits of a leaf bitmap
 
 	root       int32
-	nodes      []node // nodes[0] is nil
-	leaves     []leaf // leaves[0] is unused
-	wide       []u128 // offsets of far kOne allocations; wide[0] is unused
-	freeNodes  int32  // free list through child[0]
-	freeLeaves int32  // free list through alloc
-	freeWides  int32  // free list through lo
+	nodes      []node      // nodes[0] is nil
+	leaves     []leafAlloc // leaves[0] is unused
+	marks      []leafMarks // by leaf index, as far as the last marked leaf
+	wide       []u128      // offsets of far kOne allocations; wide[0] is unused
+	freeNodes  int32       // free list through child[0]
+	freeLeaves int32       // free list through alloc
+	freeWides  int32       // free list through lo
 
 	live      int
 	allocated count
@@ -124,7 +126,7 @@ func New(pool netip.Prefix, opts ...Option) (*Allocator, error) {
 		pool:   pool,
 		w:      uint(pool.Addr().BitLen()),
 		nodes:  make([]node, 1, 16),
-		leaves: make([]leaf, 1, 4),
+		leaves: make([]leafAlloc, 1, 4),
 		wide:   make([]u128, 1),
 		now:    o.now,
 		rnd:    o.rnd,

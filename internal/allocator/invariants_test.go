@@ -87,7 +87,15 @@ func (a *Allocator) checkInvariants() error {
 			}
 			u := s - a.leafS
 			c.leaves++
-			l := *a.leaf(n)
+			l := a.leaf(n)
+			li := leafOf(n)
+			var stored leafMarks
+			if int(li) < len(a.marks) {
+				stored = a.marks[li]
+			}
+			if stored != l.leafMarks || isMarked(n) != (stored != leafMarks{}) {
+				return 0, 0, fmt.Errorf("leaf node %d: marked=%v, marks %+v", n, isMarked(n), stored)
+			}
 			if (l.alloc|l.start|l.resv|l.held)&^a.full != 0 {
 				return 0, 0, fmt.Errorf("leaf node %d has bits outside the pool", n)
 			}
@@ -192,6 +200,9 @@ func (a *Allocator) checkInvariants() error {
 	}
 	freedLeaves := 0
 	for i := a.freeLeaves; i != 0; i = int32(a.leaves[i].alloc) {
+		if int(i) < len(a.marks) && a.marks[i] != (leafMarks{}) {
+			return fmt.Errorf("free leaf %d has marks", i)
+		}
 		freedLeaves++
 	}
 	if c.leaves+freedLeaves != len(a.leaves)-1 {

@@ -56,8 +56,9 @@ func (a *Allocator) account(f, g uint8, c count) {
 	}
 }
 
-// paintBits applies op to the units m of leaf l, of 2^u addresses each.
-func (a *Allocator) paintBits(l *leaf, m uint64, u uint, op paintOp) {
+// paintBits applies op to the units m, of 2^u addresses each, of the leaf
+// whose marks are l.
+func (a *Allocator) paintBits(l *leafMarks, m uint64, u uint, op paintOp) {
 	pc := func(x uint64) count { return count{lo: uint64(bits.OnesCount64(x))}.lsh(u) }
 	switch op {
 	case opReserve:
@@ -90,7 +91,7 @@ func (a *Allocator) paint(n int32, s uint, off u128, k uint, op paintOp) int32 {
 			a.pushDown(n, s, off)
 		case f == kLeaf:
 			if u := s - a.leafS; k >= u {
-				a.paintBits(a.leaf(n), runMask(k-u)<<a.unitIndex(off, u), u, op)
+				a.paintBits(a.marksOf(leafOf(n)), runMask(k-u)<<a.unitIndex(off, u), u, op)
 				return a.normLeaf(n)
 			}
 			n = a.explode(n, s)
@@ -135,7 +136,7 @@ func (a *Allocator) paintAll(n int32, s uint, op paintOp) int32 {
 	case kOne:
 		return n // only opUnhold gets here, and nothing under it is held
 	case kLeaf:
-		a.paintBits(a.leaf(n), a.full, s-a.leafS, op)
+		a.paintBits(a.marksOf(leafOf(n)), a.full, s-a.leafS, op)
 		return a.normLeaf(n)
 	case kInternal:
 		nd := a.nodes[n]
@@ -156,7 +157,7 @@ func (a *Allocator) paintAll(n int32, s uint, op paintOp) int32 {
 
 // leafFree returns, for the leaf l of unit 2^u, the units at which a free
 // block of size 2^k starts (k >= u), or the free units (k < u).
-func (a *Allocator) leafFree(l *leaf, u, k uint) uint64 {
+func (a *Allocator) leafFree(l leaf, u, k uint) uint64 {
 	f := l.freeBits(a.full)
 	if k < u {
 		return f
@@ -248,7 +249,7 @@ func (a *Allocator) walk(n int32, s uint, off u128, yield func(netip.Prefix) boo
 		return a.walk(nd.child[0], s-1, off, yield) && a.walk(nd.child[1], s-1, off.setBit(s-1), yield)
 	case kLeaf:
 		u := s - a.leafS
-		l := *a.leaf(n)
+		l := *a.allocBits(n)
 		for st := l.start; st != 0; st &= st - 1 {
 			o := uint(bits.TrailingZeros64(st))
 			if !yield(a.prefix(off.or(u128{0, uint64(o)}.lsh(u)), l.allocLog(o)+u)) {
@@ -265,7 +266,7 @@ func (a *Allocator) walk(n int32, s uint, off u128, yield func(netip.Prefix) boo
 }
 
 // allocLog returns log2 of the size of the allocation starting at bit o.
-func (l *leaf) allocLog(o uint) uint {
+func (l *leafAlloc) allocLog(o uint) uint {
 	var cont uint64
 	if o < 63 {
 		cont = (l.alloc &^ l.start) >> (o + 1)

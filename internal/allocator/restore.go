@@ -143,7 +143,7 @@ func (a *Allocator) build(n int32, s uint, items []block) int32 {
 			if n == 0 {
 				n = a.newLeafNode(0)
 			}
-			l := a.leaf(n)
+			l := a.allocBits(n)
 			for _, it := range items {
 				o := a.unitIndex(it.off, u)
 				l.alloc |= runMask(uint(it.k)-u) << o
