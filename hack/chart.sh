@@ -25,25 +25,77 @@ done
 	echo "$header"
 	cat <<'TPL'
 {{- $fullname := include "kipam.fullname" . }}
+{{- $secret := printf "%s-webhook-cert" $fullname }}
+{{- $caBundle := "" }}
+{{- if .Values.webhook.certManager.enabled }}
+# cert-manager issues the serving certificate into the Secret the manager
+# mounts, and its CA injector writes the webhooks' caBundle.
+apiVersion: cert-manager.io/v1
+kind: Issuer
+metadata:
+  name: {{ $fullname }}-selfsigned
+  namespace: {{ .Release.Namespace }}
+  labels: {{- include "kipam.labels" . | nindent 4 }}
+spec:
+  selfSigned: {}
+---
+apiVersion: cert-manager.io/v1
+kind: Certificate
+metadata:
+  name: {{ $fullname }}-webhook
+  namespace: {{ .Release.Namespace }}
+  labels: {{- include "kipam.labels" . | nindent 4 }}
+spec:
+  secretName: {{ $secret }}
+  dnsNames:
+  - {{ $fullname }}-webhook.{{ .Release.Namespace }}.svc
+  - {{ $fullname }}-webhook.{{ .Release.Namespace }}.svc.cluster.local
+  issuerRef:
+    name: {{ $fullname }}-selfsigned
+    kind: Issuer
+{{- else }}
+{{- /*
+The chart makes its own CA and serving certificate, once: an upgrade finds
+them in the Secret and keeps them. A new pair on every upgrade would change
+the webhooks' caBundle at once while the running pods still serve the old
+certificate, and claims would be refused until every pod had rolled.
+Delete the Secret to have the next upgrade make a new pair.
+*/}}
+{{- $tlsCrt := "" }}
+{{- $tlsKey := "" }}
+{{- $old := lookup "v1" "Secret" .Release.Namespace $secret }}
+{{- if and $old $old.data (index $old.data "ca.crt") (index $old.data "tls.crt") (index $old.data "tls.key") }}
+{{- $caBundle = index $old.data "ca.crt" }}
+{{- $tlsCrt = index $old.data "tls.crt" }}
+{{- $tlsKey = index $old.data "tls.key" }}
+{{- else }}
 {{- $days := int .Values.webhook.certValidityDays }}
 {{- $ca := genCA "kipam-webhook-ca" $days }}
 {{- $dns := list (printf "%s-webhook.%s.svc" $fullname .Release.Namespace) (printf "%s-webhook.%s.svc.cluster.local" $fullname .Release.Namespace) }}
 {{- $cert := genSignedCert (first $dns) nil $dns $days $ca }}
+{{- $caBundle = $ca.Cert | b64enc }}
+{{- $tlsCrt = $cert.Cert | b64enc }}
+{{- $tlsKey = $cert.Key | b64enc }}
+{{- end }}
 apiVersion: v1
 kind: Secret
 type: kubernetes.io/tls
 metadata:
-  name: {{ $fullname }}-webhook-cert
+  name: {{ $secret }}
   namespace: {{ .Release.Namespace }}
   labels: {{- include "kipam.labels" . | nindent 4 }}
 data:
-  tls.crt: {{ $cert.Cert | b64enc }}
-  tls.key: {{ $cert.Key | b64enc }}
-  ca.crt: {{ $ca.Cert | b64enc }}
+  tls.crt: {{ $tlsCrt }}
+  tls.key: {{ $tlsKey }}
+  ca.crt: {{ $caBundle }}
+{{- end }}
 TPL
-	sed -e 's/^  name: mutating-webhook-configuration$/  name: {{ $fullname }}-mutating\n  labels: {{- include "kipam.labels" . | nindent 4 }}/' \
-		-e 's/^  name: validating-webhook-configuration$/  name: {{ $fullname }}-validating\n  labels: {{- include "kipam.labels" . | nindent 4 }}/' \
-		-e 's/^  clientConfig:$/  clientConfig:\n    caBundle: {{ $ca.Cert | b64enc }}/' \
+	# The webhook configurations: named after the release, and with the CA
+	# from above or from cert-manager's injector.
+	inject='{{- if .Values.webhook.certManager.enabled }}\n  annotations:\n    cert-manager.io/inject-ca-from: {{ .Release.Namespace }}/{{ $fullname }}-webhook\n  {{- end }}'
+	sed -e 's|^  name: mutating-webhook-configuration$|  name: {{ $fullname }}-mutating\n  labels: {{- include "kipam.labels" . \| nindent 4 }}\n  '"$inject"'|' \
+		-e 's|^  name: validating-webhook-configuration$|  name: {{ $fullname }}-validating\n  labels: {{- include "kipam.labels" . \| nindent 4 }}\n  '"$inject"'|' \
+		-e 's/^  clientConfig:$/  clientConfig:\n    {{- if $caBundle }}\n    caBundle: {{ $caBundle }}\n    {{- end }}/' \
 		-e 's/^      name: webhook-service$/      name: {{ $fullname }}-webhook/' \
 		-e 's/^      namespace: system$/      namespace: {{ .Release.Namespace }}/' \
 		-e 's/^  timeoutSeconds: [0-9]*$/  timeoutSeconds: {{ .Values.webhook.timeoutSeconds }}/' \

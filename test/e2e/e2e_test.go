@@ -230,10 +230,7 @@ var _ = Describe("kipam with kubectl", func() {
 	})
 
 	It("renders a Helm chart whose every object the API server accepts", func() {
-		helm := os.Getenv("HELM")
-		if helm == "" {
-			helm = filepath.Join(root, "bin", "helm")
-		}
+		helm := helmBin()
 		out, err := run(helm, "template", "kipam", "dist/chart", "--namespace", "kipam-system", "--include-crds")
 		Expect(err).NotTo(HaveOccurred(), out)
 		for _, kind := range []string{"kind: Deployment", "kind: MutatingWebhookConfiguration", "kind: ValidatingWebhookConfiguration",
@@ -260,5 +257,67 @@ var _ = Describe("kipam with kubectl", func() {
 		Expect(err).NotTo(HaveOccurred(), out)
 		Expect(out).To(ContainSubstring("kind: ServiceMonitor"))
 		Expect(out).To(ContainSubstring("app.kubernetes.io/component: metrics"))
+
+		By("leaving the certificate to cert-manager when asked")
+		out, err = run(helm, "template", "kipam", "dist/chart", "--namespace", "kipam-system", "--set", "webhook.certManager.enabled=true")
+		Expect(err).NotTo(HaveOccurred(), out)
+		Expect(out).To(ContainSubstring("kind: Certificate"))
+		Expect(out).To(ContainSubstring("secretName: kipam-webhook-cert"))
+		Expect(out).To(ContainSubstring("cert-manager.io/inject-ca-from: kipam-system/kipam-webhook"))
+		Expect(out).NotTo(ContainSubstring("caBundle:"))
+		Expect(out).NotTo(ContainSubstring("kind: Secret"))
+	})
+
+	It("keeps its webhook certificate across helm upgrades", func() {
+		// A real release on the local cluster (its pods never run: there is
+		// no kubelet). While it is installed its webhooks, which have no
+		// endpoints, would refuse claims, so it goes before the spec ends.
+		helm := helmBin()
+		const release = "kipam-upgrade"
+		upgrade := func() {
+			GinkgoHelper()
+			out, err := run(helm, "upgrade", "--install", release, "dist/chart", "--namespace", release,
+				"--create-namespace", "--skip-crds", "--set", "replicaCount=1")
+			Expect(err).NotTo(HaveOccurred(), out)
+		}
+		DeferCleanup(func() {
+			out, err := run(helm, "uninstall", release, "--namespace", release)
+			Expect(err).NotTo(HaveOccurred(), out)
+		})
+		// The CA in the Secret the manager serves from, which the webhooks
+		// must trust.
+		ca := func() string {
+			GinkgoHelper()
+			secretCA, err := k("get", "secret", "-n", release, release+"-webhook-cert", "-o", `jsonpath={.data.ca\.crt}`)
+			Expect(err).NotTo(HaveOccurred(), secretCA)
+			for _, kind := range []string{"mutatingwebhookconfiguration", "validatingwebhookconfiguration"} {
+				bundles, err := k("get", kind, release+"-"+strings.TrimSuffix(kind, "webhookconfiguration"), "-o", "jsonpath={.webhooks[*].clientConfig.caBundle}")
+				Expect(err).NotTo(HaveOccurred(), bundles)
+				for _, b := range strings.Fields(bundles) {
+					Expect(b).To(Equal(secretCA), "%s trusts another CA than the one the manager serves with", kind)
+				}
+			}
+			Expect(secretCA).NotTo(BeEmpty())
+			return secretCA
+		}
+
+		upgrade()
+		first := ca()
+		upgrade()
+		Expect(ca()).To(Equal(first), "an upgrade made a new CA: running pods would serve a certificate the webhooks no longer trust")
+
+		By("making a new pair once the Secret is deleted")
+		out, err := k("delete", "secret", "-n", release, release+"-webhook-cert")
+		Expect(err).NotTo(HaveOccurred(), out)
+		upgrade()
+		Expect(ca()).NotTo(Equal(first))
 	})
 })
+
+// helmBin returns the helm binary the Makefile built, or $HELM.
+func helmBin() string {
+	if helm := os.Getenv("HELM"); helm != "" {
+		return helm
+	}
+	return filepath.Join(root, "bin", "helm")
+}
