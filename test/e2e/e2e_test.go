@@ -266,6 +266,24 @@ var _ = Describe("kipam with kubectl", func() {
 		Expect(out).To(ContainSubstring("cert-manager.io/inject-ca-from: kipam-system/kipam-webhook"))
 		Expect(out).NotTo(ContainSubstring("caBundle:"))
 		Expect(out).NotTo(ContainSubstring("kind: Secret"))
+
+		By("refusing values the schema does not allow, naming them")
+		for set, want := range map[string]string{
+			"replicas=3":                "additional properties 'replicas' not allowed",
+			"webhook.timeoutSeconds=60": "/webhook/timeoutSeconds': maximum: got 60, want 30",
+			"replicaCount=0":            "/replicaCount': minimum: got 0, want 1",
+		} {
+			out, err = run(helm, "template", "kipam", "dist/chart", "--set", set)
+			Expect(err).To(HaveOccurred(), set)
+			Expect(out).To(ContainSubstring(want))
+		}
+		out, err = run(helm, "template", "kipam", "dist/chart", "--namespace", "kipam-system",
+			"--set", "podLabels.team=net", "--set", "priorityClassName=system-cluster-critical")
+		Expect(err).NotTo(HaveOccurred(), out)
+		applied, err = kIn(out, "apply", "--dry-run=server", "-f", "-")
+		Expect(err).NotTo(HaveOccurred(), applied)
+		Expect(out).To(ContainSubstring("team: net"))
+		Expect(out).To(ContainSubstring("priorityClassName: system-cluster-critical"))
 	})
 
 	It("keeps its webhook certificate across helm upgrades", func() {
