@@ -321,11 +321,15 @@ var _ = Describe("kipam with kubectl", func() {
 
 		upgrade()
 		first := ca()
+		By("upgrading the way docs/operations.md says: CRDs first")
+		out, err := k("apply", "--server-side", "--force-conflicts", "-f", "dist/chart/crds")
+		Expect(err).NotTo(HaveOccurred(), out)
+		Expect(out).To(ContainSubstring("customresourcedefinition.apiextensions.k8s.io/ipclaims.ipam.kipam.dev serverside-applied"))
 		upgrade()
 		Expect(ca()).To(Equal(first), "an upgrade made a new CA: running pods would serve a certificate the webhooks no longer trust")
 
 		By("making a new pair once the Secret is deleted")
-		out, err := k("delete", "secret", "-n", release, release+"-webhook-cert")
+		out, err = k("delete", "secret", "-n", release, release+"-webhook-cert")
 		Expect(err).NotTo(HaveOccurred(), out)
 		upgrade()
 		Expect(ca()).NotTo(Equal(first))
