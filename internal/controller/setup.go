@@ -31,7 +31,9 @@ import (
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
-// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete
+// Leases (leader election, pool owners) are only in kipam's own namespace:
+// config/rbac/leader_election_role.yaml grants them there, not cluster-wide,
+// where they would let kipam take over other controllers' leader election.
 
 // Field indexes on IPClaims.
 const (

@@ -321,6 +321,24 @@ var _ = Describe("kipam with kubectl", func() {
 
 		upgrade()
 		first := ca()
+
+		By("granting its service account Leases in its own namespace only")
+		sa := "system:serviceaccount:" + release + ":" + release
+		for _, c := range []struct{ verb, resource, ns, want string }{
+			{"update", "leases.coordination.k8s.io", release, "yes"},
+			{"create", "leases.coordination.k8s.io", release, "yes"},
+			{"update", "leases.coordination.k8s.io", "kube-system", "no"},
+			{"update", "ipclaims.ipam.kipam.dev", "default", "yes"},
+			{"create", "ipledgers.ipam.kipam.dev", "", "yes"},
+		} {
+			args := []string{"auth", "can-i", c.verb, c.resource, "--as", sa}
+			if c.ns != "" {
+				args = append(args, "-n", c.ns)
+			}
+			out, _ := k(args...) // exits 1 for "no"; a cluster-scoped resource comes with a warning first
+			lines := strings.Split(strings.TrimSpace(out), "\n")
+			Expect(lines[len(lines)-1]).To(Equal(c.want), "%s %s in %q: %s", c.verb, c.resource, c.ns, out)
+		}
 		By("upgrading the way docs/operations.md says: CRDs first")
 		out, err := k("apply", "--server-side", "--force-conflicts", "-f", "dist/chart/crds")
 		Expect(err).NotTo(HaveOccurred(), out)
