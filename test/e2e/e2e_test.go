@@ -231,8 +231,14 @@ var _ = Describe("kipam with kubectl", func() {
 
 	It("renders a Helm chart whose every object the API server accepts", func() {
 		helm := helmBin()
-		out, err := run(helm, "template", "kipam", "dist/chart", "--namespace", "kipam-system", "--include-crds")
-		Expect(err).NotTo(HaveOccurred(), out)
+		// render renders the chart as release kipam with the given flags.
+		render := func(flags ...string) string {
+			GinkgoHelper()
+			out, err := run(helm, append([]string{"template", "kipam", "dist/chart", "--namespace", "kipam-system"}, flags...)...)
+			Expect(err).NotTo(HaveOccurred(), out)
+			return out
+		}
+		out := render("--include-crds")
 		for _, kind := range []string{"kind: Deployment", "kind: MutatingWebhookConfiguration", "kind: ValidatingWebhookConfiguration",
 			"kind: ClusterRole", "kind: CustomResourceDefinition", "caBundle: "} {
 			Expect(out).To(ContainSubstring(kind))
@@ -253,14 +259,12 @@ var _ = Describe("kipam with kubectl", func() {
 		Expect(applied).NotTo(ContainSubstring("servicemonitor"), "a ServiceMonitor by default")
 
 		By("rendering the ServiceMonitor when asked")
-		out, err = run(helm, "template", "kipam", "dist/chart", "--namespace", "kipam-system", "--set", "metrics.serviceMonitor.enabled=true")
-		Expect(err).NotTo(HaveOccurred(), out)
+		out = render("--set", "metrics.serviceMonitor.enabled=true")
 		Expect(out).To(ContainSubstring("kind: ServiceMonitor"))
 		Expect(out).To(ContainSubstring("app.kubernetes.io/component: metrics"))
 
 		By("leaving the certificate to cert-manager when asked")
-		out, err = run(helm, "template", "kipam", "dist/chart", "--namespace", "kipam-system", "--set", "webhook.certManager.enabled=true")
-		Expect(err).NotTo(HaveOccurred(), out)
+		out = render("--set", "webhook.certManager.enabled=true")
 		Expect(out).To(ContainSubstring("kind: Certificate"))
 		Expect(out).To(ContainSubstring("secretName: kipam-webhook-cert"))
 		Expect(out).To(ContainSubstring("cert-manager.io/inject-ca-from: kipam-system/kipam-webhook"))
@@ -273,13 +277,11 @@ var _ = Describe("kipam with kubectl", func() {
 			"webhook.timeoutSeconds=60": "/webhook/timeoutSeconds': maximum: got 60, want 30",
 			"replicaCount=0":            "/replicaCount': minimum: got 0, want 1",
 		} {
-			out, err = run(helm, "template", "kipam", "dist/chart", "--set", set)
+			out, err := run(helm, "template", "kipam", "dist/chart", "--set", set)
 			Expect(err).To(HaveOccurred(), set)
 			Expect(out).To(ContainSubstring(want))
 		}
-		out, err = run(helm, "template", "kipam", "dist/chart", "--namespace", "kipam-system",
-			"--set", "podLabels.team=net", "--set", "priorityClassName=system-cluster-critical")
-		Expect(err).NotTo(HaveOccurred(), out)
+		out = render("--set", "podLabels.team=net", "--set", "priorityClassName=system-cluster-critical")
 		applied, err = kIn(out, "apply", "--dry-run=server", "-f", "-")
 		Expect(err).NotTo(HaveOccurred(), applied)
 		Expect(out).To(ContainSubstring("team: net"))
