@@ -40,6 +40,9 @@ const (
 	// ReasonLedgerFull: the pool's ledger that would record the requested
 	// size is full (see --max-ledger-bytes); a release there makes room.
 	ReasonLedgerFull = "LedgerFull"
+	// ReasonNamespaceLimit: the claim's namespace holds what the pool's
+	// spec.namespaceLimit allows.
+	ReasonNamespaceLimit = "NamespaceLimit"
 	// ReasonExpired: the claim's ttlSeconds ran out and its prefix was released.
 	ReasonExpired = "Expired"
 	// ReasonConflict: the claim's cidr is held by another allocation, or

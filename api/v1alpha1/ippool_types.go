@@ -40,6 +40,7 @@ const (
 // +kubebuilder:validation:XValidation:rule="!has(self.cidr) || !has(self.prefixLength) || !isCIDR(self.cidr) || self.prefixLength == cidr(self.cidr).prefixLength()",message="prefixLength must equal the prefix length of cidr when both are set",fieldPath=.prefixLength
 // +kubebuilder:validation:XValidation:rule="!has(self.cidr) || !isCIDR(self.cidr) || cidr(self.cidr).ip().family() == 6 || !has(self.prefixLength) || self.prefixLength <= 32",message="prefixLength must be at most 32 for an IPv4 pool",fieldPath=.prefixLength
 // +kubebuilder:validation:XValidation:rule="!has(self.cidr) || !isCIDR(self.cidr) || !has(self.defaultPrefixLength) || (self.defaultPrefixLength >= cidr(self.cidr).prefixLength() && (cidr(self.cidr).ip().family() == 6 || self.defaultPrefixLength <= 32))",message="defaultPrefixLength must lie between the pool's own prefix length and the family's maximum (32 for IPv4, 128 for IPv6)",fieldPath=.defaultPrefixLength
+// +kubebuilder:validation:XValidation:rule="!has(self.namespaceLimit) || !has(self.namespaceLimit.addressSpace) || !has(self.cidr) || !isCIDR(self.cidr) || (self.namespaceLimit.addressSpace >= cidr(self.cidr).prefixLength() && (cidr(self.cidr).ip().family() == 6 || self.namespaceLimit.addressSpace <= 32))",message="namespaceLimit.addressSpace must lie between the pool's own prefix length and the family's maximum (32 for IPv4, 128 for IPv6)",fieldPath=.namespaceLimit.addressSpace
 type IPPoolSpec struct {
 	// cidr is the pool's address space in canonical CIDR notation, IPv4 or
 	// IPv6, e.g. 10.0.0.0/16 or 2001:db8::/48. Immutable once set. Leave it
@@ -114,6 +115,35 @@ type IPPoolSpec struct {
 	// +optional
 	// +kubebuilder:validation:Minimum=0
 	ReuseGracePeriodSeconds *int64 `json:"reuseGracePeriodSeconds,omitempty"`
+
+	// namespaceLimit caps what the claims of any one namespace hold from
+	// this pool at a time. It is checked as each prefix is allocated,
+	// against the pool's ledger, so claims created at once cannot pass it
+	// together (while one replica serves the pool); a claim past it is
+	// denied like one for an exhausted pool
+	// (403, or Pending with whenExhausted: Wait until that namespace
+	// releases something). Lowering it evicts nothing. Absent: no cap.
+	// +optional
+	NamespaceLimit *NamespaceLimit `json:"namespaceLimit,omitempty"`
+}
+
+// NamespaceLimit is what the claims of one namespace may hold from a pool.
+// +kubebuilder:validation:MinProperties=1
+type NamespaceLimit struct {
+	// claims is the most claims of one namespace holding a prefix of the
+	// pool.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	Claims *int32 `json:"claims,omitempty"`
+
+	// addressSpace caps the addresses one namespace's claims hold together,
+	// written as the prefix length of that much space: 24 allows 256 IPv4
+	// addresses in any mix of sizes (one /24, or four /26s, or 256 hosts),
+	// 56 allows an IPv6 /56's worth.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=128
+	AddressSpace *int32 `json:"addressSpace,omitempty"`
 }
 
 // IPPoolStatus is the observed usage of a pool. Sizes are decimal strings

@@ -21,8 +21,10 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math/big"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -90,6 +92,15 @@ type ledgerState struct {
 	// closing are shards dropped from the list in the attempt under way,
 	// to be sealed before the root is written.
 	closing []*doc
+	// held is what each claim holder (namespace) holds in the live docs,
+	// for spec.namespaceLimit; nil until first needed.
+	held map[string]*holding
+}
+
+// holding is what one namespace's claims hold from a pool.
+type holding struct {
+	claims    int
+	addresses big.Int
 }
 
 // commit applies a batch to the allocator and writes the ledgers it
@@ -182,6 +193,11 @@ func (m *Manager) apply(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) {
 			o.err = err
 			continue
 		}
+		if err := l.checkLimit(pool, o.alloc.Holder, p); err != nil {
+			_ = st.alloc.Release(p)
+			o.err = err
+			continue
+		}
 		e := Entry{Holder: o.alloc.Holder, At: now}
 		if d := l.docOf(p); d != nil && int64(d.size+entryLen(p, e)) > m.maxLedgerBytes.Load() {
 			_ = st.alloc.Release(p)
@@ -257,6 +273,7 @@ func (l *ledgerState) record(pool *ipamv1alpha1.IPPool, p netip.Prefix, e Entry,
 			o.deps = append(o.deps, l.root)
 		}
 		d.put(p, e)
+		l.count(p, e, 1)
 		o.deps = append(o.deps, d)
 		return
 	}
@@ -274,7 +291,77 @@ func (l *ledgerState) record(pool *ipamv1alpha1.IPPool, p netip.Prefix, e Entry,
 		l.root.dirty = true
 	}
 	l.root.put(p, e)
+	l.count(p, e, 1)
 	o.deps = append(o.deps, l.root)
+}
+
+// addresses returns the number of addresses in p.
+func addresses(p netip.Prefix) *big.Int {
+	return new(big.Int).Lsh(big.NewInt(1), uint(p.Addr().BitLen()-p.Bits()))
+}
+
+// holdings returns what each claim holder holds in the live docs, counting
+// it on first use.
+func (l *ledgerState) holdings() map[string]*holding {
+	if l.held == nil {
+		l.held = map[string]*holding{}
+		for _, d := range l.docs() {
+			if d.dead {
+				continue
+			}
+			for p, e := range d.allocs {
+				l.count(p, e, 1)
+			}
+		}
+	}
+	return l.held
+}
+
+// count adds (sign 1) or removes (sign -1) p, recorded as e, to what its
+// holder holds, once holdings are counted.
+func (l *ledgerState) count(p netip.Prefix, e Entry, sign int) {
+	if l.held == nil || !isClaim(e) {
+		return
+	}
+	h := l.held[e.Holder]
+	if h == nil {
+		h = &holding{}
+		l.held[e.Holder] = h
+	}
+	h.claims += sign
+	if sign > 0 {
+		h.addresses.Add(&h.addresses, addresses(p))
+	} else {
+		h.addresses.Sub(&h.addresses, addresses(p))
+	}
+}
+
+// checkLimit denies p to holder if that would take its namespace past the
+// pool's spec.namespaceLimit, counting what this batch already took.
+func (l *ledgerState) checkLimit(pool *ipamv1alpha1.IPPool, holder string, p netip.Prefix) error {
+	lim := pool.Spec.NamespaceLimit
+	if lim == nil || !strings.HasPrefix(holder, ClaimHolderPrefix) {
+		return nil
+	}
+	h := l.holdings()[holder]
+	if h == nil {
+		h = &holding{}
+	}
+	ns := strings.TrimPrefix(holder, ClaimHolderPrefix)
+	if lim.Claims != nil && h.claims >= int(*lim.Claims) {
+		return fmt.Errorf("%w: namespace %s holds %d claims from pool %s, which its spec.namespaceLimit.claims allows at most; "+
+			"a release there makes room", ErrNamespaceLimit, ns, h.claims, pool.Name)
+	}
+	if lim.AddressSpace != nil {
+		want := addresses(p)
+		limit := addresses(netip.PrefixFrom(p.Addr(), min(int(*lim.AddressSpace), p.Addr().BitLen())))
+		if new(big.Int).Add(&h.addresses, want).Cmp(limit) > 0 {
+			return fmt.Errorf("%w: namespace %s holds %s addresses from pool %s and a /%d is %s more, past its "+
+				"spec.namespaceLimit.addressSpace of a /%d (%s); a release there makes room",
+				ErrNamespaceLimit, ns, h.addresses.String(), pool.Name, p.Bits(), want, *lim.AddressSpace, limit)
+		}
+	}
+	return nil
 }
 
 // put records p in d.
@@ -327,6 +414,7 @@ func (l *ledgerState) release(a *allocator.Allocator, o *op, now time.Time) erro
 		return err
 	}
 	delete(d.allocs, p)
+	l.count(p, e, -1)
 	d.size -= entryLen(p, e)
 	if isClaim(e) {
 		d.claims--

@@ -79,7 +79,7 @@ var reasons = map[string]error{
 	"OutsidePool": allocator.ErrOutsidePool, "Overlap": allocator.ErrOverlap, "Reserved": allocator.ErrReserved,
 	"NotCanonical": allocator.ErrNotCanonical, "WrongFamily": allocator.ErrWrongFamily, "NotAllocated": allocator.ErrNotAllocated,
 	"InvalidLength": allocator.ErrInvalidLength, "Held": allocator.ErrHeld, "Busy": ErrBusy,
-	"LedgerFull": ErrLedgerFull,
+	"LedgerFull": ErrLedgerFull, "NamespaceLimit": ErrNamespaceLimit,
 }
 
 func encodeErr(err error) *wireErr {

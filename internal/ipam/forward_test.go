@@ -40,6 +40,7 @@ func TestForwardedErrorsKeepTheirKind(t *testing.T) {
 		&allocator.ExhaustedError{Bits: 32, LargestFree: -1},
 		fmt.Errorf("%w: pool p: could not commit to its ledger: timeout", ErrBusy),
 		fmt.Errorf("%w: pool p cannot record another /24", ErrLedgerFull),
+		fmt.Errorf("%w: namespace a holds 5 claims from pool p", ErrNamespaceLimit),
 		fmt.Errorf("%w: /33 does not fit", allocator.ErrInvalidLength),
 		errors.New("something else"),
 	} {

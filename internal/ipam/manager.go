@@ -55,6 +55,11 @@ var ErrBusy = errors.New("pool busy")
 // makes room.
 var ErrLedgerFull = errors.New("ledger full")
 
+// ErrNamespaceLimit is returned when a claim's namespace already holds what
+// the pool's spec.namespaceLimit allows. Nothing was allocated; a release
+// by that namespace makes room.
+var ErrNamespaceLimit = errors.New("namespace limit")
+
 // DefaultMaxLedgerBytes bounds the entries one ledger object records (the
 // text of its allocations, holds and shard list). etcd refuses a write
 // above 1.5 MiB by default; the rest is room for the object's metadata.

@@ -34,6 +34,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
 	"github.com/kipam/kipam/internal/allocator"
@@ -442,4 +443,104 @@ func TestLedgerFull(t *testing.T) {
 	if metrics.LedgerBytes.DeleteLabelValues(pool.Name) {
 		t.Error("a forgotten pool still has its ledger-size series")
 	}
+}
+
+func TestNamespaceLimit(t *testing.T) {
+	s := newMemStore()
+	clock := func() time.Time { return time.Unix(1_700_000_000, 0) }
+	m := NewManager(s, clock)
+	pool := testPool("10.0.0.0/16")
+	pool.Spec.NamespaceLimit = &ipamv1alpha1.NamespaceLimit{Claims: ptr.To[int32](5), AddressSpace: ptr.To[int32](26)} // 64 addresses
+	cidr := netip.MustParsePrefix(pool.Spec.CIDR)
+	ctx := context.Background()
+	alloc := func(m *Manager, ns string, bits int) (netip.Prefix, error) {
+		return m.Allocate(ctx, Request{Pool: pool, Bits: bits, Holder: ClaimHolder(ns)})
+	}
+
+	// Namespace a: claims created at once never pass the cap on claims.
+	var (
+		mu  sync.Mutex
+		got []netip.Prefix
+		wg  sync.WaitGroup
+	)
+	denied := 0
+	for range 12 {
+		wg.Go(func() {
+			p, err := alloc(m, "a", 32)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case errors.Is(err, ErrNamespaceLimit):
+				denied++
+			case err != nil:
+				t.Error(err)
+			default:
+				got = append(got, p)
+			}
+		})
+	}
+	wg.Wait()
+	if len(got) != 5 || denied != 7 {
+		t.Fatalf("12 hosts at once for a namespace limited to 5 claims: %d allocated, %d denied", len(got), denied)
+	}
+	_, err := alloc(m, "a", 32)
+	for _, want := range []string{"namespace a holds 5 claims from pool p", "spec.namespaceLimit.claims", "a release there makes room"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v does not say %q", err, want)
+		}
+	}
+
+	// Namespace b: the cap on addresses, in any mix of sizes; a dry run
+	// is told the same and takes nothing.
+	for _, bits := range []int{27, 28} { // 32 + 16 of 64 addresses
+		p, err := alloc(m, "b", bits)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, p)
+	}
+	if _, err := m.Allocate(ctx, Request{Pool: pool, Bits: 27, Holder: ClaimHolder("b"), DryRun: true}); !errors.Is(err, ErrNamespaceLimit) ||
+		!strings.Contains(err.Error(), "namespace b holds 48 addresses from pool p and a /27 is 32 more, past its spec.namespaceLimit.addressSpace of a /26 (64)") {
+		t.Errorf("a /27 past the address cap: %v", err)
+	}
+	p, err := alloc(m, "b", 28) // exactly up to the cap
+	if err != nil {
+		t.Fatalf("a /28 up to the cap: %v", err)
+	}
+	got = append(got, p)
+	if _, err := m.Allocate(ctx, Request{Pool: pool, CIDR: netip.MustParsePrefix("10.0.200.7/32"), Holder: ClaimHolder("b")}); !errors.Is(err, ErrNamespaceLimit) {
+		t.Errorf("a given host past the cap: %v", err)
+	}
+	// Child pools and other namespaces are not counted against b.
+	for _, holder := range []string{"IPPool/child", ClaimHolder("c")} {
+		p, err := m.Allocate(ctx, Request{Pool: pool, Bits: 24, Holder: holder})
+		if holder == ClaimHolder("c") {
+			if !errors.Is(err, ErrNamespaceLimit) {
+				t.Errorf("a /24 for namespace c, past the /26 cap: %v", err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("a /24 for a child pool: %v", err)
+		}
+		got = append(got, p)
+	}
+	checkLedger(t, s, cidr, got)
+
+	// A release makes room; a new owner counts what the ledger records.
+	if err := m.Release(ctx, pool, got[0], 0); err != nil {
+		t.Fatal(err)
+	}
+	fresh := NewManager(s, clock)
+	p, err = alloc(fresh, "a", 32)
+	if err != nil {
+		t.Fatalf("a host for namespace a after one of its releases: %v", err)
+	}
+	if _, err := alloc(fresh, "a", 32); !errors.Is(err, ErrNamespaceLimit) {
+		t.Errorf("a new owner let namespace a past its cap: %v", err)
+	}
+	if _, err := alloc(fresh, "b", 32); !errors.Is(err, ErrNamespaceLimit) {
+		t.Errorf("a new owner let namespace b past its address cap: %v", err)
+	}
+	checkLedger(t, s, cidr, append(got[1:], p))
 }

@@ -27,7 +27,7 @@ var (
 	// ClaimsDenied counts claims denied at admission, by pool and reason.
 	ClaimsDenied = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "kipam_claims_denied_total",
-		Help: "IPClaims denied at admission, by pool and reason (Exhausted, LedgerFull).",
+		Help: "IPClaims denied at admission, by pool and reason (Exhausted, LedgerFull, NamespaceLimit).",
 	}, []string{"pool", "reason"})
 
 	// Released counts prefixes returned to their pool, by pool and cause.

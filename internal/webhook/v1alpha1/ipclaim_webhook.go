@@ -131,6 +131,9 @@ func (a *IPClaimAllocator) allocate(ctx context.Context, claim *ipamv1alpha1.IPC
 			// cannot take it until something in the same ledger goes.
 			deny(pool, r.Bits, ipamv1alpha1.ReasonLedgerFull, ipamv1alpha1.ReasonLedgerFull, err.Error(), err.Error())
 			continue
+		case errors.Is(err, ipam.ErrNamespaceLimit):
+			deny(pool, r.Bits, ipamv1alpha1.ReasonNamespaceLimit, ipamv1alpha1.ReasonNamespaceLimit, err.Error(), err.Error())
+			continue
 		case errors.Is(err, ipam.ErrBusy):
 			return apierrors.NewTooManyRequests(err.Error(), 1)
 		case err != nil:

@@ -290,6 +290,44 @@ var _ = Describe("IPClaim allocation at admission", func() {
 		Expect(k8sClient.Create(ctx, newClaim("default", p.Name, nil))).To(Succeed())
 	})
 
+	It("caps what one namespace's claims hold from a pool, exactly, and lets a claim wait for its namespace's release", func() {
+		p := createPool("10.95.0.0/16", func(s *ipamv1alpha1.IPPoolSpec) {
+			s.NamespaceLimit = &ipamv1alpha1.NamespaceLimit{Claims: ptr.To[int32](2), AddressSpace: ptr.To[int32](24)}
+		})
+		var held []*ipamv1alpha1.IPClaim
+		for range 2 {
+			c := newClaim("default", p.Name, nil)
+			Expect(k8sClient.Create(ctx, c)).To(Succeed())
+			held = append(held, c)
+		}
+		err := k8sClient.Create(ctx, newClaim("default", p.Name, nil))
+		Expect(apierrors.IsForbidden(err)).To(BeTrue(), "%v", err)
+		Expect(err).To(MatchError(ContainSubstring(fmt.Sprintf("namespace default holds 2 claims from pool %s", p.Name))))
+		Expect(promtestutil.ToFloat64(metrics.ClaimsDenied.WithLabelValues(p.Name, ipamv1alpha1.ReasonNamespaceLimit))).To(BeEquivalentTo(1))
+
+		By("another namespace has its own count, and the cap on addresses")
+		Expect(k8sClient.Create(ctx, newClaim("kube-public", p.Name, nil))).To(Succeed())
+		err = k8sClient.Create(ctx, newClaim("kube-public", p.Name, func(c *ipamv1alpha1.IPClaim) { c.Spec.PrefixLength = ptr.To[int32](24) }))
+		Expect(apierrors.IsForbidden(err)).To(BeTrue(), "%v", err)
+		Expect(err).To(MatchError(ContainSubstring("past its spec.namespaceLimit.addressSpace of a /24 (256)")))
+
+		By("a claim that may wait waits, and binds once its namespace releases one")
+		waiting := newClaim("default", p.Name, nil)
+		waiting.Spec.WhenExhausted = ipamv1alpha1.Wait
+		createWaiting(waiting, "namespace default holds 2 claims")
+		Expect(k8sClient.Delete(ctx, held[0])).To(Succeed())
+		Eventually(func(g Gomega) {
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(waiting), waiting)).To(Succeed())
+			g.Expect(waiting.Spec.CIDR).NotTo(BeEmpty())
+		}).Should(Succeed())
+
+		By("refusing a cap larger than the pool")
+		bad := pool("10.96.0.0/16", func(s *ipamv1alpha1.IPPoolSpec) {
+			s.NamespaceLimit = &ipamv1alpha1.NamespaceLimit{AddressSpace: ptr.To[int32](8)}
+		})
+		Expect(k8sClient.Create(ctx, bad)).To(MatchError(ContainSubstring("namespaceLimit.addressSpace must lie between the pool's own prefix length")))
+	})
+
 	It("denies an exhausted pool naming it, the size and the largest free prefix", func() {
 		p := createPool("10.56.0.0/28", nil)
 		Expect(k8sClient.Create(ctx, newClaim("default", p.Name, func(c *ipamv1alpha1.IPClaim) { c.Spec.CIDR = "10.56.0.0/29" }))).To(Succeed())
