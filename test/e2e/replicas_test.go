@@ -58,6 +58,23 @@ func clusterEnv() map[string]string {
 // kills it.
 func startReplica(identity string) (addr, logFile string, kill func()) {
 	GinkgoHelper()
+	// The ports are free when picked, but another process may take one
+	// before kipam binds it: then kipam exits, and it is started again on
+	// other ports.
+	for attempt := 1; ; attempt++ {
+		addr, logFile, kill, err := tryReplica(identity)
+		if err == nil {
+			return addr, logFile, kill
+		}
+		if attempt == 3 {
+			Fail(err.Error())
+		}
+	}
+}
+
+// tryReplica starts the replica once; see startReplica.
+func tryReplica(identity string) (addr, logFile string, kill func(), err error) {
+	GinkgoHelper()
 	env := clusterEnv()
 	port, err := testenv.FreePort()
 	Expect(err).NotTo(HaveOccurred())
@@ -74,21 +91,45 @@ func startReplica(identity string) (addr, logFile string, kill func()) {
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	Expect(cmd.Start()).To(Succeed())
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
 	kill = func() {
 		_ = cmd.Process.Kill()
-		_, _ = cmd.Process.Wait()
+		<-exited
+		exited <- nil // for a second kill
 		_ = out.Close()
 	}
-	DeferCleanup(kill)
-	Eventually(func() (int, error) {
+	ready := func() (int, error) {
+		select {
+		case err := <-exited:
+			exited <- err
+			return 0, StopTrying(fmt.Sprintf("kipam exited: %v", err))
+		default:
+		}
 		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", probe))
 		if err != nil {
 			return 0, err
 		}
 		_ = resp.Body.Close()
 		return resp.StatusCode, nil
-	}).WithTimeout(time.Minute).Should(Equal(http.StatusOK))
-	return fmt.Sprintf("127.0.0.1:%d", port), logFile, kill
+	}
+	var failure string
+	g := NewGomega(func(message string, _ ...int) { failure = message })
+	if !g.Eventually(ready).WithTimeout(time.Minute).Should(Equal(http.StatusOK)) {
+		log, _ := os.ReadFile(logFile)
+		kill()
+		return "", "", nil, fmt.Errorf("kipam %s did not get ready: %s; its log ends:\n%s", identity, failure, tail(string(log), 2000))
+	}
+	DeferCleanup(kill)
+	return fmt.Sprintf("127.0.0.1:%d", port), logFile, kill, nil
+}
+
+// tail returns the last n bytes of s.
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
 }
 
 var _ = Describe("kipam with two replicas", func() {
