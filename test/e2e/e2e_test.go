@@ -99,6 +99,29 @@ var _ = Describe("kipam with kubectl", func() {
 		}
 	})
 
+	It("caps a namespace's share of a pool, as kubectl shows it", func() {
+		out, err := kIn("apiVersion: ipam.kipam.dev/v1alpha1\nkind: IPPool\nmetadata: {name: e2e-shared}\n"+
+			"spec: {cidr: 192.168.81.0/24, namespaceLimit: {claims: 2, addressSpace: 29}}\n", "create", "-f", "-")
+		Expect(err).NotTo(HaveOccurred(), out)
+		out, err = k("explain", "ippool.spec.namespaceLimit")
+		Expect(err).NotTo(HaveOccurred(), out)
+		Expect(out).To(MatchRegexp(`(?m)^\s+addressSpace\s+<integer>`))
+		claim := func(name, extra string) (string, error) {
+			return kIn(fmt.Sprintf("apiVersion: ipam.kipam.dev/v1alpha1\nkind: IPClaim\nmetadata: {name: %s, namespace: default}\nspec: {pool: e2e-shared%s}\n", name, extra),
+				"create", "-f", "-", "-o", "jsonpath={.spec.cidr}")
+		}
+		out, err = claim("e2e-share-a", ", prefixLength: 30")
+		Expect(err).NotTo(HaveOccurred(), out)
+		out, err = claim("e2e-share-b", ", prefixLength: 29")
+		Expect(err).To(HaveOccurred())
+		Expect(out).To(ContainSubstring("namespace default holds 4 addresses from pool e2e-shared and a /29 is 8 more, past its spec.namespaceLimit.addressSpace of a /29 (8)"))
+		out, err = claim("e2e-share-c", "")
+		Expect(err).NotTo(HaveOccurred(), out)
+		out, err = claim("e2e-share-d", "")
+		Expect(err).To(HaveOccurred())
+		Expect(out).To(ContainSubstring("namespace default holds 2 claims from pool e2e-shared"))
+	})
+
 	It("documents every claim field in kubectl explain", func() {
 		out, err := k("explain", "ipclaim.spec")
 		Expect(err).NotTo(HaveOccurred(), out)
