@@ -19,6 +19,7 @@ package metrics
 import (
 	"context"
 	"math/big"
+	"net/netip"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -49,8 +50,21 @@ var (
 	poolExhausted = prometheus.NewDesc("kipam_pool_exhausted",
 		"1 when the pool's Exhausted condition is True: no prefix of its default length is left.", []string{"pool"}, nil)
 
+	// Per namespace, for the pools that have a spec.namespaceLimit.
+	nsClaims = prometheus.NewDesc("kipam_pool_namespace_claims",
+		"IPClaims of the namespace holding a prefix of the pool, for pools with a spec.namespaceLimit.",
+		[]string{"pool", "namespace"}, nil)
+	nsAddresses = prometheus.NewDesc("kipam_pool_namespace_addresses",
+		"Addresses the namespace's IPClaims hold from the pool, for pools with a spec.namespaceLimit.",
+		[]string{"pool", "namespace"}, nil)
+	nsLimitClaims = prometheus.NewDesc("kipam_pool_namespace_limit_claims",
+		"The pool's spec.namespaceLimit.claims.", []string{"pool"}, nil)
+	nsLimitAddresses = prometheus.NewDesc("kipam_pool_namespace_limit_addresses",
+		"The addresses the pool's spec.namespaceLimit.addressSpace allows one namespace.", []string{"pool"}, nil)
+
 	poolDescs = []*prometheus.Desc{poolInfo, poolCapacity, poolAllocated, poolAvailable,
-		poolClaims, poolChildPools, poolLargestFree, poolExhausted}
+		poolClaims, poolChildPools, poolLargestFree, poolExhausted,
+		nsClaims, nsAddresses, nsLimitClaims, nsLimitAddresses}
 )
 
 // PoolCollector reports every pool's usage as its status last recorded it,
@@ -110,4 +124,60 @@ func (c *PoolCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(poolExhausted, prometheus.GaugeValue, exhausted, p.Name)
 	}
+	c.collectNamespaces(ctx, ch, pools.Items)
+}
+
+// collectNamespaces reports what each namespace's claims hold from the
+// pools that limit it, as the claims' status records it, and the limits.
+func (c *PoolCollector) collectNamespaces(ctx context.Context, ch chan<- prometheus.Metric, pools []ipamv1alpha1.IPPool) {
+	limited := map[string]bool{}
+	for i := range pools {
+		p := &pools[i]
+		lim := p.Spec.NamespaceLimit
+		if lim == nil {
+			continue
+		}
+		limited[p.Name] = true
+		if lim.Claims != nil {
+			ch <- prometheus.MustNewConstMetric(nsLimitClaims, prometheus.GaugeValue, float64(*lim.Claims), p.Name)
+		}
+		if prefix, err := netip.ParsePrefix(p.Spec.CIDR); err == nil && lim.AddressSpace != nil {
+			bits := prefix.Addr().BitLen() - min(int(*lim.AddressSpace), prefix.Addr().BitLen())
+			ch <- prometheus.MustNewConstMetric(nsLimitAddresses, prometheus.GaugeValue, pow2(bits), p.Name)
+		}
+	}
+	if len(limited) == 0 {
+		return
+	}
+	var claims ipamv1alpha1.IPClaimList
+	if err := c.reader.List(ctx, &claims); err != nil {
+		ch <- prometheus.NewInvalidMetric(nsClaims, err)
+		return
+	}
+	type key struct{ pool, namespace string }
+	type held struct{ claims, addresses float64 }
+	by := map[key]*held{}
+	for i := range claims.Items {
+		cl := &claims.Items[i]
+		prefix, err := netip.ParsePrefix(cl.Status.CIDR)
+		if !limited[cl.Status.Pool] || err != nil {
+			continue
+		}
+		k := key{cl.Status.Pool, cl.Namespace}
+		if by[k] == nil {
+			by[k] = &held{}
+		}
+		by[k].claims++
+		by[k].addresses += pow2(prefix.Addr().BitLen() - prefix.Bits())
+	}
+	for k, h := range by {
+		ch <- prometheus.MustNewConstMetric(nsClaims, prometheus.GaugeValue, h.claims, k.pool, k.namespace)
+		ch <- prometheus.MustNewConstMetric(nsAddresses, prometheus.GaugeValue, h.addresses, k.pool, k.namespace)
+	}
+}
+
+// pow2 returns 2^n as a float.
+func pow2(n int) float64 {
+	f, _ := new(big.Float).SetMantExp(big.NewFloat(1), n).Float64()
+	return f
 }

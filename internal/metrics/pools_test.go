@@ -117,3 +117,50 @@ func TestPoolCollectorReportsAFailedList(t *testing.T) {
 		t.Errorf("collecting with a failing list: %v, want the list's error", err)
 	}
 }
+
+func TestPoolCollectorNamespaces(t *testing.T) {
+	scheme := runtime.NewScheme()
+	if err := ipamv1alpha1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	limited := &ipamv1alpha1.IPPool{
+		ObjectMeta: metav1.ObjectMeta{Name: "shared"},
+		Spec: ipamv1alpha1.IPPoolSpec{CIDR: "10.20.0.0/16",
+			NamespaceLimit: &ipamv1alpha1.NamespaceLimit{Claims: ptr.To[int32](10), AddressSpace: ptr.To[int32](22)}},
+	}
+	open := &ipamv1alpha1.IPPool{ObjectMeta: metav1.ObjectMeta{Name: "open"}, Spec: ipamv1alpha1.IPPoolSpec{CIDR: "10.30.0.0/16"}}
+	claim := func(ns, name, pool, cidr string) *ipamv1alpha1.IPClaim {
+		return &ipamv1alpha1.IPClaim{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+			Status:     ipamv1alpha1.IPClaimStatus{Pool: pool, CIDR: cidr},
+		}
+	}
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(limited, open,
+		claim("a", "one", "shared", "10.20.0.0/24"),
+		claim("a", "two", "shared", "10.20.1.7/32"),
+		claim("b", "one", "shared", "10.20.2.0/30"),
+		claim("b", "pending", "", ""),             // waiting: holds nothing
+		claim("c", "one", "open", "10.30.0.0/24"), // a pool with no limit
+	).Build()
+	want := `
+# HELP kipam_pool_namespace_addresses Addresses the namespace's IPClaims hold from the pool, for pools with a spec.namespaceLimit.
+# TYPE kipam_pool_namespace_addresses gauge
+kipam_pool_namespace_addresses{namespace="a",pool="shared"} 257
+kipam_pool_namespace_addresses{namespace="b",pool="shared"} 4
+# HELP kipam_pool_namespace_claims IPClaims of the namespace holding a prefix of the pool, for pools with a spec.namespaceLimit.
+# TYPE kipam_pool_namespace_claims gauge
+kipam_pool_namespace_claims{namespace="a",pool="shared"} 2
+kipam_pool_namespace_claims{namespace="b",pool="shared"} 1
+# HELP kipam_pool_namespace_limit_addresses The addresses the pool's spec.namespaceLimit.addressSpace allows one namespace.
+# TYPE kipam_pool_namespace_limit_addresses gauge
+kipam_pool_namespace_limit_addresses{pool="shared"} 1024
+# HELP kipam_pool_namespace_limit_claims The pool's spec.namespaceLimit.claims.
+# TYPE kipam_pool_namespace_limit_claims gauge
+kipam_pool_namespace_limit_claims{pool="shared"} 10
+`
+	if err := testutil.CollectAndCompare(NewPoolCollector(c), strings.NewReader(want),
+		"kipam_pool_namespace_addresses", "kipam_pool_namespace_claims",
+		"kipam_pool_namespace_limit_addresses", "kipam_pool_namespace_limit_claims"); err != nil {
+		t.Error(err)
+	}
+}
