@@ -120,6 +120,13 @@ var _ = Describe("kipam with kubectl", func() {
 		out, err = claim("e2e-share-d", "")
 		Expect(err).To(HaveOccurred())
 		Expect(out).To(ContainSubstring("namespace default holds 2 claims from pool e2e-shared"))
+
+		By("showing what the namespace holds on /metrics")
+		Eventually(scraper()).WithTimeout(30 * time.Second).Should(SatisfyAll(
+			ContainSubstring(`kipam_pool_namespace_claims{namespace="default",pool="e2e-shared"} 2`),
+			ContainSubstring(`kipam_pool_namespace_addresses{namespace="default",pool="e2e-shared"} 5`),
+			ContainSubstring(`kipam_pool_namespace_limit_addresses{pool="e2e-shared"} 8`),
+		))
 	})
 
 	It("documents every claim field in kubectl explain", func() {
@@ -214,24 +221,7 @@ var _ = Describe("kipam with kubectl", func() {
 			out, err := kIn(fmt.Sprintf("apiVersion: ipam.kipam.dev/v1alpha1\nkind: IPClaim\nmetadata: {name: e2e-m%d, namespace: default}\nspec: {pool: e2e-metrics}\n", i), "create", "-f", "-")
 			Expect(err).NotTo(HaveOccurred(), out)
 		}
-		env, err := os.ReadFile(filepath.Join(demoDir, "cluster", "env"))
-		Expect(err).NotTo(HaveOccurred())
-		var addr string
-		for _, line := range strings.Split(string(env), "\n") {
-			if v, ok := strings.CutPrefix(line, "METRICS_ADDR="); ok {
-				addr = v
-			}
-		}
-		Expect(addr).NotTo(BeEmpty(), "no METRICS_ADDR in the demo's env")
-		scrape := func() (string, error) {
-			resp, err := http.Get("http://" + addr + "/metrics")
-			if err != nil {
-				return "", err
-			}
-			defer func() { _ = resp.Body.Close() }()
-			body, err := io.ReadAll(resp.Body)
-			return string(body), err
-		}
+		scrape := scraper()
 		Eventually(scrape).WithTimeout(30 * time.Second).Should(SatisfyAll(
 			ContainSubstring(`kipam_pool_info{cidr="192.168.79.0/30",parent="",pool="e2e-metrics"} 1`),
 			ContainSubstring(`kipam_pool_capacity_addresses{pool="e2e-metrics"} 4`),
@@ -378,6 +368,22 @@ var _ = Describe("kipam with kubectl", func() {
 		Expect(ca()).NotTo(Equal(first))
 	})
 })
+
+// scraper returns a func that reads the demo kipam's /metrics.
+func scraper() func() (string, error) {
+	GinkgoHelper()
+	addr := clusterEnv()["METRICS_ADDR"]
+	Expect(addr).NotTo(BeEmpty(), "no METRICS_ADDR in the demo's env")
+	return func() (string, error) {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			return "", err
+		}
+		defer func() { _ = resp.Body.Close() }()
+		body, err := io.ReadAll(resp.Body)
+		return string(body), err
+	}
+}
 
 // helmBin returns the helm binary the Makefile built, or $HELM.
 func helmBin() string {
