@@ -164,3 +164,30 @@ kipam_pool_namespace_limit_claims{pool="shared"} 10
 		t.Error(err)
 	}
 }
+
+// claimsFailingReader lists pools and fails to list claims.
+type claimsFailingReader struct{ client.Reader }
+
+func (r claimsFailingReader) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
+	if _, ok := list.(*ipamv1alpha1.IPClaimList); ok {
+		return errors.New("claims not synced")
+	}
+	return r.Reader.List(ctx, list, opts...)
+}
+
+func TestPoolCollectorReportsAFailedClaimList(t *testing.T) {
+	scheme := runtime.NewScheme()
+	if err := ipamv1alpha1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	limited := &ipamv1alpha1.IPPool{
+		ObjectMeta: metav1.ObjectMeta{Name: "shared"},
+		Spec:       ipamv1alpha1.IPPoolSpec{CIDR: "10.20.0.0/16", NamespaceLimit: &ipamv1alpha1.NamespaceLimit{Claims: ptr.To[int32](1)}},
+	}
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(NewPoolCollector(claimsFailingReader{fake.NewClientBuilder().WithScheme(scheme).WithObjects(limited).Build()}))
+	_, err := reg.Gather()
+	if err == nil || !strings.Contains(err.Error(), "claims not synced") {
+		t.Errorf("collecting with a failing claim list: %v, want the list's error", err)
+	}
+}
