@@ -75,6 +75,16 @@ func (a *Allocator) paintBits(l *leafMarks, m uint64, u uint, op paintOp) {
 	}
 }
 
+// paintLeaf applies op to the units m, of 2^u addresses each, of leaf n and
+// returns n's replacement.
+func (a *Allocator) paintLeaf(n int32, m uint64, u uint, op paintOp) int32 {
+	li := leafOf(n)
+	a.paintBits(a.marksOf(li), m, u, op)
+	// Marked, so that normLeaf reads the marks just changed and says
+	// whether the leaf still has any.
+	return a.normLeaf(leafRef(li, true))
+}
+
 // paint applies op to the block of size 2^k at off inside node n of size
 // 2^s and returns n's replacement. The region holds no allocation, or op
 // is opUnhold.
@@ -91,8 +101,7 @@ func (a *Allocator) paint(n int32, s uint, off u128, k uint, op paintOp) int32 {
 			a.pushDown(n, s, off)
 		case f == kLeaf:
 			if u := s - a.leafS; k >= u {
-				a.paintBits(a.marksOf(leafOf(n)), runMask(k-u)<<a.unitIndex(off, u), u, op)
-				return a.normLeaf(n)
+				return a.paintLeaf(n, runMask(k-u)<<a.unitIndex(off, u), u, op)
 			}
 			n = a.explode(n, s)
 		case f&kStruct == 0:
@@ -136,8 +145,7 @@ func (a *Allocator) paintAll(n int32, s uint, op paintOp) int32 {
 	case kOne:
 		return n // only opUnhold gets here, and nothing under it is held
 	case kLeaf:
-		a.paintBits(a.marksOf(leafOf(n)), a.full, s-a.leafS, op)
-		return a.normLeaf(n)
+		return a.paintLeaf(n, a.full, s-a.leafS, op)
 	case kInternal:
 		nd := a.nodes[n]
 		c0 := a.paintAll(nd.child[0], s-1, op)

@@ -514,13 +514,11 @@ func (a *Allocator) refresh(n int32, s uint) {
 // normLeaf restores the invariants of leaf n after its bits changed: an
 // empty leaf goes away, a leaf that is one allocation or uniformly reserved
 // or held becomes a uniform block, and a leaf is marked if and only if it
-// has marks. It returns n's replacement.
+// has marks. It reads the marks only if n is marked: a caller that may have
+// given the leaf its first marks passes n marked (paintLeaf). It returns
+// n's replacement.
 func (a *Allocator) normLeaf(n int32) int32 {
-	li := leafOf(n)
-	l := leaf{leafAlloc: a.leaves[li]}
-	if int(li) < len(a.marks) {
-		l.leafMarks = a.marks[li]
-	}
+	l := a.leaf(n)
 	if l.start == 1 && l.alloc == a.full {
 		// One allocation fills the leaf (explode halved its unit).
 		a.freeNode(n)
@@ -534,7 +532,7 @@ func (a *Allocator) normLeaf(n int32) int32 {
 		}
 		return uniformRef(f)
 	}
-	return leafRef(li, l.leafMarks != leafMarks{})
+	return leafRef(leafOf(n), l.leafMarks != leafMarks{})
 }
 
 // normInternal restores the invariants of internal node n of size 2^s after
