@@ -193,15 +193,14 @@ func (m *Manager) apply(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) {
 			o.err = err
 			continue
 		}
-		if err := l.checkLimit(pool, o.alloc.Holder, p); err != nil {
+		e := Entry{Holder: o.alloc.Holder, At: now}
+		err = l.checkLimit(pool, p, e)
+		if d := l.docOf(p); err == nil && d != nil && int64(d.size+entryLen(p, e)) > m.maxLedgerBytes.Load() {
+			err = l.fullErr(pool, d, p, m.maxLedgerBytes.Load())
+		}
+		if err != nil {
 			_ = st.alloc.Release(p)
 			o.err = err
-			continue
-		}
-		e := Entry{Holder: o.alloc.Holder, At: now}
-		if d := l.docOf(p); d != nil && int64(d.size+entryLen(p, e)) > m.maxLedgerBytes.Load() {
-			_ = st.alloc.Release(p)
-			o.err = l.fullErr(pool, d, p, m.maxLedgerBytes.Load())
 			continue
 		}
 		o.result = p
@@ -336,18 +335,19 @@ func (l *ledgerState) count(p netip.Prefix, e Entry, sign int) {
 	}
 }
 
-// checkLimit denies p to holder if that would take its namespace past the
-// pool's spec.namespaceLimit, counting what this batch already took.
-func (l *ledgerState) checkLimit(pool *ipamv1alpha1.IPPool, holder string, p netip.Prefix) error {
+// checkLimit denies p, to be recorded as e, if that would take e's
+// namespace past the pool's spec.namespaceLimit, counting what this batch
+// already took.
+func (l *ledgerState) checkLimit(pool *ipamv1alpha1.IPPool, p netip.Prefix, e Entry) error {
 	lim := pool.Spec.NamespaceLimit
-	if lim == nil || !strings.HasPrefix(holder, ClaimHolderPrefix) {
+	if lim == nil || !isClaim(e) {
 		return nil
 	}
-	h := l.holdings()[holder]
+	h := l.holdings()[e.Holder]
 	if h == nil {
 		h = &holding{}
 	}
-	ns := strings.TrimPrefix(holder, ClaimHolderPrefix)
+	ns := strings.TrimPrefix(e.Holder, ClaimHolderPrefix)
 	if lim.Claims != nil && h.claims >= int(*lim.Claims) {
 		return fmt.Errorf("%w: namespace %s holds %d claims from pool %s, which its spec.namespaceLimit.claims allows at most; "+
 			"a release there makes room", ErrNamespaceLimit, ns, h.claims, pool.Name)
