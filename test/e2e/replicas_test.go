@@ -26,6 +26,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -91,19 +92,18 @@ func tryReplica(identity string) (addr, logFile string, kill func(), err error) 
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	Expect(cmd.Start()).To(Succeed())
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	kill = func() {
+	var waitErr error
+	exited := make(chan struct{})
+	go func() { waitErr = cmd.Wait(); close(exited) }()
+	kill = sync.OnceFunc(func() {
 		_ = cmd.Process.Kill()
 		<-exited
-		exited <- nil // for a second kill
 		_ = out.Close()
-	}
+	})
 	ready := func() (int, error) {
 		select {
-		case err := <-exited:
-			exited <- err
-			return 0, StopTrying(fmt.Sprintf("kipam exited: %v", err))
+		case <-exited:
+			return 0, StopTrying(fmt.Sprintf("kipam exited: %v", waitErr))
 		default:
 		}
 		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", probe))
