@@ -253,7 +253,7 @@ func (r *IPClaimReconciler) bindWaiting(ctx context.Context, claim *ipamv1alpha1
 			reasons = append(reasons, fmt.Sprintf("pool %s: %s", pool.Name, ex.Error()))
 			continue
 		}
-		if errors.Is(err, ipam.ErrLedgerFull) || errors.Is(err, ipam.ErrNamespaceLimit) {
+		if _, full := ipam.Full(err); full {
 			reasons = append(reasons, err.Error())
 			continue
 		}

@@ -60,6 +60,20 @@ var ErrLedgerFull = errors.New("ledger full")
 // by that namespace makes room.
 var ErrNamespaceLimit = errors.New("namespace limit")
 
+// Full reports whether err says the pool has no room for the request
+// though it has free space (its ledger is full, or the namespace holds its
+// limit), and the event and metric reason for it. Like exhaustion, such a
+// claim is denied or waits for a release.
+func Full(err error) (reason string, ok bool) {
+	switch {
+	case errors.Is(err, ErrLedgerFull):
+		return ipamv1alpha1.ReasonLedgerFull, true
+	case errors.Is(err, ErrNamespaceLimit):
+		return ipamv1alpha1.ReasonNamespaceLimit, true
+	}
+	return "", false
+}
+
 // DefaultMaxLedgerBytes bounds the entries one ledger object records (the
 // text of its allocations, holds and shard list). etcd refuses a write
 // above 1.5 MiB by default; the rest is room for the object's metadata.

@@ -122,17 +122,15 @@ func (a *IPClaimAllocator) allocate(ctx context.Context, claim *ipamv1alpha1.IPC
 		}
 		p, err := a.Manager.Allocate(ctx, r)
 		var ex *allocator.ExhaustedError
+		reason, full := ipam.Full(err)
 		switch {
 		case errors.As(err, &ex):
 			deny(pool, r.Bits, "Exhausted", ipamv1alpha1.ReasonPoolExhausted, fmt.Sprintf("pool %s is exhausted: %s", pool.Name, ex.Error()), ex.Error())
 			continue
-		case errors.Is(err, ipam.ErrLedgerFull):
+		case full:
 			// Full in the way that matters to the claim: this pool
-			// cannot take it until something in the same ledger goes.
-			deny(pool, r.Bits, ipamv1alpha1.ReasonLedgerFull, ipamv1alpha1.ReasonLedgerFull, err.Error(), err.Error())
-			continue
-		case errors.Is(err, ipam.ErrNamespaceLimit):
-			deny(pool, r.Bits, ipamv1alpha1.ReasonNamespaceLimit, ipamv1alpha1.ReasonNamespaceLimit, err.Error(), err.Error())
+			// cannot take it until a release there.
+			deny(pool, r.Bits, reason, reason, err.Error(), err.Error())
 			continue
 		case errors.Is(err, ipam.ErrBusy):
 			return apierrors.NewTooManyRequests(err.Error(), 1)
