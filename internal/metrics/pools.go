@@ -18,6 +18,7 @@ package metrics
 
 import (
 	"context"
+	"math"
 	"math/big"
 	"net/netip"
 	"time"
@@ -143,7 +144,7 @@ func (c *PoolCollector) collectNamespaces(ctx context.Context, ch chan<- prometh
 		}
 		if prefix, err := netip.ParsePrefix(p.Spec.CIDR); err == nil && lim.AddressSpace != nil {
 			bits := prefix.Addr().BitLen() - min(int(*lim.AddressSpace), prefix.Addr().BitLen())
-			ch <- prometheus.MustNewConstMetric(nsLimitAddresses, prometheus.GaugeValue, pow2(bits), p.Name)
+			ch <- prometheus.MustNewConstMetric(nsLimitAddresses, prometheus.GaugeValue, math.Ldexp(1, bits), p.Name)
 		}
 	}
 	if len(limited) == 0 {
@@ -168,16 +169,10 @@ func (c *PoolCollector) collectNamespaces(ctx context.Context, ch chan<- prometh
 			by[k] = &held{}
 		}
 		by[k].claims++
-		by[k].addresses += pow2(prefix.Addr().BitLen() - prefix.Bits())
+		by[k].addresses += math.Ldexp(1, prefix.Addr().BitLen()-prefix.Bits())
 	}
 	for k, h := range by {
 		ch <- prometheus.MustNewConstMetric(nsClaims, prometheus.GaugeValue, h.claims, k.pool, k.namespace)
 		ch <- prometheus.MustNewConstMetric(nsAddresses, prometheus.GaugeValue, h.addresses, k.pool, k.namespace)
 	}
-}
-
-// pow2 returns 2^n as a float.
-func pow2(n int) float64 {
-	f, _ := new(big.Float).SetMantExp(big.NewFloat(1), n).Float64()
-	return f
 }
