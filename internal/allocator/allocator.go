@@ -36,7 +36,11 @@ limitations under the License.
 // garbage collector to scan. A leaf, and a block that is uniformly
 // allocated, reserved or held, is not a node: its parent's int32 names it
 // (a leaf's index, or the block's flags), so that it costs no node and no
-// load on the way down.
+// load on the way down. The nodes of the top levels, as many places as the
+// tree has nodes, sit where a binary heap would put them, so that a walk
+// through them computes each next node's index instead of loading it and
+// the processor fetches several levels at once: in a tree larger than the
+// cache the misses of those levels overlap instead of queueing.
 //
 // Addresses are in one of four states: free, allocated, reserved (never
 // handed out, for gateways or broadcast addresses) or held (released, but
@@ -77,6 +81,9 @@ type Allocator struct {
 	marks      []leafMarks // by leaf index, as far as the last marked leaf
 	wide       []u128      // offsets of far kOne allocations; wide[0] is unused
 	freeNodes  int32       // free list through child[0]
+	nodeCount  int         // nodes in use
+	top        int32       // nodes[1:top] is the top of the tree by position
+	topDepth   uint        // top == 1<<topDepth
 	freeLeaves int32       // free list through alloc
 	freeWides  int32       // free list through lo
 
@@ -126,6 +133,7 @@ func New(pool netip.Prefix, opts ...Option) (*Allocator, error) {
 		pool:   pool,
 		w:      uint(pool.Addr().BitLen()),
 		nodes:  make([]node, 1, 16),
+		top:    1,
 		leaves: make([]leafAlloc, 1, 4),
 		wide:   make([]u128, 1),
 		now:    o.now,

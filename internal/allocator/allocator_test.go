@@ -793,14 +793,79 @@ func TestSparseMemory(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n := len(a.nodes) - 1; n > 3*1001 {
-		t.Errorf("1001 scattered allocations take %d nodes", n)
+	if n := a.nodeCount; n > 3*1001 || len(a.nodes)-1 > 2*n {
+		t.Errorf("1001 scattered allocations take %d nodes in an array of %d", n, len(a.nodes)-1)
 	}
 	if len(a.wide) == 1 {
 		t.Error("no allocation took a wide record: the test no longer covers them")
 	}
 	if err := a.checkInvariants(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestTopOfTreeByPlace(t *testing.T) {
+	// Random hosts make the top of the tree dense. Its nodes must sit at
+	// their places (checkInvariants), and the walks that compute their way
+	// through the top must go as far as the tree lets them: down to the
+	// last internal node on the path whose child is a node in the top.
+	a := newTest(t, "10.0.0.0/8")
+	ps := make([]netip.Prefix, 20000)
+	for i := range ps {
+		var err error
+		if ps[i], err = a.AllocateRandom(32); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.checkInvariants(); err != nil {
+		t.Fatal(err)
+	}
+	if a.topDepth < 10 || len(a.nodes)-1 > 3*a.nodeCount {
+		t.Fatalf("%d nodes: top of depth %d, in an array of %d", a.nodeCount, a.topDepth, len(a.nodes)-1)
+	}
+	for _, p := range ps {
+		off, k, err := a.offsetOf(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, n, s := 0, a.root, a.d
+		for s > k && uint(want)+1 < a.topDepth && a.kindOf(n) == kInternal {
+			if n = a.nodes[n].child[off.bit(s-1)]; n <= 0 {
+				break
+			}
+			want, s = want+1, s-1
+		}
+		if _, _, depth := a.topDown(nil, off, k); depth != want {
+			t.Fatalf("%v: the walk through the top stops at depth %d, the tree at %d", p, depth, want)
+		}
+	}
+	for _, k := range []uint{0, 4, 8} {
+		want, n, s := 0, a.root, a.d
+		for s > k && uint(want)+1 < a.topDepth && a.kindOf(n) == kInternal {
+			b := 0
+			if a.nodes[n].cfree[0] <= uint8(k) {
+				b = 1
+			}
+			if n = a.nodes[n].child[b]; n <= 0 {
+				break
+			}
+			want, s = want+1, s-1
+		}
+		if _, _, depth, _ := a.topFirst(&[maxDepth]int32{}, uint8(k+1), k); depth != want {
+			t.Fatalf("first fit of 2^%d: the walk through the top stops at depth %d, the tree at %d", k, depth, want)
+		}
+	}
+	// Released, the tree shrinks, and its array with it.
+	for _, p := range ps[100:] {
+		if err := a.Release(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.checkInvariants(); err != nil {
+		t.Fatal(err)
+	}
+	if len(a.nodes)-1 > 8*a.nodeCount+16 {
+		t.Errorf("%d nodes left in an array of %d", a.nodeCount, len(a.nodes)-1)
 	}
 }
 

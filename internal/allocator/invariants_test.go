@@ -50,6 +50,9 @@ func (a *Allocator) checkInvariants() error {
 		default:
 			c.nodes++
 			nd = a.nodes[n]
+			if want := a.slot(off, s); n != want && (want != 0 || n < a.top) {
+				return 0, 0, fmt.Errorf("node %d of size 2^%d at %v: its place in the top is %d", n, s, off, want)
+			}
 			if nd.kind != kInternal && nd.kind != kOne {
 				return 0, 0, fmt.Errorf("node %d has kind %b", n, nd.kind)
 			}
@@ -190,13 +193,21 @@ func (a *Allocator) checkInvariants() error {
 	}
 	freed := 0
 	for i := a.freeNodes; i != 0; i = a.nodes[i].child[0] {
-		if a.nodes[i].kind != kFreed {
-			return fmt.Errorf("free list holds live node %d", i)
+		if a.nodes[i].kind != kFreed || i < a.top {
+			return fmt.Errorf("free list holds live node or place in the top %d", i)
 		}
 		freed++
 	}
-	if c.nodes+freed != len(a.nodes)-1 {
-		return fmt.Errorf("%d reachable + %d free nodes != %d", c.nodes, freed, len(a.nodes)-1)
+	for i := int32(1); i < a.top; i++ {
+		if a.nodes[i].kind == kFreed {
+			freed++
+		}
+	}
+	if c.nodes+freed != len(a.nodes)-1 || c.nodes != a.nodeCount {
+		return fmt.Errorf("%d reachable + %d free nodes != %d, or != %d counted", c.nodes, freed, len(a.nodes)-1, a.nodeCount)
+	}
+	if a.top != 1<<a.topDepth || a.topDepth > min(maxTopDepth, a.d) || len(a.nodes) < int(a.top) {
+		return fmt.Errorf("top %d, depth %d, %d nodes", a.top, a.topDepth, len(a.nodes))
 	}
 	freedLeaves := 0
 	for i := a.freeLeaves; i != 0; i = int32(a.leaves[i].alloc) {

@@ -103,7 +103,7 @@ func (a *Allocator) paint(n int32, s uint, off u128, k uint, op paintOp) int32 {
 			if u := s - a.leafS; k >= u {
 				return a.paintLeaf(n, runMask(k-u)<<a.unitIndex(off, u), u, op)
 			}
-			n = a.explode(n, s)
+			n = a.explode(n, s, off)
 		case f&kStruct == 0:
 			if op.apply(f) == f {
 				return n
@@ -112,7 +112,7 @@ func (a *Allocator) paint(n int32, s uint, off u128, k uint, op paintOp) int32 {
 			if s == a.leafS {
 				return a.paint(a.newLeafNode(f), s, off, k, op)
 			}
-			n = a.newNode(node{child: [2]int32{n, n}, kind: kInternal})
+			n = a.newNode(node{child: [2]int32{n, n}, kind: kInternal}, off, s)
 		}
 	}
 	if n == 0 {
@@ -123,7 +123,7 @@ func (a *Allocator) paint(n int32, s uint, off u128, k uint, op paintOp) int32 {
 			n = a.newLeafNode(0)
 			return a.paint(n, s, off, k, op)
 		}
-		n = a.newInternal(s)
+		n = a.newInternal(off, s)
 	}
 	b := off.bit(s - 1)
 	c := a.paint(a.nodes[n].child[b], s-1, off, k, op)

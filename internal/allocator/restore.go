@@ -62,6 +62,9 @@ func (a *Allocator) Restore(allocs []netip.Prefix) error {
 		return err
 	}
 	a.root = a.build(a.root, a.d, items)
+	if !a.settled() {
+		a.relayout()
+	}
 	a.live = len(items)
 	for _, it := range items {
 		a.allocated = a.allocated.add(pow2(uint(it.k)))
@@ -138,7 +141,7 @@ func (a *Allocator) build(n int32, s uint, items []block) int32 {
 			minK = min(minK, uint(it.k))
 		}
 		if n != 0 && minK < u {
-			n = a.explode(n, s)
+			n = a.explode(n, s, items[0].off)
 		} else if n != 0 || s == a.leafLevel(minK) {
 			if n == 0 {
 				n = a.newLeafNode(0)
@@ -153,7 +156,7 @@ func (a *Allocator) build(n int32, s uint, items []block) int32 {
 		}
 	}
 	if n == 0 {
-		n = a.newInternal(s)
+		n = a.newInternal(items[0].off, s)
 	}
 	i := split(items, s)
 	c0 := a.build(a.nodes[n].child[0], s-1, items[:i])

@@ -75,6 +75,11 @@ const (
 //     that walking down or back up reads only the nodes on the path.
 //   - A non-nil node is never wholly free: its largest free block is
 //     smaller than itself.
+//   - A node at depth t < topDepth (of size 2^(d-t)) is at its place in
+//     the top, the index slot gives it: 2^t plus its block's number among
+//     the blocks of its size, as in a binary heap, so that the children of
+//     node i there are nodes 2i and 2i+1. The other places of the top are
+//     kFreed and on no free list.
 type node struct {
 	child [2]int32
 	kind  uint8
@@ -224,9 +229,15 @@ func (l leaf) flags() uint8 {
 	return f
 }
 
-// newNode returns the index of a node set to nd. It may grow a.nodes, so
-// callers must not keep pointers into it across the call.
-func (a *Allocator) newNode(nd node) int32 {
+// newNode returns the index of a node set to nd, of size 2^s at off (any
+// offset in its block). It may grow a.nodes, so callers must not keep
+// pointers into it across the call.
+func (a *Allocator) newNode(nd node, off u128, s uint) int32 {
+	a.nodeCount++
+	if i := a.slot(off, s); i != 0 {
+		a.nodes[i] = nd
+		return i
+	}
 	if i := a.freeNodes; i != 0 {
 		a.freeNodes = a.nodes[i].child[0]
 		a.nodes[i] = nd
@@ -252,6 +263,11 @@ func (a *Allocator) freeNode(i int32) {
 
 // dropNode frees node i alone.
 func (a *Allocator) dropNode(i int32) {
+	a.nodeCount--
+	if i < a.top {
+		a.nodes[i] = node{kind: kFreed}
+		return
+	}
 	a.nodes[i] = node{child: [2]int32{a.freeNodes, 0}, kind: kFreed}
 	a.freeNodes = i
 }
@@ -259,7 +275,7 @@ func (a *Allocator) dropNode(i int32) {
 // newOne returns a kOne node at level s for the allocation of size 2^k at
 // off.
 func (a *Allocator) newOne(off u128, k, s uint) int32 {
-	return a.newNode(a.oneNode(off, k, s))
+	return a.newNode(a.oneNode(off, k, s), off, s)
 }
 
 // oneNode returns a kOne node for level s and the allocation of size 2^k
@@ -358,9 +374,10 @@ func (a *Allocator) newLeafNode(f uint8) int32 {
 	return a.newLeaf(a.uniformLeaf(f))
 }
 
-// newInternal returns an internal node of size 2^s with two free halves.
-func (a *Allocator) newInternal(s uint) int32 {
-	return a.newNode(node{kind: kInternal, cfree: [2]uint8{uint8(s), uint8(s)}})
+// newInternal returns an internal node of size 2^s at off with two free
+// halves.
+func (a *Allocator) newInternal(off u128, s uint) int32 {
+	return a.newNode(node{kind: kInternal, cfree: [2]uint8{uint8(s), uint8(s)}}, off, s)
 }
 
 func (a *Allocator) uniformLeaf(f uint8) leaf {
@@ -410,9 +427,9 @@ func spread(x uint32) uint64 {
 	return v
 }
 
-// explode replaces leaf n at level s > leafS with an internal node whose
-// halves are leaves of half its unit, and returns the new node.
-func (a *Allocator) explode(n int32, s uint) int32 {
+// explode replaces leaf n at level s > leafS, at off, with an internal node
+// whose halves are leaves of half its unit, and returns the new node.
+func (a *Allocator) explode(n int32, s uint, off u128) int32 {
 	l := a.leaf(n)
 	a.freeLeaf(leafOf(n))
 	var c [2]int32
@@ -428,7 +445,7 @@ func (a *Allocator) explode(n int32, s uint) int32 {
 		}
 		c[h] = a.normLeaf(a.newLeaf(nl))
 	}
-	m := a.newNode(node{child: c, kind: kInternal})
+	m := a.newNode(node{child: c, kind: kInternal}, off, s)
 	a.refresh(m, s)
 	return m
 }
@@ -608,9 +625,15 @@ func (a *Allocator) link(path []int32, off u128, s uint, m int32) {
 
 // insert marks the free block of size 2^k at off as one allocation.
 func (a *Allocator) insert(off u128, k uint) {
+	if !a.settled() {
+		a.relayout()
+	}
 	var path [maxDepth]int32
 	depth := 0
 	n, s := a.root, a.d
+	if n == 1 && a.top > 1 {
+		n, s, depth = a.topDown(&path, off, k)
+	}
 	for s > k {
 		if n == 0 {
 			n = a.newAt(s, off, k)
@@ -623,7 +646,7 @@ func (a *Allocator) insert(off u128, k uint) {
 				a.place(&path, depth, n, s, off, k)
 				return
 			}
-			n = a.explode(n, s)
+			n = a.explode(n, s, off)
 			a.link(path[:depth], off, s, n)
 		case kOne:
 			a.pushDown(n, s, off)
@@ -649,6 +672,9 @@ func (a *Allocator) newAt(s uint, off u128, k uint) int32 {
 // insertFirst allocates the lowest free aligned block of size 2^k, walking
 // down once, and returns its offset.
 func (a *Allocator) insertFirst(k uint) (u128, bool) {
+	if !a.settled() {
+		a.relayout()
+	}
 	var off u128
 	need := uint8(k + 1)
 	if a.freeOf(a.root, a.d) < need {
@@ -657,6 +683,9 @@ func (a *Allocator) insertFirst(k uint) (u128, bool) {
 	var path [maxDepth]int32
 	depth := 0
 	n, s := a.root, a.d
+	if n == 1 && a.top > 1 {
+		n, s, depth, off = a.topFirst(&path, need, k)
+	}
 	for s > k {
 		if n == 0 {
 			n = a.newAt(s, off, k)
@@ -671,7 +700,7 @@ func (a *Allocator) insertFirst(k uint) (u128, bool) {
 				a.place(&path, depth, n, s, off, k)
 				return off, true
 			}
-			n = a.explode(n, s)
+			n = a.explode(n, s, off)
 			a.link(path[:depth], off, s, n)
 		case kOne:
 			a.pushDown(n, s, off)
@@ -719,6 +748,9 @@ func (a *Allocator) place(path *[maxDepth]int32, depth int, n int32, s uint, off
 // there is no such allocation.
 func (a *Allocator) find(path *[maxDepth]int32, off u128, k uint) (n int32, s uint, o uint, depth int) {
 	n, s = a.root, a.d
+	if n == 1 && a.top > 1 {
+		n, s, depth = a.topDown(path, off, k)
+	}
 	for s > k {
 		if n == 0 {
 			return 0, s, 0, depth
@@ -761,6 +793,9 @@ func (a *Allocator) find(path *[maxDepth]int32, off u128, k uint) (n int32, s ui
 // remove releases the allocation of size 2^k at off and reports whether
 // there was exactly such an allocation.
 func (a *Allocator) remove(off u128, k uint) bool {
+	if !a.settled() {
+		a.relayout()
+	}
 	var path [maxDepth]int32
 	n, s, o, depth := a.find(&path, off, k)
 	if n == 0 {
@@ -836,4 +871,119 @@ func (a *Allocator) remove(off u128, k uint) bool {
 	a.live--
 	a.allocated = a.allocated.sub(pow2(k))
 	return true
+}
+
+// topDown walks from the root, at index 1, through the internal nodes of
+// the top of the tree towards the block of size 2^k at off, as the walks
+// of find and insert do: it records them in path, if not nil, and returns
+// the first node it does not take, that node's level and its depth.
+//
+// In the top, a node's child is at an index the walk computes rather than
+// loads (see slot), so that the load of each level need not wait for the
+// level above: the processor runs ahead while the branch that checks the
+// child predicts that it is where it should be.
+func (a *Allocator) topDown(path *[maxDepth]int32, off u128, k uint) (n int32, s uint, depth int) {
+	n, s = 1, a.d
+	for s > k {
+		b := int32(off.bit(s - 1))
+		c := 2*n + b
+		nd := &a.nodes[n]
+		if c >= a.top || nd.kind != kInternal || nd.child[b] != c {
+			break
+		}
+		if path != nil {
+			path[depth] = n
+		}
+		depth++
+		n, s = c, s-1
+	}
+	return n, s, depth
+}
+
+// topFirst is topDown for insertFirst: it walks towards the lowest block
+// whose largest free block is at least need (log2(size)+1), and returns
+// that block's offset as far as it went.
+func (a *Allocator) topFirst(path *[maxDepth]int32, need uint8, k uint) (n int32, s uint, depth int, off u128) {
+	n, s = 1, a.d
+	for s > k {
+		nd := &a.nodes[n]
+		if nd.kind != kInternal {
+			break
+		}
+		c := 2 * n
+		if nd.cfree[0] < need {
+			c++
+		}
+		if c >= a.top || nd.child[c&1] != c {
+			break
+		}
+		if c&1 != 0 {
+			off = off.setBit(s - 1)
+		}
+		path[depth] = n
+		depth++
+		n, s = c, s-1
+	}
+	return n, s, depth, off
+}
+
+// maxTopDepth bounds the top of the tree laid out by position: 2^22 nodes,
+// 48 MiB, made only for a tree of as many nodes.
+const maxTopDepth = 22
+
+// slot returns the index reserved for a node of size 2^s at off (any
+// offset in its block), or 0 if its level is below the top.
+func (a *Allocator) slot(off u128, s uint) int32 {
+	t := a.d - s
+	if t >= a.topDepth {
+		return 0
+	}
+	return int32(1<<t | off.rsh(s).lo)
+}
+
+// settled reports whether the tree's layout still suits it: whether its
+// number of nodes n is below twice the places in its top and at least a
+// quarter of them. If not, the caller lays it out again (relayout), with a
+// top of 2^floor(log2 n) places: the levels that a tree of n nodes fills if
+// it is dense, as the levels every walk crosses are. Moving the nodes
+// costs O(n), after O(n) operations that made or freed nodes.
+func (a *Allocator) settled() bool {
+	n, top := a.nodeCount, int(a.top)
+	return n < top<<1 && n >= top>>2
+}
+
+// relayout moves every node into a new array whose top, of 2^floor(log2 n)
+// places for n nodes, holds the nodes above its depth by their place (see
+// slot).
+func (a *Allocator) relayout() {
+	t := min(uint(max(bits.Len(uint(a.nodeCount)), 1))-1, maxTopDepth, a.d)
+	old := a.nodes
+	a.topDepth = t
+	a.top = 1 << t
+	a.nodes = make([]node, a.top, int(a.top)+a.nodeCount)
+	for i := 1; i < int(a.top); i++ {
+		a.nodes[i].kind = kFreed
+	}
+	a.freeNodes = 0
+	a.root = a.move(old, a.root, a.d, u128{})
+}
+
+// move copies node n of size 2^s at off, and the nodes under it, from old
+// into a.nodes and returns its new index.
+func (a *Allocator) move(old []node, n int32, s uint, off u128) int32 {
+	if n <= 0 {
+		return n
+	}
+	nd := old[n]
+	i := a.slot(off, s)
+	if i == 0 {
+		a.nodes = append(a.nodes, node{})
+		i = int32(len(a.nodes) - 1)
+	}
+	if nd.kind == kInternal {
+		nd.child[0] = a.move(old, nd.child[0], s-1, off)
+		nd.child[1] = a.move(old, nd.child[1], s-1, off.setBit(s-1))
+	}
+	a.nodes[i] = nd
+	return i
 }
