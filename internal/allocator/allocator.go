@@ -36,11 +36,12 @@ limitations under the License.
 // garbage collector to scan. A leaf, and a block that is uniformly
 // allocated, reserved or held, is not a node: its parent's int32 names it
 // (a leaf's index, or the block's flags), so that it costs no node and no
-// load on the way down. The nodes of the top levels, as many places as the
-// tree has nodes, sit where a binary heap would put them, so that a walk
-// through them computes each next node's index instead of loading it and
-// the processor fetches several levels at once: in a tree larger than the
-// cache the misses of those levels overlap instead of queueing.
+// load on the way down. The nodes of the top levels (in up to twice as
+// many places as the tree has nodes, and one per live allocation) sit where a binary heap would put
+// them, so that a walk through them computes each next node's index
+// instead of loading it and the processor fetches several levels at once:
+// in a tree larger than the cache, the misses of those levels overlap
+// instead of queueing.
 //
 // Addresses are in one of four states: free, allocated, reserved (never
 // handed out, for gateways or broadcast addresses) or held (released, but

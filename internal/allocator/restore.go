@@ -62,12 +62,12 @@ func (a *Allocator) Restore(allocs []netip.Prefix) error {
 		return err
 	}
 	a.root = a.build(a.root, a.d, items)
-	if !a.settled() {
-		a.relayout()
-	}
 	a.live = len(items)
 	for _, it := range items {
 		a.allocated = a.allocated.add(pow2(uint(it.k)))
+	}
+	if !a.settled() {
+		a.relayout()
 	}
 	return nil
 }
