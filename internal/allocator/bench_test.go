@@ -336,3 +336,26 @@ func BenchmarkRestore(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkRelayout measures the pause of one relayout, which an operation
+// pays when the tree has doubled or shrunk to a quarter since the last
+// (see settled): at 10^6 live allocations, the latest such pause.
+func BenchmarkRelayout(b *testing.B) {
+	for _, tc := range []struct {
+		name, pool string
+		f          allocFunc
+	}{
+		{"hostsV4Slash8", "10.0.0.0/8", next(32)},
+		{"mixedV4Slash6", "100.0.0.0/6", mixed()},
+		{"randomSlash64FromV6Slash32", "2001:db8::/32", random(64)},
+	} {
+		b.Run(fmt.Sprintf("%s/live=1000000", tc.name), func(b *testing.B) {
+			a, _, _ := fill(b, tc.pool, 1_000_000, tc.f)
+			b.ReportAllocs()
+			for b.Loop() {
+				a.relayout()
+			}
+			b.ReportMetric(float64(a.nodeCount), "nodes")
+		})
+	}
+}
