@@ -85,6 +85,8 @@ type Allocator struct {
 	nodeCount  int         // nodes in use
 	top        int32       // nodes[1:top] is the top of the tree by position
 	topDepth   uint        // top == 1<<topDepth
+	growAt     int         // the layout suits the tree while
+	shrinkAt   int         // shrinkAt <= min(2*nodeCount, live) < growAt
 	freeLeaves int32       // free list through alloc
 	freeWides  int32       // free list through lo
 
@@ -135,6 +137,7 @@ func New(pool netip.Prefix, opts ...Option) (*Allocator, error) {
 		w:      uint(pool.Addr().BitLen()),
 		nodes:  make([]node, 1, 16),
 		top:    1,
+		growAt: 2,
 		leaves: make([]leafAlloc, 1, 4),
 		wide:   make([]u128, 1),
 		now:    o.now,

@@ -869,6 +869,22 @@ func TestTopOfTreeByPlace(t *testing.T) {
 	}
 }
 
+func TestTopAtItsBound(t *testing.T) {
+	// A tree that outgrows the deepest top keeps the top it has: laying it
+	// out again would not change it and would cost O(n) every operation.
+	defer func(d uint) { maxTopDepth = d }(maxTopDepth)
+	maxTopDepth = 3
+	a := newTest(t, "10.0.0.0/8")
+	for range 2000 {
+		if _, err := a.AllocateRandom(32); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if a.topDepth != 3 || !a.settled() {
+		t.Errorf("top of depth %d (bound 3), settled %v with %d nodes", a.topDepth, a.settled(), a.nodeCount)
+	}
+}
+
 func TestHotPathDoesNotAllocate(t *testing.T) {
 	for _, tc := range []struct {
 		pool string

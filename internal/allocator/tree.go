@@ -16,7 +16,10 @@ limitations under the License.
 
 package allocator
 
-import "math/bits"
+import (
+	"math"
+	"math/bits"
+)
 
 // State flags of an address. An allocated address is never reserved or held;
 // reserved and held may overlap.
@@ -927,9 +930,10 @@ func (a *Allocator) topFirst(path *[maxDepth]int32, need uint8, k uint) (n int32
 	return n, s, depth, off
 }
 
-// maxTopDepth bounds the top of the tree laid out by position: 2^22 nodes,
-// 48 MiB, made only for a tree of as many nodes.
-const maxTopDepth = 22
+// maxTopDepth bounds the top of the tree laid out by place: 2^22 places,
+// 48 MiB, made only for a tree of millions of nodes. A variable, so that a
+// test can reach the bound without millions of allocations.
+var maxTopDepth uint = 22
 
 // slot returns the index reserved for a node of size 2^s at off (any
 // offset in its block), or 0 if its level is below the top.
@@ -943,24 +947,30 @@ func (a *Allocator) slot(off u128, s uint) int32 {
 
 // settled reports whether the tree's layout still suits it: whether m, the
 // smaller of twice the number of nodes and the number of live allocations,
-// is at least a quarter of the top's places and less than twice them. If
-// not, the caller lays it out again (relayout) with a top of
-// 2^floor(log2 m) places. Up to twice as many places as nodes, because the level below
-// those a tree of n nodes fills if it is dense is worth having (at 10^6
-// mixed allocations it is 52,000 of the 165,000 nodes, and a walk there is
-// a dependent load shorter); at most one per live allocation, 12 bytes,
-// because in a sparse tree (random /64s, two nodes an allocation) that
-// level is mostly empty places. Moving the nodes costs O(n), after O(n)
-// operations that made or freed nodes.
+// is still in the range for which the last relayout chose the top.
 func (a *Allocator) settled() bool {
-	m, top := min(2*a.nodeCount, a.live), int(a.top)
-	return m < top<<1 && m >= top>>2
+	m := min(2*a.nodeCount, a.live)
+	return m < a.growAt && m >= a.shrinkAt
 }
 
-// relayout moves every node into a new array whose top (see settled and
-// slot) holds the nodes above its depth by their place.
+// relayout moves every node into a new array whose top holds the nodes
+// above its depth by their place (see slot). The top has 2^floor(log2 m)
+// places, for m as in settled: up to twice as many places as nodes,
+// because the level below those a tree of n nodes fills if it is dense is
+// worth having (at 10^6 mixed allocations it is 52,000 of the 165,000
+// nodes, and a walk there is a dependent load shorter); at most one per
+// live allocation, 12 bytes, because in a sparse tree (random /64s, two
+// nodes an allocation) that level is mostly empty places. The next
+// relayout comes when m has doubled, unless the top is as deep as it
+// goes, or fallen to a quarter: moving the nodes costs O(n), after O(n)
+// operations that made or freed nodes.
 func (a *Allocator) relayout() {
-	t := min(uint(max(bits.Len(uint(min(2*a.nodeCount, a.live))), 1))-1, maxTopDepth, a.d)
+	m, limit := min(2*a.nodeCount, a.live), min(maxTopDepth, a.d)
+	t := min(uint(max(bits.Len(uint(m)), 1))-1, limit)
+	a.growAt, a.shrinkAt = 2<<t, 1<<t>>2
+	if t == limit {
+		a.growAt = math.MaxInt
+	}
 	old := a.nodes
 	a.topDepth = t
 	a.top = 1 << t
