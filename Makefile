@@ -47,8 +47,9 @@ test: manifests generate fmt vet controlplane ## Run unit and envtest suites aga
 	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test $$(go list ./... | grep -v /test/e2e) -coverprofile cover.out $(TEST_ARGS)
 
 .PHONY: test-e2e
-test-e2e: controlplane build localcluster helm ## Run the e2e suite with kubectl against a local cluster.
+test-e2e: controlplane build localcluster helm ## Run the e2e suite with kubectl against a local cluster, and check the chart's alerting rules.
 	$(HELM) lint dist/chart
+	cd test/promrules && HELM="$(HELM)" go test -count=1 ./...
 	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" HELM="$(HELM)" go test -tags e2e ./test/e2e/ -v -timeout 30m
 
 .PHONY: fuzz

@@ -289,6 +289,7 @@ var _ = Describe("kipam with kubectl", func() {
 			"replicas=3":                "additional properties 'replicas' not allowed",
 			"webhook.timeoutSeconds=60": "/webhook/timeoutSeconds': maximum: got 60, want 30",
 			"replicaCount=0":            "/replicaCount': minimum: got 0, want 1",
+			"metrics.prometheusRule.poolUsagePercent=101": "/metrics/prometheusRule/poolUsagePercent': maximum: got 101, want 100",
 		} {
 			out, err := run(helm, "template", "kipam", "dist/chart", "--set", set)
 			Expect(err).To(HaveOccurred(), set)
