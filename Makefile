@@ -44,7 +44,8 @@ vet: ## Run go vet against code.
 
 .PHONY: test
 test: manifests generate fmt vet controlplane ## Run unit and envtest suites against a control plane built from source.
-	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test $$(go list ./... | grep -v /test/e2e) -coverprofile cover.out $(TEST_ARGS)
+	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test $$(go list ./... | grep -v /test/e2e) -coverpkg ./... -coverprofile cover.out $(TEST_ARGS)
+	hack/coverage.sh cover.out
 
 .PHONY: test-e2e
 test-e2e: controlplane build localcluster helm ## Run the e2e suite with kubectl against a local cluster, and check the chart's alerting rules.
