@@ -51,14 +51,15 @@ func main() {
 	cidr := flag.String("cidr", "10.200.0.0/16", "CIDR of the pool the run creates")
 	bits := flag.Int("prefix-length", 32, "prefix length each claim asks for")
 	baseline := flag.Bool("baseline", false, "create ConfigMaps instead of claims: the same client and cluster without kipam, for comparison")
+	keep := flag.Bool("keep", false, "leave the pool and its claims in place, to measure a cluster holding them (delete the pool's claims, then the pool, by hand)")
 	flag.Parse()
-	if err := run(*kubeconfig, *workers, *claims, *cidr, *bits, *baseline); err != nil {
+	if err := run(*kubeconfig, *workers, *claims, *cidr, *bits, *baseline, *keep); err != nil {
 		fmt.Fprintln(os.Stderr, "load:", err)
 		os.Exit(1)
 	}
 }
 
-func run(kubeconfig string, workers, total int, cidr string, bits int, baseline bool) error {
+func run(kubeconfig string, workers, total int, cidr string, bits int, baseline, keep bool) error {
 	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	if err != nil {
 		return err
@@ -80,7 +81,9 @@ func run(kubeconfig string, workers, total int, cidr string, bits int, baseline 
 	if err := c.Create(ctx, pool); err != nil {
 		return fmt.Errorf("creating the pool: %w", err)
 	}
-	defer func() { _ = c.Delete(ctx, pool) }()
+	if !keep {
+		defer func() { _ = c.Delete(ctx, pool) }()
+	}
 
 	var (
 		next      atomic.Int64
@@ -148,6 +151,10 @@ func run(kubeconfig string, workers, total int, cidr string, bits int, baseline 
 		fmt.Printf("overlaps: none among %d prefixes\n", len(got))
 	}
 
+	if keep {
+		fmt.Printf("kept: pool %s and the claims labelled kipam.dev/load=%s\n", pool.Name, pool.Name)
+		return nil
+	}
 	var kind client.Object = &ipamv1alpha1.IPClaim{}
 	if baseline {
 		kind = &corev1.ConfigMap{}
