@@ -961,8 +961,8 @@ func (a *Allocator) settled() bool {
 // nodes, and a walk there is a dependent load shorter); at most one per
 // live allocation, 12 bytes, because in a sparse tree (random /64s, two
 // nodes an allocation) that level is mostly empty places. The next
-// relayout comes when m has doubled, unless the top is as deep as it
-// goes, or fallen to a quarter: moving the nodes costs O(n), after O(n)
+// relayout comes when m has doubled (never, once the top is as deep as it
+// goes) or fallen to a quarter: moving the nodes costs O(n), after O(n)
 // operations that made or freed nodes.
 func (a *Allocator) relayout() {
 	m, limit := min(2*a.nodeCount, a.live), min(maxTopDepth, a.d)
