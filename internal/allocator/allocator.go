@@ -37,11 +37,11 @@ limitations under the License.
 // allocated, reserved or held, is not a node: its parent's int32 names it
 // (a leaf's index, or the block's flags), so that it costs no node and no
 // load on the way down. The nodes of the top levels (in up to twice as
-// many places as the tree has nodes, and one per live allocation) sit where a binary heap would put
-// them, so that a walk through them computes each next node's index
-// instead of loading it and the processor fetches several levels at once:
-// in a tree larger than the cache, the misses of those levels overlap
-// instead of queueing.
+// many places as the tree has nodes, and one per live allocation) sit
+// where a binary heap would put them, so that a walk through them computes
+// each next node's index instead of loading it and the processor fetches
+// several levels at once: in a tree larger than the cache, the misses of
+// those levels overlap instead of queueing.
 //
 // Addresses are in one of four states: free, allocated, reserved (never
 // handed out, for gateways or broadcast addresses) or held (released, but
@@ -82,13 +82,16 @@ type Allocator struct {
 	marks      []leafMarks // by leaf index, as far as the last marked leaf
 	wide       []u128      // offsets of far kOne allocations; wide[0] is unused
 	freeNodes  int32       // free list through child[0]
-	nodeCount  int         // nodes in use
-	top        int32       // nodes[1:top] is the top of the tree by position
-	topDepth   uint        // top == 1<<topDepth
-	growAt     int         // the layout suits the tree while
-	shrinkAt   int         // shrinkAt <= min(2*nodeCount, live) < growAt
 	freeLeaves int32       // free list through alloc
 	freeWides  int32       // free list through lo
+
+	// The layout of nodes (see settled and relayout): nodes[1:top] is the
+	// top of the tree by place, top == 1<<topDepth, and the layout suits
+	// the tree while shrinkAt <= min(2*nodeCount, live) < growAt.
+	nodeCount        int // nodes in use
+	top              int32
+	topDepth         uint
+	growAt, shrinkAt int
 
 	live      int
 	allocated count
