@@ -43,7 +43,7 @@ const (
 	// ReasonNamespaceLimit: the claim's namespace holds what the pool's
 	// spec.namespaceLimit allows.
 	ReasonNamespaceLimit = "NamespaceLimit"
-	// ReasonExpired: the claim's ttlSeconds ran out and its prefix was released.
+	// ReasonExpired (an event): the claim's ttlSeconds ran out and kipam deleted it.
 	ReasonExpired = "Expired"
 	// ReasonConflict: the claim's cidr is held by another allocation, or
 	// overlaps one, and is not the claim's to take.

@@ -49,6 +49,7 @@ type ClaimRef struct {
 
 // IPAllocationSpec is the binding of one prefix of a pool to its holder.
 // +kubebuilder:validation:XValidation:rule="self.pool == oldSelf.pool && self.cidr == oldSelf.cidr",message="pool and cidr are immutable",fieldPath=.cidr
+// +kubebuilder:validation:XValidation:rule="has(self.entry) == has(oldSelf.entry) && (!has(self.entry) || self.entry == oldSelf.entry)",message="entry is immutable",fieldPath=.entry
 // +kubebuilder:validation:XValidation:rule="self.claimRef.kind == oldSelf.claimRef.kind && (!has(oldSelf.claimRef.__namespace__) || (has(self.claimRef.__namespace__) && self.claimRef.__namespace__ == oldSelf.claimRef.__namespace__)) && (!has(oldSelf.claimRef.name) || (has(self.claimRef.name) && self.claimRef.name == oldSelf.claimRef.name)) && (!has(oldSelf.claimRef.uid) || (has(self.claimRef.uid) && self.claimRef.uid == oldSelf.claimRef.uid))",message="claimRef may only be completed, never changed",fieldPath=.claimRef
 type IPAllocationSpec struct {
 	// pool is the name of the IPPool the prefix belongs to.
@@ -66,6 +67,11 @@ type IPAllocationSpec struct {
 	// claimRef is the object that holds the prefix.
 	// +required
 	ClaimRef ClaimRef `json:"claimRef"`
+	// entry is the ID of the pool's ledger entry this records: kipam
+	// releases that entry, and no other, when the holder is gone. Immutable.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	Entry string `json:"entry,omitempty"`
 }
 
 // IPAllocationStatus is the observed state of an allocation.

@@ -90,9 +90,10 @@ type IPClaimSpec struct {
 	// +kubebuilder:validation:XValidation:rule="isCIDR(self) && string(cidr(self).masked()) == self",message="must be a canonical CIDR such as 10.0.0.0/24 or 2001:db8::/64: no address bits set past the prefix length, IPv6 in lower-case compressed form"
 	CIDR string `json:"cidr,omitempty"`
 
-	// ttlSeconds is the claim's lifetime counted from when it was bound; at
-	// expiry its prefix is released and the claim is marked Expired. Raise
-	// it before expiry to renew. Absent: the claim lives until deleted.
+	// ttlSeconds is the claim's lifetime, counted from its creation (time
+	// spent waiting for space counts too). At expiry kipam deletes the
+	// claim (event Expired), which releases its prefix. Raise it before
+	// expiry to renew. Absent: the claim lives until deleted.
 	// +optional
 	// +kubebuilder:validation:Minimum=1
 	TTLSeconds *int64 `json:"ttlSeconds,omitempty"`
@@ -124,7 +125,7 @@ type IPClaimStatus struct {
 	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
 
 	// conditions: Ready, with reasons Allocated, Pending, PoolExhausted,
-	// Expired, Conflict and Invalid.
+	// Conflict and Invalid.
 	// +optional
 	// +listType=map
 	// +listMapKey=type

@@ -82,7 +82,7 @@ func (r *IPAllocationReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		return ctrl.Result{}, r.patchStatus(ctx, before, &a)
 	}
 	if a.DeletionTimestamp != nil {
-		return ctrl.Result{}, deleteAllocation(ctx, r.Client, a.Name, "")
+		return ctrl.Result{}, deleteAllocation(ctx, r.Client, a.Name, nil)
 	}
 	if a.Status.OrphanedAt == nil {
 		a.Status.OrphanedAt = &now
@@ -96,12 +96,12 @@ func (r *IPAllocationReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	if wait := a.Status.OrphanedAt.Add(r.OrphanGrace).Sub(now.Time); wait > 0 {
 		return ctrl.Result{RequeueAfter: wait}, nil
 	}
-	if err := releaseOrphan(ctx, r.Client, r.Manager, a.Spec.Pool, a.Spec.CIDR); err != nil {
+	if err := releaseOrphan(ctx, r.Client, r.Manager, &a); err != nil {
 		return ctrl.Result{}, err
 	}
 	r.Recorder.Eventf(&a, nil, corev1.EventTypeWarning, ipamv1alpha1.ReasonHolderMissing, "Release",
 		"released %s: no claim carried it for %s", a.Spec.CIDR, r.OrphanGrace)
-	return ctrl.Result{}, deleteAllocation(ctx, r.Client, a.Name, "")
+	return ctrl.Result{}, deleteAllocation(ctx, r.Client, a.Name, nil)
 }
 
 // held reports whether the allocation's claim exists and carries its prefix.
@@ -130,21 +130,24 @@ func setCond(a *ipamv1alpha1.IPAllocation, t string, s metav1.ConditionStatus, r
 	meta.SetStatusCondition(&a.Status.Conditions, metav1.Condition{Type: t, Status: s, Reason: reason, Message: msg, ObservedGeneration: a.Generation})
 }
 
-// releaseOrphan returns a prefix nobody holds to its pool, at once.
-func releaseOrphan(ctx context.Context, c client.Client, m *ipam.Manager, poolName, cidr string) error {
-	p, err := netip.ParsePrefix(cidr)
+// releaseOrphan releases the ledger entry a's claim held, after the pool's
+// reuse grace like any release. It names the entry, so running again (a
+// failed delete, a stale cache) cannot free the prefix committed since
+// for someone else.
+func releaseOrphan(ctx context.Context, c client.Client, m *ipam.Manager, a *ipamv1alpha1.IPAllocation) error {
+	p, err := netip.ParsePrefix(a.Spec.CIDR)
 	if err != nil {
 		return nil
 	}
 	var pool ipamv1alpha1.IPPool
-	if err := c.Get(ctx, client.ObjectKey{Name: poolName}, &pool); err != nil {
+	if err := c.Get(ctx, client.ObjectKey{Name: a.Spec.Pool}, &pool); err != nil {
 		return client.IgnoreNotFound(err)
 	}
-	if err := m.Release(ctx, &pool, p, 0); err != nil {
-		return err
+	freed, err := m.Release(ctx, &pool, p, ipam.ClaimHolder(a.Spec.ClaimRef.Namespace), a.Spec.Entry, graceOf(&pool))
+	if freed {
+		metrics.Released.WithLabelValues(a.Spec.Pool, "Orphaned").Inc()
 	}
-	metrics.Released.WithLabelValues(poolName, "Orphaned").Inc()
-	return nil
+	return err
 }
 
 // SetupWithManager registers the reconciler; a claim's change wakes its

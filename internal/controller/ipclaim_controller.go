@@ -28,7 +28,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
@@ -155,7 +154,7 @@ func (r *IPClaimReconciler) ensureAllocation(ctx context.Context, claim *ipamv1a
 				Labels:     map[string]string{ipamv1alpha1.LabelPool: pool, ipamv1alpha1.LabelClaimNamespace: claim.Namespace},
 				Finalizers: []string{ipamv1alpha1.AllocationFinalizer},
 			},
-			Spec: ipamv1alpha1.IPAllocationSpec{Pool: pool, CIDR: cidr.String(), ClaimRef: ipamv1alpha1.ClaimRef{
+			Spec: ipamv1alpha1.IPAllocationSpec{Pool: pool, CIDR: cidr.String(), Entry: ipam.ClaimEntryID(claim), ClaimRef: ipamv1alpha1.ClaimRef{
 				Kind: "IPClaim", Namespace: claim.Namespace, Name: claim.Name, UID: claim.UID,
 			}},
 		}
@@ -247,13 +246,17 @@ func (r *IPClaimReconciler) bindWaiting(ctx context.Context, claim *ipamv1alpha1
 			reasons = append(reasons, err.Error())
 			continue
 		}
+		// The entry is the claim's by its uid: only this claim can carry
+		// it (the webhook lets an update set spec.cidr only to an entry
+		// recorded for the claim's uid), and the finalizer frees it by it.
+		req.ID = string(claim.UID)
 		p, err := r.Manager.Allocate(ctx, req)
 		var ex *allocator.ExhaustedError
 		if errors.As(err, &ex) {
 			reasons = append(reasons, fmt.Sprintf("pool %s: %s", pool.Name, ex.Error()))
 			continue
 		}
-		if _, full := ipam.Full(err); full {
+		if _, full := ipam.Full(err); full || errors.Is(err, ipam.ErrPoolDeleted) {
 			reasons = append(reasons, err.Error())
 			continue
 		}
@@ -264,7 +267,12 @@ func (r *IPClaimReconciler) bindWaiting(ctx context.Context, claim *ipamv1alpha1
 		claim.Spec.CIDR = p.String()
 		metav1.SetMetaDataAnnotation(&claim.ObjectMeta, ipam.PoolAnnotation, pool.Name)
 		if err := r.Patch(ctx, claim, patch); err != nil {
-			// The prefix stays in the ledger; the orphan sweep releases it.
+			// Not bound (the cache was stale and the claim is bound or
+			// gone already, or the write failed): release exactly what was
+			// just committed, which no claim carries.
+			if _, rerr := r.Manager.Release(ctx, pool, p, req.Holder, req.ID, 0); rerr != nil {
+				return errors.Join(err, fmt.Errorf("releasing %s, committed for a bind that failed (the orphan sweep will): %w", p, rerr))
+			}
 			return err
 		}
 		r.Recorder.Eventf(claim, nil, corev1.EventTypeNormal, ipamv1alpha1.ReasonAllocated, "Bind", "bound %s from pool %s", p, pool.Name)
@@ -304,43 +312,35 @@ func (r *IPClaimReconciler) pending(ctx context.Context, claim *ipamv1alpha1.IPC
 		Reason: ipamv1alpha1.ReasonPending, Message: msg}, "")
 }
 
-// finalize releases the claim's prefix (after the pool's reuse grace),
-// deletes its IPAllocation, then lets the claim go. A claim that never held
-// its prefix (see holdsPrefix) releases nothing.
+// finalize releases the claim's ledger entry (after the pool's reuse
+// grace), deletes its IPAllocation, then lets the claim go. The release
+// names the entry (ClaimEntryID), so a claim that never held its prefix
+// (Conflict, or restored with the webhook bypassed and never recorded)
+// frees nothing, and a retry after a failed step cannot free the prefix
+// if it went to someone else meanwhile.
 func (r *IPClaimReconciler) finalize(ctx context.Context, claim *ipamv1alpha1.IPClaim) error {
 	if !controllerutil.ContainsFinalizer(claim, ipamv1alpha1.ClaimFinalizer) {
 		return nil
 	}
-	// Whether the claim held its prefix is decided from the IPAllocation and
-	// the ledger, not from its status, which a restore may bring back stale.
 	if cidr, err := netip.ParsePrefix(claim.Spec.CIDR); err == nil {
 		poolName := poolOf(claim)
-		var pool *ipamv1alpha1.IPPool
-		var p ipamv1alpha1.IPPool
-		switch err := r.Get(ctx, client.ObjectKey{Name: poolName}, &p); {
+		var pool ipamv1alpha1.IPPool
+		switch err := r.Get(ctx, client.ObjectKey{Name: poolName}, &pool); {
 		case err == nil:
-			pool = &p
+			freed, err := r.Manager.Release(ctx, &pool, cidr, ipam.ClaimHolder(claim.Namespace), ipam.ClaimEntryID(claim), graceOf(&pool))
+			if err != nil {
+				return err
+			}
+			if freed {
+				metrics.Released.WithLabelValues(poolName, "Deleted").Inc()
+			}
 		case !apierrors.IsNotFound(err):
 			return err
 		}
-		held, err := r.holdsPrefix(ctx, claim, poolName, pool, cidr)
-		if err != nil {
+		if err := deleteAllocation(ctx, r.Client, ipam.AllocationName(poolName, cidr), claim); err != nil {
 			return err
 		}
-		if !held {
-			logf.FromContext(ctx).V(1).Info("releasing nothing: the claim never held its prefix", "pool", poolName, "cidr", cidr)
-		} else {
-			if pool != nil {
-				if err := r.Manager.Release(ctx, pool, cidr, graceOf(pool)); err != nil {
-					return err
-				}
-				metrics.Released.WithLabelValues(poolName, "Deleted").Inc()
-			}
-			if err := deleteAllocation(ctx, r.Client, ipam.AllocationName(poolName, cidr), claim.UID); err != nil {
-				return err
-			}
-			logf.FromContext(ctx).V(1).Info("released", "pool", poolName, "cidr", cidr)
-		}
+		logf.FromContext(ctx).V(1).Info("released", "pool", poolName, "cidr", cidr)
 	}
 	patch := client.MergeFrom(claim.DeepCopy())
 	controllerutil.RemoveFinalizer(claim, ipamv1alpha1.ClaimFinalizer)
@@ -354,14 +354,14 @@ func graceOf(pool *ipamv1alpha1.IPPool) time.Duration {
 	return 0
 }
 
-// deleteAllocation removes an IPAllocation unless it is bound to a holder
-// other than holder (empty: whoever holds it).
-func deleteAllocation(ctx context.Context, c client.Client, name string, holder types.UID) error {
+// deleteAllocation removes an IPAllocation if it is bound to claim (nil:
+// whoever holds it).
+func deleteAllocation(ctx context.Context, c client.Client, name string, claim *ipamv1alpha1.IPClaim) error {
 	var a ipamv1alpha1.IPAllocation
 	if err := c.Get(ctx, client.ObjectKey{Name: name}, &a); err != nil {
 		return client.IgnoreNotFound(err)
 	}
-	if holder != "" && a.Spec.ClaimRef.UID != "" && a.Spec.ClaimRef.UID != holder {
+	if claim != nil && !boundTo(&a, claim) {
 		return nil
 	}
 	if controllerutil.ContainsFinalizer(&a, ipamv1alpha1.AllocationFinalizer) {

@@ -141,9 +141,10 @@ func droppedEntries(before, after *ipamv1alpha1.IPLedger) []string {
 }
 
 // ensureRecorded makes sure the stored ledger of the claim's pool records
-// its prefix for the claim's namespace, recording it if it is free. When
-// the prefix is not the claim's to have, it returns the Ready condition
-// that says why and false.
+// its prefix as the claim's entry (its namespace and ClaimEntryID),
+// recording it if it is free and the claim could have been created with
+// it. When the prefix is not the claim's to have, it returns the Ready
+// condition that says why and false.
 func (r *IPClaimReconciler) ensureRecorded(ctx context.Context, claim *ipamv1alpha1.IPClaim, poolName string, cidr netip.Prefix) (metav1.Condition, bool, error) {
 	key := client.ObjectKeyFromObject(claim)
 	cond, ok, err := r.checkRecord(ctx, claim, poolName, cidr)
@@ -169,18 +170,31 @@ func (r *IPClaimReconciler) checkRecord(ctx context.Context, claim *ipamv1alpha1
 	// The cache first: the webhook committed the entry before the claim
 	// existed, so it nearly always shows it. A stale positive is caught by
 	// the watch on dropped entries; a negative is confirmed live.
-	if e, ok, err := ipam.LookupEntry(ctx, r.Client, poolName, cidr); err == nil && ok && e.Holder == want {
+	if e, ok, err := ipam.LookupEntry(ctx, r.Client, poolName, cidr); err == nil && ok && ownEntry(e, claim) {
 		return metav1.Condition{}, true, nil
 	}
-	holder, recorded, err := r.Manager.Recorded(ctx, &pool, cidr)
+	e, recorded, err := r.Manager.Recorded(ctx, &pool, cidr)
 	if err != nil {
 		return metav1.Condition{}, false, err
 	}
 	if recorded {
-		if holder == want {
+		if ownEntry(e, claim) {
 			return metav1.Condition{}, true, nil
 		}
-		return r.conflict(claim, nil, fmt.Sprintf("%s is recorded in pool %s for %s, not for this claim's namespace", cidr, poolName, holder)), false, nil
+		who := "another claim in this namespace"
+		if e.Holder != want {
+			who = e.Holder
+		}
+		return r.conflict(claim, nil, fmt.Sprintf("%s is recorded in pool %s for %s, not for this claim", cidr, poolName, who)), false, nil
+	}
+	// Recorded only if the claim could have been created with this cidr:
+	// the pool admits its namespace and is not being deleted.
+	if _, err := r.Resolver.Candidates(ctx, &ipamv1alpha1.IPClaim{Spec: ipamv1alpha1.IPClaimSpec{Pool: poolName}}, claim.Namespace); err != nil {
+		var fe *field.Error
+		if errors.As(err, &fe) {
+			return notReady(ipamv1alpha1.ReasonInvalid, fe.Error()), false, nil
+		}
+		return metav1.Condition{}, false, err
 	}
 	// Record it only for a claim that still lives as cached: a claim just
 	// deleted must not get its released prefix back.
@@ -195,6 +209,7 @@ func (r *IPClaimReconciler) checkRecord(ctx context.Context, claim *ipamv1alpha1
 	if err != nil {
 		return notReady(ipamv1alpha1.ReasonInvalid, err.Error()), false, nil
 	}
+	req.ID = ipam.ClaimEntryID(claim)
 	// The allocator serving the pool may still hold the record the stored
 	// ledger lost: have it rebuilt from the ledgers first.
 	req.Fresh = true
@@ -286,41 +301,11 @@ func notReady(reason, msg string) metav1.Condition {
 	return metav1.Condition{Type: ipamv1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: reason, Message: msg}
 }
 
-// holdsPrefix reports whether deleting the claim may release its prefix:
-// its IPAllocation is bound to it, or, before one exists, the stored ledger
-// records the prefix for the claim's namespace and no other live claim
-// carries it. A claim that never held its prefix (Conflict, or created with
-// the webhook bypassed and never recorded) releases nothing. pool is nil
-// when the pool is gone.
-func (r *IPClaimReconciler) holdsPrefix(ctx context.Context, claim *ipamv1alpha1.IPClaim, poolName string, pool *ipamv1alpha1.IPPool, cidr netip.Prefix) (bool, error) {
-	var a ipamv1alpha1.IPAllocation
-	key := client.ObjectKey{Name: ipam.AllocationName(poolName, cidr)}
-	err := r.Get(ctx, key, &a)
-	if apierrors.IsNotFound(err) {
-		err = r.APIReader.Get(ctx, key, &a) // created a moment ago?
-	}
-	switch {
-	case err == nil:
-		return boundTo(&a, claim), nil
-	case !apierrors.IsNotFound(err):
-		return false, err
-	case pool == nil:
-		return false, nil
-	}
-	holder, ok, err := r.Manager.Recorded(ctx, pool, cidr)
-	if err != nil || !ok || holder != ipam.ClaimHolder(claim.Namespace) {
-		return false, err
-	}
-	var claims ipamv1alpha1.IPClaimList
-	if err := r.List(ctx, &claims, client.MatchingFields{indexPoolCIDR: poolName + "/" + claim.Spec.CIDR}); err != nil {
-		return false, err
-	}
-	for i := range claims.Items {
-		if c := &claims.Items[i]; c.UID != claim.UID && c.DeletionTimestamp == nil {
-			return false, nil
-		}
-	}
-	return true, nil
+// ownEntry reports whether a ledger entry is the one claim carries: its
+// namespace's, with its entry ID. An entry written before entries had IDs
+// is any claim's of its namespace.
+func ownEntry(e ipam.Entry, claim *ipamv1alpha1.IPClaim) bool {
+	return e.Is(ipam.ClaimHolder(claim.Namespace), ipam.ClaimEntryID(claim)) || e.Is(ipam.ClaimHolder(claim.Namespace), "")
 }
 
 // boundTo reports whether an IPAllocation records claim as its holder.

@@ -19,7 +19,9 @@ package controller
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -36,8 +38,8 @@ import (
 
 // IPLedgerReconciler releases prefixes that were committed for a claim the
 // API server then never stored (a later webhook or rule rejected it, a
-// timeout, AlreadyExists): entries older than OrphanGrace that no claim and
-// no IPAllocation carries.
+// timeout, AlreadyExists): entries that no claim and no IPAllocation
+// carries once OrphanGrace has passed since this replica first saw them.
 type IPLedgerReconciler struct {
 	client.Client
 	// APIReader confirms, against the API server, that no claim holds an
@@ -46,7 +48,14 @@ type IPLedgerReconciler struct {
 	Manager     *ipam.Manager
 	Recorder    EventRecorder
 	OrphanGrace time.Duration
-	Now         func() time.Time
+	// Now is this replica's clock. The grace is measured on it alone, from
+	// when this replica first saw an entry: never against the time another
+	// replica stamped on it.
+	Now func() time.Time
+
+	mu sync.Mutex
+	// seen is when this replica first saw each claim entry of each ledger.
+	seen map[string]map[entryKey]time.Time
 }
 
 // +kubebuilder:rbac:groups=ipam.kipam.dev,resources=ipledgers,verbs=get;list;watch;create;update;patch;delete
@@ -55,6 +64,11 @@ type IPLedgerReconciler struct {
 func (r *IPLedgerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	var ledger ipamv1alpha1.IPLedger
 	if err := r.Get(ctx, req.NamespacedName, &ledger); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.mu.Lock()
+			delete(r.seen, req.Name)
+			r.mu.Unlock()
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	entries, err := ipam.Entries(&ledger)
@@ -62,6 +76,7 @@ func (r *IPLedgerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		return ctrl.Result{}, err
 	}
 	now := r.Now()
+	first := r.firstSeen(ledger.Name, entries, now)
 	var next time.Duration
 	live := map[string][]ipamv1alpha1.IPClaim{} // per namespace, read once per sweep
 	for p, e := range entries {
@@ -69,83 +84,120 @@ func (r *IPLedgerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		if !ok {
 			continue
 		}
-		cidr := p.String()
-		if wait := e.At.Add(r.OrphanGrace).Sub(now); wait > 0 {
+		// The entry was committed before this replica saw it, and a create
+		// that carries it ends within the API server's request timeout of
+		// its start, which the grace outlasts: after the grace, a claim that
+		// carries it is stored, or none ever will be.
+		if wait := first[key(p, e)].Add(r.OrphanGrace).Sub(now); wait > 0 {
 			if next == 0 || wait < next {
 				next = wait
 			}
 			continue
 		}
-		held, err := r.held(ctx, ledger.Spec.Pool, ns, cidr, live)
+		held, err := r.held(ctx, ledger.Spec.Pool, p, e, live)
 		if err != nil {
 			return ctrl.Result{}, err
 		}
 		if held {
 			continue
 		}
-		if err := r.release(ctx, ledger.Spec.Pool, p, e); err != nil {
+		freed, err := r.release(ctx, ledger.Spec.Pool, p, e)
+		if err != nil {
 			return ctrl.Result{}, err
 		}
-		logf.FromContext(ctx).Info("released a prefix no claim took", "pool", ledger.Spec.Pool, "cidr", cidr, "namespace", ns)
+		if !freed {
+			continue // released or committed again since the cache saw it
+		}
+		logf.FromContext(ctx).Info("released a prefix no claim took", "pool", ledger.Spec.Pool, "cidr", p, "namespace", ns)
 		var pool ipamv1alpha1.IPPool
 		if err := r.Get(ctx, client.ObjectKey{Name: ledger.Spec.Pool}, &pool); err == nil {
 			r.Recorder.Eventf(&pool, nil, corev1.EventTypeWarning, ipamv1alpha1.ReasonHolderMissing, "Release",
-				"released %s: allocated for a claim in namespace %s that was never stored", cidr, ns)
+				"released %s: allocated for a claim in namespace %s that was never stored", p, ns)
 		}
 	}
 	return ctrl.Result{RequeueAfter: next}, nil
 }
 
-// release frees entry e of pool, unless the ledger records p again since.
-func (r *IPLedgerReconciler) release(ctx context.Context, poolName string, p netip.Prefix, e ipam.Entry) error {
-	var pool ipamv1alpha1.IPPool
-	if err := r.Get(ctx, client.ObjectKey{Name: poolName}, &pool); err != nil {
-		return client.IgnoreNotFound(err)
-	}
-	if err := r.Manager.ReleaseEntry(ctx, &pool, p, e); err != nil {
-		return err
-	}
-	metrics.Released.WithLabelValues(poolName, "Orphaned").Inc()
-	return nil
+// entryKey tells a ledger's entries apart: its prefix, holder and ID.
+type entryKey struct {
+	cidr       netip.Prefix
+	holder, id string
 }
 
-// held reports whether a claim or an IPAllocation carries cidr of pool.
-// live holds the namespaces' claims as read from the API server in this
-// sweep: an entry it finds no claim for was committed before the read (it
-// is older than the orphan grace), and ReleaseEntry frees only that entry.
-func (r *IPLedgerReconciler) held(ctx context.Context, pool, namespace, cidr string, live map[string][]ipamv1alpha1.IPClaim) (bool, error) {
+func key(p netip.Prefix, e ipam.Entry) entryKey { return entryKey{p, e.Holder, e.ID} }
+
+// firstSeen returns when this replica first saw each of a ledger's
+// entries, recording now for those it had not seen, and forgets the
+// entries the ledger no longer records.
+func (r *IPLedgerReconciler) firstSeen(ledger string, entries map[netip.Prefix]ipam.Entry, now time.Time) map[entryKey]time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.seen == nil {
+		r.seen = map[string]map[entryKey]time.Time{}
+	}
+	was := r.seen[ledger]
+	is := make(map[entryKey]time.Time, len(entries))
+	for p, e := range entries {
+		k := key(p, e)
+		if t, ok := was[k]; ok {
+			is[k] = t
+		} else {
+			is[k] = now
+		}
+	}
+	r.seen[ledger] = is
+	return is
+}
+
+// release frees entry e of pool, after the pool's reuse grace, unless the
+// ledger records p as another entry since.
+func (r *IPLedgerReconciler) release(ctx context.Context, poolName string, p netip.Prefix, e ipam.Entry) (bool, error) {
+	var pool ipamv1alpha1.IPPool
+	if err := r.Get(ctx, client.ObjectKey{Name: poolName}, &pool); err != nil {
+		return false, client.IgnoreNotFound(err)
+	}
+	freed, err := r.Manager.Release(ctx, &pool, p, e.Holder, e.ID, graceOf(&pool))
+	if freed {
+		metrics.Released.WithLabelValues(poolName, "Orphaned").Inc()
+	}
+	return freed, err
+}
+
+// held reports whether a claim in the entry's namespace carries it (its
+// cidr, in this pool, as its entry), or an IPAllocation records it. live
+// holds the namespaces' claims as read from the API server in this sweep:
+// an entry it finds no claim for was committed before the read, and
+// Release frees only that entry.
+func (r *IPLedgerReconciler) held(ctx context.Context, pool string, p netip.Prefix, e ipam.Entry, live map[string][]ipamv1alpha1.IPClaim) (bool, error) {
+	ns := strings.TrimPrefix(e.Holder, ipam.ClaimHolderPrefix)
+	carries := func(c *ipamv1alpha1.IPClaim) bool {
+		return c.Namespace == ns && c.Spec.CIDR == p.String() && poolOf(c) == pool && ownEntry(e, c)
+	}
 	var claims ipamv1alpha1.IPClaimList
-	if err := r.List(ctx, &claims, client.MatchingFields{indexPoolCIDR: pool + "/" + cidr}); err != nil {
+	if err := r.List(ctx, &claims, client.InNamespace(ns), client.MatchingFields{indexPoolCIDR: pool + "/" + p.String()}); err != nil {
 		return false, err
 	}
-	if len(claims.Items) > 0 {
+	if slices.ContainsFunc(claims.Items, func(c ipamv1alpha1.IPClaim) bool { return carries(&c) }) {
 		return true, nil
 	}
-	if p, err := netip.ParsePrefix(cidr); err == nil {
-		var a ipamv1alpha1.IPAllocation
-		err := r.APIReader.Get(ctx, client.ObjectKey{Name: ipam.AllocationName(pool, p)}, &a)
-		if err == nil {
-			return true, nil // its own reconciler watches over it
-		}
-		if !apierrors.IsNotFound(err) {
-			return false, err
-		}
+	var a ipamv1alpha1.IPAllocation
+	err := r.APIReader.Get(ctx, client.ObjectKey{Name: ipam.AllocationName(pool, p)}, &a)
+	switch {
+	case err == nil && a.Spec.ClaimRef.Namespace == ns && a.Spec.Entry == e.ID:
+		return true, nil // its own reconciler watches over it
+	case err != nil && !apierrors.IsNotFound(err):
+		return false, err
 	}
 	// The cache may lag: confirm against the API server before releasing.
-	inNamespace, ok := live[namespace]
+	inNamespace, ok := live[ns]
 	if !ok {
-		if err := r.APIReader.List(ctx, &claims, client.InNamespace(namespace)); err != nil {
+		if err := r.APIReader.List(ctx, &claims, client.InNamespace(ns)); err != nil {
 			return false, err
 		}
 		inNamespace = claims.Items
-		live[namespace] = inNamespace
+		live[ns] = inNamespace
 	}
-	for i := range inNamespace {
-		if c := &inNamespace[i]; c.Spec.CIDR == cidr && poolOf(c) == pool {
-			return true, nil
-		}
-	}
-	return false, nil
+	return slices.ContainsFunc(inNamespace, func(c ipamv1alpha1.IPClaim) bool { return carries(&c) }), nil
 }
 
 // SetupWithManager registers the reconciler.

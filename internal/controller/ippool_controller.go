@@ -145,16 +145,28 @@ func (r *IPPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 // drain keeps a deleted pool until nothing is allocated from it: its
 // ledgers, which it owns, would otherwise be garbage-collected under live
 // claims, and a pool created again over the same range could hand their
-// prefixes out twice. Claims for a pool being deleted are denied.
+// prefixes out twice. Claims for a pool being deleted are denied; the one
+// still in flight when the pool empties is fenced by Manager.Drain, which
+// seals the pool's ledgers, through the same compare-and-swap as every
+// commit, before the pool may go.
 func (r *IPPoolReconciler) drain(ctx context.Context, pool *ipamv1alpha1.IPPool) error {
 	if !controllerutil.ContainsFinalizer(pool, ipamv1alpha1.PoolFinalizer) {
 		return nil
 	}
-	ledger, err := ipam.ReadLedger(ctx, r.APIReader, pool.Name)
+	var left *ipam.NotEmptyError
+	// The cache says when there is surely something left, without a
+	// rebuild of the pool from its stored ledgers on every release.
+	ledger, err := ipam.ReadLedger(ctx, r.Client, pool.Name)
 	if err != nil {
 		return err
 	}
 	if n := len(ledger.Allocations); n > 0 {
+		left = &ipam.NotEmptyError{Allocations: n}
+	} else if err := r.Manager.Drain(ctx, pool); err != nil && !errors.As(err, &left) {
+		return err
+	}
+	if left != nil {
+		n := left.Allocations
 		before := pool.DeepCopy()
 		meta.SetStatusCondition(&pool.Status.Conditions, metav1.Condition{Type: ipamv1alpha1.ConditionReady, Status: metav1.ConditionFalse,
 			Reason: ipamv1alpha1.ReasonDraining, ObservedGeneration: pool.Generation,

@@ -44,10 +44,16 @@ const (
 )
 
 // DefaultOrphanGrace is how long a prefix may be committed without any
-// claim carrying it before it is released. It must outlast the API server's
-// request timeout (60s by default), the longest a claim allowed by the
-// webhook can still be on its way to etcd.
+// claim carrying it before it is released, counted from when the sweeping
+// replica first saw it. It must outlast MinOrphanGrace.
 const DefaultOrphanGrace = 2 * time.Minute
+
+// MinOrphanGrace is what the orphan grace must exceed: the webhook's
+// timeout (15s) plus the API server's request timeout (60s by default),
+// the longest a create that the webhook allowed can still be on its way to
+// etcd. A shorter grace could release a prefix whose claim is about to be
+// stored.
+const MinOrphanGrace = 75 * time.Second
 
 // Options configure the reconcilers.
 type Options struct {
@@ -65,21 +71,7 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, m *ipam.Manager, op
 	if opts.OrphanGrace == 0 {
 		opts.OrphanGrace = DefaultOrphanGrace
 	}
-	idx := mgr.GetFieldIndexer()
-	if err := idx.IndexField(ctx, &ipamv1alpha1.IPClaim{}, indexWaiting, func(o client.Object) []string {
-		if c := o.(*ipamv1alpha1.IPClaim); c.Spec.CIDR == "" && c.DeletionTimestamp == nil {
-			return []string{"true"}
-		}
-		return nil
-	}); err != nil {
-		return err
-	}
-	if err := idx.IndexField(ctx, &ipamv1alpha1.IPClaim{}, indexPoolCIDR, func(o client.Object) []string {
-		if c := o.(*ipamv1alpha1.IPClaim); c.Spec.CIDR != "" {
-			return []string{poolOf(c) + "/" + c.Spec.CIDR}
-		}
-		return nil
-	}); err != nil {
+	if err := indexFields(ctx, mgr.GetFieldIndexer()); err != nil {
 		return err
 	}
 	resolver := &ipam.Resolver{Reader: mgr.GetClient(), APIReader: mgr.GetAPIReader()}
@@ -95,6 +87,27 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, m *ipam.Manager, op
 		if err := r.SetupWithManager(mgr); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// indexFields registers the field indexes the reconcilers list by.
+func indexFields(ctx context.Context, idx client.FieldIndexer) error {
+	if err := idx.IndexField(ctx, &ipamv1alpha1.IPClaim{}, indexWaiting, func(o client.Object) []string {
+		if c := o.(*ipamv1alpha1.IPClaim); c.Spec.CIDR == "" && c.DeletionTimestamp == nil {
+			return []string{"true"}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := idx.IndexField(ctx, &ipamv1alpha1.IPClaim{}, indexPoolCIDR, func(o client.Object) []string {
+		if c := o.(*ipamv1alpha1.IPClaim); c.Spec.CIDR != "" {
+			return []string{poolOf(c) + "/" + c.Spec.CIDR}
+		}
+		return nil
+	}); err != nil {
+		return err
 	}
 	return nil
 }

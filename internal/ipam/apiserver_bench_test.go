@@ -55,7 +55,7 @@ func BenchmarkCommitOnAPIServer(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				if err := m.Release(ctx, pool, p, 0); err != nil {
+				if err := releaseRecorded(ctx, m, pool, p, 0); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -30,6 +30,7 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
 	"github.com/kipam/kipam/internal/allocator"
@@ -112,11 +113,14 @@ func (m *Manager) commit(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) 
 	defer cancel()
 	pending := batch
 	for _, o := range batch {
-		if o.alloc != nil && o.alloc.Fresh {
+		// A drain decides from what is stored, not from memory that may
+		// lag another writer's releases.
+		if o.drain || (o.alloc != nil && o.alloc.Fresh) {
 			st.alloc = nil
 		}
 	}
 	var lastErr error
+	ambiguous := false
 	for range maxAttempts {
 		if st.alloc == nil || st.generation != pool.Generation || st.uid != string(pool.UID) {
 			if err := m.restore(ctx, st, pool); err != nil {
@@ -125,11 +129,20 @@ func (m *Manager) commit(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) 
 				if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
 					continue
 				}
+				if errors.Is(err, ErrPoolDeleted) {
+					closed(pending, err)
+					return
+				}
 				break
 			}
 		}
 		m.apply(st, pool, pending)
 		err := m.write(ctx, st.ledger, pool)
+		if err != nil && !apierrors.IsConflict(err) && !apierrors.IsAlreadyExists(err) {
+			// A write that failed otherwise (a timeout) may still have
+			// been stored: what the batch allocated or released is unknown.
+			ambiguous = true
+		}
 		var rest []*op
 		for _, o := range pending {
 			// An op that changed nothing (a denial, a dry run) is final
@@ -141,6 +154,10 @@ func (m *Manager) commit(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) 
 		}
 		pending = rest
 		if err == nil && len(pending) == 0 {
+			if st.ledger.root.dead {
+				st.alloc = nil // drained: the next commit finds the root sealed
+				return
+			}
 			st.snapshot()
 			metrics.LedgerBytes.WithLabelValues(pool.Name).Set(float64(st.snap.Load().LedgerBytes))
 			return
@@ -157,9 +174,24 @@ func (m *Manager) commit(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) 
 		}
 		m.conflicts.Add(1)
 	}
+	outcome := "nothing was changed"
+	if ambiguous {
+		outcome = "the outcome is unknown"
+	}
 	for _, o := range pending {
 		o.result = netip.Prefix{}
-		o.err = fmt.Errorf("%w: pool %s: could not commit to its ledger: %w", ErrBusy, pool.Name, lastErr)
+		o.err = fmt.Errorf("%w: pool %s: could not commit to its ledger (%s): %w", ErrBusy, pool.Name, outcome, lastErr)
+	}
+}
+
+// closed ends the ops of a batch for a pool whose ledger is sealed: a
+// drain or a release finds nothing left to do, anything else is refused.
+func closed(batch []*op, err error) {
+	for _, o := range batch {
+		o.result, o.err = netip.Prefix{}, nil
+		if o.alloc != nil {
+			o.err = err
+		}
 	}
 }
 
@@ -184,6 +216,10 @@ func (m *Manager) apply(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) {
 	l.closing = nil
 	for _, o := range batch {
 		o.result, o.err, o.deps = netip.Prefix{}, nil, nil
+		if o.drain {
+			o.err = l.drain(o)
+			continue
+		}
 		if o.alloc == nil {
 			o.err = l.release(st.alloc, o, now)
 			continue
@@ -193,7 +229,7 @@ func (m *Manager) apply(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) {
 			o.err = err
 			continue
 		}
-		e := Entry{Holder: o.alloc.Holder, At: now}
+		e := Entry{Holder: o.alloc.Holder, At: now, ID: o.alloc.ID}
 		err = l.checkLimit(pool, p, e)
 		if d := l.docOf(p); err == nil && d != nil && int64(d.size+entryLen(p, e)) > m.maxLedgerBytes.Load() {
 			err = l.fullErr(pool, d, p, m.maxLedgerBytes.Load())
@@ -259,7 +295,11 @@ func (l *ledgerState) fullErr(pool *ipamv1alpha1.IPPool, d *doc, p netip.Prefix,
 // entryLen is the length of p's line in a ledger's allocations.
 func entryLen(p netip.Prefix, e Entry) int {
 	var b [64]byte
-	return len(p.AppendTo(b[:0])) + 1 + len(e.Holder) + 1 + len(strconv.AppendInt(b[:0], e.At.Unix(), 10)) + 1
+	n := len(p.AppendTo(b[:0])) + 1 + len(e.Holder) + 1 + len(strconv.AppendInt(b[:0], e.At.Unix(), 10)) + 1
+	if e.ID != "" {
+		n += 1 + len(e.ID)
+	}
+	return n
 }
 
 // record writes p into the doc it belongs in, opening a shard or closing
@@ -384,7 +424,10 @@ func (l *ledgerState) open(pool string, s netip.Prefix) *doc {
 }
 
 // release frees o.release in the allocator and its doc, holding it for
-// o.grace. Releasing what is not allocated changes nothing.
+// o.grace, if the doc records it as o.expect (same holder, same ID).
+// Releasing what is not allocated, or allocated as another entry, changes
+// nothing: a release is idempotent, and one retried after the prefix went
+// to someone else leaves it with them.
 func (l *ledgerState) release(a *allocator.Allocator, o *op, now time.Time) error {
 	p := o.release
 	if !a.IsAllocated(p) {
@@ -401,7 +444,7 @@ func (l *ledgerState) release(a *allocator.Allocator, o *op, now time.Time) erro
 	if !ok {
 		return fmt.Errorf("%w: %s is allocated but its ledger %s does not record it", ErrBusy, p, d.name)
 	}
-	if o.expect != nil && (e.Holder != o.expect.Holder || e.At.Unix() != o.expect.At.Unix()) {
+	if !e.Is(o.expect.Holder, o.expect.ID) {
 		return nil
 	}
 	if o.grace > 0 {
@@ -414,6 +457,7 @@ func (l *ledgerState) release(a *allocator.Allocator, o *op, now time.Time) erro
 		return err
 	}
 	delete(d.allocs, p)
+	o.result = p
 	l.count(p, e, -1)
 	d.size -= entryLen(p, e)
 	if isClaim(e) {
@@ -486,6 +530,7 @@ func (m *Manager) put(ctx context.Context, l *ledgerState, pool *ipamv1alpha1.IP
 		obj.Spec.Sealed = true
 		obj.Spec.Allocations, obj.Spec.Holds = "", ""
 	}
+
 	var err error
 	if d.obj == nil {
 		err = m.store.Create(ctx, obj)
@@ -508,8 +553,7 @@ func (m *Manager) put(ctx context.Context, l *ledgerState, pool *ipamv1alpha1.IP
 func (m *Manager) restore(ctx context.Context, st *poolState, pool *ipamv1alpha1.IPPool) error {
 	root, err := m.store.Get(ctx, pool.Name)
 	if apierrors.IsNotFound(err) {
-		root = newRoot(pool)
-		err = m.store.Create(ctx, root)
+		root, err = m.createRoot(ctx, pool)
 	}
 	if err != nil {
 		return fmt.Errorf("reading the ledger of pool %s: %w", pool.Name, err)
@@ -517,6 +561,16 @@ func (m *Manager) restore(ctx context.Context, st *poolState, pool *ipamv1alpha1
 	if root.Spec.Pool != pool.Name || root.Spec.Shard != "" {
 		return fmt.Errorf("pool %s is not ready: the IPLedger %s is a shard of pool %s, not this pool's ledger: rename the pool",
 			pool.Name, root.Name, root.Spec.Pool)
+	}
+	if uid := rootOwner(root); pool.UID != "" && uid != pool.UID {
+		// A pool deleted and created again under the same name: its
+		// ledgers belong to the old pool (uid) until the garbage collector
+		// deletes them, and are never read as live nor written.
+		return fmt.Errorf("%w: pool %s (uid %s) is not ready: its ledger IPLedger/%s belongs to an earlier pool of that name (uid %s), "+
+			"which the garbage collector deletes; the pool serves claims once it is gone", ErrBusy, pool.Name, pool.UID, root.Name, uid)
+	}
+	if root.Spec.Sealed {
+		return fmt.Errorf("%w: pool %s is being deleted: it takes no new claims", ErrPoolDeleted, pool.Name)
 	}
 	var shards []ipamv1alpha1.IPLedger
 	if root.Spec.Shards != "" {
@@ -534,6 +588,69 @@ func (m *Manager) restore(ctx context.Context, st *poolState, pool *ipamv1alpha1
 	}
 	st.alloc, st.ledger, st.generation, st.uid = a, l, pool.Generation, string(pool.UID)
 	st.snapshot()
+	return nil
+}
+
+// createRoot creates the root ledger of a pool that has none yet, then
+// reads the pool back from the API server. A pool's ledgers go only with
+// the pool (the garbage collector deletes them, and a pool goes only after
+// drain sealed its root), so if the pool still exists as given after the
+// root was created, a drain still to finish will find this root and seal
+// it. If it does not (a caller acting on a pool deleted since, or created
+// again under its name), the root is left to the garbage collector and
+// nothing is committed to it.
+func (m *Manager) createRoot(ctx context.Context, pool *ipamv1alpha1.IPPool) (*ipamv1alpha1.IPLedger, error) {
+	root := newRoot(pool)
+	if err := m.store.Create(ctx, root); err != nil {
+		return nil, err
+	}
+	live, err := m.store.Pool(ctx, pool.Name)
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil, fmt.Errorf("%w: pool %s was deleted", ErrPoolDeleted, pool.Name)
+	case err != nil:
+		return nil, err
+	case pool.UID != "" && live.UID != pool.UID:
+		return nil, fmt.Errorf("%w: pool %s was deleted and created again", ErrBusy, pool.Name)
+	}
+	return root, nil
+}
+
+// rootOwner is the uid of the pool a root ledger belongs to.
+func rootOwner(root *ipamv1alpha1.IPLedger) types.UID {
+	for _, ref := range root.OwnerReferences {
+		if ref.Kind == "IPPool" && ref.Name == root.Name {
+			return ref.UID
+		}
+	}
+	return ""
+}
+
+// drain seals the pool's ledgers if they record no allocation, the root
+// last: a sealed ledger is never written again, and a listed shard not
+// created yet is created sealed, so once the root is sealed nothing can be
+// committed to the pool by anyone. Each seal is a compare-and-swap on the
+// version this committer read, so a commit that landed meanwhile makes the
+// drain fail its race and look again.
+func (l *ledgerState) drain(o *op) error {
+	n := 0
+	for _, d := range l.docs() {
+		if !d.dead {
+			n += len(d.allocs)
+		}
+	}
+	if n > 0 {
+		return &NotEmptyError{Allocations: n}
+	}
+	for _, d := range l.listed {
+		if !d.dead {
+			d.seal = true
+			l.closing = append(l.closing, d)
+			o.deps = append(o.deps, d)
+		}
+	}
+	l.root.seal, l.root.dirty = true, true
+	o.deps = append(o.deps, l.root)
 	return nil
 }
 

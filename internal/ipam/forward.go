@@ -46,16 +46,18 @@ type wireOp struct {
 	Bits    int                  `json:"bits,omitempty"`
 	CIDR    string               `json:"cidr,omitempty"`
 	Holder  string               `json:"holder,omitempty"`
+	ID      string               `json:"id,omitempty"`
 	DryRun  bool                 `json:"dryRun,omitempty"`
 	Fresh   bool                 `json:"fresh,omitempty"`
 	Release string               `json:"release,omitempty"`
 	GraceMS int64                `json:"graceMS,omitempty"`
 	Expect  *wireEntry           `json:"expect,omitempty"`
+	Drain   bool                 `json:"drain,omitempty"`
 }
 
 type wireEntry struct {
 	Holder string `json:"holder"`
-	At     int64  `json:"at"`
+	ID     string `json:"id,omitempty"`
 }
 
 // wireResult is the owner's answer. Err carries an error with what the
@@ -72,6 +74,7 @@ type wireErr struct {
 	Prefix      string `json:"prefix,omitempty"`
 	Bits        int    `json:"bits,omitempty"`
 	LargestFree int    `json:"largestFree,omitempty"`
+	Allocations int    `json:"allocations,omitempty"`
 }
 
 // reasons are the errors that cross the wire by name.
@@ -79,7 +82,7 @@ var reasons = map[string]error{
 	"OutsidePool": allocator.ErrOutsidePool, "Overlap": allocator.ErrOverlap, "Reserved": allocator.ErrReserved,
 	"NotCanonical": allocator.ErrNotCanonical, "WrongFamily": allocator.ErrWrongFamily, "NotAllocated": allocator.ErrNotAllocated,
 	"InvalidLength": allocator.ErrInvalidLength, "Held": allocator.ErrHeld, "Busy": ErrBusy,
-	"LedgerFull": ErrLedgerFull, "NamespaceLimit": ErrNamespaceLimit,
+	"LedgerFull": ErrLedgerFull, "NamespaceLimit": ErrNamespaceLimit, "PoolDeleted": ErrPoolDeleted,
 }
 
 func encodeErr(err error) *wireErr {
@@ -90,6 +93,11 @@ func encodeErr(err error) *wireErr {
 	var ex *allocator.ExhaustedError
 	if errors.As(err, &ex) {
 		w.Reason, w.Bits, w.LargestFree = "Exhausted", ex.Bits, ex.LargestFree
+		return w
+	}
+	var ne *NotEmptyError
+	if errors.As(err, &ne) {
+		w.Reason, w.Allocations = "NotEmpty", ne.Allocations
 		return w
 	}
 	for name, sentinel := range reasons {
@@ -120,6 +128,9 @@ func decodeErr(w *wireErr) error {
 	}
 	if w.Reason == "Exhausted" {
 		return &allocator.ExhaustedError{Bits: w.Bits, LargestFree: w.LargestFree}
+	}
+	if w.Reason == "NotEmpty" {
+		return &NotEmptyError{Allocations: w.Allocations}
 	}
 	reason := reasons[w.Reason]
 	if p, err := netip.ParsePrefix(w.Prefix); err == nil && reason != nil {
@@ -240,15 +251,15 @@ func (m *Manager) remote(ctx context.Context, r *Router, pool *ipamv1alpha1.IPPo
 	w := &wireOp{Pool: pool}
 	switch {
 	case o.alloc != nil:
-		w.Bits, w.Holder, w.DryRun, w.Fresh = o.alloc.Bits, o.alloc.Holder, o.alloc.DryRun, o.alloc.Fresh
+		w.Bits, w.Holder, w.ID, w.DryRun, w.Fresh = o.alloc.Bits, o.alloc.Holder, o.alloc.ID, o.alloc.DryRun, o.alloc.Fresh
 		if o.alloc.CIDR.IsValid() {
 			w.CIDR = o.alloc.CIDR.String()
 		}
+	case o.drain:
+		w.Drain = true
 	default:
 		w.Release, w.GraceMS = o.release.String(), o.grace.Milliseconds()
-		if o.expect != nil {
-			w.Expect = &wireEntry{Holder: o.expect.Holder, At: o.expect.At.Unix()}
-		}
+		w.Expect = &wireEntry{Holder: o.expect.Holder, ID: o.expect.ID}
 	}
 	res, err := r.forward(ctx, addr, w)
 	if err != nil {
@@ -268,17 +279,21 @@ func (m *Manager) remote(ctx context.Context, r *Router, pool *ipamv1alpha1.IPPo
 func (m *Manager) serve(ctx context.Context, w *wireOp) *wireResult {
 	logf.FromContext(ctx).V(1).Info("serving a change forwarded by another replica", "pool", w.Pool.Name, "release", w.Release, "bits", w.Bits, "cidr", w.CIDR)
 	o := &op{done: make(chan struct{})}
-	if w.Release != "" {
+	switch {
+	case w.Drain:
+		o.drain = true
+	case w.Release != "":
 		p, err := netip.ParsePrefix(w.Release)
 		if err != nil {
 			return &wireResult{Err: encodeErr(err)}
 		}
 		o.release, o.grace = p, time.Duration(w.GraceMS)*time.Millisecond
-		if w.Expect != nil {
-			o.expect = &Entry{Holder: w.Expect.Holder, At: time.Unix(w.Expect.At, 0)}
+		if w.Expect == nil {
+			return &wireResult{Err: encodeErr(errors.New("a release must name the entry it frees"))}
 		}
-	} else {
-		req := &Request{Pool: w.Pool, Bits: w.Bits, Holder: w.Holder, DryRun: w.DryRun, Fresh: w.Fresh}
+		o.expect = Entry{Holder: w.Expect.Holder, ID: w.Expect.ID}
+	default:
+		req := &Request{Pool: w.Pool, Bits: w.Bits, Holder: w.Holder, ID: w.ID, DryRun: w.DryRun, Fresh: w.Fresh}
 		if w.CIDR != "" {
 			p, err := netip.ParsePrefix(w.CIDR)
 			if err != nil {

@@ -21,6 +21,7 @@ import (
 	"context"
 	"fmt"
 	"math/bits"
+	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -75,9 +76,24 @@ func ShardName(pool string, n int64) string { return pool + "." + strconv.Format
 type Entry struct {
 	// Holder is ClaimHolder(namespace) or "IPPool/<name>".
 	Holder string
-	// At is when it was committed.
+	// At is when it was committed, by the committing replica's clock: for
+	// people reading the ledger, never for a decision.
 	At time.Time
+	// ID names this entry among every entry the pool ever recorded for
+	// the same prefix: a claim carries it (ClaimStamp), and a release
+	// names it, so that a release meant for one holder cannot free the
+	// same prefix committed again for another. Empty only in entries
+	// written before kipam recorded IDs.
+	ID string
 }
+
+// Is reports whether e is the entry of holder with id: what every release
+// checks before it frees a prefix.
+func (e Entry) Is(holder, id string) bool { return e.Holder == holder && e.ID == id }
+
+// NewEntryID returns a fresh entry ID: 64 random bits in 13 characters,
+// so that two entries of one prefix never share one.
+func NewEntryID() string { return fmt.Sprintf("%013s", strconv.FormatUint(rand.Uint64(), 36)) }
 
 // Ledger is what a pool's ledgers record, assembled from its root and its
 // open shards.
@@ -165,14 +181,18 @@ func parseDoc(obj *ipamv1alpha1.IPLedger) (map[netip.Prefix]Entry, map[netip.Pre
 			return fmt.Errorf("ledger %s holds a bad %s %q", obj.Name, what, line)
 		}
 	}
-	allocs, err := parseLines(obj.Spec.Allocations, 3, bad("allocation"), func(f []string) (Entry, error) {
+	allocs, err := parseLines(obj.Spec.Allocations, 3, 4, bad("allocation"), func(f []string) (Entry, error) {
 		at, err := strconv.ParseInt(f[2], 10, 64)
-		return Entry{Holder: f[1], At: time.Unix(at, 0)}, err
+		e := Entry{Holder: f[1], At: time.Unix(at, 0)}
+		if len(f) > 3 {
+			e.ID = f[3]
+		}
+		return e, err
 	})
 	if err != nil {
 		return nil, nil, err
 	}
-	holds, err := parseLines(obj.Spec.Holds, 2, bad("hold"), func(f []string) (time.Time, error) {
+	holds, err := parseLines(obj.Spec.Holds, 2, 2, bad("hold"), func(f []string) (time.Time, error) {
 		until, err := strconv.ParseInt(f[1], 10, 64)
 		return time.Unix(until, 0), err
 	})
@@ -183,7 +203,7 @@ func parseDoc(obj *ipamv1alpha1.IPLedger) (map[netip.Prefix]Entry, map[netip.Pre
 }
 
 func parseShards(s string) (map[netip.Prefix]int64, error) {
-	return parseLines(s, 2, func(line string, err error) error {
+	return parseLines(s, 2, 2, func(line string, err error) error {
 		if err != nil {
 			return fmt.Errorf("bad line %q: %w", line, err)
 		}
@@ -192,9 +212,10 @@ func parseShards(s string) (map[netip.Prefix]int64, error) {
 }
 
 // parseLines reads what formatLines writes: one line per key, its prefix
-// and then fields fields in all. value reads the rest of a line; bad makes
-// the error for a line that does not parse (err is value's, or nil).
-func parseLines[V any](s string, fields int, bad func(line string, err error) error, value func(f []string) (V, error)) (map[netip.Prefix]V, error) {
+// and then from least to most fields in all. value reads the rest of a
+// line; bad makes the error for a line that does not parse (err is
+// value's, or nil).
+func parseLines[V any](s string, least, most int, bad func(line string, err error) error, value func(f []string) (V, error)) (map[netip.Prefix]V, error) {
 	out := map[netip.Prefix]V{}
 	for line := range strings.Lines(s) {
 		f := strings.Fields(line)
@@ -202,7 +223,7 @@ func parseLines[V any](s string, fields int, bad func(line string, err error) er
 			continue
 		}
 		p, err := netip.ParsePrefix(f[0])
-		if err != nil || len(f) != fields {
+		if err != nil || len(f) < least || len(f) > most {
 			return nil, bad(strings.TrimSpace(line), nil)
 		}
 		v, err := value(f)
@@ -236,6 +257,10 @@ func formatAllocations(m map[netip.Prefix]Entry) string {
 		b.WriteString(e.Holder)
 		b.WriteByte(' ')
 		b.WriteString(strconv.FormatInt(e.At.Unix(), 10))
+		if e.ID != "" {
+			b.WriteByte(' ')
+			b.WriteString(e.ID)
+		}
 	})
 }
 

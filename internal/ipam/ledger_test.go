@@ -152,7 +152,7 @@ func TestShardLifecycle(t *testing.T) {
 			if rng.IntN(4) == 0 {
 				grace = time.Duration(1+rng.IntN(3)) * time.Second
 			}
-			if err := m.Release(ctx, pool, victim, grace); err != nil {
+			if err := releaseRecorded(ctx, m, pool, victim, grace); err != nil {
 				t.Fatalf("step %d: release %s: %v", step, victim, err)
 			}
 			delete(live, victim)
@@ -203,7 +203,7 @@ func TestStaleWriterCannotWriteASealedShard(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := stale.Release(ctx, pool, host, 0); err != nil {
+	if err := releaseRecorded(ctx, stale, pool, host, 0); err != nil {
 		t.Fatal(err)
 	}
 	// The shard 10.0.0.0/26 is open and empty; the new owner covers it.

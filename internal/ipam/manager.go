@@ -46,8 +46,28 @@ import (
 
 // ErrBusy is returned when a change could not be committed, because other
 // writers kept winning the race for the pool's ledger or the API server
-// failed. Nothing was allocated or released; the caller may retry.
+// failed. The error says whether nothing was changed or the outcome is
+// unknown (a write timed out and may yet have been stored): a caller treats
+// it as unknown either way. It may retry: a release names the entry it
+// frees, so a repeated release is a no-op, and a prefix allocated for a
+// request that failed is released by the orphan sweep.
 var ErrBusy = errors.New("pool busy")
+
+// ErrPoolDeleted is returned for an allocation from a pool that is being
+// deleted and whose ledger drain sealed, or that no longer exists as
+// given. Nothing was allocated.
+var ErrPoolDeleted = errors.New("pool deleted")
+
+// NotEmptyError is Drain's answer for a pool that still records
+// allocations.
+type NotEmptyError struct {
+	// Allocations is how many prefixes the pool's ledgers record.
+	Allocations int
+}
+
+func (e *NotEmptyError) Error() string {
+	return fmt.Sprintf("%d prefixes are still allocated from the pool", e.Allocations)
+}
 
 // ErrLedgerFull is returned when the ledger a prefix belongs in has no room
 // left for its entry: one more would take the object towards etcd's
@@ -87,11 +107,13 @@ const maxAttempts = 8
 // request's context, because the batch serves many.
 const commitTimeout = 10 * time.Second
 
-// Store reads and writes ledgers. Get and List must read the API server,
-// not a cache. Update must fail with a Conflict when the ledger's
+// Store reads and writes ledgers. Get, List and Pool must read the API
+// server, not a cache. Update must fail with a Conflict when the ledger's
 // resourceVersion is no longer current, and Create with AlreadyExists when
 // the name is taken: those are the fence.
 type Store interface {
+	// Pool reads the pool called name.
+	Pool(ctx context.Context, name string) (*ipamv1alpha1.IPPool, error)
 	// Get reads the ledger called name.
 	Get(ctx context.Context, name string) (*ipamv1alpha1.IPLedger, error)
 	// List reads every ledger labelled with pool.
@@ -115,6 +137,15 @@ func (s ClientStore) Get(ctx context.Context, name string) (*ipamv1alpha1.IPLedg
 		return nil, err
 	}
 	return &l, nil
+}
+
+// Pool reads a pool.
+func (s ClientStore) Pool(ctx context.Context, name string) (*ipamv1alpha1.IPPool, error) {
+	var p ipamv1alpha1.IPPool
+	if err := s.Reader.Get(ctx, client.ObjectKey{Name: name}, &p); err != nil {
+		return nil, err
+	}
+	return &p, nil
 }
 
 // List reads a pool's ledgers.
@@ -147,6 +178,9 @@ type Request struct {
 	// Holder is recorded in the ledger: ClaimHolder(namespace) for a claim,
 	// "IPPool/<name>" for a child pool.
 	Holder string
+	// ID is recorded with the entry (see Entry.ID): the holder keeps it to
+	// name the entry when it releases it. A fresh one when empty.
+	ID string
 	// DryRun computes the answer without committing anything.
 	DryRun bool
 	// Fresh rebuilds the pool's allocator from its stored ledgers before
@@ -198,8 +232,10 @@ type op struct {
 	alloc   *Request
 	release netip.Prefix
 	grace   time.Duration
-	// expect, when set, releases only the committed entry it equals.
-	expect *Entry
+	// expect is the entry a release frees: the same holder and ID.
+	expect Entry
+	// drain seals the pool's ledgers if they record nothing.
+	drain bool
 
 	result netip.Prefix
 	err    error
@@ -251,6 +287,9 @@ func (m *Manager) Forget(pool string) {
 // Allocate commits one prefix for req and returns it. A dry run commits
 // nothing and returns the prefix a real request would have got.
 func (m *Manager) Allocate(ctx context.Context, req Request) (netip.Prefix, error) {
+	if req.ID == "" {
+		req.ID = NewEntryID()
+	}
 	o := &op{alloc: &req, done: make(chan struct{})}
 	if err := m.submit(ctx, req.Pool, o); err != nil {
 		return netip.Prefix{}, err
@@ -258,21 +297,27 @@ func (m *Manager) Allocate(ctx context.Context, req Request) (netip.Prefix, erro
 	return o.result, o.err
 }
 
-// Release returns a prefix to its pool, holding it out of circulation for
-// grace. Releasing a prefix the ledger does not hold is not an error.
-func (m *Manager) Release(ctx context.Context, pool *ipamv1alpha1.IPPool, cidr netip.Prefix, grace time.Duration) error {
-	o := &op{release: cidr, grace: grace, done: make(chan struct{})}
+// Release returns cidr to its pool if the ledger records it as the entry
+// id of holder, holding it out of circulation for grace. Every release in
+// kipam goes through here and names the entry it frees: releasing a prefix
+// the ledger does not record, or records as another entry (released and
+// committed again since, for someone else), changes nothing, so a release
+// may be retried whatever became of an earlier try.
+// It reports whether it freed the entry.
+func (m *Manager) Release(ctx context.Context, pool *ipamv1alpha1.IPPool, cidr netip.Prefix, holder, id string, grace time.Duration) (bool, error) {
+	o := &op{release: cidr, expect: Entry{Holder: holder, ID: id}, grace: grace, done: make(chan struct{})}
 	if err := m.submit(ctx, pool, o); err != nil {
-		return err
+		return false, err
 	}
-	return o.err
+	return o.result.IsValid(), o.err
 }
 
-// ReleaseEntry releases cidr only if the ledger still records it as
-// expect (same holder, committed the same second): a sweep working from a
-// cache must not free the same prefix committed again since.
-func (m *Manager) ReleaseEntry(ctx context.Context, pool *ipamv1alpha1.IPPool, cidr netip.Prefix, expect Entry) error {
-	o := &op{release: cidr, expect: &expect, done: make(chan struct{})}
+// Drain seals a pool that is being deleted, if its ledgers record no
+// allocation; it fails with a *NotEmptyError while they do. After it
+// succeeds no replica can commit anything to the pool, so its ledgers may
+// go with it.
+func (m *Manager) Drain(ctx context.Context, pool *ipamv1alpha1.IPPool) error {
+	o := &op{drain: true, done: make(chan struct{})}
 	if err := m.submit(ctx, pool, o); err != nil {
 		return err
 	}
@@ -345,6 +390,22 @@ const ClaimHolderPrefix = "IPClaim/"
 // ClaimHolder is the ledger holder of a prefix committed for a claim in
 // namespace: the claim's name may not exist yet at admission.
 func ClaimHolder(namespace string) string { return ClaimHolderPrefix + namespace }
+
+// EntryAnnotation on an IPClaim is the ID of the ledger entry committed
+// for it at admission. kipam's webhook alone sets it, on create, and keeps
+// it unchanged on every update.
+const EntryAnnotation = "ipam.kipam.dev/entry"
+
+// ClaimEntryID is the ID of the ledger entry that a claim's spec.cidr is
+// recorded as: the entry annotation for a prefix committed at admission,
+// else the claim's uid (a waiting claim bound later, or a prefix recorded
+// by the repair path).
+func ClaimEntryID(claim *ipamv1alpha1.IPClaim) string {
+	if id := claim.Annotations[EntryAnnotation]; id != "" {
+		return id
+	}
+	return string(claim.UID)
+}
 
 // AllocationName is the name of the IPAllocation that records prefix p of a
 // pool: derived from both, so that a second record of the same prefix in the

@@ -44,13 +44,19 @@ import (
 // memStore is a Store with etcd's compare-and-swap semantics: an update
 // must carry the current resourceVersion.
 type memStore struct {
-	mu      sync.Mutex
+	mu sync.Mutex
+	// pools are the pools Pool finds; a name it does not hold is found as
+	// the pool testPool makes (uid "uid-<name>"), unless gone lists it.
+	pools   map[string]*ipamv1alpha1.IPPool
+	gone    map[string]bool
 	rv      int
 	ledgers map[string]*ipamv1alpha1.IPLedger
 	writes  int
 	// beforeUpdate, when set, runs before every update (under no lock), so
 	// tests can interleave writers.
 	beforeUpdate func()
+	// beforeCreate, when set, runs before every create (under no lock).
+	beforeCreate func(name string)
 }
 
 func newMemStore() *memStore { return &memStore{ledgers: map[string]*ipamv1alpha1.IPLedger{}} }
@@ -67,6 +73,29 @@ func (s *memStore) Get(_ context.Context, pool string) (*ipamv1alpha1.IPLedger, 
 	return l.DeepCopy(), nil
 }
 
+func (s *memStore) Pool(_ context.Context, name string) (*ipamv1alpha1.IPPool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.gone[name] {
+		return nil, apierrors.NewNotFound(schema.GroupResource{Group: "ipam.kipam.dev", Resource: "ippools"}, name)
+	}
+	if p, ok := s.pools[name]; ok {
+		return p.DeepCopy(), nil
+	}
+	return &ipamv1alpha1.IPPool{ObjectMeta: metav1.ObjectMeta{Name: name, UID: types.UID("uid-" + name)}}, nil
+}
+
+// releaseRecorded releases p as the entry the stored ledger records for
+// it, whoever holds it: for tests that release what they allocated.
+func releaseRecorded(ctx context.Context, m *Manager, pool *ipamv1alpha1.IPPool, p netip.Prefix, grace time.Duration) error {
+	e, _, err := lookup(ctx, m.store.Get, pool.Name, p)
+	if err != nil {
+		return err
+	}
+	_, err = m.Release(ctx, pool, p, e.Holder, e.ID, grace)
+	return err
+}
+
 func (s *memStore) List(_ context.Context, pool string) ([]ipamv1alpha1.IPLedger, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -80,6 +109,9 @@ func (s *memStore) List(_ context.Context, pool string) ([]ipamv1alpha1.IPLedger
 }
 
 func (s *memStore) Create(_ context.Context, l *ipamv1alpha1.IPLedger) error {
+	if s.beforeCreate != nil {
+		s.beforeCreate(l.Name)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.ledgers[l.Name]; ok {
@@ -267,7 +299,7 @@ func TestReleaseHoldsForGrace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := m.Release(ctx, pool, first, time.Minute); err != nil {
+	if err := releaseRecorded(ctx, m, pool, first, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	for range 3 {
@@ -384,7 +416,7 @@ func TestLedgerFull(t *testing.T) {
 	m := NewManager(s, clock)
 	pool := testPool("10.0.0.0/16") // a pool of hosts: /26 shards, /24s in the root
 	cidr := netip.MustParsePrefix(pool.Spec.CIDR)
-	line := entryLen(netip.MustParsePrefix("10.0.0.0/24"), Entry{Holder: "IPClaim/t", At: clock()})
+	line := entryLen(netip.MustParsePrefix("10.0.0.0/24"), Entry{Holder: "IPClaim/t", At: clock(), ID: NewEntryID()})
 	m.SetMaxLedgerBytes(4*line + line/2) // four /24s, and a shard's line in the list
 	ctx := context.Background()
 	slash24 := func(m *Manager) (netip.Prefix, error) {
@@ -422,7 +454,7 @@ func TestLedgerFull(t *testing.T) {
 		t.Errorf("first host = %s, want %s (where the denied /24 was)", h, want)
 	}
 
-	if err := m.Release(ctx, pool, got[0], 0); err != nil {
+	if err := releaseRecorded(ctx, m, pool, got[0], 0); err != nil {
 		t.Fatal(err)
 	}
 	p, err := slash24(m)
@@ -528,7 +560,7 @@ func TestNamespaceLimit(t *testing.T) {
 	checkLedger(t, s, cidr, got)
 
 	// A release makes room; a new owner counts what the ledger records.
-	if err := m.Release(ctx, pool, got[0], 0); err != nil {
+	if err := releaseRecorded(ctx, m, pool, got[0], 0); err != nil {
 		t.Fatal(err)
 	}
 	fresh := NewManager(s, clock)

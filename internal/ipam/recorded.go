@@ -28,13 +28,12 @@ import (
 )
 
 // Recorded reports whether pool's ledger, as stored now, records exactly
-// cidr, and for which holder. It reads through the Store, never a cache or
+// cidr, and as which entry. It reads through the Store, never a cache or
 // this process's allocator, so that a record lost or never made (a claim
 // restored with the webhook bypassed) is seen as missing. A pool without a
 // ledger records nothing.
-func (m *Manager) Recorded(ctx context.Context, pool *ipamv1alpha1.IPPool, cidr netip.Prefix) (holder string, ok bool, err error) {
-	e, ok, err := lookup(ctx, m.store.Get, pool.Name, cidr)
-	return e.Holder, ok, err
+func (m *Manager) Recorded(ctx context.Context, pool *ipamv1alpha1.IPPool, cidr netip.Prefix) (Entry, bool, error) {
+	return lookup(ctx, m.store.Get, pool.Name, cidr)
 }
 
 // LookupEntry returns the entry pool's ledger records for exactly cidr, as

@@ -31,7 +31,8 @@ func TestRecordedReadsTheStoredLedger(t *testing.T) {
 	pool := testPool("10.0.0.0/24")
 	check := func(cidr, wantHolder string, wantOK bool) {
 		t.Helper()
-		holder, ok, err := m.Recorded(ctx, pool, netip.MustParsePrefix(cidr))
+		e, ok, err := m.Recorded(ctx, pool, netip.MustParsePrefix(cidr))
+		holder := e.Holder
 		if err != nil {
 			t.Fatal(err)
 		}

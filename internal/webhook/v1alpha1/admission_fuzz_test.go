@@ -65,6 +65,7 @@ func FuzzAdmission(f *testing.F) {
 		a := &IPClaimAllocator{Resolver: &ipam.Resolver{Reader: c, APIReader: c}, Manager: m, Recorder: noEvents{}}
 
 		held := map[string][]netip.Prefix{}
+		ids := map[string]string{} // "<pool>/<cidr>": the entry the claim carries
 		for len(data) >= 3 {
 			op, arg, extra := data[0], data[1], data[2]
 			data = data[3:]
@@ -73,8 +74,9 @@ func FuzzAdmission(f *testing.F) {
 			if op%7 == 6 && len(held[pool.Name]) > 0 { // release one
 				i := int(arg) % len(held[pool.Name])
 				p := held[pool.Name][i]
-				if err := m.Release(context.Background(), pool, p, 0); err != nil {
-					t.Fatalf("release %s: %v", p, err)
+				freed, err := m.Release(context.Background(), pool, p, ipam.ClaimHolder("default"), ids[pool.Name+"/"+p.String()], 0)
+				if err != nil || !freed {
+					t.Fatalf("release %s: freed %v, %v", p, freed, err)
 				}
 				held[pool.Name] = append(held[pool.Name][:i], held[pool.Name][i+1:]...)
 				continue
@@ -116,6 +118,7 @@ func FuzzAdmission(f *testing.F) {
 			}
 			if !dry {
 				held[pool.Name] = append(held[pool.Name], p)
+				ids[pool.Name+"/"+p.String()] = claim.Annotations[ipam.EntryAnnotation]
 			}
 		}
 		for _, pool := range pools {

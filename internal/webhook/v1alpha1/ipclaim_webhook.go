@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"strings"
 
 	admissionv1 "k8s.io/api/admission/v1"
@@ -30,6 +31,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
@@ -49,9 +51,11 @@ type EventRecorder interface {
 
 // IPClaimAllocator allocates a claim's prefix while the claim is created, so
 // that the object the API server stores and returns carries spec.cidr. The
-// prefix is committed to the pool's ledger before it answers. On update it
-// keeps spec.cidr and the release finalizer in place, so that re-applying a
-// manifest without them is a no-op.
+// prefix is committed to the pool's ledger before it answers, and only
+// after every rule that could still deny the create has passed. On update
+// it keeps spec.cidr, kipam's annotations and the release finalizer in
+// place, so that re-applying a manifest without them is a no-op, and lets
+// nobody but kipam set spec.cidr on a claim created without one.
 type IPClaimAllocator struct {
 	Resolver *ipam.Resolver
 	Manager  *ipam.Manager
@@ -70,13 +74,16 @@ func (a *IPClaimAllocator) Default(ctx context.Context, claim *ipamv1alpha1.IPCl
 	case admissionv1.Create:
 		return a.allocate(ctx, claim, req)
 	case admissionv1.Update:
-		return keepAllocation(claim, req)
+		return a.keepAllocation(ctx, claim, req)
 	}
 	return nil
 }
 
-// keepAllocation restores what an apply without kipam's fields would drop.
-func keepAllocation(claim *ipamv1alpha1.IPClaim, req admission.Request) error {
+// keepAllocation restores what an apply without kipam's fields would drop,
+// keeps kipam's annotations as kipam set them, and denies setting
+// spec.cidr on a claim that has none unless kipam bound it (see
+// boundByKipam).
+func (a *IPClaimAllocator) keepAllocation(ctx context.Context, claim *ipamv1alpha1.IPClaim, req admission.Request) error {
 	var old ipamv1alpha1.IPClaim
 	if err := json.Unmarshal(req.OldObject.Raw, &old); err != nil {
 		return apierrors.NewBadRequest(fmt.Sprintf("decoding the old IPClaim: %v", err))
@@ -84,11 +91,48 @@ func keepAllocation(claim *ipamv1alpha1.IPClaim, req admission.Request) error {
 	if claim.Spec.CIDR == "" {
 		claim.Spec.CIDR = old.Spec.CIDR
 	}
-	if pool, ok := old.Annotations[ipam.PoolAnnotation]; ok && claim.Annotations[ipam.PoolAnnotation] == "" {
+	if pool, ok := old.Annotations[ipam.PoolAnnotation]; ok {
 		metav1.SetMetaDataAnnotation(&claim.ObjectMeta, ipam.PoolAnnotation, pool)
+	}
+	if id, ok := old.Annotations[ipam.EntryAnnotation]; ok {
+		metav1.SetMetaDataAnnotation(&claim.ObjectMeta, ipam.EntryAnnotation, id)
+	} else {
+		delete(claim.Annotations, ipam.EntryAnnotation)
 	}
 	if controllerutil.ContainsFinalizer(&old, ipamv1alpha1.ClaimFinalizer) && claim.DeletionTimestamp == nil {
 		controllerutil.AddFinalizer(claim, ipamv1alpha1.ClaimFinalizer)
+	}
+	if old.Spec.CIDR == "" && claim.Spec.CIDR != "" {
+		return a.boundByKipam(ctx, &old, claim)
+	}
+	return nil
+}
+
+// boundByKipam allows an update that sets spec.cidr on a claim created
+// without one only when it binds what kipam committed for this claim: the
+// pool's stored ledger records exactly that cidr for the claim's namespace
+// with the claim's uid as its entry ID, which only the claim controller
+// commits (for a waiting claim) and no user can write. So a tenant cannot
+// take space from a pool closed to it, skip the Wait queue, or adopt
+// another claim's entry.
+func (a *IPClaimAllocator) boundByKipam(ctx context.Context, old, claim *ipamv1alpha1.IPClaim) error {
+	cidr, err := netip.ParsePrefix(claim.Spec.CIDR)
+	pool := claim.Annotations[ipam.PoolAnnotation]
+	if pool == "" {
+		pool = claim.Spec.Pool
+	}
+	forbidden := field.Forbidden(field.NewPath("spec", "cidr"),
+		"only kipam sets the cidr of a claim created without one (it binds a waiting claim as space frees); "+
+			"to ask for a specific prefix, create a new claim with spec.cidr")
+	if err != nil || pool == "" {
+		return claimError(claim, forbidden)
+	}
+	e, ok, err := ipam.LookupEntry(ctx, a.Resolver.APIReader, pool, cidr)
+	if err != nil {
+		return err
+	}
+	if !ok || !e.Is(ipam.ClaimHolder(old.Namespace), string(old.UID)) {
+		return claimError(claim, forbidden)
 	}
 	return nil
 }
@@ -96,11 +140,24 @@ func keepAllocation(claim *ipamv1alpha1.IPClaim, req admission.Request) error {
 func (a *IPClaimAllocator) allocate(ctx context.Context, claim *ipamv1alpha1.IPClaim, req admission.Request) error {
 	namespace := req.Namespace
 	dryRun := req.DryRun != nil && *req.DryRun
+	// The entry ID is kipam's to give: a user's would let the claim name
+	// another claim's entry.
+	delete(claim.Annotations, ipam.EntryAnnotation)
+	// Every rule that can still deny the create runs before anything is
+	// committed: what the API server refuses after this webhook allowed it
+	// holds a prefix until the orphan sweep finds it.
+	if errs := ValidateClaimCreate(claim); len(errs) > 0 {
+		return invalid("IPClaim", claimName(claim), errs)
+	}
+	if exists, err := a.exists(ctx, claim, namespace); err != nil || exists {
+		return err // the API server answers AlreadyExists; nothing is committed
+	}
 	pools, err := a.Resolver.Candidates(ctx, claim, namespace)
 	if err != nil {
 		return claimError(claim, err)
 	}
 	holder := ipam.ClaimHolder(namespace)
+	id := ipam.NewEntryID()
 	var exhausted []string
 	// deny records that pool has no room for the claim: said to the user
 	// with the other pools' reasons, counted and reported on the pool.
@@ -120,6 +177,7 @@ func (a *IPClaimAllocator) allocate(ctx context.Context, claim *ipamv1alpha1.IPC
 			}
 			return claimError(claim, err)
 		}
+		r.ID = id
 		p, err := a.Manager.Allocate(ctx, r)
 		var ex *allocator.ExhaustedError
 		reason, full := ipam.Full(err)
@@ -132,6 +190,11 @@ func (a *IPClaimAllocator) allocate(ctx context.Context, claim *ipamv1alpha1.IPC
 			// cannot take it until a release there.
 			deny(pool, r.Bits, reason, reason, err.Error(), err.Error())
 			continue
+		case errors.Is(err, ipam.ErrPoolDeleted):
+			if len(pools) > 1 {
+				continue
+			}
+			return claimError(claim, field.Forbidden(field.NewPath("spec", "pool"), fmt.Sprintf("pool %s is being deleted: it takes no new claims", pool.Name)))
 		case errors.Is(err, ipam.ErrBusy):
 			return apierrors.NewTooManyRequests(err.Error(), 1)
 		case err != nil:
@@ -139,6 +202,7 @@ func (a *IPClaimAllocator) allocate(ctx context.Context, claim *ipamv1alpha1.IPC
 		}
 		claim.Spec.CIDR = p.String()
 		metav1.SetMetaDataAnnotation(&claim.ObjectMeta, ipam.PoolAnnotation, pool.Name)
+		metav1.SetMetaDataAnnotation(&claim.ObjectMeta, ipam.EntryAnnotation, id)
 		controllerutil.AddFinalizer(claim, ipamv1alpha1.ClaimFinalizer)
 		logf.FromContext(ctx).V(1).Info("allocated", "pool", pool.Name, "cidr", p, "dryRun", dryRun)
 		return nil
@@ -161,15 +225,36 @@ func (a *IPClaimAllocator) allocate(ctx context.Context, claim *ipamv1alpha1.IPC
 	}}
 }
 
+// exists reports whether a claim of this name already exists in namespace,
+// as the cache knows it: a create that the API server will refuse with
+// AlreadyExists (a controller that creates on every reconcile and ignores
+// that error) must not take a prefix each time. A claim the cache has not
+// seen yet gets one, which the orphan sweep releases.
+func (a *IPClaimAllocator) exists(ctx context.Context, claim *ipamv1alpha1.IPClaim, namespace string) (bool, error) {
+	if claim.Name == "" {
+		return false, nil // generateName: the API server names it after admission
+	}
+	var cur ipamv1alpha1.IPClaim
+	err := a.Resolver.Reader.Get(ctx, client.ObjectKey{Namespace: namespace, Name: claim.Name}, &cur)
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// claimName is how errors name a claim that may have no name yet.
+func claimName(claim *ipamv1alpha1.IPClaim) string {
+	if claim.Name == "" {
+		return claim.GenerateName // the API server names it after admission
+	}
+	return claim.Name
+}
+
 // claimError turns a field error into the API's Invalid error for claim.
 func claimError(claim *ipamv1alpha1.IPClaim, err error) error {
 	var fe *field.Error
 	if errors.As(err, &fe) {
-		name := claim.Name
-		if name == "" {
-			name = claim.GenerateName // the API server names it after admission
-		}
-		return invalid("IPClaim", name, field.ErrorList{fe})
+		return invalid("IPClaim", claimName(claim), field.ErrorList{fe})
 	}
 	return err
 }

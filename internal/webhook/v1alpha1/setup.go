@@ -20,6 +20,7 @@ package v1alpha1
 
 import (
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
 	"github.com/kipam/kipam/internal/ipam"
@@ -36,7 +37,11 @@ func SetupWithManager(mgr ctrl.Manager, m *ipam.Manager) error {
 			Resolver: &ipam.Resolver{Reader: mgr.GetClient(), APIReader: mgr.GetAPIReader()},
 			Manager:  m,
 			Recorder: mgr.GetEventRecorder("kipam-webhook"),
-		}).
+			// The patch drops fields the Go types omit when empty ("pool":
+			// ""), so that the object the API server validates after this
+			// webhook is the one ValidateClaimCreate passed before it
+			// committed anything.
+		}, admission.DefaulterRemoveUnknownOrOmitableFields).
 		Complete(); err != nil {
 		return err
 	}

@@ -1,0 +1,235 @@
+/*
+Copyright 2026 The kipam Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package controller
+
+import (
+	"context"
+	"net/netip"
+	"sync"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
+	"github.com/kipam/kipam/internal/ipam"
+)
+
+// These specs replay, against the real API server and with no kipam
+// webhook in front of it, the states in which a release used to free a
+// prefix that had gone to another holder, and call the reconciler that
+// releases on them.
+
+type nopRecorder struct{}
+
+func (nopRecorder) Eventf(runtime.Object, runtime.Object, string, string, string, string, ...any) {}
+
+// fakeClock is a clock the spec moves by hand.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// fencePool creates a pool of hosts with no reuse grace, so that a
+// released prefix is handed out again at once.
+func fencePool(cidr string) *ipamv1alpha1.IPPool {
+	GinkgoHelper()
+	pool := newPool(func(s *ipamv1alpha1.IPPoolSpec) { s.CIDR = cidr; s.ReuseGracePeriodSeconds = ptr.To[int64](0) })
+	Expect(k8sClient.Create(ctx, pool)).To(Succeed())
+	return pool
+}
+
+func fenceNamespace() string {
+	GinkgoHelper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: uniqueName("fence")}}
+	Expect(k8sClient.Create(ctx, ns)).To(Succeed())
+	return ns.Name
+}
+
+// storedClaim stores a claim that carries cidr of pool as entry id, as
+// kipam's webhook would have left it.
+func storedClaim(namespace string, pool *ipamv1alpha1.IPPool, cidr netip.Prefix, id string) *ipamv1alpha1.IPClaim {
+	GinkgoHelper()
+	c := &ipamv1alpha1.IPClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: uniqueName("claim"), Namespace: namespace, Finalizers: []string{ipamv1alpha1.ClaimFinalizer},
+			Annotations: map[string]string{ipam.PoolAnnotation: pool.Name, ipam.EntryAnnotation: id}},
+		Spec: ipamv1alpha1.IPClaimSpec{Pool: pool.Name, CIDR: cidr.String()},
+	}
+	Expect(k8sClient.Create(ctx, c)).To(Succeed())
+	return c
+}
+
+func recordedEntry(m *ipam.Manager, pool *ipamv1alpha1.IPPool, cidr netip.Prefix) ipam.Entry {
+	GinkgoHelper()
+	e, ok, err := m.Recorded(ctx, pool, cidr)
+	Expect(err).NotTo(HaveOccurred())
+	Expect(ok).To(BeTrue(), "the ledger records %s", cidr)
+	return e
+}
+
+var _ = Describe("Releases name the entry they free", func() {
+	var (
+		m *ipam.Manager
+		// cached reads through an informer cache with kipam's field
+		// indexes, as the reconcilers do in the manager.
+		cached client.Client
+	)
+	BeforeEach(func() {
+		m = ipam.NewManager(ipam.ClientStore{Reader: k8sClient, Writer: k8sClient}, nil)
+		c, err := cache.New(cfg, cache.Options{Scheme: scheme.Scheme})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(indexFields(ctx, c)).To(Succeed())
+		cacheCtx, stop := context.WithCancel(ctx)
+		DeferCleanup(stop)
+		go func() { _ = c.Start(cacheCtx) }()
+		Expect(c.WaitForCacheSync(cacheCtx)).To(BeTrue())
+		cached, err = client.New(cfg, client.Options{Scheme: scheme.Scheme, Cache: &client.CacheOptions{Reader: c}})
+		Expect(err).NotTo(HaveOccurred())
+	})
+
+	It("a claim's finalizer, retried after its prefix went to another claim, leaves that claim's entry", func() {
+		pool := fencePool("10.200.0.0/30")
+		ns := fenceNamespace()
+		x, err := m.Allocate(ctx, ipam.Request{Pool: pool, Bits: 32, Holder: ipam.ClaimHolder(ns), ID: "entry-a"})
+		Expect(err).NotTo(HaveOccurred())
+		a := storedClaim(ns, pool, x, "entry-a")
+		// The finalizer released x, then its IPAllocation delete failed
+		// (kipam's own webhook, failurePolicy Fail): the record is still
+		// bound to a, and the claim still carries the finalizer.
+		alloc := &ipamv1alpha1.IPAllocation{
+			ObjectMeta: metav1.ObjectMeta{Name: ipam.AllocationName(pool.Name, x), Finalizers: []string{ipamv1alpha1.AllocationFinalizer}},
+			Spec: ipamv1alpha1.IPAllocationSpec{Pool: pool.Name, CIDR: x.String(), Entry: "entry-a",
+				ClaimRef: ipamv1alpha1.ClaimRef{Kind: "IPClaim", Namespace: ns, Name: a.Name, UID: a.UID}},
+		}
+		Expect(k8sClient.Create(ctx, alloc)).To(Succeed())
+		freed, err := m.Release(ctx, pool, x, ipam.ClaimHolder(ns), "entry-a", 0)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(freed).To(BeTrue())
+		// Claim b, in the same namespace, gets x.
+		y, err := m.Allocate(ctx, ipam.Request{Pool: pool, Bits: 32, Holder: ipam.ClaimHolder(ns), ID: "entry-b"})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(y).To(Equal(x))
+		storedClaim(ns, pool, y, "entry-b")
+
+		Expect(k8sClient.Delete(ctx, a)).To(Succeed())
+		Eventually(func(g Gomega) {
+			g.Expect(cached.Get(ctx, client.ObjectKeyFromObject(a), a)).To(Succeed())
+			g.Expect(a.DeletionTimestamp).NotTo(BeNil())
+		}).Should(Succeed())
+		r := &IPClaimReconciler{Client: cached, APIReader: k8sClient, Manager: m, Recorder: nopRecorder{}, Now: time.Now}
+		Eventually(func(g Gomega) {
+			_, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(a)})
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(a), &ipamv1alpha1.IPClaim{})).NotTo(Succeed(), "claim a is gone")
+		}).Should(Succeed())
+		Expect(recordedEntry(m, pool, x).Is(ipam.ClaimHolder(ns), "entry-b")).To(BeTrue(), "b's entry is left in the ledger")
+
+		// The IPAllocation's own orphan path, run on a's record, frees
+		// nothing either.
+		Expect(releaseOrphan(ctx, k8sClient, m, alloc)).To(Succeed())
+		Expect(recordedEntry(m, pool, x).Is(ipam.ClaimHolder(ns), "entry-b")).To(BeTrue(), "b's entry is left in the ledger")
+	})
+
+	It("the orphan sweep releases an entry no claim of its namespace carries, whatever other namespaces' claims carry", func() {
+		pool := fencePool("10.200.0.4/30")
+		orphaned, other := fenceNamespace(), fenceNamespace()
+		clock := &fakeClock{t: time.Now()}
+		x, err := m.Allocate(ctx, ipam.Request{Pool: pool, Bits: 32, Holder: ipam.ClaimHolder(orphaned), ID: "never-stored"})
+		Expect(err).NotTo(HaveOccurred())
+		// A claim in another namespace carries x: created with the webhook
+		// bypassed, it is marked Conflict, and must not pin the orphan.
+		storedClaim(other, pool, x, "")
+
+		sweep := newSweeper(cached, m, clock)
+		ledger := ledgerOf(pool, x)
+		Eventually(func(g Gomega) {
+			clock.Add(time.Minute)
+			_, err := sweep.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKey{Name: ledger}})
+			g.Expect(err).NotTo(HaveOccurred())
+			_, ok, err := m.Recorded(ctx, pool, x)
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(ok).To(BeFalse(), "the orphan is released")
+		}).Should(Succeed())
+	})
+
+	It("the orphan sweep measures the grace on its own clock, from when it first saw the entry, whatever the committer's clock said", func() {
+		pool := fencePool("10.200.0.8/30")
+		ns := fenceNamespace()
+		// The sweeping replica's clock runs an hour ahead of the committing
+		// replica's: the entry's own time says it is long past the grace.
+		clock := &fakeClock{t: time.Now().Add(time.Hour)}
+		x, err := m.Allocate(ctx, ipam.Request{Pool: pool, Bits: 32, Holder: ipam.ClaimHolder(ns), ID: "in-flight"})
+		Expect(err).NotTo(HaveOccurred())
+		sweep := newSweeper(cached, m, clock)
+		ledger := ledgerOf(pool, x)
+		swept := func() bool {
+			GinkgoHelper()
+			_, err := sweep.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKey{Name: ledger}})
+			Expect(err).NotTo(HaveOccurred())
+			_, ok, err := m.Recorded(ctx, pool, x)
+			Expect(err).NotTo(HaveOccurred())
+			return !ok
+		}
+		Expect(swept()).To(BeFalse(), "first seen now: the create that carries it may still be on its way")
+		clock.Add(sweep.OrphanGrace - time.Second)
+		Expect(swept()).To(BeFalse(), "a second short of the grace since first seen")
+		clock.Add(2 * time.Second)
+		Expect(swept()).To(BeTrue(), "past the grace since first seen, and no claim carries it")
+	})
+})
+
+func newSweeper(c client.Client, m *ipam.Manager, clock *fakeClock) *IPLedgerReconciler {
+	return &IPLedgerReconciler{Client: c, APIReader: k8sClient, Manager: m, Recorder: nopRecorder{},
+		OrphanGrace: DefaultOrphanGrace, Now: clock.Now}
+}
+
+// ledgerOf names the ledger object of pool that records cidr.
+func ledgerOf(pool *ipamv1alpha1.IPPool, cidr netip.Prefix) string {
+	GinkgoHelper()
+	var ledgers ipamv1alpha1.IPLedgerList
+	Expect(k8sClient.List(ctx, &ledgers, client.MatchingLabels{ipamv1alpha1.LabelPool: pool.Name})).To(Succeed())
+	for i := range ledgers.Items {
+		entries, err := ipam.Entries(&ledgers.Items[i])
+		Expect(err).NotTo(HaveOccurred())
+		if _, ok := entries[cidr]; ok {
+			return ledgers.Items[i].Name
+		}
+	}
+	Fail("no ledger of " + pool.Name + " records " + cidr.String())
+	return ""
+}

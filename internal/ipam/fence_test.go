@@ -1,0 +1,227 @@
+/*
+Copyright 2026 The kipam Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package ipam
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync/atomic"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
+)
+
+// The tests in this file each replay a way the issue tracker found to hand
+// one prefix to two live holders, and check that the fence now stops it.
+
+// recorded returns the entry the stored ledger records for p.
+func recorded(t *testing.T, m *Manager, pool *ipamv1alpha1.IPPool, p netip.Prefix) (Entry, bool) {
+	t.Helper()
+	e, ok, err := lookup(context.Background(), m.store.Get, pool.Name, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e, ok
+}
+
+// TestReleaseFreesOnlyTheEntryItNames: a release retried after its prefix
+// went to another claim (the finalizer's IPAllocation delete failed, a
+// forwarded release timed out and was redone, an orphan sweep ran twice)
+// leaves the new holder's entry alone, whichever namespace it is in.
+func TestReleaseFreesOnlyTheEntryItNames(t *testing.T) {
+	s := newMemStore()
+	m := NewManager(s, nil)
+	pool := testPool("10.0.0.0/30")
+	ctx := context.Background()
+	x, err := m.Allocate(ctx, Request{Pool: pool, Bits: 32, Holder: ClaimHolder("a"), ID: "claim-a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if freed, err := m.Release(ctx, pool, x, ClaimHolder("a"), "claim-a", 0); err != nil || !freed {
+		t.Fatalf("releasing the entry: freed %v, %v", freed, err)
+	}
+	for _, ns := range []string{"a", "b"} {
+		y, err := m.Allocate(ctx, Request{Pool: pool, Bits: 32, Holder: ClaimHolder(ns), ID: "claim-b"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if y != x {
+			t.Fatalf("first fit gave %s, want the released %s", y, x)
+		}
+		// The first release, retried; then releases naming the holder
+		// without the ID and the ID under another holder.
+		for _, stale := range []Entry{{Holder: ClaimHolder("a"), ID: "claim-a"}, {Holder: ClaimHolder(ns)}, {Holder: ClaimHolder("c"), ID: "claim-b"}} {
+			if freed, err := m.Release(ctx, pool, x, stale.Holder, stale.ID, 0); err != nil || freed {
+				t.Fatalf("a release naming %+v: freed %v, %v", stale, freed, err)
+			}
+			if e, ok := recorded(t, m, pool, x); !ok || !e.Is(ClaimHolder(ns), "claim-b") {
+				t.Fatalf("after a release naming %+v, the ledger records %s as %+v (recorded %v); want it kept for %s",
+					stale, x, e, ok, ClaimHolder(ns))
+			}
+		}
+		// A new owner, restored from the ledger, agrees.
+		if _, ok := recorded(t, NewManager(s, nil), pool, x); !ok {
+			t.Fatal("the entry is gone from the stored ledger")
+		}
+		if freed, err := m.Release(ctx, pool, x, ClaimHolder(ns), "claim-b", 0); err != nil || !freed {
+			t.Fatalf("releasing the entry: freed %v, %v", freed, err)
+		}
+		if _, ok := recorded(t, m, pool, x); ok {
+			t.Fatal("the release naming the entry did not free it")
+		}
+	}
+}
+
+// TestRecreatedPoolNeverAdoptsTheOldLedger: a pool deleted and created
+// again under its name finds the old pool's root still there (the garbage
+// collector has not deleted it yet). It neither reads that root as live
+// nor writes it, and serves claims once the root is gone, from an empty
+// ledger of its own; a writer still holding the old pool cannot create a
+// root for it.
+func TestRecreatedPoolNeverAdoptsTheOldLedger(t *testing.T) {
+	s := newMemStore()
+	old := testPool("10.0.0.0/30")
+	ctx := context.Background()
+	x, err := NewManager(s, nil).Allocate(ctx, Request{Pool: old, Bits: 32, Holder: ClaimHolder("a")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldRoot, _ := s.Get(ctx, "p")
+
+	again := testPool("10.0.0.0/30")
+	again.UID = "uid-p-2"
+	s.pools = map[string]*ipamv1alpha1.IPPool{"p": again}
+	m := NewManager(s, nil)
+	_, err = m.Allocate(ctx, Request{Pool: again, Bits: 32, Holder: ClaimHolder("b")})
+	if !errors.Is(err, ErrBusy) {
+		t.Fatalf("allocating from the new pool over the old pool's root: %v, want ErrBusy", err)
+	}
+	if root, _ := s.Get(ctx, "p"); root.ResourceVersion != oldRoot.ResourceVersion {
+		t.Fatal("the new pool wrote the old pool's root")
+	}
+
+	// The garbage collector deletes the old ledger.
+	delete(s.ledgers, "p")
+	// A writer that still holds the old pool (a stale cache) may create a
+	// root, but sees the pool is not the one it holds and commits nothing.
+	if _, err := NewManager(s, nil).Allocate(ctx, Request{Pool: old, Bits: 32, Holder: ClaimHolder("a")}); !errors.Is(err, ErrBusy) {
+		t.Fatalf("allocating from a stale copy of the deleted pool: %v, want ErrBusy", err)
+	}
+	if root, _ := s.Get(ctx, "p"); root != nil && (rootOwner(root) != old.UID || root.Spec.Allocations != "") {
+		t.Fatalf("the stale writer's root: owner %s, allocations %q", rootOwner(root), root.Spec.Allocations)
+	}
+	delete(s.ledgers, "p") // the garbage collector again
+	y, err := m.Allocate(ctx, Request{Pool: again, Bits: 32, Holder: ClaimHolder("b")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if y != x {
+		t.Errorf("the new pool's first host = %s, want %s from its own empty ledger", y, x)
+	}
+	if root, _ := s.Get(ctx, "p"); rootOwner(root) != again.UID {
+		t.Errorf("the new root belongs to %s, want %s", rootOwner(root), again.UID)
+	}
+
+	// Deleted for good: nothing is committed for it, and the error says so.
+	delete(s.ledgers, "p")
+	s.gone = map[string]bool{"p": true}
+	if _, err := NewManager(s, nil).Allocate(ctx, Request{Pool: again, Bits: 32, Holder: ClaimHolder("b")}); !errors.Is(err, ErrPoolDeleted) {
+		t.Fatalf("allocating from a deleted pool: %v, want ErrPoolDeleted", err)
+	}
+}
+
+// TestDrainFencesCommitsInFlight: once a drain has sealed a pool, no
+// writer, however stale its view, commits to it: not one that restored the
+// pool before the drain (its shard was sealed under it), not one that
+// listed a shard it never created, not a new one.
+func TestDrainFencesCommitsInFlight(t *testing.T) {
+	s := newMemStore()
+	pool := testPool("10.0.0.0/24") // /26 shards
+	pool.DeletionTimestamp = &metav1.Time{}
+	ctx := context.Background()
+	owner, stale := NewManager(s, nil), NewManager(s, nil)
+
+	x, err := stale.Allocate(ctx, Request{Pool: pool, Bits: 32, Holder: ClaimHolder("a")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ne *NotEmptyError
+	if err := owner.Drain(ctx, pool); !errors.As(err, &ne) || ne.Allocations != 1 {
+		t.Fatalf("draining a pool with one allocation: %v, want NotEmptyError{1}", err)
+	}
+	// The stale writer releases it, so its view of shard 0 is current
+	// when the drain seals it.
+	if err := releaseRecorded(ctx, stale, pool, x, 0); err != nil {
+		t.Fatal(err)
+	}
+	// A writer lists a new shard in the root, then stops before it creates
+	// the shard, until the drain is done.
+	resume, stopped := make(chan struct{}), make(chan struct{})
+	var first atomic.Bool
+	s.beforeCreate = func(name string) {
+		if name == ShardName("p", 1) && first.CompareAndSwap(false, true) {
+			close(stopped)
+			<-resume
+		}
+	}
+	lateErr := make(chan error, 1)
+	go func() {
+		p, err := NewManager(s, nil).Allocate(ctx, Request{Pool: pool, CIDR: netip.MustParsePrefix("10.0.0.64/32"), Holder: ClaimHolder("a")})
+		if err == nil {
+			err = fmt.Errorf("reported %s", p)
+		}
+		lateErr <- err
+	}()
+	<-stopped
+	root, _ := s.Get(ctx, "p")
+	if listed, _ := parseShards(root.Spec.Shards); len(listed) != 2 {
+		t.Fatalf("root lists %v, want two shards, one not created yet", listed)
+	}
+
+	if err := owner.Drain(ctx, pool); err != nil {
+		t.Fatalf("draining an empty pool: %v", err)
+	}
+	for _, l := range mustList(t, s) {
+		if !l.Spec.Sealed {
+			t.Errorf("ledger %s is not sealed after the drain", l.Name)
+		}
+	}
+	// The stale writer restored shard 0 before the drain; a new writer
+	// restores after it. Neither commits, in a created shard or the other.
+	for _, p := range []string{"10.0.0.1/32", "10.0.0.65/32", "10.0.0.128/25"} {
+		for name, m := range map[string]*Manager{"stale": stale, "new": NewManager(s, nil)} {
+			got, err := m.Allocate(ctx, Request{Pool: pool, CIDR: netip.MustParsePrefix(p), Holder: ClaimHolder("a")})
+			if !errors.Is(err, ErrPoolDeleted) {
+				t.Errorf("%s writer, %s after the drain: got %s, %v; want ErrPoolDeleted", name, p, got, err)
+			}
+		}
+	}
+	close(resume)
+	if err := <-lateErr; !errors.Is(err, ErrPoolDeleted) {
+		t.Errorf("the writer that listed a shard before the drain and created it after: %v, want ErrPoolDeleted", err)
+	}
+	if l := s.ledger(t); len(l.Allocations) != 0 {
+		t.Errorf("the drained pool records %v", l.Allocations)
+	}
+	if err := owner.Drain(ctx, pool); err != nil {
+		t.Errorf("draining again: %v", err)
+	}
+}
