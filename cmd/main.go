@@ -97,7 +97,7 @@ func main() {
 			"(default: /tmp/k8s-webhook-server/serving-certs).")
 	flag.DurationVar(&orphanGrace, "orphan-grace", controller.DefaultOrphanGrace,
 		"How long a committed prefix may go without a claim carrying it before it is released. "+
-			"Keep it above the API server's request timeout (60s by default).")
+			"It must exceed the webhook timeout (15s) plus the API server's request timeout (60s by default).")
 	flag.IntVar(&maxLedgerBytes, "max-ledger-bytes", ipam.DefaultMaxLedgerBytes,
 		"The most entry text one IPLedger object may record; a claim that would pass it is denied. "+
 			"Keep it a third below etcd's --max-request-bytes (1.5 MiB by default).")
@@ -163,6 +163,11 @@ func main() {
 		os.Exit(1)
 	}
 
+	if orphanGrace <= controller.MinOrphanGrace {
+		setupLog.Error(nil, "--orphan-grace is too short: it must exceed the webhook timeout (15s) plus the API server's request timeout (60s)",
+			"orphanGrace", orphanGrace, "mustExceed", controller.MinOrphanGrace)
+		os.Exit(1)
+	}
 	ctx := ctrl.SetupSignalHandler()
 	// One allocator per pool, shared by the webhook and the reconcilers; the
 	// pool's IPLedger in etcd is the durable record and the fence.

@@ -302,6 +302,35 @@ var _ = Describe("kipam with kubectl", func() {
 		Expect(out).To(ContainSubstring("priorityClassName: system-cluster-critical"))
 	})
 
+	DescribeTable("renders an orphanGrace only above the webhook timeout plus the request timeout",
+		// mustExceed is the bound the refusal names, empty when grace is accepted.
+		func(grace string, webhookTimeout int, mustExceed string) {
+			out, err := run(helmBin(), "template", "kipam", "dist/chart", "--set", "orphanGrace="+grace,
+				"--set", fmt.Sprintf("webhook.timeoutSeconds=%d", webhookTimeout))
+			if mustExceed == "" {
+				Expect(err).NotTo(HaveOccurred(), out)
+				Expect(out).To(ContainSubstring("- --orphan-grace=" + grace + "\n"))
+				return
+			}
+			Expect(err).To(HaveOccurred(), out)
+			Expect(out).To(ContainSubstring(fmt.Sprintf("orphanGrace %s is too short: it must exceed the webhook timeout (%ds) plus the API server's request timeout (60s), %s in all",
+				grace, webhookTimeout, mustExceed)))
+		},
+		Entry("76s", "76s", 15, ""),
+		Entry("2m", "2m", 15, ""),
+		Entry("1m30s", "1m30s", 15, ""),
+		Entry("0.5h", "0.5h", 15, ""),
+		Entry("75001ms", "75001ms", 15, ""),
+		Entry("75s, exactly the bound", "75s", 15, "75s"),
+		Entry("75000ms, the bound in other units", "75000ms", 15, "75s"),
+		Entry("1m15s, the bound in two terms", "1m15s", 15, "75s"),
+		Entry("74999ms", "74999ms", 15, "75s"),
+		Entry("60s", "60s", 15, "75s"),
+		Entry("1m", "1m", 15, "75s"),
+		Entry("80s with a 30s webhook timeout", "80s", 30, "90s"),
+		Entry("91s with a 30s webhook timeout", "91s", 30, ""),
+	)
+
 	It("keeps its webhook certificate across helm upgrades", func() {
 		// A real release on the local cluster (its pods never run: there is
 		// no kubelet). While it is installed its webhooks, which have no
