@@ -83,7 +83,6 @@ func (r *IPClaimReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	if exp := expiresAt(&claim); exp != nil && !r.Now().Before(exp.Time) {
 		r.Recorder.Eventf(&claim, nil, corev1.EventTypeNormal, ipamv1alpha1.ReasonExpired, "Expire",
 			"ttlSeconds ran out at %s: releasing %s", exp.UTC().Format(time.RFC3339), claim.Spec.CIDR)
-		metrics.Released.WithLabelValues(poolOf(&claim), ipamv1alpha1.ReasonExpired).Inc()
 		return ctrl.Result{}, client.IgnoreNotFound(r.Delete(ctx, &claim))
 	}
 	if err := r.ensureFinalizer(ctx, &claim); err != nil {
@@ -332,7 +331,11 @@ func (r *IPClaimReconciler) finalize(ctx context.Context, claim *ipamv1alpha1.IP
 				return err
 			}
 			if freed {
-				metrics.Released.WithLabelValues(poolName, "Deleted").Inc()
+				cause := "Deleted"
+				if exp := expiresAt(claim); exp != nil && !r.Now().Before(exp.Time) {
+					cause = ipamv1alpha1.ReasonExpired
+				}
+				metrics.Released.WithLabelValues(poolName, cause).Inc()
 			}
 		case !apierrors.IsNotFound(err):
 			return err
