@@ -163,9 +163,8 @@ func main() {
 		os.Exit(1)
 	}
 
-	if orphanGrace <= controller.MinOrphanGrace {
-		setupLog.Error(nil, "--orphan-grace is too short: it must exceed the webhook timeout (15s) plus the API server's request timeout (60s)",
-			"orphanGrace", orphanGrace, "mustExceed", controller.MinOrphanGrace)
+	if err := controller.CheckOrphanGrace(orphanGrace); err != nil {
+		setupLog.Error(err, "invalid --orphan-grace")
 		os.Exit(1)
 	}
 	ctx := ctrl.SetupSignalHandler()

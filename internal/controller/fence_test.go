@@ -187,6 +187,37 @@ var _ = Describe("Releases name the entry they free", func() {
 		}).Should(Succeed())
 	})
 
+	It("the orphan paths hold what they release for the pool's reuse grace, like any release", func() {
+		pool := newPool(func(s *ipamv1alpha1.IPPoolSpec) {
+			s.CIDR = "10.200.0.12/30"
+			s.ReuseGracePeriodSeconds = ptr.To[int64](600)
+		})
+		Expect(k8sClient.Create(ctx, pool)).To(Succeed())
+		ns := fenceNamespace()
+		clock := &fakeClock{t: time.Now()}
+		x, err := m.Allocate(ctx, ipam.Request{Pool: pool, Bits: 32, Holder: ipam.ClaimHolder(ns), ID: "never-stored"})
+		Expect(err).NotTo(HaveOccurred())
+		y, err := m.Allocate(ctx, ipam.Request{Pool: pool, Bits: 32, Holder: ipam.ClaimHolder(ns), ID: "claim-gone"})
+		Expect(err).NotTo(HaveOccurred())
+		sweep := newSweeper(cached, m, clock)
+		Eventually(func(g Gomega) {
+			clock.Add(time.Minute)
+			_, err := sweep.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKey{Name: ledgerOf(pool, x)}})
+			g.Expect(err).NotTo(HaveOccurred())
+			_, ok, err := m.Recorded(ctx, pool, x)
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(ok).To(BeFalse(), "the orphan is released")
+		}).Should(Succeed())
+		orphan := &ipamv1alpha1.IPAllocation{Spec: ipamv1alpha1.IPAllocationSpec{Pool: pool.Name, CIDR: y.String(), Entry: "claim-gone",
+			ClaimRef: ipamv1alpha1.ClaimRef{Kind: "IPClaim", Namespace: ns, Name: "gone"}}}
+		Expect(releaseOrphan(ctx, k8sClient, m, orphan)).To(Succeed())
+		l, err := ipam.ReadLedger(ctx, k8sClient, pool.Name)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(l.Allocations).To(BeEmpty())
+		Expect(l.Holds).To(HaveKey(x), "held for the pool's reuse grace")
+		Expect(l.Holds).To(HaveKey(y), "held for the pool's reuse grace")
+	})
+
 	It("the orphan sweep measures the grace on its own clock, from when it first saw the entry, whatever the committer's clock said", func() {
 		pool := fencePool("10.200.0.8/30")
 		ns := fenceNamespace()
@@ -212,6 +243,21 @@ var _ = Describe("Releases name the entry they free", func() {
 		Expect(swept()).To(BeTrue(), "past the grace since first seen, and no claim carries it")
 	})
 })
+
+var _ = DescribeTable("the orphan grace must exceed the webhook timeout plus the API server's request timeout",
+	func(d time.Duration, ok bool) {
+		err := CheckOrphanGrace(d)
+		if ok {
+			Expect(err).NotTo(HaveOccurred())
+		} else {
+			Expect(err).To(MatchError(ContainSubstring("must exceed the webhook timeout (15s) plus the API server's request timeout (60s), 1m15s in all")))
+		}
+	},
+	Entry("the default", DefaultOrphanGrace, true),
+	Entry("just above", 75*time.Second+time.Millisecond, true),
+	Entry("the bound itself", 75*time.Second, false),
+	Entry("the API server's timeout alone", 60*time.Second, false),
+)
 
 func newSweeper(c client.Client, m *ipam.Manager, clock *fakeClock) *IPLedgerReconciler {
 	return &IPLedgerReconciler{Client: c, APIReader: k8sClient, Manager: m, Recorder: nopRecorder{},

@@ -19,6 +19,7 @@ package controller
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -54,6 +55,16 @@ const DefaultOrphanGrace = 2 * time.Minute
 // etcd. A shorter grace could release a prefix whose claim is about to be
 // stored.
 const MinOrphanGrace = 75 * time.Second
+
+// CheckOrphanGrace refuses an orphan grace that does not exceed
+// MinOrphanGrace, saying why.
+func CheckOrphanGrace(d time.Duration) error {
+	if d <= MinOrphanGrace {
+		return fmt.Errorf("an orphan grace of %s is too short: it must exceed the webhook timeout (15s) plus the API server's "+
+			"request timeout (60s), %s in all, or the sweep could release a prefix whose claim is still being stored", d, MinOrphanGrace)
+	}
+	return nil
+}
 
 // Options configure the reconcilers.
 type Options struct {

@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -223,5 +224,46 @@ func TestDrainFencesCommitsInFlight(t *testing.T) {
 	}
 	if err := owner.Drain(ctx, pool); err != nil {
 		t.Errorf("draining again: %v", err)
+	}
+}
+
+// TestAmbiguousWriteSaysTheOutcomeIsUnknown: a ledger write whose answer
+// is lost (a timeout after etcd applied it) fails the batch with ErrBusy
+// saying the outcome is unknown, never "nothing was changed"; the release
+// retried after it is a no-op, and the allocation that did land is in the
+// ledger for the orphan sweep, never handed out again meanwhile.
+func TestAmbiguousWriteSaysTheOutcomeIsUnknown(t *testing.T) {
+	s := newMemStore()
+	m := NewManager(s, nil)
+	pool := testPool("10.0.0.0/30")
+	ctx := context.Background()
+	x, err := m.Allocate(ctx, Request{Pool: pool, Bits: 32, Holder: ClaimHolder("a"), ID: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lost := errors.New("the write's answer was lost")
+	s.afterUpdate = func(string) error { return lost }
+	_, err = m.Release(ctx, pool, x, ClaimHolder("a"), "a", 0)
+	if !errors.Is(err, ErrBusy) || !strings.Contains(err.Error(), "the outcome is unknown") {
+		t.Fatalf("a release whose write's answer was lost: %v, want ErrBusy saying the outcome is unknown", err)
+	}
+	y, err := m.Allocate(ctx, Request{Pool: pool, Bits: 32, Holder: ClaimHolder("b"), ID: "b"})
+	if !errors.Is(err, ErrBusy) || !strings.Contains(err.Error(), "the outcome is unknown") {
+		t.Fatalf("an allocation whose write's answer was lost: %s, %v; want ErrBusy saying the outcome is unknown", y, err)
+	}
+	s.afterUpdate = nil
+	if freed, err := m.Release(ctx, pool, x, ClaimHolder("a"), "a", 0); err != nil || freed {
+		t.Fatalf("the release retried: freed %v, %v; want a no-op (the first one landed)", freed, err)
+	}
+	landed := s.ledger(t).Allocations
+	z, err := m.Allocate(ctx, Request{Pool: pool, Bits: 32, Holder: ClaimHolder("c"), ID: "c"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := landed[z]; ok {
+		t.Fatalf("handed out %s, which the ledger records: %v", z, landed)
+	}
+	if _, ok := recorded(t, m, pool, z); !ok {
+		t.Fatalf("%s is not recorded", z)
 	}
 }

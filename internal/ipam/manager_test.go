@@ -57,6 +57,9 @@ type memStore struct {
 	beforeUpdate func()
 	// beforeCreate, when set, runs before every create (under no lock).
 	beforeCreate func(name string)
+	// afterUpdate, when set, is the error an update returns after it was
+	// stored: a write whose answer was lost.
+	afterUpdate func(name string) error
 }
 
 func newMemStore() *memStore { return &memStore{ledgers: map[string]*ipamv1alpha1.IPLedger{}} }
@@ -142,6 +145,9 @@ func (s *memStore) Update(_ context.Context, l *ipamv1alpha1.IPLedger) error {
 	s.writes++
 	l.ResourceVersion = strconv.Itoa(s.rv)
 	s.ledgers[l.Name] = l.DeepCopy()
+	if s.afterUpdate != nil {
+		return s.afterUpdate(l.Name)
+	}
 	return nil
 }
 

@@ -77,6 +77,10 @@ func TestWebhooks(t *testing.T) {
 }
 
 var _ = BeforeSuite(func() {
+	// The suite shares 2 cores with etcd, kube-apiserver and
+	// kube-controller-manager, and under -coverpkg a reconcile can take
+	// longer than Gomega's default second.
+	SetDefaultEventuallyTimeout(10 * time.Second)
 	logf.SetLogger(zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(false)))
 	ctx, cancel = context.WithCancel(context.TODO())
 
