@@ -26,6 +26,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -218,6 +219,53 @@ var _ = Describe("Releases name the entry they free", func() {
 		Expect(l.Holds).To(HaveKey(y), "held for the pool's reuse grace")
 	})
 
+	It("a bind whose patch's answer is lost keeps its entry, and the sweep keeps it while the claim waits or carries it", func() {
+		pool := fencePool("10.200.0.16/30")
+		ns := fenceNamespace()
+		waiting := &ipamv1alpha1.IPClaim{
+			ObjectMeta: metav1.ObjectMeta{Name: uniqueName("waiting"), Namespace: ns, Finalizers: []string{ipamv1alpha1.ClaimFinalizer}},
+			Spec:       ipamv1alpha1.IPClaimSpec{Pool: pool.Name, WhenExhausted: ipamv1alpha1.Wait},
+		}
+		Expect(k8sClient.Create(ctx, waiting)).To(Succeed())
+		Eventually(func(g Gomega) {
+			g.Expect(cached.Get(ctx, client.ObjectKeyFromObject(waiting), waiting)).To(Succeed())
+		}).Should(Succeed())
+
+		clock := &fakeClock{t: time.Now()}
+		sweep := newSweeper(cached, m, clock)
+		keeps := func(p netip.Prefix, id string) {
+			GinkgoHelper()
+			ledger := ledgerOf(pool, p)
+			for range 4 {
+				clock.Add(time.Minute)
+				_, err := sweep.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKey{Name: ledger}})
+				Expect(err).NotTo(HaveOccurred())
+			}
+			Expect(recordedEntry(m, pool, p).Is(ipam.ClaimHolder(ns), id)).To(BeTrue(), "the sweep keeps %s", p)
+		}
+
+		By("an entry committed for the waiting claim, whose patch has not landed")
+		p, err := m.Allocate(ctx, ipam.Request{Pool: pool, Bits: 32, Holder: ipam.ClaimHolder(ns), ID: string(waiting.UID)})
+		Expect(err).NotTo(HaveOccurred())
+		keeps(p, string(waiting.UID))
+		Expect(m.Release(ctx, pool, p, ipam.ClaimHolder(ns), string(waiting.UID), 0)).To(BeTrue())
+
+		By("a bind whose patch is stored but whose answer is lost")
+		r := &IPClaimReconciler{Client: lostAnswer{cached}, APIReader: k8sClient, Manager: m, Recorder: nopRecorder{}, Now: time.Now,
+			Resolver: &ipam.Resolver{Reader: cached, APIReader: k8sClient}}
+		_, err = r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(waiting)})
+		Expect(err).To(Satisfy(apierrors.IsTimeout))
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(waiting), waiting)).To(Succeed())
+		bound, err := netip.ParsePrefix(waiting.Spec.CIDR)
+		Expect(err).NotTo(HaveOccurred(), "the patch was stored")
+		Expect(recordedEntry(m, pool, bound).Is(ipam.ClaimHolder(ns), string(waiting.UID))).To(BeTrue(), "the entry the claim carries is kept")
+		Eventually(func(g Gomega) {
+			g.Expect(cached.Get(ctx, client.ObjectKeyFromObject(waiting), waiting)).To(Succeed())
+			g.Expect(waiting.Spec.CIDR).To(Equal(bound.String()))
+		}).Should(Succeed())
+		keeps(bound, string(waiting.UID))
+	})
+
 	It("the orphan sweep measures the grace on its own clock, from when it first saw the entry, whatever the committer's clock said", func() {
 		pool := fencePool("10.200.0.8/30")
 		ns := fenceNamespace()
@@ -258,6 +306,16 @@ var _ = DescribeTable("the orphan grace must exceed the webhook timeout plus the
 	Entry("the bound itself", 75*time.Second, false),
 	Entry("the API server's timeout alone", 60*time.Second, false),
 )
+
+// lostAnswer stores every patch and then answers as if it had timed out.
+type lostAnswer struct{ client.Client }
+
+func (c lostAnswer) Patch(ctx context.Context, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
+	if err := c.Client.Patch(ctx, obj, patch, opts...); err != nil {
+		return err
+	}
+	return apierrors.NewTimeoutError("the answer was lost", 1)
+}
 
 func newSweeper(c client.Client, m *ipam.Manager, clock *fakeClock) *IPLedgerReconciler {
 	return &IPLedgerReconciler{Client: c, APIReader: k8sClient, Manager: m, Recorder: nopRecorder{},

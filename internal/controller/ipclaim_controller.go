@@ -266,18 +266,29 @@ func (r *IPClaimReconciler) bindWaiting(ctx context.Context, claim *ipamv1alpha1
 		claim.Spec.CIDR = p.String()
 		metav1.SetMetaDataAnnotation(&claim.ObjectMeta, ipam.PoolAnnotation, pool.Name)
 		if err := r.Patch(ctx, claim, patch); err != nil {
-			// Not bound (the cache was stale and the claim is bound or
-			// gone already, or the write failed): release exactly what was
-			// just committed, which no claim carries.
-			if _, rerr := r.Manager.Release(ctx, pool, p, req.Holder, req.ID, 0); rerr != nil {
-				return errors.Join(err, fmt.Errorf("releasing %s, committed for a bind that failed (the orphan sweep will): %w", p, rerr))
+			if refused(err) {
+				// Surely not bound (the cache was stale and the claim is
+				// bound or gone already): release exactly what was just
+				// committed, which no claim carries.
+				if _, rerr := r.Manager.Release(ctx, pool, p, req.Holder, req.ID, 0); rerr != nil {
+					return errors.Join(err, fmt.Errorf("releasing %s, committed for a bind that failed (the orphan sweep will): %w", p, rerr))
+				}
 			}
+			// Else the patch may yet have been stored: the entry is left
+			// to the orphan sweep, which keeps it while the claim waits or
+			// carries it.
 			return err
 		}
 		r.Recorder.Eventf(claim, nil, corev1.EventTypeNormal, ipamv1alpha1.ReasonAllocated, "Bind", "bound %s from pool %s", p, pool.Name)
 		return nil
 	}
 	return r.pending(ctx, claim, fmt.Sprintf("waiting for space: %v", reasons))
+}
+
+// refused reports whether a write surely was not stored: the API server
+// answered and said no.
+func refused(err error) bool {
+	return apierrors.IsInvalid(err) || apierrors.IsForbidden(err) || apierrors.IsNotFound(err) || apierrors.IsConflict(err)
 }
 
 // olderWaiting names an older claim in any namespace that also waits.

@@ -164,20 +164,31 @@ func (r *IPLedgerReconciler) release(ctx context.Context, poolName string, p net
 }
 
 // held reports whether a claim in the entry's namespace carries it (its
-// cidr, in this pool, as its entry), or an IPAllocation records it. live
-// holds the namespaces' claims as read from the API server in this sweep:
-// an entry it finds no claim for was committed before the read, and
-// Release frees only that entry.
+// cidr, in this pool, as its entry) or is being bound to it (it waits, and
+// the entry's ID is its uid: the claim controller commits before it
+// patches the claim, and nothing bounds the time between), or an
+// IPAllocation records it. live holds the namespaces' claims as read from
+// the API server in this sweep: an entry it finds no claim for was
+// committed before the read, and Release frees only that entry.
 func (r *IPLedgerReconciler) held(ctx context.Context, pool string, p netip.Prefix, e ipam.Entry, live map[string][]ipamv1alpha1.IPClaim) (bool, error) {
 	ns := strings.TrimPrefix(e.Holder, ipam.ClaimHolderPrefix)
 	carries := func(c *ipamv1alpha1.IPClaim) bool {
-		return c.Namespace == ns && c.Spec.CIDR == p.String() && poolOf(c) == pool && ownEntry(e, c)
+		if c.Namespace != ns {
+			return false
+		}
+		if c.Spec.CIDR == "" {
+			return e.ID != "" && string(c.UID) == e.ID
+		}
+		return c.Spec.CIDR == p.String() && poolOf(c) == pool && ownEntry(e, c)
 	}
-	var claims ipamv1alpha1.IPClaimList
+	var claims, waiting ipamv1alpha1.IPClaimList
 	if err := r.List(ctx, &claims, client.InNamespace(ns), client.MatchingFields{indexPoolCIDR: pool + "/" + p.String()}); err != nil {
 		return false, err
 	}
-	if slices.ContainsFunc(claims.Items, func(c ipamv1alpha1.IPClaim) bool { return carries(&c) }) {
+	if err := r.List(ctx, &waiting, client.InNamespace(ns), client.MatchingFields{indexWaiting: "true"}); err != nil {
+		return false, err
+	}
+	if slices.ContainsFunc(append(claims.Items, waiting.Items...), func(c ipamv1alpha1.IPClaim) bool { return carries(&c) }) {
 		return true, nil
 	}
 	var a ipamv1alpha1.IPAllocation

@@ -214,10 +214,18 @@ func (m *Manager) apply(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) {
 		d.dirty, d.seal, d.written = false, false, false
 	}
 	l.closing = nil
+	drained := false
 	for _, o := range batch {
 		o.result, o.err, o.deps = netip.Prefix{}, nil, nil
 		if o.drain {
 			o.err = l.drain(o)
+			drained = drained || o.err == nil
+			continue
+		}
+		if drained && o.alloc != nil {
+			// The ledgers this batch writes are sealed: nothing after the
+			// drain may be recorded in them.
+			o.err = fmt.Errorf("%w: pool %s is being deleted: it takes no new claims", ErrPoolDeleted, pool.Name)
 			continue
 		}
 		if o.alloc == nil {

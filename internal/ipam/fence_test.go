@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -265,5 +266,61 @@ func TestAmbiguousWriteSaysTheOutcomeIsUnknown(t *testing.T) {
 	}
 	if _, ok := recorded(t, m, pool, z); !ok {
 		t.Fatalf("%s is not recorded", z)
+	}
+}
+
+// TestDrainFailsWhatFollowsItInABatch: allocations queued behind a drain
+// in one batch are refused, never recorded in ledgers the drain seals; an
+// allocation queued before it keeps the pool from draining.
+func TestDrainFailsWhatFollowsItInABatch(t *testing.T) {
+	s := newMemStore()
+	m := NewManager(s, nil)
+	pool := testPool("10.0.0.0/24") // /26 shards
+	st := m.state(pool.Name)
+	ctx := context.Background()
+	// Hold the pool's committer, queue a drain and two allocations (one
+	// for a shard, one for the root), then let the batch go.
+	st.mu.Lock()
+	st.committing = true
+	st.mu.Unlock()
+	type result struct {
+		what string
+		p    netip.Prefix
+		err  error
+	}
+	results := make(chan result, 3)
+	queued := func(n int) {
+		for {
+			st.mu.Lock()
+			l := len(st.queue)
+			st.mu.Unlock()
+			if l == n {
+				return
+			}
+			runtime.Gosched()
+		}
+	}
+	go func() { results <- result{"drain", netip.Prefix{}, m.Drain(ctx, pool)} }()
+	queued(1)
+	for i, want := range []string{"10.0.0.0/32", "10.0.0.128/25"} {
+		go func() {
+			p, err := m.Allocate(ctx, Request{Pool: pool, CIDR: netip.MustParsePrefix(want), Holder: ClaimHolder("a")})
+			results <- result{want, p, err}
+		}()
+		queued(i + 2)
+	}
+	for m.commitNext(st, pool) {
+	}
+	for range 3 {
+		r := <-results
+		switch {
+		case r.what == "drain" && r.err != nil:
+			t.Errorf("the drain of an empty pool: %v", r.err)
+		case r.what != "drain" && !errors.Is(r.err, ErrPoolDeleted):
+			t.Errorf("%s queued behind the drain: %s, %v; want ErrPoolDeleted", r.what, r.p, r.err)
+		}
+	}
+	if l := s.ledger(t); len(l.Allocations) != 0 {
+		t.Errorf("the drained pool records %v", l.Allocations)
 	}
 }
