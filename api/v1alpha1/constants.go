@@ -70,6 +70,11 @@ const (
 	AllocationFinalizer = "ipam.kipam.dev/holder"
 	// PoolFinalizer keeps an IPPool until nothing is allocated from it.
 	PoolFinalizer = "ipam.kipam.dev/drain"
+	// LedgerFinalizer keeps an IPLedger, whoever deletes it (the garbage
+	// collector in a foreground deletion of its pool, a user), until it
+	// records nothing: it is sealed, its pool finished draining, or its
+	// pool is gone.
+	LedgerFinalizer = "ipam.kipam.dev/sealed"
 )
 
 // Labels kipam puts on the objects it manages.

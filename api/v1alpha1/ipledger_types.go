@@ -33,15 +33,21 @@ type IPLedgerSpec struct {
 	// pool is the name of the IPPool this ledger records.
 	// +required
 	Pool string `json:"pool"`
+	// poolUID is the uid of that pool: a pool created again under the
+	// same name never reads or writes another pool's ledgers.
+	// +optional
+	PoolUID string `json:"poolUID,omitempty"`
 	// shard is the range a shard ledger records; empty for a root ledger.
 	// +optional
 	Shard string `json:"shard,omitempty"`
 	// root is the uid of the root ledger that opened this shard.
 	// +optional
 	Root string `json:"root,omitempty"`
-	// sealed marks a shard closed for good: it records nothing and is
+	// sealed marks a ledger closed for good: it records nothing and is
 	// never written again. A shard is sealed before its range leaves the
-	// root's list, so a writer that still believes it open cannot commit.
+	// root's list, so a writer that still believes it open cannot commit;
+	// a deleted pool's ledgers are all sealed, the root last, before the
+	// pool goes.
 	// +optional
 	Sealed bool `json:"sealed,omitempty"`
 	// shardBits is the prefix length of the root's shards: prefixes longer
@@ -58,9 +64,10 @@ type IPLedgerSpec struct {
 	// +optional
 	Shards string `json:"shards,omitempty"`
 	// allocations are the committed prefixes, one
-	// "<cidr> <holder> <unix seconds>" per line. The holder is
+	// "<cidr> <holder> <unix seconds> <entry ID>" per line. The holder is
 	// "IPClaim/<namespace>" for a claim (its name may not exist yet at
-	// admission) or "IPPool/<name>" for a child pool.
+	// admission) or "IPPool/<name>" for a child pool; the entry ID names
+	// this entry for its release (entries written before IDs have none).
 	// +optional
 	Allocations string `json:"allocations,omitempty"`
 	// holds are released prefixes not yet free again, one

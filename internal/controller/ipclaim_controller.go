@@ -337,7 +337,7 @@ func (r *IPClaimReconciler) finalize(ctx context.Context, claim *ipamv1alpha1.IP
 		var pool ipamv1alpha1.IPPool
 		switch err := r.Get(ctx, client.ObjectKey{Name: poolName}, &pool); {
 		case err == nil:
-			freed, err := r.Manager.Release(ctx, &pool, cidr, ipam.ClaimHolder(claim.Namespace), ipam.ClaimEntryID(claim), graceOf(&pool))
+			freed, err := r.Manager.Release(ctx, &pool, cidr, ipam.ClaimHolder(claim.Namespace), r.entryOf(ctx, claim, poolName, cidr), graceOf(&pool))
 			if err != nil {
 				return err
 			}
@@ -359,6 +359,21 @@ func (r *IPClaimReconciler) finalize(ctx context.Context, claim *ipamv1alpha1.IP
 	patch := client.MergeFrom(claim.DeepCopy())
 	controllerutil.RemoveFinalizer(claim, ipamv1alpha1.ClaimFinalizer)
 	return client.IgnoreNotFound(r.Patch(ctx, claim, patch))
+}
+
+// entryOf is the ID of the ledger entry claim holds: ClaimEntryID, except
+// for a claim bound before entries had IDs, whose IPAllocation (bound to
+// it) records the entry it holds as having none.
+func (r *IPClaimReconciler) entryOf(ctx context.Context, claim *ipamv1alpha1.IPClaim, pool string, cidr netip.Prefix) string {
+	id := ipam.ClaimEntryID(claim)
+	if claim.Annotations[ipam.EntryAnnotation] != "" {
+		return id
+	}
+	var a ipamv1alpha1.IPAllocation
+	if err := r.Get(ctx, client.ObjectKey{Name: ipam.AllocationName(pool, cidr)}, &a); err == nil && boundTo(&a, claim) && a.Spec.Entry == "" {
+		return ""
+	}
+	return id
 }
 
 func graceOf(pool *ipamv1alpha1.IPPool) time.Duration {

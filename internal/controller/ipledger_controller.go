@@ -26,10 +26,17 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
 	"github.com/kipam/kipam/internal/ipam"
@@ -59,6 +66,7 @@ type IPLedgerReconciler struct {
 }
 
 // +kubebuilder:rbac:groups=ipam.kipam.dev,resources=ipledgers,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=ipam.kipam.dev,resources=ipledgers/finalizers,verbs=update
 
 // Reconcile sweeps one ledger.
 func (r *IPLedgerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
@@ -70,6 +78,9 @@ func (r *IPLedgerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 			r.mu.Unlock()
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if done, err := r.collect(ctx, &ledger); done || err != nil {
+		return ctrl.Result{}, err
 	}
 	entries, err := ipam.Entries(&ledger)
 	if err != nil {
@@ -116,6 +127,66 @@ func (r *IPLedgerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		}
 	}
 	return ctrl.Result{RequeueAfter: next}, nil
+}
+
+// collect lets a ledger go once it records nothing a claim could hold: it
+// is sealed, its pool finished draining, or its pool is gone (or was
+// created again under its name). Until then the ledger's finalizer keeps
+// it, whoever deletes it: the garbage collector deleting a pool in the
+// foreground deletes its dependents first, while claims still hold their
+// prefixes. A ledger whose pool is gone is deleted here, so that ledgers
+// orphaned by a pool deleted with --cascade=orphan do not stay for ever
+// (and keep a pool created again under the name from serving). It
+// reports whether the ledger is done with.
+func (r *IPLedgerReconciler) collect(ctx context.Context, l *ipamv1alpha1.IPLedger) (bool, error) {
+	gone, drained, err := r.poolOf(ctx, l)
+	if err != nil {
+		return false, err
+	}
+	switch {
+	case l.DeletionTimestamp == nil && gone:
+		logf.FromContext(ctx).Info("deleting a ledger whose pool is gone", "ledger", l.Name, "pool", l.Spec.Pool)
+		return true, client.IgnoreNotFound(r.Delete(ctx, l, client.Preconditions{UID: &l.UID}))
+	case l.DeletionTimestamp != nil && (l.Spec.Sealed || gone || drained):
+		if !controllerutil.ContainsFinalizer(l, ipamv1alpha1.LedgerFinalizer) {
+			return true, nil
+		}
+		before := l.DeepCopy()
+		controllerutil.RemoveFinalizer(l, ipamv1alpha1.LedgerFinalizer)
+		return true, client.IgnoreNotFound(r.Patch(ctx, l, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})))
+	}
+	return false, nil
+}
+
+// poolOf reports whether a ledger's pool is gone (or is another pool of
+// the same name), or finished draining (deleted, and its drain finalizer
+// gone, which drain removes only after it sealed the pool's root). The
+// cache answers when it shows the pool live; anything else is confirmed
+// against the API server.
+func (r *IPLedgerReconciler) poolOf(ctx context.Context, l *ipamv1alpha1.IPLedger) (gone, drained bool, err error) {
+	uid := types.UID(l.Spec.PoolUID)
+	if uid == "" {
+		for _, ref := range l.OwnerReferences {
+			if ref.Kind == "IPPool" {
+				uid = ref.UID
+			}
+		}
+	}
+	var pool ipamv1alpha1.IPPool
+	key := client.ObjectKey{Name: l.Spec.Pool}
+	if err := r.Get(ctx, key, &pool); err == nil && (uid == "" || pool.UID == uid) && pool.DeletionTimestamp == nil {
+		return false, false, nil
+	}
+	switch err := r.APIReader.Get(ctx, key, &pool); {
+	case apierrors.IsNotFound(err):
+		return true, false, nil
+	case err != nil:
+		return false, false, err
+	}
+	if uid != "" && pool.UID != uid {
+		return true, false, nil
+	}
+	return false, pool.DeletionTimestamp != nil && !controllerutil.ContainsFinalizer(&pool, ipamv1alpha1.PoolFinalizer), nil
 }
 
 // entryKey tells a ledger's entries apart: its prefix, holder and ID.
@@ -211,10 +282,50 @@ func (r *IPLedgerReconciler) held(ctx context.Context, pool string, p netip.Pref
 	return slices.ContainsFunc(inNamespace, func(c ipamv1alpha1.IPClaim) bool { return carries(&c) }), nil
 }
 
+// ledgerOfClaim names the ledger that records a claim's cidr.
+func (r *IPLedgerReconciler) ledgerOfClaim(ctx context.Context, o client.Object) []reconcile.Request {
+	claim := o.(*ipamv1alpha1.IPClaim)
+	cidr, err := netip.ParsePrefix(claim.Spec.CIDR)
+	if err != nil {
+		return nil
+	}
+	pool := poolOf(claim)
+	return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: ipam.LedgerOf(ctx, r.Client, pool, cidr)}}}
+}
+
+// ledgersOf lists a pool's ledgers, as the cache knows them.
+func (r *IPLedgerReconciler) ledgersOf(ctx context.Context, pool client.Object) []reconcile.Request {
+	var ledgers ipamv1alpha1.IPLedgerList
+	if err := r.List(ctx, &ledgers, client.MatchingLabels{ipamv1alpha1.LabelPool: pool.GetName()}); err != nil {
+		logf.FromContext(ctx).Error(err, "listing a pool's ledgers", "pool", pool.GetName())
+		return nil
+	}
+	out := make([]reconcile.Request, 0, len(ledgers.Items))
+	for i := range ledgers.Items {
+		out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&ledgers.Items[i])})
+	}
+	return out
+}
+
 // SetupWithManager registers the reconciler.
 func (r *IPLedgerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&ipamv1alpha1.IPLedger{}).
+		// A claim gone, whatever its finalizer did, may leave an entry no
+		// claim carries: the sweep of its ledger looks.
+		Watches(&ipamv1alpha1.IPClaim{}, handler.EnqueueRequestsFromMapFunc(r.ledgerOfClaim), builder.WithPredicates(predicate.Funcs{
+			CreateFunc:  func(event.CreateEvent) bool { return false },
+			UpdateFunc:  func(event.UpdateEvent) bool { return false },
+			GenericFunc: func(event.GenericEvent) bool { return false },
+		})).
+		// A pool that finished draining, or is gone, lets its ledgers go.
+		Watches(&ipamv1alpha1.IPPool{}, handler.EnqueueRequestsFromMapFunc(r.ledgersOf), builder.WithPredicates(predicate.Funcs{
+			CreateFunc:  func(event.CreateEvent) bool { return false },
+			GenericFunc: func(event.GenericEvent) bool { return false },
+			UpdateFunc: func(e event.UpdateEvent) bool {
+				return e.ObjectNew.GetDeletionTimestamp() != nil && !controllerutil.ContainsFinalizer(e.ObjectNew, ipamv1alpha1.PoolFinalizer)
+			},
+		})).
 		Named("ipledger").
 		// Shards sweep independently: one pool's backlog must not delay another's.
 		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).

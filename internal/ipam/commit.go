@@ -31,6 +31,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
 	"github.com/kipam/kipam/internal/allocator"
@@ -515,14 +516,19 @@ func (m *Manager) put(ctx context.Context, l *ledgerState, pool *ipamv1alpha1.IP
 		}
 	}
 	var obj *ipamv1alpha1.IPLedger
-	if d.obj != nil {
-		obj = d.obj.DeepCopy()
-	} else {
+	switch {
+	case d.obj == nil:
 		obj = &ipamv1alpha1.IPLedger{
 			ObjectMeta: metav1.ObjectMeta{Name: d.name, Labels: map[string]string{ipamv1alpha1.LabelPool: pool.Name},
-				OwnerReferences: l.root.obj.OwnerReferences},
-			Spec: ipamv1alpha1.IPLedgerSpec{Pool: pool.Name, Shard: d.cidr.String(), Root: string(l.root.obj.UID)},
+				OwnerReferences: l.root.obj.OwnerReferences, Finalizers: []string{ipamv1alpha1.LedgerFinalizer}},
+			Spec: ipamv1alpha1.IPLedgerSpec{Pool: pool.Name, PoolUID: l.root.obj.Spec.PoolUID, Shard: d.cidr.String(), Root: string(l.root.obj.UID)},
 		}
+	case d.obj.DeletionTimestamp == nil:
+		obj = d.obj.DeepCopy()
+		// Ledgers written before they had the finalizer get it.
+		controllerutil.AddFinalizer(obj, ipamv1alpha1.LedgerFinalizer)
+	default:
+		obj = d.obj.DeepCopy()
 	}
 	obj.Spec.Allocations = formatAllocations(d.allocs)
 	obj.Spec.Holds = formatHolds(d.holds)
@@ -561,7 +567,8 @@ func (m *Manager) put(ctx context.Context, l *ledgerState, pool *ipamv1alpha1.IP
 func (m *Manager) restore(ctx context.Context, st *poolState, pool *ipamv1alpha1.IPPool) error {
 	root, err := m.store.Get(ctx, pool.Name)
 	if apierrors.IsNotFound(err) {
-		root, err = m.createRoot(ctx, pool)
+		root = newRoot(pool)
+		err = m.store.Create(ctx, root)
 	}
 	if err != nil {
 		return fmt.Errorf("reading the ledger of pool %s: %w", pool.Name, err)
@@ -579,6 +586,9 @@ func (m *Manager) restore(ctx context.Context, st *poolState, pool *ipamv1alpha1
 	}
 	if root.Spec.Sealed {
 		return fmt.Errorf("%w: pool %s is being deleted: it takes no new claims", ErrPoolDeleted, pool.Name)
+	}
+	if err := m.stillServed(ctx, pool); err != nil {
+		return err
 	}
 	var shards []ipamv1alpha1.IPLedger
 	if root.Spec.Shards != "" {
@@ -599,33 +609,35 @@ func (m *Manager) restore(ctx context.Context, st *poolState, pool *ipamv1alpha1
 	return nil
 }
 
-// createRoot creates the root ledger of a pool that has none yet, then
-// reads the pool back from the API server. A pool's ledgers go only with
-// the pool (the garbage collector deletes them, and a pool goes only after
-// drain sealed its root), so if the pool still exists as given after the
-// root was created, a drain still to finish will find this root and seal
-// it. If it does not (a caller acting on a pool deleted since, or created
-// again under its name), the root is left to the garbage collector and
-// nothing is committed to it.
-func (m *Manager) createRoot(ctx context.Context, pool *ipamv1alpha1.IPPool) (*ipamv1alpha1.IPLedger, error) {
-	root := newRoot(pool)
-	if err := m.store.Create(ctx, root); err != nil {
-		return nil, err
-	}
+// stillServed reads the pool from the API server after its root ledger
+// was read (or created), and refuses to build on that root unless the pool
+// exists as given and has not finished draining. A drain seals the root
+// before the pool's drain finalizer goes, and a root goes only once sealed
+// or its pool drained or gone (the IPLedger's finalizer), so if the pool
+// still carries its drain finalizer now, any drain still to finish will
+// find this root and fence what is committed to it; if it does not, this
+// root may be one created after the drain (the old one sealed and gone),
+// which nothing would ever seal, and nothing is committed to it.
+func (m *Manager) stillServed(ctx context.Context, pool *ipamv1alpha1.IPPool) error {
 	live, err := m.store.Pool(ctx, pool.Name)
 	switch {
 	case apierrors.IsNotFound(err):
-		return nil, fmt.Errorf("%w: pool %s was deleted", ErrPoolDeleted, pool.Name)
+		return fmt.Errorf("%w: pool %s was deleted", ErrPoolDeleted, pool.Name)
 	case err != nil:
-		return nil, err
+		return fmt.Errorf("reading pool %s: %w", pool.Name, err)
 	case pool.UID != "" && live.UID != pool.UID:
-		return nil, fmt.Errorf("%w: pool %s was deleted and created again", ErrBusy, pool.Name)
+		return fmt.Errorf("%w: pool %s was deleted and created again", ErrBusy, pool.Name)
+	case live.DeletionTimestamp != nil && !controllerutil.ContainsFinalizer(live, ipamv1alpha1.PoolFinalizer):
+		return fmt.Errorf("%w: pool %s is being deleted: it takes no new claims", ErrPoolDeleted, pool.Name)
 	}
-	return root, nil
+	return nil
 }
 
 // rootOwner is the uid of the pool a root ledger belongs to.
 func rootOwner(root *ipamv1alpha1.IPLedger) types.UID {
+	if root.Spec.PoolUID != "" {
+		return types.UID(root.Spec.PoolUID)
+	}
 	for _, ref := range root.OwnerReferences {
 		if ref.Kind == "IPPool" && ref.Name == root.Name {
 			return ref.UID

@@ -324,3 +324,30 @@ func TestDrainFailsWhatFollowsItInABatch(t *testing.T) {
 		t.Errorf("the drained pool records %v", l.Allocations)
 	}
 }
+
+// TestNoRootAfterTheDrain: once a deleted pool's drain finalizer is gone,
+// its root may go too (sealed) before the pool does; a writer that then
+// finds no root creates one but commits nothing to it. While the drain
+// finalizer is on, a new root is served: the drain still to finish will
+// find and seal it.
+func TestNoRootAfterTheDrain(t *testing.T) {
+	s := newMemStore()
+	pool := testPool("10.0.0.0/30")
+	ctx := context.Background()
+	deleting := pool.DeepCopy()
+	deleting.DeletionTimestamp = &metav1.Time{}
+	deleting.Finalizers = []string{ipamv1alpha1.PoolFinalizer}
+	s.pools = map[string]*ipamv1alpha1.IPPool{"p": deleting}
+	if _, err := NewManager(s, nil).Allocate(ctx, Request{Pool: pool, Bits: 32, Holder: ClaimHolder("a")}); err != nil {
+		t.Fatalf("a pool still draining: %v", err)
+	}
+	delete(s.ledgers, "p")
+	deleting.Finalizers = nil
+	p, err := NewManager(s, nil).Allocate(ctx, Request{Pool: pool, Bits: 32, Holder: ClaimHolder("a")})
+	if !errors.Is(err, ErrPoolDeleted) {
+		t.Fatalf("a pool whose drain is done: %s, %v; want ErrPoolDeleted", p, err)
+	}
+	if root, _ := s.Get(ctx, "p"); root != nil && root.Spec.Allocations != "" {
+		t.Fatalf("the root created after the drain records %q", root.Spec.Allocations)
+	}
+}

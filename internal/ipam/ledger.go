@@ -279,8 +279,9 @@ func formatShards(m map[netip.Prefix]int64) string {
 // newRoot is the root ledger of a pool that has none yet.
 func newRoot(pool *ipamv1alpha1.IPPool) *ipamv1alpha1.IPLedger {
 	l := &ipamv1alpha1.IPLedger{
-		ObjectMeta: metav1.ObjectMeta{Name: pool.Name, Labels: map[string]string{ipamv1alpha1.LabelPool: pool.Name}},
-		Spec:       ipamv1alpha1.IPLedgerSpec{Pool: pool.Name, ShardBits: int32(ShardBits(pool))},
+		ObjectMeta: metav1.ObjectMeta{Name: pool.Name, Labels: map[string]string{ipamv1alpha1.LabelPool: pool.Name},
+			Finalizers: []string{ipamv1alpha1.LedgerFinalizer}},
+		Spec: ipamv1alpha1.IPLedgerSpec{Pool: pool.Name, PoolUID: string(pool.UID), ShardBits: int32(ShardBits(pool))},
 	}
 	if pool.UID != "" {
 		l.OwnerReferences = []metav1.OwnerReference{{

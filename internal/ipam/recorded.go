@@ -83,3 +83,20 @@ func lookup(ctx context.Context, get func(context.Context, string) (*ipamv1alpha
 	e, ok := allocs[cidr]
 	return e, ok, nil
 }
+
+// LedgerOf names the ledger object of pool that records, or would record,
+// cidr, as r holds the pool's root: the shard listed for cidr's range, else
+// the root.
+func LedgerOf(ctx context.Context, r client.Reader, pool string, cidr netip.Prefix) string {
+	var root ipamv1alpha1.IPLedger
+	if err := r.Get(ctx, client.ObjectKey{Name: pool}, &root); err != nil {
+		return pool
+	}
+	if bits := int(root.Spec.ShardBits); bits > 0 && cidr.Bits() > bits {
+		listed, err := parseShards(root.Spec.Shards)
+		if n, ok := listed[netip.PrefixFrom(cidr.Addr(), bits).Masked()]; err == nil && ok {
+			return ShardName(pool, n)
+		}
+	}
+	return pool
+}

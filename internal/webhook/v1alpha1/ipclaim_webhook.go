@@ -30,6 +30,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
@@ -149,8 +150,8 @@ func (a *IPClaimAllocator) allocate(ctx context.Context, claim *ipamv1alpha1.IPC
 	if errs := ValidateClaimCreate(claim); len(errs) > 0 {
 		return invalid("IPClaim", claimName(claim), errs)
 	}
-	if exists, err := a.exists(ctx, claim, namespace); err != nil || exists {
-		return err // the API server answers AlreadyExists; nothing is committed
+	if err := a.notExisting(ctx, claim, namespace); err != nil {
+		return err
 	}
 	pools, err := a.Resolver.Candidates(ctx, claim, namespace)
 	if err != nil {
@@ -225,21 +226,30 @@ func (a *IPClaimAllocator) allocate(ctx context.Context, claim *ipamv1alpha1.IPC
 	}}
 }
 
-// exists reports whether a claim of this name already exists in namespace,
-// as the cache knows it: a create that the API server will refuse with
-// AlreadyExists (a controller that creates on every reconcile and ignores
-// that error) must not take a prefix each time. A claim the cache has not
-// seen yet gets one, which the orphan sweep releases.
-func (a *IPClaimAllocator) exists(ctx context.Context, claim *ipamv1alpha1.IPClaim, namespace string) (bool, error) {
+// notExisting answers AlreadyExists, as the API server would, for a claim
+// whose name is taken: such a create (a controller that creates on every
+// reconcile and ignores that error) must not take a prefix each time. The
+// cache tells first; a name it holds is confirmed live, since a claim
+// deleted a moment ago must not make its successor fail. A claim the cache
+// has not seen yet gets a prefix, which the orphan sweep releases when the
+// API server refuses the create.
+func (a *IPClaimAllocator) notExisting(ctx context.Context, claim *ipamv1alpha1.IPClaim, namespace string) error {
 	if claim.Name == "" {
-		return false, nil // generateName: the API server names it after admission
+		return nil // generateName: the API server names it after admission
 	}
+	key := client.ObjectKey{Namespace: namespace, Name: claim.Name}
 	var cur ipamv1alpha1.IPClaim
-	err := a.Resolver.Reader.Get(ctx, client.ObjectKey{Namespace: namespace, Name: claim.Name}, &cur)
-	if apierrors.IsNotFound(err) {
-		return false, nil
+	err := a.Resolver.Reader.Get(ctx, key, &cur)
+	if err == nil {
+		err = a.Resolver.APIReader.Get(ctx, key, &cur)
 	}
-	return err == nil, err
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil
+	case err != nil:
+		return fmt.Errorf("reading claim %s: %w", key, err)
+	}
+	return apierrors.NewAlreadyExists(schema.GroupResource{Group: ipamv1alpha1.GroupVersion.Group, Resource: "ipclaims"}, claim.Name)
 }
 
 // claimName is how errors name a claim that may have no name yet.

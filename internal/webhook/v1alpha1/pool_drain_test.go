@@ -24,6 +24,7 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
@@ -68,4 +69,55 @@ var _ = Describe("Deleting a pool", func() {
 			g.Expect(ledgers.Items).To(BeEmpty())
 		}).WithTimeout(collectTimeout).Should(Succeed())
 	})
+
+	// A foreground deletion has the garbage collector delete the pool's
+	// dependents, its ledgers, first; --cascade=orphan leaves them without
+	// an owner. Either way the claims keep their prefixes recorded, the
+	// pool goes when they are gone, and its ledgers with it.
+	DescribeTable("whatever the propagation policy, keeps the ledgers while claims hold prefixes",
+		func(cidr string, policy metav1.DeletionPropagation) {
+			p := createPool(cidr, nil)
+			Eventually(func(g Gomega) {
+				g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(p), p)).To(Succeed())
+				g.Expect(p.Finalizers).To(ContainElement(ipamv1alpha1.PoolFinalizer))
+			}).Should(Succeed())
+			a := newClaim("default", p.Name, nil)
+			Expect(k8sClient.Create(ctx, a)).To(Succeed())
+
+			Expect(k8sClient.Delete(ctx, p, client.PropagationPolicy(policy))).To(Succeed())
+			Eventually(func(g Gomega) {
+				var ledgers ipamv1alpha1.IPLedgerList
+				g.Expect(k8sClient.List(ctx, &ledgers, client.MatchingLabels{ipamv1alpha1.LabelPool: p.Name})).To(Succeed())
+				g.Expect(ledgers.Items).NotTo(BeEmpty())
+				for _, l := range ledgers.Items {
+					if policy == metav1.DeletePropagationForeground {
+						g.Expect(l.DeletionTimestamp).NotTo(BeNil(), "the garbage collector deletes %s", l.Name)
+					} else {
+						g.Expect(l.OwnerReferences).To(BeEmpty(), "the garbage collector orphans %s", l.Name)
+					}
+				}
+			}).WithTimeout(collectTimeout).Should(Succeed())
+			Consistently(func() []string { return ledgerOf(p.Name) }).WithTimeout(2*time.Second).
+				Should(ConsistOf(a.Spec.CIDR), "the claim's prefix stays recorded")
+
+			Expect(k8sClient.Delete(ctx, a)).To(Succeed())
+			Eventually(func() bool { return apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(p), p)) }).
+				WithTimeout(collectTimeout).Should(BeTrue())
+			Eventually(func(g Gomega) {
+				var ledgers ipamv1alpha1.IPLedgerList
+				g.Expect(k8sClient.List(ctx, &ledgers, client.MatchingLabels{ipamv1alpha1.LabelPool: p.Name})).To(Succeed())
+				g.Expect(ledgers.Items).To(BeEmpty())
+			}).WithTimeout(collectTimeout).Should(Succeed())
+
+			By("a pool created again under the name serves claims from its own ledger")
+			again := pool(cidr, nil)
+			again.Name = p.Name
+			Expect(k8sClient.Create(ctx, again)).To(Succeed())
+			c := newClaim("default", again.Name, nil)
+			Eventually(func() error { return k8sClient.Create(ctx, c) }).WithTimeout(collectTimeout).Should(Succeed())
+			Expect(c.Spec.CIDR).To(Equal(a.Spec.CIDR))
+		},
+		Entry("foreground", "10.165.0.0/24", metav1.DeletePropagationForeground),
+		Entry("orphan", "10.166.0.0/24", metav1.DeletePropagationOrphan),
+	)
 })
