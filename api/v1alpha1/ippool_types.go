@@ -173,9 +173,19 @@ type IPPoolStatus struct {
 	// +optional
 	LargestFreePrefix *int32 `json:"largestFreePrefix,omitempty"`
 
-	// claims is how many IPClaims hold a prefix of this pool.
+	// claims is how many prefixes of this pool are committed for IPClaims,
+	// pending ones included.
 	// +optional
 	Claims int32 `json:"claims,omitempty"`
+
+	// pending is how many of those no stored IPClaim carries yet: a create
+	// that kipam allowed and that is still on its way, or that the API
+	// server refused after kipam's webhook (another webhook or policy, two
+	// creates of one new name at once, a timeout). They count as allocated
+	// until the orphan sweep releases them, at most the orphan grace
+	// (--orphan-grace, 2 minutes by default) after they were committed.
+	// +optional
+	Pending int32 `json:"pending,omitempty"`
 
 	// childPools is how many IPPools are carved out of this pool.
 	// +optional
@@ -200,6 +210,7 @@ type IPPoolStatus struct {
 // +kubebuilder:printcolumn:name="Allocated",type=string,JSONPath=`.status.allocated`
 // +kubebuilder:printcolumn:name="Capacity",type=string,JSONPath=`.status.capacity`
 // +kubebuilder:printcolumn:name="Utilization",type=string,JSONPath=`.status.utilization`
+// +kubebuilder:printcolumn:name="Pending",type=integer,JSONPath=`.status.pending`,priority=1
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type IPPool struct {

@@ -60,9 +60,20 @@ type IPLedgerReconciler struct {
 	// replica stamped on it.
 	Now func() time.Time
 
+	// Unconfirmed, when set, is told how many claim entries of each ledger
+	// no stored claim carries yet (the pool's status.pending).
+	Unconfirmed *unconfirmed
+
 	mu sync.Mutex
-	// seen is when this replica first saw each claim entry of each ledger.
-	seen map[string]map[entryKey]time.Time
+	// seen is what this replica knows of each claim entry of each ledger.
+	seen map[string]map[entryKey]*sighting
+}
+
+// sighting is when this replica first saw an entry, and whether it has
+// seen a stored claim carry it since.
+type sighting struct {
+	first   time.Time
+	carried bool
 }
 
 // +kubebuilder:rbac:groups=ipam.kipam.dev,resources=ipledgers,verbs=get;list;watch;create;update;patch;delete
@@ -76,6 +87,7 @@ func (r *IPLedgerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 			r.mu.Lock()
 			delete(r.seen, req.Name)
 			r.mu.Unlock()
+			r.Unconfirmed.set("", req.Name, 0)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -87,19 +99,31 @@ func (r *IPLedgerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		return ctrl.Result{}, err
 	}
 	now := r.Now()
-	first := r.firstSeen(ledger.Name, entries, now)
+	seen := r.sightings(ledger.Name, entries, now)
 	var next time.Duration
+	pending := 0
 	live := map[string][]ipamv1alpha1.IPClaim{} // per namespace, read once per sweep
 	for p, e := range entries {
 		ns, ok := strings.CutPrefix(e.Holder, ipam.ClaimHolderPrefix)
 		if !ok {
 			continue
 		}
+		s := seen[key(p, e)]
+		if !s.carried {
+			carried, err := r.carriedInCache(ctx, ledger.Spec.Pool, p, e)
+			if err != nil {
+				return ctrl.Result{}, err
+			}
+			s.carried = carried
+		}
+		if !s.carried {
+			pending++
+		}
 		// The entry was committed before this replica saw it, and a create
 		// that carries it ends within the API server's request timeout of
 		// its start, which the grace outlasts: after the grace, a claim that
 		// carries it is stored, or none ever will be.
-		if wait := first[key(p, e)].Add(r.OrphanGrace).Sub(now); wait > 0 {
+		if wait := s.first.Add(r.OrphanGrace).Sub(now); wait > 0 {
 			if next == 0 || wait < next {
 				next = wait
 			}
@@ -119,6 +143,9 @@ func (r *IPLedgerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		if !freed {
 			continue // released or committed again since the cache saw it
 		}
+		if !s.carried {
+			pending--
+		}
 		logf.FromContext(ctx).Info("released a prefix no claim took", "pool", ledger.Spec.Pool, "cidr", p, "namespace", ns)
 		var pool ipamv1alpha1.IPPool
 		if err := r.Get(ctx, client.ObjectKey{Name: ledger.Spec.Pool}, &pool); err == nil {
@@ -126,6 +153,7 @@ func (r *IPLedgerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 				"released %s: allocated for a claim in namespace %s that was never stored", p, ns)
 		}
 	}
+	r.Unconfirmed.set(ledger.Spec.Pool, ledger.Name, pending)
 	return ctrl.Result{RequeueAfter: next}, nil
 }
 
@@ -197,23 +225,24 @@ type entryKey struct {
 
 func key(p netip.Prefix, e ipam.Entry) entryKey { return entryKey{p, e.Holder, e.ID} }
 
-// firstSeen returns when this replica first saw each of a ledger's
-// entries, recording now for those it had not seen, and forgets the
-// entries the ledger no longer records.
-func (r *IPLedgerReconciler) firstSeen(ledger string, entries map[netip.Prefix]ipam.Entry, now time.Time) map[entryKey]time.Time {
+// sightings returns what this replica knows of each of a ledger's entries,
+// recording now as the first sight of those it had not seen, and forgets
+// the entries the ledger no longer records. Only this ledger's reconcile
+// touches its sightings.
+func (r *IPLedgerReconciler) sightings(ledger string, entries map[netip.Prefix]ipam.Entry, now time.Time) map[entryKey]*sighting {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.seen == nil {
-		r.seen = map[string]map[entryKey]time.Time{}
+		r.seen = map[string]map[entryKey]*sighting{}
 	}
 	was := r.seen[ledger]
-	is := make(map[entryKey]time.Time, len(entries))
+	is := make(map[entryKey]*sighting, len(entries))
 	for p, e := range entries {
 		k := key(p, e)
-		if t, ok := was[k]; ok {
-			is[k] = t
+		if s, ok := was[k]; ok {
+			is[k] = s
 		} else {
-			is[k] = now
+			is[k] = &sighting{first: now}
 		}
 	}
 	r.seen[ledger] = is
@@ -234,33 +263,14 @@ func (r *IPLedgerReconciler) release(ctx context.Context, poolName string, p net
 	return freed, err
 }
 
-// held reports whether a claim in the entry's namespace carries it (its
-// cidr, in this pool, as its entry) or is being bound to it (it waits, and
-// the entry's ID is its uid: the claim controller commits before it
-// patches the claim, and nothing bounds the time between), or an
+// held reports whether a claim carries the entry (see carries), or an
 // IPAllocation records it. live holds the namespaces' claims as read from
 // the API server in this sweep: an entry it finds no claim for was
 // committed before the read, and Release frees only that entry.
 func (r *IPLedgerReconciler) held(ctx context.Context, pool string, p netip.Prefix, e ipam.Entry, live map[string][]ipamv1alpha1.IPClaim) (bool, error) {
 	ns := strings.TrimPrefix(e.Holder, ipam.ClaimHolderPrefix)
-	carries := func(c *ipamv1alpha1.IPClaim) bool {
-		if c.Namespace != ns {
-			return false
-		}
-		if c.Spec.CIDR == "" {
-			return e.ID != "" && string(c.UID) == e.ID
-		}
-		return c.Spec.CIDR == p.String() && poolOf(c) == pool && ownEntry(e, c)
-	}
-	var claims, waiting ipamv1alpha1.IPClaimList
-	if err := r.List(ctx, &claims, client.InNamespace(ns), client.MatchingFields{indexPoolCIDR: pool + "/" + p.String()}); err != nil {
-		return false, err
-	}
-	if err := r.List(ctx, &waiting, client.InNamespace(ns), client.MatchingFields{indexWaiting: "true"}); err != nil {
-		return false, err
-	}
-	if slices.ContainsFunc(append(claims.Items, waiting.Items...), func(c ipamv1alpha1.IPClaim) bool { return carries(&c) }) {
-		return true, nil
+	if carried, err := r.carriedInCache(ctx, pool, p, e); carried || err != nil {
+		return carried, err
 	}
 	var a ipamv1alpha1.IPAllocation
 	err := r.APIReader.Get(ctx, client.ObjectKey{Name: ipam.AllocationName(pool, p)}, &a)
@@ -273,13 +283,43 @@ func (r *IPLedgerReconciler) held(ctx context.Context, pool string, p netip.Pref
 	// The cache may lag: confirm against the API server before releasing.
 	inNamespace, ok := live[ns]
 	if !ok {
+		var claims ipamv1alpha1.IPClaimList
 		if err := r.APIReader.List(ctx, &claims, client.InNamespace(ns)); err != nil {
 			return false, err
 		}
 		inNamespace = claims.Items
 		live[ns] = inNamespace
 	}
-	return slices.ContainsFunc(inNamespace, func(c ipamv1alpha1.IPClaim) bool { return carries(&c) }), nil
+	return slices.ContainsFunc(inNamespace, func(c ipamv1alpha1.IPClaim) bool { return carries(pool, p, e, &c) }), nil
+}
+
+// carriedInCache reports whether a claim in the cache carries entry e of
+// pool (see carries).
+func (r *IPLedgerReconciler) carriedInCache(ctx context.Context, pool string, p netip.Prefix, e ipam.Entry) (bool, error) {
+	ns := strings.TrimPrefix(e.Holder, ipam.ClaimHolderPrefix)
+	var claims, waiting ipamv1alpha1.IPClaimList
+	if err := r.List(ctx, &claims, client.InNamespace(ns), client.MatchingFields{indexPoolCIDR: pool + "/" + p.String()}); err != nil {
+		return false, err
+	}
+	if err := r.List(ctx, &waiting, client.InNamespace(ns), client.MatchingFields{indexWaiting: "true"}); err != nil {
+		return false, err
+	}
+	return slices.ContainsFunc(append(claims.Items, waiting.Items...), func(c ipamv1alpha1.IPClaim) bool { return carries(pool, p, e, &c) }), nil
+}
+
+// carries reports whether claim c carries entry e, recorded for p in pool:
+// it is in the entry's namespace and holds p as its entry, or it waits and
+// the entry's ID is its uid (the claim controller commits a waiting
+// claim's prefix before it patches the claim, and nothing bounds the time
+// between).
+func carries(pool string, p netip.Prefix, e ipam.Entry, c *ipamv1alpha1.IPClaim) bool {
+	if ipam.ClaimHolder(c.Namespace) != e.Holder {
+		return false
+	}
+	if c.Spec.CIDR == "" {
+		return e.ID != "" && string(c.UID) == e.ID
+	}
+	return c.Spec.CIDR == p.String() && poolOf(c) == pool && ownEntry(e, c)
 }
 
 // ledgerOfClaim names the ledger that records a claim's cidr.
@@ -311,10 +351,10 @@ func (r *IPLedgerReconciler) ledgersOf(ctx context.Context, pool client.Object) 
 func (r *IPLedgerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&ipamv1alpha1.IPLedger{}).
-		// A claim gone, whatever its finalizer did, may leave an entry no
-		// claim carries: the sweep of its ledger looks.
+		// A claim stored carries its entry (no longer pending); a claim
+		// gone, whatever its finalizer did, may leave an entry no claim
+		// carries: the sweep of its ledger looks.
 		Watches(&ipamv1alpha1.IPClaim{}, handler.EnqueueRequestsFromMapFunc(r.ledgerOfClaim), builder.WithPredicates(predicate.Funcs{
-			CreateFunc:  func(event.CreateEvent) bool { return false },
 			UpdateFunc:  func(event.UpdateEvent) bool { return false },
 			GenericFunc: func(event.GenericEvent) bool { return false },
 		})).

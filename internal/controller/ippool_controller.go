@@ -34,6 +34,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
 	"github.com/kipam/kipam/internal/ipam"
@@ -49,6 +50,9 @@ type IPPoolReconciler struct {
 	APIReader client.Reader
 	Manager   *ipam.Manager
 	Now       func() time.Time
+	// Unconfirmed is the ledger sweep's count of each pool's entries no
+	// stored claim carries yet.
+	Unconfirmed *unconfirmed
 
 	mu      sync.Mutex
 	written map[string]time.Time
@@ -124,7 +128,7 @@ func (r *IPPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 			lf := int32(u.LargestFree)
 			s.LargestFreePrefix = &lf
 		}
-		s.Claims, s.ChildPools = snap.Claims, snap.ChildPools
+		s.Claims, s.ChildPools, s.Pending = snap.Claims, snap.ChildPools, r.Unconfirmed.of(pool.Name)
 		bits := ipam.DefaultBits(&pool)
 		exhausted := metav1.Condition{Type: ipamv1alpha1.ConditionExhausted, Status: metav1.ConditionFalse, Reason: ipamv1alpha1.ReasonPoolReady,
 			Message: fmt.Sprintf("a /%d is still free", bits), ObservedGeneration: pool.Generation}
@@ -234,8 +238,12 @@ func utilization(allocated, usable *big.Int) string {
 
 // SetupWithManager registers the reconciler; the pool's ledgers wake it.
 func (r *IPPoolReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	return ctrl.NewControllerManagedBy(mgr).
-		For(&ipamv1alpha1.IPPool{}).
+	b := ctrl.NewControllerManagedBy(mgr).
+		For(&ipamv1alpha1.IPPool{})
+	if r.Unconfirmed != nil {
+		b = b.WatchesRawSource(source.Channel(r.Unconfirmed.changed, &handler.EnqueueRequestForObject{}))
+	}
+	return b.
 		Watches(&ipamv1alpha1.IPLedger{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 			return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: o.(*ipamv1alpha1.IPLedger).Spec.Pool}}}
 		})).

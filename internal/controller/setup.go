@@ -87,13 +87,14 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, m *ipam.Manager, op
 	}
 	resolver := &ipam.Resolver{Reader: mgr.GetClient(), APIReader: mgr.GetAPIReader()}
 	recorder := mgr.GetEventRecorder("kipam")
+	pending := newUnconfirmed()
 	for _, r := range []interface{ SetupWithManager(ctrl.Manager) error }{
-		&IPPoolReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Manager: m, Now: opts.Now},
+		&IPPoolReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Manager: m, Now: opts.Now, Unconfirmed: pending},
 		&IPClaimReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Manager: m, Resolver: resolver, Recorder: recorder, Now: opts.Now},
 		&IPAllocationReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Manager: m, Recorder: recorder,
 			OrphanGrace: opts.OrphanGrace, Now: opts.Now},
 		&IPLedgerReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Manager: m, Recorder: recorder,
-			OrphanGrace: opts.OrphanGrace, Now: opts.Now},
+			OrphanGrace: opts.OrphanGrace, Now: opts.Now, Unconfirmed: pending},
 	} {
 		if err := r.SetupWithManager(mgr); err != nil {
 			return err

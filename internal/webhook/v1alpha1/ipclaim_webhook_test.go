@@ -538,8 +538,15 @@ var _ = Describe("IPClaim allocation at admission", func() {
 			kept = append(kept, c.Spec.CIDR)
 		}
 		Expect(len(ledgerOf(p.Name))).To(BeNumerically(">", len(kept)), "the rejected claims' prefixes were committed")
+		By("counting them apart in the pool's status, as pending")
+		pending := func(g Gomega) int32 {
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(p), p)).To(Succeed())
+			return p.Status.Pending
+		}
+		Eventually(pending).Should(BeEquivalentTo(10))
 		By("releasing every leaked prefix once the orphan grace has passed")
 		Eventually(func() []string { return ledgerOf(p.Name) }).WithTimeout(4 * orphanGrace).Should(ConsistOf(kept))
+		Eventually(pending).Should(BeZero())
 	})
 
 	It("fences two allocators that both believe they own the pool", func() {
