@@ -26,7 +26,9 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -322,12 +324,20 @@ func carries(pool string, p netip.Prefix, e ipam.Entry, c *ipamv1alpha1.IPClaim)
 	return c.Spec.CIDR == p.String() && poolOf(c) == pool && ownEntry(e, c)
 }
 
-// ledgerOfClaim names the ledger that records a claim's cidr.
-func (r *IPLedgerReconciler) ledgerOfClaim(ctx context.Context, o client.Object) []reconcile.Request {
-	claim := o.(*ipamv1alpha1.IPClaim)
+// ledgerOfClaim names the ledger that records a claim's cidr; for a
+// waiting claim gone, which a bind in flight may have left an entry for,
+// every ledger of its pool.
+func (r *IPLedgerReconciler) ledgerOfClaim(ctx context.Context, o client.Object, gone bool) []reconcile.Request {
+	claim, ok := o.(*ipamv1alpha1.IPClaim)
+	if !ok {
+		return nil
+	}
 	cidr, err := netip.ParsePrefix(claim.Spec.CIDR)
 	if err != nil {
-		return nil
+		if !gone || claim.Spec.Pool == "" {
+			return nil
+		}
+		return r.ledgersOf(ctx, &ipamv1alpha1.IPPool{ObjectMeta: metav1.ObjectMeta{Name: claim.Spec.Pool}})
 	}
 	pool := poolOf(claim)
 	return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: ipam.LedgerOf(ctx, r.Client, pool, cidr)}}}
@@ -354,10 +364,18 @@ func (r *IPLedgerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// A claim stored carries its entry (no longer pending); a claim
 		// gone, whatever its finalizer did, may leave an entry no claim
 		// carries: the sweep of its ledger looks.
-		Watches(&ipamv1alpha1.IPClaim{}, handler.EnqueueRequestsFromMapFunc(r.ledgerOfClaim), builder.WithPredicates(predicate.Funcs{
-			UpdateFunc:  func(event.UpdateEvent) bool { return false },
-			GenericFunc: func(event.GenericEvent) bool { return false },
-		})).
+		Watches(&ipamv1alpha1.IPClaim{}, handler.Funcs{
+			CreateFunc: func(ctx context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+				for _, req := range r.ledgerOfClaim(ctx, e.Object, false) {
+					q.Add(req)
+				}
+			},
+			DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+				for _, req := range r.ledgerOfClaim(ctx, e.Object, true) {
+					q.Add(req)
+				}
+			},
+		}).
 		// A pool that finished draining, or is gone, lets its ledgers go.
 		Watches(&ipamv1alpha1.IPPool{}, handler.EnqueueRequestsFromMapFunc(r.ledgersOf), builder.WithPredicates(predicate.Funcs{
 			CreateFunc:  func(event.CreateEvent) bool { return false },
