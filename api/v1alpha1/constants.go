@@ -71,9 +71,9 @@ const (
 	// PoolFinalizer keeps an IPPool until nothing is allocated from it.
 	PoolFinalizer = "ipam.kipam.dev/drain"
 	// LedgerFinalizer keeps an IPLedger, whoever deletes it (the garbage
-	// collector in a foreground deletion of its pool, a user), until it
-	// records nothing: it is sealed, its pool finished draining, or its
-	// pool is gone.
+	// collector in a foreground deletion of its pool, a user), until
+	// nothing can be committed to its pool again: the pool finished
+	// draining, or is gone.
 	LedgerFinalizer = "ipam.kipam.dev/sealed"
 )
 

@@ -43,24 +43,26 @@ const (
 // +kubebuilder:validation:XValidation:rule="!has(self.namespaceLimit) || !has(self.namespaceLimit.addressSpace) || !has(self.cidr) || !isCIDR(self.cidr) || (self.namespaceLimit.addressSpace >= cidr(self.cidr).prefixLength() && (cidr(self.cidr).ip().family() == 6 || self.namespaceLimit.addressSpace <= 32))",message="namespaceLimit.addressSpace must lie between the pool's own prefix length and the family's maximum (32 for IPv4, 128 for IPv6)",fieldPath=.namespaceLimit.addressSpace
 type IPPoolSpec struct {
 	// cidr is the pool's address space in canonical CIDR notation, IPv4 or
-	// IPv6, e.g. 10.0.0.0/16 or 2001:db8::/48. Immutable once set. Leave it
-	// empty together with parentPool and prefixLength to have a prefix of
-	// that length carved out of the parent pool when this pool is created.
+	// IPv6, e.g. 10.0.0.0/16 or 2001:db8::/48. It overlaps no other pool.
+	// Set when the pool is created, and immutable. (Carving it out of a
+	// parent pool, with parentPool and prefixLength, is not served yet.)
 	// +optional
 	// +kubebuilder:validation:MaxLength=43
 	// +kubebuilder:validation:XValidation:rule="isCIDR(self) && string(cidr(self).masked()) == self",message="must be a canonical CIDR such as 10.0.0.0/24 or 2001:db8::/48: no address bits set past the prefix length, IPv6 in lower-case compressed form"
 	CIDR string `json:"cidr,omitempty"`
 
-	// parentPool is the name of the IPPool this pool's prefix is carved
-	// from. The parent accounts for this pool's whole prefix as one
-	// allocation. Immutable.
+	// parentPool is the name of the IPPool this pool's prefix is to be
+	// carved from. Not served yet: kipam's webhook refuses a pool that sets
+	// it, since a child and its parent would each hand out the child's
+	// addresses until the parent records the child's prefix. Immutable.
 	// +optional
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
 	ParentPool string `json:"parentPool,omitempty"`
 
 	// prefixLength is the length of the prefix to carve from parentPool when
-	// cidr is empty. When cidr is set it must match it.
+	// cidr is empty (not served yet, see parentPool). When cidr is set it
+	// must match it.
 	// +optional
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=128

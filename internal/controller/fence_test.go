@@ -71,6 +71,7 @@ func (c *fakeClock) Add(d time.Duration) {
 func fencePool(cidr string) *ipamv1alpha1.IPPool {
 	GinkgoHelper()
 	pool := newPool(func(s *ipamv1alpha1.IPPoolSpec) { s.CIDR = cidr; s.ReuseGracePeriodSeconds = ptr.To[int64](0) })
+	pool.Finalizers = []string{ipamv1alpha1.PoolFinalizer} // as kipam's pool webhook gives it
 	Expect(k8sClient.Create(ctx, pool)).To(Succeed())
 	return pool
 }
@@ -193,6 +194,7 @@ var _ = Describe("Releases name the entry they free", func() {
 			s.CIDR = "10.200.0.12/30"
 			s.ReuseGracePeriodSeconds = ptr.To[int64](600)
 		})
+		pool.Finalizers = []string{ipamv1alpha1.PoolFinalizer}
 		Expect(k8sClient.Create(ctx, pool)).To(Succeed())
 		ns := fenceNamespace()
 		clock := &fakeClock{t: time.Now()}

@@ -40,6 +40,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
+	"github.com/google/uuid"
+
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
 	"github.com/kipam/kipam/internal/ipam"
 	"github.com/kipam/kipam/internal/metrics"
@@ -136,6 +138,12 @@ func (r *IPLedgerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 			return ctrl.Result{}, err
 		}
 		if held {
+			if uuid.Validate(e.ID) == nil && (next == 0 || r.OrphanGrace < next) {
+				// Committed by the claim controller for a claim that may
+				// still wait (its bind's patch lost): look again, in case
+				// it binds another prefix or goes.
+				next = r.OrphanGrace
+			}
 			continue
 		}
 		freed, err := r.release(ctx, ledger.Spec.Pool, p, e)
@@ -159,9 +167,11 @@ func (r *IPLedgerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	return ctrl.Result{RequeueAfter: next}, nil
 }
 
-// collect lets a ledger go once it records nothing a claim could hold: it
-// is sealed, its pool finished draining, or its pool is gone (or was
-// created again under its name). Until then the ledger's finalizer keeps
+// collect lets a ledger go once nothing can be committed to its pool
+// again: its pool finished draining (which sealed every ledger it lists),
+// or is gone (or was created again under its name). A sealed ledger alone
+// may not go while its pool is served: a writer that saw a shard listed
+// and never created would create it again. Until then the ledger's finalizer keeps
 // it, whoever deletes it: the garbage collector deleting a pool in the
 // foreground deletes its dependents first, while claims still hold their
 // prefixes. A ledger whose pool is gone is deleted here, so that ledgers
@@ -177,7 +187,12 @@ func (r *IPLedgerReconciler) collect(ctx context.Context, l *ipamv1alpha1.IPLedg
 	case l.DeletionTimestamp == nil && gone:
 		logf.FromContext(ctx).Info("deleting a ledger whose pool is gone", "ledger", l.Name, "pool", l.Spec.Pool)
 		return true, client.IgnoreNotFound(r.Delete(ctx, l, client.Preconditions{UID: &l.UID}))
-	case l.DeletionTimestamp != nil && (l.Spec.Sealed || gone || drained):
+	case l.DeletionTimestamp == nil && !controllerutil.ContainsFinalizer(l, ipamv1alpha1.LedgerFinalizer):
+		// Written before ledgers had the finalizer.
+		before := l.DeepCopy()
+		controllerutil.AddFinalizer(l, ipamv1alpha1.LedgerFinalizer)
+		return false, client.IgnoreNotFound(r.Patch(ctx, l, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})))
+	case l.DeletionTimestamp != nil && (gone || drained):
 		if !controllerutil.ContainsFinalizer(l, ipamv1alpha1.LedgerFinalizer) {
 			return true, nil
 		}

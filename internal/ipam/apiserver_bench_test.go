@@ -41,7 +41,7 @@ func BenchmarkCommitOnAPIServer(b *testing.B) {
 	ctx := context.Background()
 	for i, live := range []int{0, 1_000, 10_000} {
 		pool := &ipamv1alpha1.IPPool{
-			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("bench-%d", live)},
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("bench-%d", live), Finalizers: []string{ipamv1alpha1.PoolFinalizer}},
 			Spec:       ipamv1alpha1.IPPoolSpec{CIDR: fmt.Sprintf("10.%d.0.0/16", i)},
 		}
 		if err := c.Create(ctx, pool); err != nil {
@@ -51,11 +51,12 @@ func BenchmarkCommitOnAPIServer(b *testing.B) {
 		fill(b, m, pool, live)
 		b.Run(fmt.Sprintf("live=%d", live), func(b *testing.B) {
 			for b.Loop() {
-				p, err := m.Allocate(ctx, Request{Pool: pool, Bits: 32, Holder: "IPClaim/bench"})
+				id := NewEntryID()
+				p, err := m.Allocate(ctx, Request{Pool: pool, Bits: 32, Holder: "IPClaim/bench", ID: id})
 				if err != nil {
 					b.Fatal(err)
 				}
-				if err := releaseRecorded(ctx, m, pool, p, 0); err != nil {
+				if _, err := m.Release(ctx, pool, p, "IPClaim/bench", id, 0); err != nil {
 					b.Fatal(err)
 				}
 			}

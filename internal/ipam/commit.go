@@ -316,8 +316,15 @@ func entryLen(p netip.Prefix, e Entry) int {
 func (l *ledgerState) record(pool *ipamv1alpha1.IPPool, p netip.Prefix, e Entry, o *op) {
 	if s, ok := l.shardOf(p); ok {
 		d := l.listed[s]
-		if d == nil || d.dead {
+		switch {
+		case d == nil || d.dead:
 			d = l.open(pool.Name, s)
+			o.deps = append(o.deps, l.root)
+		case d.obj == nil:
+			// Listed, never created as this writer saw it: the shard may
+			// have been created, sealed and deleted since, so its create is
+			// fenced on the root too, which dropped it when it was sealed.
+			l.root.dirty = true
 			o.deps = append(o.deps, l.root)
 		}
 		d.put(p, e)
@@ -567,6 +574,11 @@ func (m *Manager) put(ctx context.Context, l *ledgerState, pool *ipamv1alpha1.IP
 func (m *Manager) restore(ctx context.Context, st *poolState, pool *ipamv1alpha1.IPPool) error {
 	root, err := m.store.Get(ctx, pool.Name)
 	if apierrors.IsNotFound(err) {
+		// A pool being deleted never gets a root: its drain may have sealed
+		// one that is gone already.
+		if err := m.stillServed(ctx, pool, false); err != nil {
+			return err
+		}
 		root = newRoot(pool)
 		err = m.store.Create(ctx, root)
 	}
@@ -587,7 +599,7 @@ func (m *Manager) restore(ctx context.Context, st *poolState, pool *ipamv1alpha1
 	if root.Spec.Sealed {
 		return fmt.Errorf("%w: pool %s is being deleted: it takes no new claims", ErrPoolDeleted, pool.Name)
 	}
-	if err := m.stillServed(ctx, pool); err != nil {
+	if err := m.stillServed(ctx, pool, true); err != nil {
 		return err
 	}
 	var shards []ipamv1alpha1.IPLedger
@@ -609,16 +621,17 @@ func (m *Manager) restore(ctx context.Context, st *poolState, pool *ipamv1alpha1
 	return nil
 }
 
-// stillServed reads the pool from the API server after its root ledger
-// was read (or created), and refuses to build on that root unless the pool
-// exists as given and has not finished draining. A drain seals the root
-// before the pool's drain finalizer goes, and a root goes only once sealed
-// or its pool drained or gone (the IPLedger's finalizer), so if the pool
-// still carries its drain finalizer now, any drain still to finish will
-// find this root and fence what is committed to it; if it does not, this
-// root may be one created after the drain (the old one sealed and gone),
-// which nothing would ever seal, and nothing is committed to it.
-func (m *Manager) stillServed(ctx context.Context, pool *ipamv1alpha1.IPPool) error {
+// stillServed reads the pool from the API server and refuses to build on
+// its root unless the pool exists as given, carries its drain finalizer
+// (so that its deletion will drain it), and, if deleted, has not finished
+// draining (draining says whether a deleted pool is served at all: a root
+// is created only for a pool not deleted). Called after the root was read
+// or created: a drain seals the root before the drain finalizer goes, and
+// a root goes only once its pool drained or is gone (the IPLedger's
+// finalizer), so if the pool still carries its drain finalizer now, any
+// drain still to finish will find this root and fence what is committed
+// to it.
+func (m *Manager) stillServed(ctx context.Context, pool *ipamv1alpha1.IPPool, draining bool) error {
 	live, err := m.store.Pool(ctx, pool.Name)
 	switch {
 	case apierrors.IsNotFound(err):
@@ -627,8 +640,10 @@ func (m *Manager) stillServed(ctx context.Context, pool *ipamv1alpha1.IPPool) er
 		return fmt.Errorf("reading pool %s: %w", pool.Name, err)
 	case pool.UID != "" && live.UID != pool.UID:
 		return fmt.Errorf("%w: pool %s was deleted and created again", ErrBusy, pool.Name)
-	case live.DeletionTimestamp != nil && !controllerutil.ContainsFinalizer(live, ipamv1alpha1.PoolFinalizer):
+	case live.DeletionTimestamp != nil && (!draining || !controllerutil.ContainsFinalizer(live, ipamv1alpha1.PoolFinalizer)):
 		return fmt.Errorf("%w: pool %s is being deleted: it takes no new claims", ErrPoolDeleted, pool.Name)
+	case !controllerutil.ContainsFinalizer(live, ipamv1alpha1.PoolFinalizer):
+		return fmt.Errorf("%w: pool %s is not ready yet: it does not carry its finalizer %s", ErrBusy, pool.Name, ipamv1alpha1.PoolFinalizer)
 	}
 	return nil
 }

@@ -110,6 +110,7 @@ func TestRecreatedPoolNeverAdoptsTheOldLedger(t *testing.T) {
 
 	again := testPool("10.0.0.0/30")
 	again.UID = "uid-p-2"
+	again.Finalizers = []string{ipamv1alpha1.PoolFinalizer}
 	s.pools = map[string]*ipamv1alpha1.IPPool{"p": again}
 	m := NewManager(s, nil)
 	_, err = m.Allocate(ctx, Request{Pool: again, Bits: 32, Holder: ClaimHolder("b")})
@@ -325,29 +326,97 @@ func TestDrainFailsWhatFollowsItInABatch(t *testing.T) {
 	}
 }
 
-// TestNoRootAfterTheDrain: once a deleted pool's drain finalizer is gone,
-// its root may go too (sealed) before the pool does; a writer that then
-// finds no root creates one but commits nothing to it. While the drain
-// finalizer is on, a new root is served: the drain still to finish will
-// find and seal it.
+// TestNoRootAfterTheDrain: a pool being deleted is served from the root
+// it has (its drain, still to finish, will find and seal that root), but
+// never gets a new one: its drain may have sealed a root that is gone
+// already (a foreground deletion deletes the sealed ledgers before the
+// pool). Once its drain finalizer is gone, nothing is committed to it.
 func TestNoRootAfterTheDrain(t *testing.T) {
 	s := newMemStore()
 	pool := testPool("10.0.0.0/30")
 	ctx := context.Background()
+	if _, err := NewManager(s, nil).Allocate(ctx, Request{Pool: pool, Bits: 32, Holder: ClaimHolder("a")}); err != nil {
+		t.Fatal(err)
+	}
 	deleting := pool.DeepCopy()
 	deleting.DeletionTimestamp = &metav1.Time{}
 	deleting.Finalizers = []string{ipamv1alpha1.PoolFinalizer}
 	s.pools = map[string]*ipamv1alpha1.IPPool{"p": deleting}
 	if _, err := NewManager(s, nil).Allocate(ctx, Request{Pool: pool, Bits: 32, Holder: ClaimHolder("a")}); err != nil {
-		t.Fatalf("a pool still draining: %v", err)
+		t.Fatalf("a pool still draining, from its root: %v", err)
 	}
 	delete(s.ledgers, "p")
-	deleting.Finalizers = nil
 	p, err := NewManager(s, nil).Allocate(ctx, Request{Pool: pool, Bits: 32, Holder: ClaimHolder("a")})
 	if !errors.Is(err, ErrPoolDeleted) {
+		t.Fatalf("a pool being deleted whose root is gone: %s, %v; want ErrPoolDeleted", p, err)
+	}
+	if root, _ := s.Get(ctx, "p"); root != nil {
+		t.Fatalf("a root was created for a pool being deleted: %q", root.Spec.Allocations)
+	}
+	if err := NewManager(s, nil).Drain(ctx, pool); err != nil {
+		t.Fatalf("draining a pool whose root is gone: %v", err)
+	}
+	// A root that exists (created before), once the drain finalizer is gone.
+	if err := s.Create(ctx, newRoot(pool)); err != nil {
+		t.Fatal(err)
+	}
+	deleting.Finalizers = nil
+	if p, err := NewManager(s, nil).Allocate(ctx, Request{Pool: pool, Bits: 32, Holder: ClaimHolder("a")}); !errors.Is(err, ErrPoolDeleted) {
 		t.Fatalf("a pool whose drain is done: %s, %v; want ErrPoolDeleted", p, err)
 	}
-	if root, _ := s.Get(ctx, "p"); root != nil && root.Spec.Allocations != "" {
-		t.Fatalf("the root created after the drain records %q", root.Spec.Allocations)
+	if root, _ := s.Get(ctx, "p"); root.Spec.Allocations != "" {
+		t.Fatalf("the root records %q", root.Spec.Allocations)
 	}
+}
+
+// TestASealedShardDeletedIsNotCreatedAgain: a writer that saw a shard
+// listed but not created creates it only by also writing the root, so a
+// shard created, sealed and deleted since is not brought back under a
+// prefix the root now records.
+func TestASealedShardDeletedIsNotCreatedAgain(t *testing.T) {
+	s := newMemStore()
+	pool := testPool("10.0.0.0/24") // /26 shards
+	ctx := context.Background()
+	a := NewManager(s, nil)
+	// a lists shard 0 in the root, and stops before it creates it; b
+	// restores meanwhile and sees it listed, not created.
+	resume, stopped := make(chan struct{}), make(chan struct{})
+	var first atomic.Bool
+	s.beforeCreate = func(name string) {
+		if name == ShardName("p", 0) && first.CompareAndSwap(false, true) {
+			close(stopped)
+			<-resume
+		}
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.Allocate(ctx, Request{Pool: pool, CIDR: netip.MustParsePrefix("10.0.0.1/32"), Holder: ClaimHolder("a")})
+		done <- err
+	}()
+	<-stopped
+	b := NewManager(s, nil)
+	if _, err := b.Allocate(ctx, Request{Pool: pool, CIDR: netip.MustParsePrefix("10.0.0.200/32"), Holder: ClaimHolder("b")}); err != nil {
+		t.Fatal(err)
+	}
+	close(resume)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	s.beforeCreate = nil
+	if err := releaseRecorded(ctx, a, pool, netip.MustParsePrefix("10.0.0.1/32"), 0); err != nil {
+		t.Fatal(err)
+	}
+	// a covers the empty shard with a /25: shard 0 is sealed and dropped;
+	// then the sealed shard is deleted.
+	big, err := a.Allocate(ctx, Request{Pool: pool, CIDR: netip.MustParsePrefix("10.0.0.0/25"), Holder: ClaimHolder("a")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	delete(s.ledgers, ShardName("p", 0))
+	// b still sees shard 0 listed and never created.
+	p, err := b.Allocate(ctx, Request{Pool: pool, CIDR: netip.MustParsePrefix("10.0.0.5/32"), Holder: ClaimHolder("b")})
+	if err == nil || big.Overlaps(p) {
+		t.Fatalf("b got %s, %v inside %s", p, err, big)
+	}
+	checkLedger(t, s, netip.MustParsePrefix(pool.Spec.CIDR), []netip.Prefix{big, netip.MustParsePrefix("10.0.0.200/32")})
 }

@@ -46,7 +46,8 @@ import (
 type memStore struct {
 	mu sync.Mutex
 	// pools are the pools Pool finds; a name it does not hold is found as
-	// the pool testPool makes (uid "uid-<name>"), unless gone lists it.
+	// the pool testPool makes (uid "uid-<name>", with its drain finalizer),
+	// unless gone lists it.
 	pools   map[string]*ipamv1alpha1.IPPool
 	gone    map[string]bool
 	rv      int
@@ -85,7 +86,8 @@ func (s *memStore) Pool(_ context.Context, name string) (*ipamv1alpha1.IPPool, e
 	if p, ok := s.pools[name]; ok {
 		return p.DeepCopy(), nil
 	}
-	return &ipamv1alpha1.IPPool{ObjectMeta: metav1.ObjectMeta{Name: name, UID: types.UID("uid-" + name)}}, nil
+	return &ipamv1alpha1.IPPool{ObjectMeta: metav1.ObjectMeta{Name: name, UID: types.UID("uid-" + name),
+		Finalizers: []string{ipamv1alpha1.PoolFinalizer}}}, nil
 }
 
 // releaseRecorded releases p as the entry the stored ledger records for

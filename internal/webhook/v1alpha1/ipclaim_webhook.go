@@ -92,7 +92,9 @@ func (a *IPClaimAllocator) keepAllocation(ctx context.Context, claim *ipamv1alph
 	if claim.Spec.CIDR == "" {
 		claim.Spec.CIDR = old.Spec.CIDR
 	}
-	if pool, ok := old.Annotations[ipam.PoolAnnotation]; ok {
+	if pool, ok := old.Annotations[ipam.PoolAnnotation]; ok && old.Spec.CIDR != "" {
+		// The pool of a waiting claim is given by kipam's bind, with its
+		// cidr, which boundByKipam checks against that pool's ledger.
 		metav1.SetMetaDataAnnotation(&claim.ObjectMeta, ipam.PoolAnnotation, pool)
 	}
 	if id, ok := old.Annotations[ipam.EntryAnnotation]; ok {
@@ -141,9 +143,10 @@ func (a *IPClaimAllocator) boundByKipam(ctx context.Context, old, claim *ipamv1a
 func (a *IPClaimAllocator) allocate(ctx context.Context, claim *ipamv1alpha1.IPClaim, req admission.Request) error {
 	namespace := req.Namespace
 	dryRun := req.DryRun != nil && *req.DryRun
-	// The entry ID is kipam's to give: a user's would let the claim name
-	// another claim's entry.
+	// The entry ID and the pool are kipam's to give: a user's would let
+	// the claim name another claim's entry, or another pool's ledger.
 	delete(claim.Annotations, ipam.EntryAnnotation)
+	delete(claim.Annotations, ipam.PoolAnnotation)
 	// Every rule that can still deny the create runs before anything is
 	// committed: what the API server refuses after this webhook allowed it
 	// holds a prefix until the orphan sweep finds it.

@@ -26,12 +26,14 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
 	"github.com/kipam/kipam/internal/netutil"
 )
 
+// +kubebuilder:webhook:path=/mutate-ipam-kipam-dev-v1alpha1-ippool,mutating=true,failurePolicy=fail,sideEffects=None,groups=ipam.kipam.dev,resources=ippools,verbs=create,versions=v1alpha1,name=mippool-v1alpha1.kb.io,admissionReviewVersions=v1
 // +kubebuilder:webhook:path=/validate-ipam-kipam-dev-v1alpha1-ippool,mutating=false,failurePolicy=fail,sideEffects=None,groups=ipam.kipam.dev,resources=ippools,verbs=create;update,versions=v1alpha1,name=vippool-v1alpha1.kb.io,admissionReviewVersions=v1
 
 // IPPoolValidator checks what the IPPool schema cannot: that reserved space
@@ -45,15 +47,36 @@ type IPPoolValidator struct {
 
 var _ admission.Validator[*ipamv1alpha1.IPPool] = &IPPoolValidator{}
 
-// SetupIPPoolWebhookWithManager registers the IPPool webhook.
+// IPPoolDefaulter gives a pool its drain finalizer as it is created: kipam
+// serves no pool without it (a pool deleted before the pool controller
+// added it would go at once, its claims' prefixes still held), and the
+// pool controller, which adds it to pools from before this webhook, runs
+// on one replica only.
+type IPPoolDefaulter struct{}
+
+var _ admission.Defaulter[*ipamv1alpha1.IPPool] = IPPoolDefaulter{}
+
+// Default adds the drain finalizer.
+func (IPPoolDefaulter) Default(_ context.Context, pool *ipamv1alpha1.IPPool) error {
+	controllerutil.AddFinalizer(pool, ipamv1alpha1.PoolFinalizer)
+	return nil
+}
+
+// SetupIPPoolWebhookWithManager registers the IPPool webhooks.
 func SetupIPPoolWebhookWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewWebhookManagedBy(mgr, &ipamv1alpha1.IPPool{}).
+		WithDefaulter(IPPoolDefaulter{}).
 		WithValidator(&IPPoolValidator{Reader: mgr.GetAPIReader()}).
 		Complete()
 }
 
 // ValidateCreate validates a new pool.
 func (v *IPPoolValidator) ValidateCreate(ctx context.Context, pool *ipamv1alpha1.IPPool) (admission.Warnings, error) {
+	if pool.Spec.ParentPool != "" {
+		return nil, invalid("IPPool", pool.Name, field.ErrorList{field.Forbidden(field.NewPath("spec", "parentPool"),
+			"child pools are not carved from their parent yet: a child and its parent would hand out the same addresses; "+
+				"create the pool with a cidr that overlaps no other pool")})
+	}
 	errs := validatePoolSpec(pool)
 	if len(errs) == 0 && pool.Spec.CIDR != "" {
 		overlap, err := v.validateNoOverlap(ctx, pool)
@@ -67,7 +90,11 @@ func (v *IPPoolValidator) ValidateCreate(ctx context.Context, pool *ipamv1alpha1
 
 // ValidateUpdate validates a changed pool. Its address space is immutable,
 // so only the reserved list and exclusions need checking again.
-func (v *IPPoolValidator) ValidateUpdate(ctx context.Context, _, pool *ipamv1alpha1.IPPool) (admission.Warnings, error) {
+func (v *IPPoolValidator) ValidateUpdate(ctx context.Context, old, pool *ipamv1alpha1.IPPool) (admission.Warnings, error) {
+	if old.Spec.CIDR == "" && pool.Spec.CIDR != "" {
+		return nil, invalid("IPPool", pool.Name, field.ErrorList{field.Forbidden(field.NewPath("spec", "cidr"),
+			"a pool's cidr is set when it is created, never later: no overlap with other pools is checked on update")})
+	}
 	return nil, invalid("IPPool", pool.Name, validatePoolSpec(pool))
 }
 
