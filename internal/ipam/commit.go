@@ -23,6 +23,7 @@ import (
 	"maps"
 	"math/big"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -124,7 +125,7 @@ func (m *Manager) commit(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) 
 	ambiguous := false
 	for range maxAttempts {
 		if st.alloc == nil || st.generation != pool.Generation || st.uid != string(pool.UID) {
-			if err := m.restore(ctx, st, pool); err != nil {
+			if err := m.restore(ctx, st, pool, slices.ContainsFunc(pending, func(o *op) bool { return o.drain })); err != nil {
 				lastErr = err
 				st.alloc = nil
 				if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
@@ -571,9 +572,20 @@ func (m *Manager) put(ctx context.Context, l *ledgerState, pool *ipamv1alpha1.IP
 
 // restore reads the pool's ledgers (creating the root if absent) and
 // rebuilds the allocator from them.
-func (m *Manager) restore(ctx context.Context, st *poolState, pool *ipamv1alpha1.IPPool) error {
+func (m *Manager) restore(ctx context.Context, st *poolState, pool *ipamv1alpha1.IPPool, drain bool) error {
 	root, err := m.store.Get(ctx, pool.Name)
 	if apierrors.IsNotFound(err) {
+		if drain {
+			// A drain that finds no root leaves a sealed one: a writer that
+			// decided to create the root before the pool was deleted then
+			// meets AlreadyExists, and its next restore the seal.
+			root = newRoot(pool)
+			root.Spec.Sealed = true
+			if err := m.store.Create(ctx, root); err != nil {
+				return fmt.Errorf("sealing pool %s, which has no ledger: %w", pool.Name, err)
+			}
+			return fmt.Errorf("%w: pool %s is being deleted: it takes no new claims", ErrPoolDeleted, pool.Name)
+		}
 		// A pool being deleted never gets a root: its drain may have sealed
 		// one that is gone already.
 		if err := m.stillServed(ctx, pool, false); err != nil {

@@ -356,7 +356,11 @@ func TestNoRootAfterTheDrain(t *testing.T) {
 	if err := NewManager(s, nil).Drain(ctx, pool); err != nil {
 		t.Fatalf("draining a pool whose root is gone: %v", err)
 	}
+	if root, _ := s.Get(ctx, "p"); root == nil || !root.Spec.Sealed {
+		t.Fatal("a drain that found no root left no sealed root")
+	}
 	// A root that exists (created before), once the drain finalizer is gone.
+	delete(s.ledgers, "p")
 	if err := s.Create(ctx, newRoot(pool)); err != nil {
 		t.Fatal(err)
 	}
@@ -419,4 +423,45 @@ func TestASealedShardDeletedIsNotCreatedAgain(t *testing.T) {
 		t.Fatalf("b got %s, %v inside %s", p, err, big)
 	}
 	checkLedger(t, s, netip.MustParsePrefix(pool.Spec.CIDR), []netip.Prefix{big, netip.MustParsePrefix("10.0.0.200/32")})
+}
+
+// TestDrainOfAPoolWithoutRootFencesAWriterAboutToCreateIt: a writer that
+// found no root and decided to create one while the pool was served, then
+// stopped, and a drain that finds no root meanwhile: the drain leaves a
+// sealed root, and the writer's create meets it.
+func TestDrainOfAPoolWithoutRootFencesAWriterAboutToCreateIt(t *testing.T) {
+	s := newMemStore()
+	pool := testPool("10.0.0.0/30")
+	ctx := context.Background()
+	resume, stopped := make(chan struct{}), make(chan struct{})
+	var first atomic.Bool
+	s.beforeCreate = func(name string) {
+		if name == "p" && first.CompareAndSwap(false, true) {
+			close(stopped)
+			<-resume
+		}
+	}
+	got := make(chan error, 1)
+	go func() {
+		p, err := NewManager(s, nil).Allocate(ctx, Request{Pool: pool, Bits: 32, Holder: ClaimHolder("a")})
+		if err == nil {
+			err = fmt.Errorf("reported %s", p)
+		}
+		got <- err
+	}()
+	<-stopped
+	deleting := pool.DeepCopy()
+	deleting.DeletionTimestamp = &metav1.Time{}
+	deleting.Finalizers = []string{ipamv1alpha1.PoolFinalizer}
+	s.pools = map[string]*ipamv1alpha1.IPPool{"p": deleting}
+	if err := NewManager(s, nil).Drain(ctx, pool); err != nil {
+		t.Fatalf("draining a pool with no root: %v", err)
+	}
+	close(resume)
+	if err := <-got; !errors.Is(err, ErrPoolDeleted) {
+		t.Fatalf("the writer that meant to create the root before the drain: %v, want ErrPoolDeleted", err)
+	}
+	if root, _ := s.Get(ctx, "p"); root == nil || !root.Spec.Sealed || root.Spec.Allocations != "" {
+		t.Fatalf("root after the drain: %+v", root)
+	}
 }

@@ -33,7 +33,7 @@ import (
 	"github.com/kipam/kipam/internal/netutil"
 )
 
-// +kubebuilder:webhook:path=/mutate-ipam-kipam-dev-v1alpha1-ippool,mutating=true,failurePolicy=fail,sideEffects=None,groups=ipam.kipam.dev,resources=ippools,verbs=create,versions=v1alpha1,name=mippool-v1alpha1.kb.io,admissionReviewVersions=v1
+// +kubebuilder:webhook:path=/mutate-ipam-kipam-dev-v1alpha1-ippool,mutating=true,failurePolicy=fail,sideEffects=None,groups=ipam.kipam.dev,resources=ippools,verbs=create;update,versions=v1alpha1,name=mippool-v1alpha1.kb.io,admissionReviewVersions=v1
 // +kubebuilder:webhook:path=/validate-ipam-kipam-dev-v1alpha1-ippool,mutating=false,failurePolicy=fail,sideEffects=None,groups=ipam.kipam.dev,resources=ippools,verbs=create;update,versions=v1alpha1,name=vippool-v1alpha1.kb.io,admissionReviewVersions=v1
 
 // IPPoolValidator checks what the IPPool schema cannot: that reserved space
@@ -47,18 +47,21 @@ type IPPoolValidator struct {
 
 var _ admission.Validator[*ipamv1alpha1.IPPool] = &IPPoolValidator{}
 
-// IPPoolDefaulter gives a pool its drain finalizer as it is created: kipam
-// serves no pool without it (a pool deleted before the pool controller
-// added it would go at once, its claims' prefixes still held), and the
-// pool controller, which adds it to pools from before this webhook, runs
-// on one replica only.
+// IPPoolDefaulter keeps a pool's drain finalizer on it from its creation
+// until it is deleted: kipam serves no pool without it (a pool deleted
+// without it would go at once, its claims' prefixes still held), and an
+// update that drops it (kubectl replace or a GitOps apply of a manifest
+// without it) gets it back. kipam itself removes it only from a pool being
+// deleted, once the pool is drained.
 type IPPoolDefaulter struct{}
 
 var _ admission.Defaulter[*ipamv1alpha1.IPPool] = IPPoolDefaulter{}
 
-// Default adds the drain finalizer.
+// Default adds the drain finalizer to a pool not being deleted.
 func (IPPoolDefaulter) Default(_ context.Context, pool *ipamv1alpha1.IPPool) error {
-	controllerutil.AddFinalizer(pool, ipamv1alpha1.PoolFinalizer)
+	if pool.DeletionTimestamp == nil {
+		controllerutil.AddFinalizer(pool, ipamv1alpha1.PoolFinalizer)
+	}
 	return nil
 }
 

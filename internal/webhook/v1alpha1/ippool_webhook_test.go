@@ -91,6 +91,12 @@ var _ = Describe("IPPool webhook", func() {
 			s.PrefixLength = ptr.To[int32](24)
 		})
 		Expect(k8sClient.Create(ctx, carved)).To(MatchError(ContainSubstring("spec.parentPool: Forbidden")))
+
+		By("an update that drops the drain finalizer gets it back")
+		patch := client.MergeFrom(parent.DeepCopy())
+		parent.Finalizers = nil
+		Expect(k8sClient.Patch(ctx, parent, patch)).To(Succeed())
+		Expect(parent.Finalizers).To(ContainElement(ipamv1alpha1.PoolFinalizer))
 	})
 
 	It("checks reserved space again on update", func() {
