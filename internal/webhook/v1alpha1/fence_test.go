@@ -87,6 +87,27 @@ var _ = Describe("A create that fails allocates nothing", func() {
 	})
 })
 
+var _ = Describe("Every invalid input of the validation table", func() {
+	It("is denied against the real API server before anything is committed", func() {
+		p := createPool("10.167.0.0/24", nil)
+		denied := 0
+		for _, c := range claimCases {
+			if len(c.want) == 0 {
+				continue
+			}
+			spec := *c.spec.DeepCopy()
+			if spec.Pool != "" && len(spec.Pool) < 64 {
+				spec.Pool = p.Name // a pool that exists and has room
+			}
+			claim := &ipamv1alpha1.IPClaim{ObjectMeta: metav1.ObjectMeta{GenerateName: "table-", Namespace: "default"}, Spec: spec}
+			Expect(k8sClient.Create(ctx, claim)).NotTo(Succeed(), c.name)
+			Expect(ledgerOf(p.Name)).To(BeEmpty(), "after %q was denied", c.name)
+			denied++
+		}
+		Expect(denied).To(BeNumerically(">", 30))
+	})
+})
+
 var _ = Describe("Only kipam gives a claim its cidr and entry", func() {
 	It("denies setting spec.cidr on a waiting claim, and keeps kipam's annotations as kipam set them", func() {
 		p := createPool("10.162.0.0/30", nil)

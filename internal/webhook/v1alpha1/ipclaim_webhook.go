@@ -92,10 +92,13 @@ func (a *IPClaimAllocator) keepAllocation(ctx context.Context, claim *ipamv1alph
 	if claim.Spec.CIDR == "" {
 		claim.Spec.CIDR = old.Spec.CIDR
 	}
-	if pool, ok := old.Annotations[ipam.PoolAnnotation]; ok && old.Spec.CIDR != "" {
-		// The pool of a waiting claim is given by kipam's bind, with its
-		// cidr, which boundByKipam checks against that pool's ledger.
+	switch pool, ok := old.Annotations[ipam.PoolAnnotation]; {
+	case ok && old.Spec.CIDR != "":
 		metav1.SetMetaDataAnnotation(&claim.ObjectMeta, ipam.PoolAnnotation, pool)
+	case claim.Spec.CIDR == "":
+		// A waiting claim has no pool yet: kipam's bind gives it one, with
+		// its cidr, which boundByKipam checks against that pool's ledger.
+		delete(claim.Annotations, ipam.PoolAnnotation)
 	}
 	if id, ok := old.Annotations[ipam.EntryAnnotation]; ok {
 		metav1.SetMetaDataAnnotation(&claim.ObjectMeta, ipam.EntryAnnotation, id)
