@@ -249,6 +249,9 @@ func (r *IPClaimReconciler) bindWaiting(ctx context.Context, claim *ipamv1alpha1
 		// it (the webhook lets an update set spec.cidr only to an entry
 		// recorded for the claim's uid), and the finalizer frees it by it.
 		req.ID = string(claim.UID)
+		// A bind before whose patch's outcome was unknown may have left an
+		// entry for this claim: bind that one rather than hold two.
+		req.Adopt = true
 		p, err := r.Manager.Allocate(ctx, req)
 		var ex *allocator.ExhaustedError
 		if errors.As(err, &ex) {

@@ -234,6 +234,12 @@ func (m *Manager) apply(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) {
 			o.err = l.release(st.alloc, o, now)
 			continue
 		}
+		if o.alloc.Adopt && !o.alloc.DryRun {
+			if p, ok := l.find(o.alloc.Holder, o.alloc.ID); ok {
+				o.result = p
+				continue
+			}
+		}
 		p, err := allocateOne(st.alloc, o.alloc)
 		if err != nil {
 			o.err = err
@@ -256,6 +262,22 @@ func (m *Manager) apply(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) {
 		}
 		l.record(pool, p, e, o)
 	}
+}
+
+// find returns the prefix the live docs record as the entry id of holder.
+// It looks at every entry: only adopting requests, which are rare, ask.
+func (l *ledgerState) find(holder, id string) (netip.Prefix, bool) {
+	for _, d := range l.docs() {
+		if d.dead {
+			continue
+		}
+		for p, e := range d.allocs {
+			if e.Is(holder, id) {
+				return p, true
+			}
+		}
+	}
+	return netip.Prefix{}, false
 }
 
 func (l *ledgerState) docs() []*doc {

@@ -465,3 +465,35 @@ func TestDrainOfAPoolWithoutRootFencesAWriterAboutToCreateIt(t *testing.T) {
 		t.Fatalf("root after the drain: %+v", root)
 	}
 }
+
+// TestAdoptBindsTheEntryAlreadyRecorded: a bind retried after its patch's
+// outcome was unknown gets the entry it committed before, even when the
+// pool has no other room, and never holds two.
+func TestAdoptBindsTheEntryAlreadyRecorded(t *testing.T) {
+	s := newMemStore()
+	m := NewManager(s, nil)
+	pool := testPool("10.0.0.0/31")
+	ctx := context.Background()
+	bind := Request{Pool: pool, Bits: 32, Holder: ClaimHolder("a"), ID: "claim-uid", Adopt: true}
+	x, err := m.Allocate(ctx, bind)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Allocate(ctx, Request{Pool: pool, Bits: 32, Holder: ClaimHolder("b")}); err != nil {
+		t.Fatal(err) // the pool is full now
+	}
+	for _, owner := range []*Manager{m, NewManager(s, nil)} {
+		y, err := owner.Allocate(ctx, bind)
+		if err != nil || y != x {
+			t.Fatalf("the bind retried: %s, %v; want %s again", y, err, x)
+		}
+	}
+	if n := len(s.ledger(t).Allocations); n != 2 {
+		t.Fatalf("the ledger records %d entries, want 2", n)
+	}
+	other := bind
+	other.ID = "another-claim"
+	if _, err := m.Allocate(ctx, other); err == nil {
+		t.Fatal("another claim's bind adopted an entry that is not its own")
+	}
+}

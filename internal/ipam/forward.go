@@ -47,6 +47,7 @@ type wireOp struct {
 	CIDR    string               `json:"cidr,omitempty"`
 	Holder  string               `json:"holder,omitempty"`
 	ID      string               `json:"id,omitempty"`
+	Adopt   bool                 `json:"adopt,omitempty"`
 	DryRun  bool                 `json:"dryRun,omitempty"`
 	Fresh   bool                 `json:"fresh,omitempty"`
 	Release string               `json:"release,omitempty"`
@@ -251,7 +252,7 @@ func (m *Manager) remote(ctx context.Context, r *Router, pool *ipamv1alpha1.IPPo
 	w := &wireOp{Pool: pool}
 	switch {
 	case o.alloc != nil:
-		w.Bits, w.Holder, w.ID, w.DryRun, w.Fresh = o.alloc.Bits, o.alloc.Holder, o.alloc.ID, o.alloc.DryRun, o.alloc.Fresh
+		w.Bits, w.Holder, w.ID, w.Adopt, w.DryRun, w.Fresh = o.alloc.Bits, o.alloc.Holder, o.alloc.ID, o.alloc.Adopt, o.alloc.DryRun, o.alloc.Fresh
 		if o.alloc.CIDR.IsValid() {
 			w.CIDR = o.alloc.CIDR.String()
 		}
@@ -293,7 +294,7 @@ func (m *Manager) serve(ctx context.Context, w *wireOp) *wireResult {
 		}
 		o.expect = Entry{Holder: w.Expect.Holder, ID: w.Expect.ID}
 	default:
-		req := &Request{Pool: w.Pool, Bits: w.Bits, Holder: w.Holder, ID: w.ID, DryRun: w.DryRun, Fresh: w.Fresh}
+		req := &Request{Pool: w.Pool, Bits: w.Bits, Holder: w.Holder, ID: w.ID, Adopt: w.Adopt, DryRun: w.DryRun, Fresh: w.Fresh}
 		if w.CIDR != "" {
 			p, err := netip.ParsePrefix(w.CIDR)
 			if err != nil {

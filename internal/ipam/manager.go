@@ -181,6 +181,11 @@ type Request struct {
 	// ID is recorded with the entry (see Entry.ID): the holder keeps it to
 	// name the entry when it releases it. A fresh one when empty.
 	ID string
+	// Adopt answers with the entry the pool already records for Holder and
+	// ID, if any, instead of committing another: for a caller that may have
+	// committed before without learning it (a bind whose patch's outcome was
+	// unknown), so that retrying never holds two prefixes.
+	Adopt bool
 	// DryRun computes the answer without committing anything.
 	DryRun bool
 	// Fresh rebuilds the pool's allocator from its stored ledgers before
