@@ -34,6 +34,20 @@ import (
 // The tests in this file each replay a way the issue tracker found to hand
 // one prefix to two live holders, and check that the fence now stops it.
 
+// pauseCreate stops the first create of the ledger called name until
+// resume is closed; stopped is closed when it has stopped.
+func pauseCreate(s *memStore, name string) (stopped, resume chan struct{}) {
+	stopped, resume = make(chan struct{}), make(chan struct{})
+	var first atomic.Bool
+	s.beforeCreate = func(n string) {
+		if n == name && first.CompareAndSwap(false, true) {
+			close(stopped)
+			<-resume
+		}
+	}
+	return stopped, resume
+}
+
 // recorded returns the entry the stored ledger records for p.
 func recorded(t *testing.T, m *Manager, pool *ipamv1alpha1.IPPool, p netip.Prefix) (Entry, bool) {
 	t.Helper()
@@ -177,14 +191,7 @@ func TestDrainFencesCommitsInFlight(t *testing.T) {
 	}
 	// A writer lists a new shard in the root, then stops before it creates
 	// the shard, until the drain is done.
-	resume, stopped := make(chan struct{}), make(chan struct{})
-	var first atomic.Bool
-	s.beforeCreate = func(name string) {
-		if name == ShardName("p", 1) && first.CompareAndSwap(false, true) {
-			close(stopped)
-			<-resume
-		}
-	}
+	stopped, resume := pauseCreate(s, ShardName("p", 1))
 	lateErr := make(chan error, 1)
 	go func() {
 		p, err := NewManager(s, nil).Allocate(ctx, Request{Pool: pool, CIDR: netip.MustParsePrefix("10.0.0.64/32"), Holder: ClaimHolder("a")})
@@ -384,14 +391,7 @@ func TestASealedShardDeletedIsNotCreatedAgain(t *testing.T) {
 	a := NewManager(s, nil)
 	// a lists shard 0 in the root, and stops before it creates it; b
 	// restores meanwhile and sees it listed, not created.
-	resume, stopped := make(chan struct{}), make(chan struct{})
-	var first atomic.Bool
-	s.beforeCreate = func(name string) {
-		if name == ShardName("p", 0) && first.CompareAndSwap(false, true) {
-			close(stopped)
-			<-resume
-		}
-	}
+	stopped, resume := pauseCreate(s, ShardName("p", 0))
 	done := make(chan error, 1)
 	go func() {
 		_, err := a.Allocate(ctx, Request{Pool: pool, CIDR: netip.MustParsePrefix("10.0.0.1/32"), Holder: ClaimHolder("a")})
@@ -433,14 +433,7 @@ func TestDrainOfAPoolWithoutRootFencesAWriterAboutToCreateIt(t *testing.T) {
 	s := newMemStore()
 	pool := testPool("10.0.0.0/30")
 	ctx := context.Background()
-	resume, stopped := make(chan struct{}), make(chan struct{})
-	var first atomic.Bool
-	s.beforeCreate = func(name string) {
-		if name == "p" && first.CompareAndSwap(false, true) {
-			close(stopped)
-			<-resume
-		}
-	}
+	stopped, resume := pauseCreate(s, "p")
 	got := make(chan error, 1)
 	go func() {
 		p, err := NewManager(s, nil).Allocate(ctx, Request{Pool: pool, Bits: 32, Holder: ClaimHolder("a")})
