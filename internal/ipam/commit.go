@@ -29,6 +29,7 @@ import (
 	"sync"
 	"time"
 
+	"go4.org/netipx"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -813,20 +814,48 @@ func Build(pool *ipamv1alpha1.IPPool, ledger *Ledger, now func() time.Time) (*al
 			_ = a.Hold(p, until)
 		}
 	}
-	// Reservations added after prefixes were handed out do not evict them:
-	// a reservation that overlaps an allocation is skipped until it is free.
-	for _, s := range pool.Spec.Reserved {
-		if r, err := netutil.ParseRange(s); err == nil {
-			_ = a.ReserveRange(r.From(), r.To())
-		}
-	}
-	if n := pool.Spec.ExcludeFirst; n > 0 {
-		_ = a.ReserveFirst(uint64(n))
-	}
-	if n := pool.Spec.ExcludeLast; n > 0 {
-		_ = a.ReserveLast(uint64(n))
+	for _, r := range reservedSpace(pool, prefix, allocs) {
+		_ = a.ReserveRange(r.From(), r.To())
 	}
 	return a, nil
+}
+
+// reservedSpace is what pool's reserved ranges and excluded first and last
+// addresses keep out of circulation: all of it but the allocations that
+// overlap it. A reservation added after prefixes were handed out does not
+// evict them, and holds for all the rest of its space.
+func reservedSpace(pool *ipamv1alpha1.IPPool, prefix netip.Prefix, allocs []netip.Prefix) []netipx.IPRange {
+	var b netipx.IPSetBuilder
+	for _, s := range pool.Spec.Reserved {
+		if r, err := netutil.ParseRange(s); err == nil {
+			b.AddRange(r)
+		}
+	}
+	first, last := prefix.Masked().Addr(), netipx.PrefixLastIP(prefix)
+	if n := pool.Spec.ExcludeFirst; n > 0 {
+		b.AddRange(netipx.IPRangeFrom(first, netutil.Step(first, uint64(n)-1, last)))
+	}
+	if n := pool.Spec.ExcludeLast; n > 0 {
+		b.AddRange(netipx.IPRangeFrom(netutil.Step(last, uint64(n)-1, first), last))
+	}
+	var inPool netipx.IPSetBuilder
+	inPool.AddPrefix(prefix)
+	if set, err := inPool.IPSet(); err == nil {
+		b.Intersect(set)
+	}
+	reserved, err := b.IPSet()
+	if err != nil || len(reserved.Ranges()) == 0 {
+		return nil
+	}
+	for _, p := range allocs {
+		if reserved.OverlapsPrefix(p) {
+			b.RemovePrefix(p)
+		}
+	}
+	if reserved, err = b.IPSet(); err != nil {
+		return nil
+	}
+	return reserved.Ranges()
 }
 func allocateOne(a *allocator.Allocator, req *Request) (netip.Prefix, error) {
 	if req.CIDR.IsValid() {

@@ -83,3 +83,29 @@ func Family(a netip.Addr) string {
 func Size(p netip.Prefix) *big.Int {
 	return new(big.Int).Lsh(big.NewInt(1), uint(p.Addr().BitLen()-p.Bits()))
 }
+
+// Step returns the address n addresses from a towards toward, or toward
+// if that is fewer than n away.
+func Step(a netip.Addr, n uint64, toward netip.Addr) netip.Addr {
+	from, to := addrInt(a), addrInt(toward)
+	d := new(big.Int).SetUint64(n)
+	if to.Cmp(from) < 0 {
+		d.Neg(d)
+	}
+	next := from.Add(from, d)
+	if (d.Sign() >= 0 && next.Cmp(to) > 0) || (d.Sign() < 0 && next.Cmp(to) < 0) {
+		return toward
+	}
+	var b [16]byte
+	next.FillBytes(b[:])
+	out := netip.AddrFrom16(b)
+	if a.Is4() {
+		out = out.Unmap()
+	}
+	return out
+}
+
+func addrInt(a netip.Addr) *big.Int {
+	b := a.As16()
+	return new(big.Int).SetBytes(b[:])
+}
