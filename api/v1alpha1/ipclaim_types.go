@@ -92,7 +92,8 @@ type IPClaimSpec struct {
 
 	// ttlSeconds is the claim's lifetime, counted from its creation (time
 	// spent waiting for space counts too). At expiry kipam deletes the
-	// claim (event Expired), which releases its prefix. Raise it before
+	// claim (event Expired), which releases its prefix; a claim still
+	// waiting then is deleted without ever being bound. Raise it before
 	// expiry to renew. Absent: the claim lives until deleted.
 	// +optional
 	// +kubebuilder:validation:Minimum=1

@@ -77,13 +77,25 @@ func (r *IPClaimReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	if claim.DeletionTimestamp != nil {
 		return ctrl.Result{}, r.finalize(ctx, &claim)
 	}
-	if claim.Spec.CIDR == "" {
-		return ctrl.Result{}, r.bindWaiting(ctx, &claim)
-	}
 	if exp := expiresAt(&claim); exp != nil && !r.Now().Before(exp.Time) {
+		// A claim that waited past its lifetime is never bound: it would get
+		// an address it cannot use.
+		what := "releasing " + claim.Spec.CIDR
+		if claim.Spec.CIDR == "" {
+			what = "it was still waiting and is deleted unbound"
+		}
 		r.Recorder.Eventf(&claim, nil, corev1.EventTypeNormal, ipamv1alpha1.ReasonExpired, "Expire",
-			"ttlSeconds ran out at %s: releasing %s", exp.UTC().Format(time.RFC3339), claim.Spec.CIDR)
+			"ttlSeconds ran out at %s: %s", exp.UTC().Format(time.RFC3339), what)
 		return ctrl.Result{}, client.IgnoreNotFound(r.Delete(ctx, &claim))
+	}
+	if claim.Spec.CIDR == "" {
+		if err := r.bindWaiting(ctx, &claim); err != nil {
+			return ctrl.Result{}, err
+		}
+		if exp := expiresAt(&claim); exp != nil && claim.Spec.CIDR == "" {
+			return ctrl.Result{RequeueAfter: exp.Sub(r.Now())}, nil // expire it even if nothing wakes it
+		}
+		return ctrl.Result{}, nil
 	}
 	if err := r.ensureFinalizer(ctx, &claim); err != nil {
 		return ctrl.Result{}, err

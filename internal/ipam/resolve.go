@@ -168,6 +168,10 @@ func RequestFor(claim *ipamv1alpha1.IPClaim, pool *ipamv1alpha1.IPPool, holder s
 		if netutil.Family(p.Addr()) != family {
 			return Request{}, field.Invalid(specPath.Child("cidr"), claim.Spec.CIDR, fmt.Sprintf("pool %s is %s", pool.Name, family))
 		}
+		if p.Bits() < prefix.Bits() && p.Contains(prefix.Addr()) {
+			return Request{}, field.Invalid(specPath.Child("cidr"), claim.Spec.CIDR,
+				fmt.Sprintf("is larger than pool %s (%s), which holds it whole at most", pool.Name, prefix))
+		}
 		if p.Bits() < prefix.Bits() || !prefix.Contains(p.Addr()) {
 			return Request{}, field.Invalid(specPath.Child("cidr"), claim.Spec.CIDR, fmt.Sprintf("lies outside pool %s (%s)", pool.Name, prefix))
 		}

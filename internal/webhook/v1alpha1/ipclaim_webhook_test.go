@@ -175,6 +175,7 @@ var _ = Describe("IPClaim allocation at admission", func() {
 			"10.52.0.0/24":   "is already allocated in pool " + p.Name,
 			"10.52.0.240/30": "overlaps space reserved in pool " + p.Name,
 			"10.53.0.0/30":   "lies outside pool " + p.Name,
+			"10.52.0.0/23":   "is larger than pool " + p.Name,
 			"2001:db8::/64":  "pool " + p.Name + " is IPv4",
 		} {
 			err := k8sClient.Create(ctx, newClaim("default", p.Name, func(c *ipamv1alpha1.IPClaim) { c.Spec.CIDR = cidr }))
@@ -616,6 +617,31 @@ var _ = Describe("IPClaim allocation at admission", func() {
 		touch(c)
 		Eventually(func() bool { return apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(c), c)) }).Should(BeTrue())
 		Expect(ledgerOf(p.Name)).To(BeEmpty())
+		Expect(promtestutil.ToFloat64(metrics.Released.WithLabelValues(p.Name, ipamv1alpha1.ReasonExpired))).To(BeEquivalentTo(1))
+		Expect(promtestutil.ToFloat64(metrics.Released.WithLabelValues(p.Name, "Deleted"))).To(BeZero(), "an expiry is counted once")
+	})
+
+	It("never binds a waiting claim whose lifetime ran out while it waited", func() {
+		p := createPool("10.75.0.0/32", nil)
+		holder := newClaim("default", p.Name, nil)
+		Expect(k8sClient.Create(ctx, holder)).To(Succeed())
+		waiting := newClaim("default", p.Name, func(c *ipamv1alpha1.IPClaim) {
+			c.Spec.WhenExhausted = ipamv1alpha1.Wait
+			c.Spec.TTLSeconds = ptr.To[int64](3600)
+		})
+		createWaiting(waiting, "waiting for space")
+		clockSkew.Store(int64(time.Hour + time.Second))
+		DeferCleanup(func() { clockSkew.Store(0) })
+		touch(waiting) // its requeue is due in an hour of the real clock
+		Eventually(func() bool {
+			return apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(waiting), waiting))
+		}).
+			Should(BeTrue(), "deleted at its lifetime, unbound")
+		Expect(k8sClient.Delete(ctx, holder)).To(Succeed())
+		Eventually(func() []string { return ledgerOf(p.Name) }).Should(BeEmpty())
+		Consistently(func() []string { return ledgerOf(p.Name) }).WithTimeout(time.Second).Should(BeEmpty())
+		Expect(promtestutil.ToFloat64(metrics.Released.WithLabelValues(p.Name, ipamv1alpha1.ReasonExpired))).To(BeZero(),
+			"the waiting claim never held a prefix to release")
 	})
 
 	It("keeps every CIDR across a restart in the middle of a storm and never collides after it", func() {
