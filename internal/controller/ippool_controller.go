@@ -223,7 +223,7 @@ func (r *IPPoolReconciler) usage(ctx context.Context, pool *ipamv1alpha1.IPPool)
 // utilization formats allocated/usable as a percentage with up to two decimals.
 func utilization(allocated, usable *big.Int) string {
 	if usable.Sign() <= 0 {
-		return "100%"
+		return "0%" // everything reserved or excluded: nothing can be, or is, allocated
 	}
 	pct := new(big.Rat).SetFrac(new(big.Int).Mul(allocated, big.NewInt(100)), usable)
 	s := pct.FloatString(2)
