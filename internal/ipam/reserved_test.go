@@ -44,6 +44,9 @@ func TestReservationOverALiveAllocationHoldsForTheRest(t *testing.T) {
 			[]string{"10.93.0.4/32", "10.93.0.5/32", "10.93.0.6/32", "10.93.0.7/32"}, "10.93.0.1/32"},
 		{"excludeLast", "10.93.0.0/30", "10.93.0.3/32", func(p *ipamv1alpha1.IPPoolSpec) { p.ExcludeLast = 2 },
 			[]string{"10.93.0.0/32", "10.93.0.1/32"}, "10.93.0.2/32"},
+		{"one excluded at each end, a range reserved", "10.10.0.0/28", "10.10.0.10/32", func(p *ipamv1alpha1.IPPoolSpec) {
+			p.ExcludeFirst, p.ExcludeLast, p.Reserved = 1, 1, []string{"10.10.0.1-10.10.0.9"}
+		}, []string{"10.10.0.11/32", "10.10.0.12/32", "10.10.0.13/32", "10.10.0.14/32"}, "10.10.0.15/32"},
 		{"IPv6 excludeLast", "2001:db8::/126", "2001:db8::3/128", func(p *ipamv1alpha1.IPPoolSpec) { p.ExcludeLast = 2 },
 			[]string{"2001:db8::/128", "2001:db8::1/128"}, "2001:db8::2/128"},
 	} {

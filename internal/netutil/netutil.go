@@ -89,11 +89,12 @@ func Size(p netip.Prefix) *big.Int {
 func Step(a netip.Addr, n uint64, toward netip.Addr) netip.Addr {
 	from, to := addrInt(a), addrInt(toward)
 	d := new(big.Int).SetUint64(n)
-	if to.Cmp(from) < 0 {
+	down := to.Cmp(from) < 0
+	if down {
 		d.Neg(d)
 	}
 	next := from.Add(from, d)
-	if (d.Sign() >= 0 && next.Cmp(to) > 0) || (d.Sign() < 0 && next.Cmp(to) < 0) {
+	if (!down && next.Cmp(to) > 0) || (down && next.Cmp(to) < 0) {
 		return toward
 	}
 	var b [16]byte

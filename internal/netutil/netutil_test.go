@@ -35,6 +35,8 @@ func TestStep(t *testing.T) {
 		{"10.0.255.255", 1, "10.1.255.255", "10.1.0.0"},                            // carries
 		{"2001:db8::ffff:ffff:ffff:ffff", 1, "2001:db8:0:1::ff", "2001:db8:0:1::"}, // carries
 		{"2001:db8::", 0, "2001:db8::ff", "2001:db8::"},
+		{"10.0.0.255", 0, "10.0.0.0", "10.0.0.255"}, // no step, downwards
+		{"2001:db8::ff", 0, "2001:db8::", "2001:db8::ff"},
 		{"2001:db8::ff", 2, "2001:db8::", "2001:db8::fd"},
 	} {
 		got := Step(netip.MustParseAddr(tc.from), tc.n, netip.MustParseAddr(tc.toward))
