@@ -150,12 +150,16 @@ var _ = Describe("IPClaim allocation at admission", func() {
 
 	It("honours the pool's defaults, reservations and exclusions", func() {
 		p := createPool("10.51.0.0/24", func(s *ipamv1alpha1.IPPoolSpec) {
-			s.ExcludeFirst = 1
+			s.ExcludeFirst, s.ExcludeLast = 1, 1
 			s.Reserved = []string{"10.51.0.1-10.51.0.9"}
 		})
 		c := newClaim("default", p.Name, nil)
 		Expect(k8sClient.Create(ctx, c)).To(Succeed())
 		Expect(c.Spec.CIDR).To(Equal("10.51.0.10/32"))
+		last := newClaim("default", p.Name, func(c *ipamv1alpha1.IPClaim) { c.Spec.CIDR = "10.51.0.255/32" })
+		Expect(k8sClient.Create(ctx, last)).To(MatchError(ContainSubstring("overlaps space reserved in pool " + p.Name)))
+		below := newClaim("default", p.Name, func(c *ipamv1alpha1.IPClaim) { c.Spec.CIDR = "10.51.0.254/32" })
+		Expect(k8sClient.Create(ctx, below)).To(Succeed())
 
 		v6 := createPool("2001:db8:51::/48", func(s *ipamv1alpha1.IPPoolSpec) { s.DefaultPrefixLength = ptr.To[int32](64) })
 		c = newClaim("default", v6.Name, nil)
