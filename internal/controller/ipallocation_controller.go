@@ -139,15 +139,24 @@ func releaseOrphan(ctx context.Context, c client.Client, m *ipam.Manager, a *ipa
 	if err != nil {
 		return nil
 	}
-	var pool ipamv1alpha1.IPPool
-	if err := c.Get(ctx, client.ObjectKey{Name: a.Spec.Pool}, &pool); err != nil {
-		return client.IgnoreNotFound(err)
-	}
-	freed, err := m.Release(ctx, &pool, p, ipam.ClaimHolder(a.Spec.ClaimRef.Namespace), a.Spec.Entry, graceOf(&pool))
-	if freed {
-		metrics.Released.WithLabelValues(a.Spec.Pool, "Orphaned").Inc()
-	}
+	_, err = releaseOrphaned(ctx, c, m, a.Spec.Pool, p, ipam.Entry{Holder: ipam.ClaimHolder(a.Spec.ClaimRef.Namespace), ID: a.Spec.Entry})
 	return err
+}
+
+// releaseOrphaned releases entry e of p in poolName, which no claim holds,
+// after the pool's reuse grace like any release, and counts it Orphaned if
+// it freed it: the ledger may record p as another entry since. A pool that
+// is gone has nothing to release.
+func releaseOrphaned(ctx context.Context, c client.Client, m *ipam.Manager, poolName string, p netip.Prefix, e ipam.Entry) (bool, error) {
+	var pool ipamv1alpha1.IPPool
+	if err := c.Get(ctx, client.ObjectKey{Name: poolName}, &pool); err != nil {
+		return false, client.IgnoreNotFound(err)
+	}
+	freed, err := m.Release(ctx, &pool, p, e.Holder, e.ID, graceOf(&pool))
+	if freed {
+		metrics.Released.WithLabelValues(poolName, "Orphaned").Inc()
+	}
+	return freed, err
 }
 
 // SetupWithManager registers the reconciler; a claim's change wakes its

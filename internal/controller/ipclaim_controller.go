@@ -380,15 +380,13 @@ func (r *IPClaimReconciler) finalize(ctx context.Context, claim *ipamv1alpha1.IP
 // for a claim bound before entries had IDs, whose IPAllocation (bound to
 // it) records the entry it holds as having none.
 func (r *IPClaimReconciler) entryOf(ctx context.Context, claim *ipamv1alpha1.IPClaim, pool string, cidr netip.Prefix) string {
-	id := ipam.ClaimEntryID(claim)
-	if claim.Annotations[ipam.EntryAnnotation] != "" {
-		return id
+	if claim.Annotations[ipam.EntryAnnotation] == "" {
+		var a ipamv1alpha1.IPAllocation
+		if err := r.Get(ctx, client.ObjectKey{Name: ipam.AllocationName(pool, cidr)}, &a); err == nil && boundTo(&a, claim) && a.Spec.Entry == "" {
+			return ""
+		}
 	}
-	var a ipamv1alpha1.IPAllocation
-	if err := r.Get(ctx, client.ObjectKey{Name: ipam.AllocationName(pool, cidr)}, &a); err == nil && boundTo(&a, claim) && a.Spec.Entry == "" {
-		return ""
-	}
-	return id
+	return ipam.ClaimEntryID(claim)
 }
 
 func graceOf(pool *ipamv1alpha1.IPPool) time.Duration {

@@ -27,7 +27,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -44,7 +43,6 @@ import (
 
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
 	"github.com/kipam/kipam/internal/ipam"
-	"github.com/kipam/kipam/internal/metrics"
 )
 
 // IPLedgerReconciler releases prefixes that were committed for a claim the
@@ -146,7 +144,7 @@ func (r *IPLedgerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 			}
 			continue
 		}
-		freed, err := r.release(ctx, ledger.Spec.Pool, p, e)
+		freed, err := releaseOrphaned(ctx, r.Client, r.Manager, ledger.Spec.Pool, p, e)
 		if err != nil {
 			return ctrl.Result{}, err
 		}
@@ -171,10 +169,10 @@ func (r *IPLedgerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 // again: its pool finished draining (which sealed every ledger it lists),
 // or is gone (or was created again under its name). A sealed ledger alone
 // may not go while its pool is served: a writer that saw a shard listed
-// and never created would create it again. Until then the ledger's finalizer keeps
-// it, whoever deletes it: the garbage collector deleting a pool in the
-// foreground deletes its dependents first, while claims still hold their
-// prefixes. A ledger whose pool is gone is deleted here, so that ledgers
+// and never created would create it again. Until then the ledger's
+// finalizer keeps it, whoever deletes it: the garbage collector deleting a
+// pool in the foreground deletes its dependents first, while claims still
+// hold their prefixes. A ledger whose pool is gone is deleted here, so that ledgers
 // orphaned by a pool deleted with --cascade=orphan do not stay for ever
 // (and keep a pool created again under the name from serving). It
 // reports whether the ledger is done with.
@@ -209,14 +207,7 @@ func (r *IPLedgerReconciler) collect(ctx context.Context, l *ipamv1alpha1.IPLedg
 // cache answers when it shows the pool live; anything else is confirmed
 // against the API server.
 func (r *IPLedgerReconciler) poolOf(ctx context.Context, l *ipamv1alpha1.IPLedger) (gone, drained bool, err error) {
-	uid := types.UID(l.Spec.PoolUID)
-	if uid == "" {
-		for _, ref := range l.OwnerReferences {
-			if ref.Kind == "IPPool" {
-				uid = ref.UID
-			}
-		}
-	}
+	uid := ipam.PoolUID(l)
 	var pool ipamv1alpha1.IPPool
 	key := client.ObjectKey{Name: l.Spec.Pool}
 	if err := r.Get(ctx, key, &pool); err == nil && (uid == "" || pool.UID == uid) && pool.DeletionTimestamp == nil {
@@ -264,20 +255,6 @@ func (r *IPLedgerReconciler) sightings(ledger string, entries map[netip.Prefix]i
 	}
 	r.seen[ledger] = is
 	return is
-}
-
-// release frees entry e of pool, after the pool's reuse grace, unless the
-// ledger records p as another entry since.
-func (r *IPLedgerReconciler) release(ctx context.Context, poolName string, p netip.Prefix, e ipam.Entry) (bool, error) {
-	var pool ipamv1alpha1.IPPool
-	if err := r.Get(ctx, client.ObjectKey{Name: poolName}, &pool); err != nil {
-		return false, client.IgnoreNotFound(err)
-	}
-	freed, err := r.Manager.Release(ctx, &pool, p, e.Holder, e.ID, graceOf(&pool))
-	if freed {
-		metrics.Released.WithLabelValues(poolName, "Orphaned").Inc()
-	}
-	return freed, err
 }
 
 // held reports whether a claim carries the entry (see carries), or an

@@ -547,19 +547,14 @@ func (m *Manager) put(ctx context.Context, l *ledgerState, pool *ipamv1alpha1.IP
 		}
 	}
 	var obj *ipamv1alpha1.IPLedger
-	switch {
-	case d.obj == nil:
+	if d.obj != nil {
+		obj = d.obj.DeepCopy()
+	} else {
 		obj = &ipamv1alpha1.IPLedger{
 			ObjectMeta: metav1.ObjectMeta{Name: d.name, Labels: map[string]string{ipamv1alpha1.LabelPool: pool.Name},
 				OwnerReferences: l.root.obj.OwnerReferences, Finalizers: []string{ipamv1alpha1.LedgerFinalizer}},
 			Spec: ipamv1alpha1.IPLedgerSpec{Pool: pool.Name, PoolUID: l.root.obj.Spec.PoolUID, Shard: d.cidr.String(), Root: string(l.root.obj.UID)},
 		}
-	case d.obj.DeletionTimestamp == nil:
-		obj = d.obj.DeepCopy()
-		// Ledgers written before they had the finalizer get it.
-		controllerutil.AddFinalizer(obj, ipamv1alpha1.LedgerFinalizer)
-	default:
-		obj = d.obj.DeepCopy()
 	}
 	obj.Spec.Allocations = formatAllocations(d.allocs)
 	obj.Spec.Holds = formatHolds(d.holds)
@@ -575,7 +570,6 @@ func (m *Manager) put(ctx context.Context, l *ledgerState, pool *ipamv1alpha1.IP
 		obj.Spec.Sealed = true
 		obj.Spec.Allocations, obj.Spec.Holds = "", ""
 	}
-
 	var err error
 	if d.obj == nil {
 		err = m.store.Create(ctx, obj)
@@ -624,7 +618,7 @@ func (m *Manager) restore(ctx context.Context, st *poolState, pool *ipamv1alpha1
 		return fmt.Errorf("pool %s is not ready: the IPLedger %s is a shard of pool %s, not this pool's ledger: rename the pool",
 			pool.Name, root.Name, root.Spec.Pool)
 	}
-	if uid := rootOwner(root); pool.UID != "" && uid != pool.UID {
+	if uid := PoolUID(root); pool.UID != "" && uid != pool.UID {
 		// A pool deleted and created again under the same name: its
 		// ledgers belong to the old pool (uid) until the garbage collector
 		// deletes them, and are never read as live nor written.
@@ -683,13 +677,14 @@ func (m *Manager) stillServed(ctx context.Context, pool *ipamv1alpha1.IPPool, dr
 	return nil
 }
 
-// rootOwner is the uid of the pool a root ledger belongs to.
-func rootOwner(root *ipamv1alpha1.IPLedger) types.UID {
-	if root.Spec.PoolUID != "" {
-		return types.UID(root.Spec.PoolUID)
+// PoolUID is the uid of the pool a ledger belongs to: the one it records,
+// or, for a ledger written before ledgers recorded it, its owner's.
+func PoolUID(l *ipamv1alpha1.IPLedger) types.UID {
+	if l.Spec.PoolUID != "" {
+		return types.UID(l.Spec.PoolUID)
 	}
-	for _, ref := range root.OwnerReferences {
-		if ref.Kind == "IPPool" && ref.Name == root.Name {
+	for _, ref := range l.OwnerReferences {
+		if ref.Kind == "IPPool" {
 			return ref.UID
 		}
 	}

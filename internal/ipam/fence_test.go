@@ -142,8 +142,8 @@ func TestRecreatedPoolNeverAdoptsTheOldLedger(t *testing.T) {
 	if _, err := NewManager(s, nil).Allocate(ctx, Request{Pool: old, Bits: 32, Holder: ClaimHolder("a")}); !errors.Is(err, ErrBusy) {
 		t.Fatalf("allocating from a stale copy of the deleted pool: %v, want ErrBusy", err)
 	}
-	if root, _ := s.Get(ctx, "p"); root != nil && (rootOwner(root) != old.UID || root.Spec.Allocations != "") {
-		t.Fatalf("the stale writer's root: owner %s, allocations %q", rootOwner(root), root.Spec.Allocations)
+	if root, _ := s.Get(ctx, "p"); root != nil && (PoolUID(root) != old.UID || root.Spec.Allocations != "") {
+		t.Fatalf("the stale writer's root: owner %s, allocations %q", PoolUID(root), root.Spec.Allocations)
 	}
 	delete(s.ledgers, "p") // the garbage collector again
 	y, err := m.Allocate(ctx, Request{Pool: again, Bits: 32, Holder: ClaimHolder("b")})
@@ -153,8 +153,8 @@ func TestRecreatedPoolNeverAdoptsTheOldLedger(t *testing.T) {
 	if y != x {
 		t.Errorf("the new pool's first host = %s, want %s from its own empty ledger", y, x)
 	}
-	if root, _ := s.Get(ctx, "p"); rootOwner(root) != again.UID {
-		t.Errorf("the new root belongs to %s, want %s", rootOwner(root), again.UID)
+	if root, _ := s.Get(ctx, "p"); PoolUID(root) != again.UID {
+		t.Errorf("the new root belongs to %s, want %s", PoolUID(root), again.UID)
 	}
 
 	// Deleted for good: nothing is committed for it, and the error says so.

@@ -61,16 +61,14 @@ func lookup(ctx context.Context, get func(context.Context, string) (*ipamv1alpha
 		return Entry{}, false, err
 	}
 	doc := root
-	if bits := int(root.Spec.ShardBits); bits > 0 && cidr.Bits() > bits {
-		listed, err := parseShards(root.Spec.Shards)
-		if err != nil {
-			return Entry{}, false, fmt.Errorf("ledger %s: spec.shards: %w", root.Name, err)
-		}
-		n, ok := listed[netip.PrefixFrom(cidr.Addr(), bits).Masked()]
-		if !ok {
-			return Entry{}, false, nil
-		}
-		shard, err := read(ShardName(pool, n))
+	name, listed, err := docName(root, cidr)
+	switch {
+	case err != nil:
+		return Entry{}, false, err
+	case name == "":
+		return Entry{}, false, nil
+	case name != root.Name:
+		shard, err := read(name)
 		if shard == nil || !ownShard(root, shard, listed) {
 			return Entry{}, false, err
 		}
@@ -84,6 +82,25 @@ func lookup(ctx context.Context, get func(context.Context, string) (*ipamv1alpha
 	return e, ok, nil
 }
 
+// docName names the ledger object under root that records cidr: the root,
+// or the shard the root lists for cidr's range ("" when it lists none),
+// with the root's list of shards.
+func docName(root *ipamv1alpha1.IPLedger, cidr netip.Prefix) (string, map[netip.Prefix]int64, error) {
+	bits := int(root.Spec.ShardBits)
+	if bits == 0 || cidr.Bits() <= bits {
+		return root.Name, nil, nil
+	}
+	listed, err := parseShards(root.Spec.Shards)
+	if err != nil {
+		return "", nil, fmt.Errorf("ledger %s: spec.shards: %w", root.Name, err)
+	}
+	n, ok := listed[netip.PrefixFrom(cidr.Addr(), bits).Masked()]
+	if !ok {
+		return "", listed, nil
+	}
+	return ShardName(root.Spec.Pool, n), listed, nil
+}
+
 // LedgerOf names the ledger object of pool that records, or would record,
 // cidr, as r holds the pool's root: the shard listed for cidr's range, else
 // the root.
@@ -92,11 +109,8 @@ func LedgerOf(ctx context.Context, r client.Reader, pool string, cidr netip.Pref
 	if err := r.Get(ctx, client.ObjectKey{Name: pool}, &root); err != nil {
 		return pool
 	}
-	if bits := int(root.Spec.ShardBits); bits > 0 && cidr.Bits() > bits {
-		listed, err := parseShards(root.Spec.Shards)
-		if n, ok := listed[netip.PrefixFrom(cidr.Addr(), bits).Masked()]; err == nil && ok {
-			return ShardName(pool, n)
-		}
+	if name, _, err := docName(&root, cidr); err == nil && name != "" {
+		return name
 	}
 	return pool
 }
