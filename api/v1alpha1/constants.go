@@ -27,6 +27,11 @@ const (
 	ConditionBound = "Bound"
 	// ConditionOrphaned is true on an allocation that no holder carries.
 	ConditionOrphaned = "Orphaned"
+	// ConditionOverlapping is true on a pool whose cidr overlaps another
+	// pool's (not its ancestor's or descendant's): pools created before
+	// kipam recorded every pool's prefix in its parent, which kipam adopts
+	// at startup and reports when it cannot.
+	ConditionOverlapping = "Overlapping"
 )
 
 // Condition reasons.
@@ -60,6 +65,13 @@ const (
 	ReasonHolderFound = "HolderFound"
 	// ReasonHolderMissing: no holder carries the allocation.
 	ReasonHolderMissing = "HolderMissing"
+	// ReasonOverlap: the pool's cidr overlaps another pool's, and is not
+	// recorded in its parent's ledger.
+	ReasonOverlap = "Overlap"
+	// ReasonNoOverlap: the pool's cidr is recorded in its parent's ledger.
+	ReasonNoOverlap = "NoOverlap"
+	// ReasonParentMissing: the pool's parentPool does not exist.
+	ReasonParentMissing = "ParentMissing"
 )
 
 // Finalizers.

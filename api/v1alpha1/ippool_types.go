@@ -37,32 +37,37 @@ const (
 // +kubebuilder:validation:XValidation:rule="has(self.cidr) || has(self.prefixLength)",message="prefixLength is required when cidr is empty, to say what size to carve from parentPool",fieldPath=.prefixLength
 // +kubebuilder:validation:XValidation:rule="!has(oldSelf.cidr) || (has(self.cidr) && self.cidr == oldSelf.cidr)",message="cidr is immutable once set",fieldPath=.cidr
 // +kubebuilder:validation:XValidation:rule="has(self.parentPool) == has(oldSelf.parentPool) && (!has(self.parentPool) || self.parentPool == oldSelf.parentPool)",message="parentPool is immutable",fieldPath=.parentPool
+// +kubebuilder:validation:XValidation:rule="has(self.prefixLength) == has(oldSelf.prefixLength) && (!has(self.prefixLength) || self.prefixLength == oldSelf.prefixLength)",message="prefixLength is immutable",fieldPath=.prefixLength
 // +kubebuilder:validation:XValidation:rule="!has(self.cidr) || !has(self.prefixLength) || !isCIDR(self.cidr) || self.prefixLength == cidr(self.cidr).prefixLength()",message="prefixLength must equal the prefix length of cidr when both are set",fieldPath=.prefixLength
 // +kubebuilder:validation:XValidation:rule="!has(self.cidr) || !isCIDR(self.cidr) || cidr(self.cidr).ip().family() == 6 || !has(self.prefixLength) || self.prefixLength <= 32",message="prefixLength must be at most 32 for an IPv4 pool",fieldPath=.prefixLength
 // +kubebuilder:validation:XValidation:rule="!has(self.cidr) || !isCIDR(self.cidr) || !has(self.defaultPrefixLength) || (self.defaultPrefixLength >= cidr(self.cidr).prefixLength() && (cidr(self.cidr).ip().family() == 6 || self.defaultPrefixLength <= 32))",message="defaultPrefixLength must lie between the pool's own prefix length and the family's maximum (32 for IPv4, 128 for IPv6)",fieldPath=.defaultPrefixLength
 // +kubebuilder:validation:XValidation:rule="!has(self.namespaceLimit) || !has(self.namespaceLimit.addressSpace) || !has(self.cidr) || !isCIDR(self.cidr) || (self.namespaceLimit.addressSpace >= cidr(self.cidr).prefixLength() && (cidr(self.cidr).ip().family() == 6 || self.namespaceLimit.addressSpace <= 32))",message="namespaceLimit.addressSpace must lie between the pool's own prefix length and the family's maximum (32 for IPv4, 128 for IPv6)",fieldPath=.namespaceLimit.addressSpace
 type IPPoolSpec struct {
 	// cidr is the pool's address space in canonical CIDR notation, IPv4 or
-	// IPv6, e.g. 10.0.0.0/16 or 2001:db8::/48. It overlaps no other pool.
-	// Set when the pool is created, and immutable. (Carving it out of a
-	// parent pool, with parentPool and prefixLength, is not served yet.)
+	// IPv6, e.g. 10.0.0.0/16 or 2001:db8::/48. It overlaps no other pool
+	// but its ancestors: kipam records it, as the pool is created, in its
+	// parent's ledger (in the address space of its family for a top-level
+	// pool), and denies a pool whose cidr overlaps anything recorded there,
+	// naming it. A pool with parentPool and prefixLength may leave it empty:
+	// kipam then carves a free prefix of that length from the parent, and
+	// the created object carries it. Set when the pool is created, and
+	// immutable.
 	// +optional
 	// +kubebuilder:validation:MaxLength=43
 	// +kubebuilder:validation:XValidation:rule="isCIDR(self) && string(cidr(self).masked()) == self",message="must be a canonical CIDR such as 10.0.0.0/24 or 2001:db8::/48: no address bits set past the prefix length, IPv6 in lower-case compressed form"
 	CIDR string `json:"cidr,omitempty"`
 
-	// parentPool is the name of the IPPool this pool's prefix is to be
-	// carved from. Not served yet: kipam's webhook refuses a pool that sets
-	// it, since a child and its parent would each hand out the child's
-	// addresses until the parent records the child's prefix. Immutable.
+	// parentPool is the name of the IPPool this pool's prefix is allocated
+	// from: the parent hands none of it to its claims or other children,
+	// counts it as allocated, and cannot finish deleting while this pool
+	// exists. The parent must exist when this pool is created. Immutable.
 	// +optional
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
 	ParentPool string `json:"parentPool,omitempty"`
 
 	// prefixLength is the length of the prefix to carve from parentPool when
-	// cidr is empty (not served yet, see parentPool). When cidr is set it
-	// must match it.
+	// cidr is empty. When cidr is set it must match it. Immutable.
 	// +optional
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=128
@@ -77,7 +82,10 @@ type IPPoolSpec struct {
 	// reserved lists address space that is never handed out: canonical CIDRs
 	// (10.0.0.0/28) or inclusive address ranges written first-last
 	// (10.0.0.1-10.0.0.9), which need not be aligned. Reserved space does
-	// not count as available.
+	// not count as available. A change of reserved, excludeFirst or
+	// excludeLast that would cover a claim or child pool of the pool is
+	// denied; one that overlaps an allocation made before it (restored from
+	// a backup) leaves that allocation alone and holds for the rest.
 	// +optional
 	// +listType=set
 	// +kubebuilder:validation:MaxItems=64
@@ -206,6 +214,7 @@ type IPPoolStatus struct {
 // child pool lies inside its parent.
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
+// +kubebuilder:validation:XValidation:rule="!self.metadata.name.endsWith('.space.kipam.dev')",message="names ending in .space.kipam.dev are kipam's own address spaces"
 // +kubebuilder:resource:scope=Cluster,shortName=ipp,categories=kipam
 // +kubebuilder:printcolumn:name="CIDR",type=string,JSONPath=`.spec.cidr`
 // +kubebuilder:printcolumn:name="Parent",type=string,JSONPath=`.spec.parentPool`

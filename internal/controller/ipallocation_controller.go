@@ -148,11 +148,11 @@ func releaseOrphan(ctx context.Context, c client.Client, m *ipam.Manager, a *ipa
 // it freed it: the ledger may record p as another entry since. A pool that
 // is gone has nothing to release.
 func releaseOrphaned(ctx context.Context, c client.Client, m *ipam.Manager, poolName string, p netip.Prefix, e ipam.Entry) (bool, error) {
-	var pool ipamv1alpha1.IPPool
-	if err := c.Get(ctx, client.ObjectKey{Name: poolName}, &pool); err != nil {
+	pool, err := ipam.GetPool(ctx, c, poolName)
+	if err != nil {
 		return false, client.IgnoreNotFound(err)
 	}
-	freed, err := m.Release(ctx, &pool, p, e.Holder, e.ID, graceOf(&pool))
+	freed, err := m.Release(ctx, pool, p, e.Holder, e.ID, graceOf(pool))
 	if freed {
 		metrics.Released.WithLabelValues(poolName, "Orphaned").Inc()
 	}

@@ -108,6 +108,13 @@ func (r *IPLedgerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	for p, e := range entries {
 		ns, ok := strings.CutPrefix(e.Holder, ipam.ClaimHolderPrefix)
 		if !ok {
+			wait, err := r.sweepPool(ctx, &ledger, p, e, seen[key(p, e)], now)
+			if err != nil {
+				return ctrl.Result{}, err
+			}
+			if wait > 0 && (next == 0 || wait < next) {
+				next = wait
+			}
 			continue
 		}
 		s := seen[key(p, e)]
@@ -165,6 +172,54 @@ func (r *IPLedgerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	return ctrl.Result{RequeueAfter: next}, nil
 }
 
+// sweepPool releases entry e, recording a pool's prefix p, once no pool
+// has carried it for the orphan grace since this replica first saw it: a
+// pool whose create the API server refused after kipam's webhook carved
+// it, or a pool that went without its finalizer. A pool carries its entry
+// while it exists as the holder the entry names with the entry's ID. It
+// returns how long until the grace ends, 0 when done.
+func (r *IPLedgerReconciler) sweepPool(ctx context.Context, ledger *ipamv1alpha1.IPLedger, p netip.Prefix, e ipam.Entry, s *sighting, now time.Time) (time.Duration, error) {
+	name, ok := strings.CutPrefix(e.Holder, ipam.PoolHolderPrefix)
+	if !ok {
+		return 0, nil
+	}
+	carried := func(reader client.Reader) (bool, error) {
+		var pool ipamv1alpha1.IPPool
+		err := reader.Get(ctx, client.ObjectKey{Name: name}, &pool)
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		return err == nil && ipam.PoolEntryID(&pool) == e.ID, err
+	}
+	if !s.carried {
+		held, err := carried(r.Client)
+		if err != nil {
+			return 0, err
+		}
+		s.carried = held
+	}
+	if s.carried {
+		return 0, nil // a pool carried it: its deletion releases it
+	}
+	if wait := s.first.Add(r.OrphanGrace).Sub(now); wait > 0 {
+		return wait, nil
+	}
+	if held, err := carried(r.APIReader); held || err != nil {
+		return 0, err
+	}
+	freed, err := releaseOrphaned(ctx, r.Client, r.Manager, ledger.Spec.Pool, p, e)
+	if err != nil || !freed {
+		return 0, err
+	}
+	logf.FromContext(ctx).Info("released a prefix no pool took", "parent", ledger.Spec.Pool, "cidr", p, "pool", name)
+	var a ipamv1alpha1.IPAllocation
+	alloc := ipam.AllocationName(ledger.Spec.Pool, p)
+	if err := r.Get(ctx, client.ObjectKey{Name: alloc}, &a); err != nil || a.Spec.Entry != e.ID {
+		return 0, client.IgnoreNotFound(err)
+	}
+	return 0, deleteAllocation(ctx, r.Client, alloc, nil)
+}
+
 // collect lets a ledger go once nothing can be committed to its pool
 // again: its pool finished draining (which sealed every ledger it lists),
 // or is gone (or was created again under its name). A sealed ledger alone
@@ -207,6 +262,9 @@ func (r *IPLedgerReconciler) collect(ctx context.Context, l *ipamv1alpha1.IPLedg
 // cache answers when it shows the pool live; anything else is confirmed
 // against the API server.
 func (r *IPLedgerReconciler) poolOf(ctx context.Context, l *ipamv1alpha1.IPLedger) (gone, drained bool, err error) {
+	if ipam.IsSpace(l.Spec.Pool) {
+		return false, false, nil // the address spaces are never deleted
+	}
 	uid := ipam.PoolUID(l)
 	var pool ipamv1alpha1.IPPool
 	key := client.ObjectKey{Name: l.Spec.Pool}

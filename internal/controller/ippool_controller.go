@@ -21,10 +21,12 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -33,11 +35,14 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
 	"github.com/kipam/kipam/internal/ipam"
+	"github.com/kipam/kipam/internal/metrics"
+	"github.com/kipam/kipam/internal/netutil"
 )
 
 // IPPoolReconciler publishes a pool's usage in its status: the Manager's
@@ -49,6 +54,7 @@ type IPPoolReconciler struct {
 	// ledgers are empty before the pool goes.
 	APIReader client.Reader
 	Manager   *ipam.Manager
+	Recorder  EventRecorder
 	Now       func() time.Time
 	// Unconfirmed is the ledger sweep's count of each pool's entries no
 	// stored claim carries yet.
@@ -103,12 +109,19 @@ func (r *IPPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		return ctrl.Result{}, client.IgnoreNotFound(r.Patch(ctx, &pool, client.MergeFrom(before)))
 	}
 	if pool.Spec.CIDR == "" {
-		return ctrl.Result{}, nil // waits to be carved from its parent
+		// Created before kipam carved pools at admission: it never will be.
+		return ctrl.Result{}, r.notServed(ctx, &pool, ipamv1alpha1.ReasonInvalid,
+			"the pool has no cidr: it was created before kipam carved child pools at creation; delete it and create it again")
 	}
 	if wait := r.wait(pool.Name); wait > 0 {
 		return ctrl.Result{RequeueAfter: wait}, nil
 	}
 	before := pool.DeepCopy()
+	overlapping, err := r.place(ctx, &pool)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	meta.SetStatusCondition(&pool.Status.Conditions, overlapping)
 	snap, err := r.usage(ctx, &pool)
 	var invalid *invalidPool
 	if err != nil && !errors.As(err, &invalid) {
@@ -166,24 +179,204 @@ func (r *IPPoolReconciler) drain(ctx context.Context, pool *ipamv1alpha1.IPPool)
 	}
 	if n := len(ledger.Allocations); n > 0 {
 		left = &ipam.NotEmptyError{Allocations: n}
+		for _, e := range ledger.Allocations {
+			if strings.HasPrefix(e.Holder, ipam.PoolHolderPrefix) {
+				left.Pools++
+			} else {
+				left.Claims++
+			}
+		}
 	} else if err := r.Manager.Drain(ctx, pool); err != nil && !errors.As(err, &left) {
 		return err
 	}
 	if left != nil {
-		n := left.Allocations
-		before := pool.DeepCopy()
-		meta.SetStatusCondition(&pool.Status.Conditions, metav1.Condition{Type: ipamv1alpha1.ConditionReady, Status: metav1.ConditionFalse,
-			Reason: ipamv1alpha1.ReasonDraining, ObservedGeneration: pool.Generation,
-			Message: fmt.Sprintf("being deleted: %d prefixes are still allocated from it; it goes when their claims (and child pools) are deleted", n)})
-		if equality.Semantic.DeepEqual(before.Status, pool.Status) {
-			return nil // the ledgers' changes wake this
-		}
-		return client.IgnoreNotFound(r.Status().Patch(ctx, pool, client.MergeFrom(before)))
+		return r.notServed(ctx, pool, ipamv1alpha1.ReasonDraining, fmt.Sprintf(
+			"being deleted: %d prefixes are still allocated from it, %d to claims and %d to child pools; it goes when they are deleted",
+			left.Allocations, left.Claims, left.Pools))
 	}
 	r.Manager.Forget(pool.Name)
+	// Sealed: nothing can be allocated from the pool again, so its own
+	// prefix goes back to its parent, after the parent's reuse grace.
+	if err := r.unplace(ctx, pool); err != nil {
+		return err
+	}
 	before := pool.DeepCopy()
 	controllerutil.RemoveFinalizer(pool, ipamv1alpha1.PoolFinalizer)
 	return client.IgnoreNotFound(r.Patch(ctx, pool, client.MergeFrom(before)))
+}
+
+// notServed sets a pool's Ready condition False for reason.
+func (r *IPPoolReconciler) notServed(ctx context.Context, pool *ipamv1alpha1.IPPool, reason, message string) error {
+	before := pool.DeepCopy()
+	meta.SetStatusCondition(&pool.Status.Conditions, metav1.Condition{Type: ipamv1alpha1.ConditionReady, Status: metav1.ConditionFalse,
+		Reason: reason, ObservedGeneration: pool.Generation, Message: message})
+	if equality.Semantic.DeepEqual(before.Status, pool.Status) {
+		return nil // the ledgers' changes wake this
+	}
+	return client.IgnoreNotFound(r.Status().Patch(ctx, pool, client.MergeFrom(before)))
+}
+
+// place makes sure the pool's prefix is recorded in its parent's ledger,
+// adopting a pool created before kipam recorded every pool there (with its
+// uid as the entry ID), and that the record has its IPAllocation. It
+// returns the pool's Overlapping condition: True when the pool's prefix
+// cannot be recorded because another pool's overlaps it, or when this
+// pool's prefix is recorded and a pool that could not be overlaps it.
+func (r *IPPoolReconciler) place(ctx context.Context, pool *ipamv1alpha1.IPPool) (metav1.Condition, error) {
+	cond := metav1.Condition{Type: ipamv1alpha1.ConditionOverlapping, Status: metav1.ConditionFalse, Reason: ipamv1alpha1.ReasonNoOverlap,
+		ObservedGeneration: pool.Generation, Message: "recorded in " + describeParent(pool)}
+	cidr, err := netutil.ParsePrefix(pool.Spec.CIDR)
+	if err != nil {
+		return cond, nil // usage reports it
+	}
+	parentName := ipam.ParentOf(pool)
+	holder, id := ipam.PoolHolder(pool.Name), ipam.PoolEntryID(pool)
+	e, ok, err := ipam.LookupEntry(ctx, r.Client, parentName, cidr)
+	if err != nil {
+		return cond, err
+	}
+	if !ok || !e.Is(holder, id) {
+		parent, err := ipam.GetPool(ctx, r.Client, parentName)
+		if apierrors.IsNotFound(err) {
+			cond.Status, cond.Reason, cond.Message = metav1.ConditionUnknown, ipamv1alpha1.ReasonParentMissing,
+				fmt.Sprintf("its parent pool %s does not exist, so nothing keeps its prefix from being handed out again", parentName)
+			return cond, nil
+		}
+		if err != nil {
+			return cond, err
+		}
+		_, err = r.Manager.Allocate(ctx, ipam.Request{Pool: parent, CIDR: cidr, Bits: cidr.Bits(), Holder: holder, ID: id, Adopt: true})
+		switch {
+		case errors.Is(err, ipam.ErrBusy):
+			return cond, err
+		case err != nil:
+			what, rerr := ipam.InTheWay(ctx, r.APIReader, parentName, cidr)
+			if rerr != nil || what == "" {
+				what = err.Error()
+			}
+			cond.Status, cond.Reason = metav1.ConditionTrue, ipamv1alpha1.ReasonOverlap
+			cond.Message = fmt.Sprintf("%s overlaps %s in %s: both may hand out the same addresses; delete one of them", cidr, what, describeParent(pool))
+			if !meta.IsStatusConditionTrue(pool.Status.Conditions, ipamv1alpha1.ConditionOverlapping) {
+				r.Recorder.Eventf(pool, nil, corev1.EventTypeWarning, ipamv1alpha1.ReasonOverlap, "Adopt", "%s", cond.Message)
+			}
+			return cond, nil
+		default:
+			logf.FromContext(ctx).Info("recorded a pool's prefix in its parent", "pool", pool.Name, "parent", parentName, "cidr", cidr)
+		}
+	}
+	if err := r.ensureAllocation(ctx, pool, parentName, cidr, id); err != nil {
+		return cond, err
+	}
+	if others := r.overlappedBy(ctx, pool, cidr); len(others) > 0 {
+		cond.Status, cond.Reason = metav1.ConditionTrue, ipamv1alpha1.ReasonOverlap
+		cond.Message = fmt.Sprintf("pools created before kipam recorded every pool overlap it and could not be recorded: %s; delete them",
+			strings.Join(others, ", "))
+	}
+	return cond, nil
+}
+
+// describeParent names where pool's prefix is recorded.
+func describeParent(pool *ipamv1alpha1.IPPool) string {
+	if pool.Spec.ParentPool != "" {
+		return "its parent pool " + pool.Spec.ParentPool
+	}
+	return "the cluster's address space (" + ipam.ParentOf(pool) + ")"
+}
+
+// overlappedBy names the pools, as the cache holds them, that report an
+// overlap and whose cidr overlaps cidr, other than pool's ancestors and
+// descendants. Only pools that could not be recorded report one, so this
+// looks only when some pool does.
+func (r *IPPoolReconciler) overlappedBy(ctx context.Context, pool *ipamv1alpha1.IPPool, cidr netip.Prefix) []string {
+	var pools ipamv1alpha1.IPPoolList
+	if err := r.List(ctx, &pools, client.UnsafeDisableDeepCopy); err != nil {
+		return nil
+	}
+	byName := make(map[string]*ipamv1alpha1.IPPool, len(pools.Items))
+	for i := range pools.Items {
+		byName[pools.Items[i].Name] = &pools.Items[i]
+	}
+	related := func(a, b string) bool { // a is b or one of its ancestors
+		for seen := 0; b != "" && seen <= len(byName); seen++ {
+			if a == b {
+				return true
+			}
+			p := byName[b]
+			if p == nil {
+				return false
+			}
+			b = p.Spec.ParentPool
+		}
+		return false
+	}
+	var out []string
+	for i := range pools.Items {
+		o := &pools.Items[i]
+		if o.Name == pool.Name || !meta.IsStatusConditionTrue(o.Status.Conditions, ipamv1alpha1.ConditionOverlapping) ||
+			meta.FindStatusCondition(o.Status.Conditions, ipamv1alpha1.ConditionOverlapping).Reason != ipamv1alpha1.ReasonOverlap {
+			continue
+		}
+		oc, err := netutil.ParsePrefix(o.Spec.CIDR)
+		if err != nil || !oc.Overlaps(cidr) || related(o.Name, pool.Name) || related(pool.Name, o.Name) {
+			continue
+		}
+		if msg := meta.FindStatusCondition(o.Status.Conditions, ipamv1alpha1.ConditionOverlapping).Message; !strings.HasPrefix(msg, oc.String()+" overlaps") {
+			continue // it reports being overlapped itself
+		}
+		out = append(out, fmt.Sprintf("%s (%s)", o.Name, oc))
+	}
+	return out
+}
+
+// ensureAllocation makes sure the pool's recorded prefix has its
+// IPAllocation in the parent, bound to the pool: kubectl get ipa shows who
+// holds what, pools as well as claims, and deleting it is denied while the
+// pool lives.
+func (r *IPPoolReconciler) ensureAllocation(ctx context.Context, pool *ipamv1alpha1.IPPool, parent string, cidr netip.Prefix, id string) error {
+	name := ipam.AllocationName(parent, cidr)
+	var a ipamv1alpha1.IPAllocation
+	err := r.Get(ctx, client.ObjectKey{Name: name}, &a)
+	if !apierrors.IsNotFound(err) {
+		return err
+	}
+	a = ipamv1alpha1.IPAllocation{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:       name,
+			Labels:     map[string]string{ipamv1alpha1.LabelPool: parent},
+			Finalizers: []string{ipamv1alpha1.AllocationFinalizer},
+		},
+		Spec: ipamv1alpha1.IPAllocationSpec{Pool: parent, CIDR: cidr.String(), Entry: id,
+			ClaimRef: ipamv1alpha1.ClaimRef{Kind: "IPPool", Name: pool.Name, UID: pool.UID}},
+	}
+	return client.IgnoreAlreadyExists(r.Create(ctx, &a))
+}
+
+// unplace releases a drained pool's prefix in its parent, as the entry it
+// was recorded as, after the parent's reuse grace, and deletes its
+// IPAllocation. Run again, it changes nothing: the release names the entry.
+func (r *IPPoolReconciler) unplace(ctx context.Context, pool *ipamv1alpha1.IPPool) error {
+	cidr, err := netutil.ParsePrefix(pool.Spec.CIDR)
+	if err != nil {
+		return nil // never placed
+	}
+	parentName := ipam.ParentOf(pool)
+	parent, err := ipam.GetPool(ctx, r.APIReader, parentName)
+	if err != nil {
+		return client.IgnoreNotFound(err) // its ledger goes with it
+	}
+	freed, err := r.Manager.Release(ctx, parent, cidr, ipam.PoolHolder(pool.Name), ipam.PoolEntryID(pool), graceOf(parent))
+	if err != nil {
+		return err
+	}
+	if freed {
+		metrics.Released.WithLabelValues(parentName, "PoolDeleted").Inc()
+	}
+	name := ipam.AllocationName(parentName, cidr)
+	var a ipamv1alpha1.IPAllocation
+	if err := r.Get(ctx, client.ObjectKey{Name: name}, &a); err != nil || a.Spec.ClaimRef.Kind != "IPPool" || a.Spec.ClaimRef.UID != pool.UID {
+		return client.IgnoreNotFound(err)
+	}
+	return deleteAllocation(ctx, r.Client, name, nil)
 }
 
 // invalidPool is a pool that cannot be served as specified.
@@ -220,6 +413,27 @@ func (r *IPPoolReconciler) usage(ctx context.Context, pool *ipamv1alpha1.IPPool)
 	return s, nil
 }
 
+// overlapped maps a pool that reports an overlap to the pools its cidr
+// overlaps.
+func (r *IPPoolReconciler) overlapped(ctx context.Context, o client.Object) []reconcile.Request {
+	pool := o.(*ipamv1alpha1.IPPool)
+	cidr, err := netutil.ParsePrefix(pool.Spec.CIDR)
+	if err != nil || !meta.IsStatusConditionTrue(pool.Status.Conditions, ipamv1alpha1.ConditionOverlapping) {
+		return nil
+	}
+	var pools ipamv1alpha1.IPPoolList
+	if err := r.List(ctx, &pools, client.UnsafeDisableDeepCopy); err != nil {
+		return nil
+	}
+	var out []reconcile.Request
+	for i := range pools.Items {
+		if p, err := netutil.ParsePrefix(pools.Items[i].Spec.CIDR); err == nil && p.Overlaps(cidr) && pools.Items[i].Name != pool.Name {
+			out = append(out, reconcile.Request{NamespacedName: client.ObjectKey{Name: pools.Items[i].Name}})
+		}
+	}
+	return out
+}
+
 // utilization formats allocated/usable as a percentage with up to two decimals.
 func utilization(allocated, usable *big.Int) string {
 	if usable.Sign() <= 0 {
@@ -244,6 +458,9 @@ func (r *IPPoolReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		b = b.WatchesRawSource(source.Channel(r.Unconfirmed.changed, &handler.EnqueueRequestForObject{}))
 	}
 	return b.
+		// A pool that reports an overlap wakes the pools it overlaps, so
+		// that they report it too.
+		Watches(&ipamv1alpha1.IPPool{}, handler.EnqueueRequestsFromMapFunc(r.overlapped)).
 		Watches(&ipamv1alpha1.IPLedger{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 			return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: o.(*ipamv1alpha1.IPLedger).Spec.Pool}}}
 		})).

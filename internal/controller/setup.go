@@ -89,7 +89,7 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, m *ipam.Manager, op
 	recorder := mgr.GetEventRecorder("kipam")
 	pending := newUnconfirmed()
 	for _, r := range []interface{ SetupWithManager(ctrl.Manager) error }{
-		&IPPoolReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Manager: m, Now: opts.Now, Unconfirmed: pending},
+		&IPPoolReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Manager: m, Recorder: recorder, Now: opts.Now, Unconfirmed: pending},
 		&IPClaimReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Manager: m, Resolver: resolver, Recorder: recorder, Now: opts.Now},
 		&IPAllocationReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Manager: m, Recorder: recorder,
 			OrphanGrace: opts.OrphanGrace, Now: opts.Now},

@@ -661,6 +661,9 @@ func (m *Manager) restore(ctx context.Context, st *poolState, pool *ipamv1alpha1
 // drain still to finish will find this root and fence what is committed
 // to it.
 func (m *Manager) stillServed(ctx context.Context, pool *ipamv1alpha1.IPPool, draining bool) error {
+	if IsSpace(pool.Name) {
+		return nil // never deleted
+	}
 	live, err := m.store.Pool(ctx, pool.Name)
 	switch {
 	case apierrors.IsNotFound(err):
@@ -698,14 +701,15 @@ func PoolUID(l *ipamv1alpha1.IPLedger) types.UID {
 // version this committer read, so a commit that landed meanwhile makes the
 // drain fail its race and look again.
 func (l *ledgerState) drain(o *op) error {
-	n := 0
+	n, claims := 0, 0
 	for _, d := range l.docs() {
 		if !d.dead {
 			n += len(d.allocs)
+			claims += d.claims
 		}
 	}
 	if n > 0 {
-		return &NotEmptyError{Allocations: n}
+		return &NotEmptyError{Allocations: n, Claims: claims, Pools: n - claims}
 	}
 	for _, d := range l.listed {
 		if !d.dead {
@@ -820,6 +824,35 @@ func Build(pool *ipamv1alpha1.IPPool, ledger *Ledger, now func() time.Time) (*al
 // overlap it. A reservation added after prefixes were handed out does not
 // evict them, and holds for all the rest of its space.
 func reservedSpace(pool *ipamv1alpha1.IPPool, prefix netip.Prefix, allocs []netip.Prefix) []netipx.IPRange {
+	reserved := reservedSet(pool, prefix)
+	if len(reserved.Ranges()) == 0 {
+		return nil
+	}
+	var b netipx.IPSetBuilder
+	b.AddSet(reserved)
+	for _, p := range allocs {
+		if reserved.OverlapsPrefix(p) {
+			b.RemovePrefix(p)
+		}
+	}
+	rest, err := b.IPSet()
+	if err != nil {
+		return nil
+	}
+	return rest.Ranges()
+}
+
+// ReservedSet is the space pool's reserved ranges and excluded first and
+// last addresses cover inside its cidr (empty for a pool without one).
+func ReservedSet(pool *ipamv1alpha1.IPPool) *netipx.IPSet {
+	prefix, err := netutil.ParsePrefix(pool.Spec.CIDR)
+	if err != nil {
+		return &netipx.IPSet{}
+	}
+	return reservedSet(pool, prefix)
+}
+
+func reservedSet(pool *ipamv1alpha1.IPPool, prefix netip.Prefix) *netipx.IPSet {
 	var b netipx.IPSetBuilder
 	for _, s := range pool.Spec.Reserved {
 		if r, err := netutil.ParseRange(s); err == nil {
@@ -839,19 +872,12 @@ func reservedSpace(pool *ipamv1alpha1.IPPool, prefix netip.Prefix, allocs []neti
 		b.Intersect(set)
 	}
 	reserved, err := b.IPSet()
-	if err != nil || len(reserved.Ranges()) == 0 {
-		return nil
+	if err != nil {
+		return &netipx.IPSet{}
 	}
-	for _, p := range allocs {
-		if reserved.OverlapsPrefix(p) {
-			b.RemovePrefix(p)
-		}
-	}
-	if reserved, err = b.IPSet(); err != nil {
-		return nil
-	}
-	return reserved.Ranges()
+	return reserved
 }
+
 func allocateOne(a *allocator.Allocator, req *Request) (netip.Prefix, error) {
 	if req.CIDR.IsValid() {
 		if err := a.Allocate(req.CIDR); err != nil {

@@ -76,6 +76,8 @@ type wireErr struct {
 	Bits        int    `json:"bits,omitempty"`
 	LargestFree int    `json:"largestFree,omitempty"`
 	Allocations int    `json:"allocations,omitempty"`
+	Claims      int    `json:"claims,omitempty"`
+	Pools       int    `json:"pools,omitempty"`
 }
 
 // reasons are the errors that cross the wire by name.
@@ -98,7 +100,7 @@ func encodeErr(err error) *wireErr {
 	}
 	var ne *NotEmptyError
 	if errors.As(err, &ne) {
-		w.Reason, w.Allocations = "NotEmpty", ne.Allocations
+		w.Reason, w.Allocations, w.Claims, w.Pools = "NotEmpty", ne.Allocations, ne.Claims, ne.Pools
 		return w
 	}
 	for name, sentinel := range reasons {
@@ -131,7 +133,7 @@ func decodeErr(w *wireErr) error {
 		return &allocator.ExhaustedError{Bits: w.Bits, LargestFree: w.LargestFree}
 	}
 	if w.Reason == "NotEmpty" {
-		return &NotEmptyError{Allocations: w.Allocations}
+		return &NotEmptyError{Allocations: w.Allocations, Claims: w.Claims, Pools: w.Pools}
 	}
 	reason := reasons[w.Reason]
 	if p, err := netip.ParsePrefix(w.Prefix); err == nil && reason != nil {

@@ -61,12 +61,13 @@ var ErrPoolDeleted = errors.New("pool deleted")
 // NotEmptyError is Drain's answer for a pool that still records
 // allocations.
 type NotEmptyError struct {
-	// Allocations is how many prefixes the pool's ledgers record.
-	Allocations int
+	// Allocations is how many prefixes the pool's ledgers record: Claims
+	// held by claims, Pools by child pools.
+	Allocations, Claims, Pools int
 }
 
 func (e *NotEmptyError) Error() string {
-	return fmt.Sprintf("%d prefixes are still allocated from the pool", e.Allocations)
+	return fmt.Sprintf("%d prefixes are still allocated from the pool (%d to claims, %d to child pools)", e.Allocations, e.Claims, e.Pools)
 }
 
 // ErrLedgerFull is returned when the ledger a prefix belongs in has no room

@@ -18,9 +18,18 @@ package v1alpha1
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"math/big"
-	"net/netip"
+	"slices"
+	"strings"
+
+	admissionv1 "k8s.io/api/admission/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/utils/ptr"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -30,75 +39,274 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
+	"github.com/kipam/kipam/internal/allocator"
+	"github.com/kipam/kipam/internal/ipam"
 	"github.com/kipam/kipam/internal/netutil"
 )
 
-// +kubebuilder:webhook:path=/mutate-ipam-kipam-dev-v1alpha1-ippool,mutating=true,failurePolicy=fail,sideEffects=None,groups=ipam.kipam.dev,resources=ippools,verbs=create;update,versions=v1alpha1,name=mippool-v1alpha1.kb.io,admissionReviewVersions=v1
+// +kubebuilder:webhook:path=/mutate-ipam-kipam-dev-v1alpha1-ippool,mutating=true,failurePolicy=fail,sideEffects=NoneOnDryRun,groups=ipam.kipam.dev,resources=ippools,verbs=create;update,versions=v1alpha1,name=mippool-v1alpha1.kb.io,admissionReviewVersions=v1,timeoutSeconds=15
 // +kubebuilder:webhook:path=/validate-ipam-kipam-dev-v1alpha1-ippool,mutating=false,failurePolicy=fail,sideEffects=None,groups=ipam.kipam.dev,resources=ippools,verbs=create;update,versions=v1alpha1,name=vippool-v1alpha1.kb.io,admissionReviewVersions=v1
 
 // IPPoolValidator checks what the IPPool schema cannot: that reserved space
-// lies inside the pool, that exclusions fit, and that the pool overlaps no
-// other pool except its own ancestors.
+// lies inside the pool and exclusions fit, and, on update, that a change of
+// reserved space or exclusions covers nothing allocated.
 type IPPoolValidator struct {
-	// Reader lists the other pools. The API server's own view is wanted
-	// here, not a cache, so that a pool created a moment ago is seen.
-	Reader client.Reader
+	// APIReader reads pools and ledgers from the API server, not a cache.
+	APIReader client.Reader
 }
 
 var _ admission.Validator[*ipamv1alpha1.IPPool] = &IPPoolValidator{}
 
-// IPPoolDefaulter keeps a pool's drain finalizer on it from its creation
-// until it is deleted: kipam serves no pool without it (a pool deleted
-// without it would go at once, its claims' prefixes still held), and an
-// update that drops it (kubectl replace or a GitOps apply of a manifest
-// without it) gets it back. kipam itself removes it only from a pool being
-// deleted, once the pool is drained.
-type IPPoolDefaulter struct{}
+// IPPoolAllocator gives a pool its place in the hierarchy as it is created:
+// it commits the pool's prefix to its parent's ledger (the address space of
+// its family for a top-level pool) through the same compare-and-swap as a
+// claim's, carving it when the pool gives only a prefixLength, so that the
+// object the API server stores and returns carries spec.cidr, and no other
+// pool or claim can ever be given any of it. On update it keeps kipam's
+// entry annotation as kipam set it, and the pool's drain finalizer: kipam
+// serves no pool without it (a pool deleted without it would go at once,
+// its claims' prefixes still held), and an update that drops it (kubectl
+// replace or a GitOps apply of a manifest without it) gets it back. kipam
+// itself removes it only from a pool being deleted, once the pool is
+// drained and its prefix released.
+type IPPoolAllocator struct {
+	Manager *ipam.Manager
+	// Reader is the cache; APIReader reads the API server.
+	Reader, APIReader client.Reader
+}
 
-var _ admission.Defaulter[*ipamv1alpha1.IPPool] = IPPoolDefaulter{}
+var _ admission.Defaulter[*ipamv1alpha1.IPPool] = &IPPoolAllocator{}
 
-// Default adds the drain finalizer to a pool not being deleted.
-func (IPPoolDefaulter) Default(_ context.Context, pool *ipamv1alpha1.IPPool) error {
-	if pool.DeletionTimestamp == nil {
-		controllerutil.AddFinalizer(pool, ipamv1alpha1.PoolFinalizer)
+// Default carves on create and keeps kipam's fields on update.
+func (a *IPPoolAllocator) Default(ctx context.Context, pool *ipamv1alpha1.IPPool) error {
+	req, err := admission.RequestFromContext(ctx)
+	if err != nil {
+		return err
+	}
+	switch req.Operation {
+	case admissionv1.Create:
+		return a.carve(ctx, pool, req)
+	case admissionv1.Update:
+		var old ipamv1alpha1.IPPool
+		if err := json.Unmarshal(req.OldObject.Raw, &old); err != nil {
+			return apierrors.NewBadRequest(fmt.Sprintf("decoding the old IPPool: %v", err))
+		}
+		if id, ok := old.Annotations[ipam.EntryAnnotation]; ok {
+			metav1.SetMetaDataAnnotation(&pool.ObjectMeta, ipam.EntryAnnotation, id)
+		} else {
+			delete(pool.Annotations, ipam.EntryAnnotation)
+		}
+		if pool.DeletionTimestamp == nil {
+			controllerutil.AddFinalizer(pool, ipamv1alpha1.PoolFinalizer)
+		}
 	}
 	return nil
 }
 
+// carve commits a new pool's prefix to its parent's ledger, once every
+// rule that could deny the create has passed.
+func (a *IPPoolAllocator) carve(ctx context.Context, pool *ipamv1alpha1.IPPool, req admission.Request) error {
+	dryRun := req.DryRun != nil && *req.DryRun
+	// The entry ID is kipam's to give: a user's would let the pool name
+	// another holder's entry.
+	delete(pool.Annotations, ipam.EntryAnnotation)
+	controllerutil.AddFinalizer(pool, ipamv1alpha1.PoolFinalizer)
+	if errs := validatePoolCreate(pool); len(errs) > 0 {
+		return invalid("IPPool", pool.Name, errs)
+	}
+	if err := a.notExisting(ctx, pool.Name); err != nil {
+		return err
+	}
+	parent, err := a.parent(ctx, pool)
+	if err != nil {
+		return poolError(pool, err)
+	}
+	r := ipam.Request{Pool: parent, Holder: ipam.PoolHolder(pool.Name), ID: ipam.NewEntryID(), DryRun: dryRun}
+	if p, err := netutil.ParsePrefix(pool.Spec.CIDR); err == nil {
+		r.CIDR, r.Bits = p, p.Bits()
+	} else {
+		r.Bits = int(*pool.Spec.PrefixLength)
+	}
+	p, err := a.Manager.Allocate(ctx, r)
+	if err != nil {
+		return a.denial(ctx, pool, r, err)
+	}
+	pool.Spec.CIDR = p.String()
+	metav1.SetMetaDataAnnotation(&pool.ObjectMeta, ipam.EntryAnnotation, r.ID)
+	if errs := validatePoolSpec(pool); len(errs) > 0 {
+		// A carved pool's reserved space is checked once its cidr is
+		// known; what was committed for it goes back, by its entry.
+		if !dryRun {
+			if _, err := a.Manager.Release(ctx, parent, p, r.Holder, r.ID, 0); err != nil {
+				logf.FromContext(ctx).Error(err, "releasing the prefix of a pool denied after its carve; the orphan sweep will", "pool", pool.Name, "cidr", p)
+			}
+		}
+		return invalid("IPPool", pool.Name, errs)
+	}
+	logf.FromContext(ctx).V(1).Info("carved", "pool", pool.Name, "parent", parent.Name, "cidr", p, "dryRun", dryRun)
+	return nil
+}
+
+// notExisting answers AlreadyExists for a pool whose name is taken, before
+// anything is committed for it (see IPClaimAllocator.notExisting).
+func (a *IPPoolAllocator) notExisting(ctx context.Context, name string) error {
+	var cur ipamv1alpha1.IPPool
+	err := a.Reader.Get(ctx, client.ObjectKey{Name: name}, &cur)
+	if err == nil {
+		err = a.APIReader.Get(ctx, client.ObjectKey{Name: name}, &cur)
+	}
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil
+	case err != nil:
+		return fmt.Errorf("reading pool %s: %w", name, err)
+	}
+	return apierrors.NewAlreadyExists(schema.GroupResource{Group: ipamv1alpha1.GroupVersion.Group, Resource: "ippools"}, name)
+}
+
+// parent returns the pool that pool's prefix is to be allocated from, read
+// from the API server, or a field error saying why pool cannot be.
+func (a *IPPoolAllocator) parent(ctx context.Context, pool *ipamv1alpha1.IPPool) (*ipamv1alpha1.IPPool, error) {
+	spec := field.NewPath("spec")
+	prefix, perr := netutil.ParsePrefix(pool.Spec.CIDR)
+	name := pool.Spec.ParentPool
+	if name == "" {
+		return ipam.Space(prefix.Addr()), nil
+	}
+	var parent ipamv1alpha1.IPPool
+	err := a.APIReader.Get(ctx, client.ObjectKey{Name: name}, &parent)
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil, field.Invalid(spec.Child("parentPool"), name, "no IPPool of that name exists: create the parent first")
+	case err != nil:
+		return nil, fmt.Errorf("reading parent pool %s: %w", name, err)
+	case parent.DeletionTimestamp != nil:
+		return nil, field.Forbidden(spec.Child("parentPool"), fmt.Sprintf("pool %s is being deleted: nothing can be carved from it", name))
+	}
+	pp, err := netutil.ParsePrefix(parent.Spec.CIDR)
+	if err != nil {
+		return nil, field.Invalid(spec.Child("parentPool"), name, fmt.Sprintf("pool %s has no usable cidr: %v", name, err))
+	}
+	if perr == nil { // an explicit cidr
+		switch {
+		case prefix.Addr().Is4() != pp.Addr().Is4():
+			return nil, field.Invalid(spec.Child("cidr"), pool.Spec.CIDR, fmt.Sprintf("is %s but its parent pool %s (%s) is %s",
+				netutil.Family(prefix.Addr()), name, pp, netutil.Family(pp.Addr())))
+		case prefix.Bits() < pp.Bits() || !pp.Contains(prefix.Addr()):
+			return nil, field.Invalid(spec.Child("cidr"), pool.Spec.CIDR, fmt.Sprintf("lies outside its parent pool %s (%s)", name, pp))
+		}
+		return &parent, nil
+	}
+	bits := int(*pool.Spec.PrefixLength)
+	if bits < pp.Bits() || bits > pp.Addr().BitLen() {
+		return nil, field.Invalid(spec.Child("prefixLength"), bits, fmt.Sprintf("a /%d cannot be carved from pool %s (%s): it must lie between /%d and /%d",
+			bits, name, pp, pp.Bits(), pp.Addr().BitLen()))
+	}
+	return &parent, nil
+}
+
+// denial says why a pool's prefix could not be committed in its parent.
+func (a *IPPoolAllocator) denial(ctx context.Context, pool *ipamv1alpha1.IPPool, r ipam.Request, err error) error {
+	spec := field.NewPath("spec")
+	parent := r.Pool.Name
+	in := "pool " + parent
+	if ipam.IsSpace(parent) {
+		in = "the cluster's pools"
+	}
+	var ex *allocator.ExhaustedError
+	switch {
+	case errors.As(err, &ex):
+		return poolError(pool, field.Forbidden(spec.Child("prefixLength"), fmt.Sprintf("%s is exhausted: %s", in, ex.Error())))
+	case errors.Is(err, allocator.ErrOverlap):
+		what, rerr := ipam.InTheWay(ctx, a.APIReader, parent, r.CIDR)
+		if rerr != nil || what == "" {
+			what = "an allocation"
+		}
+		return poolError(pool, field.Invalid(spec.Child("cidr"), r.CIDR.String(), fmt.Sprintf("overlaps %s in %s", what, in)))
+	case errors.Is(err, ipam.ErrPoolDeleted):
+		return poolError(pool, field.Forbidden(spec.Child("parentPool"), fmt.Sprintf("pool %s is being deleted: nothing can be carved from it", parent)))
+	case errors.Is(err, ipam.ErrBusy):
+		return apierrors.NewTooManyRequests(err.Error(), 1)
+	}
+	if _, full := ipam.Full(err); full {
+		return poolError(pool, field.Forbidden(spec.Child("parentPool"), err.Error()))
+	}
+	return poolError(pool, ipam.ClaimError(err, r))
+}
+
+// poolError turns a field error into the API's Invalid error for pool.
+func poolError(pool *ipamv1alpha1.IPPool, err error) error {
+	var fe *field.Error
+	if errors.As(err, &fe) {
+		return invalid("IPPool", pool.Name, field.ErrorList{fe})
+	}
+	return err
+}
+
 // SetupIPPoolWebhookWithManager registers the IPPool webhooks.
-func SetupIPPoolWebhookWithManager(mgr ctrl.Manager) error {
+func SetupIPPoolWebhookWithManager(mgr ctrl.Manager, m *ipam.Manager) error {
 	return ctrl.NewWebhookManagedBy(mgr, &ipamv1alpha1.IPPool{}).
-		WithDefaulter(IPPoolDefaulter{}).
-		WithValidator(&IPPoolValidator{Reader: mgr.GetAPIReader()}).
+		WithDefaulter(&IPPoolAllocator{Manager: m, Reader: mgr.GetClient(), APIReader: mgr.GetAPIReader()}, admission.DefaulterRemoveUnknownOrOmitableFields).
+		WithValidator(&IPPoolValidator{APIReader: mgr.GetAPIReader()}).
 		Complete()
 }
 
-// ValidateCreate validates a new pool.
-func (v *IPPoolValidator) ValidateCreate(ctx context.Context, pool *ipamv1alpha1.IPPool) (admission.Warnings, error) {
-	if pool.Spec.ParentPool != "" {
-		return nil, invalid("IPPool", pool.Name, field.ErrorList{field.Forbidden(field.NewPath("spec", "parentPool"),
-			"child pools are not carved from their parent yet: a child and its parent would hand out the same addresses; "+
-				"create the pool with a cidr that overlaps no other pool")})
+// ValidateCreate checks a new pool as the allocating webhook did before it
+// committed the pool's prefix.
+func (v *IPPoolValidator) ValidateCreate(_ context.Context, pool *ipamv1alpha1.IPPool) (admission.Warnings, error) {
+	return nil, invalid("IPPool", pool.Name, validatePoolSpec(pool))
+}
+
+// ValidateUpdate validates a changed pool. Its place in the hierarchy
+// (cidr, parentPool, prefixLength) is immutable; reserved space and
+// exclusions may change as long as they cover nothing allocated.
+func (v *IPPoolValidator) ValidateUpdate(ctx context.Context, old, pool *ipamv1alpha1.IPPool) (admission.Warnings, error) {
+	spec := field.NewPath("spec")
+	if old.Spec.CIDR != pool.Spec.CIDR {
+		return nil, invalid("IPPool", pool.Name, field.ErrorList{field.Forbidden(spec.Child("cidr"),
+			"a pool's cidr is set when it is created (by kipam when it is carved from its parent), never later")})
+	}
+	if !ptr.Equal(old.Spec.PrefixLength, pool.Spec.PrefixLength) {
+		return nil, invalid("IPPool", pool.Name, field.ErrorList{field.Forbidden(spec.Child("prefixLength"), "prefixLength is immutable")})
 	}
 	errs := validatePoolSpec(pool)
-	if len(errs) == 0 && pool.Spec.CIDR != "" {
-		overlap, err := v.validateNoOverlap(ctx, pool)
+	if len(errs) == 0 && pool.DeletionTimestamp == nil && !reservedEqual(old, pool) {
+		covered, err := v.covered(ctx, old, pool)
 		if err != nil {
 			return nil, err
 		}
-		errs = append(errs, overlap...)
+		if covered > 0 {
+			errs = append(errs, field.Forbidden(spec.Child("reserved"), fmt.Sprintf(
+				"the change of reserved, excludeFirst or excludeLast would cover %d allocations (claims or child pools) of the pool: "+
+					"release them first, or reserve around them", covered)))
+		}
 	}
 	return nil, invalid("IPPool", pool.Name, errs)
 }
 
-// ValidateUpdate validates a changed pool. Its address space is immutable,
-// so only the reserved list and exclusions need checking again.
-func (v *IPPoolValidator) ValidateUpdate(ctx context.Context, old, pool *ipamv1alpha1.IPPool) (admission.Warnings, error) {
-	if old.Spec.CIDR == "" && pool.Spec.CIDR != "" {
-		return nil, invalid("IPPool", pool.Name, field.ErrorList{field.Forbidden(field.NewPath("spec", "cidr"),
-			"a pool's cidr is set when it is created, never later: no overlap with other pools is checked on update")})
+// reservedEqual reports whether two versions of a pool keep the same space
+// out of circulation.
+func reservedEqual(a, b *ipamv1alpha1.IPPool) bool {
+	return slices.Equal(a.Spec.Reserved, b.Spec.Reserved) && a.Spec.ExcludeFirst == b.Spec.ExcludeFirst && a.Spec.ExcludeLast == b.Spec.ExcludeLast
+}
+
+// covered counts the allocations of the pool, as its stored ledger records
+// them, that the new reserved space covers and the old did not. A claim
+// committed meanwhile is not counted, and is still never reserved from
+// under its holder (ipam.Build): the count is for the user, not the fence.
+func (v *IPPoolValidator) covered(ctx context.Context, old, pool *ipamv1alpha1.IPPool) (int, error) {
+	ledger, err := ipam.ReadLedger(ctx, v.APIReader, pool.Name)
+	if err != nil {
+		return 0, err
 	}
-	return nil, invalid("IPPool", pool.Name, validatePoolSpec(pool))
+	was, is := ipam.ReservedSet(old), ipam.ReservedSet(pool)
+	n := 0
+	for p := range ledger.Allocations {
+		if is.OverlapsPrefix(p) && !was.OverlapsPrefix(p) {
+			n++
+		}
+	}
+	return n, nil
 }
 
 // ValidateDelete allows every delete; the pool's finalizer holds it until
@@ -107,7 +315,41 @@ func (v *IPPoolValidator) ValidateDelete(context.Context, *ipamv1alpha1.IPPool) 
 	return nil, nil
 }
 
-// validatePoolSpec checks the pool against itself.
+// The messages of the IPPool CRD's rules that validatePoolCreate and
+// validatePoolSpec mirror, word for word (api/v1alpha1, ippool_types.go).
+const (
+	msgCIDRRequired         = "cidr is required unless parentPool is set"
+	msgPrefixLengthRequired = "prefixLength is required when cidr is empty, to say what size to carve from parentPool"
+	msgPoolPrefixLength     = "prefixLength must equal the prefix length of cidr when both are set"
+	msgPoolIPv4Length       = "prefixLength must be at most 32 for an IPv4 pool"
+	msgDefaultPrefixLength  = "defaultPrefixLength must lie between the pool's own prefix length and the family's maximum (32 for IPv4, 128 for IPv6)"
+	msgAddressSpace         = "namespaceLimit.addressSpace must lie between the pool's own prefix length and the family's maximum (32 for IPv4, 128 for IPv6)"
+	msgSpaceName            = "names ending in " + ipam.SpaceSuffix + " are kipam's own address spaces"
+)
+
+// validatePoolCreate checks a new pool before anything is committed for
+// it: the CRD's rules that could deny it after the webhook (the API server
+// runs them after every mutating webhook), and validatePoolSpec when the
+// pool gives its cidr.
+func validatePoolCreate(pool *ipamv1alpha1.IPPool) field.ErrorList {
+	spec := field.NewPath("spec")
+	var errs field.ErrorList
+	if strings.HasSuffix(pool.Name, ipam.SpaceSuffix) {
+		errs = append(errs, field.Invalid(field.NewPath("metadata", "name"), pool.Name, msgSpaceName))
+	}
+	if pool.Spec.CIDR == "" {
+		if pool.Spec.ParentPool == "" {
+			errs = append(errs, field.Invalid(spec.Child("cidr"), field.OmitValueType{}, msgCIDRRequired))
+		}
+		if pool.Spec.PrefixLength == nil {
+			errs = append(errs, field.Invalid(spec.Child("prefixLength"), field.OmitValueType{}, msgPrefixLengthRequired))
+		}
+		return errs // the rest is checked once the pool is carved
+	}
+	return append(errs, validatePoolSpec(pool)...)
+}
+
+// validatePoolSpec checks the pool, with its cidr, against itself.
 func validatePoolSpec(pool *ipamv1alpha1.IPPool) field.ErrorList {
 	spec := field.NewPath("spec")
 	if pool.Spec.CIDR == "" {
@@ -118,6 +360,23 @@ func validatePoolSpec(pool *ipamv1alpha1.IPPool) field.ErrorList {
 		return field.ErrorList{field.Invalid(spec.Child("cidr"), pool.Spec.CIDR, err.Error())}
 	}
 	var errs field.ErrorList
+	rule := func(child, message string) {
+		errs = append(errs, field.Invalid(spec.Child(child), field.OmitValueType{}, message))
+	}
+	maxBits := int32(prefix.Addr().BitLen())
+	inRange := func(v int32) bool { return v >= int32(prefix.Bits()) && v <= maxBits }
+	if pl := pool.Spec.PrefixLength; pl != nil && int(*pl) != prefix.Bits() {
+		rule("prefixLength", msgPoolPrefixLength)
+	}
+	if pl := pool.Spec.PrefixLength; pl != nil && prefix.Addr().Is4() && *pl > 32 {
+		rule("prefixLength", msgPoolIPv4Length)
+	}
+	if d := pool.Spec.DefaultPrefixLength; d != nil && !inRange(*d) {
+		rule("defaultPrefixLength", msgDefaultPrefixLength)
+	}
+	if l := pool.Spec.NamespaceLimit; l != nil && l.AddressSpace != nil && !inRange(*l.AddressSpace) {
+		errs = append(errs, field.Invalid(spec.Child("namespaceLimit", "addressSpace"), field.OmitValueType{}, msgAddressSpace))
+	}
 	for i, s := range pool.Spec.Reserved {
 		path := spec.Child("reserved").Index(i)
 		r, err := netutil.ParseRange(s)
@@ -137,50 +396,6 @@ func validatePoolSpec(pool *ipamv1alpha1.IPPool) field.ErrorList {
 			fmt.Sprintf("excludeFirst + excludeLast = %s exceeds the pool's %s addresses", excluded, size)))
 	}
 	return errs
-}
-
-// validateNoOverlap denies a pool whose prefix overlaps another pool's,
-// unless that pool is one of its ancestors through parentPool.
-func (v *IPPoolValidator) validateNoOverlap(ctx context.Context, pool *ipamv1alpha1.IPPool) (field.ErrorList, error) {
-	prefix, _ := netutil.ParsePrefix(pool.Spec.CIDR)
-	var pools ipamv1alpha1.IPPoolList
-	if err := v.Reader.List(ctx, &pools); err != nil {
-		return nil, fmt.Errorf("listing pools: %w", err)
-	}
-	byName := make(map[string]*ipamv1alpha1.IPPool, len(pools.Items))
-	for i := range pools.Items {
-		byName[pools.Items[i].Name] = &pools.Items[i]
-	}
-	ancestors := map[string]bool{}
-	for name := pool.Spec.ParentPool; name != "" && !ancestors[name]; {
-		ancestors[name] = true
-		if p := byName[name]; p != nil {
-			name = p.Spec.ParentPool
-		} else {
-			name = ""
-		}
-	}
-	var errs field.ErrorList
-	path := field.NewPath("spec", "cidr")
-	if parent := pool.Spec.ParentPool; parent != "" {
-		p := byName[parent]
-		if p == nil {
-			errs = append(errs, field.NotFound(field.NewPath("spec", "parentPool"), parent))
-		} else if pp, err := netip.ParsePrefix(p.Spec.CIDR); err == nil && (pp.Bits() > prefix.Bits() || !pp.Contains(prefix.Addr())) {
-			errs = append(errs, field.Invalid(path, pool.Spec.CIDR, fmt.Sprintf("lies outside its parent pool %s (%s)", parent, pp)))
-		}
-	}
-	for i := range pools.Items {
-		other := &pools.Items[i]
-		if other.Name == pool.Name || ancestors[other.Name] {
-			continue
-		}
-		op, err := netip.ParsePrefix(other.Spec.CIDR)
-		if err == nil && op.Overlaps(prefix) {
-			errs = append(errs, field.Invalid(path, pool.Spec.CIDR, fmt.Sprintf("overlaps pool %s (%s)", other.Name, op)))
-		}
-	}
-	return errs, nil
 }
 
 // invalid turns a field.ErrorList into the API's Invalid error for a kipam

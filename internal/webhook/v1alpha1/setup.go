@@ -29,7 +29,7 @@ import (
 // SetupWithManager registers every kipam webhook with the manager. Claims
 // are allocated through m, which the claim controller shares.
 func SetupWithManager(mgr ctrl.Manager, m *ipam.Manager) error {
-	if err := SetupIPPoolWebhookWithManager(mgr); err != nil {
+	if err := SetupIPPoolWebhookWithManager(mgr, m); err != nil {
 		return err
 	}
 	if err := ctrl.NewWebhookManagedBy(mgr, &ipamv1alpha1.IPClaim{}).

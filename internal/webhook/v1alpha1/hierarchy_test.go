@@ -1,0 +1,410 @@
+/*
+Copyright 2026 The kipam Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package v1alpha1
+
+import (
+	"math/rand/v2"
+	"net/netip"
+	"sync"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"go4.org/netipx"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
+	"github.com/kipam/kipam/internal/ipam"
+)
+
+// child is a pool to carve from parent: a /bits when cidr is empty, else
+// exactly cidr.
+func child(parent *ipamv1alpha1.IPPool, bits int32, cidr string) *ipamv1alpha1.IPPool {
+	return pool(cidr, func(s *ipamv1alpha1.IPPoolSpec) {
+		s.ParentPool = parent.Name
+		if cidr == "" {
+			s.PrefixLength = ptr.To(bits)
+		}
+	})
+}
+
+// fastClient is a client without client-go's rate limit, for specs that
+// send hundreds of requests at once.
+func fastClient() client.Client {
+	GinkgoHelper()
+	c := rest.CopyConfig(cfg)
+	c.QPS, c.Burst = -1, 0
+	cl, err := client.New(c, client.Options{Scheme: scheme})
+	Expect(err).NotTo(HaveOccurred())
+	return cl
+}
+
+// deleteAndWait deletes obj and waits until it is gone.
+func deleteAndWait(obj client.Object) {
+	GinkgoHelper()
+	Expect(client.IgnoreNotFound(k8sClient.Delete(ctx, obj))).To(Succeed())
+	Eventually(func() bool {
+		return apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(obj), obj))
+	}).WithTimeout(30 * time.Second).Should(BeTrue())
+}
+
+var _ = Describe("Pool hierarchy", func() {
+	DescribeTable("carves four levels at creation, the cidr in the create response",
+		func(top string, bits []int32) {
+			levels := []*ipamv1alpha1.IPPool{createPool(top, nil)}
+			for _, b := range bits {
+				parent := levels[len(levels)-1]
+				c := child(parent, b, "")
+				Expect(k8sClient.Create(ctx, c)).To(Succeed())
+				Expect(c.Spec.CIDR).NotTo(BeEmpty(), "the create response carries the carved cidr")
+				p := netip.MustParsePrefix(c.Spec.CIDR)
+				Expect(p.Bits()).To(BeEquivalentTo(b))
+				Expect(netip.MustParsePrefix(parent.Spec.CIDR).Contains(p.Addr())).To(BeTrue(), "%s inside %s", p, parent.Spec.CIDR)
+				Expect(c.Annotations).To(HaveKey(ipam.EntryAnnotation))
+				Expect(ledgerOf(parent.Name)).To(ContainElement(c.Spec.CIDR), "recorded in the parent's ledger")
+				levels = append(levels, c)
+			}
+
+			By("every level's claims and children stay out of one another, whatever is asked for")
+			for i, lvl := range levels {
+				// Ask the parent for everything up to the child's size:
+				// none of it may fall inside the child.
+				for range 4 {
+					c := newClaim("default", lvl.Name, nil)
+					Expect(k8sClient.Create(ctx, c)).To(Succeed())
+					if i+1 < len(levels) {
+						Expect(netip.MustParsePrefix(levels[i+1].Spec.CIDR).Overlaps(netip.MustParsePrefix(c.Spec.CIDR))).To(BeFalse(),
+							"claim %s on %s lies in its child %s", c.Spec.CIDR, lvl.Name, levels[i+1].Spec.CIDR)
+					}
+				}
+				expectDisjoint(ledgerOf(lvl.Name))
+			}
+			if i := len(levels) - 2; i >= 0 {
+				// An explicit claim on a parent inside its child is denied.
+				c := newClaim("default", levels[i].Name, func(c *ipamv1alpha1.IPClaim) { c.Spec.CIDR = levels[i+1].Spec.CIDR })
+				Expect(k8sClient.Create(ctx, c)).To(MatchError(ContainSubstring("is already allocated in pool " + levels[i].Name)))
+			}
+
+			By("each child's prefix has an IPAllocation bound to it, protected while it lives")
+			for i := 1; i < len(levels); i++ {
+				var a ipamv1alpha1.IPAllocation
+				name := ipam.AllocationName(levels[i-1].Name, netip.MustParsePrefix(levels[i].Spec.CIDR))
+				Eventually(func() error { return k8sClient.Get(ctx, client.ObjectKey{Name: name}, &a) }).Should(Succeed())
+				Expect(a.Spec.ClaimRef).To(Equal(ipamv1alpha1.ClaimRef{Kind: "IPPool", Name: levels[i].Name, UID: levels[i].UID}))
+				Expect(k8sClient.Delete(ctx, &a)).To(MatchError(ContainSubstring("is held by the live IPPool " + levels[i].Name)))
+			}
+
+			By("the status rolls up: a parent counts its child")
+			Eventually(func(g Gomega) {
+				g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(levels[0]), levels[0])).To(Succeed())
+				g.Expect(levels[0].Status.ChildPools).To(BeEquivalentTo(1))
+				g.Expect(levels[0].Status.Claims).To(BeEquivalentTo(4))
+			}).Should(Succeed())
+		},
+		Entry("IPv4", "10.170.0.0/16", []int32{20, 24, 28}),
+		Entry("IPv6, /48 to /56 to /64", "2001:db8:170::/48", []int32{56, 64, 96}),
+	)
+
+	It("records an explicit child in its parent, or denies it naming what is in the way", func() {
+		parent := createPool("10.171.0.0/16", func(s *ipamv1alpha1.IPPoolSpec) { s.Reserved = []string{"10.171.255.0/24"} })
+		// The issue's case: a child at the start of its parent, then a
+		// claim on each: never the same address.
+		first := child(parent, 0, "10.171.0.0/24")
+		Expect(k8sClient.Create(ctx, first)).To(Succeed())
+		onParent := newClaim("default", parent.Name, nil)
+		Expect(k8sClient.Create(ctx, onParent)).To(Succeed())
+		onChild := newClaim("default", first.Name, nil)
+		Expect(k8sClient.Create(ctx, onChild)).To(Succeed())
+		Expect(onChild.Spec.CIDR).To(Equal("10.171.0.0/32"))
+		Expect(onParent.Spec.CIDR).To(Equal("10.171.1.0/32"))
+
+		for cidr, want := range map[string]string{
+			"10.171.1.0/24":   "overlaps a claim in namespace default (10.171.1.0/32) in pool " + parent.Name,
+			"10.171.0.128/25": "overlaps pool " + first.Name + " (10.171.0.0/24) in pool " + parent.Name,
+			"10.171.255.0/25": "overlaps space reserved in pool " + parent.Name,
+			"10.172.0.0/24":   "lies outside its parent pool " + parent.Name + " (10.171.0.0/16)",
+			"10.0.0.0/8":      "lies outside its parent pool " + parent.Name,
+			"2001:db8::/64":   "is IPv6 but its parent pool " + parent.Name,
+		} {
+			err := k8sClient.Create(ctx, child(parent, 0, cidr))
+			Expect(apierrors.IsInvalid(err)).To(BeTrue(), "%s: want Invalid, got %v", cidr, err)
+			Expect(err.Error()).To(ContainSubstring("spec.cidr"))
+			Expect(err.Error()).To(ContainSubstring(want), cidr)
+		}
+		Expect(k8sClient.Create(ctx, child(parent, 0, "10.171.2.0/24"))).To(Succeed())
+	})
+
+	It("denies a parent that does not exist, and a prefixLength the parent cannot hold, with the field path", func() {
+		parent := createPool("10.172.0.0/24", nil)
+		err := k8sClient.Create(ctx, child(&ipamv1alpha1.IPPool{ObjectMeta: metav1.ObjectMeta{Name: "nosuch"}}, 28, ""))
+		Expect(err).To(MatchError(ContainSubstring(`spec.parentPool: Invalid value: "nosuch": no IPPool of that name exists`)))
+		Expect(k8sClient.Create(ctx, child(parent, 16, ""))).To(MatchError(ContainSubstring(
+			"spec.prefixLength: Invalid value: 16: a /16 cannot be carved from pool " + parent.Name + " (10.172.0.0/24): it must lie between /24 and /32")))
+		Expect(k8sClient.Create(ctx, child(parent, 25, ""))).To(Succeed())
+		Expect(k8sClient.Create(ctx, child(parent, 25, ""))).To(Succeed())
+		Expect(k8sClient.Create(ctx, child(parent, 32, ""))).To(MatchError(ContainSubstring(
+			"spec.prefixLength: Forbidden: pool " + parent.Name + " is exhausted: no free /32 left")))
+		Expect(k8sClient.Create(ctx, pool("", func(s *ipamv1alpha1.IPPoolSpec) { s.ParentPool = parent.Name }))).To(MatchError(ContainSubstring(
+			"spec.prefixLength: Invalid value: prefixLength is required when cidr is empty")))
+		Expect(ledgerOf(parent.Name)).To(HaveLen(2), "nothing was committed for the denied pools")
+	})
+
+	It("keeps cidr, parentPool and prefixLength immutable", func() {
+		parent := createPool("10.174.0.0/24", nil)
+		c := child(parent, 28, "")
+		Expect(k8sClient.Create(ctx, c)).To(Succeed())
+		for what, mutate := range map[string]func(*ipamv1alpha1.IPPoolSpec){
+			"spec.cidr":         func(s *ipamv1alpha1.IPPoolSpec) { s.CIDR = "10.174.0.16/28" },
+			"spec.parentPool":   func(s *ipamv1alpha1.IPPoolSpec) { s.ParentPool = "" },
+			"spec.prefixLength": func(s *ipamv1alpha1.IPPoolSpec) { s.PrefixLength = ptr.To[int32](27) },
+		} {
+			changed := c.DeepCopy()
+			mutate(&changed.Spec)
+			Expect(k8sClient.Patch(ctx, changed, client.MergeFrom(c))).To(MatchError(ContainSubstring(what)), what)
+		}
+		By("kipam's entry annotation is kept as kipam set it")
+		id := c.Annotations[ipam.EntryAnnotation]
+		patch := client.MergeFrom(c.DeepCopy())
+		c.Annotations[ipam.EntryAnnotation] = "someone-elses"
+		Expect(k8sClient.Patch(ctx, c, patch)).To(Succeed())
+		Expect(c.Annotations[ipam.EntryAnnotation]).To(Equal(id))
+	})
+
+	It("denies a change of reserved space or exclusions that would cover a claim or a child, counting them", func() {
+		p := createPool("10.175.0.0/24", nil)
+		claim := newClaim("default", p.Name, nil)
+		Expect(k8sClient.Create(ctx, claim)).To(Succeed()) // 10.175.0.0/32
+		c := child(p, 0, "10.175.0.128/26")
+		Expect(k8sClient.Create(ctx, c)).To(Succeed())
+		for _, mutate := range []func(*ipamv1alpha1.IPPoolSpec){
+			func(s *ipamv1alpha1.IPPoolSpec) { s.Reserved = []string{"10.175.0.0/30"} },
+			func(s *ipamv1alpha1.IPPoolSpec) { s.ExcludeFirst = 1 },
+			func(s *ipamv1alpha1.IPPoolSpec) { s.Reserved = []string{"10.175.0.130-10.175.0.131"} },
+			func(s *ipamv1alpha1.IPPoolSpec) { s.ExcludeLast = 65 },
+		} {
+			changed := p.DeepCopy()
+			mutate(&changed.Spec)
+			Expect(k8sClient.Patch(ctx, changed, client.MergeFrom(p))).To(MatchError(ContainSubstring("would cover 1 allocations")))
+		}
+		changed := p.DeepCopy()
+		changed.Spec.Reserved, changed.Spec.ExcludeLast = []string{"10.175.0.0/25"}, 65
+		Expect(k8sClient.Patch(ctx, changed, client.MergeFrom(p))).To(MatchError(ContainSubstring("would cover 2 allocations")))
+		changed = p.DeepCopy()
+		changed.Spec.Reserved, changed.Spec.ExcludeLast = []string{"10.175.0.64/27"}, 1
+		Expect(k8sClient.Patch(ctx, changed, client.MergeFrom(p))).To(Succeed(), "space nothing holds may be reserved")
+	})
+
+	It("keeps a parent until its children are gone, and returns a child's prefix after the parent's reuse grace", func() {
+		parent := createPool("10.176.0.0/24", func(s *ipamv1alpha1.IPPoolSpec) { s.ReuseGracePeriodSeconds = ptr.To[int64](3) })
+		c := child(parent, 26, "")
+		Expect(k8sClient.Create(ctx, c)).To(Succeed())
+
+		By("a parent being deleted stays Terminating, Draining, while its child serves")
+		Expect(k8sClient.Delete(ctx, parent)).To(Succeed())
+		Eventually(func(g Gomega) {
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(parent), parent)).To(Succeed())
+			cond := meta.FindStatusCondition(parent.Status.Conditions, ipamv1alpha1.ConditionReady)
+			g.Expect(cond).NotTo(BeNil())
+			g.Expect(cond.Reason).To(Equal(ipamv1alpha1.ReasonDraining))
+			g.Expect(cond.Message).To(ContainSubstring("0 to claims and 1 to child pools"))
+		}).Should(Succeed())
+		onChild := newClaim("default", c.Name, nil)
+		Expect(k8sClient.Create(ctx, onChild)).To(Succeed())
+		Expect(k8sClient.Create(ctx, child(parent, 26, ""))).To(MatchError(ContainSubstring("is being deleted: nothing can be carved from it")))
+
+		By("the child goes once its claim is gone; then the parent")
+		Expect(k8sClient.Delete(ctx, c)).To(Succeed())
+		Consistently(func() error { return k8sClient.Get(ctx, client.ObjectKeyFromObject(c), c) }).WithTimeout(time.Second).Should(Succeed())
+		deleteAndWait(onChild)
+		deleteAndWait(c)
+		deleteAndWait(parent)
+	})
+
+	It("returns a deleted child's prefix to its parent after the parent's reuse grace", func() {
+		parent := createPool("10.177.0.0/24", func(s *ipamv1alpha1.IPPoolSpec) { s.ReuseGracePeriodSeconds = ptr.To[int64](4) })
+		c := child(parent, 0, "10.177.0.0/26")
+		Expect(k8sClient.Create(ctx, c)).To(Succeed())
+		deleteAndWait(c)
+		Expect(ledgerOf(parent.Name)).To(BeEmpty())
+		var a ipamv1alpha1.IPAllocation
+		Expect(apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKey{Name: ipam.AllocationName(parent.Name, netip.MustParsePrefix("10.177.0.0/26"))}, &a))).To(BeTrue(),
+			"its IPAllocation went with it")
+		again := child(parent, 0, "10.177.0.0/26")
+		err := k8sClient.Create(ctx, again)
+		Expect(err).To(MatchError(ContainSubstring("was released recently and is held for pool " + parent.Name + "'s reuse grace period")))
+		Eventually(func() error { return k8sClient.Create(ctx, child(parent, 0, "10.177.0.0/26")) }).Should(Succeed())
+	})
+
+	It("gives at most one of 50 concurrent creates of overlapping top-level pools, 20 times over", func() {
+		fast := fastClient()
+		for round := range 20 {
+			base := netip.AddrFrom4([4]byte{100, byte(64 + round), 0, 0})
+			var (
+				wg  sync.WaitGroup
+				mu  sync.Mutex
+				won []*ipamv1alpha1.IPPool
+			)
+			for i := range 50 {
+				// All contain base, so any two overlap.
+				p := pool(netip.PrefixFrom(base, 16+i%16).String(), nil)
+				wg.Go(func() {
+					defer GinkgoRecover()
+					err := fast.Create(ctx, p)
+					if err == nil {
+						mu.Lock()
+						won = append(won, p)
+						mu.Unlock()
+						return
+					}
+					Expect(apierrors.IsInvalid(err) || apierrors.IsTooManyRequests(err)).To(BeTrue(), "got %v", err)
+					if apierrors.IsInvalid(err) {
+						Expect(err.Error()).To(ContainSubstring("spec.cidr"))
+						Expect(err.Error()).To(MatchRegexp(`overlaps pool pool-\d+ \(100\.%d\.0\.0/\d+\) in the cluster's pools`, 64+round))
+					}
+				})
+			}
+			wg.Wait()
+			Expect(len(won)).To(BeNumerically("<=", 1), "round %d: %d overlapping pools created", round, len(won))
+			var all ipamv1alpha1.IPPoolList
+			Expect(k8sClient.List(ctx, &all)).To(Succeed())
+			n := 0
+			for _, p := range all.Items {
+				if q, err := netip.ParsePrefix(p.Spec.CIDR); err == nil && q.Contains(base) {
+					n++
+				}
+			}
+			Expect(n).To(BeNumerically("<=", 1), "round %d", round)
+		}
+	})
+
+	It("gives zero overlaps to 500 concurrent child carves and claims of mixed sizes in one parent", func() {
+		parent := createPool("10.178.0.0/16", nil)
+		fast := fastClient()
+		var (
+			wg    sync.WaitGroup
+			mu    sync.Mutex
+			held  []string
+			pools []string
+		)
+		for i := range 500 {
+			wg.Go(func() {
+				defer GinkgoRecover()
+				if i%2 == 0 {
+					c := child(parent, []int32{24, 26, 28}[rand.IntN(3)], "")
+					if err := fast.Create(ctx, c); err != nil {
+						Expect(apierrors.IsTooManyRequests(err)).To(BeTrue(), "got %v", err)
+						return
+					}
+					mu.Lock()
+					held, pools = append(held, c.Spec.CIDR), append(pools, c.Spec.CIDR)
+					mu.Unlock()
+					return
+				}
+				c := newClaim("default", parent.Name, func(c *ipamv1alpha1.IPClaim) {
+					c.Spec.PrefixLength = ptr.To([]int32{26, 28, 30, 32}[rand.IntN(4)])
+				})
+				if err := fast.Create(ctx, c); err != nil {
+					Expect(apierrors.IsTooManyRequests(err)).To(BeTrue(), "got %v", err)
+					return
+				}
+				mu.Lock()
+				held = append(held, c.Spec.CIDR)
+				mu.Unlock()
+			})
+		}
+		wg.Wait()
+		Expect(len(held)).To(BeNumerically(">", 450), "most requests were served")
+		expectDisjoint(held)
+		Expect(ledgerOf(parent.Name)).To(ConsistOf(held))
+		var b netipx.IPSetBuilder
+		b.AddPrefix(netip.MustParsePrefix(parent.Spec.CIDR))
+		inParent, _ := b.IPSet()
+		for _, c := range held {
+			Expect(inParent.ContainsPrefix(netip.MustParsePrefix(c))).To(BeTrue(), c)
+		}
+		Expect(len(pools)).To(BeNumerically(">", 200))
+	})
+
+	It("releases the prefix of a pool the API server refused after kipam carved it", func() {
+		parent := createPool("10.179.0.0/24", nil)
+		policy := &admissionregistrationv1.ValidatingAdmissionPolicy{
+			ObjectMeta: metav1.ObjectMeta{Name: "reject-some-pools"},
+			Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
+				FailurePolicy: ptr.To(admissionregistrationv1.Fail),
+				MatchConstraints: &admissionregistrationv1.MatchResources{ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{
+					RuleWithOperations: admissionregistrationv1.RuleWithOperations{
+						Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
+						Rule:       admissionregistrationv1.Rule{APIGroups: []string{"ipam.kipam.dev"}, APIVersions: []string{"v1alpha1"}, Resources: []string{"ippools"}},
+					},
+				}}},
+				Validations: []admissionregistrationv1.Validation{{
+					Expression: "!has(object.metadata.labels) || !('reject' in object.metadata.labels)",
+					Message:    "rejected by policy",
+				}},
+			},
+		}
+		binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: "reject-some-pools"},
+			Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{
+				PolicyName:        policy.Name,
+				ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny},
+			},
+		}
+		Expect(k8sClient.Create(ctx, policy)).To(Succeed())
+		Expect(k8sClient.Create(ctx, binding)).To(Succeed())
+		DeferCleanup(func() {
+			Expect(k8sClient.Delete(ctx, binding)).To(Succeed())
+			Expect(k8sClient.Delete(ctx, policy)).To(Succeed())
+		})
+		rejected := func(p *ipamv1alpha1.IPPool) *ipamv1alpha1.IPPool {
+			p.Labels = map[string]string{"reject": "yes"}
+			return p
+		}
+		Eventually(func() error { return k8sClient.Create(ctx, rejected(child(parent, 28, "")), client.DryRunAll) }).
+			Should(MatchError(ContainSubstring("rejected by policy")))
+		Expect(ledgerOf(parent.Name)).To(BeEmpty(), "a dry run commits nothing")
+
+		kept := child(parent, 28, "")
+		Expect(k8sClient.Create(ctx, kept)).To(Succeed())
+		for range 3 {
+			Expect(k8sClient.Create(ctx, rejected(child(parent, 28, "")))).To(MatchError(ContainSubstring("rejected by policy")))
+		}
+		top := rejected(pool("100.100.0.0/24", nil))
+		Expect(k8sClient.Create(ctx, top)).To(MatchError(ContainSubstring("rejected by policy")))
+		Expect(ledgerOf(parent.Name)).To(HaveLen(4), "the refused pools' prefixes were committed")
+		Expect(ledgerOf(ipam.SpaceIPv4)).To(ContainElement("100.100.0.0/24"))
+
+		By("the sweep releases them once the orphan grace has passed, and keeps the pool that exists")
+		Eventually(func() []string { return ledgerOf(parent.Name) }).WithTimeout(4 * orphanGrace).Should(ConsistOf(kept.Spec.CIDR))
+		Eventually(func() []string { return ledgerOf(ipam.SpaceIPv4) }).WithTimeout(4 * orphanGrace).ShouldNot(ContainElement("100.100.0.0/24"))
+		Expect(ledgerOf(ipam.SpaceIPv4)).To(ContainElement(parent.Spec.CIDR))
+	})
+
+	It("refuses the address spaces' names for pools", func() {
+		err := k8sClient.Create(ctx, &ipamv1alpha1.IPPool{ObjectMeta: metav1.ObjectMeta{Name: ipam.SpaceIPv4},
+			Spec: ipamv1alpha1.IPPoolSpec{CIDR: "100.101.0.0/24"}})
+		Expect(err).To(MatchError(ContainSubstring("kipam's own address spaces")))
+		Expect(ledgerOf(ipam.SpaceIPv4)).NotTo(ContainElement("100.101.0.0/24"))
+	})
+})
