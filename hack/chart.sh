@@ -2,8 +2,9 @@
 # Writes the generated parts of the Helm chart (dist/chart) from what
 # controller-gen generated in config/: the CRDs, the manager's ClusterRole and
 # the webhook configurations (with a CA and serving certificate generated at
-# install time, so that an install needs no cert-manager). make manifests
-# runs it; never edit its outputs by hand.
+# install time, so that an install needs no cert-manager); and the persona
+# roles written by hand in config/rbac, so that the chart ships the same
+# ones. make manifests runs it; never edit its outputs by hand.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 chart=$root/dist/chart
@@ -20,6 +21,21 @@ done
 	sed -e 's/^  name: manager-role$/  name: {{ include "kipam.fullname" . }}-manager\n  labels: {{- include "kipam.labels" . | nindent 4 }}/' \
 		"$root/config/rbac/role.yaml"
 } >"$chart/templates/clusterrole.yaml"
+
+# The persona roles (platform admin, tenant, viewer and the narrower
+# viewers) as they ship in config/rbac, named after the release: for a
+# release named kipam, the names kustomize's namePrefix gives them.
+{
+	echo "$header"
+	sep=
+	for f in ippool_admin_role ipclaim_editor_role viewer_role ipclaim_viewer_role ipallocation_viewer_role; do
+		printf '%s' "$sep"
+		sep=$'---\n'
+		sed -e 's/^  name: \(.*\)$/  name: {{ include "kipam.fullname" . }}-\1/' \
+			-e 's/^    app.kubernetes.io\/name: kipam$/    {{- include "kipam.labels" . | nindent 4 }}/' \
+			"$root/config/rbac/$f.yaml"
+	done
+} >"$chart/templates/personas.yaml"
 
 {
 	echo "$header"

@@ -68,6 +68,9 @@ const (
 	// ReasonOverlap: the pool's cidr overlaps another pool's, and is not
 	// recorded in its parent's ledger.
 	ReasonOverlap = "Overlap"
+	// ReasonOverlapped: the pool's cidr is recorded in its parent's ledger,
+	// and pools that could not be recorded overlap it.
+	ReasonOverlapped = "Overlapped"
 	// ReasonNoOverlap: the pool's cidr is recorded in its parent's ledger.
 	ReasonNoOverlap = "NoOverlap"
 	// ReasonParentMissing: the pool's parentPool does not exist.

@@ -50,9 +50,12 @@ type IPAllocationReconciler struct {
 	Now         func() time.Time
 }
 
-// +kubebuilder:rbac:groups=ipam.kipam.dev,resources=ipallocations,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups=ipam.kipam.dev,resources=ipallocations/status,verbs=get;update;patch
-// +kubebuilder:rbac:groups=ipam.kipam.dev,resources=ipallocations/finalizers,verbs=update
+// Allocations: read for the cache and the sweep; created for each claim
+// and pool; patched to complete their claimRef and drop their finalizer;
+// deleted on release.
+// +kubebuilder:rbac:groups=ipam.kipam.dev,resources=ipallocations,verbs=get;list;watch;create;patch;delete
+// The allocation's status (Bound, Orphaned) is kipam's to write.
+// +kubebuilder:rbac:groups=ipam.kipam.dev,resources=ipallocations/status,verbs=patch
 
 // Reconcile checks one IPAllocation's holder.
 func (r *IPAllocationReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {

@@ -64,9 +64,16 @@ type IPClaimReconciler struct {
 	lost lostRecords
 }
 
-// +kubebuilder:rbac:groups=ipam.kipam.dev,resources=ipclaims,verbs=get;list;watch;update;patch;delete
-// +kubebuilder:rbac:groups=ipam.kipam.dev,resources=ipclaims/status,verbs=get;update;patch
-// +kubebuilder:rbac:groups=ipam.kipam.dev,resources=ipclaims/finalizers,verbs=update
+// kipam's own ClusterRole is least privilege: each verb's reason is next
+// to its marker, and kipam writes every object by Patch except ledgers and
+// Leases (compare-and-swap Updates).
+//
+// Claims: read for the cache, the resolver and the webhook's name check;
+// patched for the release finalizer, a waiting claim's bind and repair;
+// deleted when their ttlSeconds run out.
+// +kubebuilder:rbac:groups=ipam.kipam.dev,resources=ipclaims,verbs=get;list;watch;patch;delete
+// The claim's status (Ready, cidr, pool, expiry) is kipam's to write.
+// +kubebuilder:rbac:groups=ipam.kipam.dev,resources=ipclaims/status,verbs=patch
 
 // Reconcile brings one IPClaim to its desired state.
 func (r *IPClaimReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {

@@ -78,8 +78,10 @@ type sighting struct {
 	carried bool
 }
 
+// Ledgers: read to restore and sweep; created and updated (with a
+// resourceVersion precondition: the fence) by every commit; patched for
+// their finalizer; deleted when their pool is gone.
 // +kubebuilder:rbac:groups=ipam.kipam.dev,resources=ipledgers,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups=ipam.kipam.dev,resources=ipledgers/finalizers,verbs=update
 
 // Reconcile sweeps one ledger.
 func (r *IPLedgerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
@@ -175,9 +177,12 @@ func (r *IPLedgerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 // sweepPool releases entry e, recording a pool's prefix p, once no pool
 // has carried it for the orphan grace since this replica first saw it: a
 // pool whose create the API server refused after kipam's webhook carved
-// it, or a pool that went without its finalizer. A pool carries its entry
-// while it exists as the holder the entry names with the entry's ID. It
-// returns how long until the grace ends, 0 when done.
+// it, or a pool that went without draining (its finalizer removed by
+// hand). A pool carries its entry while it exists as the holder the entry
+// names with the entry's ID. While claims or child pools of a pool gone
+// without draining still hold its addresses, its prefix stays allocated in
+// its parent: they would otherwise be handed out again. It returns when to
+// look again, 0 for never.
 func (r *IPLedgerReconciler) sweepPool(ctx context.Context, ledger *ipamv1alpha1.IPLedger, p netip.Prefix, e ipam.Entry, s *sighting, now time.Time) (time.Duration, error) {
 	name, ok := strings.CutPrefix(e.Holder, ipam.PoolHolderPrefix)
 	if !ok {
@@ -191,21 +196,27 @@ func (r *IPLedgerReconciler) sweepPool(ctx context.Context, ledger *ipamv1alpha1
 		}
 		return err == nil && ipam.PoolEntryID(&pool) == e.ID, err
 	}
-	if !s.carried {
-		held, err := carried(r.Client)
-		if err != nil {
-			return 0, err
-		}
-		s.carried = held
-	}
-	if s.carried {
-		return 0, nil // a pool carried it: its deletion releases it
+	if held, err := carried(r.Client); held || err != nil {
+		return 0, err // its deletion, or a sweep woken by it, releases it
 	}
 	if wait := s.first.Add(r.OrphanGrace).Sub(now); wait > 0 {
 		return wait, nil
 	}
 	if held, err := carried(r.APIReader); held || err != nil {
 		return 0, err
+	}
+	var claims ipamv1alpha1.IPClaimList
+	if err := r.List(ctx, &claims, client.MatchingFields{indexPool: name}); err != nil {
+		return 0, err
+	}
+	var children ipamv1alpha1.IPPoolList
+	if err := r.List(ctx, &children, client.MatchingFields{indexPool: name}); err != nil {
+		return 0, err
+	}
+	if n := len(claims.Items) + len(children.Items); n > 0 {
+		logf.FromContext(ctx).Info("a pool went without draining: its prefix stays allocated while its claims and children live",
+			"parent", ledger.Spec.Pool, "cidr", p, "pool", name, "claims", len(claims.Items), "childPools", len(children.Items))
+		return r.OrphanGrace, nil
 	}
 	freed, err := releaseOrphaned(ctx, r.Client, r.Manager, ledger.Spec.Pool, p, e)
 	if err != nil || !freed {
@@ -218,6 +229,19 @@ func (r *IPLedgerReconciler) sweepPool(ctx context.Context, ledger *ipamv1alpha1
 		return 0, client.IgnoreNotFound(err)
 	}
 	return 0, deleteAllocation(ctx, r.Client, alloc, nil)
+}
+
+// ledgerOfPool names the ledger of its parent that records a pool's cidr.
+func (r *IPLedgerReconciler) ledgerOfPool(ctx context.Context, o client.Object) []reconcile.Request {
+	pool, ok := o.(*ipamv1alpha1.IPPool)
+	if !ok {
+		return nil
+	}
+	cidr, err := netip.ParsePrefix(pool.Spec.CIDR)
+	if err != nil {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: ipam.LedgerOf(ctx, r.Client, ipam.ParentOf(pool), cidr)}}}
 }
 
 // collect lets a ledger go once nothing can be committed to its pool
@@ -422,6 +446,15 @@ func (r *IPLedgerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			},
 			DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 				for _, req := range r.ledgerOfClaim(ctx, e.Object, true) {
+					q.Add(req)
+				}
+			},
+		}).
+		// A pool gone, drained or not, may leave its entry in its
+		// parent's ledger: the sweep there looks.
+		Watches(&ipamv1alpha1.IPPool{}, handler.Funcs{
+			DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+				for _, req := range r.ledgerOfPool(ctx, e.Object) {
 					q.Add(req)
 				}
 			},

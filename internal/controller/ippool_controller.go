@@ -85,9 +85,11 @@ func (r *IPPoolReconciler) wrote(pool string) {
 	r.written[pool] = time.Now()
 }
 
-// +kubebuilder:rbac:groups=ipam.kipam.dev,resources=ippools,verbs=get;list;watch;update;patch
-// +kubebuilder:rbac:groups=ipam.kipam.dev,resources=ippools/status,verbs=get;update;patch
-// +kubebuilder:rbac:groups=ipam.kipam.dev,resources=ippools/finalizers,verbs=update
+// Pools: read for the cache, the resolver and the carve; patched for the
+// drain finalizer.
+// +kubebuilder:rbac:groups=ipam.kipam.dev,resources=ippools,verbs=get;list;watch;patch
+// The pool's status (usage, conditions) is kipam's to write.
+// +kubebuilder:rbac:groups=ipam.kipam.dev,resources=ippools/status,verbs=patch
 
 // Reconcile refreshes one pool's status.
 func (r *IPPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
@@ -231,6 +233,12 @@ func (r *IPPoolReconciler) place(ctx context.Context, pool *ipamv1alpha1.IPPool)
 	}
 	parentName := ipam.ParentOf(pool)
 	holder, id := ipam.PoolHolder(pool.Name), ipam.PoolEntryID(pool)
+	// Once recorded, a pool's entry stays until the pool is deleted: a
+	// pool whose status says so is not looked up again (its parent's root
+	// ledger may be large, and this runs on every change of the pool's own).
+	if c := meta.FindStatusCondition(pool.Status.Conditions, ipamv1alpha1.ConditionOverlapping); c != nil && c.Reason == ipamv1alpha1.ReasonNoOverlap {
+		return r.overlaps(ctx, pool, cidr, cond), nil
+	}
 	e, ok, err := ipam.LookupEntry(ctx, r.Client, parentName, cidr)
 	if err != nil {
 		return cond, err
@@ -267,12 +275,18 @@ func (r *IPPoolReconciler) place(ctx context.Context, pool *ipamv1alpha1.IPPool)
 	if err := r.ensureAllocation(ctx, pool, parentName, cidr, id); err != nil {
 		return cond, err
 	}
+	return r.overlaps(ctx, pool, cidr, cond), nil
+}
+
+// overlaps returns cond, True if pools that could not be recorded overlap
+// the recorded pool.
+func (r *IPPoolReconciler) overlaps(ctx context.Context, pool *ipamv1alpha1.IPPool, cidr netip.Prefix, cond metav1.Condition) metav1.Condition {
 	if others := r.overlappedBy(ctx, pool, cidr); len(others) > 0 {
-		cond.Status, cond.Reason = metav1.ConditionTrue, ipamv1alpha1.ReasonOverlap
+		cond.Status, cond.Reason = metav1.ConditionTrue, ipamv1alpha1.ReasonOverlapped
 		cond.Message = fmt.Sprintf("pools created before kipam recorded every pool overlap it and could not be recorded: %s; delete them",
 			strings.Join(others, ", "))
 	}
-	return cond, nil
+	return cond
 }
 
 // describeParent names where pool's prefix is recorded.
@@ -283,10 +297,9 @@ func describeParent(pool *ipamv1alpha1.IPPool) string {
 	return "the cluster's address space (" + ipam.ParentOf(pool) + ")"
 }
 
-// overlappedBy names the pools, as the cache holds them, that report an
-// overlap and whose cidr overlaps cidr, other than pool's ancestors and
-// descendants. Only pools that could not be recorded report one, so this
-// looks only when some pool does.
+// overlappedBy names the pools, as the cache holds them, that could not be
+// recorded for an overlap and whose cidr overlaps cidr, other than pool's ancestors and
+// descendants.
 func (r *IPPoolReconciler) overlappedBy(ctx context.Context, pool *ipamv1alpha1.IPPool, cidr netip.Prefix) []string {
 	var pools ipamv1alpha1.IPPoolList
 	if err := r.List(ctx, &pools, client.UnsafeDisableDeepCopy); err != nil {
@@ -312,16 +325,13 @@ func (r *IPPoolReconciler) overlappedBy(ctx context.Context, pool *ipamv1alpha1.
 	var out []string
 	for i := range pools.Items {
 		o := &pools.Items[i]
-		if o.Name == pool.Name || !meta.IsStatusConditionTrue(o.Status.Conditions, ipamv1alpha1.ConditionOverlapping) ||
-			meta.FindStatusCondition(o.Status.Conditions, ipamv1alpha1.ConditionOverlapping).Reason != ipamv1alpha1.ReasonOverlap {
+		c := meta.FindStatusCondition(o.Status.Conditions, ipamv1alpha1.ConditionOverlapping)
+		if o.Name == pool.Name || c == nil || c.Reason != ipamv1alpha1.ReasonOverlap {
 			continue
 		}
 		oc, err := netutil.ParsePrefix(o.Spec.CIDR)
 		if err != nil || !oc.Overlaps(cidr) || related(o.Name, pool.Name) || related(pool.Name, o.Name) {
 			continue
-		}
-		if msg := meta.FindStatusCondition(o.Status.Conditions, ipamv1alpha1.ConditionOverlapping).Message; !strings.HasPrefix(msg, oc.String()+" overlaps") {
-			continue // it reports being overlapped itself
 		}
 		out = append(out, fmt.Sprintf("%s (%s)", o.Name, oc))
 	}

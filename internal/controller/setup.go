@@ -29,8 +29,11 @@ import (
 	"github.com/kipam/kipam/internal/ipam"
 )
 
+// Namespaces: their labels decide which pools a claim may draw from.
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
-// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
+// Events on pools, claims and allocations (events.k8s.io, the manager's
+// recorder; leader election's core events are granted in kipam's own
+// namespace by its Role).
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // Leases (leader election, pool owners) are only in kipam's own namespace:
 // config/rbac/leader_election_role.yaml grants them there, not cluster-wide,
@@ -42,6 +45,9 @@ const (
 	indexWaiting = "kipam.waiting"
 	// indexPoolCIDR is "<pool>/<cidr>" on claims that hold a prefix.
 	indexPoolCIDR = "kipam.poolCIDR"
+	// indexPool is the pool of claims that hold a prefix, and the parent
+	// of child pools.
+	indexPool = "kipam.pool"
 )
 
 // DefaultOrphanGrace is how long a prefix may be committed without any
@@ -121,5 +127,18 @@ func indexFields(ctx context.Context, idx client.FieldIndexer) error {
 	}); err != nil {
 		return err
 	}
-	return nil
+	if err := idx.IndexField(ctx, &ipamv1alpha1.IPClaim{}, indexPool, func(o client.Object) []string {
+		if c := o.(*ipamv1alpha1.IPClaim); c.Spec.CIDR != "" {
+			return []string{poolOf(c)}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	return idx.IndexField(ctx, &ipamv1alpha1.IPPool{}, indexPool, func(o client.Object) []string {
+		if p := o.(*ipamv1alpha1.IPPool); p.Spec.ParentPool != "" {
+			return []string{p.Spec.ParentPool}
+		}
+		return nil
+	})
 }

@@ -75,6 +75,7 @@ func apiServer(tb testing.TB) client.Client {
 	}
 	cfg, err := env.Start()
 	if err != nil {
+		_ = env.Stop() // what started before the failure (a CRD refused) still runs
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { _ = env.Stop() })

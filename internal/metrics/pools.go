@@ -50,6 +50,9 @@ var (
 			"Absent when nothing is free.", []string{"pool"}, nil)
 	poolExhausted = prometheus.NewDesc("kipam_pool_exhausted",
 		"1 when the pool's Exhausted condition is True: no prefix of its default length is left.", []string{"pool"}, nil)
+	poolOverlapping = prometheus.NewDesc("kipam_pool_overlapping",
+		"1 when the pool's Overlapping condition is True: it overlaps another pool, created before kipam recorded every pool's prefix.",
+		[]string{"pool"}, nil)
 
 	// Per namespace, for the pools that have a spec.namespaceLimit.
 	nsClaims = prometheus.NewDesc("kipam_pool_namespace_claims",
@@ -64,7 +67,7 @@ var (
 		"The addresses the pool's spec.namespaceLimit.addressSpace allows one namespace.", []string{"pool"}, nil)
 
 	poolDescs = []*prometheus.Desc{poolInfo, poolCapacity, poolAllocated, poolAvailable,
-		poolClaims, poolChildPools, poolLargestFree, poolExhausted,
+		poolClaims, poolChildPools, poolLargestFree, poolExhausted, poolOverlapping,
 		nsClaims, nsAddresses, nsLimitClaims, nsLimitAddresses}
 )
 
@@ -124,6 +127,11 @@ func (c *PoolCollector) Collect(ch chan<- prometheus.Metric) {
 			exhausted = 1
 		}
 		ch <- prometheus.MustNewConstMetric(poolExhausted, prometheus.GaugeValue, exhausted, p.Name)
+		overlapping := 0.0
+		if meta.IsStatusConditionTrue(s.Conditions, ipamv1alpha1.ConditionOverlapping) {
+			overlapping = 1
+		}
+		ch <- prometheus.MustNewConstMetric(poolOverlapping, prometheus.GaugeValue, overlapping, p.Name)
 	}
 	c.collectNamespaces(ctx, ch, pools.Items)
 }

@@ -54,7 +54,8 @@ func TestPoolCollector(t *testing.T) {
 			// 2^96: beyond an int64, as IPv6 counts are.
 			Capacity: "79228162514264337593543950336", Allocated: "79228162514264337593543950336", Available: "0",
 			Claims:     1,
-			Conditions: []metav1.Condition{{Type: ipamv1alpha1.ConditionExhausted, Status: metav1.ConditionTrue}},
+			Conditions: []metav1.Condition{{Type: ipamv1alpha1.ConditionExhausted, Status: metav1.ConditionTrue},
+				{Type: ipamv1alpha1.ConditionOverlapping, Status: metav1.ConditionTrue, Reason: ipamv1alpha1.ReasonOverlap}},
 		},
 	}
 	uncounted := &ipamv1alpha1.IPPool{
@@ -93,6 +94,10 @@ kipam_pool_exhausted{pool="tenant-a"} 0
 kipam_pool_info{cidr="10.10.0.0/16",parent="",pool="tenant-a"} 1
 kipam_pool_info{cidr="192.168.0.0/24",parent="",pool="new"} 1
 kipam_pool_info{cidr="2001:db8::/32",parent="v6",pool="full"} 1
+# HELP kipam_pool_overlapping 1 when the pool's Overlapping condition is True: it overlaps another pool, created before kipam recorded every pool's prefix.
+# TYPE kipam_pool_overlapping gauge
+kipam_pool_overlapping{pool="full"} 1
+kipam_pool_overlapping{pool="tenant-a"} 0
 # HELP kipam_pool_largest_free_prefix_length Prefix length of the largest free aligned block: the largest claim the pool can still satisfy. Absent when nothing is free.
 # TYPE kipam_pool_largest_free_prefix_length gauge
 kipam_pool_largest_free_prefix_length{pool="tenant-a"} 17

@@ -373,7 +373,8 @@ var _ = Describe("kipam with kubectl", func() {
 			{"update", "leases.coordination.k8s.io", release, "yes"},
 			{"create", "leases.coordination.k8s.io", release, "yes"},
 			{"update", "leases.coordination.k8s.io", "kube-system", "no"},
-			{"update", "ipclaims.ipam.kipam.dev", "default", "yes"},
+			{"patch", "ipclaims.ipam.kipam.dev", "default", "yes"},
+			{"update", "ipclaims.ipam.kipam.dev", "default", "no"},
 			{"create", "ipledgers.ipam.kipam.dev", "", "yes"},
 		} {
 			args := []string{"auth", "can-i", c.verb, c.resource, "--as", sa}

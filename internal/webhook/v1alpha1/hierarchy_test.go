@@ -27,10 +27,12 @@ import (
 
 	"go4.org/netipx"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -406,5 +408,118 @@ var _ = Describe("Pool hierarchy", func() {
 			Spec: ipamv1alpha1.IPPoolSpec{CIDR: "100.101.0.0/24"}})
 		Expect(err).To(MatchError(ContainSubstring("kipam's own address spaces")))
 		Expect(ledgerOf(ipam.SpaceIPv4)).NotTo(ContainElement("100.101.0.0/24"))
+	})
+})
+
+// bypassPoolWebhooks makes the API server store pools labelled bypassLabel
+// without calling kipam's pool webhooks, as pools created before kipam
+// recorded every pool's prefix were, until the spec ends.
+func bypassPoolWebhooks() {
+	GinkgoHelper()
+	sel := func(on bool) *metav1.LabelSelector {
+		if !on {
+			return &metav1.LabelSelector{}
+		}
+		return &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: bypassLabel, Operator: metav1.LabelSelectorOpDoesNotExist}}}
+	}
+	set := func(on bool) {
+		GinkgoHelper()
+		Expect(retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			var cfg admissionregistrationv1.MutatingWebhookConfiguration
+			if err := k8sClient.Get(ctx, client.ObjectKey{Name: "mutating-webhook-configuration"}, &cfg); err != nil {
+				return err
+			}
+			for i := range cfg.Webhooks {
+				if cfg.Webhooks[i].Name == "mippool-v1alpha1.kb.io" {
+					cfg.Webhooks[i].ObjectSelector = sel(on)
+				}
+			}
+			return k8sClient.Update(ctx, &cfg)
+		})).To(Succeed())
+		Expect(retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			var cfg admissionregistrationv1.ValidatingWebhookConfiguration
+			if err := k8sClient.Get(ctx, client.ObjectKey{Name: "validating-webhook-configuration"}, &cfg); err != nil {
+				return err
+			}
+			for i := range cfg.Webhooks {
+				if cfg.Webhooks[i].Name == "vippool-v1alpha1.kb.io" {
+					cfg.Webhooks[i].ObjectSelector = sel(on)
+				}
+			}
+			return k8sClient.Update(ctx, &cfg)
+		})).To(Succeed())
+	}
+	// probe is the entry annotation a dry run of a labelled pool keeps:
+	// kipam's webhook replaces it.
+	probe := func() (string, error) {
+		p := pool("100.127.255.0/24", nil)
+		p.Labels = map[string]string{bypassLabel: "yes"}
+		p.Annotations = map[string]string{ipam.EntryAnnotation: "probe"}
+		err := k8sClient.Create(ctx, p, client.DryRunAll)
+		return p.Annotations[ipam.EntryAnnotation], err
+	}
+	set(true)
+	DeferCleanup(func() {
+		set(false)
+		Eventually(probe).ShouldNot(Equal("probe"), "kipam's webhook is back for every pool")
+	})
+	Eventually(probe).Should(Equal("probe"), "the API server skips kipam's pool webhooks for labelled pools")
+}
+
+var _ = Describe("Pools created before kipam recorded them", func() {
+	It("are adopted at startup; an overlap is reported on both pools instead of carried on silently", func() {
+		bypassPoolWebhooks()
+		legacy := func(p *ipamv1alpha1.IPPool) *ipamv1alpha1.IPPool {
+			GinkgoHelper()
+			p.Labels = map[string]string{bypassLabel: "yes"}
+			Expect(k8sClient.Create(ctx, p)).To(Succeed())
+			return p
+		}
+		overlapping := func(p *ipamv1alpha1.IPPool) func(Gomega) *metav1.Condition {
+			return func(g Gomega) *metav1.Condition {
+				g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(p), p)).To(Succeed())
+				return meta.FindStatusCondition(p.Status.Conditions, ipamv1alpha1.ConditionOverlapping)
+			}
+		}
+		a := legacy(pool("10.168.0.0/16", nil))
+		Eventually(overlapping(a)).Should(HaveField("Reason", ipamv1alpha1.ReasonNoOverlap))
+		e, ok, err := ipam.LookupEntry(ctx, k8sClient, ipam.SpaceIPv4, netip.MustParsePrefix(a.Spec.CIDR))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(ok).To(BeTrue())
+		Expect(e.Is(ipam.PoolHolder(a.Name), string(a.UID))).To(BeTrue(), "recorded with its uid as the entry ID: %+v", e)
+
+		c := legacy(child(a, 0, "10.168.128.0/24"))
+		d := legacy(child(a, 24, ""))
+		b := legacy(pool("10.168.1.0/24", nil))
+		Eventually(overlapping(c)).Should(HaveField("Reason", ipamv1alpha1.ReasonNoOverlap))
+		Expect(ledgerOf(a.Name)).To(ContainElement(c.Spec.CIDR))
+		Eventually(func() error {
+			var alloc ipamv1alpha1.IPAllocation
+			return k8sClient.Get(ctx, client.ObjectKey{Name: ipam.AllocationName(a.Name, netip.MustParsePrefix(c.Spec.CIDR))}, &alloc)
+		}).Should(Succeed())
+
+		By("the pool that could not be recorded says what it overlaps, and so does the pool it overlaps")
+		Eventually(overlapping(b)).Should(And(HaveField("Status", metav1.ConditionTrue), HaveField("Reason", ipamv1alpha1.ReasonOverlap),
+			HaveField("Message", ContainSubstring("overlaps pool "+a.Name+" (10.168.0.0/16)"))))
+		Eventually(overlapping(a)).Should(And(HaveField("Status", metav1.ConditionTrue), HaveField("Reason", ipamv1alpha1.ReasonOverlapped),
+			HaveField("Message", ContainSubstring(b.Name+" (10.168.1.0/24)"))))
+		Eventually(func(g Gomega) {
+			var events corev1.EventList
+			g.Expect(k8sClient.List(ctx, &events, client.InNamespace("default"))).To(Succeed())
+			g.Expect(events.Items).To(ContainElement(And(HaveField("InvolvedObject.Name", b.Name), HaveField("Reason", ipamv1alpha1.ReasonOverlap))))
+		}).Should(Succeed())
+
+		By("a child pool that was never carved is not served, and says why")
+		Eventually(func(g Gomega) {
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(d), d)).To(Succeed())
+			cond := meta.FindStatusCondition(d.Status.Conditions, ipamv1alpha1.ConditionReady)
+			g.Expect(cond).NotTo(BeNil())
+			g.Expect(cond.Message).To(ContainSubstring("has no cidr"))
+		}).Should(Succeed())
+
+		By("once the overlapping pool is deleted, the other reports no overlap")
+		deleteAndWait(b)
+		Eventually(overlapping(a)).Should(HaveField("Reason", ipamv1alpha1.ReasonNoOverlap))
+		Expect(ledgerOf(ipam.SpaceIPv4)).NotTo(ContainElement("10.168.1.0/24"))
 	})
 })
