@@ -218,9 +218,12 @@ type IPPoolStatus struct {
 // +kubebuilder:resource:scope=Cluster,shortName=ipp,categories=kipam
 // +kubebuilder:printcolumn:name="CIDR",type=string,JSONPath=`.spec.cidr`
 // +kubebuilder:printcolumn:name="Parent",type=string,JSONPath=`.spec.parentPool`
-// +kubebuilder:printcolumn:name="Allocated",type=string,JSONPath=`.status.allocated`
-// +kubebuilder:printcolumn:name="Capacity",type=string,JSONPath=`.status.capacity`
+// +kubebuilder:printcolumn:name="Claims",type=integer,JSONPath=`.status.claims`
+// +kubebuilder:printcolumn:name="Children",type=integer,JSONPath=`.status.childPools`
 // +kubebuilder:printcolumn:name="Utilization",type=string,JSONPath=`.status.utilization`
+// +kubebuilder:printcolumn:name="Largest-Free",type=integer,JSONPath=`.status.largestFreePrefix`,description="The prefix length of the largest free block"
+// +kubebuilder:printcolumn:name="Allocated",type=string,JSONPath=`.status.allocated`,priority=1
+// +kubebuilder:printcolumn:name="Capacity",type=string,JSONPath=`.status.capacity`,priority=1
 // +kubebuilder:printcolumn:name="Pending",type=integer,JSONPath=`.status.pending`,priority=1
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`

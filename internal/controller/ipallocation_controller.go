@@ -63,8 +63,8 @@ func (r *IPAllocationReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	if err := r.Get(ctx, req.NamespacedName, &a); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	if a.Spec.ClaimRef.Kind != "IPClaim" {
-		return ctrl.Result{}, nil // child pools are the pool hierarchy's
+	if a.Spec.ClaimRef.Kind == "IPPool" {
+		return ctrl.Result{}, r.poolBound(ctx, &a)
 	}
 	held, err := r.held(ctx, &a, r)
 	if err == nil && !held {
@@ -105,6 +105,28 @@ func (r *IPAllocationReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	r.Recorder.Eventf(&a, nil, corev1.EventTypeWarning, ipamv1alpha1.ReasonHolderMissing, "Release",
 		"released %s: no claim carried it for %s", a.Spec.CIDR, r.OrphanGrace)
 	return ctrl.Result{}, deleteAllocation(ctx, r.Client, a.Name, nil)
+}
+
+// poolBound marks a pool's allocation Bound while the pool exists as its
+// claimRef names it. Nothing is released here: the pool's deletion
+// releases its prefix, and the ledger sweep one that no pool carries.
+func (r *IPAllocationReconciler) poolBound(ctx context.Context, a *ipamv1alpha1.IPAllocation) error {
+	var pool ipamv1alpha1.IPPool
+	err := r.Get(ctx, client.ObjectKey{Name: a.Spec.ClaimRef.Name}, &pool)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return err
+	}
+	before := a.DeepCopy()
+	if err == nil && pool.UID == a.Spec.ClaimRef.UID && pool.Spec.CIDR == a.Spec.CIDR {
+		if a.Status.BoundAt == nil {
+			now := metav1.NewTime(r.Now())
+			a.Status.BoundAt = &now
+		}
+		setCond(a, ipamv1alpha1.ConditionBound, metav1.ConditionTrue, ipamv1alpha1.ReasonHolderFound, "held by IPPool "+pool.Name)
+	} else {
+		setCond(a, ipamv1alpha1.ConditionBound, metav1.ConditionFalse, ipamv1alpha1.ReasonHolderMissing, "no IPPool carries this prefix")
+	}
+	return r.patchStatus(ctx, before, a)
 }
 
 // held reports whether the allocation's claim exists and carries its prefix.
@@ -167,6 +189,14 @@ func releaseOrphaned(ctx context.Context, c client.Client, m *ipam.Manager, pool
 func (r *IPAllocationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&ipamv1alpha1.IPAllocation{}).
+		Watches(&ipamv1alpha1.IPPool{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+			pool := o.(*ipamv1alpha1.IPPool)
+			p, err := netip.ParsePrefix(pool.Spec.CIDR)
+			if err != nil {
+				return nil
+			}
+			return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: ipam.AllocationName(ipam.ParentOf(pool), p)}}}
+		})).
 		Watches(&ipamv1alpha1.IPClaim{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 			claim := o.(*ipamv1alpha1.IPClaim)
 			p, err := netip.ParsePrefix(claim.Spec.CIDR)

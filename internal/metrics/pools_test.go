@@ -53,7 +53,7 @@ func TestPoolCollector(t *testing.T) {
 		Status: ipamv1alpha1.IPPoolStatus{
 			// 2^96: beyond an int64, as IPv6 counts are.
 			Capacity: "79228162514264337593543950336", Allocated: "79228162514264337593543950336", Available: "0",
-			Claims:     1,
+			Claims: 1,
 			Conditions: []metav1.Condition{{Type: ipamv1alpha1.ConditionExhausted, Status: metav1.ConditionTrue},
 				{Type: ipamv1alpha1.ConditionOverlapping, Status: metav1.ConditionTrue, Reason: ipamv1alpha1.ReasonOverlap}},
 		},

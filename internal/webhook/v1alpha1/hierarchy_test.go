@@ -114,6 +114,10 @@ var _ = Describe("Pool hierarchy", func() {
 				name := ipam.AllocationName(levels[i-1].Name, netip.MustParsePrefix(levels[i].Spec.CIDR))
 				Eventually(func() error { return k8sClient.Get(ctx, client.ObjectKey{Name: name}, &a) }).Should(Succeed())
 				Expect(a.Spec.ClaimRef).To(Equal(ipamv1alpha1.ClaimRef{Kind: "IPPool", Name: levels[i].Name, UID: levels[i].UID}))
+				Eventually(func(g Gomega) {
+					g.Expect(k8sClient.Get(ctx, client.ObjectKey{Name: name}, &a)).To(Succeed())
+					g.Expect(meta.IsStatusConditionTrue(a.Status.Conditions, ipamv1alpha1.ConditionBound)).To(BeTrue())
+				}).Should(Succeed())
 				Expect(k8sClient.Delete(ctx, &a)).To(MatchError(ContainSubstring("is held by the live IPPool " + levels[i].Name)))
 			}
 
