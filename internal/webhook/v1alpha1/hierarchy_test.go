@@ -17,6 +17,7 @@ limitations under the License.
 package v1alpha1
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"net/netip"
 	"sync"
@@ -131,6 +132,29 @@ var _ = Describe("Pool hierarchy", func() {
 		Entry("IPv4", "10.170.0.0/16", []int32{20, 24, 28}),
 		Entry("IPv6, /48 to /56 to /64", "2001:db8:170::/48", []int32{56, 64, 96}),
 	)
+
+	It("selects pools by label the same at every depth", func() {
+		lbl := map[string]string{"test.kipam.dev/depth": fmt.Sprint(seq.Add(1))}
+		top := createPool("10.169.0.0/16", nil)
+		mid := child(top, 20, "")
+		Expect(k8sClient.Create(ctx, mid)).To(Succeed())
+		leaf := child(mid, 24, "")
+		leaf.Labels = lbl
+		Expect(k8sClient.Create(ctx, leaf)).To(Succeed())
+		leafCIDR := netip.MustParsePrefix(leaf.Spec.CIDR)
+		for range 3 {
+			c := newClaim("default", "", func(c *ipamv1alpha1.IPClaim) {
+				c.Spec.PoolSelector = &metav1.LabelSelector{MatchLabels: lbl}
+				c.Spec.IPFamily = ipamv1alpha1.IPv4
+				c.Spec.PrefixLength = ptr.To[int32](28)
+			})
+			Expect(k8sClient.Create(ctx, c)).To(Succeed())
+			Expect(leafCIDR.Contains(netip.MustParsePrefix(c.Spec.CIDR).Addr())).To(BeTrue(), "%s from the selected leaf %s", c.Spec.CIDR, leafCIDR)
+			Expect(c.Annotations[ipam.PoolAnnotation]).To(Equal(leaf.Name))
+		}
+		Expect(ledgerOf(leaf.Name)).To(HaveLen(3))
+		Expect(ledgerOf(mid.Name)).To(ConsistOf(leaf.Spec.CIDR), "the leaf's claims are its own, not its parent's")
+	})
 
 	It("records an explicit child in its parent, or denies it naming what is in the way", func() {
 		parent := createPool("10.171.0.0/16", func(s *ipamv1alpha1.IPPoolSpec) { s.Reserved = []string{"10.171.255.0/24"} })
