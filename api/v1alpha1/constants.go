@@ -40,6 +40,10 @@ const (
 	ReasonAllocated = "Allocated"
 	// ReasonPending: the claim waits for space (whenExhausted: Wait).
 	ReasonPending = "Pending"
+	// ReasonNeverFits: the waiting claim can never fit any of its pools as
+	// they are now (its size, reserved space, the namespace's limit): it
+	// leaves its namespace's queue until a pool changes.
+	ReasonNeverFits = "NeverFits"
 	// ReasonPoolExhausted: the pool has no room for the requested size.
 	ReasonPoolExhausted = "PoolExhausted"
 	// ReasonLedgerFull: the pool's ledger that would record the requested

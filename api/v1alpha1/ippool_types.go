@@ -214,7 +214,7 @@ type IPPoolStatus struct {
 // child pool lies inside its parent.
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
-// +kubebuilder:validation:XValidation:rule="!self.metadata.name.endsWith('.space.kipam.dev')",message="names ending in .space.kipam.dev are kipam's own address spaces"
+// +kubebuilder:validation:XValidation:rule="!self.metadata.name.contains('.space.kipam.dev')",message="names containing .space.kipam.dev are kipam's own address spaces and their ledgers"
 // +kubebuilder:resource:scope=Cluster,shortName=ipp,categories=kipam
 // +kubebuilder:printcolumn:name="CIDR",type=string,JSONPath=`.spec.cidr`
 // +kubebuilder:printcolumn:name="Parent",type=string,JSONPath=`.spec.parentPool`

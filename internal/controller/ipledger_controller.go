@@ -205,17 +205,13 @@ func (r *IPLedgerReconciler) sweepPool(ctx context.Context, ledger *ipamv1alpha1
 	if held, err := carried(r.APIReader); held || err != nil {
 		return 0, err
 	}
-	var claims ipamv1alpha1.IPClaimList
-	if err := r.List(ctx, &claims, client.MatchingFields{indexPool: name}); err != nil {
+	claims, pools, err := r.inside(ctx, ledger.Spec.Pool, p)
+	if err != nil {
 		return 0, err
 	}
-	var children ipamv1alpha1.IPPoolList
-	if err := r.List(ctx, &children, client.MatchingFields{indexPool: name}); err != nil {
-		return 0, err
-	}
-	if n := len(claims.Items) + len(children.Items); n > 0 {
-		logf.FromContext(ctx).Info("a pool went without draining: its prefix stays allocated while its claims and children live",
-			"parent", ledger.Spec.Pool, "cidr", p, "pool", name, "claims", len(claims.Items), "childPools", len(children.Items))
+	if claims+pools > 0 {
+		logf.FromContext(ctx).Info("a pool went without draining: its prefix stays allocated while claims and pools inside it live",
+			"parent", ledger.Spec.Pool, "cidr", p, "pool", name, "claims", claims, "pools", pools)
 		return r.OrphanGrace, nil
 	}
 	freed, err := releaseOrphaned(ctx, r.Client, r.Manager, ledger.Spec.Pool, p, e)
@@ -229,6 +225,51 @@ func (r *IPLedgerReconciler) sweepPool(ctx context.Context, ledger *ipamv1alpha1
 		return 0, client.IgnoreNotFound(err)
 	}
 	return 0, deleteAllocation(ctx, r.Client, alloc, nil)
+}
+
+// inside counts the live claims and pools, as the API server lists them,
+// whose prefixes lie inside p, an entry of parent's ledger: a pool gone
+// without draining leaves its claims and its children, at any depth,
+// holding addresses that its parent must not hand out again. parent, its
+// ancestors and parent's own claims hold p or lie around it, and are not
+// counted. Read only for an entry no pool carries past the orphan grace.
+func (r *IPLedgerReconciler) inside(ctx context.Context, parent string, p netip.Prefix) (claims, pools int, err error) {
+	var all ipamv1alpha1.IPPoolList
+	if err := r.APIReader.List(ctx, &all); err != nil {
+		return 0, 0, err
+	}
+	byName := make(map[string]*ipamv1alpha1.IPPool, len(all.Items))
+	for i := range all.Items {
+		byName[all.Items[i].Name] = &all.Items[i]
+	}
+	around := map[string]bool{}
+	for name := parent; name != "" && !around[name]; {
+		around[name] = true
+		next := ""
+		if o := byName[name]; o != nil {
+			next = o.Spec.ParentPool
+		}
+		name = next
+	}
+	within := func(cidr string) bool {
+		q, err := netip.ParsePrefix(cidr)
+		return err == nil && q.Bits() >= p.Bits() && p.Contains(q.Addr())
+	}
+	for i := range all.Items {
+		if o := &all.Items[i]; !around[o.Name] && within(o.Spec.CIDR) {
+			pools++
+		}
+	}
+	var list ipamv1alpha1.IPClaimList
+	if err := r.APIReader.List(ctx, &list); err != nil {
+		return 0, 0, err
+	}
+	for i := range list.Items {
+		if c := &list.Items[i]; poolOf(c) != parent && within(c.Spec.CIDR) {
+			claims++
+		}
+	}
+	return claims, pools, nil
 }
 
 // ledgerOfPool names the ledger of its parent that records a pool's cidr.

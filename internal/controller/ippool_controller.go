@@ -131,6 +131,10 @@ func (r *IPPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	}
 	ready := metav1.Condition{Type: ipamv1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: ipamv1alpha1.ReasonPoolReady,
 		Message: "serving claims", ObservedGeneration: pool.Generation}
+	if overlapping.Reason == ipamv1alpha1.ReasonOverlap {
+		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, ipamv1alpha1.ReasonOverlap,
+			"takes no new claims: "+overlapping.Message
+	}
 	if invalid != nil {
 		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, ipamv1alpha1.ReasonInvalid, invalid.Error()
 	} else {

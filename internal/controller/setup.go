@@ -42,12 +42,9 @@ import (
 // Field indexes on IPClaims.
 const (
 	// indexWaiting is "true" on claims that wait for space.
-	indexWaiting = "kipam.waiting"
+	indexWaiting = ipam.IndexWaiting
 	// indexPoolCIDR is "<pool>/<cidr>" on claims that hold a prefix.
 	indexPoolCIDR = "kipam.poolCIDR"
-	// indexPool is the pool of claims that hold a prefix, and the parent
-	// of child pools.
-	indexPool = "kipam.pool"
 )
 
 // DefaultOrphanGrace is how long a prefix may be committed without any
@@ -111,12 +108,7 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, m *ipam.Manager, op
 
 // indexFields registers the field indexes the reconcilers list by.
 func indexFields(ctx context.Context, idx client.FieldIndexer) error {
-	if err := idx.IndexField(ctx, &ipamv1alpha1.IPClaim{}, indexWaiting, func(o client.Object) []string {
-		if c := o.(*ipamv1alpha1.IPClaim); c.Spec.CIDR == "" && c.DeletionTimestamp == nil {
-			return []string{"true"}
-		}
-		return nil
-	}); err != nil {
+	if err := idx.IndexField(ctx, &ipamv1alpha1.IPClaim{}, indexWaiting, ipam.WaitingIndex); err != nil {
 		return err
 	}
 	if err := idx.IndexField(ctx, &ipamv1alpha1.IPClaim{}, indexPoolCIDR, func(o client.Object) []string {
@@ -127,18 +119,5 @@ func indexFields(ctx context.Context, idx client.FieldIndexer) error {
 	}); err != nil {
 		return err
 	}
-	if err := idx.IndexField(ctx, &ipamv1alpha1.IPClaim{}, indexPool, func(o client.Object) []string {
-		if c := o.(*ipamv1alpha1.IPClaim); c.Spec.CIDR != "" {
-			return []string{poolOf(c)}
-		}
-		return nil
-	}); err != nil {
-		return err
-	}
-	return idx.IndexField(ctx, &ipamv1alpha1.IPPool{}, indexPool, func(o client.Object) []string {
-		if p := o.(*ipamv1alpha1.IPPool); p.Spec.ParentPool != "" {
-			return []string{p.Spec.ParentPool}
-		}
-		return nil
-	})
+	return nil
 }

@@ -237,6 +237,10 @@ func (m *Manager) apply(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) {
 		}
 		if o.alloc.Adopt && !o.alloc.DryRun {
 			if p, ok := l.find(o.alloc.Holder, o.alloc.ID); ok {
+				if c := o.alloc.CIDR; c.IsValid() && c != p {
+					o.err = fmt.Errorf("%s cannot be recorded for %s: its entry %s records %s", c, o.alloc.Holder, o.alloc.ID, p)
+					continue
+				}
 				o.result = p
 				continue
 			}
@@ -636,6 +640,9 @@ func (m *Manager) restore(ctx context.Context, st *poolState, pool *ipamv1alpha1
 		if shards, err = m.store.List(ctx, pool.Name); err != nil {
 			return fmt.Errorf("reading the ledgers of pool %s: %w", pool.Name, err)
 		}
+		if shards, err = m.takenNames(ctx, root, shards); err != nil {
+			return err
+		}
 	}
 	l, err := loadState(root, shards)
 	if err != nil {
@@ -648,6 +655,36 @@ func (m *Manager) restore(ctx context.Context, st *poolState, pool *ipamv1alpha1
 	st.alloc, st.ledger, st.generation, st.uid = a, l, pool.Generation, string(pool.UID)
 	st.snapshot()
 	return nil
+}
+
+// takenNames adds to a root's shards, as listed by their pool label, the
+// objects that hold the name of a listed shard without that label (another
+// pool's root named like the shard): such a shard is dead, and a new one
+// is opened instead of creating it for ever against AlreadyExists.
+func (m *Manager) takenNames(ctx context.Context, root *ipamv1alpha1.IPLedger, shards []ipamv1alpha1.IPLedger) ([]ipamv1alpha1.IPLedger, error) {
+	listed, err := parseShards(root.Spec.Shards)
+	if err != nil {
+		return nil, fmt.Errorf("ledger %s: spec.shards: %w", root.Name, err)
+	}
+	found := make(map[string]bool, len(shards))
+	for i := range shards {
+		found[shards[i].Name] = true
+	}
+	for _, n := range listed {
+		name := ShardName(root.Spec.Pool, n)
+		if found[name] {
+			continue
+		}
+		obj, err := m.store.Get(ctx, name)
+		switch {
+		case apierrors.IsNotFound(err):
+		case err != nil:
+			return nil, fmt.Errorf("reading ledger %s of pool %s: %w", name, root.Spec.Pool, err)
+		default:
+			shards = append(shards, *obj)
+		}
+	}
+	return shards, nil
 }
 
 // stillServed reads the pool from the API server and refuses to build on

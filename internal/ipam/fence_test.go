@@ -490,3 +490,43 @@ func TestAdoptBindsTheEntryAlreadyRecorded(t *testing.T) {
 		t.Fatal("another claim's bind adopted an entry that is not its own")
 	}
 }
+
+// TestAShardNameTakenByAnotherLedgerIsSkipped: another pool's root ledger
+// named like one of this pool's shards (a pool called "p.0") must not keep
+// this pool from committing for ever: the listed shard is dead, and a new
+// one is opened.
+func TestAShardNameTakenByAnotherLedgerIsSkipped(t *testing.T) {
+	s := newMemStore()
+	pool := testPool("10.0.0.0/24") // /26 shards
+	ctx := context.Background()
+	m := NewManager(s, nil)
+	// The root lists shard 0 before the other pool's root takes its name.
+	stopped, resume := pauseCreate(s, ShardName("p", 0))
+	done := make(chan error, 1)
+	go func() {
+		_, err := m.Allocate(ctx, Request{Pool: pool, CIDR: netip.MustParsePrefix("10.0.0.1/32"), Holder: ClaimHolder("a")})
+		done <- err
+	}()
+	<-stopped
+	s.mu.Lock()
+	s.ledgers[ShardName("p", 0)] = &ipamv1alpha1.IPLedger{
+		ObjectMeta: metav1.ObjectMeta{Name: ShardName("p", 0), ResourceVersion: "1", Labels: map[string]string{ipamv1alpha1.LabelPool: ShardName("p", 0)}},
+		Spec:       ipamv1alpha1.IPLedgerSpec{Pool: ShardName("p", 0)},
+	}
+	s.mu.Unlock()
+	close(resume)
+	<-done // the create met AlreadyExists; the retry restores
+	s.beforeCreate = nil
+	b := NewManager(s, nil)
+	p, err := b.Allocate(ctx, Request{Pool: pool, CIDR: netip.MustParsePrefix("10.0.0.2/32"), Holder: ClaimHolder("b")})
+	if err != nil {
+		t.Fatalf("a pool whose listed shard's name another ledger took: %v", err)
+	}
+	e, ok, err := b.Recorded(ctx, pool, p)
+	if err != nil || !ok || e.Holder != ClaimHolder("b") {
+		t.Fatalf("%s recorded as %+v, %v, %v", p, e, ok, err)
+	}
+	if l := s.ledgers[ShardName("p", 0)]; l.Spec.Pool != ShardName("p", 0) {
+		t.Fatalf("the other pool's ledger was overwritten: %+v", l.Spec)
+	}
+}

@@ -26,6 +26,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -72,6 +73,9 @@ func (r *Resolver) Candidates(ctx context.Context, claim *ipamv1alpha1.IPClaim, 
 		case !admits(&pool, nsLabels):
 		case pool.DeletionTimestamp != nil:
 			return nil, field.Forbidden(specPath.Child("pool"), fmt.Sprintf("pool %s is being deleted: it takes no new claims", name))
+		case Overlaps(&pool):
+			return nil, field.Forbidden(specPath.Child("pool"), fmt.Sprintf("pool %s overlaps another pool that kipam recorded first "+
+				"(see its Overlapping condition): it takes no new claims until one of them is deleted", name))
 		default:
 			return []*ipamv1alpha1.IPPool{&pool}, nil
 		}
@@ -96,7 +100,7 @@ func (r *Resolver) Candidates(ctx context.Context, claim *ipamv1alpha1.IPClaim, 
 	for i := range pools.Items {
 		p := &pools.Items[i]
 		prefix, err := netip.ParsePrefix(p.Spec.CIDR)
-		if err != nil || p.DeletionTimestamp != nil || netutil.Family(prefix.Addr()) != string(family) || !admits(p, nsLabels) {
+		if err != nil || p.DeletionTimestamp != nil || netutil.Family(prefix.Addr()) != string(family) || !admits(p, nsLabels) || Overlaps(p) {
 			continue
 		}
 		out = append(out, p)
@@ -123,6 +127,14 @@ func (r *Resolver) namespaceLabels(ctx context.Context, namespace string) (label
 		return nil, fmt.Errorf("reading namespace %s: %w", namespace, err)
 	}
 	return ns.Labels, nil
+}
+
+// Overlaps reports whether pool could not be recorded in its parent for
+// an overlap with another pool (a pool from before kipam recorded pools):
+// it hands out nothing, or the two could hand out the same address.
+func Overlaps(pool *ipamv1alpha1.IPPool) bool {
+	c := meta.FindStatusCondition(pool.Status.Conditions, ipamv1alpha1.ConditionOverlapping)
+	return c != nil && c.Status == metav1.ConditionTrue && c.Reason == ipamv1alpha1.ReasonOverlap
 }
 
 func admits(pool *ipamv1alpha1.IPPool, nsLabels labels.Set) bool {

@@ -38,7 +38,8 @@ import (
 // replica served each request.
 
 // The names of the two address spaces, and of their ledgers. The IPPool
-// CRD refuses them (and every name ending in SpaceSuffix) as pool names.
+// CRD refuses every name containing SpaceSuffix as a pool name, so that no
+// pool's ledger can take a space's or one of its shards' names.
 const (
 	SpaceSuffix = ".space.kipam.dev"
 	SpaceIPv4   = "ipv4" + SpaceSuffix

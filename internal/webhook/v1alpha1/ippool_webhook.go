@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net/netip"
 	"slices"
 	"strings"
 
@@ -133,18 +134,67 @@ func (a *IPPoolAllocator) carve(ctx context.Context, pool *ipamv1alpha1.IPPool, 
 	}
 	pool.Spec.CIDR = p.String()
 	metav1.SetMetaDataAnnotation(&pool.ObjectMeta, ipam.EntryAnnotation, r.ID)
-	if errs := validatePoolSpec(pool); len(errs) > 0 {
+	errs := validatePoolSpec(pool)
+	if len(errs) == 0 {
 		// A carved pool's reserved space is checked once its cidr is
-		// known; what was committed for it goes back, by its entry.
+		// known, and so is every pool against the pools that are not
+		// recorded yet (created before kipam recorded pools, and not
+		// adopted yet), which the commit cannot see.
+		errs, err = a.unrecordedInTheWay(ctx, pool, p)
+	}
+	if len(errs) > 0 || err != nil {
+		// What was committed for it goes back, by its entry.
 		if !dryRun {
-			if _, err := a.Manager.Release(ctx, parent, p, r.Holder, r.ID, 0); err != nil {
-				logf.FromContext(ctx).Error(err, "releasing the prefix of a pool denied after its carve; the orphan sweep will", "pool", pool.Name, "cidr", p)
+			if _, rerr := a.Manager.Release(ctx, parent, p, r.Holder, r.ID, 0); rerr != nil {
+				logf.FromContext(ctx).Error(rerr, "releasing the prefix of a pool denied after its carve; the orphan sweep will", "pool", pool.Name, "cidr", p)
 			}
+		}
+		if err != nil {
+			return err
 		}
 		return invalid("IPPool", pool.Name, errs)
 	}
 	logf.FromContext(ctx).V(1).Info("carved", "pool", pool.Name, "parent", parent.Name, "cidr", p, "dryRun", dryRun)
 	return nil
+}
+
+// unrecordedInTheWay denies a pool whose prefix p overlaps a pool other
+// than its ancestors, as the API server lists them. Every pool created
+// through this webhook is recorded in its parent before it exists, so the
+// commit already refused any overlap with one; what this finds is a pool
+// created before kipam recorded pools, until the pool controller adopts it.
+func (a *IPPoolAllocator) unrecordedInTheWay(ctx context.Context, pool *ipamv1alpha1.IPPool, p netip.Prefix) (field.ErrorList, error) {
+	var pools ipamv1alpha1.IPPoolList
+	if err := a.APIReader.List(ctx, &pools); err != nil {
+		return nil, fmt.Errorf("listing pools: %w", err)
+	}
+	byName := make(map[string]*ipamv1alpha1.IPPool, len(pools.Items))
+	for i := range pools.Items {
+		byName[pools.Items[i].Name] = &pools.Items[i]
+	}
+	ancestors := map[string]bool{}
+	for name := pool.Spec.ParentPool; name != "" && !ancestors[name]; {
+		ancestors[name] = true
+		next := ""
+		if parent := byName[name]; parent != nil {
+			next = parent.Spec.ParentPool
+		}
+		name = next
+	}
+	var errs field.ErrorList
+	for i := range pools.Items {
+		o := &pools.Items[i]
+		oc, err := netutil.ParsePrefix(o.Spec.CIDR)
+		if err != nil || o.Name == pool.Name || ancestors[o.Name] || !oc.Overlaps(p) {
+			continue
+		}
+		why := "which kipam has not recorded yet"
+		if o.DeletionTimestamp != nil {
+			why = "which is being deleted: create this pool once it is gone"
+		}
+		errs = append(errs, field.Invalid(field.NewPath("spec", "cidr"), p.String(), fmt.Sprintf("overlaps pool %s (%s), %s", o.Name, oc, why)))
+	}
+	return errs, nil
 }
 
 // notExisting answers AlreadyExists for a pool whose name is taken, before
@@ -252,9 +302,32 @@ func SetupIPPoolWebhookWithManager(mgr ctrl.Manager, m *ipam.Manager) error {
 }
 
 // ValidateCreate checks a new pool as the allocating webhook did before it
-// committed the pool's prefix.
-func (v *IPPoolValidator) ValidateCreate(_ context.Context, pool *ipamv1alpha1.IPPool) (admission.Warnings, error) {
-	return nil, invalid("IPPool", pool.Name, validatePoolSpec(pool))
+// committed the pool's prefix, and that its cidr is the prefix committed
+// for it: a webhook after kipam's could have changed it.
+func (v *IPPoolValidator) ValidateCreate(ctx context.Context, pool *ipamv1alpha1.IPPool) (admission.Warnings, error) {
+	if errs := validatePoolSpec(pool); len(errs) > 0 {
+		return nil, invalid("IPPool", pool.Name, errs)
+	}
+	req, err := admission.RequestFromContext(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if req.DryRun != nil && *req.DryRun {
+		return nil, nil // nothing was committed
+	}
+	cidr, err := netutil.ParsePrefix(pool.Spec.CIDR)
+	if err != nil {
+		return nil, nil // validatePoolSpec said so
+	}
+	e, ok, err := ipam.LookupEntry(ctx, v.APIReader, ipam.ParentOf(pool), cidr)
+	if err != nil {
+		return nil, err
+	}
+	if !ok || !e.Is(ipam.PoolHolder(pool.Name), pool.Annotations[ipam.EntryAnnotation]) {
+		return nil, invalid("IPPool", pool.Name, field.ErrorList{field.Forbidden(field.NewPath("spec", "cidr"),
+			fmt.Sprintf("%s is not the prefix kipam recorded for this pool in %s: something changed it after kipam's webhook", cidr, ipam.ParentOf(pool)))})
+	}
+	return nil, nil
 }
 
 // ValidateUpdate validates a changed pool. Its place in the hierarchy
@@ -324,7 +397,7 @@ const (
 	msgPoolIPv4Length       = "prefixLength must be at most 32 for an IPv4 pool"
 	msgDefaultPrefixLength  = "defaultPrefixLength must lie between the pool's own prefix length and the family's maximum (32 for IPv4, 128 for IPv6)"
 	msgAddressSpace         = "namespaceLimit.addressSpace must lie between the pool's own prefix length and the family's maximum (32 for IPv4, 128 for IPv6)"
-	msgSpaceName            = "names ending in " + ipam.SpaceSuffix + " are kipam's own address spaces"
+	msgSpaceName            = "names containing " + ipam.SpaceSuffix + " are kipam's own address spaces and their ledgers"
 )
 
 // validatePoolCreate checks a new pool before anything is committed for
@@ -334,7 +407,7 @@ const (
 func validatePoolCreate(pool *ipamv1alpha1.IPPool) field.ErrorList {
 	spec := field.NewPath("spec")
 	var errs field.ErrorList
-	if strings.HasSuffix(pool.Name, ipam.SpaceSuffix) {
+	if strings.Contains(pool.Name, ipam.SpaceSuffix) {
 		errs = append(errs, field.Invalid(field.NewPath("metadata", "name"), pool.Name, msgSpaceName))
 	}
 	if pool.Spec.CIDR == "" {
