@@ -101,7 +101,10 @@ type IPClaimSpec struct {
 
 	// whenExhausted is what happens when the pool has no room: Deny rejects
 	// the claim at creation; Wait creates it Pending and binds it as soon as
-	// space frees up.
+	// space frees up, after the older waiting claims of its namespace. While
+	// a claim of the namespace waits on the same pools, a new claim of the
+	// namespace waits behind it (Wait) or is denied (Deny). A claim that no
+	// release could ever make room for is denied either way, saying why.
 	// +optional
 	// +kubebuilder:default=Deny
 	WhenExhausted ExhaustedPolicy `json:"whenExhausted,omitempty"`

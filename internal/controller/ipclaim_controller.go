@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -28,11 +29,15 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
@@ -96,13 +101,17 @@ func (r *IPClaimReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		return ctrl.Result{}, client.IgnoreNotFound(r.Delete(ctx, &claim))
 	}
 	if claim.Spec.CIDR == "" {
-		if err := r.bindWaiting(ctx, &claim); err != nil {
+		next, err := r.bindWaiting(ctx, &claim)
+		if err != nil {
 			return ctrl.Result{}, err
 		}
 		if exp := expiresAt(&claim); exp != nil && claim.Spec.CIDR == "" {
-			return ctrl.Result{RequeueAfter: exp.Sub(r.Now())}, nil // expire it even if nothing wakes it
+			// Expire it even if nothing wakes it.
+			if left := exp.Sub(r.Now()); next == 0 || left < next {
+				next = left
+			}
 		}
-		return ctrl.Result{}, nil
+		return ctrl.Result{RequeueAfter: next}, nil
 	}
 	if err := r.ensureFinalizer(ctx, &claim); err != nil {
 		return ctrl.Result{}, err
@@ -241,27 +250,40 @@ func conditionsEqual(a, b []metav1.Condition) bool {
 }
 
 // bindWaiting allocates for a claim created Pending (whenExhausted: Wait),
-// in creation order: a claim waits while an older one waits on its pools.
-func (r *IPClaimReconciler) bindWaiting(ctx context.Context, claim *ipamv1alpha1.IPClaim) error {
+// in its namespace's order: a claim waits while an older claim of its
+// namespace waits on the same pools. A claim that can never fit any of its
+// pools as they are leaves the queue (NeverFits) until a pool changes. It
+// returns when to look again without a watch to wake it (a released prefix
+// held for its pool's reuse grace frees no ledger entry when the grace ends).
+func (r *IPClaimReconciler) bindWaiting(ctx context.Context, claim *ipamv1alpha1.IPClaim) (time.Duration, error) {
 	if err := r.ensureFinalizer(ctx, claim); err != nil {
-		return err
+		return 0, err
 	}
 	pools, err := r.Resolver.Candidates(ctx, claim, claim.Namespace)
 	if err != nil {
-		return r.pending(ctx, claim, err.Error())
+		return 0, r.pending(ctx, claim, ipamv1alpha1.ReasonPending, "", err.Error())
 	}
-	older, err := r.olderWaiting(ctx, claim)
+	ahead, err := ipam.Ahead(ctx, r.Client, claim, claim.Namespace)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	if older != "" {
-		return r.pending(ctx, claim, fmt.Sprintf("waiting behind the older claim %s", older))
+	if len(ahead) > 0 {
+		return 0, r.pending(ctx, claim, ipamv1alpha1.ReasonPending, pools[0].Name, fmt.Sprintf(
+			"waiting for space in pool %s, behind %d older claims of namespace %s (the first is %s)",
+			pools[0].Name, len(ahead), claim.Namespace, ahead[0].Name))
 	}
-	var reasons []string
+	var (
+		reasons, never []string
+		waitOn         *ipamv1alpha1.IPPool
+		next           time.Duration
+	)
 	for _, pool := range pools {
 		req, err := ipam.RequestFor(claim, pool, ipam.ClaimHolder(claim.Namespace), false)
+		if err == nil {
+			err = ipam.NeverFits(req)
+		}
 		if err != nil {
-			reasons = append(reasons, err.Error())
+			never = append(never, err.Error())
 			continue
 		}
 		// The entry is the claim's by its uid: only this claim can carry
@@ -273,16 +295,23 @@ func (r *IPClaimReconciler) bindWaiting(ctx context.Context, claim *ipamv1alpha1
 		req.Adopt = true
 		p, err := r.Manager.Allocate(ctx, req)
 		var ex *allocator.ExhaustedError
-		if errors.As(err, &ex) {
+		_, full := ipam.Full(err)
+		switch {
+		case errors.As(err, &ex):
 			reasons = append(reasons, fmt.Sprintf("pool %s: %s", pool.Name, ex.Error()))
-			continue
-		}
-		if _, full := ipam.Full(err); full || errors.Is(err, ipam.ErrPoolDeleted) {
+		case full || errors.Is(err, ipam.ErrPoolDeleted):
 			reasons = append(reasons, err.Error())
-			continue
+		case err != nil:
+			return 0, err
 		}
 		if err != nil {
-			return err
+			if waitOn == nil {
+				waitOn = pool
+			}
+			if end, ok := r.nextHoldEnd(ctx, pool); ok && (next == 0 || end < next) {
+				next = end
+			}
+			continue
 		}
 		patch := client.MergeFrom(claim.DeepCopy())
 		claim.Spec.CIDR = p.String()
@@ -293,18 +322,48 @@ func (r *IPClaimReconciler) bindWaiting(ctx context.Context, claim *ipamv1alpha1
 				// bound or gone already): release exactly what was just
 				// committed, which no claim carries.
 				if _, rerr := r.Manager.Release(ctx, pool, p, req.Holder, req.ID, 0); rerr != nil {
-					return errors.Join(err, fmt.Errorf("releasing %s, committed for a bind that failed (the orphan sweep will): %w", p, rerr))
+					return 0, errors.Join(err, fmt.Errorf("releasing %s, committed for a bind that failed (the orphan sweep will): %w", p, rerr))
 				}
 			}
 			// Else the patch may yet have been stored: the entry is left
 			// to the orphan sweep, which keeps it while the claim waits or
 			// carries it.
-			return err
+			return 0, err
 		}
 		r.Recorder.Eventf(claim, nil, corev1.EventTypeNormal, ipamv1alpha1.ReasonAllocated, "Bind", "bound %s from pool %s", p, pool.Name)
-		return nil
+		return 0, nil
 	}
-	return r.pending(ctx, claim, fmt.Sprintf("waiting for space: %v", reasons))
+	if waitOn == nil {
+		// No release can make room: the claim leaves its namespace's queue
+		// so as not to hold back the claims behind it, and comes back when
+		// a pool changes.
+		return 0, r.pending(ctx, claim, ipamv1alpha1.ReasonNeverFits, pools[0].Name, strings.Join(never, "; "))
+	}
+	largest := "nothing"
+	if lf := waitOn.Status.LargestFreePrefix; lf != nil {
+		largest = fmt.Sprintf("a /%d", *lf)
+	}
+	return next, r.pending(ctx, claim, ipamv1alpha1.ReasonPending, waitOn.Name, fmt.Sprintf(
+		"waiting for space in pool %s, first in namespace %s's queue (the pool's largest free block: %s): %s",
+		waitOn.Name, claim.Namespace, largest, strings.Join(append(reasons, never...), "; ")))
+}
+
+// nextHoldEnd is how long until the first prefix of pool held for its
+// reuse grace is free again, as the cached ledger records it.
+func (r *IPClaimReconciler) nextHoldEnd(ctx context.Context, pool *ipamv1alpha1.IPPool) (time.Duration, bool) {
+	ledger, err := ipam.ReadLedger(ctx, r.Client, pool.Name)
+	if err != nil || len(ledger.Holds) == 0 {
+		return 0, false
+	}
+	var first time.Time
+	for _, until := range ledger.Holds {
+		if first.IsZero() || until.Before(first) {
+			first = until
+		}
+	}
+	// A little past the end, on this replica's clock, so that the hold has
+	// surely ended for the allocator too.
+	return max(first.Sub(r.Now()), 0) + 100*time.Millisecond, true
 }
 
 // refused reports whether a write surely was not stored: the API server
@@ -313,35 +372,22 @@ func refused(err error) bool {
 	return apierrors.IsInvalid(err) || apierrors.IsForbidden(err) || apierrors.IsNotFound(err) || apierrors.IsConflict(err)
 }
 
-// olderWaiting names an older claim in any namespace that also waits.
-func (r *IPClaimReconciler) olderWaiting(ctx context.Context, claim *ipamv1alpha1.IPClaim) (string, error) {
-	var waiting ipamv1alpha1.IPClaimList
-	if err := r.List(ctx, &waiting, client.MatchingFields{indexWaiting: "true"}); err != nil {
-		return "", err
+// pending records why a claim waits (reason Pending, or NeverFits when it
+// left its namespace's queue) and on which pool, with an event when that
+// changes.
+func (r *IPClaimReconciler) pending(ctx context.Context, claim *ipamv1alpha1.IPClaim, reason, pool, msg string) error {
+	if c := meta.FindStatusCondition(claim.Status.Conditions, ipamv1alpha1.ConditionReady); c == nil || c.Reason != reason || c.Message != msg {
+		r.Recorder.Eventf(claim, nil, corev1.EventTypeNormal, reason, "Wait", "%s", msg)
 	}
-	for i := range waiting.Items {
-		o := &waiting.Items[i]
-		if o.UID == claim.UID || !samePools(o, claim) {
-			continue
-		}
-		if o.CreationTimestamp.Before(&claim.CreationTimestamp) ||
-			(o.CreationTimestamp.Equal(&claim.CreationTimestamp) && o.Namespace+"/"+o.Name < claim.Namespace+"/"+claim.Name) {
-			return o.Namespace + "/" + o.Name, nil
-		}
+	before := claim.DeepCopy()
+	meta.SetStatusCondition(&claim.Status.Conditions, metav1.Condition{Type: ipamv1alpha1.ConditionReady, Status: metav1.ConditionFalse,
+		Reason: reason, Message: msg, ObservedGeneration: claim.Generation})
+	claim.Status.ExpiresAt = expiresAt(claim)
+	claim.Status.CIDR, claim.Status.Pool, claim.Status.Allocation = "", pool, ""
+	if equalStatus(before, claim) {
+		return nil
 	}
-	return "", nil
-}
-
-func samePools(a, b *ipamv1alpha1.IPClaim) bool {
-	if a.Spec.Pool != "" || b.Spec.Pool != "" {
-		return a.Spec.Pool == b.Spec.Pool
-	}
-	return ipam.ClaimFamily(a) == ipam.ClaimFamily(b)
-}
-
-func (r *IPClaimReconciler) pending(ctx context.Context, claim *ipamv1alpha1.IPClaim, msg string) error {
-	return r.patchStatus(ctx, claim, metav1.Condition{Type: ipamv1alpha1.ConditionReady, Status: metav1.ConditionFalse,
-		Reason: ipamv1alpha1.ReasonPending, Message: msg}, "")
+	return r.Status().Patch(ctx, claim, client.MergeFrom(before))
 }
 
 // finalize releases the claim's ledger entry (after the pool's reuse
@@ -428,10 +474,44 @@ func deleteAllocation(ctx context.Context, c client.Client, name string, claim *
 func (r *IPClaimReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&ipamv1alpha1.IPClaim{}).
+		// What frees or adds space wakes the claims that wait for it: a
+		// ledger's change, a pool created or changed, and a waiting claim
+		// that leaves its namespace's queue (bound or gone).
 		Watches(&ipamv1alpha1.IPLedger{}, handler.EnqueueRequestsFromMapFunc(r.waitingClaims)).
+		Watches(&ipamv1alpha1.IPPool{}, handler.EnqueueRequestsFromMapFunc(r.waitingClaims), builder.WithPredicates(predicate.Or(
+			predicate.GenerationChangedPredicate{}, predicate.Funcs{CreateFunc: func(event.CreateEvent) bool { return true }}))).
+		Watches(&ipamv1alpha1.IPClaim{}, handler.Funcs{
+			UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+				if waits(e.ObjectOld) && !waits(e.ObjectNew) {
+					r.wakeNamespace(ctx, e.ObjectNew, q)
+				}
+			},
+			DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+				if waits(e.Object) {
+					r.wakeNamespace(ctx, e.Object, q)
+				}
+			},
+		}).
 		Watches(&ipamv1alpha1.IPLedger{}, r.ledgerLosses()).
 		Named("ipclaim").
 		Complete(r)
+}
+
+// waits reports whether o is a claim waiting for space.
+func waits(o client.Object) bool {
+	c, ok := o.(*ipamv1alpha1.IPClaim)
+	return ok && c.Spec.CIDR == "" && c.DeletionTimestamp == nil
+}
+
+// wakeNamespace queues the claims of o's namespace that wait for space.
+func (r *IPClaimReconciler) wakeNamespace(ctx context.Context, o client.Object, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	var waiting ipamv1alpha1.IPClaimList
+	if err := r.List(ctx, &waiting, client.InNamespace(o.GetNamespace()), client.MatchingFields{indexWaiting: "true"}); err != nil {
+		return
+	}
+	for i := range waiting.Items {
+		q.Add(reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&waiting.Items[i])})
+	}
 }
 
 func (r *IPClaimReconciler) waitingClaims(ctx context.Context, _ client.Object) []reconcile.Request {

@@ -30,6 +30,12 @@ var (
 		Help: "IPClaims denied at admission, by pool and reason (Exhausted, LedgerFull, NamespaceLimit).",
 	}, []string{"pool", "reason"})
 
+	// ClaimsQueued counts claims created Pending (whenExhausted: Wait) at
+	// admission for lack of room, by pool and reason.
+	ClaimsQueued = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kipam_claims_queued_total",
+		Help: "IPClaims with whenExhausted: Wait created Pending at admission for lack of room, by pool and reason (Exhausted, LedgerFull, NamespaceLimit); not counted as denied.",
+	}, []string{"pool", "reason"})
 	// Released counts prefixes returned to their pool, by pool and cause.
 	Released = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "kipam_prefixes_released_total",
@@ -53,5 +59,5 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(ClaimsDenied, Released, Forwarded, LedgerBytes)
+	metrics.Registry.MustRegister(ClaimsDenied, ClaimsQueued, Released, Forwarded, LedgerBytes)
 }

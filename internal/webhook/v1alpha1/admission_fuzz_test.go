@@ -60,7 +60,8 @@ func FuzzAdmission(f *testing.F) {
 				CIDR: "2001:db8::/120"}},
 		}
 		c := fake.NewClientBuilder().WithScheme(s).
-			WithObjects(pools[0], pools[1], &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "default"}}).Build()
+			WithObjects(pools[0], pools[1], &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "default"}}).
+			WithIndex(&ipamv1alpha1.IPClaim{}, ipam.IndexWaiting, ipam.WaitingIndex).Build()
 		m := ipam.NewManager(ipam.ClientStore{Reader: c, Writer: c}, nil)
 		a := &IPClaimAllocator{Resolver: &ipam.Resolver{Reader: c, APIReader: c}, Manager: m, Recorder: noEvents{}}
 

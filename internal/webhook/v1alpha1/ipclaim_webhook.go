@@ -165,16 +165,42 @@ func (a *IPClaimAllocator) allocate(ctx context.Context, claim *ipamv1alpha1.IPC
 	}
 	holder := ipam.ClaimHolder(namespace)
 	id := ipam.NewEntryID()
-	var exhausted []string
-	// deny records that pool has no room for the claim: said to the user
-	// with the other pools' reasons, counted and reported on the pool.
-	deny := func(pool *ipamv1alpha1.IPPool, bits int, metricReason, eventReason, message, detail string) {
-		exhausted = append(exhausted, message)
-		if !dryRun {
-			metrics.ClaimsDenied.WithLabelValues(pool.Name, metricReason).Inc()
-			a.Recorder.Eventf(pool, nil, corev1.EventTypeWarning, eventReason, "Allocate",
-				"denied a /%d to a claim in namespace %s: %s", bits, namespace, detail)
+	wait := claim.Spec.WhenExhausted == ipamv1alpha1.Wait
+	if claim.Spec.CIDR == "" {
+		// A claim is served after every older claim of its namespace that
+		// waits on the same pools (a claim asking for one exact prefix, a
+		// restore, takes it if it is free).
+		ahead, err := ipam.Ahead(ctx, a.Resolver.Reader, claim, namespace)
+		if err != nil {
+			return fmt.Errorf("listing waiting claims: %w", err)
 		}
+		if len(ahead) > 0 {
+			if wait {
+				controllerutil.AddFinalizer(claim, ipamv1alpha1.ClaimFinalizer)
+				return nil // the claim controller binds it in its turn
+			}
+			return forbidden(fmt.Sprintf("%d older claims of namespace %s wait for space in the same pools (the first is %s): "+
+				"a new claim would take it before them (set spec.whenExhausted: Wait to queue behind them)", len(ahead), namespace, ahead[0].Name))
+		}
+	}
+	// refusal is why one pool had no room for the claim: said to the user
+	// with the other pools' reasons, counted, and reported on the pool.
+	type refusal struct {
+		pool                              *ipamv1alpha1.IPPool
+		bits                              int
+		metricReason, eventReason, detail string
+	}
+	var (
+		refusals []refusal
+		messages []string
+		never    []string
+	)
+	refuse := func(pool *ipamv1alpha1.IPPool, r ipam.Request, metricReason, eventReason, message, detail string) {
+		if err := ipam.NeverFits(r); err != nil {
+			never = append(never, err.Error())
+		}
+		messages = append(messages, message)
+		refusals = append(refusals, refusal{pool, r.Bits, metricReason, eventReason, detail})
 	}
 	for _, pool := range pools {
 		r, err := ipam.RequestFor(claim, pool, holder, dryRun)
@@ -190,12 +216,12 @@ func (a *IPClaimAllocator) allocate(ctx context.Context, claim *ipamv1alpha1.IPC
 		reason, full := ipam.Full(err)
 		switch {
 		case errors.As(err, &ex):
-			deny(pool, r.Bits, "Exhausted", ipamv1alpha1.ReasonPoolExhausted, fmt.Sprintf("pool %s is exhausted: %s", pool.Name, ex.Error()), ex.Error())
+			refuse(pool, r, "Exhausted", ipamv1alpha1.ReasonPoolExhausted, fmt.Sprintf("pool %s is exhausted: %s", pool.Name, ex.Error()), ex.Error())
 			continue
 		case full:
 			// Full in the way that matters to the claim: this pool
 			// cannot take it until a release there.
-			deny(pool, r.Bits, reason, reason, err.Error(), err.Error())
+			refuse(pool, r, reason, reason, err.Error(), err.Error())
 			continue
 		case errors.Is(err, ipam.ErrPoolDeleted):
 			if len(pools) > 1 {
@@ -214,21 +240,48 @@ func (a *IPClaimAllocator) allocate(ctx context.Context, claim *ipamv1alpha1.IPC
 		logf.FromContext(ctx).V(1).Info("allocated", "pool", pool.Name, "cidr", p, "dryRun", dryRun)
 		return nil
 	}
-	if len(exhausted) == 0 {
+	if len(refusals) == 0 {
 		return claimError(claim, field.Invalid(field.NewPath("spec", "poolSelector"), claim.Spec.PoolSelector,
 			"no matching pool can serve this claim"))
 	}
-	if claim.Spec.WhenExhausted == ipamv1alpha1.Wait {
-		// Created without a prefix; the claim controller binds it, in
-		// creation order, when space frees up.
+	if len(never) == len(refusals) {
+		// Waiting would be for ever: no release can make room.
+		path, value := field.NewPath("spec", "prefixLength"), any(refusals[0].bits)
+		if claim.Spec.CIDR != "" {
+			path, value = field.NewPath("spec", "cidr"), claim.Spec.CIDR
+		}
+		return claimError(claim, field.Invalid(path, value, strings.Join(never, "; ")))
+	}
+	for _, f := range refusals {
+		if dryRun {
+			break
+		}
+		if wait {
+			metrics.ClaimsQueued.WithLabelValues(f.pool.Name, f.metricReason).Inc()
+			a.Recorder.Eventf(f.pool, nil, corev1.EventTypeNormal, ipamv1alpha1.ReasonPending, "Allocate",
+				"a /%d for a claim in namespace %s waits for space: %s", f.bits, namespace, f.detail)
+			continue
+		}
+		metrics.ClaimsDenied.WithLabelValues(f.pool.Name, f.metricReason).Inc()
+		a.Recorder.Eventf(f.pool, nil, corev1.EventTypeWarning, f.eventReason, "Allocate",
+			"denied a /%d to a claim in namespace %s: %s", f.bits, namespace, f.detail)
+	}
+	if wait {
+		// Created without a prefix; the claim controller binds it, in its
+		// namespace's order, when space frees up.
 		controllerutil.AddFinalizer(claim, ipamv1alpha1.ClaimFinalizer)
 		return nil
 	}
+	return forbidden(fmt.Sprintf("%s (set spec.whenExhausted: Wait to wait for space)", strings.Join(messages, "; ")))
+}
+
+// forbidden is the API's 403 with message.
+func forbidden(message string) error {
 	return &apierrors.StatusError{ErrStatus: metav1.Status{
 		Status:  metav1.StatusFailure,
 		Code:    http.StatusForbidden,
 		Reason:  metav1.StatusReasonForbidden,
-		Message: fmt.Sprintf("%s (set spec.whenExhausted: Wait to wait for space)", strings.Join(exhausted, "; ")),
+		Message: message,
 	}}
 }
 
