@@ -378,7 +378,17 @@ func (r *IPPoolReconciler) unplace(ctx context.Context, pool *ipamv1alpha1.IPPoo
 	if err != nil {
 		return client.IgnoreNotFound(err) // its ledger goes with it
 	}
-	freed, err := r.Manager.Release(ctx, parent, cidr, ipam.PoolHolder(pool.Name), ipam.PoolEntryID(pool), graceOf(parent))
+	// Held for the parent's grace, and no shorter than the addresses the
+	// pool itself released last are held for.
+	grace := graceOf(parent)
+	var root ipamv1alpha1.IPLedger
+	switch err := r.APIReader.Get(ctx, client.ObjectKey{Name: pool.Name}, &root); {
+	case err == nil && ipam.PoolUID(&root) == pool.UID:
+		grace = max(grace, time.Until(ipam.HeldUntil(&root)))
+	case err != nil && !apierrors.IsNotFound(err):
+		return err
+	}
+	freed, err := r.Manager.Release(ctx, parent, cidr, ipam.PoolHolder(pool.Name), ipam.PoolEntryID(pool), grace)
 	if err != nil {
 		return err
 	}

@@ -221,7 +221,7 @@ func (m *Manager) apply(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) {
 	for _, o := range batch {
 		o.result, o.err, o.deps = netip.Prefix{}, nil, nil
 		if o.drain {
-			o.err = l.drain(o)
+			o.err = l.drain(o, pool, now)
 			drained = drained || o.err == nil
 			continue
 		}
@@ -572,7 +572,10 @@ func (m *Manager) put(ctx context.Context, l *ledgerState, pool *ipamv1alpha1.IP
 	}
 	if d.seal {
 		obj.Spec.Sealed = true
-		obj.Spec.Allocations, obj.Spec.Holds = "", ""
+		obj.Spec.Allocations = ""
+		if d != l.root {
+			obj.Spec.Holds = "" // a drain moved the last of them to the root
+		}
 	}
 	var err error
 	if d.obj == nil {
@@ -737,16 +740,32 @@ func PoolUID(l *ipamv1alpha1.IPLedger) types.UID {
 // committed to the pool by anyone. Each seal is a compare-and-swap on the
 // version this committer read, so a commit that landed meanwhile makes the
 // drain fail its race and look again.
-func (l *ledgerState) drain(o *op) error {
+//
+// The sealed root keeps one hold, over the whole pool, until the last of
+// its released prefixes is free again (HeldUntil): the pool's own prefix
+// goes back to its parent no sooner, so that a pool created again over it
+// cannot hand out an address within its reuse grace either.
+func (l *ledgerState) drain(o *op, pool *ipamv1alpha1.IPPool, now time.Time) error {
 	n, claims := 0, 0
+	var last time.Time
 	for _, d := range l.docs() {
-		if !d.dead {
-			n += len(d.allocs)
-			claims += d.claims
+		if d.dead {
+			continue
+		}
+		n += len(d.allocs)
+		claims += d.claims
+		for _, until := range d.holds {
+			if until.After(last) {
+				last = until
+			}
 		}
 	}
 	if n > 0 {
 		return &NotEmptyError{Allocations: n, Claims: claims, Pools: n - claims}
+	}
+	l.root.holds = map[netip.Prefix]time.Time{}
+	if p, err := netutil.ParsePrefix(pool.Spec.CIDR); err == nil && last.After(now) {
+		l.root.holds[p] = last
 	}
 	for _, d := range l.listed {
 		if !d.dead {
@@ -758,6 +777,23 @@ func (l *ledgerState) drain(o *op) error {
 	l.root.seal, l.root.dirty = true, true
 	o.deps = append(o.deps, l.root)
 	return nil
+}
+
+// HeldUntil is when the last prefix a ledger holds for its pool's reuse
+// grace is free again: for a drained pool's sealed root, when the pool's
+// own prefix may be handed out again. Zero when it holds none.
+func HeldUntil(l *ipamv1alpha1.IPLedger) time.Time {
+	_, holds, err := parseDoc(l)
+	var last time.Time
+	if err != nil {
+		return last
+	}
+	for _, until := range holds {
+		if until.After(last) {
+			last = until
+		}
+	}
+	return last
 }
 
 // loadState parses a root and the shards found for it.

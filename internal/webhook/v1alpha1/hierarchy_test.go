@@ -282,8 +282,27 @@ var _ = Describe("Pool hierarchy", func() {
 			"its IPAllocation went with it")
 		again := child(parent, 0, "10.177.0.0/26")
 		err := k8sClient.Create(ctx, again)
-		Expect(err).To(MatchError(ContainSubstring("was released recently and is held for pool " + parent.Name + "'s reuse grace period")))
+		Expect(err).To(MatchError(ContainSubstring("was released recently in pool " + parent.Name)))
 		Eventually(func() error { return k8sClient.Create(ctx, child(parent, 0, "10.177.0.0/26")) }).Should(Succeed())
+	})
+
+	It("holds a deleted pool's prefix while the addresses it released last are held", func() {
+		p := createPool("100.103.0.0/24", func(s *ipamv1alpha1.IPPoolSpec) { s.ReuseGracePeriodSeconds = ptr.To[int64](4) })
+		c := newClaim("default", p.Name, nil)
+		Expect(k8sClient.Create(ctx, c)).To(Succeed())
+		deleteAndWait(c)
+		deleteAndWait(p)
+		again := func() error { return k8sClient.Create(ctx, pool("100.103.0.0/24", nil)) }
+		Expect(again()).To(MatchError(ContainSubstring("was released recently in the cluster's pools")),
+			"a pool created again over it could hand out %s within its grace", c.Spec.CIDR)
+		Eventually(again).Should(Succeed())
+	})
+
+	It("refuses a pool without a name, which its parent's ledger could not record", func() {
+		p := pool("100.104.0.0/24", nil)
+		p.Name, p.GenerateName = "", "gen-"
+		Expect(k8sClient.Create(ctx, p)).To(MatchError(ContainSubstring("metadata.name: Required value: a pool needs a name")))
+		Expect(ledgerOf(ipam.SpaceIPv4)).NotTo(ContainElement("100.104.0.0/24"))
 	})
 
 	It("gives at most one of 50 concurrent creates of overlapping top-level pools, 20 times over", func() {

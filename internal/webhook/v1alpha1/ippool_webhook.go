@@ -275,6 +275,9 @@ func (a *IPPoolAllocator) denial(ctx context.Context, pool *ipamv1alpha1.IPPool,
 		return poolError(pool, field.Invalid(spec.Child("cidr"), r.CIDR.String(), fmt.Sprintf("overlaps %s in %s", what, in)))
 	case errors.Is(err, ipam.ErrPoolDeleted):
 		return poolError(pool, field.Forbidden(spec.Child("parentPool"), fmt.Sprintf("pool %s is being deleted: nothing can be carved from it", parent)))
+	case errors.Is(err, allocator.ErrHeld):
+		return poolError(pool, field.Invalid(spec.Child("cidr"), r.CIDR.String(), fmt.Sprintf(
+			"was released recently in %s (a pool deleted, or addresses of it) and is held for the reuse grace period; retry later or ask for another", in)))
 	case errors.Is(err, ipam.ErrBusy):
 		return apierrors.NewTooManyRequests(err.Error(), 1)
 	}
@@ -407,6 +410,11 @@ const (
 func validatePoolCreate(pool *ipamv1alpha1.IPPool) field.ErrorList {
 	spec := field.NewPath("spec")
 	var errs field.ErrorList
+	if pool.Name == "" {
+		// Its name is what its parent's ledger records it by, and the API
+		// server gives a generated one only after admission.
+		errs = append(errs, field.Required(field.NewPath("metadata", "name"), "a pool needs a name: generateName is not served for pools"))
+	}
 	if strings.Contains(pool.Name, ipam.SpaceSuffix) {
 		errs = append(errs, field.Invalid(field.NewPath("metadata", "name"), pool.Name, msgSpaceName))
 	}

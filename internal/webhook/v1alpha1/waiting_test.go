@@ -130,7 +130,10 @@ var _ = Describe("Claims that wait for space", func() {
 		})
 		for _, mutate := range []func(*ipamv1alpha1.IPClaim){
 			func(c *ipamv1alpha1.IPClaim) { c.Spec.PrefixLength = ptr.To[int32](30) },
-			func(c *ipamv1alpha1.IPClaim) { c.Spec.PrefixLength = ptr.To[int32](30); c.Spec.WhenExhausted = ipamv1alpha1.Wait },
+			func(c *ipamv1alpha1.IPClaim) {
+				c.Spec.PrefixLength = ptr.To[int32](30)
+				c.Spec.WhenExhausted = ipamv1alpha1.Wait
+			},
 		} {
 			err := k8sClient.Create(ctx, newClaim("default", p.Name, mutate))
 			Expect(apierrors.IsInvalid(err)).To(BeTrue(), "got %v", err)
