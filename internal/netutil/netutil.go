@@ -34,8 +34,12 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 	if err != nil {
 		return netip.Prefix{}, fmt.Errorf("not a CIDR: %w", err)
 	}
-	if p.Addr().Is4In6() || p.Addr().Zone() != "" {
-		return netip.Prefix{}, fmt.Errorf("%q is not a plain IPv4 or IPv6 CIDR", s)
+	if p.Addr().Is4In6() {
+		if p.Bits() >= 96 {
+			return netip.Prefix{}, fmt.Errorf("%q is an IPv4-mapped IPv6 prefix, which kipam does not serve: write the IPv4 prefix %s",
+				s, netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96).Masked())
+		}
+		return netip.Prefix{}, fmt.Errorf("%q is an IPv4-mapped IPv6 address with a prefix shorter than /96, which kipam does not serve", s)
 	}
 	if m := p.Masked(); m != p || m.String() != s {
 		return netip.Prefix{}, fmt.Errorf("%q is not canonical: write %s", s, m)

@@ -18,8 +18,26 @@ package netutil
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 )
+
+func TestParsePrefixSaysWhatToWrite(t *testing.T) {
+	for in, want := range map[string]string{
+		"::ffff:10.0.0.0/104": "is an IPv4-mapped IPv6 prefix, which kipam does not serve: write the IPv4 prefix 10.0.0.0/8",
+		"::ffff:a00:0/104":    "write the IPv4 prefix 10.0.0.0/8",
+		"::ffff:0:0/64":       "IPv4-mapped IPv6 address with a prefix shorter than /96",
+		"10.0.0.1/24":         "is not canonical: write 10.0.0.0/24",
+	} {
+		_, err := ParsePrefix(in)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("ParsePrefix(%q) = %v, want it to say %q", in, err, want)
+		}
+	}
+	if p, err := ParsePrefix("2001:db8::/48"); err != nil || p.String() != "2001:db8::/48" {
+		t.Errorf("ParsePrefix(2001:db8::/48) = %v, %v", p, err)
+	}
+}
 
 func TestStep(t *testing.T) {
 	for _, tc := range []struct {
