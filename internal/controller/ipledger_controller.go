@@ -242,15 +242,7 @@ func (r *IPLedgerReconciler) inside(ctx context.Context, parent string, p netip.
 	for i := range all.Items {
 		byName[all.Items[i].Name] = &all.Items[i]
 	}
-	around := map[string]bool{}
-	for name := parent; name != "" && !around[name]; {
-		around[name] = true
-		next := ""
-		if o := byName[name]; o != nil {
-			next = o.Spec.ParentPool
-		}
-		name = next
-	}
+	around := ipam.Ancestors(byName, parent)
 	within := func(cidr string) bool {
 		q, err := netip.ParsePrefix(cidr)
 		return err == nil && q.Bits() >= p.Bits() && p.Contains(q.Addr())

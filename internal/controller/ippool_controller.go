@@ -313,19 +313,7 @@ func (r *IPPoolReconciler) overlappedBy(ctx context.Context, pool *ipamv1alpha1.
 	for i := range pools.Items {
 		byName[pools.Items[i].Name] = &pools.Items[i]
 	}
-	related := func(a, b string) bool { // a is b or one of its ancestors
-		for seen := 0; b != "" && seen <= len(byName); seen++ {
-			if a == b {
-				return true
-			}
-			p := byName[b]
-			if p == nil {
-				return false
-			}
-			b = p.Spec.ParentPool
-		}
-		return false
-	}
+	related := func(a, b string) bool { return ipam.Ancestors(byName, b)[a] } // a is b or one of its ancestors
 	var out []string
 	for i := range pools.Items {
 		o := &pools.Items[i]

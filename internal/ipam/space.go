@@ -94,6 +94,21 @@ func ParentOf(pool *ipamv1alpha1.IPPool) string {
 	return Space(p.Addr()).Name
 }
 
+// Ancestors is name and every pool above it, following spec.parentPool
+// through pools (by name), as far as pools knows them.
+func Ancestors(pools map[string]*ipamv1alpha1.IPPool, name string) map[string]bool {
+	out := map[string]bool{}
+	for name != "" && !out[name] {
+		out[name] = true
+		p := pools[name]
+		if p == nil {
+			break
+		}
+		name = p.Spec.ParentPool
+	}
+	return out
+}
+
 // GetPool reads the pool called name, or returns the address space of that
 // name.
 func GetPool(ctx context.Context, r client.Reader, name string) (*ipamv1alpha1.IPPool, error) {

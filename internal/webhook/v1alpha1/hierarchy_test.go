@@ -652,18 +652,30 @@ var _ = Describe("Pools removed or created around kipam", func() {
 })
 
 // rejectPools installs, until the spec ends, a policy that rejects after
-// kipam's webhooks every pool labelled reject=yes: what another webhook or
-// rule could do.
+// kipam's webhooks every pool labelled reject=yes.
 func rejectPools() {
 	GinkgoHelper()
+	rejectLabelled("ippools", func() error {
+		p := pool("100.127.254.0/24", nil)
+		p.Labels = map[string]string{"reject": "yes"}
+		return k8sClient.Create(ctx, p, client.DryRunAll)
+	})
+}
+
+// rejectLabelled installs, until the spec ends, a policy that rejects,
+// after kipam's webhooks, every create of resource labelled reject=yes:
+// what another webhook or rule could do. probe is a dry run of such a
+// create, to wait for the policy to take effect.
+func rejectLabelled(resource string, probe func() error) {
+	GinkgoHelper()
 	policy := &admissionregistrationv1.ValidatingAdmissionPolicy{
-		ObjectMeta: metav1.ObjectMeta{Name: "reject-some-pools"},
+		ObjectMeta: metav1.ObjectMeta{Name: "reject-some-" + resource},
 		Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
 			FailurePolicy: ptr.To(admissionregistrationv1.Fail),
 			MatchConstraints: &admissionregistrationv1.MatchResources{ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{
 				RuleWithOperations: admissionregistrationv1.RuleWithOperations{
 					Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
-					Rule:       admissionregistrationv1.Rule{APIGroups: []string{"ipam.kipam.dev"}, APIVersions: []string{"v1alpha1"}, Resources: []string{"ippools"}},
+					Rule:       admissionregistrationv1.Rule{APIGroups: []string{"ipam.kipam.dev"}, APIVersions: []string{"v1alpha1"}, Resources: []string{resource}},
 				},
 			}}},
 			Validations: []admissionregistrationv1.Validation{{
@@ -673,7 +685,7 @@ func rejectPools() {
 		},
 	}
 	binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "reject-some-pools"},
+		ObjectMeta: metav1.ObjectMeta{Name: policy.Name},
 		Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{
 			PolicyName:        policy.Name,
 			ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny},
@@ -685,10 +697,5 @@ func rejectPools() {
 		Expect(k8sClient.Delete(ctx, binding)).To(Succeed())
 		Expect(k8sClient.Delete(ctx, policy)).To(Succeed())
 	})
-	// Wait for the policy to take effect; a dry run commits nothing.
-	Eventually(func() error {
-		p := pool("100.127.254.0/24", nil)
-		p.Labels = map[string]string{"reject": "yes"}
-		return k8sClient.Create(ctx, p, client.DryRunAll)
-	}).Should(MatchError(ContainSubstring("rejected by policy")))
+	Eventually(probe).Should(MatchError(ContainSubstring("rejected by policy")))
 }

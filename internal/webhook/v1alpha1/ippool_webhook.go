@@ -172,15 +172,7 @@ func (a *IPPoolAllocator) unrecordedInTheWay(ctx context.Context, pool *ipamv1al
 	for i := range pools.Items {
 		byName[pools.Items[i].Name] = &pools.Items[i]
 	}
-	ancestors := map[string]bool{}
-	for name := pool.Spec.ParentPool; name != "" && !ancestors[name]; {
-		ancestors[name] = true
-		next := ""
-		if parent := byName[name]; parent != nil {
-			next = parent.Spec.ParentPool
-		}
-		name = next
-	}
+	ancestors := ipam.Ancestors(byName, pool.Spec.ParentPool)
 	var errs field.ErrorList
 	for i := range pools.Items {
 		o := &pools.Items[i]
