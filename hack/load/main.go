@@ -17,13 +17,18 @@ limitations under the License.
 // Command load creates IPClaims against a running kipam from many workers at
 // once and reports throughput and latency percentiles of `create` (which
 // includes the synchronous allocation), then checks that no two claims
-// overlap and deletes what it made. It only talks to the API server of the
-// kubeconfig it is given: point it at the local demo cluster.
+// overlap, waits until every claim is Ready, and reports how many API writes
+// each claim cost from create to Ready (from the API server's own
+// apiserver_request_total) before it deletes what it made. It only talks to
+// the API server of the kubeconfig it is given: point it at the local demo
+// cluster.
 //
 //	go run ./hack/load -kubeconfig .local/demo/cluster/kubeconfig -workers 50 -claims 2000
 package main
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
@@ -34,10 +39,15 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"go4.org/netipx"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -77,7 +87,8 @@ func run(kubeconfig string, workers, total int, cidr string, bits int, baseline,
 		return err
 	}
 	ctx := context.Background()
-	pool := &ipamv1alpha1.IPPool{ObjectMeta: metav1.ObjectMeta{GenerateName: "load-"}, Spec: ipamv1alpha1.IPPoolSpec{CIDR: cidr}}
+	// A pool needs a name: its parent's ledger records it by that name.
+	pool := &ipamv1alpha1.IPPool{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("load-%d", time.Now().UnixNano()%1e9)}, Spec: ipamv1alpha1.IPPoolSpec{CIDR: cidr}}
 	if err := c.Create(ctx, pool); err != nil {
 		return fmt.Errorf("creating the pool: %w", err)
 	}
@@ -85,6 +96,10 @@ func run(kubeconfig string, workers, total int, cidr string, bits int, baseline,
 		defer func() { _ = c.Delete(ctx, pool) }()
 	}
 
+	before, err := requests(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("reading the API server's request counts: %w", err)
+	}
 	var (
 		next      atomic.Int64
 		mu        sync.Mutex
@@ -151,6 +166,19 @@ func run(kubeconfig string, workers, total int, cidr string, bits int, baseline,
 		fmt.Printf("overlaps: none among %d prefixes\n", len(got))
 	}
 
+	if !baseline {
+		lag, err := waitReady(ctx, c, pool.Name, len(got))
+		if err != nil {
+			return err
+		}
+		fmt.Printf("ready: the last claim was Ready %s after the last create returned\n", lag.Round(time.Millisecond))
+	}
+	after, err := requests(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("reading the API server's request counts: %w", err)
+	}
+	printWrites(before, after, len(latencies))
+
 	if keep {
 		fmt.Printf("kept: pool %s and the claims labelled kipam.dev/load=%s\n", pool.Name, pool.Name)
 		return nil
@@ -166,3 +194,90 @@ func run(kubeconfig string, workers, total int, cidr string, bits int, baseline,
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// waitReady polls until n claims of the pool are Ready and returns how long
+// that took after the creates ended. (A measuring tool may poll.)
+func waitReady(ctx context.Context, c client.Client, pool string, n int) (time.Duration, error) {
+	start := time.Now()
+	for {
+		var claims ipamv1alpha1.IPClaimList
+		if err := c.List(ctx, &claims, client.InNamespace("default"), client.MatchingLabels{"kipam.dev/load": pool}); err != nil {
+			return 0, err
+		}
+		ready := 0
+		for i := range claims.Items {
+			if meta.IsStatusConditionTrue(claims.Items[i].Status.Conditions, ipamv1alpha1.ConditionReady) {
+				ready++
+			}
+		}
+		if ready >= n {
+			return time.Since(start), nil
+		}
+		if time.Since(start) > 5*time.Minute {
+			return 0, fmt.Errorf("only %d of %d claims Ready after 5 minutes", ready, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// requestKey is a counter of apiserver_request_total: a verb on a
+// resource (and subresource).
+type requestKey struct{ verb, resource string }
+
+// requests reads the API server's apiserver_request_total, summed over
+// codes and scopes, from its /metrics.
+func requests(ctx context.Context, cfg *rest.Config) (map[requestKey]float64, error) {
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := cs.RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		return nil, err
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(bytes.NewReader(raw))
+	if err != nil {
+		return nil, err
+	}
+	out := map[requestKey]float64{}
+	f := families["apiserver_request_total"]
+	if f == nil {
+		return out, nil
+	}
+	for _, m := range f.GetMetric() {
+		labels := map[string]string{}
+		for _, l := range m.GetLabel() {
+			labels[l.GetName()] = l.GetValue()
+		}
+		r := labels["resource"]
+		if sub := labels["subresource"]; sub != "" {
+			r += "/" + sub
+		}
+		out[requestKey{labels["verb"], r}] += m.GetCounter().GetValue()
+	}
+	return out, nil
+}
+
+// printWrites prints the writes (POST, PUT, PATCH) the API server served
+// between two readings, per resource and per claim. Everything counts,
+// kipam's writes and the load's own creates alike.
+func printWrites(before, after map[requestKey]float64, claims int) {
+	if claims == 0 {
+		return
+	}
+	var keys []requestKey
+	total := 0.0
+	for k, v := range after {
+		if d := v - before[k]; d > 0 && (k.verb == "POST" || k.verb == "PUT" || k.verb == "PATCH" || k.verb == "CREATE" || k.verb == "UPDATE") {
+			keys = append(keys, k)
+			total += d
+		}
+	}
+	slices.SortFunc(keys, func(a, b requestKey) int { return cmp.Compare(a.resource+a.verb, b.resource+b.verb) })
+	fmt.Printf("writes: %.2f per claim from create to Ready (%.0f in all)\n", total/float64(claims), total)
+	for _, k := range keys {
+		d := after[k] - before[k]
+		fmt.Printf("  %-7s %-28s %8.0f  %.3f per claim\n", k.verb, k.resource, d, d/float64(claims))
+	}
+}

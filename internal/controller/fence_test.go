@@ -72,8 +72,20 @@ func fencePool(cidr string) *ipamv1alpha1.IPPool {
 	GinkgoHelper()
 	pool := newPool(func(s *ipamv1alpha1.IPPoolSpec) { s.CIDR = cidr; s.ReuseGracePeriodSeconds = ptr.To[int64](0) })
 	pool.Finalizers = []string{ipamv1alpha1.PoolFinalizer} // as kipam's pool webhook gives it
-	Expect(k8sClient.Create(ctx, pool)).To(Succeed())
+	createPlaced(pool)
 	return pool
+}
+
+// createPlaced creates pool and records its prefix in the address space,
+// as kipam's webhook (or the pool controller, adopting it) records every
+// pool before it serves it.
+func createPlaced(pool *ipamv1alpha1.IPPool) {
+	GinkgoHelper()
+	Expect(k8sClient.Create(ctx, pool)).To(Succeed())
+	p := netip.MustParsePrefix(pool.Spec.CIDR)
+	_, err := ipam.NewManager(ipam.ClientStore{Reader: k8sClient, Writer: k8sClient}, nil).Allocate(ctx, ipam.Request{
+		Pool: ipam.Space(p.Addr()), CIDR: p, Bits: p.Bits(), Holder: ipam.PoolHolder(pool.Name), ID: ipam.PoolEntryID(pool), Adopt: true})
+	Expect(err).NotTo(HaveOccurred())
 }
 
 func fenceNamespace() string {
@@ -195,7 +207,7 @@ var _ = Describe("Releases name the entry they free", func() {
 			s.ReuseGracePeriodSeconds = ptr.To[int64](600)
 		})
 		pool.Finalizers = []string{ipamv1alpha1.PoolFinalizer}
-		Expect(k8sClient.Create(ctx, pool)).To(Succeed())
+		createPlaced(pool)
 		ns := fenceNamespace()
 		clock := &fakeClock{t: time.Now()}
 		x, err := m.Allocate(ctx, ipam.Request{Pool: pool, Bits: 32, Holder: ipam.ClaimHolder(ns), ID: "never-stored"})

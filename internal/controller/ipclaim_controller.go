@@ -29,6 +29,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -260,8 +261,15 @@ func (r *IPClaimReconciler) bindWaiting(ctx context.Context, claim *ipamv1alpha1
 		return 0, err
 	}
 	pools, err := r.Resolver.Candidates(ctx, claim, claim.Namespace)
+	var fe *field.Error
+	if errors.As(err, &fe) {
+		// No pool it may draw on (gone, relabelled, closed to the
+		// namespace): it leaves the queue until a pool or the namespace
+		// changes.
+		return 0, r.pending(ctx, claim, ipamv1alpha1.ReasonNeverFits, "", err.Error())
+	}
 	if err != nil {
-		return 0, r.pending(ctx, claim, ipamv1alpha1.ReasonPending, "", err.Error())
+		return 0, err
 	}
 	ahead, err := ipam.Ahead(ctx, r.Client, claim, claim.Namespace)
 	if err != nil {
@@ -477,9 +485,17 @@ func (r *IPClaimReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// What frees or adds space wakes the claims that wait for it: a
 		// ledger's change, a pool created or changed, and a waiting claim
 		// that leaves its namespace's queue (bound or gone).
-		Watches(&ipamv1alpha1.IPLedger{}, handler.EnqueueRequestsFromMapFunc(r.waitingClaims)).
-		Watches(&ipamv1alpha1.IPPool{}, handler.EnqueueRequestsFromMapFunc(r.waitingClaims), builder.WithPredicates(predicate.Or(
-			predicate.GenerationChangedPredicate{}, predicate.Funcs{CreateFunc: func(event.CreateEvent) bool { return true }}))).
+		Watches(&ipamv1alpha1.IPLedger{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+			return r.waitingOn(ctx, o.(*ipamv1alpha1.IPLedger).Spec.Pool)
+		})).
+		Watches(&ipamv1alpha1.IPPool{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+			return r.waitingOn(ctx, o.GetName())
+		}), builder.WithPredicates(predicate.Or[client.Object](
+			predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{}, predicate.Funcs{CreateFunc: func(event.CreateEvent) bool { return true }}))).
+		// A namespace's labels decide which pools its claims may draw on.
+		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+			return r.waitingIn(ctx, o.GetName())
+		}), builder.WithPredicates(predicate.LabelChangedPredicate{})).
 		Watches(&ipamv1alpha1.IPClaim{}, handler.Funcs{
 			UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 				if waits(e.ObjectOld) && !waits(e.ObjectNew) {
@@ -505,18 +521,31 @@ func waits(o client.Object) bool {
 
 // wakeNamespace queues the claims of o's namespace that wait for space.
 func (r *IPClaimReconciler) wakeNamespace(ctx context.Context, o client.Object, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-	var waiting ipamv1alpha1.IPClaimList
-	if err := r.List(ctx, &waiting, client.InNamespace(o.GetNamespace()), client.MatchingFields{indexWaiting: "true"}); err != nil {
-		return
-	}
-	for i := range waiting.Items {
-		q.Add(reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&waiting.Items[i])})
+	for _, req := range r.waitingIn(ctx, o.GetNamespace()) {
+		q.Add(req)
 	}
 }
 
-func (r *IPClaimReconciler) waitingClaims(ctx context.Context, _ client.Object) []reconcile.Request {
+// waitingOn lists the waiting claims that a change of pool may concern:
+// those naming it, and those choosing by selector.
+func (r *IPClaimReconciler) waitingOn(ctx context.Context, pool string) []reconcile.Request {
 	var waiting ipamv1alpha1.IPClaimList
 	if err := r.List(ctx, &waiting, client.MatchingFields{indexWaiting: "true"}); err != nil {
+		return nil
+	}
+	var out []reconcile.Request
+	for i := range waiting.Items {
+		if p := waiting.Items[i].Spec.Pool; p == "" || p == pool {
+			out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&waiting.Items[i])})
+		}
+	}
+	return out
+}
+
+// waitingIn lists the waiting claims of a namespace.
+func (r *IPClaimReconciler) waitingIn(ctx context.Context, namespace string) []reconcile.Request {
+	var waiting ipamv1alpha1.IPClaimList
+	if err := r.List(ctx, &waiting, client.InNamespace(namespace), client.MatchingFields{indexWaiting: "true"}); err != nil {
 		return nil
 	}
 	out := make([]reconcile.Request, 0, len(waiting.Items))

@@ -208,7 +208,9 @@ func (r *IPPoolReconciler) drain(ctx context.Context, pool *ipamv1alpha1.IPPool)
 	}
 	before := pool.DeepCopy()
 	controllerutil.RemoveFinalizer(pool, ipamv1alpha1.PoolFinalizer)
-	return client.IgnoreNotFound(r.Patch(ctx, pool, client.MergeFrom(before)))
+	// Fenced on the version read, so that another controller's finalizer
+	// added meanwhile is not dropped with it.
+	return client.IgnoreNotFound(r.Patch(ctx, pool, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})))
 }
 
 // notServed sets a pool's Ready condition False for reason.

@@ -571,11 +571,11 @@ func (m *Manager) put(ctx context.Context, l *ledgerState, pool *ipamv1alpha1.IP
 		obj.Spec.NextShard = l.next
 	}
 	if d.seal {
+		// A sealed ledger keeps its holds: a drain that loses its race
+		// after it sealed a shard finds them there when it looks again
+		// (a shard sealed because a prefix covers it holds none).
 		obj.Spec.Sealed = true
 		obj.Spec.Allocations = ""
-		if d != l.root {
-			obj.Spec.Holds = "" // a drain moved the last of them to the root
-		}
 	}
 	var err error
 	if d.obj == nil {
@@ -717,6 +717,28 @@ func (m *Manager) stillServed(ctx context.Context, pool *ipamv1alpha1.IPPool, dr
 	case !controllerutil.ContainsFinalizer(live, ipamv1alpha1.PoolFinalizer):
 		return fmt.Errorf("%w: pool %s is not ready yet: it does not carry its finalizer %s", ErrBusy, pool.Name, ipamv1alpha1.PoolFinalizer)
 	}
+	return m.placed(ctx, live)
+}
+
+// placed refuses to serve a pool whose prefix its parent's ledger (the
+// address space of its family for a top-level pool) does not record as
+// its entry: a pool created around kipam's webhook, or before kipam
+// recorded pools, until the pool controller has recorded it. Its parent
+// could otherwise hand out the same addresses.
+func (m *Manager) placed(ctx context.Context, pool *ipamv1alpha1.IPPool) error {
+	cidr, err := netutil.ParsePrefix(pool.Spec.CIDR)
+	if err != nil {
+		return nil // nothing to serve: Build says why
+	}
+	e, ok, err := lookup(ctx, m.store.Get, ParentOf(pool), cidr)
+	switch {
+	case err != nil:
+		return err
+	case !ok || !e.Is(PoolHolder(pool.Name), PoolEntryID(pool)):
+		return fmt.Errorf("%w: pool %s is not ready: its prefix %s is not recorded in %s yet (a pool created before kipam recorded "+
+			"pools, or around its webhook, until kipam records it, or a pool that overlaps another: see its Overlapping condition)",
+			ErrBusy, pool.Name, cidr, ParentOf(pool))
+	}
 	return nil
 }
 
@@ -749,15 +771,14 @@ func (l *ledgerState) drain(o *op, pool *ipamv1alpha1.IPPool, now time.Time) err
 	n, claims := 0, 0
 	var last time.Time
 	for _, d := range l.docs() {
-		if d.dead {
-			continue
-		}
-		n += len(d.allocs)
-		claims += d.claims
-		for _, until := range d.holds {
+		for _, until := range d.holds { // sealed shards' too
 			if until.After(last) {
 				last = until
 			}
+		}
+		if !d.dead {
+			n += len(d.allocs)
+			claims += d.claims
 		}
 	}
 	if n > 0 {
@@ -825,7 +846,13 @@ func loadState(root *ipamv1alpha1.IPLedger, shards []ipamv1alpha1.IPLedger) (*le
 			d.n, d.cidr = n, s
 			l.listed[s] = d
 		default:
-			l.listed[s] = &doc{name: name, n: n, cidr: s, obj: obj, dead: true}
+			d := &doc{name: name, n: n, cidr: s, obj: obj, dead: true}
+			if obj.Spec.Sealed && obj.Spec.Pool == root.Spec.Pool && obj.Spec.Root == string(root.UID) {
+				// Sealed by a drain that lost its race on the root: what it
+				// held still counts (drain).
+				_, d.holds, _ = parseDoc(obj)
+			}
+			l.listed[s] = d
 		}
 	}
 	return l, nil

@@ -22,9 +22,11 @@ import (
 	"fmt"
 	"net/netip"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -125,7 +127,7 @@ func TestRecreatedPoolNeverAdoptsTheOldLedger(t *testing.T) {
 	again := testPool("10.0.0.0/30")
 	again.UID = "uid-p-2"
 	again.Finalizers = []string{ipamv1alpha1.PoolFinalizer}
-	s.pools = map[string]*ipamv1alpha1.IPPool{"p": again}
+	s.place(t, again)
 	m := NewManager(s, nil)
 	_, err = m.Allocate(ctx, Request{Pool: again, Bits: 32, Holder: ClaimHolder("b")})
 	if !errors.Is(err, ErrBusy) {
@@ -348,7 +350,7 @@ func TestNoRootAfterTheDrain(t *testing.T) {
 	deleting := pool.DeepCopy()
 	deleting.DeletionTimestamp = &metav1.Time{}
 	deleting.Finalizers = []string{ipamv1alpha1.PoolFinalizer}
-	s.pools = map[string]*ipamv1alpha1.IPPool{"p": deleting}
+	s.place(t, deleting)
 	if _, err := NewManager(s, nil).Allocate(ctx, Request{Pool: pool, Bits: 32, Holder: ClaimHolder("a")}); err != nil {
 		t.Fatalf("a pool still draining, from its root: %v", err)
 	}
@@ -528,5 +530,79 @@ func TestAShardNameTakenByAnotherLedgerIsSkipped(t *testing.T) {
 	}
 	if l := s.ledgers[ShardName("p", 0)]; l.Spec.Pool != ShardName("p", 0) {
 		t.Fatalf("the other pool's ledger was overwritten: %+v", l.Spec)
+	}
+}
+
+// TestAPoolNotRecordedInItsParentIsNotServed: a pool created around
+// kipam's webhook, or before kipam recorded pools, takes no claim until its
+// prefix is recorded in its parent (here, the address space): its parent
+// could hand out the same addresses meanwhile.
+func TestAPoolNotRecordedInItsParentIsNotServed(t *testing.T) {
+	s := newMemStore()
+	pool := testPool("10.9.0.0/24")
+	pool.Finalizers = []string{ipamv1alpha1.PoolFinalizer}
+	s.pools = map[string]*ipamv1alpha1.IPPool{"p": pool}
+	ctx := context.Background()
+	m := NewManager(s, nil)
+	_, err := m.Allocate(ctx, Request{Pool: pool, Bits: 32, Holder: ClaimHolder("a")})
+	if !errors.Is(err, ErrBusy) || !strings.Contains(err.Error(), "is not recorded in ipv4.space.kipam.dev yet") {
+		t.Fatalf("a claim from a pool its parent does not record: %v, want ErrBusy saying so", err)
+	}
+	s.place(t, pool)
+	if _, err := m.Allocate(ctx, Request{Pool: pool, Bits: 32, Holder: ClaimHolder("a")}); err != nil {
+		t.Fatalf("once recorded: %v", err)
+	}
+}
+
+// TestADrainThatLosesItsRaceKeepsTheShardsHolds: a drain seals the shards,
+// then loses the race on the root (the garbage collector marking it for a
+// foreground delete, another replica). The retry finds the shards sealed,
+// and the sealed root still holds what they held: the pool's prefix must
+// not go back to its parent before the last released address is free.
+func TestADrainThatLosesItsRaceKeepsTheShardsHolds(t *testing.T) {
+	s := newMemStore()
+	pool := testPool("10.0.0.0/24") // /26 shards
+	pool.Finalizers = []string{ipamv1alpha1.PoolFinalizer}
+	s.place(t, pool)
+	ctx := context.Background()
+	m := NewManager(s, nil)
+	p, err := m.Allocate(ctx, Request{Pool: pool, Bits: 32, Holder: ClaimHolder("a")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := releaseRecorded(ctx, m, pool, p, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	deleting := pool.DeepCopy()
+	deleting.DeletionTimestamp = &metav1.Time{Time: time.Now()}
+	deleting.Finalizers = []string{ipamv1alpha1.PoolFinalizer}
+	s.mu.Lock()
+	s.pools["p"] = deleting
+	s.mu.Unlock()
+	updates := 0
+	s.beforeUpdate = func() {
+		updates++
+		if updates != 2 {
+			return
+		}
+		// After the shard's seal, before the root's: someone else writes
+		// the root.
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.rv++
+		s.ledgers["p"].ResourceVersion = strconv.Itoa(s.rv)
+	}
+	if err := m.Drain(ctx, deleting); err != nil {
+		t.Fatal(err)
+	}
+	if updates < 3 {
+		t.Fatalf("the drain wrote %d times: the race on the root did not happen", updates)
+	}
+	root, err := s.Get(ctx, "p")
+	if err != nil || !root.Spec.Sealed {
+		t.Fatalf("root after the drain: %+v, %v", root, err)
+	}
+	if until := HeldUntil(root); until.Before(time.Now().Add(59 * time.Minute)) {
+		t.Fatalf("the sealed root holds the pool until %s, want an hour from now: the shard's hold was lost", until)
 	}
 }

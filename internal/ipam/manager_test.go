@@ -90,6 +90,23 @@ func (s *memStore) Pool(_ context.Context, name string) (*ipamv1alpha1.IPPool, e
 		Finalizers: []string{ipamv1alpha1.PoolFinalizer}}}, nil
 }
 
+// place records pool's prefix in the address space of its family, as
+// kipam's webhook does when it creates the pool, and makes Pool find it.
+func (s *memStore) place(t *testing.T, pool *ipamv1alpha1.IPPool) {
+	t.Helper()
+	s.mu.Lock()
+	if s.pools == nil {
+		s.pools = map[string]*ipamv1alpha1.IPPool{}
+	}
+	s.pools[pool.Name] = pool
+	s.mu.Unlock()
+	cidr := netip.MustParsePrefix(pool.Spec.CIDR)
+	if _, err := NewManager(s, nil).Allocate(context.Background(), Request{Pool: Space(cidr.Addr()), CIDR: cidr, Bits: cidr.Bits(),
+		Holder: PoolHolder(pool.Name), ID: PoolEntryID(pool), Adopt: true}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // releaseRecorded releases p as the entry the stored ledger records for
 // it, whoever holds it: for tests that release what they allocated.
 func releaseRecorded(ctx context.Context, m *Manager, pool *ipamv1alpha1.IPPool, p netip.Prefix, grace time.Duration) error {

@@ -168,6 +168,42 @@ var _ = Describe("Claims that wait for space", func() {
 		Expect(big.Spec.CIDR).To(BeEmpty())
 	})
 
+	It("takes a waiting claim whose pools are gone out of its namespace's queue, and back when one matches again", func() {
+		g := fmt.Sprint(seq.Add(1))
+		full := pool("10.158.0.0/32", nil)
+		full.Labels = map[string]string{"test.kipam.dev/sel": g}
+		Expect(k8sClient.Create(ctx, full)).To(Succeed())
+		Expect(k8sClient.Create(ctx, newClaim("default", full.Name, nil))).To(Succeed())
+		ns := waitNamespace()
+		bySelector := func(value string) func(*ipamv1alpha1.IPClaim) {
+			return func(c *ipamv1alpha1.IPClaim) {
+				c.Spec.Pool = ""
+				c.Spec.PoolSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"test.kipam.dev/sel": value}}
+				c.Spec.IPFamily = ipamv1alpha1.IPv4
+			}
+		}
+		head := waiter(ns, "", bySelector(g))
+		createWaiting(head, "waiting for space in pool "+full.Name)
+
+		By("its only pool relabelled: it can never be bound, and leaves the queue")
+		patch := client.MergeFrom(full.DeepCopy())
+		full.Labels["test.kipam.dev/sel"] = "elsewhere"
+		Expect(k8sClient.Patch(ctx, full, patch)).To(Succeed())
+		Eventually(readyReason(head)).Should(And(HaveField("Reason", ipamv1alpha1.ReasonNeverFits),
+			HaveField("Message", ContainSubstring("no IPv4 pool matching the selector"))))
+		other := fmt.Sprint(seq.Add(1))
+		roomy := pool("10.158.1.0/30", nil)
+		roomy.Labels = map[string]string{"test.kipam.dev/sel": other}
+		Expect(k8sClient.Create(ctx, roomy)).To(Succeed())
+		Expect(k8sClient.Create(ctx, newClaim(ns, "", bySelector(other)))).To(Succeed(), "not held behind a claim that can never be bound")
+
+		By("a pool matching it again brings it back, and it binds")
+		fresh := pool("10.158.2.0/30", nil)
+		fresh.Labels = map[string]string{"test.kipam.dev/sel": g}
+		Expect(k8sClient.Create(ctx, fresh)).To(Succeed())
+		expectBound(head)
+	})
+
 	It("wakes waiting claims at once when several prefixes are released together", func() {
 		p := createPool("10.154.0.0/30", nil)
 		ns := waitNamespace()
