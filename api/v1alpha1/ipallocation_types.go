@@ -76,7 +76,9 @@ type IPAllocationSpec struct {
 
 // IPAllocationStatus is the observed state of an allocation.
 type IPAllocationStatus struct {
-	// boundAt is when the holder was first seen with this prefix.
+	// boundAt was when the holder was first seen with this prefix. kipam no
+	// longer writes it: an allocation is bound from its creation
+	// (metadata.creationTimestamp).
 	// +optional
 	BoundAt *metav1.Time `json:"boundAt,omitempty"`
 
@@ -85,8 +87,12 @@ type IPAllocationStatus struct {
 	// +optional
 	OrphanedAt *metav1.Time `json:"orphanedAt,omitempty"`
 
-	// conditions: Bound (the holder exists and carries this prefix) and
-	// Orphaned (no holder was found).
+	// conditions: Orphaned (no holder was found: the prefix is released
+	// after the orphan grace unless one takes it) and Bound (False while
+	// no holder carries it; True once one does again). kipam creates an
+	// allocation for a holder that carries its prefix, so a healthy
+	// allocation is bound from its creation and has no status: it costs no
+	// write.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -104,7 +110,7 @@ type IPAllocationStatus struct {
 // +kubebuilder:printcolumn:name="Kind",type=string,JSONPath=`.spec.claimRef.kind`,priority=1
 // +kubebuilder:printcolumn:name="Namespace",type=string,JSONPath=`.spec.claimRef.namespace`
 // +kubebuilder:printcolumn:name="Claim",type=string,JSONPath=`.spec.claimRef.name`
-// +kubebuilder:printcolumn:name="Bound",type=string,JSONPath=`.status.conditions[?(@.type=="Bound")].status`
+// +kubebuilder:printcolumn:name="Orphaned",type=string,JSONPath=`.status.conditions[?(@.type=="Orphaned")].status`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type IPAllocation struct {
 	metav1.TypeMeta `json:",inline"`

@@ -76,13 +76,7 @@ func (r *IPAllocationReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	before := a.DeepCopy()
 	now := metav1.NewTime(r.Now())
 	if held {
-		a.Status.OrphanedAt = nil
-		if a.Status.BoundAt == nil {
-			a.Status.BoundAt = &now
-		}
-		setCond(&a, ipamv1alpha1.ConditionBound, metav1.ConditionTrue, ipamv1alpha1.ReasonHolderFound, "held by IPClaim "+a.Spec.ClaimRef.Namespace+"/"+a.Spec.ClaimRef.Name)
-		setCond(&a, ipamv1alpha1.ConditionOrphaned, metav1.ConditionFalse, ipamv1alpha1.ReasonHolderFound, "")
-		return ctrl.Result{}, r.patchStatus(ctx, before, &a)
+		return ctrl.Result{}, r.bound(ctx, before, &a, "held by IPClaim "+a.Spec.ClaimRef.Namespace+"/"+a.Spec.ClaimRef.Name)
 	}
 	if a.DeletionTimestamp != nil {
 		return ctrl.Result{}, deleteAllocation(ctx, r.Client, a.Name, nil)
@@ -118,14 +112,24 @@ func (r *IPAllocationReconciler) poolBound(ctx context.Context, a *ipamv1alpha1.
 	}
 	before := a.DeepCopy()
 	if err == nil && pool.UID == a.Spec.ClaimRef.UID && pool.Spec.CIDR == a.Spec.CIDR {
-		if a.Status.BoundAt == nil {
-			now := metav1.NewTime(r.Now())
-			a.Status.BoundAt = &now
-		}
-		setCond(a, ipamv1alpha1.ConditionBound, metav1.ConditionTrue, ipamv1alpha1.ReasonHolderFound, "held by IPPool "+pool.Name)
-	} else {
-		setCond(a, ipamv1alpha1.ConditionBound, metav1.ConditionFalse, ipamv1alpha1.ReasonHolderMissing, "no IPPool carries this prefix")
+		return r.bound(ctx, before, a, "held by IPPool "+pool.Name)
 	}
+	setCond(a, ipamv1alpha1.ConditionBound, metav1.ConditionFalse, ipamv1alpha1.ReasonHolderMissing, "no IPPool carries this prefix")
+	return r.patchStatus(ctx, before, a)
+}
+
+// bound records that a's holder carries it. An allocation is bound from
+// its creation (kipam creates it for a holder that carries its prefix,
+// naming the holder's uid): its status is written only to say it recovered
+// from a state its status reported (Orphaned, or Bound=False), so that a
+// healthy claim costs no status write here.
+func (r *IPAllocationReconciler) bound(ctx context.Context, before, a *ipamv1alpha1.IPAllocation, msg string) error {
+	if a.Status.OrphanedAt == nil && len(a.Status.Conditions) == 0 {
+		return nil
+	}
+	a.Status.OrphanedAt = nil
+	setCond(a, ipamv1alpha1.ConditionBound, metav1.ConditionTrue, ipamv1alpha1.ReasonHolderFound, msg)
+	setCond(a, ipamv1alpha1.ConditionOrphaned, metav1.ConditionFalse, ipamv1alpha1.ReasonHolderFound, "")
 	return r.patchStatus(ctx, before, a)
 }
 
@@ -144,7 +148,7 @@ func (r *IPAllocationReconciler) held(ctx context.Context, a *ipamv1alpha1.IPAll
 }
 
 func (r *IPAllocationReconciler) patchStatus(ctx context.Context, before, a *ipamv1alpha1.IPAllocation) error {
-	if before.Status.OrphanedAt.Equal(a.Status.OrphanedAt) && before.Status.BoundAt.Equal(a.Status.BoundAt) &&
+	if before.Status.OrphanedAt.Equal(a.Status.OrphanedAt) &&
 		conditionsEqual(before.Status.Conditions, a.Status.Conditions) {
 		return nil
 	}

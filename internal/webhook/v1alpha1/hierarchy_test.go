@@ -117,7 +117,7 @@ var _ = Describe("Pool hierarchy", func() {
 				Expect(a.Spec.ClaimRef).To(Equal(ipamv1alpha1.ClaimRef{Kind: "IPPool", Name: levels[i].Name, UID: levels[i].UID}))
 				Eventually(func(g Gomega) {
 					g.Expect(k8sClient.Get(ctx, client.ObjectKey{Name: name}, &a)).To(Succeed())
-					g.Expect(meta.IsStatusConditionTrue(a.Status.Conditions, ipamv1alpha1.ConditionBound)).To(BeTrue())
+					expectHealthy(g, &a)
 				}).Should(Succeed())
 				Expect(k8sClient.Delete(ctx, &a)).To(MatchError(ContainSubstring("is held by the live IPPool " + levels[i].Name)))
 			}

@@ -84,8 +84,16 @@ func expectReady(c *ipamv1alpha1.IPClaim) {
 		var a ipamv1alpha1.IPAllocation
 		g.Expect(k8sClient.Get(ctx, client.ObjectKey{Name: c.Status.Allocation}, &a)).To(Succeed())
 		g.Expect(a.Spec.ClaimRef.UID).To(Equal(c.UID))
-		g.Expect(meta.IsStatusConditionTrue(a.Status.Conditions, ipamv1alpha1.ConditionBound)).To(BeTrue())
+		expectHealthy(g, &a)
 	}).Should(Succeed())
+}
+
+// expectHealthy fails unless a is bound to a holder by uid and its status
+// reports nothing wrong: a healthy allocation has no status at all.
+func expectHealthy(g Gomega, a *ipamv1alpha1.IPAllocation) {
+	g.Expect(a.Spec.ClaimRef.UID).NotTo(BeEmpty(), a.Name)
+	g.Expect(meta.IsStatusConditionTrue(a.Status.Conditions, ipamv1alpha1.ConditionOrphaned)).To(BeFalse(), a.Name)
+	g.Expect(meta.IsStatusConditionFalse(a.Status.Conditions, ipamv1alpha1.ConditionBound)).To(BeFalse(), a.Name)
 }
 
 // eventNotes returns the notes of the events of reason regarding a claim.

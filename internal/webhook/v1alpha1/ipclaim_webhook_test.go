@@ -130,7 +130,7 @@ var _ = Describe("IPClaim allocation at admission", func() {
 			var a ipamv1alpha1.IPAllocation
 			g.Expect(k8sClient.Get(ctx, client.ObjectKey{Name: c.Status.Allocation}, &a)).To(Succeed())
 			g.Expect(a.Spec.ClaimRef.UID).To(Equal(c.UID))
-			g.Expect(meta.IsStatusConditionTrue(a.Status.Conditions, ipamv1alpha1.ConditionBound)).To(BeTrue())
+			expectHealthy(g, &a)
 		}).Should(Succeed())
 
 		By("publishing the pool's usage")
@@ -719,7 +719,7 @@ var _ = Describe("IPClaim allocation at admission", func() {
 			g.Expect(k8sClient.List(ctx, &allocs, client.MatchingLabels{ipamv1alpha1.LabelPool: p.Name})).To(Succeed())
 			var bound []string
 			for _, a := range allocs.Items {
-				g.Expect(meta.IsStatusConditionTrue(a.Status.Conditions, ipamv1alpha1.ConditionBound)).To(BeTrue(), a.Name)
+				expectHealthy(g, &a)
 				bound = append(bound, a.Spec.CIDR)
 			}
 			g.Expect(bound).To(ConsistOf(after))
