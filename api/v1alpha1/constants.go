@@ -40,6 +40,9 @@ const (
 	ReasonAllocated = "Allocated"
 	// ReasonPending: the claim waits for space (whenExhausted: Wait).
 	ReasonPending = "Pending"
+	// ReasonQueued (a metric reason): the claim came behind older claims of
+	// its namespace that wait on the same pools.
+	ReasonQueued = "Queued"
 	// ReasonNeverFits: the waiting claim can never fit any of its pools as
 	// they are now (its size, reserved space, the namespace's limit): it
 	// leaves its namespace's queue until a pool changes.

@@ -384,7 +384,9 @@ func refused(err error) bool {
 // left its namespace's queue) and on which pool, with an event when that
 // changes.
 func (r *IPClaimReconciler) pending(ctx context.Context, claim *ipamv1alpha1.IPClaim, reason, pool, msg string) error {
-	if c := meta.FindStatusCondition(claim.Status.Conditions, ipamv1alpha1.ConditionReady); c == nil || c.Reason != reason || c.Message != msg {
+	// An event when it starts to wait, changes pool or leaves the queue;
+	// its place and the pool's room change too often to tell each time.
+	if c := meta.FindStatusCondition(claim.Status.Conditions, ipamv1alpha1.ConditionReady); c == nil || c.Reason != reason || claim.Status.Pool != pool {
 		r.Recorder.Eventf(claim, nil, corev1.EventTypeNormal, reason, "Wait", "%s", msg)
 	}
 	before := claim.DeepCopy()

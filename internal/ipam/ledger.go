@@ -264,9 +264,15 @@ func formatAllocations(m map[netip.Prefix]Entry) string {
 	})
 }
 
+// formatHolds writes when each hold ends in whole seconds, rounded up: a
+// hold may end late by under a second, never early.
 func formatHolds(m map[netip.Prefix]time.Time) string {
 	return formatLines(m, func(b *strings.Builder, _ netip.Prefix, t time.Time) {
-		b.WriteString(strconv.FormatInt(t.Unix(), 10))
+		sec := t.Unix()
+		if t.Nanosecond() > 0 {
+			sec++
+		}
+		b.WriteString(strconv.FormatInt(sec, 10))
 	})
 }
 

@@ -262,3 +262,14 @@ func mustList(t *testing.T, s *memStore) []ipamv1alpha1.IPLedger {
 	}
 	return l
 }
+
+func TestHoldsEndLateRatherThanEarly(t *testing.T) {
+	p := netip.MustParsePrefix("10.0.0.1/32")
+	end := time.Unix(1_800_000_000, 400_000_000)
+	if got := formatHolds(map[netip.Prefix]time.Time{p: end}); got != "10.0.0.1/32 1800000001\n" {
+		t.Errorf("a hold ending at %s is written %q, want it rounded up to the next second", end, got)
+	}
+	if got := formatHolds(map[netip.Prefix]time.Time{p: time.Unix(1_800_000_000, 0)}); got != "10.0.0.1/32 1800000000\n" {
+		t.Errorf("a hold ending on a second is written %q", got)
+	}
+}

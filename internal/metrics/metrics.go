@@ -27,14 +27,14 @@ var (
 	// ClaimsDenied counts claims denied at admission, by pool and reason.
 	ClaimsDenied = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "kipam_claims_denied_total",
-		Help: "IPClaims denied at admission, by pool and reason (Exhausted, LedgerFull, NamespaceLimit).",
+		Help: "IPClaims denied at admission, by pool and reason (Exhausted, LedgerFull, NamespaceLimit, or Queued: behind older waiting claims of its namespace).",
 	}, []string{"pool", "reason"})
 
 	// ClaimsQueued counts claims created Pending (whenExhausted: Wait) at
 	// admission for lack of room, by pool and reason.
 	ClaimsQueued = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "kipam_claims_queued_total",
-		Help: "IPClaims with whenExhausted: Wait created Pending at admission for lack of room, by pool and reason (Exhausted, LedgerFull, NamespaceLimit); not counted as denied.",
+		Help: "IPClaims with whenExhausted: Wait created Pending at admission, by pool and reason (Exhausted, LedgerFull, NamespaceLimit, or Queued: behind older waiting claims of its namespace); not counted as denied.",
 	}, []string{"pool", "reason"})
 	// Released counts prefixes returned to their pool, by pool and cause.
 	Released = prometheus.NewCounterVec(prometheus.CounterOpts{

@@ -175,6 +175,13 @@ func (a *IPClaimAllocator) allocate(ctx context.Context, claim *ipamv1alpha1.IPC
 			return fmt.Errorf("listing waiting claims: %w", err)
 		}
 		if len(ahead) > 0 {
+			if !dryRun {
+				counter := metrics.ClaimsDenied
+				if wait {
+					counter = metrics.ClaimsQueued
+				}
+				counter.WithLabelValues(pools[0].Name, ipamv1alpha1.ReasonQueued).Inc()
+			}
 			if wait {
 				controllerutil.AddFinalizer(claim, ipamv1alpha1.ClaimFinalizer)
 				return nil // the claim controller binds it in its turn
