@@ -74,6 +74,7 @@ func main() {
 		enableWebhooks              bool
 		orphanGrace                 time.Duration
 		maxLedgerBytes              int
+		workers                     int
 		leaseNamespace, advertise   string
 		identity                    string
 		leaseDuration               time.Duration
@@ -98,6 +99,8 @@ func main() {
 	flag.DurationVar(&orphanGrace, "orphan-grace", controller.DefaultOrphanGrace,
 		"How long a committed prefix may go without a claim carrying it before it is released. "+
 			"It must exceed the webhook timeout (15s) plus the API server's request timeout (60s by default).")
+	flag.IntVar(&workers, "workers", controller.DefaultWorkers,
+		"How many claims, and how many IPAllocations, are reconciled at once: more makes a burst of creates Ready sooner.")
 	flag.IntVar(&maxLedgerBytes, "max-ledger-bytes", ipam.DefaultMaxLedgerBytes,
 		"The most entry text one IPLedger object may record; a claim that would pass it is denied. "+
 			"Keep it a third below etcd's --max-request-bytes (1.5 MiB by default).")
@@ -172,7 +175,7 @@ func main() {
 	// pool's IPLedger in etcd is the durable record and the fence.
 	pools := ipam.NewManager(ipam.ClientStore{Reader: mgr.GetAPIReader(), Writer: mgr.GetClient()}, nil)
 	pools.SetMaxLedgerBytes(maxLedgerBytes)
-	if err := controller.SetupWithManager(ctx, mgr, pools, controller.Options{OrphanGrace: orphanGrace}); err != nil {
+	if err := controller.SetupWithManager(ctx, mgr, pools, controller.Options{OrphanGrace: orphanGrace, Workers: workers}); err != nil {
 		setupLog.Error(err, "unable to create controllers")
 		os.Exit(1)
 	}

@@ -190,6 +190,26 @@ func run(kubeconfig string, workers, total int, cidr string, bits int, baseline,
 	if err := c.DeleteAllOf(ctx, kind, client.InNamespace("default"), client.MatchingLabels{"kipam.dev/load": pool.Name}); err != nil {
 		return fmt.Errorf("cleaning up: %w", err)
 	}
+	if baseline {
+		return nil
+	}
+	// Wait until every claim is released and gone, so that the next run
+	// does not share the cluster with this one's releases.
+	t0 := time.Now()
+	for {
+		var left ipamv1alpha1.IPClaimList
+		if err := c.List(ctx, &left, client.InNamespace("default"), client.MatchingLabels{"kipam.dev/load": pool.Name}); err != nil {
+			return err
+		}
+		if len(left.Items) == 0 {
+			break
+		}
+		if time.Since(t0) > 5*time.Minute {
+			return fmt.Errorf("%d claims still there 5 minutes after their delete", len(left.Items))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	fmt.Printf("released: every claim gone %s after the delete\n", time.Since(t0).Round(time.Millisecond))
 	return nil
 }
 

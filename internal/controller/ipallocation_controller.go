@@ -28,6 +28,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -48,6 +49,8 @@ type IPAllocationReconciler struct {
 	Recorder    EventRecorder
 	OrphanGrace time.Duration
 	Now         func() time.Time
+	// Workers is how many allocations are reconciled at once.
+	Workers int
 }
 
 // Allocations: read for the cache and the sweep; created for each claim
@@ -210,5 +213,6 @@ func (r *IPAllocationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: ipam.AllocationName(poolOf(claim), p)}}}
 		})).
 		Named("ipallocation").
+		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.Workers, 1)}).
 		Complete(r)
 }

@@ -34,6 +34,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -66,6 +67,8 @@ type IPClaimReconciler struct {
 	Recorder  EventRecorder
 	// Now is the clock; tests inject one.
 	Now func() time.Time
+	// Workers is how many claims are reconciled at once.
+	Workers int
 
 	lost lostRecords
 }
@@ -512,6 +515,9 @@ func (r *IPClaimReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		}).
 		Watches(&ipamv1alpha1.IPLedger{}, r.ledgerLosses()).
 		Named("ipclaim").
+		// Claims are independent: binds of one pool are serialised by its
+		// Manager, and a namespace's queue is read afresh on each pass.
+		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.Workers, 1)}).
 		Complete(r)
 }
 

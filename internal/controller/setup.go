@@ -73,9 +73,17 @@ func CheckOrphanGrace(d time.Duration) error {
 type Options struct {
 	// OrphanGrace: see DefaultOrphanGrace.
 	OrphanGrace time.Duration
+	// Workers is how many claims, and how many IPAllocations, are
+	// reconciled at once (DefaultWorkers when 0).
+	Workers int
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
 }
+
+// DefaultWorkers is how many claims, and how many IPAllocations, kipam
+// reconciles at once: a burst of creates is made Ready that much sooner,
+// at the cost of as many concurrent writes to the API server.
+const DefaultWorkers = 4
 
 // SetupWithManager registers the field indexes and every kipam reconciler.
 func SetupWithManager(ctx context.Context, mgr ctrl.Manager, m *ipam.Manager, opts Options) error {
@@ -85,6 +93,9 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, m *ipam.Manager, op
 	if opts.OrphanGrace == 0 {
 		opts.OrphanGrace = DefaultOrphanGrace
 	}
+	if opts.Workers == 0 {
+		opts.Workers = DefaultWorkers
+	}
 	if err := indexFields(ctx, mgr.GetFieldIndexer()); err != nil {
 		return err
 	}
@@ -93,9 +104,10 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, m *ipam.Manager, op
 	pending := newUnconfirmed()
 	for _, r := range []interface{ SetupWithManager(ctrl.Manager) error }{
 		&IPPoolReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Manager: m, Recorder: recorder, Now: opts.Now, Unconfirmed: pending},
-		&IPClaimReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Manager: m, Resolver: resolver, Recorder: recorder, Now: opts.Now},
+		&IPClaimReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Manager: m, Resolver: resolver, Recorder: recorder, Now: opts.Now,
+			Workers: opts.Workers},
 		&IPAllocationReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Manager: m, Recorder: recorder,
-			OrphanGrace: opts.OrphanGrace, Now: opts.Now},
+			OrphanGrace: opts.OrphanGrace, Now: opts.Now, Workers: opts.Workers},
 		&IPLedgerReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Manager: m, Recorder: recorder,
 			OrphanGrace: opts.OrphanGrace, Now: opts.Now, Unconfirmed: pending},
 	} {
