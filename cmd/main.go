@@ -75,6 +75,7 @@ func main() {
 		orphanGrace                 time.Duration
 		maxLedgerBytes              int
 		workers                     int
+		pprofAddr                   string
 		leaseNamespace, advertise   string
 		identity                    string
 		leaseDuration               time.Duration
@@ -83,6 +84,7 @@ func main() {
 	flag.StringVar(&metricsAddr, "metrics-bind-address", "0", "The address the metrics endpoint binds to. "+
 		"Use :8443 for HTTPS or :8080 for HTTP, or leave as 0 to disable the metrics service.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "The address the probe endpoint binds to.")
+	flag.StringVar(&pprofAddr, "pprof-bind-address", "", "The address Go's pprof endpoints bind to, for profiling (default: off).")
 	flag.BoolVar(&enableLeaderElection, "leader-elect", false,
 		"Enable leader election for the controller manager, so that one replica reconciles at a time.")
 	flag.BoolVar(&secureMetrics, "metrics-secure", true,
@@ -160,6 +162,7 @@ func main() {
 		LeaderElectionID:              "kipam.ipam.kipam.dev",
 		LeaderElectionNamespace:       leaseNamespace, // in a pod: its own namespace either way
 		LeaderElectionReleaseOnCancel: true,
+		PprofBindAddress:              pprofAddr,
 	})
 	if err != nil {
 		setupLog.Error(err, "unable to start manager")
