@@ -577,7 +577,7 @@ var _ = Describe("Pools removed or created around kipam", func() {
 
 		forceDelete(x)
 		forceDelete(y)
-		Consistently(func() []string { return ledgerOf(top.Name) }).WithTimeout(3*orphanGrace).Should(ContainElement(x.Spec.CIDR),
+		Consistently(func() []string { return ledgerOf(top.Name) }).WithTimeout(orphanGrace+4*time.Second).Should(ContainElement(x.Spec.CIDR),
 			"x's prefix stays while a claim of its gone child holds an address in it")
 		again := newClaim("default", top.Name, func(cl *ipamv1alpha1.IPClaim) { cl.Spec.CIDR = c.Spec.CIDR })
 		Expect(k8sClient.Create(ctx, again)).To(MatchError(ContainSubstring("is already allocated in pool " + top.Name)))

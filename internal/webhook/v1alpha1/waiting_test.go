@@ -18,6 +18,7 @@ package v1alpha1
 
 import (
 	"fmt"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -94,7 +95,7 @@ var _ = Describe("Claims that wait for space", func() {
 		Consistently(func() string {
 			Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(older), older)).To(Succeed())
 			return older.Spec.CIDR
-		}).WithTimeout(orphanGrace).Should(BeEmpty())
+		}).WithTimeout(2 * time.Second).Should(BeEmpty())
 		Expect(readyReason(older)(Default)).To(HaveField("Reason", ipamv1alpha1.ReasonPending))
 	})
 

@@ -61,9 +61,12 @@ var (
 	stopKipam func()
 )
 
-// orphanGrace is short here so that the leak test needs no long wait; the
-// default is two minutes.
-const orphanGrace = 3 * time.Second
+// orphanGrace is short here so that the leak tests need no long wait; the
+// default is two minutes. It must still outlast the slowest create the
+// specs make, from kipam's commit to the API server storing the object (the
+// sweep would release a prefix whose claim or pool is still being stored):
+// 500 concurrent creates on two cores took more than 3 s.
+const orphanGrace = 8 * time.Second
 
 // clockSkew moves the controllers' clock forward, so that lifetimes expire
 // without waiting for them.
