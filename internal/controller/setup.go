@@ -23,6 +23,7 @@ import (
 	"time"
 
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
@@ -84,6 +85,13 @@ type Options struct {
 // reconciles at once: a burst of creates is made Ready that much sooner,
 // at the cost of as many concurrent writes to the API server.
 const DefaultWorkers = 4
+
+// CacheOptions is how kipam's manager caches objects: without their
+// managedFields, which kipam never reads and which take about as much
+// memory as the rest of a claim.
+func CacheOptions() cache.Options {
+	return cache.Options{DefaultTransform: cache.TransformStripManagedFields()}
+}
 
 // SetupWithManager registers the field indexes and every kipam reconciler.
 func SetupWithManager(ctx context.Context, mgr ctrl.Manager, m *ipam.Manager, opts Options) error {
