@@ -216,6 +216,13 @@ func (r *IPClaimReconciler) ensureAllocation(ctx context.Context, claim *ipamv1a
 		return ready, name, nil
 	}
 	ref := a.Spec.ClaimRef
+	if e, ok, err := ipam.LookupEntry(ctx, r.Client, pool, cidr); err == nil && ok && ownEntry(e, claim) {
+		// The ledger records the prefix as this claim's: the IPAllocation
+		// is its previous holder's, released a moment ago, whose finalizer
+		// deletes it next; that delete wakes this claim.
+		return notReady(ipamv1alpha1.ReasonPending, fmt.Sprintf("%s in pool %s is bound to this claim; the IPAllocation of its previous holder %s %s/%s is being removed",
+			cidr, pool, ref.Kind, ref.Namespace, ref.Name)), "", nil
+	}
 	return r.conflict(claim, &a, fmt.Sprintf("%s in pool %s is held by %s %s/%s", cidr, pool, ref.Kind, ref.Namespace, ref.Name)), "", nil
 }
 
@@ -497,6 +504,23 @@ func (r *IPClaimReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			return r.waitingOn(ctx, o.GetName())
 		}), builder.WithPredicates(predicate.Or[client.Object](
 			predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{}, predicate.Funcs{CreateFunc: func(event.CreateEvent) bool { return true }}))).
+		// An IPAllocation gone makes room for the record of the claim that
+		// now holds its prefix.
+		Watches(&ipamv1alpha1.IPAllocation{}, handler.Funcs{
+			DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+				a, ok := e.Object.(*ipamv1alpha1.IPAllocation)
+				if !ok {
+					return
+				}
+				var claims ipamv1alpha1.IPClaimList
+				if err := r.List(ctx, &claims, client.MatchingFields{indexPoolCIDR: a.Spec.Pool + "/" + a.Spec.CIDR}); err != nil {
+					return
+				}
+				for i := range claims.Items {
+					q.Add(reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&claims.Items[i])})
+				}
+			},
+		}).
 		// A namespace's labels decide which pools its claims may draw on.
 		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
 			return r.waitingIn(ctx, o.GetName())
