@@ -279,7 +279,7 @@ func requests(ctx context.Context, cfg *rest.Config) (map[requestKey]float64, er
 	return out, nil
 }
 
-// printWrites prints the writes (POST, PUT, PATCH) the API server served
+// printWrites prints the writes (POST, PUT, PATCH, APPLY) the API server served
 // between two readings, per resource and per claim. Everything counts,
 // kipam's writes and the load's own creates alike.
 func printWrites(before, after map[requestKey]float64, claims int) {
@@ -289,7 +289,7 @@ func printWrites(before, after map[requestKey]float64, claims int) {
 	var keys []requestKey
 	total := 0.0
 	for k, v := range after {
-		if d := v - before[k]; d > 0 && (k.verb == "POST" || k.verb == "PUT" || k.verb == "PATCH" || k.verb == "CREATE" || k.verb == "UPDATE") {
+		if d := v - before[k]; d > 0 && (k.verb == "POST" || k.verb == "PUT" || k.verb == "PATCH" || k.verb == "APPLY") {
 			keys = append(keys, k)
 			total += d
 		}

@@ -527,12 +527,12 @@ func (r *IPClaimReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		}), builder.WithPredicates(predicate.LabelChangedPredicate{})).
 		Watches(&ipamv1alpha1.IPClaim{}, handler.Funcs{
 			UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-				if waits(e.ObjectOld) && !waits(e.ObjectNew) {
+				if ipam.Waiting(e.ObjectOld) && !ipam.Waiting(e.ObjectNew) {
 					r.wakeNamespace(ctx, e.ObjectNew, q)
 				}
 			},
 			DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-				if waits(e.Object) {
+				if ipam.Waiting(e.Object) {
 					r.wakeNamespace(ctx, e.Object, q)
 				}
 			},
@@ -543,12 +543,6 @@ func (r *IPClaimReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// Manager, and a namespace's queue is read afresh on each pass.
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.Workers, 1)}).
 		Complete(r)
-}
-
-// waits reports whether o is a claim waiting for space.
-func waits(o client.Object) bool {
-	c, ok := o.(*ipamv1alpha1.IPClaim)
-	return ok && c.Spec.CIDR == "" && c.DeletionTimestamp == nil
 }
 
 // wakeNamespace queues the claims of o's namespace that wait for space.

@@ -219,12 +219,7 @@ func (r *IPLedgerReconciler) sweepPool(ctx context.Context, ledger *ipamv1alpha1
 		return 0, err
 	}
 	logf.FromContext(ctx).Info("released a prefix no pool took", "parent", ledger.Spec.Pool, "cidr", p, "pool", name)
-	var a ipamv1alpha1.IPAllocation
-	alloc := ipam.AllocationName(ledger.Spec.Pool, p)
-	if err := r.Get(ctx, client.ObjectKey{Name: alloc}, &a); err != nil || a.Spec.Entry != e.ID {
-		return 0, client.IgnoreNotFound(err)
-	}
-	return 0, deleteAllocation(ctx, r.Client, alloc, nil)
+	return 0, deleteEntryAllocation(ctx, r.Client, ledger.Spec.Pool, p, e.ID)
 }
 
 // inside counts the live claims and pools, as the API server lists them,

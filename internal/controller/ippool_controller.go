@@ -183,17 +183,10 @@ func (r *IPPoolReconciler) drain(ctx context.Context, pool *ipamv1alpha1.IPPool)
 	if err != nil {
 		return err
 	}
-	if n := len(ledger.Allocations); n > 0 {
-		left = &ipam.NotEmptyError{Allocations: n}
-		for _, e := range ledger.Allocations {
-			if strings.HasPrefix(e.Holder, ipam.PoolHolderPrefix) {
-				left.Pools++
-			} else {
-				left.Claims++
-			}
+	if left = ledger.NotEmpty(); left == nil {
+		if err := r.Manager.Drain(ctx, pool); err != nil && !errors.As(err, &left) {
+			return err
 		}
-	} else if err := r.Manager.Drain(ctx, pool); err != nil && !errors.As(err, &left) {
-		return err
 	}
 	if left != nil {
 		return r.notServed(ctx, pool, ipamv1alpha1.ReasonDraining, fmt.Sprintf(
@@ -385,12 +378,18 @@ func (r *IPPoolReconciler) unplace(ctx context.Context, pool *ipamv1alpha1.IPPoo
 	if freed {
 		metrics.Released.WithLabelValues(parentName, "PoolDeleted").Inc()
 	}
-	name := ipam.AllocationName(parentName, cidr)
+	return deleteEntryAllocation(ctx, r.Client, parentName, cidr, ipam.PoolEntryID(pool))
+}
+
+// deleteEntryAllocation deletes the IPAllocation of cidr in pool if it
+// records entry id: a pool's record, once its entry was released.
+func deleteEntryAllocation(ctx context.Context, c client.Client, pool string, cidr netip.Prefix, id string) error {
+	name := ipam.AllocationName(pool, cidr)
 	var a ipamv1alpha1.IPAllocation
-	if err := r.Get(ctx, client.ObjectKey{Name: name}, &a); err != nil || a.Spec.ClaimRef.Kind != "IPPool" || a.Spec.ClaimRef.UID != pool.UID {
+	if err := c.Get(ctx, client.ObjectKey{Name: name}, &a); err != nil || a.Spec.Entry != id {
 		return client.IgnoreNotFound(err)
 	}
-	return deleteAllocation(ctx, r.Client, name, nil)
+	return deleteAllocation(ctx, c, name, nil)
 }
 
 // invalidPool is a pool that cannot be served as specified.

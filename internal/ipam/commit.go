@@ -612,7 +612,7 @@ func (m *Manager) restore(ctx context.Context, st *poolState, pool *ipamv1alpha1
 		}
 		// A pool being deleted never gets a root: its drain may have sealed
 		// one that is gone already.
-		if err := m.stillServed(ctx, pool, false); err != nil {
+		if err := m.stillServed(ctx, st, pool, false); err != nil {
 			return err
 		}
 		root = newRoot(pool)
@@ -635,7 +635,7 @@ func (m *Manager) restore(ctx context.Context, st *poolState, pool *ipamv1alpha1
 	if root.Spec.Sealed {
 		return fmt.Errorf("%w: pool %s is being deleted: it takes no new claims", ErrPoolDeleted, pool.Name)
 	}
-	if err := m.stillServed(ctx, pool, true); err != nil {
+	if err := m.stillServed(ctx, st, pool, true); err != nil {
 		return err
 	}
 	var shards []ipamv1alpha1.IPLedger
@@ -699,8 +699,10 @@ func (m *Manager) takenNames(ctx context.Context, root *ipamv1alpha1.IPLedger, s
 // a root goes only once its pool drained or is gone (the IPLedger's
 // finalizer), so if the pool still carries its drain finalizer now, any
 // drain still to finish will find this root and fence what is committed
-// to it.
-func (m *Manager) stillServed(ctx context.Context, pool *ipamv1alpha1.IPPool, draining bool) error {
+// to it. It also requires the pool's prefix to be recorded in its parent
+// (placed), once per pool uid: an entry recorded stays until the pool has
+// drained or is gone, which the checks above see.
+func (m *Manager) stillServed(ctx context.Context, st *poolState, pool *ipamv1alpha1.IPPool, draining bool) error {
 	if IsSpace(pool.Name) {
 		return nil // never deleted
 	}
@@ -717,7 +719,14 @@ func (m *Manager) stillServed(ctx context.Context, pool *ipamv1alpha1.IPPool, dr
 	case !controllerutil.ContainsFinalizer(live, ipamv1alpha1.PoolFinalizer):
 		return fmt.Errorf("%w: pool %s is not ready yet: it does not carry its finalizer %s", ErrBusy, pool.Name, ipamv1alpha1.PoolFinalizer)
 	}
-	return m.placed(ctx, live)
+	if st.placed == live.UID && live.UID != "" {
+		return nil
+	}
+	if err := m.placed(ctx, live); err != nil {
+		return err
+	}
+	st.placed = live.UID
+	return nil
 }
 
 // placed refuses to serve a pool whose prefix its parent's ledger (the

@@ -165,6 +165,23 @@ func ReadLedger(ctx context.Context, r client.Reader, pool string) (*Ledger, err
 	return Assemble(&root, shards.Items)
 }
 
+// NotEmpty says what the ledger still records, by holder kind, or nil
+// when it records nothing.
+func (l *Ledger) NotEmpty() *NotEmptyError {
+	if len(l.Allocations) == 0 {
+		return nil
+	}
+	ne := &NotEmptyError{Allocations: len(l.Allocations)}
+	for _, e := range l.Allocations {
+		if isClaim(e) {
+			ne.Claims++
+		} else {
+			ne.Pools++
+		}
+	}
+	return ne
+}
+
 // Entries returns what one ledger object, root or shard, records.
 func Entries(obj *ipamv1alpha1.IPLedger) (map[netip.Prefix]Entry, error) {
 	allocs, _, err := parseDoc(obj)

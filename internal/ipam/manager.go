@@ -37,6 +37,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
@@ -265,6 +266,9 @@ type poolState struct {
 	ledger     *ledgerState
 	generation int64
 	uid        string
+	// placed is the uid of the pool whose prefix restore last found
+	// recorded in its parent (stillServed).
+	placed types.UID
 
 	// snap is the usage as of the last commit, for any reader.
 	snap atomic.Pointer[Snapshot]

@@ -40,9 +40,16 @@ import (
 // that is "true" on claims that wait for space.
 const IndexWaiting = "kipam.waiting"
 
+// Waiting reports whether o is a claim that waits for space: it has no
+// cidr yet and is not being deleted.
+func Waiting(o client.Object) bool {
+	c, ok := o.(*ipamv1alpha1.IPClaim)
+	return ok && c.Spec.CIDR == "" && c.DeletionTimestamp == nil
+}
+
 // WaitingIndex is IndexWaiting's function.
 func WaitingIndex(o client.Object) []string {
-	if c := o.(*ipamv1alpha1.IPClaim); c.Spec.CIDR == "" && c.DeletionTimestamp == nil {
+	if Waiting(o) {
 		return []string{"true"}
 	}
 	return nil

@@ -328,9 +328,15 @@ func claimName(claim *ipamv1alpha1.IPClaim) string {
 
 // claimError turns a field error into the API's Invalid error for claim.
 func claimError(claim *ipamv1alpha1.IPClaim, err error) error {
+	return fieldError("IPClaim", claimName(claim), err)
+}
+
+// fieldError turns a field error into the API's Invalid error for an
+// object of a kipam kind; any other error is returned as it is.
+func fieldError(kind, name string, err error) error {
 	var fe *field.Error
 	if errors.As(err, &fe) {
-		return invalid("IPClaim", claimName(claim), field.ErrorList{fe})
+		return invalid(kind, name, field.ErrorList{fe})
 	}
 	return err
 }

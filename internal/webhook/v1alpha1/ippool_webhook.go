@@ -134,12 +134,16 @@ func (a *IPPoolAllocator) carve(ctx context.Context, pool *ipamv1alpha1.IPPool, 
 	}
 	pool.Spec.CIDR = p.String()
 	metav1.SetMetaDataAnnotation(&pool.ObjectMeta, ipam.EntryAnnotation, r.ID)
-	errs := validatePoolSpec(pool)
+	var errs field.ErrorList
+	if !r.CIDR.IsValid() {
+		// A carved pool's reserved space is checked once its cidr is known
+		// (validatePoolCreate checked a given one).
+		errs = validatePoolSpec(pool)
+	}
 	if len(errs) == 0 {
-		// A carved pool's reserved space is checked once its cidr is
-		// known, and so is every pool against the pools that are not
-		// recorded yet (created before kipam recorded pools, and not
-		// adopted yet), which the commit cannot see.
+		// Every pool is checked against the pools that are not recorded
+		// yet (created before kipam recorded pools, and not adopted yet),
+		// which the commit cannot see.
 		errs, err = a.unrecordedInTheWay(ctx, pool, p)
 	}
 	if len(errs) > 0 || err != nil {
@@ -281,11 +285,7 @@ func (a *IPPoolAllocator) denial(ctx context.Context, pool *ipamv1alpha1.IPPool,
 
 // poolError turns a field error into the API's Invalid error for pool.
 func poolError(pool *ipamv1alpha1.IPPool, err error) error {
-	var fe *field.Error
-	if errors.As(err, &fe) {
-		return invalid("IPPool", pool.Name, field.ErrorList{fe})
-	}
-	return err
+	return fieldError("IPPool", pool.Name, err)
 }
 
 // SetupIPPoolWebhookWithManager registers the IPPool webhooks.
