@@ -106,6 +106,22 @@ localcluster: ## Build the local cluster runner (etcd, kube-apiserver and kube-c
 demo: controlplane build localcluster ## Start a local cluster, run kipam with its webhook, apply the samples.
 	hack/demo.sh up
 
+LOAD_ARGS ?= -workers 1,10,50 -claims 2000 -reps 5 -csv .local/load.csv
+DEMO_DIR ?= .local/demo
+
+.PHONY: load
+load: ## Measure the claim path against make demo's cluster, beside a bare CRD (hack/load; LOAD_ARGS sets the runs).
+	go run ./hack/load -kubeconfig $(DEMO_DIR)/cluster/kubeconfig \
+		-manager-metrics "$$(sed -n 's/^METRICS_ADDR=//p' $(DEMO_DIR)/cluster/env)" $(LOAD_ARGS)
+
+.PHONY: load-smoke
+load-smoke: ## A short load run against make demo's cluster: no duplicate, no failure, writes per claim bounded; no timings checked.
+	$(MAKE) load LOAD_ARGS="-workers 10 -claims 300 -reps 1 -max-writes 3.5"
+
+.PHONY: load-plot
+load-plot: ## Draw docs/claim-latency.png from a load CSV (LOAD_CSV, default .local/load.csv).
+	cd hack/loadplot && go run . -in $(abspath $(or $(LOAD_CSV),.local/load.csv)) -out ../../docs/claim-latency.png
+
 .PHONY: demo-down
 demo-down: ## Stop everything make demo started.
 	hack/demo.sh down
