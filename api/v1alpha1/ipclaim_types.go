@@ -55,6 +55,7 @@ const (
 // +kubebuilder:validation:XValidation:rule="has(self.poolSelector) == has(oldSelf.poolSelector) && (!has(self.poolSelector) || self.poolSelector == oldSelf.poolSelector)",message="poolSelector is immutable",fieldPath=.poolSelector
 // +kubebuilder:validation:XValidation:rule="has(self.ipFamily) == has(oldSelf.ipFamily) && (!has(self.ipFamily) || self.ipFamily == oldSelf.ipFamily)",message="ipFamily is immutable",fieldPath=.ipFamily
 // +kubebuilder:validation:XValidation:rule="has(self.prefixLength) == has(oldSelf.prefixLength) && (!has(self.prefixLength) || self.prefixLength == oldSelf.prefixLength)",message="prefixLength is immutable",fieldPath=.prefixLength
+// +kubebuilder:validation:XValidation:rule="has(self.stickyKey) == has(oldSelf.stickyKey) && (!has(self.stickyKey) || self.stickyKey == oldSelf.stickyKey)",message="stickyKey is immutable",fieldPath=.stickyKey
 type IPClaimSpec struct {
 	// pool is the name of the IPPool to allocate from. Exactly one of pool
 	// and poolSelector is set. Immutable.
@@ -108,6 +109,15 @@ type IPClaimSpec struct {
 	// +optional
 	// +kubebuilder:default=Deny
 	WhenExhausted ExhaustedPolicy `json:"whenExhausted,omitempty"`
+
+	// stickyKey names this claim's identity in its namespace for a pool
+	// that retains released prefixes (IPPool spec.retainReleased), in place
+	// of the claim's name: for controllers that create claims under new
+	// names (generateName) but want the same prefix back. Immutable.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`
+	StickyKey string `json:"stickyKey,omitempty"`
 }
 
 // IPClaimStatus is the observed state of a claim.

@@ -74,6 +74,13 @@ type IPLedgerSpec struct {
 	// "<cidr> <unix seconds until free>" per line.
 	// +optional
 	Holds string `json:"holds,omitempty"`
+	// released records who held the prefixes released in the pool's
+	// retention window (spec.retainReleased), one
+	// "<cidr> <namespace> <identity> <claim uid> <bound at> <released at> <until>"
+	// per line, times in unix seconds. While no entry holds a prefix, the
+	// latest of its lines keeps it for that identity until then.
+	// +optional
+	Released string `json:"released,omitempty"`
 }
 
 // IPLedger is kipam's internal, durable record of what is allocated from one

@@ -122,9 +122,24 @@ type IPPoolSpec struct {
 	// circulation before it can be handed out again, so that stale clients
 	// and caches do not collide with its next holder. Absent or 0: reused at
 	// once.
+	// At most a year (31536000).
 	// +optional
 	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=31536000
 	ReuseGracePeriodSeconds *int64 `json:"reuseGracePeriodSeconds,omitempty"`
+
+	// retainReleased keeps a released claim's prefix for the claim's
+	// identity (its namespace and spec.stickyKey, or its name without one)
+	// this long, a duration such as "24h": a claim of that identity created
+	// again in the window asks for a prefix of the same length and gets the
+	// same one back. Other claims get a retained prefix only when nothing
+	// else fits, the oldest release first, and never within the reuse grace.
+	// The ledger keeps who held each retained prefix (identity, claim uid,
+	// bound and released at) for the window. Absent or 0: off. At most
+	// 8760h.
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s') && duration(self) <= duration('8760h')",message="must be a duration from 0s to 8760h"
+	RetainReleased *metav1.Duration `json:"retainReleased,omitempty"`
 
 	// namespaceLimit caps what the claims of any one namespace hold from
 	// this pool at a time. It is checked as each prefix is allocated,

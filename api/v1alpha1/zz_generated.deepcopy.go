@@ -420,6 +420,11 @@ func (in *IPPoolSpec) DeepCopyInto(out *IPPoolSpec) {
 		*out = new(int64)
 		**out = **in
 	}
+	if in.RetainReleased != nil {
+		in, out := &in.RetainReleased, &out.RetainReleased
+		*out = new(v1.Duration)
+		**out = **in
+	}
 	if in.NamespaceLimit != nil {
 		in, out := &in.NamespaceLimit, &out.NamespaceLimit
 		*out = new(NamespaceLimit)

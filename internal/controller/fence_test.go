@@ -151,7 +151,7 @@ var _ = Describe("Releases name the entry they free", func() {
 				ClaimRef: ipamv1alpha1.ClaimRef{Kind: "IPClaim", Namespace: ns, Name: a.Name, UID: a.UID}},
 		}
 		Expect(k8sClient.Create(ctx, alloc)).To(Succeed())
-		freed, err := m.Release(ctx, pool, x, ipam.ClaimHolder(ns), "entry-a", 0)
+		freed, err := m.Release(ctx, pool, x, ipam.ClaimHolder(ns), "entry-a", 0, nil)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(freed).To(BeTrue())
 		// Claim b, in the same namespace, gets x.
@@ -262,7 +262,7 @@ var _ = Describe("Releases name the entry they free", func() {
 		p, err := m.Allocate(ctx, ipam.Request{Pool: pool, Bits: 32, Holder: ipam.ClaimHolder(ns), ID: string(waiting.UID)})
 		Expect(err).NotTo(HaveOccurred())
 		keeps(p, string(waiting.UID))
-		Expect(m.Release(ctx, pool, p, ipam.ClaimHolder(ns), string(waiting.UID), 0)).To(BeTrue())
+		Expect(m.Release(ctx, pool, p, ipam.ClaimHolder(ns), string(waiting.UID), 0, nil)).To(BeTrue())
 
 		By("a bind whose patch is stored but whose answer is lost")
 		r := &IPClaimReconciler{Client: lostAnswer{cached}, APIReader: k8sClient, Manager: m, Recorder: nopRecorder{}, Now: time.Now,

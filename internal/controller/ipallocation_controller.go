@@ -184,7 +184,7 @@ func releaseOrphaned(ctx context.Context, c client.Client, m *ipam.Manager, pool
 	if err != nil {
 		return false, client.IgnoreNotFound(err)
 	}
-	freed, err := m.Release(ctx, pool, p, e.Holder, e.ID, graceOf(pool))
+	freed, err := m.Release(ctx, pool, p, e.Holder, e.ID, ipam.Grace(pool), nil)
 	if freed {
 		metrics.Released.WithLabelValues(poolName, "Orphaned").Inc()
 	}

@@ -339,7 +339,7 @@ func (r *IPClaimReconciler) bindWaiting(ctx context.Context, claim *ipamv1alpha1
 				// Surely not bound (the cache was stale and the claim is
 				// bound or gone already): release exactly what was just
 				// committed, which no claim carries.
-				if _, rerr := r.Manager.Release(ctx, pool, p, req.Holder, req.ID, 0); rerr != nil {
+				if _, rerr := r.Manager.Release(ctx, pool, p, req.Holder, req.ID, 0, nil); rerr != nil {
 					return 0, errors.Join(err, fmt.Errorf("releasing %s, committed for a bind that failed (the orphan sweep will): %w", p, rerr))
 				}
 			}
@@ -367,17 +367,16 @@ func (r *IPClaimReconciler) bindWaiting(ctx context.Context, claim *ipamv1alpha1
 }
 
 // nextHoldEnd is how long until the first prefix of pool held for its
-// reuse grace is free again, as the cached ledger records it.
+// reuse grace, or retained for the claim that released it, is free again
+// for others, as the cached ledger records it.
 func (r *IPClaimReconciler) nextHoldEnd(ctx context.Context, pool *ipamv1alpha1.IPPool) (time.Duration, bool) {
 	ledger, err := ipam.ReadLedger(ctx, r.Client, pool.Name)
-	if err != nil || len(ledger.Holds) == 0 {
+	if err != nil {
 		return 0, false
 	}
-	var first time.Time
-	for _, until := range ledger.Holds {
-		if first.IsZero() || until.Before(first) {
-			first = until
-		}
+	first, ok := ledger.NextFree(r.Now(), ipam.Grace(pool))
+	if !ok {
+		return 0, false
 	}
 	// A little past the end, on this replica's clock, so that the hold has
 	// surely ended for the allocator too.
@@ -425,7 +424,8 @@ func (r *IPClaimReconciler) finalize(ctx context.Context, claim *ipamv1alpha1.IP
 		var pool ipamv1alpha1.IPPool
 		switch err := r.Get(ctx, client.ObjectKey{Name: poolName}, &pool); {
 		case err == nil:
-			freed, err := r.Manager.Release(ctx, &pool, cidr, ipam.ClaimHolder(claim.Namespace), r.entryOf(ctx, claim, poolName, cidr), graceOf(&pool))
+			freed, err := r.Manager.Release(ctx, &pool, cidr, ipam.ClaimHolder(claim.Namespace), r.entryOf(ctx, claim, poolName, cidr), ipam.Grace(&pool),
+				ipam.RetainOf(claim, &pool))
 			if err != nil {
 				return err
 			}
@@ -460,13 +460,6 @@ func (r *IPClaimReconciler) entryOf(ctx context.Context, claim *ipamv1alpha1.IPC
 		}
 	}
 	return ipam.ClaimEntryID(claim)
-}
-
-func graceOf(pool *ipamv1alpha1.IPPool) time.Duration {
-	if g := pool.Spec.ReuseGracePeriodSeconds; g != nil {
-		return time.Duration(*g) * time.Second
-	}
-	return 0
 }
 
 // deleteAllocation removes an IPAllocation if it is bound to claim (nil:

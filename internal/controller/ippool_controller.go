@@ -363,7 +363,7 @@ func (r *IPPoolReconciler) unplace(ctx context.Context, pool *ipamv1alpha1.IPPoo
 	}
 	// Held for the parent's grace, and no shorter than the addresses the
 	// pool itself released last are held for.
-	grace := graceOf(parent)
+	grace := ipam.Grace(parent)
 	var root ipamv1alpha1.IPLedger
 	switch err := r.APIReader.Get(ctx, client.ObjectKey{Name: pool.Name}, &root); {
 	case err == nil && ipam.PoolUID(&root) == pool.UID:
@@ -371,7 +371,7 @@ func (r *IPPoolReconciler) unplace(ctx context.Context, pool *ipamv1alpha1.IPPoo
 	case err != nil && !apierrors.IsNotFound(err):
 		return err
 	}
-	freed, err := r.Manager.Release(ctx, parent, cidr, ipam.PoolHolder(pool.Name), ipam.PoolEntryID(pool), grace)
+	freed, err := r.Manager.Release(ctx, parent, cidr, ipam.PoolHolder(pool.Name), ipam.PoolEntryID(pool), grace, nil)
 	if err != nil {
 		return err
 	}

@@ -56,7 +56,7 @@ func BenchmarkCommitOnAPIServer(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				if _, err := m.Release(ctx, pool, p, "IPClaim/bench", id, 0); err != nil {
+				if _, err := m.Release(ctx, pool, p, "IPClaim/bench", id, 0, nil); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -17,6 +17,7 @@ limitations under the License.
 package ipam
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -71,6 +72,10 @@ type doc struct {
 	obj    *ipamv1alpha1.IPLedger
 	allocs map[netip.Prefix]Entry
 	holds  map[netip.Prefix]time.Time
+	// released are who last held prefixes released in the retention
+	// window; those no entry holds are kept allocated in the allocator for
+	// their identity (Release).
+	released map[netip.Prefix]Release
 	// claims counts the allocs held by claims.
 	claims int
 	// size is the length of the text the object records (allocations,
@@ -217,6 +222,7 @@ func (m *Manager) apply(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) {
 		d.dirty, d.seal, d.written = false, false, false
 	}
 	l.closing = nil
+	l.expireKept(st.alloc, now)
 	drained := false
 	for _, o := range batch {
 		o.result, o.err, o.deps = netip.Prefix{}, nil, nil
@@ -232,7 +238,7 @@ func (m *Manager) apply(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) {
 			continue
 		}
 		if o.alloc == nil {
-			o.err = l.release(st.alloc, o, now)
+			o.err = l.release(st.alloc, o, now, m.maxLedgerBytes.Load())
 			continue
 		}
 		if o.alloc.Adopt && !o.alloc.DryRun {
@@ -245,27 +251,202 @@ func (m *Manager) apply(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) {
 				continue
 			}
 		}
-		p, err := allocateOne(st.alloc, o.alloc)
-		if err != nil {
-			o.err = err
-			continue
+		p, kept := l.keptFor(o.alloc, now)
+		if !kept {
+			var err error
+			if p, err = allocateOne(st.alloc, o.alloc); err != nil {
+				if p, err = l.evict(st.alloc, o.alloc, now, err); err != nil {
+					o.err = err
+					continue
+				}
+			}
+		}
+		// undo gives p back to the allocator, or to the identity it is
+		// kept for.
+		undo := func() {
+			if !kept {
+				_ = st.alloc.Release(p)
+			}
 		}
 		e := Entry{Holder: o.alloc.Holder, At: now, ID: o.alloc.ID}
-		err = l.checkLimit(pool, p, e)
+		err := l.checkLimit(pool, p, e)
 		if d := l.docOf(p); err == nil && d != nil && int64(d.size+entryLen(p, e)) > m.maxLedgerBytes.Load() {
 			err = l.fullErr(pool, d, p, m.maxLedgerBytes.Load())
 		}
 		if err != nil {
-			_ = st.alloc.Release(p)
+			undo()
 			o.err = err
 			continue
 		}
 		o.result = p
 		if o.alloc.DryRun {
-			_ = st.alloc.Release(p)
+			undo()
 			continue
 		}
 		l.record(pool, p, e, o)
+	}
+}
+
+// keptFor returns the prefix kept for req's identity (Request.Sticky), if
+// one of the length req asks for is, and the latest released of them.
+func (l *ledgerState) keptFor(req *Request, now time.Time) (netip.Prefix, bool) {
+	if req.Sticky == nil {
+		return netip.Prefix{}, false
+	}
+	var best netip.Prefix
+	var at time.Time
+	for _, d := range l.docs() {
+		if d.dead {
+			continue
+		}
+		for p, r := range d.released {
+			if r.Namespace != req.Sticky.Namespace || r.Identity != req.Sticky.Name || !r.Until.After(now) || p.Bits() != req.Bits ||
+				req.CIDR.IsValid() && req.CIDR != p {
+				continue
+			}
+			if _, held := d.allocs[p]; held || !r.Released.After(at) && best.IsValid() {
+				continue
+			}
+			best, at = p, r.Released
+		}
+	}
+	return best, best.IsValid()
+}
+
+// kept lists the prefixes kept for their identities, oldest release
+// first.
+func (l *ledgerState) kept(now time.Time) []keptPrefix {
+	var out []keptPrefix
+	for _, d := range l.docs() {
+		if d.dead {
+			continue
+		}
+		for p, r := range d.released {
+			if _, held := d.allocs[p]; !held && r.Until.After(now) {
+				out = append(out, keptPrefix{p, r, d})
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b keptPrefix) int {
+		return cmp.Or(a.r.Released.Compare(b.r.Released), comparePrefix(a.p, b.p))
+	})
+	return out
+}
+
+type keptPrefix struct {
+	p netip.Prefix
+	r Release
+	d *doc
+}
+
+// evict makes room for req, which the allocator refused with err, from the
+// prefixes kept for other identities: oldest release first, only those
+// past the reuse grace, as few as it takes. A kept prefix the answer covers
+// loses its keep; the others stay kept. It returns err, explained, when
+// that does not make room either.
+func (l *ledgerState) evict(a *allocator.Allocator, req *Request, now time.Time, err error) (netip.Prefix, error) {
+	kept := l.kept(now)
+	if len(kept) == 0 {
+		return netip.Prefix{}, err
+	}
+	if req.CIDR.IsValid() {
+		for _, k := range kept {
+			if k.p.Overlaps(req.CIDR) {
+				return netip.Prefix{}, &RetainedError{Prefix: k.p, Release: k.r, Err: err}
+			}
+		}
+		return netip.Prefix{}, err
+	}
+	if !errors.Is(err, allocator.ErrExhausted) {
+		return netip.Prefix{}, err
+	}
+	grace := Grace(req.Pool)
+	var freed []keptPrefix
+	for _, k := range kept {
+		if k.r.Released.Add(grace).After(now) {
+			continue
+		}
+		if a.Release(k.p) != nil {
+			continue
+		}
+		freed = append(freed, k)
+		p, aerr := allocateOne(a, req)
+		if aerr != nil {
+			continue
+		}
+		for _, f := range freed {
+			switch {
+			case f.p == p:
+				// Taken whole: its line stays, saying who held it before.
+			case f.p.Overlaps(p):
+				delete(f.d.released, f.p)
+				f.d.size -= len(f.p.String()) + 2 + len(releasedLine(f.r))
+				f.d.dirty = true
+			default:
+				_ = a.Allocate(f.p) // kept again
+			}
+		}
+		return p, nil
+	}
+	for _, f := range freed {
+		_ = a.Allocate(f.p)
+	}
+	var next time.Time // when the first kept prefix still in its grace leaves it
+	for _, k := range kept {
+		if t := k.r.Released.Add(grace); t.After(now) && (next.IsZero() || t.Before(next)) {
+			next = t
+		}
+	}
+	if next.IsZero() {
+		return netip.Prefix{}, fmt.Errorf("%w; the %d prefixes retained for the claims that released them (spec.retainReleased) would not make room either",
+			err, len(kept))
+	}
+	return netip.Prefix{}, fmt.Errorf("%w; %d prefixes are retained for the claims that released them (spec.retainReleased), "+
+		"the next of them free for others at %s, after the reuse grace", err, len(kept), next.UTC().Format(time.RFC3339))
+}
+
+// RetainedError refuses a prefix kept for the identity that released it.
+type RetainedError struct {
+	Prefix  netip.Prefix
+	Release Release
+	// Err is the allocator's error.
+	Err error
+}
+
+func (e *RetainedError) Error() string {
+	return fmt.Sprintf("%v: %s is retained for %s/%s, which released it, until %s (the pool's spec.retainReleased)",
+		e.Err, e.Prefix, e.Release.Namespace, e.Release.Identity, e.Release.Until.UTC().Format(time.RFC3339))
+}
+
+func (e *RetainedError) Unwrap() error { return e.Err }
+
+// Grace is how long pool holds a released prefix before it is handed out
+// again (spec.reuseGracePeriodSeconds).
+func Grace(pool *ipamv1alpha1.IPPool) time.Duration {
+	if g := pool.Spec.ReuseGracePeriodSeconds; g != nil {
+		return time.Duration(*g) * time.Second
+	}
+	return 0
+}
+
+// expireKept frees the kept prefixes whose window ended and forgets who
+// held them. Their lines go with the next write of their ledger (a restore
+// before that does not keep them either).
+func (l *ledgerState) expireKept(a *allocator.Allocator, now time.Time) {
+	for _, d := range l.docs() {
+		if d.dead {
+			continue
+		}
+		for p, r := range d.released {
+			if r.Until.After(now) {
+				continue
+			}
+			if _, held := d.allocs[p]; !held && a.IsAllocated(p) {
+				_ = a.Release(p)
+			}
+			delete(d.released, p)
+			d.size -= len(p.String()) + 2 + len(releasedLine(r))
+		}
 	}
 }
 
@@ -460,7 +641,7 @@ func (d *doc) put(p netip.Prefix, e Entry) {
 
 // open lists a new shard for range s in the root.
 func (l *ledgerState) open(pool string, s netip.Prefix) *doc {
-	d := &doc{name: ShardName(pool, l.next), n: l.next, cidr: s, allocs: map[netip.Prefix]Entry{}, holds: map[netip.Prefix]time.Time{}}
+	d := &doc{name: ShardName(pool, l.next), n: l.next, cidr: s, allocs: map[netip.Prefix]Entry{}, holds: map[netip.Prefix]time.Time{}, released: map[netip.Prefix]Release{}}
 	l.next++
 	l.listed[s] = d
 	l.root.dirty = true
@@ -472,7 +653,7 @@ func (l *ledgerState) open(pool string, s netip.Prefix) *doc {
 // Releasing what is not allocated, or allocated as another entry, changes
 // nothing: a release is idempotent, and one retried after the prefix went
 // to someone else leaves it with them.
-func (l *ledgerState) release(a *allocator.Allocator, o *op, now time.Time) error {
+func (l *ledgerState) release(a *allocator.Allocator, o *op, now time.Time, limit int64) error {
 	p := o.release
 	if !a.IsAllocated(p) {
 		return nil
@@ -486,10 +667,29 @@ func (l *ledgerState) release(a *allocator.Allocator, o *op, now time.Time) erro
 	}
 	e, ok := d.allocs[p]
 	if !ok {
+		if _, kept := d.released[p]; kept {
+			return nil // released before, and kept for its identity
+		}
 		return fmt.Errorf("%w: %s is allocated but its ledger %s does not record it", ErrBusy, p, d.name)
 	}
 	if !e.Is(o.expect.Holder, o.expect.ID) {
 		return nil
+	}
+	if k := o.retain; k != nil && k.For > 0 {
+		r := Release{Namespace: k.Namespace, Identity: k.Identity, UID: k.UID, Bound: e.At, Released: now, Until: now.Add(max(k.For, o.grace))}
+		grow := len(p.String()) + 2 + len(releasedLine(r))
+		if old, ok := d.released[p]; ok {
+			grow -= len(p.String()) + 2 + len(releasedLine(old))
+		}
+		if int64(d.size-entryLen(p, e)+grow) <= limit {
+			// Kept: the allocator goes on holding p, for r's identity
+			// (apply) or, when nothing else fits, for anyone (evict).
+			d.released[p] = r
+			d.size += grow
+			l.drop(d, p, e, o)
+			return nil
+		}
+		// No room to record it: released like any other, never failed.
 	}
 	if o.grace > 0 {
 		until := now.Add(o.grace)
@@ -500,6 +700,12 @@ func (l *ledgerState) release(a *allocator.Allocator, o *op, now time.Time) erro
 	} else if err := a.Release(p); err != nil {
 		return err
 	}
+	l.drop(d, p, e, o)
+	return nil
+}
+
+// drop removes entry e of p from d, for release op o.
+func (l *ledgerState) drop(d *doc, p netip.Prefix, e Entry, o *op) {
 	delete(d.allocs, p)
 	o.result = p
 	l.count(p, e, -1)
@@ -509,7 +715,6 @@ func (l *ledgerState) release(a *allocator.Allocator, o *op, now time.Time) erro
 	}
 	d.dirty = true
 	o.deps = append(o.deps, d)
-	return nil
 }
 
 // write commits the docs apply changed: seals first, then the root, then
@@ -562,6 +767,7 @@ func (m *Manager) put(ctx context.Context, l *ledgerState, pool *ipamv1alpha1.IP
 	}
 	obj.Spec.Allocations = formatAllocations(d.allocs)
 	obj.Spec.Holds = formatHolds(d.holds)
+	obj.Spec.Released = formatReleased(d.released)
 	if d == l.root {
 		shards := make(map[netip.Prefix]int64, len(l.listed))
 		for s, sd := range l.listed {
@@ -575,7 +781,7 @@ func (m *Manager) put(ctx context.Context, l *ledgerState, pool *ipamv1alpha1.IP
 		// after it sealed a shard finds them there when it looks again
 		// (a shard sealed because a prefix covers it holds none).
 		obj.Spec.Sealed = true
-		obj.Spec.Allocations = ""
+		obj.Spec.Allocations, obj.Spec.Released = "", ""
 	}
 	var err error
 	if d.obj == nil {
@@ -846,7 +1052,7 @@ func loadState(root *ipamv1alpha1.IPLedger, shards []ipamv1alpha1.IPLedger) (*le
 		obj := byName[name]
 		switch {
 		case obj == nil:
-			l.listed[s] = &doc{name: name, n: n, cidr: s, allocs: map[netip.Prefix]Entry{}, holds: map[netip.Prefix]time.Time{}}
+			l.listed[s] = &doc{name: name, n: n, cidr: s, allocs: map[netip.Prefix]Entry{}, holds: map[netip.Prefix]time.Time{}, released: map[netip.Prefix]Release{}}
 		case ownShard(root, obj, listed):
 			d, err := newDoc(obj)
 			if err != nil {
@@ -869,20 +1075,21 @@ func loadState(root *ipamv1alpha1.IPLedger, shards []ipamv1alpha1.IPLedger) (*le
 
 // contents is what the root and its live shards record.
 func (l *ledgerState) contents() *Ledger {
-	out := &Ledger{Allocations: map[netip.Prefix]Entry{}, Holds: map[netip.Prefix]time.Time{}}
+	out := &Ledger{Allocations: map[netip.Prefix]Entry{}, Holds: map[netip.Prefix]time.Time{}, Released: map[netip.Prefix]Release{}}
 	for _, d := range l.docs() {
 		if d.dead {
 			continue
 		}
 		maps.Copy(out.Allocations, d.allocs)
 		maps.Copy(out.Holds, d.holds)
+		maps.Copy(out.Released, d.released)
 	}
 	return out
 }
 
 // recordedLen is the length of the text obj records.
 func recordedLen(obj *ipamv1alpha1.IPLedger) int {
-	return len(obj.Spec.Allocations) + len(obj.Spec.Holds) + len(obj.Spec.Shards)
+	return len(obj.Spec.Allocations) + len(obj.Spec.Holds) + len(obj.Spec.Shards) + len(obj.Spec.Released)
 }
 
 func newDoc(obj *ipamv1alpha1.IPLedger) (*doc, error) {
@@ -890,7 +1097,11 @@ func newDoc(obj *ipamv1alpha1.IPLedger) (*doc, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &doc{name: obj.Name, obj: obj, allocs: allocs, holds: holds, size: recordedLen(obj)}
+	released, err := parseReleased(obj)
+	if err != nil {
+		return nil, err
+	}
+	d := &doc{name: obj.Name, obj: obj, allocs: allocs, holds: holds, released: released, size: recordedLen(obj)}
 	for _, e := range allocs {
 		if isClaim(e) {
 			d.claims++
@@ -924,6 +1135,14 @@ func Build(pool *ipamv1alpha1.IPPool, ledger *Ledger, now func() time.Time) (*al
 	}
 	for _, r := range reservedSpace(pool, prefix, allocs) {
 		_ = a.ReserveRange(r.From(), r.To())
+	}
+	for p := range ledger.Released {
+		if _, kept := ledger.Kept(p, now()); kept {
+			// Kept for its last holder's identity: allocated, as the
+			// allocator of the replica that released it keeps it. A
+			// reservation added since wins: the prefix is then not kept.
+			_ = a.Allocate(p)
+		}
 	}
 	return a, nil
 }

@@ -73,7 +73,7 @@ func TestReleaseFreesOnlyTheEntryItNames(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if freed, err := m.Release(ctx, pool, x, ClaimHolder("a"), "claim-a", 0); err != nil || !freed {
+	if freed, err := m.Release(ctx, pool, x, ClaimHolder("a"), "claim-a", 0, nil); err != nil || !freed {
 		t.Fatalf("releasing the entry: freed %v, %v", freed, err)
 	}
 	for _, ns := range []string{"a", "b"} {
@@ -87,7 +87,7 @@ func TestReleaseFreesOnlyTheEntryItNames(t *testing.T) {
 		// The first release, retried; then releases naming the holder
 		// without the ID and the ID under another holder.
 		for _, stale := range []Entry{{Holder: ClaimHolder("a"), ID: "claim-a"}, {Holder: ClaimHolder(ns)}, {Holder: ClaimHolder("c"), ID: "claim-b"}} {
-			if freed, err := m.Release(ctx, pool, x, stale.Holder, stale.ID, 0); err != nil || freed {
+			if freed, err := m.Release(ctx, pool, x, stale.Holder, stale.ID, 0, nil); err != nil || freed {
 				t.Fatalf("a release naming %+v: freed %v, %v", stale, freed, err)
 			}
 			if e, ok := recorded(t, m, pool, x); !ok || !e.Is(ClaimHolder(ns), "claim-b") {
@@ -99,7 +99,7 @@ func TestReleaseFreesOnlyTheEntryItNames(t *testing.T) {
 		if _, ok := recorded(t, NewManager(s, nil), pool, x); !ok {
 			t.Fatal("the entry is gone from the stored ledger")
 		}
-		if freed, err := m.Release(ctx, pool, x, ClaimHolder(ns), "claim-b", 0); err != nil || !freed {
+		if freed, err := m.Release(ctx, pool, x, ClaimHolder(ns), "claim-b", 0, nil); err != nil || !freed {
 			t.Fatalf("releasing the entry: freed %v, %v", freed, err)
 		}
 		if _, ok := recorded(t, m, pool, x); ok {
@@ -254,7 +254,7 @@ func TestAmbiguousWriteSaysTheOutcomeIsUnknown(t *testing.T) {
 	}
 	lost := errors.New("the write's answer was lost")
 	s.afterUpdate = func(string) error { return lost }
-	_, err = m.Release(ctx, pool, x, ClaimHolder("a"), "a", 0)
+	_, err = m.Release(ctx, pool, x, ClaimHolder("a"), "a", 0, nil)
 	if !errors.Is(err, ErrBusy) || !strings.Contains(err.Error(), "the outcome is unknown") {
 		t.Fatalf("a release whose write's answer was lost: %v, want ErrBusy saying the outcome is unknown", err)
 	}
@@ -263,7 +263,7 @@ func TestAmbiguousWriteSaysTheOutcomeIsUnknown(t *testing.T) {
 		t.Fatalf("an allocation whose write's answer was lost: %s, %v; want ErrBusy saying the outcome is unknown", y, err)
 	}
 	s.afterUpdate = nil
-	if freed, err := m.Release(ctx, pool, x, ClaimHolder("a"), "a", 0); err != nil || freed {
+	if freed, err := m.Release(ctx, pool, x, ClaimHolder("a"), "a", 0, nil); err != nil || freed {
 		t.Fatalf("the release retried: freed %v, %v; want a no-op (the first one landed)", freed, err)
 	}
 	landed := s.ledger(t).Allocations

@@ -95,6 +95,81 @@ func (e Entry) Is(holder, id string) bool { return e.Holder == holder && e.ID ==
 // so that two entries of one prefix never share one.
 func NewEntryID() string { return fmt.Sprintf("%013s", strconv.FormatUint(rand.Uint64(), 36)) }
 
+// Release records who last held a prefix of a pool that retains released
+// prefixes (spec.retainReleased): one line of a ledger's spec.released.
+// While no entry holds the prefix, it is kept for Namespace and Identity
+// until Until; after that, or once an entry holds it, the line only says
+// who held it before.
+type Release struct {
+	Namespace, Identity string
+	// UID is the uid of the claim that held it.
+	UID string
+	// Bound and Released are when the entry was committed and released,
+	// by the committing replica's clock: for people, and for "oldest
+	// first" among retained prefixes.
+	Bound, Released, Until time.Time
+}
+
+// Identity is a claim's identity for retained prefixes: its namespace and
+// its spec.stickyKey, or its name without one.
+type Identity struct{ Namespace, Name string }
+
+// IdentityOf is claim's identity, or nil when it has none yet (a claim
+// created with generateName and no stickyKey is named after admission).
+func IdentityOf(claim *ipamv1alpha1.IPClaim) *Identity {
+	name := cmp.Or(claim.Spec.StickyKey, claim.Name)
+	if name == "" {
+		return nil
+	}
+	return &Identity{Namespace: claim.Namespace, Name: name}
+}
+
+// NextFree is the first moment after now when a prefix l holds back
+// becomes free for any claim: a hold ends, or a retained prefix leaves its
+// reuse grace (grace: the pool's) or its retention window.
+func (l *Ledger) NextFree(now time.Time, grace time.Duration) (time.Time, bool) {
+	var first time.Time
+	consider := func(t time.Time) {
+		if t.After(now) && (first.IsZero() || t.Before(first)) {
+			first = t
+		}
+	}
+	for _, until := range l.Holds {
+		consider(until)
+	}
+	for p, r := range l.Released {
+		if _, kept := l.Kept(p, now); kept {
+			consider(r.Released.Add(grace))
+			consider(r.Until)
+		}
+	}
+	return first, !first.IsZero()
+}
+
+// Retains reports whether pool keeps released prefixes for their claims'
+// identities (spec.retainReleased).
+func Retains(pool *ipamv1alpha1.IPPool) bool {
+	return pool.Spec.RetainReleased != nil && pool.Spec.RetainReleased.Duration > 0
+}
+
+// RetainOf is what releasing claim's prefix from pool keeps for the
+// claim's identity, or nil when the pool keeps nothing.
+func RetainOf(claim *ipamv1alpha1.IPClaim, pool *ipamv1alpha1.IPPool) *Retain {
+	id := IdentityOf(claim)
+	if id == nil || !Retains(pool) {
+		return nil
+	}
+	return &Retain{Namespace: id.Namespace, Identity: id.Name, UID: string(claim.UID), For: pool.Spec.RetainReleased.Duration}
+}
+
+// Retain asks a release to keep the prefix for a claim's identity.
+type Retain struct {
+	Namespace, Identity, UID string
+	// For is how long: the pool's spec.retainReleased. At least the
+	// release's reuse grace is kept either way.
+	For time.Duration
+}
+
 // Ledger is what a pool's ledgers record, assembled from its root and its
 // open shards.
 type Ledger struct {
@@ -102,6 +177,20 @@ type Ledger struct {
 	Allocations map[netip.Prefix]Entry
 	// Holds are released prefixes with the time they become free.
 	Holds map[netip.Prefix]time.Time
+	// Released are who last held each prefix released in the retention
+	// window (Release).
+	Released map[netip.Prefix]Release
+}
+
+// Kept reports whether r keeps p for its identity at now, in l: no entry
+// holds p and the window has not ended.
+func (l *Ledger) Kept(p netip.Prefix, now time.Time) (Release, bool) {
+	r, ok := l.Released[p]
+	if !ok || !r.Until.After(now) {
+		return Release{}, false
+	}
+	_, held := l.Allocations[p]
+	return r, !held
 }
 
 // Prefixes returns the allocated prefixes in address order.
@@ -123,7 +212,7 @@ func comparePrefix(a, b netip.Prefix) int {
 // count. shards may hold anything labelled with the pool.
 func Assemble(root *ipamv1alpha1.IPLedger, shards []ipamv1alpha1.IPLedger) (*Ledger, error) {
 	if root == nil {
-		return &Ledger{Allocations: map[netip.Prefix]Entry{}, Holds: map[netip.Prefix]time.Time{}}, nil
+		return &Ledger{Allocations: map[netip.Prefix]Entry{}, Holds: map[netip.Prefix]time.Time{}, Released: map[netip.Prefix]Release{}}, nil
 	}
 	l, err := loadState(root, shards)
 	if err != nil {
@@ -217,6 +306,41 @@ func parseDoc(obj *ipamv1alpha1.IPLedger) (map[netip.Prefix]Entry, map[netip.Pre
 		return nil, nil, err
 	}
 	return allocs, holds, nil
+}
+
+// parseReleased reads one ledger object's spec.released.
+func parseReleased(obj *ipamv1alpha1.IPLedger) (map[netip.Prefix]Release, error) {
+	return parseLines(obj.Spec.Released, 7, 7, func(line string, err error) error {
+		if err != nil {
+			return fmt.Errorf("ledger %s holds a bad released line %q: %w", obj.Name, line, err)
+		}
+		return fmt.Errorf("ledger %s holds a bad released line %q", obj.Name, line)
+	}, func(f []string) (Release, error) {
+		var t [3]int64
+		for i := range t {
+			var err error
+			if t[i], err = strconv.ParseInt(f[4+i], 10, 64); err != nil {
+				return Release{}, err
+			}
+		}
+		return Release{Namespace: f[1], Identity: f[2], UID: f[3], Bound: time.Unix(t[0], 0), Released: time.Unix(t[1], 0), Until: time.Unix(t[2], 0)}, nil
+	})
+}
+
+func formatReleased(m map[netip.Prefix]Release) string {
+	return formatLines(m, func(b *strings.Builder, _ netip.Prefix, r Release) {
+		b.WriteString(releasedLine(r))
+	})
+}
+
+// releasedLine is r's line after its prefix. Until is rounded up, like a
+// hold's end.
+func releasedLine(r Release) string {
+	until := r.Until.Unix()
+	if r.Until.Nanosecond() > 0 {
+		until++
+	}
+	return fmt.Sprintf("%s %s %s %d %d %d", r.Namespace, r.Identity, cmp.Or(r.UID, "-"), r.Bound.Unix(), r.Released.Unix(), until)
 }
 
 func parseShards(s string) (map[netip.Prefix]int64, error) {

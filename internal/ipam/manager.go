@@ -190,6 +190,9 @@ type Request struct {
 	Adopt bool
 	// DryRun computes the answer without committing anything.
 	DryRun bool
+	// Sticky names the claim identity a prefix retained for it
+	// (Release) is given back to, when it asks for one of that length.
+	Sticky *Identity
 	// Fresh rebuilds the pool's allocator from its stored ledgers before
 	// this request, for a caller that knows memory may hold what the
 	// ledgers lost.
@@ -241,6 +244,8 @@ type op struct {
 	grace   time.Duration
 	// expect is the entry a release frees: the same holder and ID.
 	expect Entry
+	// retain keeps the released prefix for a claim's identity.
+	retain *Retain
 	// drain seals the pool's ledgers if they record nothing.
 	drain bool
 
@@ -314,8 +319,11 @@ func (m *Manager) Allocate(ctx context.Context, req Request) (netip.Prefix, erro
 // committed again since, for someone else), changes nothing, so a release
 // may be retried whatever became of an earlier try.
 // It reports whether it freed the entry.
-func (m *Manager) Release(ctx context.Context, pool *ipamv1alpha1.IPPool, cidr netip.Prefix, holder, id string, grace time.Duration) (bool, error) {
-	o := &op{release: cidr, expect: Entry{Holder: holder, ID: id}, grace: grace, done: make(chan struct{})}
+//
+// retain, when not nil, keeps the prefix for a claim's identity instead of
+// freeing it (the pool's spec.retainReleased).
+func (m *Manager) Release(ctx context.Context, pool *ipamv1alpha1.IPPool, cidr netip.Prefix, holder, id string, grace time.Duration, retain *Retain) (bool, error) {
+	o := &op{release: cidr, expect: Entry{Holder: holder, ID: id}, grace: grace, retain: retain, done: make(chan struct{})}
 	if err := m.submit(ctx, pool, o); err != nil {
 		return false, err
 	}

@@ -114,7 +114,7 @@ func releaseRecorded(ctx context.Context, m *Manager, pool *ipamv1alpha1.IPPool,
 	if err != nil {
 		return err
 	}
-	_, err = m.Release(ctx, pool, p, e.Holder, e.ID, grace)
+	_, err = m.Release(ctx, pool, p, e.Holder, e.ID, grace, nil)
 	return err
 }
 

@@ -23,6 +23,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -168,6 +169,9 @@ func RequestFor(claim *ipamv1alpha1.IPClaim, pool *ipamv1alpha1.IPPool, holder s
 		return Request{}, field.Invalid(specPath.Child("ipFamily"), f, fmt.Sprintf("pool %s is %s", pool.Name, family))
 	}
 	req := Request{Pool: pool, Holder: holder, DryRun: dryRun, Bits: DefaultBits(pool)}
+	if Retains(pool) {
+		req.Sticky = IdentityOf(claim)
+	}
 	maxBits := prefix.Addr().BitLen()
 	if claim.Spec.PrefixLength != nil {
 		req.Bits = int(*claim.Spec.PrefixLength)
@@ -205,7 +209,11 @@ func ClaimError(err error, req Request) error {
 	if !req.CIDR.IsValid() {
 		path, value = specPath.Child("prefixLength"), req.Bits
 	}
+	var kept *RetainedError
 	switch {
+	case errors.As(err, &kept):
+		return field.Invalid(path, value, fmt.Sprintf("is retained in pool %s for %s/%s, which released %s, until %s (the pool's spec.retainReleased)",
+			req.Pool.Name, kept.Release.Namespace, kept.Release.Identity, kept.Prefix, kept.Release.Until.UTC().Format(time.RFC3339)))
 	case errors.Is(err, allocator.ErrOverlap):
 		return field.Invalid(path, value, fmt.Sprintf("is already allocated in pool %s (in whole or in part)", req.Pool.Name))
 	case errors.Is(err, allocator.ErrReserved):

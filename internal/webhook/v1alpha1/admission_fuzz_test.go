@@ -75,7 +75,7 @@ func FuzzAdmission(f *testing.F) {
 			if op%7 == 6 && len(held[pool.Name]) > 0 { // release one
 				i := int(arg) % len(held[pool.Name])
 				p := held[pool.Name][i]
-				freed, err := m.Release(context.Background(), pool, p, ipam.ClaimHolder("default"), ids[pool.Name+"/"+p.String()], 0)
+				freed, err := m.Release(context.Background(), pool, p, ipam.ClaimHolder("default"), ids[pool.Name+"/"+p.String()], 0, nil)
 				if err != nil || !freed {
 					t.Fatalf("release %s: freed %v, %v", p, freed, err)
 				}

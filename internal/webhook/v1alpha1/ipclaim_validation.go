@@ -19,6 +19,7 @@ package v1alpha1
 import (
 	"fmt"
 	"net/netip"
+	"regexp"
 	"slices"
 	"unicode/utf8"
 
@@ -64,6 +65,9 @@ func ValidateClaimCreate(claim *ipamv1alpha1.IPClaim) field.ErrorList {
 	return errs
 }
 
+// stickyKey is spec.stickyKey's pattern in the schema.
+var stickyKey = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`)
+
 // validateClaimSchema mirrors the OpenAPI schema's field markers.
 func validateClaimSchema(spec *ipamv1alpha1.IPClaimSpec, path *field.Path) field.ErrorList {
 	var errs field.ErrorList
@@ -84,6 +88,11 @@ func validateClaimSchema(spec *ipamv1alpha1.IPClaimSpec, path *field.Path) field
 	}
 	if ttl := spec.TTLSeconds; ttl != nil && *ttl < 1 {
 		errs = append(errs, belowMinimum(path.Child("ttlSeconds"), *ttl, 1))
+	}
+	if utf8.RuneCountInString(spec.StickyKey) > 253 {
+		errs = append(errs, field.TooLong(path.Child("stickyKey"), "", 253))
+	} else if spec.StickyKey != "" && !stickyKey.MatchString(spec.StickyKey) {
+		errs = append(errs, field.Invalid(path.Child("stickyKey"), spec.StickyKey, path.Child("stickyKey").String()+" in body should match '"+stickyKey.String()+"'"))
 	}
 	if spec.WhenExhausted != "" && spec.WhenExhausted != ipamv1alpha1.Deny && spec.WhenExhausted != ipamv1alpha1.Wait {
 		errs = append(errs, field.NotSupported(path.Child("whenExhausted"), string(spec.WhenExhausted),

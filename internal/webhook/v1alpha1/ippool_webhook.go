@@ -149,7 +149,7 @@ func (a *IPPoolAllocator) carve(ctx context.Context, pool *ipamv1alpha1.IPPool, 
 	if len(errs) > 0 || err != nil {
 		// What was committed for it goes back, by its entry.
 		if !dryRun {
-			if _, rerr := a.Manager.Release(ctx, parent, p, r.Holder, r.ID, 0); rerr != nil {
+			if _, rerr := a.Manager.Release(ctx, parent, p, r.Holder, r.ID, 0, nil); rerr != nil {
 				logf.FromContext(ctx).Error(rerr, "releasing the prefix of a pool denied after its carve; the orphan sweep will", "pool", pool.Name, "cidr", p)
 			}
 		}
