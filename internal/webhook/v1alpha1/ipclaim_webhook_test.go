@@ -490,8 +490,12 @@ var _ = Describe("IPClaim allocation at admission", func() {
 		}).WithTimeout(time.Minute).Should(Succeed())
 	})
 
-	It("releases what the API server rejected after kipam allowed it", func() {
-		p := createPool("10.71.0.0/24", nil)
+	DescribeTable("releases what the API server rejected after kipam allowed it", func(cidr string, retain bool) {
+		p := createPool(cidr, func(s *ipamv1alpha1.IPPoolSpec) {
+			if retain {
+				s.RetainReleased = &metav1.Duration{Duration: time.Hour}
+			}
+		})
 		// A policy that rejects, after kipam's webhook, every claim labelled
 		// reject=yes; a dry run allocates nothing.
 		rejectLabelled("ipclaims", func() error {
@@ -520,7 +524,15 @@ var _ = Describe("IPClaim allocation at admission", func() {
 		By("releasing every leaked prefix once the orphan grace has passed")
 		Eventually(func() []string { return ledgerOf(p.Name) }).WithTimeout(4 * orphanGrace).Should(ConsistOf(kept))
 		Eventually(pending).Should(BeZero())
-	})
+		// A claim that never existed keeps nothing, in a pool that retains
+		// released prefixes too: its prefix is free for anyone.
+		l, err := ipam.ReadLedger(ctx, k8sClient, p.Name)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(l.Released).To(BeEmpty())
+	},
+		Entry("in a pool that keeps nothing", "10.71.0.0/24", false),
+		Entry("in a pool that retains released prefixes", "10.71.1.0/24", true),
+	)
 
 	It("fences two allocators that both believe they own the pool", func() {
 		p := createPool("10.72.0.0/20", nil)
