@@ -193,10 +193,11 @@ func (r *Reconciler) create(ctx context.Context, req ctrl.Request, ns *corev1.Na
 		return ctrl.Result{}, fmt.Errorf("creating IPClaim %s/%s: %w", ns.Name, r.ClaimName, err)
 	}
 	// A denial is an outcome, not a failure of the reconcile: it is
-	// recorded and retried later, not logged as an error.
+	// recorded and retried later, not logged as an error. The event says
+	// the same words at each retry, so that they make one series.
 	delay := r.Backoff.When(req)
-	logf.FromContext(ctx).Info("kipam denied the claim", "pool", pool, "reason", reason, "retryIn", delay)
-	r.Recorder.Eventf(ns, nil, corev1.EventTypeWarning, reason, "CreateIPClaim", "%s; retrying in %s", message, delay)
+	logf.FromContext(ctx).Info("kipam denied the claim", "pool", pool, "reason", reason, "message", message, "retryIn", delay)
+	r.Recorder.Eventf(ns, nil, corev1.EventTypeWarning, reason, "CreateIPClaim", "%s", message)
 	if err := r.record(ctx, ns, "", reason, message); err != nil {
 		return ctrl.Result{}, err
 	}
