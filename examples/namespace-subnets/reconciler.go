@@ -168,9 +168,9 @@ func (r *Reconciler) create(ctx context.Context, req ctrl.Request, ns *corev1.Na
 	if r.Wait {
 		claim.Spec.WhenExhausted = ipamv1alpha1.Wait
 	}
-	// A namespaced object may have a cluster-scoped owner. The garbage
-	// collector deletes the claim when the Namespace is gone, even one
-	// recreated under the same name, whose UID differs.
+	// A namespaced object may have a cluster-scoped owner. The controller
+	// reference is how the claim's events find their Namespace (Owns), and
+	// lets the garbage collector delete a claim that outlives it.
 	if err := controllerutil.SetControllerReference(ns, claim, r.Scheme()); err != nil {
 		return ctrl.Result{}, err
 	}
