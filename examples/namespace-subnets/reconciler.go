@@ -282,14 +282,15 @@ func (r *Reconciler) record(ctx context.Context, ns *corev1.Namespace, cidr, rea
 
 // denial reports whether err is kipam, or the API server, refusing the
 // claim, with a reason and the message to show. kipam answers with the
-// API's status codes and words, not with a machine-readable reason: an
-// exhausted pool, a namespace at its namespaceLimit, a full ledger and a
-// queue of older waiting claims are all 403 Forbidden, told apart here by
-// their messages (the words docs/operations.md lists); a pool that does
-// not exist or does not admit the namespace is 422 Invalid with a
-// FieldValueNotFound cause on spec.pool. Other errors (429 busy, a
-// timeout, no kipam answering) are not denials: the caller retries them
-// as errors.
+// API's status codes and kipam's status causes: an exhausted pool, a
+// namespace at its namespaceLimit, a full ledger and a queue of older
+// waiting claims are all 403 Forbidden, told apart from each other and
+// from an RBAC denial by the cause kipam puts in the status's details
+// (type PoolExhausted, NamespaceLimit, LedgerFull or Queued;
+// apierrors.HasStatusCause tells one); a pool that does not exist or does
+// not admit the namespace is 422 Invalid with a FieldValueNotFound cause
+// on spec.pool. Other errors (429 busy, a timeout, no kipam answering) are
+// not denials: the caller retries them as errors.
 func denial(err error) (reason, message string, ok bool) {
 	var s apierrors.APIStatus
 	if !errors.As(err, &s) {
@@ -303,14 +304,12 @@ func denial(err error) (reason, message string, ok bool) {
 	}
 	switch status.Code {
 	case http.StatusForbidden:
-		for _, m := range []struct{ words, reason string }{
-			{" is exhausted: ", ipamv1alpha1.ReasonPoolExhausted},
-			{"spec.namespaceLimit", ipamv1alpha1.ReasonNamespaceLimit},
-			{" cannot record another ", ipamv1alpha1.ReasonLedgerFull},
-			{" wait for space in the same pools", ipamv1alpha1.ReasonQueued},
-		} {
-			if strings.Contains(message, m.words) {
-				return m.reason, message, true
+		if status.Details != nil {
+			for _, c := range status.Details.Causes {
+				switch reason := string(c.Type); reason {
+				case ipamv1alpha1.ReasonPoolExhausted, ipamv1alpha1.ReasonNamespaceLimit, ipamv1alpha1.ReasonLedgerFull, ipamv1alpha1.ReasonQueued:
+					return reason, message, true
+				}
 			}
 		}
 		return ReasonForbidden, message, true

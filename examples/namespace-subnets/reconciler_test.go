@@ -63,11 +63,15 @@ func webhookDenied(err *apierrors.StatusError) *apierrors.StatusError {
 	return err
 }
 
-func exhausted(message string) error {
+// denied is kipam's 403 with cause, as its webhook answers it.
+func denied(cause, message string) error {
 	return webhookDenied(&apierrors.StatusError{ErrStatus: metav1.Status{
 		Status: metav1.StatusFailure, Code: http.StatusForbidden, Reason: metav1.StatusReasonForbidden, Message: message,
+		Details: &metav1.StatusDetails{Group: "ipam.kipam.dev", Kind: "IPClaim", Causes: []metav1.StatusCause{{Type: metav1.CauseType(cause), Message: message, Field: "spec.pool"}}},
 	}})
 }
+
+func exhausted(message string) error { return denied(ipamv1alpha1.ReasonPoolExhausted, message) }
 
 func notOpen(pool, ns string) error {
 	return webhookDenied(apierrors.NewInvalid(schema.GroupKind{Group: ipamv1alpha1.GroupVersion.Group, Kind: "IPClaim"}, "subnet",
@@ -374,10 +378,10 @@ func TestDenial(t *testing.T) {
 		err                   error
 	}{
 		{"exhausted", ipamv1alpha1.ReasonPoolExhausted, exhaustedMessage, exhausted(exhaustedMessage)},
-		{"namespace limit", ipamv1alpha1.ReasonNamespaceLimit, "", exhausted(
+		{"namespace limit", ipamv1alpha1.ReasonNamespaceLimit, "", denied(ipamv1alpha1.ReasonNamespaceLimit,
 			"namespace team-a holds 2 claims from pool p, which its spec.namespaceLimit.claims allows at most (set spec.whenExhausted: Wait to wait for space)")},
-		{"ledger full", ipamv1alpha1.ReasonLedgerFull, "", exhausted("pool p cannot record another /28: the pool's root ledger holds 1048576 bytes of entries")},
-		{"queued", ipamv1alpha1.ReasonQueued, "", exhausted(
+		{"ledger full", ipamv1alpha1.ReasonLedgerFull, "", denied(ipamv1alpha1.ReasonLedgerFull, "pool p cannot record another /28: the pool's root ledger holds 1048576 bytes of entries")},
+		{"queued", ipamv1alpha1.ReasonQueued, "", denied(ipamv1alpha1.ReasonQueued,
 			"1 older claims of namespace team-a wait for space in the same pools (the first is w): a new claim would take it before them")},
 		{"RBAC", ReasonForbidden, `User "x" cannot create resource "ipclaims"`,
 			apierrors.NewForbidden(schema.GroupResource{Group: "ipam.kipam.dev", Resource: "ipclaims"}, "subnet", errors.New(`User "x" cannot create resource "ipclaims"`))},

@@ -186,8 +186,9 @@ func (a *IPClaimAllocator) allocate(ctx context.Context, claim *ipamv1alpha1.IPC
 				controllerutil.AddFinalizer(claim, ipamv1alpha1.ClaimFinalizer)
 				return nil // the claim controller binds it in its turn
 			}
-			return forbidden(fmt.Sprintf("%d older claims of namespace %s wait for space in the same pools (the first is %s): "+
-				"a new claim would take it before them (set spec.whenExhausted: Wait to queue behind them)", len(ahead), namespace, ahead[0].Name))
+			msg := fmt.Sprintf("%d older claims of namespace %s wait for space in the same pools (the first is %s): "+
+				"a new claim would take it before them (set spec.whenExhausted: Wait to queue behind them)", len(ahead), namespace, ahead[0].Name)
+			return forbidden(msg, metav1.StatusCause{Type: ipamv1alpha1.ReasonQueued, Message: msg, Field: "spec.pool"})
 		}
 	}
 	// refusal is why one pool had no room for the claim: said to the user
@@ -279,16 +280,24 @@ func (a *IPClaimAllocator) allocate(ctx context.Context, claim *ipamv1alpha1.IPC
 		controllerutil.AddFinalizer(claim, ipamv1alpha1.ClaimFinalizer)
 		return nil
 	}
-	return forbidden(fmt.Sprintf("%s (set spec.whenExhausted: Wait to wait for space)", strings.Join(messages, "; ")))
+	causes := make([]metav1.StatusCause, 0, len(refusals))
+	for _, f := range refusals {
+		causes = append(causes, metav1.StatusCause{Type: metav1.CauseType(f.eventReason), Message: fmt.Sprintf("pool %s: %s", f.pool.Name, f.detail), Field: "spec.pool"})
+	}
+	return forbidden(fmt.Sprintf("%s (set spec.whenExhausted: Wait to wait for space)", strings.Join(messages, "; ")), causes...)
 }
 
-// forbidden is the API's 403 with message.
-func forbidden(message string) error {
+// forbidden is the API's 403 with message, and kipam's reasons for it as
+// the status's causes (type PoolExhausted, NamespaceLimit, LedgerFull or
+// Queued), so that a client tells them apart from each other and from an
+// RBAC denial without reading the message: apierrors.HasStatusCause.
+func forbidden(message string, causes ...metav1.StatusCause) error {
 	return &apierrors.StatusError{ErrStatus: metav1.Status{
 		Status:  metav1.StatusFailure,
 		Code:    http.StatusForbidden,
 		Reason:  metav1.StatusReasonForbidden,
 		Message: message,
+		Details: &metav1.StatusDetails{Group: ipamv1alpha1.GroupVersion.Group, Kind: "IPClaim", Causes: causes},
 	}}
 }
 

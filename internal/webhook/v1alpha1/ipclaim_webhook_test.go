@@ -265,6 +265,7 @@ var _ = Describe("IPClaim allocation at admission", func() {
 		}
 		Expect(len(fitted)).To(BeNumerically(">=", 2), "the first /24s fit")
 		Expect(apierrors.IsForbidden(err)).To(BeTrue(), "%v", err)
+		Expect(apierrors.HasStatusCause(err, ipamv1alpha1.ReasonLedgerFull)).To(BeTrue(), "cause %s in %#v", ipamv1alpha1.ReasonLedgerFull, err)
 		Expect(err).To(MatchError(ContainSubstring(fmt.Sprintf("pool %s cannot record another /24: the pool's root ledger", p.Name))))
 		Expect(err).To(MatchError(ContainSubstring("spec.defaultPrefixLength")))
 		Expect(promtestutil.ToFloat64(metrics.ClaimsDenied.WithLabelValues(p.Name, ipamv1alpha1.ReasonLedgerFull))).To(BeEquivalentTo(1))
@@ -306,6 +307,7 @@ var _ = Describe("IPClaim allocation at admission", func() {
 		}
 		err := k8sClient.Create(ctx, newClaim("default", p.Name, nil))
 		Expect(apierrors.IsForbidden(err)).To(BeTrue(), "%v", err)
+		Expect(apierrors.HasStatusCause(err, ipamv1alpha1.ReasonNamespaceLimit)).To(BeTrue(), "cause %s in %#v", ipamv1alpha1.ReasonNamespaceLimit, err)
 		Expect(err).To(MatchError(ContainSubstring(fmt.Sprintf("namespace default holds 2 claims from pool %s", p.Name))))
 		Expect(promtestutil.ToFloat64(metrics.ClaimsDenied.WithLabelValues(p.Name, ipamv1alpha1.ReasonNamespaceLimit))).To(BeEquivalentTo(1))
 
@@ -337,6 +339,8 @@ var _ = Describe("IPClaim allocation at admission", func() {
 		Expect(k8sClient.Create(ctx, newClaim("default", p.Name, func(c *ipamv1alpha1.IPClaim) { c.Spec.CIDR = "10.56.0.0/29" }))).To(Succeed())
 		err := k8sClient.Create(ctx, newClaim("default", p.Name, func(c *ipamv1alpha1.IPClaim) { c.Spec.PrefixLength = ptr.To[int32](28) }))
 		Expect(apierrors.IsForbidden(err)).To(BeTrue(), "%v", err)
+		Expect(apierrors.HasStatusCause(err, ipamv1alpha1.ReasonPoolExhausted)).To(BeTrue(), "cause %s in %#v", ipamv1alpha1.ReasonPoolExhausted, err)
+		Expect(apierrors.HasStatusCause(err, ipamv1alpha1.ReasonNamespaceLimit)).To(BeFalse())
 		Expect(err).To(MatchError(ContainSubstring(fmt.Sprintf("pool %s is exhausted: no free /28 left (largest free prefix /29)", p.Name))))
 
 		By("counting it in a metric and an event on the pool")

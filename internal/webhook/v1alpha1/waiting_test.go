@@ -110,8 +110,10 @@ var _ = Describe("Claims that wait for space", func() {
 		createWaiting(first, "first in namespace "+ns+"'s queue")
 		second := waiter(ns, p.Name, nil)
 		createWaiting(second, "behind 1 older claims of namespace "+ns)
-		Expect(k8sClient.Create(ctx, newClaim(ns, p.Name, nil))).To(MatchError(ContainSubstring(
+		err := k8sClient.Create(ctx, newClaim(ns, p.Name, nil))
+		Expect(err).To(MatchError(ContainSubstring(
 			"2 older claims of namespace " + ns + " wait for space in the same pools (the first is " + first.Name + ")")))
+		Expect(apierrors.HasStatusCause(err, ipamv1alpha1.ReasonQueued)).To(BeTrue(), "cause %s in %#v", ipamv1alpha1.ReasonQueued, err)
 		Expect(promtestutil.ToFloat64(metrics.ClaimsQueued.WithLabelValues(p.Name, ipamv1alpha1.ReasonQueued))).To(BeEquivalentTo(1), "the second, queued behind the first")
 		Expect(promtestutil.ToFloat64(metrics.ClaimsDenied.WithLabelValues(p.Name, ipamv1alpha1.ReasonQueued))).To(BeEquivalentTo(1), "the Deny claim behind them")
 		By("another namespace is not held back by this one's queue: it is denied for the pool's own reason")
