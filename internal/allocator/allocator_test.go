@@ -170,7 +170,7 @@ func TestExhaustedError(t *testing.T) {
 	}
 	mustNext(t, a, 26)
 	_, err = a.AllocateNext(32)
-	if got, want := err.Error(), "no free /32 left (no free space left)"; got != want {
+	if got, want := err.Error(), "no free /32 left: no address is free"; got != want {
 		t.Errorf("Error() = %q, want %q", got, want)
 	}
 	if _, err := a.AllocateRandom(32); !errors.Is(err, ErrExhausted) {

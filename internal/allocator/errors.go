@@ -73,7 +73,7 @@ type ExhaustedError struct {
 // Error reads like "no free /24 left (largest free prefix /26)".
 func (e *ExhaustedError) Error() string {
 	if e.LargestFree < 0 {
-		return fmt.Sprintf("no free /%d left (no free space left)", e.Bits)
+		return fmt.Sprintf("no free /%d left: no address is free", e.Bits)
 	}
 	return fmt.Sprintf("no free /%d left (largest free prefix /%d)", e.Bits, e.LargestFree)
 }

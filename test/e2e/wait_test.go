@@ -63,7 +63,7 @@ var _ = Describe("Claims that wait, with kubectl", func() {
 			// The largest free block is the pool's status as the claim's last
 			// reconcile found it, which may predate the last holder.
 			eventually(readyMessage(ns, "waiter")).Should(MatchRegexp(`^waiting for space in pool %s, first in namespace %s's queue `+
-				`\(the pool's largest free block: [^)]+\): pool %[1]s: no free /32 left \(no free space left\)$`, pool, ns))
+				`\(the pool's largest free block: [^)]+\): pool %[1]s: no free /32 left: no address is free$`, pool, ns))
 
 			By("showing the pool in kubectl get's POOL column, and the Pending event in kubectl describe, for " + ns)
 			out, err := k("get", "ipclaims", "-n", ns)

@@ -473,7 +473,7 @@ var _ = Describe("IPClaim allocation at admission", func() {
 				switch {
 				case err == nil:
 					created = append(created, c.Spec.CIDR)
-				case apierrors.IsForbidden(err) && strings.Contains(err.Error(), fmt.Sprintf("pool %s is exhausted: no free /32 left (no free space left)", p.Name)):
+				case apierrors.IsForbidden(err) && strings.Contains(err.Error(), fmt.Sprintf("pool %s is exhausted: no free /32 left: no address is free", p.Name)):
 					denied++
 				default:
 					other = append(other, err)
