@@ -73,6 +73,9 @@ type Problem struct {
 	Object string `json:"object"`
 	// Message says what is wrong and what to do about it.
 	Message string `json:"message"`
+	// Namespaces are those of the claims it concerns, if any: a tenant's
+	// view of the check.
+	Namespaces []string `json:"namespaces,omitempty"`
 }
 
 func (p Problem) String() string { return fmt.Sprintf("%s %s: %s", p.Kind, p.Object, p.Message) }
@@ -100,12 +103,12 @@ func (p Problem) String() string { return fmt.Sprintf("%s %s: %s", p.Kind, p.Obj
 // writes it knows it.
 func (c *Cluster) Check(now time.Time, grace time.Duration) []Problem {
 	var out []Problem
-	report := func(kind Kind, object, format string, args ...any) {
-		out = append(out, Problem{Kind: kind, Object: object, Message: fmt.Sprintf(format, args...)})
+	report := func(kind Kind, object string, namespaces []string, format string, args ...any) {
+		out = append(out, Problem{Kind: kind, Object: object, Namespaces: namespaces, Message: fmt.Sprintf(format, args...)})
 	}
 	older := func(t metav1.Time) bool { return now.Sub(t.Time) > grace }
 	for name, err := range c.LedgerErrors {
-		report(BadLedger, "IPLedger "+name, "the ledgers of pool %s cannot be read, so kipam cannot serve it: %v", name, err)
+		report(BadLedger, "IPLedger "+name, nil, "the ledgers of pool %s cannot be read, so kipam cannot serve it: %v", name, err)
 	}
 	c.checkObjectOverlaps(report)
 	c.checkEntryOverlaps(report)
@@ -138,7 +141,7 @@ func (c *Cluster) Check(now time.Time, grace time.Duration) []Problem {
 	return out
 }
 
-type reportFunc func(kind Kind, object, format string, args ...any)
+type reportFunc func(kind Kind, object string, namespaces []string, format string, args ...any)
 
 // item is a prefix something covers, for the overlap sweep.
 type item struct {
@@ -146,7 +149,9 @@ type item struct {
 	// object names it in a report; pool is the claim's pool, the pool's
 	// own name, or the ledger an entry is in; holder is an entry's holder.
 	object, pool, holder string
-	claim                bool
+	// namespace is a claim's.
+	namespace string
+	claim     bool
 }
 
 // checkObjectOverlaps reports claims and pools that cover the same
@@ -161,7 +166,8 @@ func (c *Cluster) checkObjectOverlaps(report reportFunc) {
 	}
 	for _, claim := range c.Claims {
 		if p := prefixOf(claim.Spec.CIDR); p.IsValid() {
-			items = append(items, item{p: p, object: "IPClaim " + claim.Namespace + "/" + claim.Name, pool: ipam.PoolOf(claim), claim: true})
+			items = append(items, item{p: p, object: "IPClaim " + claim.Namespace + "/" + claim.Name, pool: ipam.PoolOf(claim),
+				namespace: claim.Namespace, claim: true})
 		}
 	}
 	overlaps(items, func(a, b item) {
@@ -172,7 +178,7 @@ func (c *Cluster) checkObjectOverlaps(report reportFunc) {
 		case !a.claim && !b.claim && (ipam.Ancestors(c.Pools, a.pool)[b.pool] || ipam.Ancestors(c.Pools, b.pool)[a.pool]):
 			return // a pool inside its ancestors
 		}
-		report(Overlap, b.object, "%s overlaps %s (%s): both may use the same addresses; `kubectl kipam who %s` shows which one its pool's ledger records, delete the other",
+		report(Overlap, b.object, namespaces(a, b), "%s overlaps %s (%s): both may use the same addresses; `kubectl kipam who %s` shows which one its pool's ledger records, delete the other",
 			b.p, a.object, a.p, b.p)
 	})
 }
@@ -200,9 +206,25 @@ func (c *Cluster) checkEntryOverlaps(report reportFunc) {
 		if a.pool != b.pool {
 			where = "pool " + a.pool + "'s ledger"
 		}
-		report(Overlap, b.object, "pool %s records %s for %s, which overlaps %s recorded for %s in %s: the same addresses are committed twice; "+
+		report(Overlap, b.object, namespaces(a, b), "pool %s records %s for %s, which overlaps %s recorded for %s in %s: the same addresses are committed twice; "+
 			"`kubectl kipam who %s` shows who carries each", b.pool, b.p, b.holder, a.p, a.holder, where, b.p)
 	})
+}
+
+// namespaces are the namespaces of the claims among items, or of the
+// claims that hold their entries, once each.
+func namespaces(items ...item) []string {
+	var out []string
+	for _, it := range items {
+		ns := it.namespace
+		if h, ok := strings.CutPrefix(it.holder, ipam.ClaimHolderPrefix); ok {
+			ns = h
+		}
+		if ns != "" && !slices.Contains(out, ns) {
+			out = append(out, ns)
+		}
+	}
+	return out
 }
 
 // overlaps calls found for every pair of items whose prefixes overlap, the
@@ -247,7 +269,7 @@ func (c *Cluster) checkEntries(now time.Time, grace time.Duration, report report
 				ref := a.Spec.ClaimRef
 				how = fmt.Sprintf("its IPAllocation %s names %s %s/%s, which does not carry it", a.Name, ref.Kind, ref.Namespace, ref.Name)
 			}
-			report(UnheldEntry, "IPLedger "+pool, "pool %s records %s for %s (entry %q, committed %s ago), and no live claim or pool carries it: %s",
+			report(UnheldEntry, "IPLedger "+pool, namespaces(item{holder: e.Holder}), "pool %s records %s for %s (entry %q, committed %s ago), and no live claim or pool carries it: %s",
 				pool, p, e.Holder, e.ID, age, how)
 		}
 	}
@@ -264,11 +286,11 @@ func (c *Cluster) checkClaim(claim *ipamv1alpha1.IPClaim, aged bool, report repo
 		return // the CRD admits only canonical CIDRs
 	}
 	if pool == nil {
-		report(OutsidePool, object, "its pool %s does not exist, so nothing keeps %s from being handed out again; delete the claim", poolName, p)
+		report(OutsidePool, object, []string{claim.Namespace}, "its pool %s does not exist, so nothing keeps %s from being handed out again; delete the claim", poolName, p)
 		return
 	}
 	if pp := prefixOf(pool.Spec.CIDR); !pp.IsValid() || pp.Addr().Is4() != p.Addr().Is4() || pp.Bits() > p.Bits() || !pp.Contains(p.Addr()) {
-		report(OutsidePool, object, "its cidr %s lies outside its pool %s (%s): kipam cannot record it there; delete the claim", p, poolName, pool.Spec.CIDR)
+		report(OutsidePool, object, []string{claim.Namespace}, "its cidr %s lies outside its pool %s (%s): kipam cannot record it there; delete the claim", p, poolName, pool.Spec.CIDR)
 		return
 	}
 	e, recorded := c.entry(poolName, p)
@@ -276,20 +298,20 @@ func (c *Cluster) checkClaim(claim *ipamv1alpha1.IPClaim, aged bool, report repo
 	case c.LedgerErrors[poolName] != nil:
 		// BadLedger says it.
 	case !recorded:
-		report(UnrecordedClaim, object, "pool %s's ledger does not record %s, so nothing keeps it from being handed out again: "+
+		report(UnrecordedClaim, object, []string{claim.Namespace}, "pool %s's ledger does not record %s, so nothing keeps it from being handed out again: "+
 			"kipam's claim controller records it when it reconciles the claim if it is free, else marks the claim Conflict", poolName, p)
 	case !ipam.OwnEntry(e, claim):
-		report(UnrecordedClaim, object, "pool %s's ledger records %s for %s (entry %q), not for this claim (entry %q): the claim holds nothing; "+
+		report(UnrecordedClaim, object, []string{claim.Namespace}, "pool %s's ledger records %s for %s (entry %q), not for this claim (entry %q): the claim holds nothing; "+
 			"delete it, or whatever holds the entry", poolName, p, e.Holder, e.ID, ipam.ClaimEntryID(claim))
 	}
 	name := ipam.AllocationName(poolName, p)
 	switch a := c.Allocations[name]; {
 	case !aged:
 	case a == nil:
-		report(MissingAllocation, object, "no IPAllocation %s records its %s: kipam's claim controller creates it for a claim its pool's ledger records", name, p)
+		report(MissingAllocation, object, []string{claim.Namespace}, "no IPAllocation %s records its %s: kipam's claim controller creates it for a claim its pool's ledger records", name, p)
 	case !ipam.BoundTo(a, claim):
 		ref := a.Spec.ClaimRef
-		report(MissingAllocation, object, "the IPAllocation %s of its %s names %s %s/%s, not this claim", name, p, ref.Kind, ref.Namespace, ref.Name)
+		report(MissingAllocation, object, []string{claim.Namespace}, "the IPAllocation %s of its %s names %s %s/%s, not this claim", name, p, ref.Kind, ref.Namespace, ref.Name)
 	}
 }
 
@@ -306,9 +328,9 @@ func (c *Cluster) checkPool(pool *ipamv1alpha1.IPPool, aged bool, report reportF
 	if c.LedgerErrors[parent] != nil {
 		// BadLedger says it.
 	} else if _, ok := c.pool(parent); !ok {
-		report(UnrecordedPool, object, "its parent pool %s does not exist, so nothing keeps %s from being handed out again", parent, p)
+		report(UnrecordedPool, object, nil, "its parent pool %s does not exist, so nothing keeps %s from being handed out again", parent, p)
 	} else if e, ok := c.entry(parent, p); !ok || !ipam.PoolCarries(pool, e) {
-		report(UnrecordedPool, object, "%s's ledger does not record %s as this pool's entry %q, so the pool serves no claims and its parent "+
+		report(UnrecordedPool, object, nil, "%s's ledger does not record %s as this pool's entry %q, so the pool serves no claims and its parent "+
 			"may hand the addresses out: kipam's pool controller records it if it is free, else sets its Overlapping condition",
 			parent, p, ipam.PoolEntryID(pool))
 	}
@@ -316,10 +338,10 @@ func (c *Cluster) checkPool(pool *ipamv1alpha1.IPPool, aged bool, report reportF
 	switch a := c.Allocations[name]; {
 	case !aged:
 	case a == nil:
-		report(MissingAllocation, object, "no IPAllocation %s records its %s in %s: kipam's pool controller creates it for a recorded pool", name, p, parent)
+		report(MissingAllocation, object, nil, "no IPAllocation %s records its %s in %s: kipam's pool controller creates it for a recorded pool", name, p, parent)
 	case a.Spec.ClaimRef.Kind != "IPPool" || a.Spec.ClaimRef.Name != pool.Name:
 		ref := a.Spec.ClaimRef
-		report(MissingAllocation, object, "the IPAllocation %s of its %s names %s %s, not this pool", name, p, ref.Kind, ref.Name)
+		report(MissingAllocation, object, nil, "the IPAllocation %s of its %s names %s %s, not this pool", name, p, ref.Kind, ref.Name)
 	}
 	if pool.DeletionTimestamp == nil {
 		c.checkStatus(pool, aged, report)
@@ -336,7 +358,7 @@ func (c *Cluster) checkStatus(pool *ipamv1alpha1.IPPool, aged bool, report repor
 	got := pool.Status
 	if got.Capacity == "" {
 		if aged {
-			report(StatusDrift, object, "its usage was never counted: is kipam running?")
+			report(StatusDrift, object, nil, "its usage was never counted: is kipam running?")
 		}
 		return
 	}
@@ -374,7 +396,7 @@ func (c *Cluster) checkStatus(pool *ipamv1alpha1.IPPool, aged bool, report repor
 		differ("largestFreePrefix", prefixLength(got.LargestFreePrefix), prefixLength(want.LargestFreePrefix))
 	}
 	if len(diffs) > 0 {
-		report(StatusDrift, object, "its status says %s: the pool controller rewrites it on the pool's next change; if it stays, is kipam running?",
+		report(StatusDrift, object, nil, "its status says %s: the pool controller rewrites it on the pool's next change; if it stays, is kipam running?",
 			strings.Join(diffs, ", "))
 	}
 }
@@ -389,19 +411,19 @@ func (c *Cluster) checkAllocation(a *ipamv1alpha1.IPAllocation, report reportFun
 		pool := c.Pools[ref.Name]
 		switch {
 		case pool == nil:
-			report(OrphanedAllocation, object, "it records %s in %s for pool %s, which is gone: kipam releases a pool's prefix when the pool has drained", a.Spec.CIDR, a.Spec.Pool, ref.Name)
+			report(OrphanedAllocation, object, nil, "it records %s in %s for pool %s, which is gone: kipam releases a pool's prefix when the pool has drained", a.Spec.CIDR, a.Spec.Pool, ref.Name)
 		case !ipam.PoolHolds(pool, a) || ipam.ParentOf(pool) != a.Spec.Pool:
-			report(OrphanedAllocation, object, "it records %s in %s for pool %s, which is %s in %s (uid %s, recorded %s)",
+			report(OrphanedAllocation, object, nil, "it records %s in %s for pool %s, which is %s in %s (uid %s, recorded %s)",
 				a.Spec.CIDR, a.Spec.Pool, ref.Name, pool.Spec.CIDR, ipam.ParentOf(pool), pool.UID, ref.UID)
 		}
 	default:
 		claim := c.claim(ref.Namespace, ref.Name)
 		switch {
 		case claim == nil:
-			report(OrphanedAllocation, object, "it records %s in pool %s for the claim %s/%s, which is gone: "+
+			report(OrphanedAllocation, object, []string{ref.Namespace}, "it records %s in pool %s for the claim %s/%s, which is gone: "+
 				"kipam marks it Orphaned and releases the prefix after its orphan grace", a.Spec.CIDR, a.Spec.Pool, ref.Namespace, ref.Name)
 		case !ipam.ClaimHolds(claim, a) || ipam.PoolOf(claim) != a.Spec.Pool:
-			report(OrphanedAllocation, object, "it records %s in pool %s for the claim %s/%s, which holds %q in pool %s (uid %s, recorded %s)",
+			report(OrphanedAllocation, object, []string{ref.Namespace}, "it records %s in pool %s for the claim %s/%s, which holds %q in pool %s (uid %s, recorded %s)",
 				a.Spec.CIDR, a.Spec.Pool, ref.Namespace, ref.Name, claim.Spec.CIDR, ipam.PoolOf(claim), claim.UID, ref.UID)
 		}
 	}

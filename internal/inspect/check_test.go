@@ -97,6 +97,13 @@ func TestCheckUnheldEntries(t *testing.T) {
 		"StatusDrift IPPool tenant", // two more claims than its status says
 		"UnheldEntry IPLedger ipv4.space.kipam.dev",
 		"UnheldEntry IPLedger tenant")
+	// A tenant's view: the claim entry concerns namespace default, the
+	// pool's entry and the status no namespace.
+	var concerns []string
+	for _, p := range f.load().Check(testNow, testGrace) {
+		concerns = append(concerns, fmt.Sprint(p.Namespaces))
+	}
+	expect(t, concerns, "[]", "[]", "[default]")
 }
 
 func TestCheckUnrecordedClaim(t *testing.T) {
