@@ -267,7 +267,11 @@ func (c *Cluster) checkEntries(now time.Time, grace time.Duration, report report
 				}
 			} else if a := c.Allocations[ipam.AllocationName(pool, p)]; a != nil && a.Spec.Entry == e.ID {
 				ref := a.Spec.ClaimRef
-				how = fmt.Sprintf("its IPAllocation %s names %s %s/%s, which does not carry it", a.Name, ref.Kind, ref.Namespace, ref.Name)
+				how = fmt.Sprintf("its IPAllocation %s names the claim %s/%s, which does not carry it", a.Name, ref.Namespace, ref.Name)
+				if c.claim(ref.Namespace, ref.Name) == nil {
+					how = fmt.Sprintf("its IPAllocation %s names the claim %s/%s, which is gone (deleted without its finalizer): "+
+						"kipam releases the entry after its orphan grace", a.Name, ref.Namespace, ref.Name)
+				}
 			}
 			report(UnheldEntry, "IPLedger "+pool, namespaces(item{holder: e.Holder}), "pool %s records %s for %s (entry %q, committed %s ago), and no live claim or pool carries it: %s",
 				pool, p, e.Holder, e.ID, age, how)
