@@ -19,10 +19,7 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"flag"
-	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -37,18 +34,15 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
-	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
 	"github.com/kipam/kipam/internal/controller"
-	"github.com/kipam/kipam/internal/ipam"
 	"github.com/kipam/kipam/internal/testenv"
+	"github.com/kipam/kipam/internal/testenv/kipamtest"
 	webhookv1alpha1 "github.com/kipam/kipam/internal/webhook/v1alpha1"
 )
 
@@ -115,38 +109,14 @@ var _ = AfterSuite(func() {
 	}
 })
 
-// startKipam starts kipam as cmd/main.go does (the webhook suite's
-// startKipam, without restarts) and returns a func that stops it.
+// startKipam starts kipam in this process and returns a func that stops it.
 func startKipam(scheme *runtime.Scheme) (stop func()) {
 	GinkgoHelper()
-	wh := &testEnv.WebhookInstallOptions
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme: scheme,
-		Cache:  controller.CacheOptions(),
-		WebhookServer: webhook.NewServer(webhook.Options{
-			Host: wh.LocalServingHost, Port: wh.LocalServingPort, CertDir: wh.LocalServingCertDir,
-		}),
-		Metrics: metricsserver.Options{BindAddress: "0"},
-	})
+	k, err := kipamtest.Start(ctx, testEnv, cfg, scheme, webhookv1alpha1.SetupWithManager, controller.Options{OrphanGrace: orphanGrace})
 	Expect(err).NotTo(HaveOccurred())
-	m := ipam.NewManager(ipam.ClientStore{Reader: mgr.GetAPIReader(), Writer: mgr.GetClient()}, nil)
-	Expect(webhookv1alpha1.SetupWithManager(mgr, m)).To(Succeed())
-	Expect(controller.SetupWithManager(ctx, mgr, m, controller.Options{OrphanGrace: orphanGrace})).To(Succeed())
-	mgrCtx, mgrCancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(mgrCtx) }()
-	addr := net.JoinHostPort(wh.LocalServingHost, fmt.Sprint(wh.LocalServingPort))
-	Eventually(func() error {
-		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: time.Second}, "tcp", addr, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // a readiness probe of our own test server
-		if err != nil {
-			return err
-		}
-		return conn.Close()
-	}).Should(Succeed())
 	return func() {
 		GinkgoHelper()
-		mgrCancel()
-		Eventually(done).WithTimeout(time.Minute).Should(Receive(Not(HaveOccurred())))
+		Expect(k.Stop()).To(Succeed())
 	}
 }
 
