@@ -316,7 +316,17 @@ func printWho(w io.Writer, ans *inspect.Answer, now time.Time) error {
 			fmt.Fprintf(t, "%s\t%s\t%s\t%s\t%s\n", h.Pool, h.CIDR, holder, alloc, since)
 		}
 	}
-	// Earlier holders, once kipam keeps a history, go here.
+	if len(ans.Before) > 0 {
+		fmt.Fprintln(t, "\nHELD BEFORE (kept for the pool's spec.retainReleased)")
+		fmt.Fprintln(t, "POOL\tCIDR\tCLAIM\tBOUND\tRELEASED\tKEPT FOR IT UNTIL")
+		for _, b := range ans.Before {
+			until := "-"
+			if b.KeptUntil != nil {
+				until = b.KeptUntil.UTC().Format(time.RFC3339)
+			}
+			fmt.Fprintf(t, "%s\t%s\t%s/%s\t%s\t%s\t%s\n", b.Pool, b.CIDR, b.Namespace, b.Identity, stamp(b.Bound, now), stamp(b.Released, now), until)
+		}
+	}
 	if ans.State != "" {
 		fmt.Fprintf(t, "\n%s %s\n", ans.Query, ans.State)
 	}

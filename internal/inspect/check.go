@@ -193,6 +193,13 @@ func (c *Cluster) checkEntryOverlaps(report reportFunc) {
 		for _, p := range ledger.Prefixes() {
 			items = append(items, item{p: p, object: "IPLedger " + pool, pool: pool, holder: ledger.Allocations[p].Holder})
 		}
+		// A prefix kept for the claim that released it is as taken as an
+		// entry: nothing may overlap it either.
+		for p := range ledger.Released {
+			if r, kept := ledger.Kept(p, c.At); kept {
+				items = append(items, item{p: p, object: "IPLedger " + pool, pool: pool, holder: "retained for " + r.Namespace + "/" + r.Identity})
+			}
+		}
 	}
 	around := func(x, y item) bool { // x is the entry of y's pool or of a pool y's pool is carved from
 		name, ok := strings.CutPrefix(x.holder, ipam.PoolHolderPrefix)

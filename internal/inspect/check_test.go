@@ -211,3 +211,25 @@ func TestCheckBadLedger(t *testing.T) {
 	got := f.check()
 	expect(t, got, "BadLedger IPLedger lb")
 }
+
+func TestCheckPrefixKeptForItsLastHolderIsTaken(t *testing.T) {
+	f := newFixture(t)
+	kept := fmt.Sprintf("10.0.0.40/32 default db-0 uid-db %d %d %d\n", committed.Unix(), committed.Unix(), testNow.Add(time.Hour).Unix())
+	f.editLedger("tenant", func(s *ipamv1alpha1.IPLedgerSpec) { s.Released = kept })
+	for _, p := range f.check() {
+		if strings.HasPrefix(p, "Overlap") {
+			t.Fatalf("a kept prefix alone: %v", p)
+		}
+	}
+	// An entry over it commits its addresses twice.
+	f.editLedger("tenant", func(s *ipamv1alpha1.IPLedgerSpec) {
+		s.Allocations += fmt.Sprintf("10.0.0.40/30 IPClaim/default %d e-over\n", committed.Unix())
+	})
+	var found bool
+	for _, p := range f.load().Check(testNow, testGrace) {
+		found = found || p.Kind == Overlap && strings.Contains(p.Message, "retained for default/db-0")
+	}
+	if !found {
+		t.Fatalf("no overlap with the kept prefix among %v", f.check())
+	}
+}

@@ -29,8 +29,8 @@ import (
 	"github.com/kipam/kipam/internal/ipam"
 )
 
-// Answer says who holds an address or prefix now. (Earlier holders, from
-// a history kipam does not keep yet, will come beside HeldBy.)
+// Answer says who holds an address or prefix now, and who held it before
+// while a pool that retains released prefixes keeps the record.
 type Answer struct {
 	// Query is the prefix asked about (an address is its /32 or /128).
 	Query netip.Prefix `json:"query"`
@@ -38,6 +38,10 @@ type Answer struct {
 	// for an address, the top-level pool in its address space, each child
 	// pool down the tree, then the claim.
 	HeldBy []Holding `json:"heldBy"`
+	// Before are the claims that held a prefix overlapping Query and
+	// released it within their pool's retention window (spec.retainReleased),
+	// latest release first.
+	Before []Previous `json:"before,omitempty"`
 	// State is what the innermost pool around Query does with what no
 	// claim holds of it: "free in pool P", "reserved in pool P", "held in
 	// pool P until T (reuse grace)", "partly allocated in pool P", or "in
@@ -71,6 +75,22 @@ type Holding struct {
 	Since      *metav1.Time `json:"since,omitempty"`
 }
 
+// Previous is a claim that held a prefix before, as its pool's ledger
+// records it (ipam.Release).
+type Previous struct {
+	Pool      string       `json:"pool"`
+	CIDR      netip.Prefix `json:"cidr"`
+	Namespace string       `json:"namespace"`
+	// Identity is the claim's name, or its spec.stickyKey.
+	Identity string      `json:"identity"`
+	ClaimUID string      `json:"claimUID,omitempty"`
+	Bound    metav1.Time `json:"bound"`
+	Released metav1.Time `json:"released"`
+	// KeptUntil is when the pool stops keeping the prefix for Identity;
+	// nil once a claim holds it again.
+	KeptUntil *metav1.Time `json:"keptUntil,omitempty"`
+}
+
 // Who says which ledger entries, in every pool and address space, overlap
 // q, and what carries each.
 func (c *Cluster) Who(q netip.Prefix) *Answer {
@@ -94,6 +114,22 @@ func (c *Cluster) Who(q netip.Prefix) *Answer {
 			ans.HeldBy = append(ans.HeldBy, h)
 		}
 	}
+	for _, pool := range c.ledgerNames() {
+		ledger := c.Ledgers[pool]
+		for p, r := range ledger.Released {
+			if !p.Overlaps(q) {
+				continue
+			}
+			prev := Previous{Pool: pool, CIDR: p, Namespace: r.Namespace, Identity: r.Identity, ClaimUID: r.UID,
+				Bound: metav1.NewTime(r.Bound), Released: metav1.NewTime(r.Released)}
+			if _, kept := ledger.Kept(p, c.At); kept {
+				until := metav1.NewTime(r.Until)
+				prev.KeptUntil = &until
+			}
+			ans.Before = append(ans.Before, prev)
+		}
+	}
+	slices.SortFunc(ans.Before, func(a, b Previous) int { return b.Released.Compare(a.Released.Time) })
 	slices.SortFunc(ans.HeldBy, func(a, b Holding) int {
 		if a.CIDR.Bits() != b.CIDR.Bits() {
 			return a.CIDR.Bits() - b.CIDR.Bits()
@@ -144,6 +180,12 @@ func (c *Cluster) state(q netip.Prefix, held []Holding) string {
 		return "in no pool"
 	}
 	if ledger := c.Ledgers[inner.Name]; ledger != nil {
+		for p := range ledger.Released {
+			if r, kept := ledger.Kept(p, c.At); kept && p.Overlaps(q) {
+				return fmt.Sprintf("retained in pool %s for %s/%s, which released it, until %s (spec.retainReleased)",
+					inner.Name, r.Namespace, r.Identity, r.Until.UTC().Format(time.RFC3339))
+			}
+		}
 		for p, until := range ledger.Holds {
 			if p.Overlaps(q) && until.After(c.At) {
 				return fmt.Sprintf("held in pool %s until %s (reuse grace)", inner.Name, until.UTC().Format(time.RFC3339))
