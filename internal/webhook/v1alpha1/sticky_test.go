@@ -90,4 +90,36 @@ var _ = Describe("Sticky addresses", func() {
 		Expect(last.Spec.CIDR).To(Equal(kept))
 		Expect(k8sClient.Create(ctx, keyed())).To(MatchError(ContainSubstring("exhausted")))
 	})
+
+	It("marks Conflict a claim restored with the webhook bypassed over a prefix kept for another, and records one restored under the keeper's name", func() {
+		p := pool("10.197.0.0/28", func(s *ipamv1alpha1.IPPoolSpec) { s.RetainReleased = &metav1.Duration{Duration: time.Hour} })
+		p.Labels = map[string]string{"restore": p.Name}
+		Expect(k8sClient.Create(ctx, p)).To(Succeed())
+		ns := waitNamespace()
+		keeper := newClaim(ns, p.Name, func(c *ipamv1alpha1.IPClaim) { c.Name = "keeper" })
+		Expect(k8sClient.Create(ctx, keeper)).To(Succeed())
+		kept := keeper.Spec.CIDR
+		deleteAndWait(keeper)
+
+		bypassWebhook(p.Name)
+		restored := func(name string) *ipamv1alpha1.IPClaim {
+			GinkgoHelper()
+			c := newClaim(ns, p.Name, func(c *ipamv1alpha1.IPClaim) {
+				c.Name, c.Labels, c.Spec.CIDR = name, map[string]string{bypassLabel: "yes"}, kept
+			})
+			Expect(k8sClient.Create(ctx, c)).To(Succeed())
+			Expect(c.Finalizers).To(BeEmpty(), "the webhook was bypassed")
+			return c
+		}
+		thief := restored("thief")
+		Eventually(readyReason(thief)).Should(And(
+			HaveField("Reason", ipamv1alpha1.ReasonConflict),
+			HaveField("Message", ContainSubstring(fmt.Sprintf("%s is not recorded in pool %s and cannot be: it is retained in pool %s for %s/keeper", kept, p.Name, p.Name, ns)))))
+		deleteAndWait(thief)
+
+		again := restored("keeper")
+		expectBound(again)
+		Expect(ledgerHolders(p.Name)).To(HaveKeyWithValue(kept, ipam.ClaimHolder(ns)))
+	})
 })
+
