@@ -380,7 +380,7 @@ func (l *ledgerState) evict(a *allocator.Allocator, req *Request, now time.Time,
 				// Taken whole: its line stays, saying who held it before.
 			case f.p.Overlaps(p):
 				delete(f.d.released, f.p)
-				f.d.size -= len(f.p.String()) + 2 + len(releasedLine(f.r))
+				f.d.size -= releasedLen(f.p, f.r)
 				f.d.dirty = true
 			default:
 				_ = a.Allocate(f.p) // kept again
@@ -445,7 +445,7 @@ func (l *ledgerState) expireKept(a *allocator.Allocator, now time.Time) {
 				_ = a.Release(p)
 			}
 			delete(d.released, p)
-			d.size -= len(p.String()) + 2 + len(releasedLine(r))
+			d.size -= releasedLen(p, r)
 		}
 	}
 }
@@ -509,6 +509,9 @@ func (l *ledgerState) fullErr(pool *ipamv1alpha1.IPPool, d *doc, p netip.Prefix,
 		"and one more would pass %d; a release there makes room, and a pool whose spec.defaultPrefixLength "+
 		"is close to the size its claims ask for spreads them over many ledgers", ErrLedgerFull, pool.Name, p.Bits(), where, d.size, limit)
 }
+
+// releasedLen is the length of p's line in a ledger's spec.released.
+func releasedLen(p netip.Prefix, r Release) int { return len(p.String()) + 2 + len(releasedLine(r)) }
 
 // entryLen is the length of p's line in a ledger's allocations.
 func entryLen(p netip.Prefix, e Entry) int {
@@ -677,9 +680,9 @@ func (l *ledgerState) release(a *allocator.Allocator, o *op, now time.Time, limi
 	}
 	if k := o.retain; k != nil && k.For > 0 {
 		r := Release{Namespace: k.Namespace, Identity: k.Identity, UID: k.UID, Bound: e.At, Released: now, Until: now.Add(max(k.For, o.grace))}
-		grow := len(p.String()) + 2 + len(releasedLine(r))
+		grow := releasedLen(p, r)
 		if old, ok := d.released[p]; ok {
-			grow -= len(p.String()) + 2 + len(releasedLine(old))
+			grow -= releasedLen(p, old)
 		}
 		if int64(d.size-entryLen(p, e)+grow) <= limit {
 			// Kept: the allocator goes on holding p, for r's identity
