@@ -141,11 +141,17 @@ func (r *IPPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		pool.Status.Pending = r.Unconfirmed.of(pool.Name)
 	}
 	meta.SetStatusCondition(&pool.Status.Conditions, ready)
+	// Every ledger change wakes this; a hold that ends, or a retained
+	// prefix that leaves its window, changes the usage without one.
+	var res ctrl.Result
+	if snap != nil && !snap.Until.IsZero() {
+		res.RequeueAfter = max(snap.Until.Sub(r.Now()), 0) + 100*time.Millisecond
+	}
 	if equality.Semantic.DeepEqual(before.Status, pool.Status) {
-		return ctrl.Result{}, nil // every ledger change wakes this; most change nothing here
+		return res, nil
 	}
 	r.wrote(pool.Name)
-	return ctrl.Result{}, client.IgnoreNotFound(r.Status().Patch(ctx, &pool, client.MergeFrom(before)))
+	return res, client.IgnoreNotFound(r.Status().Patch(ctx, &pool, client.MergeFrom(before)))
 }
 
 // drain keeps a deleted pool until nothing is allocated from it: its
@@ -388,7 +394,8 @@ func (r *IPPoolReconciler) usage(ctx context.Context, pool *ipamv1alpha1.IPPool)
 		return nil, err
 	}
 	if r.Manager != nil {
-		if s, ok := r.Manager.Snapshot(pool.Name); ok && s.UID == string(pool.UID) && s.Generation == pool.Generation && s.Current(ledgers.Items) {
+		if s, ok := r.Manager.Snapshot(pool.Name); ok && s.UID == string(pool.UID) && s.Generation == pool.Generation && s.Current(ledgers.Items) &&
+			!s.Stale(r.Now()) {
 			return s, nil
 		}
 	}

@@ -166,7 +166,7 @@ func (m *Manager) commit(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) 
 				st.alloc = nil // drained: the next commit finds the root sealed
 				return
 			}
-			st.snapshot()
+			st.snapshot(m.now())
 			metrics.LedgerBytes.WithLabelValues(pool.Name).Set(float64(st.snap.Load().LedgerBytes))
 			return
 		}
@@ -865,7 +865,7 @@ func (m *Manager) restore(ctx context.Context, st *poolState, pool *ipamv1alpha1
 		return err
 	}
 	st.alloc, st.ledger, st.generation, st.uid = a, l, pool.Generation, string(pool.UID)
-	st.snapshot()
+	st.snapshot(m.now())
 	return nil
 }
 

@@ -42,6 +42,10 @@ type Snapshot struct {
 	Claims, ChildPools int32
 	// LedgerBytes is the entry text of the fullest live ledger.
 	LedgerBytes int
+	// Until is when the usage counted here changes with no write: the
+	// first hold it counts to end, or the first prefix retained for its
+	// last holder to leave its window. Zero when nothing will.
+	Until time.Time
 	// Versions maps the name of every ledger the snapshot reflects (the
 	// root and its listed shards) to its resourceVersion; a listed shard
 	// not created yet maps to "".
@@ -94,6 +98,15 @@ func SnapshotOf(pool *ipamv1alpha1.IPPool, ledger *Ledger, now func() time.Time)
 		return nil, err
 	}
 	s := &Snapshot{UID: string(pool.UID), Generation: pool.Generation, Usage: a.Usage()}
+	t := now()
+	for _, until := range ledger.Holds {
+		s.until(until, t)
+	}
+	for p, r := range ledger.Released {
+		if _, kept := ledger.Kept(p, t); kept {
+			s.until(r.Until, t)
+		}
+	}
 	for _, e := range ledger.Allocations {
 		if isClaim(e) {
 			s.Claims++
@@ -146,8 +159,19 @@ func Utilization(allocated, usable *big.Int) string {
 	return v + "%"
 }
 
-// snapshot records the state the committer just wrote or read.
-func (st *poolState) snapshot() {
+// until moves s.Until to t if t is after now and before it.
+func (s *Snapshot) until(t, now time.Time) {
+	if t.After(now) && (s.Until.IsZero() || t.Before(s.Until)) {
+		s.Until = t
+	}
+}
+
+// Stale reports whether the usage s counts may have changed by now
+// without a write: a hold ended, or a retained prefix left its window.
+func (s *Snapshot) Stale(now time.Time) bool { return !s.Until.IsZero() && !now.Before(s.Until) }
+
+// snapshot records the state the committer just wrote or read, at now.
+func (st *poolState) snapshot(now time.Time) {
 	l := st.ledger
 	s := &Snapshot{UID: st.uid, Generation: st.generation, Usage: st.alloc.Usage(), Versions: make(map[string]string, len(l.listed)+1)}
 	for _, d := range l.docs() {
@@ -158,6 +182,14 @@ func (st *poolState) snapshot() {
 		s.Versions[d.name] = v
 		if d.dead {
 			continue
+		}
+		for _, until := range d.holds {
+			s.until(until, now)
+		}
+		for p, r := range d.released {
+			if _, held := d.allocs[p]; !held {
+				s.until(r.Until, now)
+			}
 		}
 		s.Claims += int32(d.claims)
 		s.ChildPools += int32(len(d.allocs) - d.claims)
