@@ -401,7 +401,7 @@ func (r *IPPoolReconciler) usage(ctx context.Context, pool *ipamv1alpha1.IPPool)
 	}
 	var root *ipamv1alpha1.IPLedger
 	for i := range ledgers.Items {
-		if ledgers.Items[i].Name == pool.Name {
+		if ipam.Belongs(&ledgers.Items[i], pool) {
 			root = &ledgers.Items[i]
 		}
 	}

@@ -233,3 +233,17 @@ func TestCheckPrefixKeptForItsLastHolderIsTaken(t *testing.T) {
 		t.Fatalf("no overlap with the kept prefix among %v", f.check())
 	}
 }
+
+func TestAnEarlierPoolsLedgerIsNotRead(t *testing.T) {
+	f := newFixture(t)
+	if _, ok := f.load().Ledgers["tenant"]; !ok {
+		t.Fatal("tenant's own ledger is not read")
+	}
+	// tenant deleted and created again while the old root lingers: kipam
+	// never reads it as the new pool's (restore refuses it), nor does the
+	// recount.
+	f.editLedger("tenant", func(s *ipamv1alpha1.IPLedgerSpec) { s.PoolUID = "uid-of-an-earlier-tenant" })
+	if l, ok := f.load().Ledgers["tenant"]; ok {
+		t.Fatalf("an earlier pool's ledger read as tenant's: %v", l.Prefixes())
+	}
+}

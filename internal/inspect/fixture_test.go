@@ -171,9 +171,15 @@ func (f *fixture) ledger(pool, allocations string) {
 	for i := range args {
 		args[i] = committed.Unix()
 	}
+	// A root records its pool's uid, as kipam's do (an address space has
+	// none).
+	var owner ipamv1alpha1.IPPool
+	if err := k8sClient.Get(f.ctx, client.ObjectKey{Name: pool}, &owner); client.IgnoreNotFound(err) != nil {
+		f.t.Fatal(err)
+	}
 	f.create(&ipamv1alpha1.IPLedger{
 		ObjectMeta: metav1.ObjectMeta{Name: pool, Labels: map[string]string{ipamv1alpha1.LabelPool: pool}},
-		Spec:       ipamv1alpha1.IPLedgerSpec{Pool: pool, Allocations: fmt.Sprintf(allocations, args...)},
+		Spec:       ipamv1alpha1.IPLedgerSpec{Pool: pool, PoolUID: string(owner.UID), Allocations: fmt.Sprintf(allocations, args...)},
 	})
 }
 

@@ -112,6 +112,9 @@ func Load(ctx context.Context, r client.Reader) (*Cluster, error) {
 		}
 	}
 	for name, root := range roots {
+		if pool, ok := c.Pools[name]; ok && !ipam.Belongs(root, pool) {
+			continue // an earlier pool's, lingering: kipam reads nothing from it either
+		}
 		ledger, err := ipam.Assemble(root, shards[name])
 		if err != nil {
 			c.LedgerErrors[name] = err

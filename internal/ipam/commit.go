@@ -834,7 +834,7 @@ func (m *Manager) restore(ctx context.Context, st *poolState, pool *ipamv1alpha1
 		return fmt.Errorf("pool %s is not ready: the IPLedger %s is a shard of pool %s, not this pool's ledger: rename the pool",
 			pool.Name, root.Name, root.Spec.Pool)
 	}
-	if uid := PoolUID(root); pool.UID != "" && uid != pool.UID {
+	if uid := PoolUID(root); !Belongs(root, pool) {
 		// A pool deleted and created again under the same name: its
 		// ledgers belong to the old pool (uid) until the garbage collector
 		// deletes them, and are never read as live nor written.

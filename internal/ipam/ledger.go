@@ -207,6 +207,12 @@ func comparePrefix(a, b netip.Prefix) int {
 	return cmp.Or(a.Addr().Compare(b.Addr()), cmp.Compare(a.Bits(), b.Bits()))
 }
 
+// Belongs reports whether root is the root ledger of pool, and not of an
+// earlier pool of the same name whose ledgers linger: what restore reads.
+func Belongs(root *ipamv1alpha1.IPLedger, pool *ipamv1alpha1.IPPool) bool {
+	return root.Name == pool.Name && (pool.UID == "" || PoolUID(root) == pool.UID)
+}
+
 // Assemble reads a pool's ledger from its root and the shard ledgers found
 // for it: only the shards the root lists, unsealed and opened by that root,
 // count. shards may hold anything labelled with the pool.
