@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -239,4 +240,34 @@ func TestKeptPrefixRefusesASpecificRequestAndAStaleRelease(t *testing.T) {
 	if q := sp.mustClaim(m, "web-0"); q != p {
 		t.Fatalf("web-0 got %s after a stale release, want %s", q, p)
 	}
+}
+
+// BenchmarkReleasedLines measures what a retained prefix's record costs: its
+// line in the ledger's text (etcd) and its parsed form in the owner's heap.
+//
+//	go test ./internal/ipam -run '^$' -bench ReleasedLines -benchtime 3x
+func BenchmarkReleasedLines(b *testing.B) {
+	const n = 10000
+	var text strings.Builder
+	for i := range n {
+		fmt.Fprintf(&text, "10.%d.%d.%d/32 default web-%d 3a97b304-9614-4a4c-b400-8563af1b%04d 1800000000 1800000100 1800003700\n",
+			i>>16&255, i>>8&255, i&255, i, i)
+	}
+	obj := &ipamv1alpha1.IPLedger{Spec: ipamv1alpha1.IPLedgerSpec{Released: text.String()}}
+	var heap uint64
+	for b.Loop() {
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		r, err := parseReleased(obj)
+		if err != nil || len(r) != n {
+			b.Fatal(len(r), err)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		heap = (after.HeapAlloc - before.HeapAlloc) / n
+		runtime.KeepAlive(r)
+	}
+	b.ReportMetric(float64(len(obj.Spec.Released))/n, "text-B/line")
+	b.ReportMetric(float64(heap), "heap-B/line")
 }

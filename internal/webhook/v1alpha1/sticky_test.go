@@ -122,4 +122,3 @@ var _ = Describe("Sticky addresses", func() {
 		Expect(ledgerHolders(p.Name)).To(HaveKeyWithValue(kept, ipam.ClaimHolder(ns)))
 	})
 })
-
