@@ -25,6 +25,7 @@ import (
 	. "github.com/onsi/gomega"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
 	"github.com/kipam/kipam/internal/ipam"
@@ -121,4 +122,24 @@ var _ = Describe("Sticky addresses", func() {
 		expectBound(again)
 		Expect(ledgerHolders(p.Name)).To(HaveKeyWithValue(kept, ipam.ClaimHolder(ns)))
 	})
+
+	It("keeps the record through a failover: a replica that never served the pool restores it from the ledgers alone", func() {
+		p := createPool("10.199.0.0/28", func(s *ipamv1alpha1.IPPoolSpec) { s.RetainReleased = &metav1.Duration{Duration: time.Hour} })
+		ns := waitNamespace()
+		c := newClaim(ns, p.Name, func(c *ipamv1alpha1.IPClaim) { c.Name = "stateful-0" })
+		Expect(k8sClient.Create(ctx, c)).To(Succeed())
+		kept := netip.MustParsePrefix(c.Spec.CIDR)
+		deleteAndWait(c)
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(p), p)).To(Succeed())
+
+		// A new owner: nothing in memory, only what etcd holds.
+		next := ipam.NewManager(ipam.ClientStore{Reader: k8sClient, Writer: k8sClient}, nil)
+		other, err := next.Allocate(ctx, ipam.Request{Pool: p, Bits: 32, Holder: ipam.ClaimHolder(ns), Sticky: &ipam.Identity{Namespace: ns, Name: "other"}})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(other).NotTo(Equal(kept), "another identity got the kept prefix from the new owner")
+		back, err := next.Allocate(ctx, ipam.Request{Pool: p, Bits: 32, Holder: ipam.ClaimHolder(ns), Sticky: &ipam.Identity{Namespace: ns, Name: "stateful-0"}})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(back).To(Equal(kept))
+	})
 })
+
