@@ -142,4 +142,3 @@ var _ = Describe("Sticky addresses", func() {
 		Expect(back).To(Equal(kept))
 	})
 })
-
