@@ -76,9 +76,10 @@ type IPLedgerSpec struct {
 	Holds string `json:"holds,omitempty"`
 	// released records who held the prefixes released in the pool's
 	// retention window (spec.retainReleased), one
-	// "<cidr> <namespace> <identity> <claim uid> <bound at> <released at> <until>"
-	// per line, times in unix seconds. While no entry holds a prefix, the
-	// latest of its lines keeps it for that identity until then.
+	// "<cidr> <namespace> <identity> <claim uid> <bound at> <released at> <until> <kept|held>"
+	// per line, times in unix seconds. A "kept" line keeps its prefix for
+	// that identity until then; once a claim takes the prefix the line
+	// says "held" and only records who held it before.
 	// +optional
 	Released string `json:"released,omitempty"`
 }

@@ -214,7 +214,7 @@ func TestCheckBadLedger(t *testing.T) {
 
 func TestCheckPrefixKeptForItsLastHolderIsTaken(t *testing.T) {
 	f := newFixture(t)
-	kept := fmt.Sprintf("10.0.0.40/32 default db-0 uid-db %d %d %d\n", committed.Unix(), committed.Unix(), testNow.Add(time.Hour).Unix())
+	kept := fmt.Sprintf("10.0.0.40/32 default db-0 uid-db %d %d %d kept\n", committed.Unix(), committed.Unix(), testNow.Add(time.Hour).Unix())
 	f.editLedger("tenant", func(s *ipamv1alpha1.IPLedgerSpec) { s.Released = kept })
 	for _, p := range f.check() {
 		if strings.HasPrefix(p, "Overlap") {

@@ -168,6 +168,11 @@ func (m *Manager) commit(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) 
 			}
 			st.snapshot(m.now())
 			metrics.LedgerBytes.WithLabelValues(pool.Name).Set(float64(st.snap.Load().LedgerBytes))
+			if st.rebuild {
+				// The allocator disagreed with the ledger (apply): the next
+				// commit rebuilds it from the ledgers.
+				st.alloc, st.rebuild = nil, false
+			}
 			return
 		}
 		// Lost a race (or a write failed): the allocator may hold changes
@@ -251,27 +256,44 @@ func (m *Manager) apply(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) {
 				continue
 			}
 		}
-		p, kept := l.keptFor(o.alloc, now)
-		if !kept {
+		// taken are the kept prefixes the answer takes or covers: given
+		// back to their identity, or evicted. Their lines change only once
+		// the answer is recorded; until then the allocator can be put back
+		// as it was.
+		var taken []keptPrefix
+		p, back := l.keptFor(st.alloc, o.alloc, now)
+		if back.d != nil {
+			taken = append(taken, back)
+		} else {
 			var err error
 			if p, err = allocateOne(st.alloc, o.alloc); err != nil {
-				if p, err = l.evict(st.alloc, o.alloc, now, err); err != nil {
+				if p, taken, err = l.evict(st.alloc, o.alloc, now, err); err != nil {
 					o.err = err
 					continue
 				}
 			}
 		}
-		// undo gives p back to the allocator, or to the identity it is
-		// kept for.
 		undo := func() {
-			if !kept {
+			if back.d == nil {
 				_ = st.alloc.Release(p)
+			}
+			for _, k := range taken {
+				if k.p != p || back.d == nil {
+					_ = st.alloc.Allocate(k.p) // kept again
+				}
 			}
 		}
 		e := Entry{Holder: o.alloc.Holder, At: now, ID: o.alloc.ID}
 		err := l.checkLimit(pool, p, e)
-		if d := l.docOf(p); err == nil && d != nil && int64(d.size+entryLen(p, e)) > m.maxLedgerBytes.Load() {
+		d := l.docOf(p)
+		if err == nil && d != nil && int64(d.size+entryLen(p, e)) > m.maxLedgerBytes.Load() {
 			err = l.fullErr(pool, d, p, m.maxLedgerBytes.Load())
+		}
+		if _, dup := d.entry(p); err == nil && dup {
+			// The allocator and the ledger disagree: never record over an
+			// entry. A rebuild from the ledgers settles it.
+			err = fmt.Errorf("%w: %s is already recorded in ledger %s", ErrBusy, p, d.name)
+			st.rebuild = true
 		}
 		if err != nil {
 			undo()
@@ -283,34 +305,47 @@ func (m *Manager) apply(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) {
 			undo()
 			continue
 		}
+		l.retire(taken, p)
 		l.record(pool, p, e, o)
 	}
 }
 
 // keptFor returns the prefix kept for req's identity (Request.Sticky), if
-// one of the length req asks for is, and the latest released of them.
-func (l *ledgerState) keptFor(req *Request, now time.Time) (netip.Prefix, bool) {
+// one of the length req asks for is, and the latest released of them. A
+// line keeps its prefix only while the allocator holds it for the line: a
+// reservation added since, for one, leaves it free of the line.
+func (l *ledgerState) keptFor(a *allocator.Allocator, req *Request, now time.Time) (netip.Prefix, keptPrefix) {
+	var best keptPrefix
 	if req.Sticky == nil {
-		return netip.Prefix{}, false
+		return netip.Prefix{}, best
 	}
-	var best netip.Prefix
-	var at time.Time
-	for _, d := range l.docs() {
-		if d.dead {
+	for _, k := range l.kept(now) {
+		if k.r.Namespace != req.Sticky.Namespace || k.r.Identity != req.Sticky.Name || k.p.Bits() != req.Bits ||
+			req.CIDR.IsValid() && req.CIDR != k.p || !a.IsAllocated(k.p) {
 			continue
 		}
-		for p, r := range d.released {
-			if r.Namespace != req.Sticky.Namespace || r.Identity != req.Sticky.Name || !r.Until.After(now) || p.Bits() != req.Bits ||
-				req.CIDR.IsValid() && req.CIDR != p {
-				continue
-			}
-			if _, held := d.allocs[p]; held || !r.Released.After(at) && best.IsValid() {
-				continue
-			}
-			best, at = p, r.Released
+		if best.d == nil || k.r.Released.After(best.r.Released) {
+			best = k
 		}
 	}
-	return best, best.IsValid()
+	return best.p, best
+}
+
+// retire changes the lines of the kept prefixes an answer p took: a
+// prefix taken whole keeps its line as who held it before, no longer
+// keeping it; one p covers loses its line.
+func (l *ledgerState) retire(taken []keptPrefix, p netip.Prefix) {
+	for _, k := range taken {
+		r := k.d.released[k.p]
+		if k.p == p {
+			r.Kept = false
+			k.d.released[k.p] = r
+		} else {
+			delete(k.d.released, k.p)
+			k.d.size -= releasedLen(k.p, r)
+		}
+		k.d.dirty = true
+	}
 }
 
 // kept lists the prefixes kept for their identities, oldest release
@@ -322,7 +357,7 @@ func (l *ledgerState) kept(now time.Time) []keptPrefix {
 			continue
 		}
 		for p, r := range d.released {
-			if _, held := d.allocs[p]; !held && r.Until.After(now) {
+			if d.keeps(p, r, now) {
 				out = append(out, keptPrefix{p, r, d})
 			}
 		}
@@ -341,29 +376,31 @@ type keptPrefix struct {
 
 // evict makes room for req, which the allocator refused with err, from the
 // prefixes kept for other identities: oldest release first, only those
-// past the reuse grace, as few as it takes. A kept prefix the answer covers
-// loses its keep; the others stay kept. It returns err, explained, when
-// that does not make room either.
-func (l *ledgerState) evict(a *allocator.Allocator, req *Request, now time.Time, err error) (netip.Prefix, error) {
+// past the reuse grace, as few as it takes. It returns the answer and the
+// kept prefixes the answer takes or covers, whose lines the caller retires
+// once the answer is recorded (or puts back in the allocator if it is not);
+// the others are kept as before. It returns err, explained, when that does
+// not make room either.
+func (l *ledgerState) evict(a *allocator.Allocator, req *Request, now time.Time, err error) (netip.Prefix, []keptPrefix, error) {
 	kept := l.kept(now)
 	if len(kept) == 0 {
-		return netip.Prefix{}, err
+		return netip.Prefix{}, nil, err
 	}
 	if req.CIDR.IsValid() {
 		for _, k := range kept {
 			if k.p.Overlaps(req.CIDR) {
-				return netip.Prefix{}, &RetainedError{Prefix: k.p, Release: k.r, Err: err}
+				return netip.Prefix{}, nil, &RetainedError{Prefix: k.p, Release: k.r, Err: err}
 			}
 		}
-		return netip.Prefix{}, err
+		return netip.Prefix{}, nil, err
 	}
 	if !errors.Is(err, allocator.ErrExhausted) {
-		return netip.Prefix{}, err
+		return netip.Prefix{}, nil, err
 	}
 	grace := Grace(req.Pool)
 	var freed []keptPrefix
 	for _, k := range kept {
-		if k.r.Released.Add(grace).After(now) {
+		if k.r.Released.Add(grace).After(now) || !a.IsAllocated(k.p) {
 			continue
 		}
 		if a.Release(k.p) != nil {
@@ -374,19 +411,15 @@ func (l *ledgerState) evict(a *allocator.Allocator, req *Request, now time.Time,
 		if aerr != nil {
 			continue
 		}
+		var taken []keptPrefix
 		for _, f := range freed {
-			switch {
-			case f.p == p:
-				// Taken whole: its line stays, saying who held it before.
-			case f.p.Overlaps(p):
-				delete(f.d.released, f.p)
-				f.d.size -= releasedLen(f.p, f.r)
-				f.d.dirty = true
-			default:
+			if f.p.Overlaps(p) {
+				taken = append(taken, f)
+			} else {
 				_ = a.Allocate(f.p) // kept again
 			}
 		}
-		return p, nil
+		return p, taken, nil
 	}
 	for _, f := range freed {
 		_ = a.Allocate(f.p)
@@ -398,10 +431,10 @@ func (l *ledgerState) evict(a *allocator.Allocator, req *Request, now time.Time,
 		}
 	}
 	if next.IsZero() {
-		return netip.Prefix{}, fmt.Errorf("%w; the %d prefixes retained for the claims that released them (spec.retainReleased) would not make room either",
+		return netip.Prefix{}, nil, fmt.Errorf("%w; the %d prefixes retained for the claims that released them (spec.retainReleased) would not make room either",
 			err, len(kept))
 	}
-	return netip.Prefix{}, fmt.Errorf("%w; %d prefixes are retained for the claims that released them (spec.retainReleased), "+
+	return netip.Prefix{}, nil, fmt.Errorf("%w; %d prefixes are retained for the claims that released them (spec.retainReleased), "+
 		"the next of them free for others at %s, after the reuse grace", err, len(kept), next.UTC().Format(time.RFC3339))
 }
 
@@ -430,8 +463,9 @@ func Grace(pool *ipamv1alpha1.IPPool) time.Duration {
 }
 
 // expireKept frees the kept prefixes whose window ended and forgets who
-// held them. Their lines go with the next write of their ledger (a restore
-// before that does not keep them either).
+// held them, and who held the prefixes taken since. Their lines go with the
+// next write of their ledger (a restore before that does not keep them
+// either).
 func (l *ledgerState) expireKept(a *allocator.Allocator, now time.Time) {
 	for _, d := range l.docs() {
 		if d.dead {
@@ -441,13 +475,28 @@ func (l *ledgerState) expireKept(a *allocator.Allocator, now time.Time) {
 			if r.Until.After(now) {
 				continue
 			}
-			if _, held := d.allocs[p]; !held && a.IsAllocated(p) {
+			if _, held := d.allocs[p]; r.Kept && !held && a.IsAllocated(p) {
 				_ = a.Release(p)
 			}
 			delete(d.released, p)
 			d.size -= releasedLen(p, r)
 		}
 	}
+}
+
+// keeps reports whether d's line r keeps p for r's identity at now.
+func (d *doc) keeps(p netip.Prefix, r Release, now time.Time) bool {
+	_, held := d.allocs[p]
+	return r.Kept && !held && r.Until.After(now)
+}
+
+// entry returns what d records for exactly p; a nil d records nothing.
+func (d *doc) entry(p netip.Prefix) (Entry, bool) {
+	if d == nil {
+		return Entry{}, false
+	}
+	e, ok := d.allocs[p]
+	return e, ok
 }
 
 // find returns the prefix the live docs record as the entry id of holder.
@@ -679,7 +728,7 @@ func (l *ledgerState) release(a *allocator.Allocator, o *op, now time.Time, limi
 		return nil
 	}
 	if k := o.retain; k != nil && k.For > 0 {
-		r := Release{Namespace: k.Namespace, Identity: k.Identity, UID: k.UID, Bound: e.At, Released: now, Until: now.Add(max(k.For, o.grace))}
+		r := Release{Namespace: k.Namespace, Identity: k.Identity, UID: k.UID, Bound: e.At, Released: now, Until: now.Add(max(k.For, o.grace)), Kept: true}
 		grow := releasedLen(p, r)
 		if old, ok := d.released[p]; ok {
 			grow -= releasedLen(p, old)
@@ -693,6 +742,12 @@ func (l *ledgerState) release(a *allocator.Allocator, o *op, now time.Time, limi
 			return nil
 		}
 		// No room to record it: released like any other, never failed.
+	}
+	if r, ok := d.released[p]; ok && r.Kept {
+		// Cannot be while an entry holds p (retire); never let a line
+		// keep what the allocator frees.
+		r.Kept = false
+		d.released[p] = r
 	}
 	if o.grace > 0 {
 		until := now.Add(o.grace)
@@ -988,10 +1043,18 @@ func PoolUID(l *ipamv1alpha1.IPLedger) types.UID {
 func (l *ledgerState) drain(o *op, pool *ipamv1alpha1.IPPool, now time.Time) error {
 	n, claims := 0, 0
 	var last time.Time
+	grace := Grace(pool)
 	for _, d := range l.docs() {
 		for _, until := range d.holds { // sealed shards' too
 			if until.After(last) {
 				last = until
+			}
+		}
+		for p, r := range d.released {
+			// A kept prefix was released without a hold: the pool's
+			// prefix still waits out its reuse grace.
+			if d.keeps(p, r, now) && r.Released.Add(grace).After(last) {
+				last = r.Released.Add(grace)
 			}
 		}
 		if !d.dead {

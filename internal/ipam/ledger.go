@@ -108,6 +108,10 @@ type Release struct {
 	// by the committing replica's clock: for people, and for "oldest
 	// first" among retained prefixes.
 	Bound, Released, Until time.Time
+	// Kept is whether the line keeps its prefix for Identity: from the
+	// release until a claim takes the prefix (then the line only says who
+	// held it before) or the window ends.
+	Kept bool
 }
 
 // Identity is a claim's identity for retained prefixes: its namespace and
@@ -186,7 +190,7 @@ type Ledger struct {
 // holds p and the window has not ended.
 func (l *Ledger) Kept(p netip.Prefix, now time.Time) (Release, bool) {
 	r, ok := l.Released[p]
-	if !ok || !r.Until.After(now) {
+	if !ok || !r.Kept || !r.Until.After(now) {
 		return Release{}, false
 	}
 	_, held := l.Allocations[p]
@@ -316,7 +320,7 @@ func parseDoc(obj *ipamv1alpha1.IPLedger) (map[netip.Prefix]Entry, map[netip.Pre
 
 // parseReleased reads one ledger object's spec.released.
 func parseReleased(obj *ipamv1alpha1.IPLedger) (map[netip.Prefix]Release, error) {
-	return parseLines(obj.Spec.Released, 7, 7, func(line string, err error) error {
+	return parseLines(obj.Spec.Released, 8, 8, func(line string, err error) error {
 		if err != nil {
 			return fmt.Errorf("ledger %s holds a bad released line %q: %w", obj.Name, line, err)
 		}
@@ -329,7 +333,11 @@ func parseReleased(obj *ipamv1alpha1.IPLedger) (map[netip.Prefix]Release, error)
 				return Release{}, err
 			}
 		}
-		return Release{Namespace: f[1], Identity: f[2], UID: f[3], Bound: time.Unix(t[0], 0), Released: time.Unix(t[1], 0), Until: time.Unix(t[2], 0)}, nil
+		if f[7] != lineKept && f[7] != lineTaken {
+			return Release{}, fmt.Errorf("the last field is %q, not %s or %s", f[7], lineKept, lineTaken)
+		}
+		return Release{Namespace: f[1], Identity: f[2], UID: f[3], Bound: time.Unix(t[0], 0), Released: time.Unix(t[1], 0), Until: time.Unix(t[2], 0),
+			Kept: f[7] == lineKept}, nil
 	})
 }
 
@@ -339,14 +347,29 @@ func formatReleased(m map[netip.Prefix]Release) string {
 	})
 }
 
-// releasedLine is r's line after its prefix. Until is rounded up, like a
-// hold's end.
+// The last field of a released line: whether it keeps its prefix.
+const (
+	lineKept  = "kept"
+	lineTaken = "held" // by an entry since: the line says who held it before
+)
+
+// releasedLine is r's line after its prefix. The release and the end of
+// the window are rounded up to the second, like a hold's end, so that a
+// grace measured from them after a restore never ends early.
 func releasedLine(r Release) string {
-	until := r.Until.Unix()
-	if r.Until.Nanosecond() > 0 {
-		until++
+	state := lineTaken
+	if r.Kept {
+		state = lineKept
 	}
-	return fmt.Sprintf("%s %s %s %d %d %d", r.Namespace, r.Identity, cmp.Or(r.UID, "-"), r.Bound.Unix(), r.Released.Unix(), until)
+	return fmt.Sprintf("%s %s %s %d %d %d %s", r.Namespace, r.Identity, cmp.Or(r.UID, "-"), r.Bound.Unix(), ceilUnix(r.Released), ceilUnix(r.Until), state)
+}
+
+// ceilUnix is t in unix seconds, rounded up.
+func ceilUnix(t time.Time) int64 {
+	if t.Nanosecond() > 0 {
+		return t.Unix() + 1
+	}
+	return t.Unix()
 }
 
 func parseShards(s string) (map[netip.Prefix]int64, error) {

@@ -274,6 +274,9 @@ type poolState struct {
 	// placed is the uid of the pool whose prefix restore last found
 	// recorded in its parent (stillServed).
 	placed types.UID
+	// rebuild asks for the allocator to be rebuilt from the ledgers after
+	// this batch: it handed out something the ledger records.
+	rebuild bool
 
 	// snap is the usage as of the last commit, for any reader.
 	snap atomic.Pointer[Snapshot]

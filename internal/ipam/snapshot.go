@@ -187,7 +187,7 @@ func (st *poolState) snapshot(now time.Time) {
 			s.until(until, now)
 		}
 		for p, r := range d.released {
-			if _, held := d.allocs[p]; !held {
+			if d.keeps(p, r, now) {
 				s.until(r.Until, now)
 			}
 		}

@@ -250,7 +250,7 @@ func BenchmarkReleasedLines(b *testing.B) {
 	const n = 10000
 	var text strings.Builder
 	for i := range n {
-		fmt.Fprintf(&text, "10.%d.%d.%d/32 default web-%d 3a97b304-9614-4a4c-b400-8563af1b%04d 1800000000 1800000100 1800003700\n",
+		fmt.Fprintf(&text, "10.%d.%d.%d/32 default web-%d 3a97b304-9614-4a4c-b400-8563af1b%04d 1800000000 1800000100 1800003700 kept\n",
 			i>>16&255, i>>8&255, i&255, i, i)
 	}
 	obj := &ipamv1alpha1.IPLedger{Spec: ipamv1alpha1.IPLedgerSpec{Released: text.String()}}
