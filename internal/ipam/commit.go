@@ -465,17 +465,28 @@ func Grace(pool *ipamv1alpha1.IPPool) time.Duration {
 // expireKept frees the kept prefixes whose window ended and forgets who
 // held them, and who held the prefixes taken since. Their lines go with the
 // next write of their ledger (a restore before that does not keep them
-// either).
+// either). A line that keeps what the allocator does not hold stops
+// keeping it.
 func (l *ledgerState) expireKept(a *allocator.Allocator, now time.Time) {
 	for _, d := range l.docs() {
 		if d.dead {
 			continue
 		}
 		for p, r := range d.released {
+			_, held := d.allocs[p]
 			if r.Until.After(now) {
+				if r.Kept && !held && !a.IsAllocated(p) {
+					// The allocator does not hold it for the line: a
+					// reservation added over it won when the pool was
+					// rebuilt. The line stops keeping it, in this batch's
+					// write, so that no replica and no reader counts it.
+					r.Kept = false
+					d.released[p] = r
+					d.dirty = true
+				}
 				continue
 			}
-			if _, held := d.allocs[p]; r.Kept && !held && a.IsAllocated(p) {
+			if r.Kept && !held && a.IsAllocated(p) {
 				_ = a.Release(p)
 			}
 			delete(d.released, p)

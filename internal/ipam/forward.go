@@ -54,6 +54,10 @@ type wireOp struct {
 	GraceMS int64                `json:"graceMS,omitempty"`
 	Expect  *wireEntry           `json:"expect,omitempty"`
 	Drain   bool                 `json:"drain,omitempty"`
+	// Sticky is a request's identity (Request.Sticky); Retain, what a
+	// release keeps for its claim's identity.
+	Sticky *Identity `json:"sticky,omitempty"`
+	Retain *Retain   `json:"retain,omitempty"`
 }
 
 type wireEntry struct {
@@ -78,6 +82,15 @@ type wireErr struct {
 	Allocations int    `json:"allocations,omitempty"`
 	Claims      int    `json:"claims,omitempty"`
 	Pools       int    `json:"pools,omitempty"`
+	// Retained is the line that keeps the prefix a request was refused.
+	Retained *wireRetained `json:"retained,omitempty"`
+}
+
+type wireRetained struct {
+	Prefix    string    `json:"prefix"`
+	Namespace string    `json:"namespace"`
+	Identity  string    `json:"identity"`
+	Until     time.Time `json:"until"`
 }
 
 // reasons are the errors that cross the wire by name.
@@ -93,6 +106,11 @@ func encodeErr(err error) *wireErr {
 		return nil
 	}
 	w := &wireErr{Message: err.Error()}
+	var kept *RetainedError
+	if errors.As(err, &kept) {
+		w.Retained = &wireRetained{Prefix: kept.Prefix.String(), Namespace: kept.Release.Namespace, Identity: kept.Release.Identity, Until: kept.Release.Until}
+		err = kept.Err
+	}
 	var ex *allocator.ExhaustedError
 	if errors.As(err, &ex) {
 		w.Reason, w.Bits, w.LargestFree = "Exhausted", ex.Bits, ex.LargestFree
@@ -129,8 +147,16 @@ func decodeErr(w *wireErr) error {
 	if w == nil {
 		return nil
 	}
+	if k := w.Retained; k != nil {
+		inner := *w
+		inner.Retained = nil
+		p, _ := netip.ParsePrefix(k.Prefix)
+		return &RetainedError{Prefix: p, Release: Release{Namespace: k.Namespace, Identity: k.Identity, Until: k.Until, Kept: true}, Err: decodeErr(&inner)}
+	}
 	if w.Reason == "Exhausted" {
-		return &allocator.ExhaustedError{Bits: w.Bits, LargestFree: w.LargestFree}
+		// The message may say more than the figures (the prefixes a pool
+		// retains): keep it, and the error errors.As looks for.
+		return &remoteErr{msg: w.Message, reason: &allocator.ExhaustedError{Bits: w.Bits, LargestFree: w.LargestFree}}
 	}
 	if w.Reason == "NotEmpty" {
 		return &NotEmptyError{Allocations: w.Allocations, Claims: w.Claims, Pools: w.Pools}
@@ -255,6 +281,7 @@ func (m *Manager) remote(ctx context.Context, r *Router, pool *ipamv1alpha1.IPPo
 	switch {
 	case o.alloc != nil:
 		w.Bits, w.Holder, w.ID, w.Adopt, w.DryRun, w.Fresh = o.alloc.Bits, o.alloc.Holder, o.alloc.ID, o.alloc.Adopt, o.alloc.DryRun, o.alloc.Fresh
+		w.Sticky = o.alloc.Sticky
 		if o.alloc.CIDR.IsValid() {
 			w.CIDR = o.alloc.CIDR.String()
 		}
@@ -263,6 +290,7 @@ func (m *Manager) remote(ctx context.Context, r *Router, pool *ipamv1alpha1.IPPo
 	default:
 		w.Release, w.GraceMS = o.release.String(), o.grace.Milliseconds()
 		w.Expect = &wireEntry{Holder: o.expect.Holder, ID: o.expect.ID}
+		w.Retain = o.retain
 	}
 	res, err := r.forward(ctx, addr, w)
 	if err != nil {
@@ -295,8 +323,9 @@ func (m *Manager) serve(ctx context.Context, w *wireOp) *wireResult {
 			return &wireResult{Err: encodeErr(errors.New("a release must name the entry it frees"))}
 		}
 		o.expect = Entry{Holder: w.Expect.Holder, ID: w.Expect.ID}
+		o.retain = w.Retain
 	default:
-		req := &Request{Pool: w.Pool, Bits: w.Bits, Holder: w.Holder, ID: w.ID, Adopt: w.Adopt, DryRun: w.DryRun, Fresh: w.Fresh}
+		req := &Request{Pool: w.Pool, Bits: w.Bits, Holder: w.Holder, ID: w.ID, Adopt: w.Adopt, DryRun: w.DryRun, Fresh: w.Fresh, Sticky: w.Sticky}
 		if w.CIDR != "" {
 			p, err := netip.ParsePrefix(w.CIDR)
 			if err != nil {

@@ -224,7 +224,9 @@ func (a *IPClaimAllocator) allocate(ctx context.Context, claim *ipamv1alpha1.IPC
 		reason, full := ipam.Full(err)
 		switch {
 		case errors.As(err, &ex):
-			refuse(pool, r, "Exhausted", ipamv1alpha1.ReasonPoolExhausted, fmt.Sprintf("pool %s is exhausted: %s", pool.Name, ex.Error()), ex.Error())
+			// err, not ex: it may say what the pool retains for the claims
+			// that released it, and when that frees.
+			refuse(pool, r, "Exhausted", ipamv1alpha1.ReasonPoolExhausted, fmt.Sprintf("pool %s is exhausted: %s", pool.Name, err.Error()), err.Error())
 			continue
 		case full:
 			// Full in the way that matters to the claim: this pool
