@@ -77,6 +77,10 @@ lint-fix: golangci-lint ## Run golangci-lint and fix what it can.
 build: manifests generate fmt vet ## Build the manager binary.
 	go build -o bin/manager cmd/main.go
 
+.PHONY: plugin
+plugin: fmt vet ## Build the kubectl plugin (kubectl kipam) into bin/kubectl-kipam.
+	go build -o bin/kubectl-kipam ./cmd/kubectl-kipam
+
 .PHONY: run
 run: manifests generate fmt vet ## Run a controller from your host against the current kubeconfig.
 	go run ./cmd/main.go

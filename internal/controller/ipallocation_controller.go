@@ -114,7 +114,7 @@ func (r *IPAllocationReconciler) poolBound(ctx context.Context, a *ipamv1alpha1.
 		return err
 	}
 	before := a.DeepCopy()
-	if err == nil && pool.UID == a.Spec.ClaimRef.UID && pool.Spec.CIDR == a.Spec.CIDR {
+	if err == nil && ipam.PoolHolds(&pool, a) {
 		return r.bound(ctx, before, a, "held by IPPool "+pool.Name)
 	}
 	setCond(a, ipamv1alpha1.ConditionBound, metav1.ConditionFalse, ipamv1alpha1.ReasonHolderMissing, "no IPPool carries this prefix")
@@ -147,7 +147,7 @@ func (r *IPAllocationReconciler) held(ctx context.Context, a *ipamv1alpha1.IPAll
 	if err != nil {
 		return false, err
 	}
-	return (ref.UID == "" || ref.UID == claim.UID) && claim.Spec.CIDR == a.Spec.CIDR, nil
+	return ipam.ClaimHolds(&claim, a), nil
 }
 
 func (r *IPAllocationReconciler) patchStatus(ctx context.Context, before, a *ipamv1alpha1.IPAllocation) error {
@@ -210,7 +210,7 @@ func (r *IPAllocationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			if err != nil {
 				return nil
 			}
-			return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: ipam.AllocationName(poolOf(claim), p)}}}
+			return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: ipam.AllocationName(ipam.PoolOf(claim), p)}}}
 		})).
 		Named("ipallocation").
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.Workers, 1)}).

@@ -120,7 +120,7 @@ func (r *IPClaimReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	if err := r.ensureFinalizer(ctx, &claim); err != nil {
 		return ctrl.Result{}, err
 	}
-	if poolOf(&claim) == "" {
+	if ipam.PoolOf(&claim) == "" {
 		return ctrl.Result{}, r.adoptPool(ctx, &claim)
 	}
 	cond, allocName, err := r.ensureAllocation(ctx, &claim)
@@ -134,13 +134,6 @@ func (r *IPClaimReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		return ctrl.Result{RequeueAfter: exp.Sub(r.Now())}, nil
 	}
 	return ctrl.Result{}, nil
-}
-
-func poolOf(claim *ipamv1alpha1.IPClaim) string {
-	if p := claim.Annotations[ipam.PoolAnnotation]; p != "" {
-		return p
-	}
-	return claim.Spec.Pool
 }
 
 // expiresAt is when a claim's lifetime runs out, counted from its creation.
@@ -164,7 +157,7 @@ func (r *IPClaimReconciler) ensureFinalizer(ctx context.Context, claim *ipamv1al
 // ensureAllocation creates or binds the claim's IPAllocation and returns
 // the Ready condition it implies.
 func (r *IPClaimReconciler) ensureAllocation(ctx context.Context, claim *ipamv1alpha1.IPClaim) (metav1.Condition, string, error) {
-	pool := poolOf(claim)
+	pool := ipam.PoolOf(claim)
 	cidr, err := netip.ParsePrefix(claim.Spec.CIDR)
 	if err != nil {
 		return metav1.Condition{}, "", reconcile.TerminalError(err)
@@ -196,7 +189,7 @@ func (r *IPClaimReconciler) ensureAllocation(ctx context.Context, claim *ipamv1a
 	case err != nil:
 		return metav1.Condition{}, "", err
 	}
-	if boundTo(&a, claim) {
+	if ipam.BoundTo(&a, claim) {
 		// A claim that looks healthy is not checked against the stored
 		// ledger on every pass: only until it is Ready, when its allocation
 		// was restored without its uid, or after its ledger entry was lost.
@@ -216,7 +209,7 @@ func (r *IPClaimReconciler) ensureAllocation(ctx context.Context, claim *ipamv1a
 		return ready, name, nil
 	}
 	ref := a.Spec.ClaimRef
-	if e, ok, err := ipam.LookupEntry(ctx, r.Client, pool, cidr); err == nil && ok && ownEntry(e, claim) {
+	if e, ok, err := ipam.LookupEntry(ctx, r.Client, pool, cidr); err == nil && ok && ipam.OwnEntry(e, claim) {
 		// The ledger records the prefix as this claim's: the IPAllocation
 		// is its previous holder's, released a moment ago, whose finalizer
 		// deletes it next; that delete wakes this claim.
@@ -234,7 +227,7 @@ func (r *IPClaimReconciler) patchStatus(ctx context.Context, claim *ipamv1alpha1
 	if cond.Status != metav1.ConditionTrue {
 		claim.Status.CIDR, claim.Status.Pool, claim.Status.Allocation = "", "", ""
 	} else {
-		claim.Status.CIDR, claim.Status.Pool, claim.Status.Allocation = claim.Spec.CIDR, poolOf(claim), allocName
+		claim.Status.CIDR, claim.Status.Pool, claim.Status.Allocation = claim.Spec.CIDR, ipam.PoolOf(claim), allocName
 	}
 	if equalStatus(before, claim) {
 		return nil
@@ -421,7 +414,7 @@ func (r *IPClaimReconciler) finalize(ctx context.Context, claim *ipamv1alpha1.IP
 		return nil
 	}
 	if cidr, err := netip.ParsePrefix(claim.Spec.CIDR); err == nil {
-		poolName := poolOf(claim)
+		poolName := ipam.PoolOf(claim)
 		var pool ipamv1alpha1.IPPool
 		switch err := r.Get(ctx, client.ObjectKey{Name: poolName}, &pool); {
 		case err == nil:
@@ -455,7 +448,7 @@ func (r *IPClaimReconciler) finalize(ctx context.Context, claim *ipamv1alpha1.IP
 func (r *IPClaimReconciler) entryOf(ctx context.Context, claim *ipamv1alpha1.IPClaim, pool string, cidr netip.Prefix) string {
 	if claim.Annotations[ipam.EntryAnnotation] == "" {
 		var a ipamv1alpha1.IPAllocation
-		if err := r.Get(ctx, client.ObjectKey{Name: ipam.AllocationName(pool, cidr)}, &a); err == nil && boundTo(&a, claim) && a.Spec.Entry == "" {
+		if err := r.Get(ctx, client.ObjectKey{Name: ipam.AllocationName(pool, cidr)}, &a); err == nil && ipam.BoundTo(&a, claim) && a.Spec.Entry == "" {
 			return ""
 		}
 	}
@@ -476,7 +469,7 @@ func deleteAllocation(ctx context.Context, c client.Client, name string, claim *
 	if err := c.Get(ctx, client.ObjectKey{Name: name}, &a); err != nil {
 		return client.IgnoreNotFound(err)
 	}
-	if claim != nil && !boundTo(&a, claim) {
+	if claim != nil && !ipam.BoundTo(&a, claim) {
 		return nil
 	}
 	if controllerutil.ContainsFinalizer(&a, ipamv1alpha1.AllocationFinalizer) {

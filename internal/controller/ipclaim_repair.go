@@ -170,7 +170,7 @@ func (r *IPClaimReconciler) checkRecord(ctx context.Context, claim *ipamv1alpha1
 	// The cache first: the webhook committed the entry before the claim
 	// existed, so it nearly always shows it. A stale positive is caught by
 	// the watch on dropped entries; a negative is confirmed live.
-	if e, ok, err := ipam.LookupEntry(ctx, r.Client, poolName, cidr); err == nil && ok && ownEntry(e, claim) {
+	if e, ok, err := ipam.LookupEntry(ctx, r.Client, poolName, cidr); err == nil && ok && ipam.OwnEntry(e, claim) {
 		return metav1.Condition{}, true, nil
 	}
 	e, recorded, err := r.Manager.Recorded(ctx, &pool, cidr)
@@ -178,7 +178,7 @@ func (r *IPClaimReconciler) checkRecord(ctx context.Context, claim *ipamv1alpha1
 		return metav1.Condition{}, false, err
 	}
 	if recorded {
-		if ownEntry(e, claim) {
+		if ipam.OwnEntry(e, claim) {
 			return metav1.Condition{}, true, nil
 		}
 		who := "another claim in this namespace"
@@ -299,17 +299,4 @@ func (r *IPClaimReconciler) conflict(claim *ipamv1alpha1.IPClaim, related *ipamv
 
 func notReady(reason, msg string) metav1.Condition {
 	return metav1.Condition{Type: ipamv1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: reason, Message: msg}
-}
-
-// ownEntry reports whether a ledger entry is the one claim carries: its
-// namespace's, with its entry ID. An entry written before entries had IDs
-// is any claim's of its namespace.
-func ownEntry(e ipam.Entry, claim *ipamv1alpha1.IPClaim) bool {
-	return e.Is(ipam.ClaimHolder(claim.Namespace), ipam.ClaimEntryID(claim)) || e.Is(ipam.ClaimHolder(claim.Namespace), "")
-}
-
-// boundTo reports whether an IPAllocation records claim as its holder.
-func boundTo(a *ipamv1alpha1.IPAllocation, claim *ipamv1alpha1.IPClaim) bool {
-	ref := a.Spec.ClaimRef
-	return ref.Kind == "IPClaim" && ref.Namespace == claim.Namespace && ref.Name == claim.Name && (ref.UID == "" || ref.UID == claim.UID)
 }

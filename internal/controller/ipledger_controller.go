@@ -194,7 +194,7 @@ func (r *IPLedgerReconciler) sweepPool(ctx context.Context, ledger *ipamv1alpha1
 		if apierrors.IsNotFound(err) {
 			return false, nil
 		}
-		return err == nil && ipam.PoolEntryID(&pool) == e.ID, err
+		return err == nil && ipam.PoolCarries(&pool, e), err
 	}
 	if held, err := carried(r.Client); held || err != nil {
 		return 0, err // its deletion, or a sweep woken by it, releases it
@@ -252,7 +252,7 @@ func (r *IPLedgerReconciler) inside(ctx context.Context, parent string, p netip.
 		return 0, 0, err
 	}
 	for i := range list.Items {
-		if c := &list.Items[i]; poolOf(c) != parent && within(c.Spec.CIDR) {
+		if c := &list.Items[i]; ipam.PoolOf(c) != parent && within(c.Spec.CIDR) {
 			claims++
 		}
 	}
@@ -394,7 +394,7 @@ func (r *IPLedgerReconciler) held(ctx context.Context, pool string, p netip.Pref
 		inNamespace = claims.Items
 		live[ns] = inNamespace
 	}
-	return slices.ContainsFunc(inNamespace, func(c ipamv1alpha1.IPClaim) bool { return carries(pool, p, e, &c) }), nil
+	return slices.ContainsFunc(inNamespace, func(c ipamv1alpha1.IPClaim) bool { return ipam.Carries(pool, p, e, &c) }), nil
 }
 
 // carriedInCache reports whether a claim in the cache carries entry e of
@@ -408,22 +408,7 @@ func (r *IPLedgerReconciler) carriedInCache(ctx context.Context, pool string, p 
 	if err := r.List(ctx, &waiting, client.InNamespace(ns), client.MatchingFields{indexWaiting: "true"}); err != nil {
 		return false, err
 	}
-	return slices.ContainsFunc(append(claims.Items, waiting.Items...), func(c ipamv1alpha1.IPClaim) bool { return carries(pool, p, e, &c) }), nil
-}
-
-// carries reports whether claim c carries entry e, recorded for p in pool:
-// it is in the entry's namespace and holds p as its entry, or it waits and
-// the entry's ID is its uid (the claim controller commits a waiting
-// claim's prefix before it patches the claim, and nothing bounds the time
-// between).
-func carries(pool string, p netip.Prefix, e ipam.Entry, c *ipamv1alpha1.IPClaim) bool {
-	if ipam.ClaimHolder(c.Namespace) != e.Holder {
-		return false
-	}
-	if c.Spec.CIDR == "" {
-		return e.ID != "" && string(c.UID) == e.ID
-	}
-	return c.Spec.CIDR == p.String() && poolOf(c) == pool && ownEntry(e, c)
+	return slices.ContainsFunc(append(claims.Items, waiting.Items...), func(c ipamv1alpha1.IPClaim) bool { return ipam.Carries(pool, p, e, &c) }), nil
 }
 
 // ledgerOfClaim names the ledger that records a claim's cidr; for a
@@ -441,7 +426,7 @@ func (r *IPLedgerReconciler) ledgerOfClaim(ctx context.Context, o client.Object,
 		}
 		return r.ledgersOf(ctx, &ipamv1alpha1.IPPool{ObjectMeta: metav1.ObjectMeta{Name: claim.Spec.Pool}})
 	}
-	pool := poolOf(claim)
+	pool := ipam.PoolOf(claim)
 	return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: ipam.LedgerOf(ctx, r.Client, pool, cidr)}}}
 }
 

@@ -20,7 +20,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/big"
 	"net/netip"
 	"strings"
 	"sync"
@@ -138,24 +137,8 @@ func (r *IPPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	if invalid != nil {
 		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, ipamv1alpha1.ReasonInvalid, invalid.Error()
 	} else {
-		u := snap.Usage
-		s := &pool.Status
-		s.Capacity, s.Allocated, s.Available = u.Capacity.String(), u.Allocated.String(), u.Available.String()
-		s.Utilization = utilization(u.Allocated, new(big.Int).Sub(u.Capacity, u.Reserved))
-		s.LargestFreePrefix = nil
-		if u.LargestFree >= 0 {
-			lf := int32(u.LargestFree)
-			s.LargestFreePrefix = &lf
-		}
-		s.Claims, s.ChildPools, s.Pending = snap.Claims, snap.ChildPools, r.Unconfirmed.of(pool.Name)
-		bits := ipam.DefaultBits(&pool)
-		exhausted := metav1.Condition{Type: ipamv1alpha1.ConditionExhausted, Status: metav1.ConditionFalse, Reason: ipamv1alpha1.ReasonPoolReady,
-			Message: fmt.Sprintf("a /%d is still free", bits), ObservedGeneration: pool.Generation}
-		if u.LargestFree < 0 || u.LargestFree > bits {
-			exhausted.Status, exhausted.Reason, exhausted.Message = metav1.ConditionTrue, ipamv1alpha1.ReasonPoolExhausted,
-				fmt.Sprintf("no /%d left for claims of the default size", bits)
-		}
-		meta.SetStatusCondition(&pool.Status.Conditions, exhausted)
+		snap.SetStatus(&pool)
+		pool.Status.Pending = r.Unconfirmed.of(pool.Name)
 	}
 	meta.SetStatusCondition(&pool.Status.Conditions, ready)
 	if equality.Semantic.DeepEqual(before.Status, pool.Status) {
@@ -445,22 +428,6 @@ func (r *IPPoolReconciler) overlapped(ctx context.Context, o client.Object) []re
 		}
 	}
 	return out
-}
-
-// utilization formats allocated/usable as a percentage with up to two decimals.
-func utilization(allocated, usable *big.Int) string {
-	if usable.Sign() <= 0 {
-		return "0%" // everything reserved or excluded: nothing can be, or is, allocated
-	}
-	pct := new(big.Rat).SetFrac(new(big.Int).Mul(allocated, big.NewInt(100)), usable)
-	s := pct.FloatString(2)
-	if s == "0.00" && allocated.Sign() > 0 {
-		return "<0.01%" // an IPv6 pool with something in it is not empty
-	}
-	if strings.Contains(s, ".") {
-		s = strings.TrimRight(strings.TrimRight(s, "0"), ".")
-	}
-	return s + "%"
 }
 
 // SetupWithManager registers the reconciler; the pool's ledgers wake it.

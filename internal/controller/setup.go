@@ -133,7 +133,7 @@ func indexFields(ctx context.Context, idx client.FieldIndexer) error {
 	}
 	if err := idx.IndexField(ctx, &ipamv1alpha1.IPClaim{}, indexPoolCIDR, func(o client.Object) []string {
 		if c := o.(*ipamv1alpha1.IPClaim); c.Spec.CIDR != "" {
-			return []string{poolOf(c) + "/" + c.Spec.CIDR}
+			return []string{ipam.PoolOf(c) + "/" + c.Spec.CIDR}
 		}
 		return nil
 	}); err != nil {

@@ -17,8 +17,13 @@ limitations under the License.
 package ipam
 
 import (
+	"fmt"
+	"math/big"
 	"strings"
 	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
 	"github.com/kipam/kipam/internal/allocator"
@@ -97,6 +102,48 @@ func SnapshotOf(pool *ipamv1alpha1.IPPool, ledger *Ledger, now func() time.Time)
 		}
 	}
 	return s, nil
+}
+
+// SetStatus writes the usage s counts into pool's status, and the
+// Exhausted condition it implies: what the pool controller publishes, and
+// what a recount compares with it. status.pending, which only the ledger
+// sweep knows, is left as it is.
+func (s *Snapshot) SetStatus(pool *ipamv1alpha1.IPPool) {
+	u := s.Usage
+	st := &pool.Status
+	st.Capacity, st.Allocated, st.Available = u.Capacity.String(), u.Allocated.String(), u.Available.String()
+	st.Utilization = Utilization(u.Allocated, new(big.Int).Sub(u.Capacity, u.Reserved))
+	st.LargestFreePrefix = nil
+	if u.LargestFree >= 0 {
+		lf := int32(u.LargestFree)
+		st.LargestFreePrefix = &lf
+	}
+	st.Claims, st.ChildPools = s.Claims, s.ChildPools
+	bits := DefaultBits(pool)
+	exhausted := metav1.Condition{Type: ipamv1alpha1.ConditionExhausted, Status: metav1.ConditionFalse, Reason: ipamv1alpha1.ReasonPoolReady,
+		Message: fmt.Sprintf("a /%d is still free", bits), ObservedGeneration: pool.Generation}
+	if u.LargestFree < 0 || u.LargestFree > bits {
+		exhausted.Status, exhausted.Reason, exhausted.Message = metav1.ConditionTrue, ipamv1alpha1.ReasonPoolExhausted,
+			fmt.Sprintf("no /%d left for claims of the default size", bits)
+	}
+	meta.SetStatusCondition(&st.Conditions, exhausted)
+}
+
+// Utilization formats allocated/usable as a percentage with up to two
+// decimals: "37.5%", "<0.01%" for an IPv6 pool with something in it.
+func Utilization(allocated, usable *big.Int) string {
+	if usable.Sign() <= 0 {
+		return "0%" // everything reserved or excluded: nothing can be, or is, allocated
+	}
+	pct := new(big.Rat).SetFrac(new(big.Int).Mul(allocated, big.NewInt(100)), usable)
+	v := pct.FloatString(2)
+	if v == "0.00" && allocated.Sign() > 0 {
+		return "<0.01%" // an IPv6 pool with something in it is not empty
+	}
+	if strings.Contains(v, ".") {
+		v = strings.TrimRight(strings.TrimRight(v, "0"), ".")
+	}
+	return v + "%"
 }
 
 // snapshot records the state the committer just wrote or read.

@@ -18,9 +18,6 @@ package v1alpha1
 
 import (
 	"context"
-	"crypto/tls"
-	"fmt"
-	"net"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -31,20 +28,16 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
-	"k8s.io/utils/ptr"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
-	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
 	"github.com/kipam/kipam/internal/controller"
 	"github.com/kipam/kipam/internal/ipam"
 	"github.com/kipam/kipam/internal/testenv"
+	"github.com/kipam/kipam/internal/testenv/kipamtest"
 )
 
 var (
@@ -125,49 +118,12 @@ var _ = AfterSuite(func() {
 // its webhook listener closed, so that a new one can bind the same port.
 func startKipam() (stop func()) {
 	GinkgoHelper()
-	wh := &testEnv.WebhookInstallOptions
-	addr := net.JoinHostPort(wh.LocalServingHost, fmt.Sprint(wh.LocalServingPort))
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme: scheme,
-		Cache:  controller.CacheOptions(),
-		WebhookServer: webhook.NewServer(webhook.Options{
-			Host:    wh.LocalServingHost,
-			Port:    wh.LocalServingPort,
-			CertDir: wh.LocalServingCertDir,
-		}),
-		LeaderElection: false,
-		Metrics:        metricsserver.Options{BindAddress: "0"},
-		// A restarted kipam registers the same controllers in this process
-		// again; their names are unique per manager, as in production.
-		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
-	})
+	k, err := kipamtest.Start(ctx, testEnv, cfg, scheme, SetupWithManager,
+		controller.Options{OrphanGrace: orphanGrace, Now: suiteNow})
 	Expect(err).NotTo(HaveOccurred())
-	m := ipam.NewManager(ipam.ClientStore{Reader: mgr.GetAPIReader(), Writer: mgr.GetClient()}, nil)
-	Expect(SetupWithManager(mgr, m)).To(Succeed())
-	Expect(controller.SetupWithManager(ctx, mgr, m, controller.Options{OrphanGrace: orphanGrace, Now: suiteNow})).To(Succeed())
-
-	mgrCtx, mgrCancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(mgrCtx) }()
-
-	// Wait until the webhook server answers TLS.
-	Eventually(func() error {
-		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: time.Second}, "tcp", addr, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // a readiness probe of our own test server
-		if err != nil {
-			return err
-		}
-		return conn.Close()
-	}).Should(Succeed())
-	Expect(done).NotTo(Receive(), "kipam stopped as it started")
-	pools = m
+	pools = k.Manager
 	return func() {
 		GinkgoHelper()
-		mgrCancel()
-		// mgr.Start returns once the webhook server has shut down, which
-		// closes its listener first.
-		Eventually(done).WithTimeout(time.Minute).Should(Receive(Not(HaveOccurred())))
-		ln, err := net.Listen("tcp", addr)
-		Expect(err).NotTo(HaveOccurred(), "the stopped webhook server still holds %s", addr)
-		Expect(ln.Close()).To(Succeed())
+		Expect(k.Stop()).To(Succeed())
 	}
 }

@@ -14,7 +14,7 @@ See the License for the specific language governing permissions and
 limitations under the License.
 */
 
-package controller
+package ipam
 
 import (
 	"math/big"
@@ -32,12 +32,12 @@ func TestUtilization(t *testing.T) {
 		{128, 256, "50%"},
 		{256, 256, "100%"},
 	} {
-		if got := utilization(big.NewInt(tc.allocated), big.NewInt(tc.usable)); got != tc.want {
-			t.Errorf("utilization(%d, %d) = %s, want %s", tc.allocated, tc.usable, got, tc.want)
+		if got := Utilization(big.NewInt(tc.allocated), big.NewInt(tc.usable)); got != tc.want {
+			t.Errorf("Utilization(%d, %d) = %s, want %s", tc.allocated, tc.usable, got, tc.want)
 		}
 	}
 	huge := new(big.Int).Lsh(big.NewInt(1), 80)
-	if got := utilization(big.NewInt(1), huge); got != "<0.01%" {
+	if got := Utilization(big.NewInt(1), huge); got != "<0.01%" {
 		t.Errorf("one address of 2^80 = %s, want <0.01%%", got)
 	}
 }

@@ -1,0 +1,213 @@
+/*
+Copyright 2026 The kipam Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package inspect
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
+	"github.com/kipam/kipam/internal/ipam"
+)
+
+// expect fails unless got is exactly want, in order.
+func expect(t *testing.T, got []string, want ...string) {
+	t.Helper()
+	if !slices.Equal(got, want) {
+		t.Errorf("problems:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
+	}
+}
+
+func TestCheckFindsNothingInAConsistentCluster(t *testing.T) {
+	f := newFixture(t)
+	expect(t, f.check())
+}
+
+func TestCheckOverlappingClaims(t *testing.T) {
+	f := newFixture(t)
+	f.claim("rogue", "tenant", "10.0.0.8/29") // created around the webhook: no entry, no IPAllocation
+	expect(t, f.check(),
+		"MissingAllocation IPClaim default/rogue",
+		"Overlap IPClaim default/web",
+		"UnrecordedClaim IPClaim default/rogue")
+}
+
+func TestCheckOverlappingPools(t *testing.T) {
+	f := newFixture(t)
+	// A pool created around the webhook over tenant's claim and its child,
+	// whose own ledger records what tenant's does.
+	f.pool("other", "10.0.0.0/23", "", ipamv1alpha1.IPPoolStatus{})
+	f.ledger("other", "10.0.0.10/32 IPClaim/x %d e-x\n")
+	// A claim of lb's parent inside lb, recorded in the parent's ledger.
+	f.claim("inside", "tenant", "10.0.1.64/26")
+	f.editLedger("tenant", func(s *ipamv1alpha1.IPLedgerSpec) {
+		s.Allocations += fmt.Sprintf("10.0.1.64/26 IPClaim/default %d e-inside\n", committed.Unix())
+	})
+	expect(t, f.check(),
+		"MissingAllocation IPClaim default/inside", // no IPAllocation made for it
+		"MissingAllocation IPPool other",
+		"Overlap IPClaim default/inside", // with lb: not its pool's
+		"Overlap IPClaim default/inside", // with other
+		"Overlap IPClaim default/vip",    // with other
+		"Overlap IPClaim default/web",    // with other
+		"Overlap IPLedger other",         // other's entry inside tenant's entry in the space
+		"Overlap IPLedger tenant",        // tenant's entry for web and other's
+		"Overlap IPLedger tenant",        // inside's entry and lb's, in tenant's ledger
+		"Overlap IPPool lb",              // with other
+		"Overlap IPPool other",           // with tenant
+		// tenant's status is not compared: its ledger's overlap leaves
+		// nothing to recount (the controller says Invalid).
+		"StatusDrift IPPool other", // never counted
+		"UnheldEntry IPLedger other",
+		"UnrecordedPool IPPool other")
+}
+
+func TestCheckUnheldEntries(t *testing.T) {
+	f := newFixture(t)
+	young := testNow.Add(-testGrace / 2)
+	f.editLedger("tenant", func(s *ipamv1alpha1.IPLedgerSpec) {
+		s.Allocations += fmt.Sprintf("10.0.0.20/32 IPClaim/default %d never-stored\n10.0.0.21/32 IPClaim/default %d in-flight\n",
+			committed.Unix(), young.Unix())
+	})
+	f.editLedger(ipam.SpaceIPv4, func(s *ipamv1alpha1.IPLedgerSpec) {
+		s.Allocations += fmt.Sprintf("10.1.0.0/16 IPPool/gone %d e-gone\n", committed.Unix())
+	})
+	got := f.check()
+	expect(t, got,
+		"StatusDrift IPPool tenant", // two more claims than its status says
+		"UnheldEntry IPLedger ipv4.space.kipam.dev",
+		"UnheldEntry IPLedger tenant")
+	// A tenant's view: the claim entry concerns namespace default, the
+	// pool's entry and the status no namespace.
+	var concerns []string
+	for _, p := range f.load().Check(testNow, testGrace) {
+		concerns = append(concerns, fmt.Sprint(p.Namespaces))
+	}
+	expect(t, concerns, "[]", "[]", "[default]")
+}
+
+func TestCheckUnrecordedClaim(t *testing.T) {
+	f := newFixture(t)
+	// web's entry recorded under another ID: it is no longer web's, and
+	// nothing carries it.
+	f.editLedger("tenant", func(s *ipamv1alpha1.IPLedgerSpec) {
+		s.Allocations = strings.Replace(s.Allocations, "e-web", "e-someone-else", 1)
+	})
+	expect(t, f.check(),
+		"UnheldEntry IPLedger tenant",
+		"UnrecordedClaim IPClaim default/web")
+}
+
+func TestCheckUnrecordedPool(t *testing.T) {
+	f := newFixture(t)
+	f.editLedger(ipam.SpaceIPv4, func(s *ipamv1alpha1.IPLedgerSpec) { s.Allocations = "" })
+	expect(t, f.check(), "UnrecordedPool IPPool tenant")
+}
+
+func TestCheckMissingAllocations(t *testing.T) {
+	f := newFixture(t)
+	for _, name := range []string{"tenant.10-0-0-10-32", "tenant.10-0-1-0-24"} {
+		f.delete(&ipamv1alpha1.IPAllocation{ObjectMeta: metav1.ObjectMeta{Name: name}})
+	}
+	expect(t, f.check(),
+		"MissingAllocation IPClaim default/web",
+		"MissingAllocation IPPool lb")
+}
+
+func TestCheckYoungObjectsWithoutAllocationAreNotReported(t *testing.T) {
+	f := newFixture(t)
+	f.delete(&ipamv1alpha1.IPAllocation{ObjectMeta: metav1.ObjectMeta{Name: "tenant.10-0-0-10-32"}})
+	c := f.load()
+	if got := c.Check(realNow.Add(testGrace/2), testGrace); len(got) != 0 {
+		t.Errorf("a claim younger than the grace without its IPAllocation was reported: %v", got)
+	}
+}
+
+func TestCheckOrphanedAllocations(t *testing.T) {
+	f := newFixture(t)
+	f.allocation("tenant", "10.0.0.30/32", ipamv1alpha1.ClaimRef{Kind: "IPClaim", Namespace: "default", Name: "gone", UID: "uid-gone"}, "e-gone")
+	f.allocation("tenant", "10.0.0.31/32", ipamv1alpha1.ClaimRef{Kind: "IPClaim", Namespace: "default", Name: "web", UID: f.web.UID}, "e-web")
+	f.allocation("lb", "10.0.1.128/25", ipamv1alpha1.ClaimRef{Kind: "IPPool", Name: "gone"}, "e-gone")
+	// One kipam saw orphaned a moment ago, and releases after its grace.
+	seen := f.allocation("tenant", "10.0.0.32/32", ipamv1alpha1.ClaimRef{Kind: "IPClaim", Namespace: "default", Name: "gone2"}, "e-gone2")
+	seen.Status.OrphanedAt = &metav1.Time{Time: testNow.Add(-time.Second)}
+	if err := k8sClient.Status().Update(f.ctx, seen); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, f.check(),
+		"OrphanedAllocation IPAllocation lb.10-0-1-128-25",
+		"OrphanedAllocation IPAllocation tenant.10-0-0-30-32",
+		"OrphanedAllocation IPAllocation tenant.10-0-0-31-32")
+}
+
+func TestCheckStatusDrift(t *testing.T) {
+	f := newFixture(t)
+	// lb released 10.0.1.16/28 with a grace that has run out by now: a
+	// status written while it was held says 16 addresses fewer are
+	// available, and a /25 is the largest free block either way.
+	f.editLedger("lb", func(s *ipamv1alpha1.IPLedgerSpec) {
+		s.Holds = fmt.Sprintf("10.0.1.16/28 %d\n", realNow.Add(-time.Second).Unix())
+	})
+	setStatus := func(p *ipamv1alpha1.IPPool, edit func(*ipamv1alpha1.IPPoolStatus)) {
+		t.Helper()
+		edit(&p.Status)
+		if err := k8sClient.Status().Update(f.ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setStatus(f.lb, func(s *ipamv1alpha1.IPPoolStatus) { s.Available = "224" })
+	expect(t, f.check())
+
+	setStatus(f.lb, func(s *ipamv1alpha1.IPPoolStatus) { s.Available = "200" })
+	setStatus(f.tenant, func(s *ipamv1alpha1.IPPoolStatus) { s.Claims, s.LargestFreePrefix = 5, ptr.To[int32](18) })
+	c := f.load()
+	problems := c.Check(testNow, testGrace)
+	var got []string
+	for _, p := range problems {
+		got = append(got, p.String())
+	}
+	want := []string{
+		"StatusDrift IPPool lb: its status says available 200 (recounted: 240): the pool controller rewrites it on the pool's next change; if it stays, is kipam running?",
+		"StatusDrift IPPool tenant: its status says claims 5 (recounted: 1), largestFreePrefix /18 (recounted: /17): the pool controller rewrites it on the pool's next change; if it stays, is kipam running?",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("got\n  %s\nwant\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
+	}
+}
+
+func TestCheckClaimOutsideItsPool(t *testing.T) {
+	f := newFixture(t)
+	f.claim("far", "lb", "10.0.0.64/26")      // in tenant, not in lb
+	f.claim("lost", "nowhere", "10.2.0.1/32") // no such pool
+	// far lies in tenant, around lb: no overlap with a pool it could be in.
+	expect(t, f.check(),
+		"OutsidePool IPClaim default/far",
+		"OutsidePool IPClaim default/lost")
+}
+
+func TestCheckBadLedger(t *testing.T) {
+	f := newFixture(t)
+	f.editLedger("lb", func(s *ipamv1alpha1.IPLedgerSpec) { s.Allocations += "not a ledger line\n" })
+	got := f.check()
+	expect(t, got, "BadLedger IPLedger lb")
+}
