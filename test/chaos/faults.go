@@ -22,6 +22,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -68,6 +69,17 @@ func (in *injector) run(ctx context.Context, steps []step) {
 }
 
 func (in *injector) do(ctx context.Context, st step) {
+	if slices.Contains(processFaults, st.Kind) {
+		// A process fault hits a cluster that has recovered from the last
+		// one, so that it is the fault it says (a replica still in its
+		// crash-loop back-off cannot be frozen).
+		in.waitHealthy(ctx, st.Kind, true)
+	} else if st.Kind == faultDeleteRecords {
+		in.waitHealthy(ctx, st.Kind, false)
+	}
+	if ctx.Err() != nil {
+		return
+	}
 	switch st.Kind {
 	case faultKillOwner, faultStopOwner:
 		in.ownerFault(ctx, st)
@@ -93,6 +105,39 @@ func (in *injector) do(ctx context.Context, st step) {
 		in.log.finish(st.Kind, "")
 	case faultDeleteRecords:
 		in.deleteRecords(ctx, st)
+	}
+}
+
+// waitHealthy waits, for up to 3 minutes, until the control plane serves
+// and (with replicas) every replica runs, not stopped, and is ready.
+func (in *injector) waitHealthy(ctx context.Context, kind string, replicas bool) {
+	start := time.Now()
+	wctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	err := poll(wctx, 500*time.Millisecond, func(ctx context.Context) error {
+		for _, p := range []*proc{in.cp.etcd, in.cp.apiserver} {
+			if err := p.ready(ctx); err != nil {
+				return err
+			}
+		}
+		if !replicas {
+			return nil
+		}
+		for _, r := range in.rs.replicas {
+			if r.proc.isStopped() || !r.proc.running() {
+				return fmt.Errorf("replica %s is not running", r.id)
+			}
+			if err := r.proc.ready(ctx); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	switch {
+	case err != nil && ctx.Err() == nil:
+		in.log.event("harness", "%s: the cluster was still not healthy after 3 minutes (%v); injecting anyway", kind, err)
+	case time.Since(start) > 2*time.Second:
+		in.log.event("harness", "%s: waited %s for the cluster to recover from the last fault", kind, time.Since(start).Round(100*time.Millisecond))
 	}
 }
 
@@ -185,10 +230,13 @@ func (in *injector) restartProcess(ctx context.Context, st step, p *proc) {
 	} else {
 		p.kill()
 	}
+	stopped := time.Since(t0)
 	in.probe(st.Kind, pool, p.name, t0)
 	sleepCtx(ctx, st.Hold)
+	restart := time.Now()
 	in.restart(context.WithoutCancel(ctx), p)
-	in.log.finish(st.Kind, "%s serves again", p.name)
+	in.log.finish(st.Kind, "%s serves again: it took %s to exit, was down %s, and took %s to serve", p.name,
+		stopped.Round(100*time.Millisecond), time.Since(t0).Round(100*time.Millisecond), time.Since(restart).Round(100*time.Millisecond))
 }
 
 // restart starts p again, a few times if it fails (a port taken meanwhile
