@@ -105,6 +105,30 @@ func clientProblems(ctx context.Context, c client.Reader, hist *history) ([]stri
 	return out, nil
 }
 
+// deleting counts the claims and pools being deleted.
+func deleting(ctx context.Context, c client.Reader) (int, error) {
+	var claims ipamv1alpha1.IPClaimList
+	if err := c.List(ctx, &claims); err != nil {
+		return 0, err
+	}
+	var pools ipamv1alpha1.IPPoolList
+	if err := c.List(ctx, &pools); err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, c := range claims.Items {
+		if c.DeletionTimestamp != nil {
+			n++
+		}
+	}
+	for _, p := range pools.Items {
+		if p.DeletionTimestamp != nil {
+			n++
+		}
+	}
+	return n, nil
+}
+
 // discover records every claim and pool in the cluster that no client was
 // told of (a create whose answer was lost and that the lookup missed),
 // as told now, so that they are checked like the rest.

@@ -276,11 +276,13 @@ func (in *injector) probe(kind, pool, victim string, t0 time.Time) {
 			s.created = time.Since(t0)
 			ns, name, _ := splitName(r.Object)
 			in.drv.deleteClaim(ctx, "probe-delete", r)
+			released := "its release was not done within 10 minutes"
 			if err := in.drv.waitGone(ctx, &ipamv1alpha1.IPClaim{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}, r.UID); err == nil {
 				s.released = time.Since(t0)
+				released = "released it after " + s.released.Round(100*time.Millisecond).String()
 			}
-			in.log.event("probe", "after %s of %s: pool %s created a claim after %s, released it after %s",
-				kind, victim, pool, s.created.Round(100*time.Millisecond), s.released.Round(100*time.Millisecond))
+			in.log.event("probe", "after %s of %s: pool %s created a claim after %s, %s",
+				kind, victim, pool, s.created.Round(100*time.Millisecond), released)
 			return
 		}
 		in.log.event("probe", "after %s of %s: pool %s served no claim within 10 minutes", kind, victim, pool)

@@ -41,6 +41,12 @@ var watched = map[string][]string{
 	"apiserver_admission_webhook_rejection_count":       {"name", "operation", "error_type", "rejection_code"},
 }
 
+// gauges are the gauges whose largest value over the run the report
+// gives, summed over the other labels in one scrape of one process.
+var gauges = map[string][]string{
+	"workqueue_depth": {"name"},
+}
+
 // counters scrapes the replicas' and the API server's /metrics every few
 // seconds and sums each watched counter over the run: a process that
 // restarts starts its counters again from zero, which a scrape notices as
@@ -50,6 +56,7 @@ type counters struct {
 	mu   sync.Mutex
 	last map[string]float64 // source and series -> last value
 	sum  map[string]float64 // metric{label} -> total
+	max  map[string]float64 // gauge{label} -> largest
 }
 
 type scrapeTarget struct {
@@ -92,8 +99,14 @@ func (c *counters) scrape(ctx context.Context, tg scrapeTarget) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.last == nil {
-		c.last, c.sum = map[string]float64{}, map[string]float64{}
+		c.last, c.sum, c.max = map[string]float64{}, map[string]float64{}, map[string]float64{}
 	}
+	now := map[string]float64{} // this scrape's gauges
+	defer func() {
+		for k, v := range now {
+			c.max[k] = max(c.max[k], v)
+		}
+	}()
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
@@ -102,6 +115,10 @@ func (c *counters) scrape(ctx context.Context, tg scrapeTarget) {
 			continue
 		}
 		name, labels, value, ok := parseSample(line)
+		if split, gauge := gauges[name]; ok && gauge {
+			now[metricKey(name, labels, split)] += value
+			continue
+		}
 		split, watch := watched[name]
 		if !ok || !watch {
 			continue
@@ -113,14 +130,19 @@ func (c *counters) scrape(ctx context.Context, tg scrapeTarget) {
 			delta = value // first sight, or the process started again
 		}
 		c.last[series] = value
-		var parts []string
-		for _, l := range split {
-			if labels[l] != "" {
-				parts = append(parts, fmt.Sprintf("%s=%q", l, labels[l]))
-			}
-		}
-		c.sum[name+"{"+strings.Join(parts, ",")+"}"] += delta
+		c.sum[metricKey(name, labels, split)] += delta
 	}
+}
+
+// metricKey names a metric by the labels in split.
+func metricKey(name string, labels map[string]string, split []string) string {
+	var parts []string
+	for _, l := range split {
+		if labels[l] != "" {
+			parts = append(parts, fmt.Sprintf("%s=%q", l, labels[l]))
+		}
+	}
+	return name + "{" + strings.Join(parts, ",") + "}"
 }
 
 // parseSample reads a text-format sample line: name{k="v",...} value.
@@ -171,5 +193,15 @@ func (c *counters) write(w io.Writer) {
 	fmt.Fprintln(w, "counted by kipam and the API server over the run (scraped every 3 s, summed across restarts: lower bounds):")
 	for _, k := range keys {
 		fmt.Fprintf(w, "  %8.0f  %s\n", c.sum[k], k)
+	}
+	keys = keys[:0]
+	for k := range c.max {
+		if c.max[k] > 0 {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(w, "  %8.0f  largest %s (one replica's controller queue)\n", c.max[k], k)
 	}
 }

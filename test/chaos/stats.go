@@ -232,7 +232,7 @@ func (f *failover) write(w io.Writer) {
 	defer f.mu.Unlock()
 	fmt.Fprintln(w, "failover: time from the fault until a probe claim in the pool was created, and until its release was done")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "fault\tn\tcreate p50\tcreate p99\trelease p50\trelease p99\tnever served\t")
+	fmt.Fprintln(tw, "fault\tn\tcreate p50\tcreate p99\trelease p50\trelease p99\tnever served\tnever released\t")
 	kinds := make([]string, 0, len(f.samples))
 	for k := range f.samples {
 		kinds = append(kinds, k)
@@ -241,7 +241,7 @@ func (f *failover) write(w io.Writer) {
 	var all []failoverSample
 	row := func(name string, ss []failoverSample) {
 		var created, released []time.Duration
-		never := 0
+		never, unreleased := 0, 0
 		for _, s := range ss {
 			if s.created == 0 {
 				never++
@@ -250,11 +250,13 @@ func (f *failover) write(w io.Writer) {
 			created = append(created, s.created)
 			if s.released > 0 {
 				released = append(released, s.released)
+			} else {
+				unreleased++
 			}
 		}
 		r := func(d time.Duration) string { return d.Round(100 * time.Millisecond).String() }
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%d\t\n", name, len(ss), r(percentile(created, .5)), r(percentile(created, .99)),
-			r(percentile(released, .5)), r(percentile(released, .99)), never)
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%d\t%d\t\n", name, len(ss), r(percentile(created, .5)), r(percentile(created, .99)),
+			r(percentile(released, .5)), r(percentile(released, .99)), never, unreleased)
 	}
 	for _, k := range kinds {
 		row(k, f.samples[k])
