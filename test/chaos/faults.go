@@ -55,16 +55,23 @@ type injector struct {
 }
 
 // run carries out steps in order until ctx ends; a step starts at its
-// planned offset, or when the one before it is done if that is later.
+// planned offset, or, if the one before it ran long, its planned gap after
+// that one ended, so that faults do not bunch up after a slow one.
 func (in *injector) run(ctx context.Context, steps []step) {
+	var notBefore time.Time
 	for _, st := range steps {
-		if wait := time.Until(in.start.Add(st.At)); wait > 0 && !sleepCtx(ctx, wait) {
+		start := in.start.Add(st.At)
+		if notBefore.After(start) {
+			start = notBefore
+		}
+		if wait := time.Until(start); wait > 0 && !sleepCtx(ctx, wait) {
 			return
 		}
 		if ctx.Err() != nil {
 			return
 		}
 		in.do(ctx, st)
+		notBefore = time.Now().Add(st.Gap)
 	}
 }
 

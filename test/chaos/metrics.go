@@ -115,7 +115,7 @@ func (c *counters) scrape(ctx context.Context, tg scrapeTarget) {
 			continue
 		}
 		name, labels, value, ok := parseSample(line)
-		if split, gauge := gauges[name]; ok && gauge {
+		if split, gauge := gauges[name]; ok && gauge && tg.name != "kube-apiserver" {
 			now[metricKey(name, labels, split)] += value
 			continue
 		}

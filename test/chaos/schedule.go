@@ -49,9 +49,10 @@ var (
 
 // step is one planned fault.
 type step struct {
-	At    time.Duration // planned start, from the start of the traffic; it starts later if the one before it runs long
+	At    time.Duration // planned start, from the start of the traffic; later if the one before it ran long (then Gap after it)
 	Kind  string
 	Hold  time.Duration // how long the process stays down or stopped, or the window lasts
+	Gap   time.Duration // the quiet after it, before the next fault of its track
 	How   string        // kill or term for a restart; claims-first or pool-first for recreate-pool
 	Pick  int           // which candidate (replica when no owner is known, pool for recreate-pool)
 	Share float64       // of ledger writes made ambiguous; of time the release policy refuses
@@ -99,8 +100,9 @@ func makeSchedule(seed uint64, warmup, duration, lease time.Duration) schedule {
 			st := step{At: at, Kind: round[0], Seed: rng.Uint64()}
 			round = round[1:]
 			fill(rng, &st)
+			st.Gap = between(rng, gapLo, gapHi)
 			out = append(out, st)
-			at += st.Hold + between(rng, gapLo, gapHi)
+			at += st.Hold + st.Gap
 		}
 		return out
 	}
