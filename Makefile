@@ -53,6 +53,14 @@ test-e2e: controlplane build localcluster helm ## Run the e2e suite with kubectl
 	cd test/promrules && HELM="$(HELM)" go test -count=1 ./...
 	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" HELM="$(HELM)" go test -tags e2e ./test/e2e/ -v -timeout 30m
 
+CHAOS_DURATION ?= 3m
+CHAOS_SEED ?=
+
+.PHONY: chaos
+chaos: controlplane build ## Run the chaos suite: 3 replicas, faults on a seeded schedule, then the never-twice and no-leak checks (CHAOS_DURATION, CHAOS_SEED).
+	CHAOS_DURATION="$(CHAOS_DURATION)" CHAOS_SEED="$(CHAOS_SEED)" KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" \
+		go test -tags chaos ./test/chaos/ -run '^TestChaos$$' -v -count=1 -timeout 0
+
 .PHONY: fuzz
 fuzz: ## Run the allocator fuzz target (FUZZTIME=30s by default).
 	go test ./internal/allocator -run '^$$' -fuzz FuzzAllocator -fuzztime $(FUZZTIME) -parallel 1
