@@ -49,7 +49,7 @@ var Controllers = []string{"garbage-collector-controller", "namespace-controller
 type ControllerManager struct {
 	cmd  *exec.Cmd
 	dir  string
-	logs *tail
+	logs *Tail
 	done chan struct{} // closed once the process has exited
 	err  error         // how it exited; read only after done
 	stop sync.Once
@@ -88,7 +88,7 @@ func StartControllerManager(env *envtest.Environment, out io.Writer) (*Controlle
 	if out == nil {
 		out = io.Discard
 	}
-	c := &ControllerManager{dir: dir, logs: &tail{}, done: make(chan struct{})}
+	c := &ControllerManager{dir: dir, logs: &Tail{}, done: make(chan struct{})}
 	c.cmd = exec.Command(bin,
 		"--kubeconfig="+filepath.Join(dir, "kubeconfig"),
 		"--controllers="+strings.Join(Controllers, ","),
@@ -199,28 +199,36 @@ func FreePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-// tail keeps the last few kilobytes written to it, for error messages.
-type tail struct {
+// Tail keeps the last Size bytes written to it (4 KiB when zero), for
+// error messages: a process's output, from its first whole line.
+type Tail struct {
+	Size int
+
 	mu  sync.Mutex
 	buf []byte
 }
 
-const tailSize = 4 << 10
+func (t *Tail) size() int {
+	if t.Size > 0 {
+		return t.Size
+	}
+	return 4 << 10
+}
 
-func (t *tail) Write(p []byte) (int, error) {
+func (t *Tail) Write(p []byte) (int, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.buf = append(t.buf, p...)
-	if over := len(t.buf) - tailSize; over > 0 {
+	if over := len(t.buf) - t.size(); over > 0 {
 		t.buf = t.buf[over:]
 	}
 	return len(p), nil
 }
 
-func (t *tail) String() string {
+func (t *Tail) String() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if i := bytes.IndexByte(t.buf, '\n'); len(t.buf) == tailSize && i >= 0 {
+	if i := bytes.IndexByte(t.buf, '\n'); len(t.buf) == t.size() && i >= 0 {
 		return string(t.buf[i+1:]) // from the first whole line
 	}
 	return string(t.buf)

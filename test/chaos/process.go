@@ -19,7 +19,6 @@ limitations under the License.
 package chaos
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -31,6 +30,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/kipam/kipam/internal/testenv"
 )
 
 // proc is one child process (etcd, kube-apiserver, kube-controller-manager,
@@ -52,7 +53,7 @@ type proc struct {
 	stopped   bool          // SIGSTOPped and not continued
 	starts    int
 	startedAt time.Time
-	tail      *tailBuffer
+	tail      *testenv.Tail
 
 	// held is set while a fault keeps the process down: the supervisor
 	// does not start it again.
@@ -127,7 +128,7 @@ func (p *proc) start(ctx context.Context) error {
 	p.starts++
 	fmt.Fprintf(out, "\n===== chaos: start %d of %s at %s =====\n", p.starts, p.name, time.Now().Format(time.RFC3339Nano))
 	if p.tail == nil {
-		p.tail = &tailBuffer{}
+		p.tail = &testenv.Tail{Size: 3 << 10}
 	}
 	cmd := exec.Command(p.path, p.args...)
 	cmd.Stdout = io.MultiWriter(out, p.tail)
@@ -265,33 +266,6 @@ func isClosed(c <-chan struct{}) bool {
 	default:
 		return false
 	}
-}
-
-// tailBuffer keeps the last few kilobytes written to it.
-type tailBuffer struct {
-	mu  sync.Mutex
-	buf []byte
-}
-
-const tailSize = 3 << 10
-
-func (t *tailBuffer) Write(b []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.buf = append(t.buf, b...)
-	if over := len(t.buf) - tailSize; over > 0 {
-		t.buf = t.buf[over:]
-	}
-	return len(b), nil
-}
-
-func (t *tailBuffer) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if i := bytes.IndexByte(t.buf, '\n'); len(t.buf) == tailSize && i >= 0 {
-		return string(t.buf[i+1:])
-	}
-	return string(t.buf)
 }
 
 // poll calls f every interval until it returns nil or ctx ends; it returns
