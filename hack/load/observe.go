@@ -142,6 +142,6 @@ func (h *harness) process(ctx context.Context) processSample {
 		}
 		return m.GetGauge().GetValue()
 	}
-	return processSample{at: time.Now(), cpu: value("process_cpu_seconds_total"), heap: value("go_memstats_heap_inuse_bytes"),
+	return processSample{cpu: value("process_cpu_seconds_total"), heap: value("go_memstats_heap_inuse_bytes"),
 		rss: value("process_resident_memory_bytes"), ok: true}
 }

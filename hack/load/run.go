@@ -267,7 +267,7 @@ func (h *harness) timedCreates(ctx context.Context, r *result, gvr schema.GroupV
 						got = append(got, p)
 					}
 				} else if r.kind == kipam {
-					r.failures["create response without spec.cidr"]++
+					r.failures[noCIDR]++
 				}
 			}
 		}
@@ -300,7 +300,7 @@ func (h *harness) timedCreates(ctx context.Context, r *result, gvr schema.GroupV
 	r.duplicates = duplicates(got)
 
 	if !denials {
-		last, err := tracker.wait(ctx, r.ok-countFailures(r, "create response without spec.cidr"), h.timeout)
+		last, err := tracker.wait(ctx, r.ok-r.failures[noCIDR], h.timeout)
 		if err != nil {
 			return err
 		}
@@ -318,7 +318,8 @@ func (h *harness) timedCreates(ctx context.Context, r *result, gvr schema.GroupV
 	return nil
 }
 
-func countFailures(r *result, msg string) int { return r.failures[msg] }
+// noCIDR is the failure of a claim created without a prefix: never Ready.
+const noCIDR = "create response without spec.cidr"
 
 // fill creates n objects with 50 workers, untimed, and waits until they are
 // Ready (or seen).

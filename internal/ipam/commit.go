@@ -319,13 +319,19 @@ func (l *ledgerState) keptFor(a *allocator.Allocator, req *Request, now time.Tim
 	if req.Sticky == nil {
 		return netip.Prefix{}, best
 	}
-	for _, k := range l.kept(now) {
-		if k.r.Namespace != req.Sticky.Namespace || k.r.Identity != req.Sticky.Name || k.p.Bits() != req.Bits ||
-			req.CIDR.IsValid() && req.CIDR != k.p || !a.IsAllocated(k.p) {
+	// On every claim of a retaining pool: a scan, not kept's sorted list.
+	for _, d := range l.docs() {
+		if d.dead {
 			continue
 		}
-		if best.d == nil || k.r.Released.After(best.r.Released) {
-			best = k
+		for p, r := range d.released {
+			if !d.keeps(p, r, now) || r.Namespace != req.Sticky.Namespace || r.Identity != req.Sticky.Name || p.Bits() != req.Bits ||
+				req.CIDR.IsValid() && req.CIDR != p || !a.IsAllocated(p) {
+				continue
+			}
+			if best.d == nil || r.Released.After(best.r.Released) {
+				best = keptPrefix{p, r, d}
+			}
 		}
 	}
 	return best.p, best

@@ -98,15 +98,9 @@ func SnapshotOf(pool *ipamv1alpha1.IPPool, ledger *Ledger, now func() time.Time)
 		return nil, err
 	}
 	s := &Snapshot{UID: string(pool.UID), Generation: pool.Generation, Usage: a.Usage()}
-	t := now()
-	for _, until := range ledger.Holds {
-		s.until(until, t)
-	}
-	for p, r := range ledger.Released {
-		if _, kept := ledger.Kept(p, t); kept {
-			s.until(r.Until, t)
-		}
-	}
+	// With no grace, the moments a kept prefix leaves its grace are all
+	// past: what is left is when a hold or a retention window ends.
+	s.Until, _ = ledger.NextFree(now(), 0)
 	for _, e := range ledger.Allocations {
 		if isClaim(e) {
 			s.Claims++
