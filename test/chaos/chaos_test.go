@@ -150,6 +150,10 @@ func TestChaos(t *testing.T) {
 	ok := h.run()
 	if !ok {
 		t.Fail()
+	} else if err := os.RemoveAll(filepath.Join(runDir, "etcd-data")); err != nil {
+		// A run that passed keeps its report, history and logs; its etcd
+		// data (hundreds of MB after a long run) goes.
+		t.Logf("removing the etcd data of a run that passed: %v", err)
 	}
 	fmt.Fprintf(out, "chaos: seed %d: %s (replay: %s; report, history and logs in %s)\n", seed, map[bool]string{true: "PASS", false: "FAIL"}[ok], replay, runDir)
 }

@@ -60,6 +60,11 @@ type poolDef struct {
 	claimLens    []int32 // what claims in it ask for, drawn uniformly
 	weight       int     // share of the workers' creates
 	recreatable  bool    // a leaf the recreate-pool fault may delete and create again
+	// retain keeps released prefixes for their claims' identities
+	// (spec.retainReleased); claims in it carry one of stickyKeys sticky
+	// keys, so that identities come back while their prefixes are kept.
+	retain     time.Duration
+	stickyKeys int
 }
 
 // staticPools is the tree the workers claim from: both families, three
@@ -71,6 +76,8 @@ var staticPools = []poolDef{
 	{name: "c4-a-x", parent: "c4-a", prefixLength: 24, defaultLen: 32, strategy: ipamv1alpha1.Random,
 		claimLens: []int32{32, 32, 30, 28}, weight: 2, recreatable: true},
 	{name: "c4-b", parent: "c4", prefixLength: 22, defaultLen: 30, claimLens: []int32{30, 32, 29}, weight: 2, recreatable: true},
+	{name: "c4-r", parent: "c4", prefixLength: 25, defaultLen: 32, retain: 10 * time.Minute, stickyKeys: 40,
+		claimLens: []int32{32}, weight: 2},
 	{name: "c4s", cidr: "10.201.0.0/23", defaultLen: 32, excludeFirst: 1, excludeLast: 1, reserved: []string{"10.201.0.128/28"},
 		claimLens: []int32{32, 30, 28, 27}, weight: 2},
 	{name: "c6", cidr: "fd00:c6::/48", defaultLen: 64, claimLens: []int32{64, 64, 60, 56, 120, 128}, weight: 3},
@@ -78,6 +85,8 @@ var staticPools = []poolDef{
 	{name: "c6-a-x", parent: "c6-a", prefixLength: 60, defaultLen: 128, strategy: ipamv1alpha1.Random,
 		claimLens: []int32{128, 124, 120, 64}, weight: 2, recreatable: true},
 	{name: "c6r", cidr: "fd00:c7::/112", defaultLen: 128, strategy: ipamv1alpha1.Random, claimLens: []int32{128, 126, 124, 120}, weight: 2},
+	{name: "c6-r", parent: "c6-a", prefixLength: 120, defaultLen: 128, reuse: 2, retain: 10 * time.Minute, stickyKeys: 40,
+		claimLens: []int32{128, 126}, weight: 2},
 }
 
 // carveParents are where the churners carve short-lived child pools, and
@@ -206,6 +215,11 @@ func backoff(attempt int) time.Duration {
 // client was told (nil if nothing). After an ambiguous failure it looks
 // the claim up by its op label before trying again.
 func (d *driver) createClaim(ctx context.Context, kind, ns, pool string, bits int32, maxAttempts int) (*record, error) {
+	return d.createStickyClaim(ctx, kind, ns, pool, bits, "", maxAttempts)
+}
+
+// createStickyClaim is createClaim with a spec.stickyKey (none if "").
+func (d *driver) createStickyClaim(ctx context.Context, kind, ns, pool string, bits int32, sticky string, maxAttempts int) (*record, error) {
 	o := d.newOp(kind)
 	if ps := d.pools[pool]; ps != nil {
 		ps.creates.Add(1)
@@ -220,7 +234,7 @@ func (d *driver) createClaim(ctx context.Context, kind, ns, pool string, bits in
 		}
 		claim := &ipamv1alpha1.IPClaim{
 			ObjectMeta: metav1.ObjectMeta{GenerateName: "c-", Namespace: ns, Labels: map[string]string{opLabel: o.id}},
-			Spec:       ipamv1alpha1.IPClaimSpec{Pool: pool, PrefixLength: ptr.To(bits)},
+			Spec:       ipamv1alpha1.IPClaimSpec{Pool: pool, PrefixLength: ptr.To(bits), StickyKey: sticky},
 		}
 		actx, cancel := context.WithTimeout(withOp(ctx, o), d.opts.attemptTime)
 		err := d.c.Create(actx, claim)
@@ -447,7 +461,11 @@ func (d *driver) worker(ctx context.Context, id int) {
 			ps.gate.RUnlock()
 			continue
 		}
-		r, err := d.createClaim(ctx, "create-claim", ns, ps.def.name, bits, 6)
+		sticky := ""
+		if ps.def.stickyKeys > 0 {
+			sticky = fmt.Sprintf("k%d", rng.IntN(ps.def.stickyKeys))
+		}
+		r, err := d.createStickyClaim(ctx, "create-claim", ns, ps.def.name, bits, sticky, 6)
 		ps.gate.RUnlock()
 		if err != nil {
 			d.faults.event("driver", "%v", err)
@@ -486,6 +504,9 @@ func (d *driver) createPool(ctx context.Context, kind string, def poolDef, name 
 		}
 		if def.reuse > 0 {
 			pool.Spec.ReuseGracePeriodSeconds = ptr.To(def.reuse)
+		}
+		if def.retain > 0 {
+			pool.Spec.RetainReleased = &metav1.Duration{Duration: def.retain}
 		}
 		actx, cancel := context.WithTimeout(withOp(ctx, o), d.opts.attemptTime)
 		err := d.c.Create(actx, pool)

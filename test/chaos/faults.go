@@ -336,7 +336,11 @@ func (in *injector) recreatePool(ctx context.Context, st step) {
 	}
 	r, err := in.drv.createPool(bg, "create-pool", ps.def, name, 200, true)
 	if err != nil || r == nil {
-		in.log.finish(st.Kind, "LIVENESS: pool %s could not be created again: %v; it stays closed", name, err)
+		why := "its create was refused or never answered (see the denials and failures of create-pool)"
+		if err != nil {
+			why = err.Error()
+		}
+		in.log.finish(st.Kind, "LIVENESS: pool %s could not be created again: %s; it stays closed", name, why)
 		ps.open.Store(false)
 		return
 	}

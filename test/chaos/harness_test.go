@@ -74,7 +74,7 @@ func TestHarness(t *testing.T) {
 		}
 		defer func() { _ = in.bind(ctx, rejectCreatesPolicy, false) }()
 		create := func() (string, error) {
-			c := &ipamv1alpha1.IPClaim{ObjectMeta: metav1.ObjectMeta{GenerateName: "h-", Namespace: "chaos-a"},
+			c := &ipamv1alpha1.IPClaim{ObjectMeta: metav1.ObjectMeta{GenerateName: "c-", Namespace: "chaos-a"},
 				Spec: ipamv1alpha1.IPClaimSpec{Pool: "c4"}}
 			err := h.c.Create(ctx, c)
 			if err != nil && !strings.Contains(err.Error(), "chaos: refused after kipam's webhook allowed it") {
@@ -111,7 +111,9 @@ func TestHarness(t *testing.T) {
 	})
 
 	t.Run("fail-releases holds a claim's release while its switch is on", func(t *testing.T) {
-		c := &ipamv1alpha1.IPClaim{ObjectMeta: metav1.ObjectMeta{GenerateName: "h-", Namespace: "chaos-a"},
+		// A name chaos-reject-creates never refuses: its unbinding may not
+		// have reached the API server yet.
+		c := &ipamv1alpha1.IPClaim{ObjectMeta: metav1.ObjectMeta{Name: "h-release", Namespace: "chaos-a"},
 			Spec: ipamv1alpha1.IPClaimSpec{Pool: "c4"}}
 		if err := h.c.Create(ctx, c); err != nil {
 			t.Fatal(err)

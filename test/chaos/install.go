@@ -162,11 +162,14 @@ const (
 // installPolicies creates the two ValidatingAdmissionPolicies, unbound:
 // a fault binds one for a while.
 //
-// chaos-reject-creates refuses the create of a claim or pool whose name
-// ends in b, c, d or f: 4 of the 27 characters generateName picks from,
-// so about 15% of creates, after kipam's mutating webhook has committed
-// their prefix (validating admission runs after mutating admission, and
-// the API server has generated the name by then).
+// chaos-reject-creates refuses the create of a claim or carved pool whose
+// generated name (c-…, dyn-…) ends in b, c, d or f: 4 of the 27
+// characters generateName picks from, so about 15% of creates, after
+// kipam's mutating webhook has committed their prefix (validating
+// admission runs after mutating admission, and the API server has
+// generated the name by then). The static pools' names (c4-b) are spared:
+// a pool created again under its name would be refused for as long as the
+// policy is bound.
 //
 // chaos-fail-releases refuses IPAllocation deletes and the claim updates
 // that remove kipam's release finalizer while the ConfigMap switch says
@@ -187,7 +190,7 @@ func installPolicies(ctx context.Context, c client.Client) error {
 					},
 				}}},
 				Validations: []admissionv1.Validation{{
-					Expression: "!object.metadata.name.matches('[bcdf]$')",
+					Expression: "!object.metadata.name.matches('^(c|dyn)-.*[bcdf]$')",
 					Message:    "chaos: refused after kipam's webhook allowed it",
 				}},
 			},
