@@ -7,7 +7,9 @@
 #   hack/demo.sh down   stop everything that up started
 #   hack/demo.sh env    print the shell lines that point kubectl at it
 #
-# make demo / make demo-down build what this needs first.
+# make demo / make demo-down build what this needs first. KIPAM_ARGS adds
+# flags to kipam's command line (for instance KIPAM_ARGS="--workers=16
+# --pprof-bind-address=127.0.0.1:6061" to measure a setting).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -134,7 +136,7 @@ up() {
 		--webhook-host "$WEBHOOK_HOST" --webhook-port "$WEBHOOK_PORT" --webhook-cert-dir "$WEBHOOK_CERT_DIR" \
 		--health-probe-bind-address "$PROBE_ADDR" --metrics-bind-address "$METRICS_ADDR" --metrics-secure=false \
 		--leader-elect --lease-namespace default --identity demo-a --advertise-address "$WEBHOOK_HOST:$WEBHOOK_PORT" \
-		>"$dir/manager.log" 2>&1 </dev/null &
+		${KIPAM_ARGS:-} >"$dir/manager.log" 2>&1 </dev/null &
 	echo $! >"$dir/manager.pid"
 	if ! wait_for "kipam to be ready" 60 http_ok "$PROBE_ADDR" /readyz; then
 		tail -n 20 "$dir/manager.log" >&2 || true

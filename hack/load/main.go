@@ -42,7 +42,10 @@ limitations under the License.
 // a fixed rate whatever the answers do, and each latency counts from when
 // its create was due, so a slow server cannot hide behind a slower request
 // rate. -scenario exhaustion times denials from a full pool; -scenario list
-// times lists of -claims objects of each kind.
+// times lists of -claims objects of each kind. -scenario scale fills
+// -pools pools with live claims up to each of -levels and measures kipam's
+// heap and RSS per live claim, creates beside the empty cluster's, and
+// (-manager-pidfile) how long a restarted manager takes to serve again.
 package main
 
 import (
@@ -70,14 +73,34 @@ type options struct {
 	csv            string
 	crd            string
 	readyTimeout   string
+	// -scenario scale
+	levels         []int
+	pools          int
+	managerPprof   string
+	managerPidfile string
+	profileDir     string
+}
+
+// numbers parses a comma-separated list of positive numbers, or exits.
+func numbers(flag, list string) []int {
+	var ns []int
+	for f := range strings.SplitSeq(list, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			fmt.Fprintf(os.Stderr, "load: -%s: %q is not a positive number\n", flag, f)
+			os.Exit(2)
+		}
+		ns = append(ns, n)
+	}
+	return ns
 }
 
 func main() {
 	var o options
-	var workers string
+	var workers, levels string
 	flag.StringVar(&o.kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig of the cluster running kipam")
 	flag.StringVar(&o.managerMetrics, "manager-metrics", "", "host:port of kipam's metrics endpoint (http), for its CPU, heap and RSS")
-	flag.StringVar(&o.scenario, "scenario", "create", "create, exhaustion or list")
+	flag.StringVar(&o.scenario, "scenario", "create", "create, exhaustion, list or scale")
 	flag.StringVar(&workers, "workers", "1,10,50", "concurrent clients, one run per value (closed loop)")
 	flag.Float64Var(&o.rate, "rate", 0, "creates per second in an open loop instead of closed-loop workers")
 	flag.IntVar(&o.claims, "claims", 2000, "objects created per run")
@@ -90,14 +113,15 @@ func main() {
 	flag.StringVar(&o.csv, "csv", "", "append one CSV row per run to this file")
 	flag.StringVar(&o.crd, "crd", "config/crd/bases/ipam.kipam.dev_ipclaims.yaml", "IPClaim's CRD, served again under the group load.kipam.dev for the bare baseline")
 	flag.StringVar(&o.readyTimeout, "ready-timeout", "5m", "how long to wait for every claim to be Ready or released")
+	flag.StringVar(&levels, "levels", "10000,100000", "-scenario scale: the live claims measured at, after the empty cluster")
+	flag.IntVar(&o.pools, "pools", 1, "-scenario scale: the pools the live and timed claims are spread over")
+	flag.StringVar(&o.managerPprof, "manager-pprof", "", "-scenario scale: host:port of kipam's pprof endpoint, to collect its garbage before its heap is read")
+	flag.StringVar(&o.managerPidfile, "manager-pidfile", "", "-scenario scale: kipam's pid file; restart it at every level and time until it serves again")
+	flag.StringVar(&o.profileDir, "profile-dir", "", "-scenario scale: keep kipam's heap profile at every level here")
 	flag.Parse()
-	for f := range strings.SplitSeq(workers, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || n < 1 {
-			fmt.Fprintf(os.Stderr, "load: -workers: %q is not a positive number\n", f)
-			os.Exit(2)
-		}
-		o.workers = append(o.workers, n)
+	o.workers = numbers("workers", workers)
+	if o.scenario == "scale" {
+		o.levels = numbers("levels", levels)
 	}
 	if err := run(context.Background(), o); err != nil {
 		fmt.Fprintln(os.Stderr, "load:", err)

@@ -111,24 +111,8 @@ func (s processSample) since(before processSample) processDelta {
 
 // process reads kipam's metrics endpoint, if the run was given one.
 func (h *harness) process(ctx context.Context) processSample {
-	if h.o.managerMetrics == "" {
-		return processSample{}
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+h.o.managerMetrics+"/metrics", nil)
-	if err != nil {
-		return processSample{}
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return processSample{}
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return processSample{}
-	}
-	families, err := parse(raw)
-	if err != nil {
+	families := h.managerMetrics(ctx)
+	if families == nil {
 		return processSample{}
 	}
 	value := func(name string) float64 {
@@ -144,4 +128,44 @@ func (h *harness) process(ctx context.Context) processSample {
 	}
 	return processSample{cpu: value("process_cpu_seconds_total"), heap: value("go_memstats_heap_inuse_bytes"),
 		rss: value("process_resident_memory_bytes"), ok: true}
+}
+
+// queued is how many items kipam's controllers have queued, or -1 when its
+// metrics cannot be read.
+func (h *harness) queued(ctx context.Context) float64 {
+	families := h.managerMetrics(ctx)
+	if families == nil {
+		return -1
+	}
+	n := 0.0
+	for _, m := range families["workqueue_depth"].GetMetric() {
+		n += m.GetGauge().GetValue()
+	}
+	return n
+}
+
+// managerMetrics reads kipam's metrics endpoint: nil without one, or when
+// it does not answer.
+func (h *harness) managerMetrics(ctx context.Context) map[string]*dto.MetricFamily {
+	if h.o.managerMetrics == "" {
+		return nil
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+h.o.managerMetrics+"/metrics", nil)
+	if err != nil {
+		return nil
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil
+	}
+	families, err := parse(raw)
+	if err != nil {
+		return nil
+	}
+	return families
 }

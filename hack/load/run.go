@@ -62,7 +62,8 @@ type harness struct {
 	kube    kubernetes.Interface
 	timeout time.Duration
 	results []*result
-	seq     int // runs so far, for names
+	seq     int      // runs so far, for names
+	spread  []string // -scenario scale: every claim goes to one of these pools, at random
 }
 
 // result is what one run measured.
@@ -113,6 +114,10 @@ func run(ctx context.Context, o options) error {
 	}
 	defer out.Close()
 
+	if o.scenario == "scale" {
+		err := h.scale(ctx, out)
+		return errors.Join(err, h.check())
+	}
 	loads := o.workers
 	if o.rate > 0 {
 		loads = []int{0}
@@ -199,6 +204,9 @@ func (h *harness) runOnce(ctx context.Context, kind string, workers, rep int) (*
 // object is what every create sends: an IPClaim of the run's pool, in
 // kipam's group or the bare one.
 func (h *harness) object(gvr schema.GroupVersionResource, id, pool string) *unstructured.Unstructured {
+	if len(h.spread) > 0 {
+		pool = h.spread[rand.IntN(len(h.spread))]
+	}
 	u := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": gvr.GroupVersion().String(),
 		"kind":       "IPClaim",
@@ -447,7 +455,9 @@ func (h *harness) deletePools(ctx context.Context, names []string) {
 func (h *harness) deleteAll(ctx context.Context, gvr schema.GroupVersionResource, id string) (time.Duration, error) {
 	sel := metav1.ListOptions{LabelSelector: fmt.Sprintf("%s in (%s,%s-pre)", runLabel, id, id)}
 	t0 := time.Now()
-	if err := h.dyn.Resource(gvr).Namespace(namespace).DeleteCollection(ctx, metav1.DeleteOptions{}, sel); err != nil {
+	// A collection of many thousands may take the API server longer than
+	// its request timeout; it goes on deleting, and the loop below waits.
+	if err := h.dyn.Resource(gvr).Namespace(namespace).DeleteCollection(ctx, metav1.DeleteOptions{}, sel); err != nil && !apierrors.IsServerTimeout(err) && !apierrors.IsTimeout(err) {
 		return 0, err
 	}
 	for {
