@@ -79,6 +79,7 @@ func main() {
 		leaseNamespace, advertise   string
 		identity                    string
 		leaseDuration               time.Duration
+		retryMaxDelay               time.Duration
 		tlsOpts                     []func(*tls.Config)
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", "0", "The address the metrics endpoint binds to. "+
@@ -115,6 +116,9 @@ func main() {
 		"This replica's name in the pool Leases; unique among replicas (default: the host name and a random suffix).")
 	flag.DurationVar(&leaseDuration, "pool-lease-duration", ipam.DefaultLeaseDuration,
 		"How long a replica owns a pool without renewing its Lease.")
+	flag.DurationVar(&retryMaxDelay, "retry-max-delay", controller.DefaultRetryMaxDelay,
+		"The longest a reconciler waits before retrying an object whose reconcile failed, however often it failed: "+
+			"a release refused for a while is retried at most this long after the refusals stop.")
 	opts := zap.Options{Development: true}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -179,7 +183,8 @@ func main() {
 	// pool's IPLedger in etcd is the durable record and the fence.
 	pools := ipam.NewManager(ipam.ClientStore{Reader: mgr.GetAPIReader(), Writer: mgr.GetClient()}, nil)
 	pools.SetMaxLedgerBytes(maxLedgerBytes)
-	if err := controller.SetupWithManager(ctx, mgr, pools, controller.Options{OrphanGrace: orphanGrace, Workers: workers}); err != nil {
+	if err := controller.SetupWithManager(ctx, mgr, pools, controller.Options{OrphanGrace: orphanGrace, Workers: workers,
+		RetryMaxDelay: retryMaxDelay}); err != nil {
 		setupLog.Error(err, "unable to create controllers")
 		os.Exit(1)
 	}

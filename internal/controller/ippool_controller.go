@@ -32,6 +32,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
@@ -55,6 +56,9 @@ type IPPoolReconciler struct {
 	Manager   *ipam.Manager
 	Recorder  EventRecorder
 	Now       func() time.Time
+	// RetryMaxDelay caps the wait before retrying a failed reconcile
+	// (DefaultRetryMaxDelay when 0).
+	RetryMaxDelay time.Duration
 	// Unconfirmed is the ledger sweep's count of each pool's entries no
 	// stored claim carries yet.
 	Unconfirmed *unconfirmed
@@ -452,5 +456,6 @@ func (r *IPPoolReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: o.(*ipamv1alpha1.IPLedger).Spec.Pool}}}
 		})).
 		Named("ippool").
+		WithOptions(controller.Options{RateLimiter: retryLimiter(r.RetryMaxDelay)}).
 		Complete(r)
 }
