@@ -136,6 +136,10 @@ func TestTransientFailuresAreRetryable(t *testing.T) {
 	}
 	pool := &ipamv1alpha1.IPPool{TypeMeta: metav1.TypeMeta{APIVersion: ipamv1alpha1.GroupVersion.String(), Kind: "IPPool"},
 		ObjectMeta: metav1.ObjectMeta{Name: "p"}, Spec: ipamv1alpha1.IPPoolSpec{CIDR: "10.0.0.0/16"}}
+	ledger := &ipamv1alpha1.IPLedger{ObjectMeta: metav1.ObjectMeta{Name: "p"}, Spec: ipamv1alpha1.IPLedgerSpec{Pool: "p"}}
+	ledgerWebhook := func(r client.Reader) *admission.Webhook {
+		return admission.WithValidator(s, validator[*ipamv1alpha1.IPLedger](&IPLedgerValidator{APIReader: r}))
+	}
 
 	for _, tc := range []struct {
 		name string
@@ -156,6 +160,8 @@ func TestTransientFailuresAreRetryable(t *testing.T) {
 			review(t, admissionv1.Create, pool, nil), http.StatusInternalServerError, "connection refused"},
 		{"an IPPool create the API server throttles", poolWebhook(reader(t, s, apierrors.NewTooManyRequests("slow down", 1))),
 			review(t, admissionv1.Create, pool, nil), http.StatusTooManyRequests, "slow down"},
+		{"an IPLedger delete while the API server is down", ledgerWebhook(reader(t, s, apiServerDown)),
+			review(t, admissionv1.Delete, nil, ledger), http.StatusInternalServerError, "reading pool p of ledger p"},
 
 		// Real refusals stay final.
 		{"an IPAllocation delete under a live claim", allocationWebhook(reader(t, s, nil, claim)),

@@ -45,7 +45,12 @@ func SetupWithManager(mgr ctrl.Manager, m *ipam.Manager) error {
 		Complete(); err != nil {
 		return err
 	}
-	return ctrl.NewWebhookManagedBy(mgr, &ipamv1alpha1.IPAllocation{}).
+	if err := ctrl.NewWebhookManagedBy(mgr, &ipamv1alpha1.IPAllocation{}).
 		WithValidator(validator[*ipamv1alpha1.IPAllocation](&IPAllocationValidator{APIReader: mgr.GetAPIReader()})).
+		Complete(); err != nil {
+		return err
+	}
+	return ctrl.NewWebhookManagedBy(mgr, &ipamv1alpha1.IPLedger{}).
+		WithValidator(validator[*ipamv1alpha1.IPLedger](&IPLedgerValidator{APIReader: mgr.GetAPIReader()})).
 		Complete()
 }
