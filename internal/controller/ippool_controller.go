@@ -76,7 +76,7 @@ const statusInterval = 250 * time.Millisecond
 func (r *IPPoolReconciler) wait(pool string) time.Duration {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return time.Until(r.written[pool].Add(statusInterval))
+	return r.written[pool].Add(statusInterval).Sub(r.Now())
 }
 
 func (r *IPPoolReconciler) wrote(pool string) {
@@ -85,7 +85,7 @@ func (r *IPPoolReconciler) wrote(pool string) {
 	if r.written == nil {
 		r.written = map[string]time.Time{}
 	}
-	r.written[pool] = time.Now()
+	r.written[pool] = r.Now()
 }
 
 // Pools: read for the cache, the resolver and the carve; patched for the
@@ -360,7 +360,7 @@ func (r *IPPoolReconciler) unplace(ctx context.Context, pool *ipamv1alpha1.IPPoo
 	var root ipamv1alpha1.IPLedger
 	switch err := r.APIReader.Get(ctx, client.ObjectKey{Name: pool.Name}, &root); {
 	case err == nil && ipam.PoolUID(&root) == pool.UID:
-		grace = max(grace, time.Until(ipam.HeldUntil(&root)))
+		grace = max(grace, ipam.HeldUntil(&root).Sub(r.Now()))
 	case err != nil && !apierrors.IsNotFound(err):
 		return err
 	}
