@@ -112,7 +112,32 @@ func (in *injector) do(ctx context.Context, st step) {
 		in.log.finish(st.Kind, "")
 	case faultDeleteRecords:
 		in.deleteRecords(ctx, st)
+	case faultClockOffset:
+		in.clockOffset(ctx, st)
 	}
+}
+
+// clockOffset restarts one replica with kipam's clock moved by st.Shift
+// (--clock-offset, a test-only flag: a Go binary reads the clock through
+// the vDSO, out of libfaketime's reach), and after st.Hold restarts it on
+// the host's clock again. SIGTERM both times, so the window is the offset
+// and not a crash.
+func (in *injector) clockOffset(ctx context.Context, st step) {
+	r := in.rs.replicas[st.Pick%len(in.rs.replicas)]
+	bg := context.WithoutCancel(ctx)
+	in.log.begin(st.Kind, "replica %s restarted with its clock %+.0fs off for %s", r.id, st.Shift.Seconds(), st.Hold.Round(100*time.Millisecond))
+	r.proc.setExtra("--clock-offset=" + st.Shift.String())
+	r.down("term")
+	if err := r.up(bg); err != nil {
+		in.log.event("harness", "replica %s did not start with its clock off: %v", r.id, err)
+	}
+	sleepCtx(ctx, st.Hold)
+	r.proc.setExtra()
+	r.down("term")
+	if err := r.up(bg); err != nil {
+		in.log.event("harness", "replica %s did not start again on the host's clock: %v", r.id, err)
+	}
+	in.log.finish(st.Kind, "replica %s runs on the host's clock again", r.id)
 }
 
 // waitHealthy waits, for up to 3 minutes, until the control plane serves
