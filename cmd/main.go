@@ -79,6 +79,8 @@ func main() {
 		leaseNamespace, advertise   string
 		identity                    string
 		leaseDuration               time.Duration
+		clockOffset                 time.Duration
+		retryMaxDelay               time.Duration
 		tlsOpts                     []func(*tls.Config)
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", "0", "The address the metrics endpoint binds to. "+
@@ -115,6 +117,12 @@ func main() {
 		"This replica's name in the pool Leases; unique among replicas (default: the host name and a random suffix).")
 	flag.DurationVar(&leaseDuration, "pool-lease-duration", ipam.DefaultLeaseDuration,
 		"How long a replica owns a pool without renewing its Lease.")
+	flag.DurationVar(&retryMaxDelay, "retry-max-delay", controller.DefaultRetryMaxDelay,
+		"The longest a reconciler waits before retrying an object whose reconcile failed, however often it failed: "+
+			"a release refused for a while is retried at most this long after the refusals stop.")
+	flag.DurationVar(&clockOffset, "clock-offset", 0,
+		"For tests only: shift every clock kipam reads (holds, grace periods, pool Leases, sightings) by this much, "+
+			"as if this replica's clock were wrong. client-go's leader election keeps the real clock.")
 	opts := zap.Options{Development: true}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -177,9 +185,16 @@ func main() {
 	ctx := ctrl.SetupSignalHandler()
 	// One allocator per pool, shared by the webhook and the reconcilers; the
 	// pool's IPLedger in etcd is the durable record and the fence.
-	pools := ipam.NewManager(ipam.ClientStore{Reader: mgr.GetAPIReader(), Writer: mgr.GetClient()}, nil)
+	// The one clock of everything kipam times; off the host's only in tests.
+	now := time.Now
+	if clockOffset != 0 {
+		setupLog.Info("shifting kipam's clock, for a test", "offset", clockOffset)
+		now = func() time.Time { return time.Now().Add(clockOffset) }
+	}
+	pools := ipam.NewManager(ipam.ClientStore{Reader: mgr.GetAPIReader(), Writer: mgr.GetClient()}, now)
 	pools.SetMaxLedgerBytes(maxLedgerBytes)
-	if err := controller.SetupWithManager(ctx, mgr, pools, controller.Options{OrphanGrace: orphanGrace, Workers: workers}); err != nil {
+	if err := controller.SetupWithManager(ctx, mgr, pools, controller.Options{OrphanGrace: orphanGrace, Workers: workers,
+		Now: now, RetryMaxDelay: retryMaxDelay}); err != nil {
 		setupLog.Error(err, "unable to create controllers")
 		os.Exit(1)
 	}
@@ -203,7 +218,7 @@ func main() {
 			identity = hostname + "_" + string(uuid.NewUUID())
 		}
 		owners := &ipam.Owners{Client: live, Namespace: leaseNamespace, Identity: identity,
-			Address: advertise, Duration: leaseDuration, Lost: pools.Forget}
+			Address: advertise, Duration: leaseDuration, Lost: pools.Forget, Now: now}
 		certDir := webhookCertDir
 		if certDir == "" {
 			certDir = filepath.Join(os.TempDir(), "k8s-webhook-server", "serving-certs") // the webhook server's default

@@ -49,6 +49,9 @@ type IPAllocationReconciler struct {
 	Recorder    EventRecorder
 	OrphanGrace time.Duration
 	Now         func() time.Time
+	// RetryMaxDelay caps the wait before retrying a failed reconcile
+	// (DefaultRetryMaxDelay when 0).
+	RetryMaxDelay time.Duration
 	// Workers is how many allocations are reconciled at once.
 	Workers int
 }
@@ -213,6 +216,6 @@ func (r *IPAllocationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: ipam.AllocationName(ipam.PoolOf(claim), p)}}}
 		})).
 		Named("ipallocation").
-		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.Workers, 1)}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.Workers, 1), RateLimiter: retryLimiter(r.RetryMaxDelay)}).
 		Complete(r)
 }

@@ -67,6 +67,9 @@ type IPClaimReconciler struct {
 	Recorder  EventRecorder
 	// Now is the clock; tests inject one.
 	Now func() time.Time
+	// RetryMaxDelay caps the wait before retrying a failed reconcile
+	// (DefaultRetryMaxDelay when 0).
+	RetryMaxDelay time.Duration
 	// Workers is how many claims are reconciled at once.
 	Workers int
 
@@ -527,7 +530,7 @@ func (r *IPClaimReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Named("ipclaim").
 		// Claims are independent: binds of one pool are serialised by its
 		// Manager, and a namespace's queue is read afresh on each pass.
-		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.Workers, 1)}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.Workers, 1), RateLimiter: retryLimiter(r.RetryMaxDelay)}).
 		Complete(r)
 }
 

@@ -61,6 +61,9 @@ type IPLedgerReconciler struct {
 	// when this replica first saw an entry: never against the time another
 	// replica stamped on it.
 	Now func() time.Time
+	// RetryMaxDelay caps the wait before retrying a failed reconcile
+	// (DefaultRetryMaxDelay when 0).
+	RetryMaxDelay time.Duration
 
 	// Unconfirmed, when set, is told how many claim entries of each ledger
 	// no stored claim carries yet (the pool's status.pending).
@@ -482,6 +485,6 @@ func (r *IPLedgerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		})).
 		Named("ipledger").
 		// Shards sweep independently: one pool's backlog must not delay another's.
-		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: 4, RateLimiter: retryLimiter(r.RetryMaxDelay)}).
 		Complete(r)
 }

@@ -32,6 +32,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
@@ -55,6 +56,9 @@ type IPPoolReconciler struct {
 	Manager   *ipam.Manager
 	Recorder  EventRecorder
 	Now       func() time.Time
+	// RetryMaxDelay caps the wait before retrying a failed reconcile
+	// (DefaultRetryMaxDelay when 0).
+	RetryMaxDelay time.Duration
 	// Unconfirmed is the ledger sweep's count of each pool's entries no
 	// stored claim carries yet.
 	Unconfirmed *unconfirmed
@@ -72,7 +76,7 @@ const statusInterval = 250 * time.Millisecond
 func (r *IPPoolReconciler) wait(pool string) time.Duration {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return time.Until(r.written[pool].Add(statusInterval))
+	return r.written[pool].Add(statusInterval).Sub(r.Now())
 }
 
 func (r *IPPoolReconciler) wrote(pool string) {
@@ -81,7 +85,7 @@ func (r *IPPoolReconciler) wrote(pool string) {
 	if r.written == nil {
 		r.written = map[string]time.Time{}
 	}
-	r.written[pool] = time.Now()
+	r.written[pool] = r.Now()
 }
 
 // Pools: read for the cache, the resolver and the carve; patched for the
@@ -356,7 +360,7 @@ func (r *IPPoolReconciler) unplace(ctx context.Context, pool *ipamv1alpha1.IPPoo
 	var root ipamv1alpha1.IPLedger
 	switch err := r.APIReader.Get(ctx, client.ObjectKey{Name: pool.Name}, &root); {
 	case err == nil && ipam.PoolUID(&root) == pool.UID:
-		grace = max(grace, time.Until(ipam.HeldUntil(&root)))
+		grace = max(grace, ipam.HeldUntil(&root).Sub(r.Now()))
 	case err != nil && !apierrors.IsNotFound(err):
 		return err
 	}
@@ -452,5 +456,6 @@ func (r *IPPoolReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: o.(*ipamv1alpha1.IPLedger).Spec.Pool}}}
 		})).
 		Named("ippool").
+		WithOptions(controller.Options{RateLimiter: retryLimiter(r.RetryMaxDelay)}).
 		Complete(r)
 }

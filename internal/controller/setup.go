@@ -22,9 +22,11 @@ import (
 	"fmt"
 	"time"
 
+	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
 	"github.com/kipam/kipam/internal/ipam"
@@ -79,6 +81,33 @@ type Options struct {
 	Workers int
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
+	// RetryMaxDelay caps how long a reconciler waits before retrying an
+	// object whose reconcile failed (DefaultRetryMaxDelay when 0).
+	RetryMaxDelay time.Duration
+}
+
+// DefaultRetryMaxDelay is the longest any kipam reconciler waits before
+// retrying an object whose reconcile failed, however many times it failed:
+// a release refused for a while (an admission policy, the API server down)
+// goes through at most this long after the refusals stop. controller-
+// runtime's default waits up to 1000 s per object, and a queue-wide token
+// bucket adds a second for every ten failures beyond a hundred.
+const DefaultRetryMaxDelay = 10 * time.Second
+
+// retryBaseDelay is the wait before the first retry; it doubles with each
+// failure up to the cap.
+const retryBaseDelay = 5 * time.Millisecond
+
+// retryLimiter is how a kipam reconciler spaces its retries of one object:
+// exponentially from retryBaseDelay up to maxDelay (DefaultRetryMaxDelay
+// when 0), per object, with no queue-wide bucket, so that a burst of
+// failures across many objects delays none of them past the cap. The
+// client's own rate limit keeps the retries from flooding the API server.
+func retryLimiter(maxDelay time.Duration) workqueue.TypedRateLimiter[reconcile.Request] {
+	if maxDelay <= 0 {
+		maxDelay = DefaultRetryMaxDelay
+	}
+	return workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](retryBaseDelay, maxDelay)
 }
 
 // DefaultWorkers is how many claims, and how many IPAllocations, kipam
@@ -111,13 +140,14 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, m *ipam.Manager, op
 	recorder := mgr.GetEventRecorder("kipam")
 	pending := newUnconfirmed()
 	for _, r := range []interface{ SetupWithManager(ctrl.Manager) error }{
-		&IPPoolReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Manager: m, Recorder: recorder, Now: opts.Now, Unconfirmed: pending},
+		&IPPoolReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Manager: m, Recorder: recorder, Now: opts.Now, Unconfirmed: pending,
+			RetryMaxDelay: opts.RetryMaxDelay},
 		&IPClaimReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Manager: m, Resolver: resolver, Recorder: recorder, Now: opts.Now,
-			Workers: opts.Workers},
+			Workers: opts.Workers, RetryMaxDelay: opts.RetryMaxDelay},
 		&IPAllocationReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Manager: m, Recorder: recorder,
-			OrphanGrace: opts.OrphanGrace, Now: opts.Now, Workers: opts.Workers},
+			OrphanGrace: opts.OrphanGrace, Now: opts.Now, Workers: opts.Workers, RetryMaxDelay: opts.RetryMaxDelay},
 		&IPLedgerReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Manager: m, Recorder: recorder,
-			OrphanGrace: opts.OrphanGrace, Now: opts.Now, Unconfirmed: pending},
+			OrphanGrace: opts.OrphanGrace, Now: opts.Now, Unconfirmed: pending, RetryMaxDelay: opts.RetryMaxDelay},
 	} {
 		if err := r.SetupWithManager(mgr); err != nil {
 			return err

@@ -114,6 +114,7 @@ func NeverFits(req Request) error {
 		return fmt.Errorf("%w: a /%d is more than pool %s's spec.namespaceLimit.addressSpace lets one namespace hold (a /%d)",
 			ErrNeverFits, req.Bits, pool.Name, *lim.AddressSpace)
 	}
+	// The clock decides only when holds expire, and this ledger has none.
 	a, err := Build(pool, &Ledger{Allocations: map[netip.Prefix]Entry{}, Holds: map[netip.Prefix]time.Time{}}, time.Now)
 	if err != nil {
 		return nil // the pool's own trouble is reported elsewhere

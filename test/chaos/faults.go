@@ -23,7 +23,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -48,6 +50,9 @@ type injector struct {
 	fo     *failover
 	start  time.Time // of the traffic, which step offsets count from
 	probes sync.WaitGroup
+
+	// leakSeq numbers the leak probes.
+	leakSeq atomic.Int64
 
 	// records counts what direct deletes of kipam's records got.
 	mu      sync.Mutex
@@ -99,7 +104,7 @@ func (in *injector) do(ctx context.Context, st step) {
 	case faultRecreatePool:
 		in.recreatePool(ctx, st)
 	case faultRejectCreates:
-		in.policyWindow(ctx, st, rejectCreatesPolicy, nil)
+		in.policyWindow(ctx, st, rejectCreatesPolicy, in.leakProbe)
 	case faultFailReleases:
 		in.policyWindow(ctx, st, failReleasesPolicy, func(ctx context.Context) { in.toggleSwitch(ctx, st) })
 	case faultAmbiguousWrites:
@@ -112,7 +117,32 @@ func (in *injector) do(ctx context.Context, st step) {
 		in.log.finish(st.Kind, "")
 	case faultDeleteRecords:
 		in.deleteRecords(ctx, st)
+	case faultClockOffset:
+		in.clockOffset(ctx, st)
 	}
+}
+
+// clockOffset restarts one replica with kipam's clock moved by st.Shift
+// (--clock-offset, a test-only flag: a Go binary reads the clock through
+// the vDSO, out of libfaketime's reach), and after st.Hold restarts it on
+// the host's clock again. SIGTERM both times, so the window is the offset
+// and not a crash.
+func (in *injector) clockOffset(ctx context.Context, st step) {
+	r := in.rs.replicas[st.Pick%len(in.rs.replicas)]
+	bg := context.WithoutCancel(ctx)
+	in.log.begin(st.Kind, "replica %s restarted with its clock %+.0fs off for %s", r.id, st.Shift.Seconds(), st.Hold.Round(100*time.Millisecond))
+	r.proc.setExtra("--clock-offset=" + st.Shift.String())
+	r.down("term")
+	if err := r.up(bg); err != nil {
+		in.log.event("harness", "replica %s did not start with its clock off: %v", r.id, err)
+	}
+	sleepCtx(ctx, st.Hold)
+	r.proc.setExtra()
+	r.down("term")
+	if err := r.up(bg); err != nil {
+		in.log.event("harness", "replica %s did not start again on the host's clock: %v", r.id, err)
+	}
+	in.log.finish(st.Kind, "replica %s runs on the host's clock again", r.id)
 }
 
 // waitHealthy waits, for up to 3 minutes, until the control plane serves
@@ -293,6 +323,68 @@ func (in *injector) probe(kind, pool, victim string, t0 time.Time) {
 			return
 		}
 		in.log.event("probe", "after %s of %s: pool %s served no claim within 10 minutes", kind, victim, pool)
+	})
+}
+
+// leakPool is where leak probes ask for their prefixes, from leakPrefixes:
+// far above what first fit hands out in the load's /16.
+const (
+	leakPool     = "c4"
+	leakPrefixes = "10.200.254.%d/28"
+)
+
+// leakProbe measures leak repair while the create-refusing policy is
+// bound: it creates a claim for a given /28 under a name the policy
+// refuses (after kipam's webhook committed the prefix), then asks with
+// dry-run creates, every half second, whether the prefix is free again.
+// The time from the refusal until it is free is kipam's orphan grace, the
+// sweep, and the pool's reuse grace. A create that the policy did not
+// refuse yet (its binding takes a moment) is deleted, and tried again on
+// the next /28.
+func (in *injector) leakProbe(window context.Context) {
+	in.probes.Go(func() {
+		bg, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		var (
+			n    int64
+			cidr string
+			t0   time.Time
+		)
+		for window.Err() == nil && t0.IsZero() {
+			n = in.leakSeq.Add(1)
+			cidr = fmt.Sprintf(leakPrefixes, 16*(n%16))
+			c := &ipamv1alpha1.IPClaim{ObjectMeta: metav1.ObjectMeta{Namespace: "chaos-a", Name: fmt.Sprintf("c-leakprobe-%d-b", n)},
+				Spec: ipamv1alpha1.IPClaimSpec{Pool: leakPool, CIDR: cidr}}
+			cctx, ccancel := context.WithTimeout(window, 20*time.Second)
+			err := in.c.Create(cctx, c)
+			ccancel()
+			switch {
+			case err == nil:
+				_ = in.c.Delete(bg, c)
+				_ = in.drv.waitGone(bg, c, string(c.UID))
+			case strings.Contains(err.Error(), rejectCreatesMessage):
+				t0 = time.Now()
+			default:
+				in.log.event("probe", "leak probe %s in %s: %v", cidr, leakPool, err)
+				sleepCtx(window, time.Second)
+			}
+		}
+		if t0.IsZero() {
+			return
+		}
+		for bg.Err() == nil {
+			check := &ipamv1alpha1.IPClaim{ObjectMeta: metav1.ObjectMeta{Namespace: "chaos-a", Name: fmt.Sprintf("leakcheck-%d", n)},
+				Spec: ipamv1alpha1.IPClaimSpec{Pool: leakPool, CIDR: cidr}}
+			if err := in.c.Create(bg, check, client.DryRunAll); err == nil {
+				d := time.Since(t0)
+				in.fo.addLeak(d)
+				in.log.event("probe", "leak probe: %s in %s, refused after kipam committed it, was free again after %s", cidr, leakPool, d.Round(100*time.Millisecond))
+				return
+			}
+			sleepCtx(bg, 500*time.Millisecond)
+		}
+		in.fo.addLeak(0)
+		in.log.event("probe", "leak probe: %s in %s, refused after kipam committed it, was not free again within 10 minutes", cidr, leakPool)
 	})
 }
 

@@ -154,9 +154,11 @@ func readObjects(path string) ([]*unstructured.Unstructured, error) {
 // The chaos policies, and the switch that the release policy reads.
 const (
 	rejectCreatesPolicy = "chaos-reject-creates"
-	failReleasesPolicy  = "chaos-fail-releases"
-	switchNamespace     = "chaos-system"
-	switchName          = "chaos-switch"
+	// rejectCreatesMessage is what chaos-reject-creates says.
+	rejectCreatesMessage = "chaos: refused after kipam's webhook allowed it"
+	failReleasesPolicy   = "chaos-fail-releases"
+	switchNamespace      = "chaos-system"
+	switchName           = "chaos-switch"
 )
 
 // installPolicies creates the two ValidatingAdmissionPolicies, unbound:
@@ -191,7 +193,7 @@ func installPolicies(ctx context.Context, c client.Client) error {
 				}}},
 				Validations: []admissionv1.Validation{{
 					Expression: "!object.metadata.name.matches('^(c|dyn)-.*[bcdf]$')",
-					Message:    "chaos: refused after kipam's webhook allowed it",
+					Message:    rejectCreatesMessage,
 				}},
 			},
 		},

@@ -26,6 +26,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -41,7 +42,10 @@ type proc struct {
 	name string
 	path string
 	args []string
-	log  string // file its output is appended to
+	// extra is appended to args at each start while a fault wants it (a
+	// replica's clock offset); under mu.
+	extra []string
+	log   string // file its output is appended to
 	// ready, when set, reports whether a started process serves; start
 	// waits for it.
 	ready func(ctx context.Context) error
@@ -100,6 +104,13 @@ func (p *proc) supervise(ctx context.Context, events func(format string, args ..
 	}
 }
 
+// setExtra sets the arguments added to args from the next start on.
+func (p *proc) setExtra(extra ...string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.extra = extra
+}
+
 func (p *proc) lastStart() time.Time {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -130,7 +141,7 @@ func (p *proc) start(ctx context.Context) error {
 	if p.tail == nil {
 		p.tail = &testenv.Tail{Size: 3 << 10}
 	}
-	cmd := exec.Command(p.path, p.args...)
+	cmd := exec.Command(p.path, append(slices.Clone(p.args), p.extra...)...)
 	cmd.Stdout = io.MultiWriter(out, p.tail)
 	cmd.Stderr = cmd.Stdout
 	// Pdeathsig: the child dies with the thread that started it (kept

@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"slices"
 	"time"
 )
 
@@ -38,12 +39,13 @@ const (
 	faultAmbiguousWrites  = "ambiguous-writes"  // one replica's ledger writes go through, and their answers are dropped or late
 	faultMidflight        = "midflight-delete"  // every claim is deleted right after its create returns
 	faultDeleteRecords    = "delete-records"    // try to delete IPAllocations and IPLedgers directly
+	faultClockOffset      = "clock-offset"      // one replica restarted with its clock off by more than the orphan grace, for Hold
 )
 
 // processFaults take turns on one track; backgroundFaults on another, so
 // that a policy window or ambiguous writes overlap process faults.
 var (
-	processFaults    = []string{faultKillOwner, faultStopOwner, faultRestartReplicas, faultRestartAPIServer, faultRestartEtcd, faultRecreatePool}
+	processFaults    = []string{faultKillOwner, faultStopOwner, faultRestartReplicas, faultRestartAPIServer, faultRestartEtcd, faultRecreatePool, faultClockOffset}
 	backgroundFaults = []string{faultRejectCreates, faultFailReleases, faultAmbiguousWrites, faultMidflight, faultDeleteRecords}
 )
 
@@ -57,6 +59,7 @@ type step struct {
 	Pick  int           // which candidate (replica when no owner is known, pool for recreate-pool)
 	Share float64       // of ledger writes made ambiguous; of time the release policy refuses
 	N     int           // delete-records: how many attempts of each kind
+	Shift time.Duration // clock-offset: how far the replica's clock is off (either way)
 	Seed  uint64        // for what the fault draws while it runs
 }
 
@@ -69,6 +72,8 @@ func (s step) String() string {
 		extra = fmt.Sprintf(" share %.2f", s.Share)
 	case faultDeleteRecords:
 		extra = fmt.Sprintf(" n=%d", s.N)
+	case faultClockOffset:
+		extra = fmt.Sprintf(" offset %+.0fs", s.Shift.Seconds())
 	}
 	return fmt.Sprintf("+%5.1fs %-18s hold %5.1fs%s", s.At.Seconds(), s.Kind, s.Hold.Seconds(), extra)
 }
@@ -84,15 +89,20 @@ func between(rng *rand.Rand, lo, hi time.Duration) time.Duration {
 
 // makeSchedule plans faults from warmup until duration. Each track goes
 // through its kinds in a seeded order, a new order each round, so every
-// kind comes up about as often, and many times in a long run.
-func makeSchedule(seed uint64, warmup, duration, lease time.Duration) schedule {
+// kind comes up about as often, and many times in a long run. only, when
+// not empty, selects and weighs the kinds: each kind comes up in a round
+// as many times as only names it, and a kind it does not name never.
+func makeSchedule(seed uint64, warmup, duration, lease, grace time.Duration, only []string) schedule {
 	var s schedule
 	plan := func(stream uint64, kinds []string, gapLo, gapHi time.Duration, fill func(*rand.Rand, *step)) []step {
+		if len(only) > 0 {
+			kinds = slices.DeleteFunc(slices.Clone(only), func(k string) bool { return !slices.Contains(kinds, k) })
+		}
 		rng := rand.New(rand.NewPCG(seed, stream))
 		var out []step
 		at := warmup
 		var round []string
-		for at < duration {
+		for at < duration && len(kinds) > 0 {
 			if len(round) == 0 {
 				round = append([]string(nil), kinds...)
 				rng.Shuffle(len(round), func(i, j int) { round[i], round[j] = round[j], round[i] })
@@ -121,6 +131,15 @@ func makeSchedule(seed uint64, warmup, duration, lease time.Duration) schedule {
 		case faultRecreatePool:
 			st.How = []string{"claims-first", "pool-first"}[rng.IntN(2)]
 			st.Hold = 5 * time.Second // nominal: it takes as long as the pool takes to drain
+		case faultClockOffset:
+			// Past the orphan grace either way: ahead, the replica judges
+			// the others' pool Leases lapsed and sightings old at once;
+			// behind, its Leases and holds end early by the others' clocks.
+			st.Hold = between(rng, 30*time.Second, 90*time.Second)
+			st.Shift = grace + between(rng, 5*time.Second, 60*time.Second)
+			if rng.IntN(2) == 0 {
+				st.Shift = -st.Shift
+			}
 		}
 	})
 	s.background = plan(2, backgroundFaults, 5*time.Second, 20*time.Second, func(rng *rand.Rand, st *step) {

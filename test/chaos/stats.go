@@ -200,6 +200,16 @@ func (s *stats) write(w io.Writer) {
 type failover struct {
 	mu      sync.Mutex
 	samples map[string][]failoverSample
+	// leaks are the leak probes' repair times: from a create refused after
+	// kipam committed its prefix until the prefix was free again (0: not
+	// within 10 minutes).
+	leaks []time.Duration
+}
+
+func (f *failover) addLeak(d time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.leaks = append(f.leaks, d)
 }
 
 type failoverSample struct {
@@ -266,4 +276,14 @@ func (f *failover) write(w io.Writer) {
 	}
 	row("owner kill+stop", all)
 	_ = tw.Flush()
+	var repaired []time.Duration
+	for _, d := range f.leaks {
+		if d > 0 {
+			repaired = append(repaired, d)
+		}
+	}
+	r := func(d time.Duration) string { return d.Round(100 * time.Millisecond).String() }
+	fmt.Fprintf(w, "leak repair: from a create refused after kipam committed its prefix until the prefix was free again: "+
+		"n=%d p50 %s p99 %s max %s, not free within 10 minutes %d (target: the orphan grace plus 10 s)\n",
+		len(f.leaks), r(percentile(repaired, .5)), r(percentile(repaired, .99)), r(percentile(repaired, 1)), len(f.leaks)-len(repaired))
 }

@@ -291,8 +291,9 @@ func poolError(pool *ipamv1alpha1.IPPool, err error) error {
 // SetupIPPoolWebhookWithManager registers the IPPool webhooks.
 func SetupIPPoolWebhookWithManager(mgr ctrl.Manager, m *ipam.Manager) error {
 	return ctrl.NewWebhookManagedBy(mgr, &ipamv1alpha1.IPPool{}).
-		WithDefaulter(&IPPoolAllocator{Manager: m, Reader: mgr.GetClient(), APIReader: mgr.GetAPIReader()}, admission.DefaulterRemoveUnknownOrOmitableFields).
-		WithValidator(&IPPoolValidator{APIReader: mgr.GetAPIReader()}).
+		WithDefaulter(defaulter[*ipamv1alpha1.IPPool](&IPPoolAllocator{Manager: m, Reader: mgr.GetClient(), APIReader: mgr.GetAPIReader()}),
+			admission.DefaulterRemoveUnknownOrOmitableFields).
+		WithValidator(validator[*ipamv1alpha1.IPPool](&IPPoolValidator{APIReader: mgr.GetAPIReader()})).
 		Complete()
 }
 

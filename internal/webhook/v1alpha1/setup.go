@@ -33,7 +33,7 @@ func SetupWithManager(mgr ctrl.Manager, m *ipam.Manager) error {
 		return err
 	}
 	if err := ctrl.NewWebhookManagedBy(mgr, &ipamv1alpha1.IPClaim{}).
-		WithDefaulter(&IPClaimAllocator{
+		WithDefaulter(defaulter[*ipamv1alpha1.IPClaim](&IPClaimAllocator{
 			Resolver: &ipam.Resolver{Reader: mgr.GetClient(), APIReader: mgr.GetAPIReader()},
 			Manager:  m,
 			Recorder: mgr.GetEventRecorder("kipam-webhook"),
@@ -41,11 +41,16 @@ func SetupWithManager(mgr ctrl.Manager, m *ipam.Manager) error {
 			// ""), so that the object the API server validates after this
 			// webhook is the one ValidateClaimCreate passed before it
 			// committed anything.
-		}, admission.DefaulterRemoveUnknownOrOmitableFields).
+		}), admission.DefaulterRemoveUnknownOrOmitableFields).
 		Complete(); err != nil {
 		return err
 	}
-	return ctrl.NewWebhookManagedBy(mgr, &ipamv1alpha1.IPAllocation{}).
-		WithValidator(&IPAllocationValidator{APIReader: mgr.GetAPIReader()}).
+	if err := ctrl.NewWebhookManagedBy(mgr, &ipamv1alpha1.IPAllocation{}).
+		WithValidator(validator[*ipamv1alpha1.IPAllocation](&IPAllocationValidator{APIReader: mgr.GetAPIReader()})).
+		Complete(); err != nil {
+		return err
+	}
+	return ctrl.NewWebhookManagedBy(mgr, &ipamv1alpha1.IPLedger{}).
+		WithValidator(validator[*ipamv1alpha1.IPLedger](&IPLedgerValidator{APIReader: mgr.GetAPIReader()})).
 		Complete()
 }
