@@ -26,7 +26,6 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -633,7 +632,7 @@ func addresses(p netip.Prefix) *big.Int {
 	return new(big.Int).Lsh(big.NewInt(1), uint(p.Addr().BitLen()-p.Bits()))
 }
 
-// holdings returns what each claim holder holds in the live docs, counting
+// holdings returns what each namespace's claims hold in the live docs, counting
 // it on first use.
 func (l *ledgerState) holdings() map[string]*holding {
 	if l.held == nil {
@@ -656,10 +655,12 @@ func (l *ledgerState) count(p netip.Prefix, e Entry, sign int) {
 	if l.held == nil || !isClaim(e) {
 		return
 	}
-	h := l.held[e.Holder]
+	// A namespace's IPClaims and IPAddressClaims share its limit.
+	ns, _ := HolderNamespace(e.Holder)
+	h := l.held[ns]
 	if h == nil {
 		h = &holding{}
-		l.held[e.Holder] = h
+		l.held[ns] = h
 	}
 	h.claims += sign
 	if sign > 0 {
@@ -677,11 +678,11 @@ func (l *ledgerState) checkLimit(pool *ipamv1alpha1.IPPool, p netip.Prefix, e En
 	if lim == nil || !isClaim(e) {
 		return nil
 	}
-	h := l.holdings()[e.Holder]
+	ns, _ := HolderNamespace(e.Holder)
+	h := l.holdings()[ns]
 	if h == nil {
 		h = &holding{}
 	}
-	ns := strings.TrimPrefix(e.Holder, ClaimHolderPrefix)
 	if lim.Claims != nil && h.claims >= int(*lim.Claims) {
 		return fmt.Errorf("%w: namespace %s holds %d claims from pool %s, which its spec.namespaceLimit.claims allows at most; "+
 			"a release there makes room", ErrNamespaceLimit, ns, h.claims, pool.Name)
