@@ -69,8 +69,12 @@ func AddressClaimHolds(c *capiv1beta2.IPAddressClaim, a *ipamv1alpha1.IPAllocati
 }
 
 // AddressPrefixLength is the prefix length reported with each address of
-// pool (an IPAddress's spec.prefix): the pool's own length.
+// pool (an IPAddress's spec.prefix): spec.addressPrefixLength, else the
+// pool's own length.
 func AddressPrefixLength(pool *ipamv1alpha1.IPPool) int {
+	if l := pool.Spec.AddressPrefixLength; l != nil {
+		return int(*l)
+	}
 	p, err := netip.ParsePrefix(pool.Spec.CIDR)
 	if err != nil {
 		return 0
@@ -78,5 +82,6 @@ func AddressPrefixLength(pool *ipamv1alpha1.IPPool) int {
 	return p.Bits()
 }
 
-// Gateway is the gateway reported with each address of pool, if any.
-func Gateway(*ipamv1alpha1.IPPool) string { return "" }
+// Gateway is the gateway reported with each address of pool
+// (spec.gateway), empty when it has none.
+func Gateway(pool *ipamv1alpha1.IPPool) string { return pool.Spec.Gateway }

@@ -1231,8 +1231,8 @@ func Build(pool *ipamv1alpha1.IPPool, ledger *Ledger, now func() time.Time) (*al
 	return a, nil
 }
 
-// reservedSpace is what pool's reserved ranges and excluded first and last
-// addresses keep out of circulation: all of it but the allocations that
+// reservedSpace is what pool's reserved ranges, excluded first and last
+// addresses and gateway keep out of circulation: all of it but the allocations that
 // overlap it. A reservation added after prefixes were handed out does not
 // evict them, and holds for all the rest of its space.
 func reservedSpace(pool *ipamv1alpha1.IPPool, prefix netip.Prefix, allocs []netip.Prefix) []netipx.IPRange {
@@ -1254,8 +1254,8 @@ func reservedSpace(pool *ipamv1alpha1.IPPool, prefix netip.Prefix, allocs []neti
 	return rest.Ranges()
 }
 
-// ReservedSet is the space pool's reserved ranges and excluded first and
-// last addresses cover inside its cidr (empty for a pool without one).
+// ReservedSet is the space pool's reserved ranges, excluded first and
+// last addresses and gateway cover inside its cidr (empty for a pool without one).
 func ReservedSet(pool *ipamv1alpha1.IPPool) *netipx.IPSet {
 	prefix, err := netutil.ParsePrefix(pool.Spec.CIDR)
 	if err != nil {
@@ -1277,6 +1277,10 @@ func reservedSet(pool *ipamv1alpha1.IPPool, prefix netip.Prefix) *netipx.IPSet {
 	}
 	if n := pool.Spec.ExcludeLast; n > 0 {
 		b.AddRange(netipx.IPRangeFrom(netutil.Step(last, uint64(n)-1, first), last))
+	}
+	// The gateway is the network's, never a claim's.
+	if gw, err := netip.ParseAddr(pool.Spec.Gateway); err == nil {
+		b.Add(gw)
 	}
 	var inPool netipx.IPSetBuilder
 	inPool.AddPrefix(prefix)

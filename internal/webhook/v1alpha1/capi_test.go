@@ -162,6 +162,23 @@ var _ = Describe("Cluster API's IPAM contract", func() {
 		}).WithTimeout(2 * time.Second).Should(Succeed())
 	})
 
+	It("reports the pool's gateway and address prefix length with each address, and never hands out the gateway", func() {
+		p := createPool("172.21.7.0/26", func(s *ipamv1alpha1.IPPoolSpec) {
+			s.Gateway, s.AddressPrefixLength, s.ExcludeFirst = "172.21.7.1", ptr.To[int32](22), 1
+		})
+		ns := capiNamespace(nil)
+		var got []string
+		for range 2 {
+			c := addressClaim(ns, p.Name, nil)
+			Expect(k8sClient.Create(ctx, c)).To(Succeed())
+			addr := expectAddress(c)
+			Expect(addr.Spec.Gateway).To(Equal("172.21.7.1"))
+			Expect(addr.Spec.Prefix).To(Equal(ptr.To[int32](22)))
+			got = append(got, addr.Spec.Address)
+		}
+		Expect(got).To(Equal([]string{"172.21.7.2", "172.21.7.3"}), "excludeFirst and the gateway are skipped")
+	})
+
 	It("releases exactly the claim's entry when it is deleted, held for the pool's reuse grace", func() {
 		p := createPool("172.21.1.0/29", func(s *ipamv1alpha1.IPPoolSpec) { s.ReuseGracePeriodSeconds = ptr.To[int64](3600) })
 		ns := capiNamespace(nil)
