@@ -18,7 +18,10 @@ package v1alpha1
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
+	"slices"
+	"sync"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -37,6 +40,7 @@ import (
 
 	capiv1beta2 "github.com/kipam/kipam/api/capi/ipam/v1beta2"
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
+	"github.com/kipam/kipam/internal/inspect"
 	"github.com/kipam/kipam/internal/ipam"
 )
 
@@ -311,6 +315,83 @@ var _ = Describe("Cluster API's IPAM contract", func() {
 		Eventually(func() []string { return ledgerOf(p.Name) }).WithTimeout(3 * orphanGrace).Should(Equal([]string{kept.String()}))
 		_, stillGone := entryOf(p.Name, gone)
 		Expect(stillGone).To(BeFalse())
+	})
+})
+
+var _ = Describe("A storm of IPAddressClaims, IPClaims and child pools on one parent", func() {
+	It("gives zero overlaps across the three, by the ledgers, the objects and kubectl kipam check", func() {
+		parent := createPool("172.24.0.0/18", nil)
+		ns := capiNamespace(nil)
+		fast := fastClient()
+		var (
+			wg       sync.WaitGroup
+			mu       sync.Mutex
+			children []*ipamv1alpha1.IPPool
+			claims   []*ipamv1alpha1.IPClaim
+			machines []*capiv1beta2.IPAddressClaim
+		)
+		for i := range 300 {
+			wg.Go(func() {
+				defer GinkgoRecover()
+				switch i % 3 {
+				case 0:
+					c := child(parent, []int32{26, 27, 28}[rand.IntN(3)], "")
+					Expect(fast.Create(ctx, c)).To(Succeed())
+					mu.Lock()
+					children = append(children, c)
+					mu.Unlock()
+				case 1:
+					c := newClaim(ns, parent.Name, func(c *ipamv1alpha1.IPClaim) { c.Spec.PrefixLength = ptr.To([]int32{28, 30, 32}[rand.IntN(3)]) })
+					Expect(fast.Create(ctx, c)).To(Succeed())
+					mu.Lock()
+					claims = append(claims, c)
+					mu.Unlock()
+				default:
+					c := addressClaim(ns, parent.Name, nil)
+					Expect(fast.Create(ctx, c)).To(Succeed())
+					mu.Lock()
+					machines = append(machines, c)
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		var held []string
+		for _, c := range children {
+			held = append(held, c.Spec.CIDR)
+		}
+		for _, c := range claims {
+			held = append(held, c.Spec.CIDR)
+		}
+		Eventually(func(g Gomega) {
+			var list capiv1beta2.IPAddressList
+			g.Expect(k8sClient.List(ctx, &list, client.InNamespace(ns))).To(Succeed())
+			g.Expect(list.Items).To(HaveLen(len(machines)))
+		}).WithTimeout(2 * time.Minute).Should(Succeed())
+		for _, m := range machines {
+			held = append(held, hostPrefix(expectAddress(m)).String())
+		}
+		Expect(held).To(HaveLen(300))
+		expectDisjoint(held)
+		Expect(ledgerOf(parent.Name)).To(ConsistOf(held), "the parent's ledger records exactly these")
+
+		By("kubectl kipam check finds nothing wrong with any of them")
+		ours := map[string]bool{"IPPool " + parent.Name: true, "IPLedger " + parent.Name: true}
+		for _, c := range children {
+			ours["IPPool "+c.Name], ours["IPLedger "+c.Name] = true, true
+		}
+		Eventually(func(g Gomega) {
+			cluster, err := inspect.Load(ctx, k8sClient)
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(len(cluster.AddressClaims)).To(BeNumerically(">=", len(machines)))
+			var problems []inspect.Problem
+			for _, p := range cluster.Check(time.Now(), 0) {
+				if ours[p.Object] || slices.Contains(p.Namespaces, ns) {
+					problems = append(problems, p)
+				}
+			}
+			g.Expect(problems).To(BeEmpty())
+		}).WithTimeout(time.Minute).Should(Succeed())
 	})
 })
 
