@@ -93,6 +93,7 @@ Then try:
   kubectl get ippools                     # usage of each pool
   kubectl get ipclaims -A                 # every claim and its CIDR
   kubectl explain ipclaim.spec            # the claim API, field by field
+  kubectl get ipaddressclaims.ipam.cluster.x-k8s.io,ipaddresses.ipam.cluster.x-k8s.io -A   # Cluster API machine addresses
   curl -s http://$metrics/metrics | grep '^kipam_pool'   # pool usage for Prometheus
   kubectl create -f - <<'YAML'
   apiVersion: ipam.kipam.dev/v1alpha1
@@ -117,7 +118,7 @@ up() {
 
 	log "starting etcd, kube-apiserver and kube-controller-manager on loopback"
 	KUBEBUILDER_ASSETS=$bin/k8s setsid nohup "$bin/localcluster" -dir "$dir/cluster" \
-		-crds "$root/config/crd/bases" -webhooks "$root/config/webhook" \
+		-crds "$root/config/crd/bases,$root/config/capi/crd" -webhooks "$root/config/webhook" \
 		>"$dir/cluster.log" 2>&1 </dev/null &
 	echo $! >"$dir/cluster.pid"
 	if ! wait_for "the control plane" 120 ready_or_dead "$dir/cluster/ready" "$dir/cluster.pid" ||
@@ -149,6 +150,10 @@ up() {
 	"$kubectl" wait --for=condition=Ready ippool --all --timeout=60s
 	"$kubectl" apply -f "$root/config/samples/ipam_v1alpha1_ipclaim.yaml"
 	"$kubectl" wait --for=condition=Ready ipclaim --all -A --timeout=60s
+	# Cluster API's IPAM CRDs are installed here as Cluster API's core
+	# provider would: a machine's address from a kipam pool.
+	"$kubectl" apply -f "$root/config/samples/ipam_v1beta2_ipaddressclaim.yaml"
+	"$kubectl" wait --for=condition=Ready ipaddressclaim --all -A --timeout=60s
 	"$kubectl" get kipam -A
 	instructions
 }

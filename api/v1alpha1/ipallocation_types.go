@@ -23,13 +23,14 @@ import (
 
 // ClaimRef names the object an allocation is bound to.
 type ClaimRef struct {
-	// kind is IPClaim, or IPPool for a child pool carved from its parent.
+	// kind is IPClaim, IPPool for a child pool carved from its parent, or
+	// IPAddressClaim for a Cluster API claim (ipam.cluster.x-k8s.io).
 	// +required
-	// +kubebuilder:validation:Enum=IPClaim;IPPool
+	// +kubebuilder:validation:Enum=IPClaim;IPPool;IPAddressClaim
 	// +kubebuilder:validation:MaxLength=16
 	Kind string `json:"kind"`
 
-	// namespace of the IPClaim; empty for an IPPool.
+	// namespace of the claim; empty for an IPPool.
 	// +optional
 	// +kubebuilder:validation:MaxLength=63
 	Namespace string `json:"namespace,omitempty"`

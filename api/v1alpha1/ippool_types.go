@@ -150,6 +150,24 @@ type IPPoolSpec struct {
 	// releases something). Lowering it evicts nothing. Absent: no cap.
 	// +optional
 	NamespaceLimit *NamespaceLimit `json:"namespaceLimit,omitempty"`
+
+	// gateway is the gateway of the network the pool's addresses are on,
+	// reported with each address kipam answers a Cluster API
+	// IPAddressClaim with (the IPAddress's spec.gateway). It is one of the
+	// pool's own addresses, in canonical form, and is never handed out.
+	// +optional
+	// +kubebuilder:validation:MaxLength=39
+	Gateway string `json:"gateway,omitempty"`
+
+	// addressPrefixLength is the prefix length reported with each address
+	// kipam answers a Cluster API IPAddressClaim with (the IPAddress's
+	// spec.prefix): the length of the network the machines are on, which
+	// may be shorter than the pool's own (a pool carved from a subnet).
+	// Absent: the pool's own prefix length.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=128
+	AddressPrefixLength *int32 `json:"addressPrefixLength,omitempty"`
 }
 
 // NamespaceLimit is what the claims of one namespace may hold from a pool.

@@ -32,6 +32,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
+	capiv1beta2 "github.com/kipam/kipam/api/capi/ipam/v1beta2"
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
 	"github.com/kipam/kipam/internal/inspect"
 )
@@ -129,6 +130,9 @@ func (o *options) load(ctx context.Context) (*inspect.Cluster, error) {
 	}
 	scheme := runtime.NewScheme()
 	if err := ipamv1alpha1.AddToScheme(scheme); err != nil {
+		return nil, err
+	}
+	if err := capiv1beta2.AddToScheme(scheme); err != nil {
 		return nil, err
 	}
 	c, err := client.New(cfg, client.Options{Scheme: scheme})

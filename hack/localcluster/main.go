@@ -37,6 +37,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -48,7 +49,8 @@ func main() {
 	root, _ := os.Getwd()
 	dir := flag.String("dir", filepath.Join(root, ".local", "cluster"), "directory for the cluster's state and outputs")
 	assets := flag.String("assets", os.Getenv("KUBEBUILDER_ASSETS"), "directory holding etcd, kube-apiserver, kube-controller-manager and kubectl")
-	crds := flag.String("crds", filepath.Join(root, "config", "crd", "bases"), "directory of CRD manifests to install")
+	crds := flag.String("crds", filepath.Join(root, "config", "crd", "bases")+","+filepath.Join(root, "config", "capi", "crd"),
+		"comma-separated directories of CRD manifests to install (kipam's, and Cluster API's IPAM CRDs)")
 	webhooks := flag.String("webhooks", filepath.Join(root, "config", "webhook"), "directory of webhook configurations to install")
 	flag.Parse()
 	if err := run(*dir, *assets, *crds, *webhooks); err != nil {
@@ -80,7 +82,7 @@ func run(dir, assets, crds, webhooks string) error {
 
 	env := &envtest.Environment{
 		BinaryAssetsDirectory: assets,
-		CRDDirectoryPaths:     []string{crds},
+		CRDDirectoryPaths:     strings.Split(crds, ","),
 		ErrorIfCRDPathMissing: true,
 		WebhookInstallOptions: envtest.WebhookInstallOptions{
 			Paths:               []string{webhooks},

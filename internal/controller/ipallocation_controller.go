@@ -27,11 +27,15 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
+	capiv1beta2 "github.com/kipam/kipam/api/capi/ipam/v1beta2"
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
 	"github.com/kipam/kipam/internal/ipam"
 	"github.com/kipam/kipam/internal/metrics"
@@ -54,6 +58,9 @@ type IPAllocationReconciler struct {
 	RetryMaxDelay time.Duration
 	// Workers is how many allocations are reconciled at once.
 	Workers int
+	// AddressClaims is set when Cluster API's IPAddressClaim is served:
+	// allocations may name one as their holder.
+	AddressClaims bool
 }
 
 // Allocations: read for the cache and the sweep; created for each claim
@@ -82,7 +89,7 @@ func (r *IPAllocationReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	before := a.DeepCopy()
 	now := metav1.NewTime(r.Now())
 	if held {
-		return ctrl.Result{}, r.bound(ctx, before, &a, "held by IPClaim "+a.Spec.ClaimRef.Namespace+"/"+a.Spec.ClaimRef.Name)
+		return ctrl.Result{}, r.bound(ctx, before, &a, "held by "+a.Spec.ClaimRef.Kind+" "+a.Spec.ClaimRef.Namespace+"/"+a.Spec.ClaimRef.Name)
 	}
 	if a.DeletionTimestamp != nil {
 		return ctrl.Result{}, deleteAllocation(ctx, r.Client, a.Name, nil)
@@ -142,6 +149,17 @@ func (r *IPAllocationReconciler) bound(ctx context.Context, before, a *ipamv1alp
 // held reports whether the allocation's claim exists and carries its prefix.
 func (r *IPAllocationReconciler) held(ctx context.Context, a *ipamv1alpha1.IPAllocation, reader client.Reader) (bool, error) {
 	ref := a.Spec.ClaimRef
+	if ref.Kind == "IPAddressClaim" {
+		var claim capiv1beta2.IPAddressClaim
+		err := reader.Get(ctx, client.ObjectKey{Namespace: ref.Namespace, Name: ref.Name}, &claim)
+		if apierrors.IsNotFound(err) || meta.IsNoMatchError(err) {
+			return false, nil // not served: no such claim can exist
+		}
+		if err != nil {
+			return false, err
+		}
+		return ipam.AddressClaimHolds(&claim, a), nil
+	}
 	var claim ipamv1alpha1.IPClaim
 	err := reader.Get(ctx, client.ObjectKey{Namespace: ref.Namespace, Name: ref.Name}, &claim)
 	if apierrors.IsNotFound(err) {
@@ -174,7 +192,11 @@ func releaseOrphan(ctx context.Context, c client.Client, m *ipam.Manager, a *ipa
 	if err != nil {
 		return nil
 	}
-	_, err = releaseOrphaned(ctx, c, m, a.Spec.Pool, p, ipam.Entry{Holder: ipam.ClaimHolder(a.Spec.ClaimRef.Namespace), ID: a.Spec.Entry})
+	holder := ipam.ClaimHolder(a.Spec.ClaimRef.Namespace)
+	if a.Spec.ClaimRef.Kind == "IPAddressClaim" {
+		holder = ipam.AddressClaimHolder(a.Spec.ClaimRef.Namespace)
+	}
+	_, err = releaseOrphaned(ctx, c, m, a.Spec.Pool, p, ipam.Entry{Holder: holder, ID: a.Spec.Entry})
 	return err
 }
 
@@ -197,7 +219,7 @@ func releaseOrphaned(ctx context.Context, c client.Client, m *ipam.Manager, pool
 // SetupWithManager registers the reconciler; a claim's change wakes its
 // allocation.
 func (r *IPAllocationReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr).
 		For(&ipamv1alpha1.IPAllocation{}).
 		Watches(&ipamv1alpha1.IPPool{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 			pool := o.(*ipamv1alpha1.IPPool)
@@ -215,7 +237,27 @@ func (r *IPAllocationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			}
 			return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: ipam.AllocationName(ipam.PoolOf(claim), p)}}}
 		})).
-		Named("ipallocation").
+		Named("ipallocation")
+	if r.AddressClaims {
+		// An IPAddressClaim's change (its deletion) wakes the allocations
+		// that name it.
+		b = b.Watches(&capiv1beta2.IPAddressClaim{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+			var allocs ipamv1alpha1.IPAllocationList
+			if err := r.List(ctx, &allocs, client.MatchingLabels{ipamv1alpha1.LabelClaimNamespace: o.GetNamespace()}); err != nil {
+				return nil
+			}
+			var out []reconcile.Request
+			for i := range allocs.Items {
+				if a := &allocs.Items[i]; a.Spec.ClaimRef.Kind == "IPAddressClaim" && a.Spec.ClaimRef.Name == o.GetName() {
+					out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(a)})
+				}
+			}
+			return out
+		}), builder.WithPredicates(predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+			return e.ObjectNew.GetDeletionTimestamp() != nil
+		}}))
+	}
+	return b.
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.Workers, 1), RateLimiter: retryLimiter(r.RetryMaxDelay)}).
 		Complete(r)
 }

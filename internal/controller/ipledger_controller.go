@@ -26,6 +26,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -41,6 +42,7 @@ import (
 
 	"github.com/google/uuid"
 
+	capiv1beta2 "github.com/kipam/kipam/api/capi/ipam/v1beta2"
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
 	"github.com/kipam/kipam/internal/ipam"
 )
@@ -64,6 +66,10 @@ type IPLedgerReconciler struct {
 	// RetryMaxDelay caps the wait before retrying a failed reconcile
 	// (DefaultRetryMaxDelay when 0).
 	RetryMaxDelay time.Duration
+
+	// AddressClaims is set when Cluster API's IPAddressClaim is served
+	// (and cached): the sweep then reads them from the cache first.
+	AddressClaims bool
 
 	// Unconfirmed, when set, is told how many claim entries of each ledger
 	// no stored claim carries yet (the pool's status.pending).
@@ -113,7 +119,11 @@ func (r *IPLedgerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	for p, e := range entries {
 		ns, ok := strings.CutPrefix(e.Holder, ipam.ClaimHolderPrefix)
 		if !ok {
-			wait, err := r.sweepPool(ctx, &ledger, p, e, seen[key(p, e)], now)
+			sweep := r.sweepPool
+			if strings.HasPrefix(e.Holder, ipam.AddressClaimHolderPrefix) {
+				sweep = r.sweepAddressClaim
+			}
+			wait, err := sweep(ctx, &ledger, p, e, seen[key(p, e)], now)
 			if err != nil {
 				return ctrl.Result{}, err
 			}
@@ -222,6 +232,45 @@ func (r *IPLedgerReconciler) sweepPool(ctx context.Context, ledger *ipamv1alpha1
 		return 0, err
 	}
 	logf.FromContext(ctx).Info("released a prefix no pool took", "parent", ledger.Spec.Pool, "cidr", p, "pool", name)
+	return 0, deleteEntryAllocation(ctx, r.Client, ledger.Spec.Pool, p, e.ID)
+}
+
+// sweepAddressClaim releases entry e, recording the address of a Cluster
+// API IPAddressClaim, once no IPAddressClaim has carried it for the orphan
+// grace since this replica first saw it: a claim deleted without its
+// finalizer, or gone while its address was being committed. A claim
+// carries its entry while it exists with the entry's ID as its uid (being
+// deleted included: its finalizer releases it), whatever its IPAddress
+// says. Where the IPAddressClaim kind is not served no claim can carry
+// it. It returns when to look again, 0 for never.
+func (r *IPLedgerReconciler) sweepAddressClaim(ctx context.Context, ledger *ipamv1alpha1.IPLedger, p netip.Prefix, e ipam.Entry, s *sighting, now time.Time) (time.Duration, error) {
+	ns := strings.TrimPrefix(e.Holder, ipam.AddressClaimHolderPrefix)
+	carried := func(reader client.Reader) (bool, error) {
+		var claims capiv1beta2.IPAddressClaimList
+		err := reader.List(ctx, &claims, client.InNamespace(ns))
+		if meta.IsNoMatchError(err) {
+			return false, nil
+		}
+		return slices.ContainsFunc(claims.Items, func(c capiv1beta2.IPAddressClaim) bool {
+			return ipam.AddressClaimCarries(ledger.Spec.Pool, e, &c)
+		}), err
+	}
+	if r.AddressClaims {
+		if held, err := carried(r.Client); held || err != nil {
+			return 0, err // its finalizer, or a sweep woken by its deletion, releases it
+		}
+	}
+	if wait := s.first.Add(r.OrphanGrace).Sub(now); wait > 0 {
+		return wait, nil
+	}
+	if held, err := carried(r.APIReader); held || err != nil {
+		return 0, err
+	}
+	freed, err := releaseOrphaned(ctx, r.Client, r.Manager, ledger.Spec.Pool, p, e)
+	if err != nil || !freed {
+		return 0, err
+	}
+	logf.FromContext(ctx).Info("released an address no IPAddressClaim carries", "pool", ledger.Spec.Pool, "address", p, "namespace", ns)
 	return 0, deleteEntryAllocation(ctx, r.Client, ledger.Spec.Pool, p, e.ID)
 }
 
@@ -449,7 +498,7 @@ func (r *IPLedgerReconciler) ledgersOf(ctx context.Context, pool client.Object) 
 
 // SetupWithManager registers the reconciler.
 func (r *IPLedgerReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr).
 		For(&ipamv1alpha1.IPLedger{}).
 		// A claim stored carries its entry (no longer pending); a claim
 		// gone, whatever its finalizer did, may leave an entry no claim
@@ -483,7 +532,23 @@ func (r *IPLedgerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 				return e.ObjectNew.GetDeletionTimestamp() != nil && !controllerutil.ContainsFinalizer(e.ObjectNew, ipamv1alpha1.PoolFinalizer)
 			},
 		})).
-		Named("ipledger").
+		Named("ipledger")
+	if r.AddressClaims {
+		// An IPAddressClaim gone, whatever its finalizer did, may leave
+		// its entry: the sweep of its pool's ledgers looks.
+		b = b.Watches(&capiv1beta2.IPAddressClaim{}, handler.Funcs{
+			DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+				c, ok := e.Object.(*capiv1beta2.IPAddressClaim)
+				if !ok || !ipam.ServesPoolRef(c.Spec.PoolRef) {
+					return
+				}
+				for _, req := range r.ledgersOf(ctx, &ipamv1alpha1.IPPool{ObjectMeta: metav1.ObjectMeta{Name: c.Spec.PoolRef.Name}}) {
+					q.Add(req)
+				}
+			},
+		})
+	}
+	return b.
 		// Shards sweep independently: one pool's backlog must not delay another's.
 		WithOptions(controller.Options{MaxConcurrentReconciles: 4, RateLimiter: retryLimiter(r.RetryMaxDelay)}).
 		Complete(r)

@@ -22,12 +22,15 @@ import (
 	"fmt"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
+	capiv1beta2 "github.com/kipam/kipam/api/capi/ipam/v1beta2"
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
 	"github.com/kipam/kipam/internal/ipam"
 )
@@ -139,21 +142,62 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, m *ipam.Manager, op
 	resolver := &ipam.Resolver{Reader: mgr.GetClient(), APIReader: mgr.GetAPIReader()}
 	recorder := mgr.GetEventRecorder("kipam")
 	pending := newUnconfirmed()
+	addressClaims, cluster, err := capiKinds(mgr)
+	if err != nil {
+		return err
+	}
 	for _, r := range []interface{ SetupWithManager(ctrl.Manager) error }{
 		&IPPoolReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Manager: m, Recorder: recorder, Now: opts.Now, Unconfirmed: pending,
 			RetryMaxDelay: opts.RetryMaxDelay},
 		&IPClaimReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Manager: m, Resolver: resolver, Recorder: recorder, Now: opts.Now,
 			Workers: opts.Workers, RetryMaxDelay: opts.RetryMaxDelay},
 		&IPAllocationReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Manager: m, Recorder: recorder,
-			OrphanGrace: opts.OrphanGrace, Now: opts.Now, Workers: opts.Workers, RetryMaxDelay: opts.RetryMaxDelay},
+			OrphanGrace: opts.OrphanGrace, Now: opts.Now, Workers: opts.Workers, RetryMaxDelay: opts.RetryMaxDelay, AddressClaims: addressClaims},
 		&IPLedgerReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Manager: m, Recorder: recorder,
-			OrphanGrace: opts.OrphanGrace, Now: opts.Now, Unconfirmed: pending, RetryMaxDelay: opts.RetryMaxDelay},
+			OrphanGrace: opts.OrphanGrace, Now: opts.Now, Unconfirmed: pending, RetryMaxDelay: opts.RetryMaxDelay, AddressClaims: addressClaims},
 	} {
 		if err := r.SetupWithManager(mgr); err != nil {
 			return err
 		}
 	}
-	return nil
+	if !addressClaims {
+		return nil
+	}
+	return (&IPAddressClaimReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Manager: m, Resolver: resolver, Recorder: recorder,
+		Now: opts.Now, Workers: opts.Workers, RetryMaxDelay: opts.RetryMaxDelay, Cluster: cluster}).SetupWithManager(mgr)
+}
+
+// capiKinds reports whether Cluster API's IPAddressClaim
+// (ipam.cluster.x-k8s.io/v1beta2) is served, so that kipam serves Cluster
+// API's IPAM contract, and the version of its Cluster kind if that is
+// served, so that a paused Cluster pauses its claims; it says at startup
+// which. Cluster API owns those CRDs: one installed after kipam started
+// is served from kipam's next start.
+func capiKinds(mgr ctrl.Manager) (bool, *schema.GroupVersionKind, error) {
+	log := ctrl.Log.WithName("setup")
+	gvk := capiv1beta2.GroupVersion.WithKind("IPAddressClaim")
+	if _, err := mgr.GetRESTMapper().RESTMapping(gvk.GroupKind(), gvk.Version); err != nil {
+		if !meta.IsNoMatchError(err) {
+			return false, nil, fmt.Errorf("looking up Cluster API's IPAddressClaim: %w", err)
+		}
+		log.Info("Cluster API's IPAddressClaim (ipam.cluster.x-k8s.io/v1beta2) is not served: not serving Cluster API's IPAM contract")
+		return false, nil, nil
+	}
+	if !mgr.GetScheme().Recognizes(gvk) {
+		return false, nil, fmt.Errorf("the manager's scheme lacks %s: add api/capi/ipam/v1beta2 to it", gvk)
+	}
+	mapping, err := mgr.GetRESTMapper().RESTMapping(ClusterGroupKind)
+	if err != nil {
+		if !meta.IsNoMatchError(err) {
+			return false, nil, fmt.Errorf("looking up Cluster API's Cluster: %w", err)
+		}
+		log.Info("serving Cluster API's IPAddressClaims whose poolRef names a kipam IPPool; Cluster API's Cluster is not served, " +
+			"so only a claim's own paused annotation pauses it")
+		return true, nil, nil
+	}
+	cluster := mapping.GroupVersionKind
+	log.Info("serving Cluster API's IPAddressClaims whose poolRef names a kipam IPPool; a paused Cluster pauses its claims", "cluster", cluster.String())
+	return true, &cluster, nil
 }
 
 // indexFields registers the field indexes the reconcilers list by.

@@ -27,6 +27,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	capiv1beta2 "github.com/kipam/kipam/api/capi/ipam/v1beta2"
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
 	"github.com/kipam/kipam/internal/ipam"
 )
@@ -119,6 +120,11 @@ func (c *Cluster) Check(now time.Time, grace time.Duration) []Problem {
 		}
 		c.checkClaim(claim, older(claim.CreationTimestamp), report)
 	}
+	for _, key := range sortedKeys(c.Addresses) {
+		if a := c.Addresses[key]; a.DeletionTimestamp == nil || older(*a.DeletionTimestamp) {
+			c.checkAddress(a, older(a.CreationTimestamp), report)
+		}
+	}
 	for _, pool := range c.sortedPools() {
 		if pool.DeletionTimestamp != nil && !older(*pool.DeletionTimestamp) {
 			continue
@@ -168,6 +174,13 @@ func (c *Cluster) checkObjectOverlaps(report reportFunc) {
 		if p := prefixOf(claim.Spec.CIDR); p.IsValid() {
 			items = append(items, item{p: p, object: "IPClaim " + claim.Namespace + "/" + claim.Name, pool: ipam.PoolOf(claim),
 				namespace: claim.Namespace, claim: true})
+		}
+	}
+	for _, key := range sortedKeys(c.Addresses) {
+		a := c.Addresses[key]
+		if addr, err := netip.ParseAddr(a.Spec.Address); err == nil {
+			items = append(items, item{p: netip.PrefixFrom(addr, addr.BitLen()), object: "IPAddress " + key, pool: a.Spec.PoolRef.Name,
+				namespace: a.Namespace, claim: true})
 		}
 	}
 	overlaps(items, func(a, b item) {
@@ -224,7 +237,7 @@ func namespaces(items ...item) []string {
 	var out []string
 	for _, it := range items {
 		ns := it.namespace
-		if h, ok := strings.CutPrefix(it.holder, ipam.ClaimHolderPrefix); ok {
+		if h, ok := ipam.HolderNamespace(it.holder); ok {
 			ns = h
 		}
 		if ns != "" && !slices.Contains(out, ns) {
@@ -272,6 +285,8 @@ func (c *Cluster) checkEntries(now time.Time, grace time.Duration, report report
 				if c.Pools[name] == nil {
 					how = "pool " + name + " is gone; its prefix stays allocated while claims or pools inside it live"
 				}
+			} else if ns, ok := strings.CutPrefix(e.Holder, ipam.AddressClaimHolderPrefix); ok {
+				how = fmt.Sprintf("no IPAddressClaim of namespace %s with uid %s asks pool %s: kipam's ledger sweep releases it after its orphan grace", ns, e.ID, pool)
 			} else if a := c.Allocations[ipam.AllocationName(pool, p)]; a != nil && a.Spec.Entry == e.ID {
 				ref := a.Spec.ClaimRef
 				how = fmt.Sprintf("its IPAllocation %s names the claim %s/%s, which does not carry it", a.Name, ref.Namespace, ref.Name)
@@ -323,6 +338,37 @@ func (c *Cluster) checkClaim(claim *ipamv1alpha1.IPClaim, aged bool, report repo
 	case !ipam.BoundTo(a, claim):
 		ref := a.Spec.ClaimRef
 		report(MissingAllocation, object, []string{claim.Namespace}, "the IPAllocation %s of its %s names %s %s/%s, not this claim", name, p, ref.Kind, ref.Namespace, ref.Name)
+	}
+}
+
+// checkAddress checks an IPAddress kipam answered a claim with against its
+// claim, its pool's ledger and its IPAllocation; aged says whether it is
+// older than the grace.
+func (c *Cluster) checkAddress(a *capiv1beta2.IPAddress, aged bool, report reportFunc) {
+	object := "IPAddress " + a.Namespace + "/" + a.Name
+	addr, err := netip.ParseAddr(a.Spec.Address)
+	if err != nil {
+		return // not one kipam wrote
+	}
+	p := netip.PrefixFrom(addr, addr.BitLen())
+	poolName := a.Spec.PoolRef.Name
+	claim := c.AddressClaims[a.Namespace+"/"+a.Spec.ClaimRef.Name]
+	switch {
+	case claim == nil || !metav1.IsControlledBy(a, claim):
+		report(OrphanedAllocation, object, []string{a.Namespace}, "it says %s from pool %s for the IPAddressClaim %s, which is gone or does not own it: "+
+			"its consumer may use an address kipam no longer holds for it; delete it", addr, poolName, a.Spec.ClaimRef.Name)
+		return
+	case c.LedgerErrors[poolName] != nil:
+		return // BadLedger says it.
+	}
+	if e, ok := c.entry(poolName, p); !ok || !ipam.AddressClaimCarries(poolName, e, claim) {
+		report(UnrecordedClaim, object, []string{a.Namespace}, "pool %s's ledger does not record %s as the entry of IPAddressClaim %s (uid %s), "+
+			"so nothing keeps it from being handed out again: delete the IPAddress and kipam answers the claim again", poolName, addr, claim.Name, claim.UID)
+	}
+	name := ipam.AllocationName(poolName, p)
+	if al := c.Allocations[name]; aged && (al == nil || !ipam.AddressClaimHolds(claim, al)) {
+		report(MissingAllocation, object, []string{a.Namespace}, "no IPAllocation %s records its %s for IPAddressClaim %s: kipam's IPAddressClaim controller creates it",
+			name, addr, claim.Name)
 	}
 }
 
@@ -426,6 +472,16 @@ func (c *Cluster) checkAllocation(a *ipamv1alpha1.IPAllocation, report reportFun
 		case !ipam.PoolHolds(pool, a) || ipam.ParentOf(pool) != a.Spec.Pool:
 			report(OrphanedAllocation, object, nil, "it records %s in %s for pool %s, which is %s in %s (uid %s, recorded %s)",
 				a.Spec.CIDR, a.Spec.Pool, ref.Name, pool.Spec.CIDR, ipam.ParentOf(pool), pool.UID, ref.UID)
+		}
+	case "IPAddressClaim":
+		claim := c.AddressClaims[ref.Namespace+"/"+ref.Name]
+		switch {
+		case claim == nil:
+			report(OrphanedAllocation, object, []string{ref.Namespace}, "it records %s in pool %s for the IPAddressClaim %s/%s, which is gone: "+
+				"kipam marks it Orphaned and releases the address after its orphan grace", a.Spec.CIDR, a.Spec.Pool, ref.Namespace, ref.Name)
+		case !ipam.AddressClaimHolds(claim, a):
+			report(OrphanedAllocation, object, []string{ref.Namespace}, "it records %s in pool %s for the IPAddressClaim %s/%s, which is another claim "+
+				"(uid %s, recorded %s) or asks pool %s", a.Spec.CIDR, a.Spec.Pool, ref.Namespace, ref.Name, claim.UID, ref.UID, claim.Spec.PoolRef.Name)
 		}
 	default:
 		claim := c.claim(ref.Namespace, ref.Name)

@@ -18,6 +18,7 @@ package inspect
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -245,5 +246,51 @@ func TestAnEarlierPoolsLedgerIsNotRead(t *testing.T) {
 	f.editLedger("tenant", func(s *ipamv1alpha1.IPLedgerSpec) { s.PoolUID = "uid-of-an-earlier-tenant" })
 	if l, ok := f.load().Ledgers["tenant"]; ok {
 		t.Fatalf("an earlier pool's ledger read as tenant's: %v", l.Prefixes())
+	}
+}
+
+func TestCheckAddressClaims(t *testing.T) {
+	f := newFixture(t)
+	claim, _ := f.addressClaim("machine-0", "tenant", "10.0.0.11")
+	// tenant's status as kipam writes it with the address counted.
+	f.tenant.Status.Allocated, f.tenant.Status.Available, f.tenant.Status.Claims = "258", "65278", 2
+	if err := k8sClient.Status().Update(f.ctx, f.tenant); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, f.check())
+	who := f.load().Who(netip.MustParsePrefix("10.0.0.11/32"))
+	if last := who.HeldBy[len(who.HeldBy)-1]; last.Kind != "IPAddressClaim" || last.Name != "machine-0" || last.Holder != "IPAddressClaim/default" {
+		t.Errorf("who holds 10.0.0.11: %+v", last)
+	}
+
+	// An IPAddress over another claim's address, and its claim's entry
+	// recorded for another uid.
+	f.addressClaim("machine-1", "lb", "10.0.1.1")
+	f.editLedger("lb", func(s *ipamv1alpha1.IPLedgerSpec) {
+		s.Allocations = strings.Replace(s.Allocations, "10.0.1.1/32 IPAddressClaim/default", "10.0.1.1/32 IPAddressClaim/other", 1)
+	})
+	f.lb.Status.Allocated, f.lb.Status.Claims = "17", 2
+	f.lb.Status.Available = "239"
+	f.lb.Status.Utilization = "6.64%"
+	if err := k8sClient.Status().Update(f.ctx, f.lb); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, f.check(),
+		"Overlap IPAddress default/machine-1", // inside vip's cidr
+		"Overlap IPLedger lb",                 // 10.0.1.1 recorded inside vip's 10.0.1.0/28
+		"UnheldEntry IPLedger lb",             // recorded for a claim that does not exist
+		"UnrecordedClaim IPAddress default/machine-1")
+
+	// The claim gone (deleted without kipam's finalizer), its records left.
+	f.delete(claim)
+	got := f.check()
+	for _, want := range []string{
+		"OrphanedAllocation IPAddress default/machine-0",
+		"OrphanedAllocation IPAllocation tenant.10-0-0-11-32",
+		"UnheldEntry IPLedger tenant",
+	} {
+		if !slices.Contains(got, want) {
+			t.Errorf("%q not reported: %v", want, got)
+		}
 	}
 }

@@ -30,6 +30,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	capiv1beta2 "github.com/kipam/kipam/api/capi/ipam/v1beta2"
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
 	"github.com/kipam/kipam/internal/ipam"
 	"github.com/kipam/kipam/internal/testenv"
@@ -60,6 +61,9 @@ func TestMain(m *testing.M) {
 		defer func() { _ = env.Stop() }()
 		scheme := runtime.NewScheme()
 		if err := ipamv1alpha1.AddToScheme(scheme); err != nil {
+			panic(err)
+		}
+		if err := capiv1beta2.AddToScheme(scheme); err != nil {
 			panic(err)
 		}
 		if k8sClient, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
@@ -120,8 +124,10 @@ func (f *fixture) reset() {
 			f.t.Error(err)
 		}
 	}
-	if err := k8sClient.DeleteAllOf(f.ctx, &ipamv1alpha1.IPClaim{}, client.InNamespace("default")); err != nil {
-		f.t.Error(err)
+	for _, obj := range []client.Object{&ipamv1alpha1.IPClaim{}, &capiv1beta2.IPAddressClaim{}, &capiv1beta2.IPAddress{}} {
+		if err := k8sClient.DeleteAllOf(f.ctx, obj, client.InNamespace("default")); err != nil {
+			f.t.Error(err)
+		}
 	}
 }
 
@@ -241,4 +247,29 @@ func (f *fixture) check() []string {
 		out = append(out, string(p.Kind)+" "+p.Object)
 	}
 	return out
+}
+
+// addressClaim creates a Cluster API IPAddressClaim of namespace default
+// answered, as kipam would, with addr from pool: its IPAddress, its
+// ledger entry (appended to pool's root) and its IPAllocation.
+func (f *fixture) addressClaim(name, pool, addr string) (*capiv1beta2.IPAddressClaim, *capiv1beta2.IPAddress) {
+	f.t.Helper()
+	ref := capiv1beta2.IPPoolReference{APIGroup: ipamv1alpha1.GroupVersion.Group, Kind: "IPPool", Name: pool}
+	c := &capiv1beta2.IPAddressClaim{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name},
+		Spec:       capiv1beta2.IPAddressClaimSpec{PoolRef: ref},
+	}
+	f.create(c)
+	a := &capiv1beta2.IPAddress{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name, OwnerReferences: []metav1.OwnerReference{{
+			APIVersion: capiv1beta2.GroupVersion.String(), Kind: "IPAddressClaim", Name: name, UID: c.UID, Controller: ptr.To(true),
+		}}},
+		Spec: capiv1beta2.IPAddressSpec{ClaimRef: capiv1beta2.IPAddressClaimReference{Name: name}, PoolRef: ref, Address: addr, Prefix: ptr.To[int32](16)},
+	}
+	f.create(a)
+	f.editLedger(pool, func(s *ipamv1alpha1.IPLedgerSpec) {
+		s.Allocations += fmt.Sprintf("%s/32 IPAddressClaim/default %d %s\n", addr, committed.Unix(), c.UID)
+	})
+	f.allocation(pool, addr+"/32", ipamv1alpha1.ClaimRef{Kind: "IPAddressClaim", Namespace: "default", Name: name, UID: c.UID}, string(c.UID))
+	return c, a
 }

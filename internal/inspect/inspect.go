@@ -34,8 +34,11 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	capiv1beta2 "github.com/kipam/kipam/api/capi/ipam/v1beta2"
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
 	"github.com/kipam/kipam/internal/allocator"
 	"github.com/kipam/kipam/internal/ipam"
@@ -51,6 +54,11 @@ type Cluster struct {
 	Pools map[string]*ipamv1alpha1.IPPool
 	// Claims are the IPClaims, sorted by namespace and name.
 	Claims []*ipamv1alpha1.IPClaim
+	// AddressClaims are Cluster API's IPAddressClaims of kipam pools, and
+	// Addresses their IPAddresses (by namespace/name), both empty where
+	// Cluster API's IPAM kinds are not served.
+	AddressClaims map[string]*capiv1beta2.IPAddressClaim
+	Addresses     map[string]*capiv1beta2.IPAddress
 	// Allocations are the IPAllocations by name.
 	Allocations map[string]*ipamv1alpha1.IPAllocation
 	// Ledgers are what each pool's ledgers record, by pool name, the two
@@ -62,7 +70,8 @@ type Cluster struct {
 	LedgerErrors map[string]error
 }
 
-// Load reads every IPPool, IPClaim, IPAllocation and IPLedger through r.
+// Load reads every IPPool, IPClaim, IPAllocation and IPLedger through r,
+// and Cluster API's IPAddressClaims and IPAddresses of kipam pools.
 func Load(ctx context.Context, r client.Reader) (*Cluster, error) {
 	var (
 		pools   ipamv1alpha1.IPPoolList
@@ -88,6 +97,9 @@ func Load(ctx context.Context, r client.Reader) (*Cluster, error) {
 	}
 	for i := range pools.Items {
 		c.Pools[pools.Items[i].Name] = &pools.Items[i]
+	}
+	if err := c.loadAddressClaims(ctx, r); err != nil {
+		return nil, err
 	}
 	for i := range claims.Items {
 		c.Claims = append(c.Claims, &claims.Items[i])
@@ -123,6 +135,37 @@ func Load(ctx context.Context, r client.Reader) (*Cluster, error) {
 		c.Ledgers[name] = ledger
 	}
 	return c, nil
+}
+
+// loadAddressClaims reads Cluster API's IPAddressClaims that name a kipam
+// pool, and the IPAddresses kipam answered them with. Where the kinds are
+// not served (or r's scheme lacks them) there are none.
+func (c *Cluster) loadAddressClaims(ctx context.Context, r client.Reader) error {
+	c.AddressClaims = map[string]*capiv1beta2.IPAddressClaim{}
+	c.Addresses = map[string]*capiv1beta2.IPAddress{}
+	var claims capiv1beta2.IPAddressClaimList
+	var addrs capiv1beta2.IPAddressList
+	for _, l := range []struct {
+		what string
+		list client.ObjectList
+	}{{"IPAddressClaims", &claims}, {"IPAddresses", &addrs}} {
+		if err := r.List(ctx, l.list); meta.IsNoMatchError(err) || runtime.IsNotRegisteredError(err) {
+			return nil
+		} else if err != nil {
+			return fmt.Errorf("listing %s: %w", l.what, err)
+		}
+	}
+	for i := range claims.Items {
+		if cl := &claims.Items[i]; ipam.ServesPoolRef(cl.Spec.PoolRef) {
+			c.AddressClaims[cl.Namespace+"/"+cl.Name] = cl
+		}
+	}
+	for i := range addrs.Items {
+		if a := &addrs.Items[i]; ipam.ServesPoolRef(a.Spec.PoolRef) {
+			c.Addresses[a.Namespace+"/"+a.Name] = a
+		}
+	}
+	return nil
 }
 
 // pool returns the pool called name, or the address space of that name.

@@ -55,8 +55,8 @@ type Holding struct {
 	Pool string `json:"pool"`
 	// CIDR is the entry's prefix.
 	CIDR netip.Prefix `json:"cidr"`
-	// Holder is the entry's holder as the ledger names it: IPClaim/<namespace>
-	// or IPPool/<name>.
+	// Holder is the entry's holder as the ledger names it: IPClaim/<namespace>,
+	// IPAddressClaim/<namespace> or IPPool/<name>.
 	Holder string `json:"holder"`
 	// Entry is the entry's ID.
 	Entry string `json:"entry,omitempty"`
@@ -108,7 +108,7 @@ func (c *Cluster) Who(q netip.Prefix) *Answer {
 			if a := c.Allocations[ipam.AllocationName(pool, p)]; a != nil {
 				h.Allocation, h.Since = a.Name, a.CreationTimestamp.DeepCopy()
 			}
-			if strings.HasPrefix(e.Holder, ipam.ClaimHolderPrefix) && p.Bits() <= q.Bits() {
+			if _, claim := ipam.HolderNamespace(e.Holder); claim && p.Bits() <= q.Bits() {
 				claimHeld = true
 			}
 			ans.HeldBy = append(ans.HeldBy, h)
@@ -148,6 +148,14 @@ func (c *Cluster) carrier(pool string, p netip.Prefix, e ipam.Entry, h *Holding)
 	if name, ok := strings.CutPrefix(e.Holder, ipam.PoolHolderPrefix); ok {
 		if child := c.Pools[name]; child != nil && ipam.PoolCarries(child, e) && ipam.ParentOf(child) == pool {
 			h.Kind, h.Name = "IPPool", child.Name
+		}
+		return
+	}
+	if strings.HasPrefix(e.Holder, ipam.AddressClaimHolderPrefix) {
+		for _, claim := range c.AddressClaims {
+			if ipam.AddressClaimCarries(pool, e, claim) {
+				h.Kind, h.Namespace, h.Name = "IPAddressClaim", claim.Namespace, claim.Name
+			}
 		}
 		return
 	}

@@ -26,7 +26,6 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -633,7 +632,7 @@ func addresses(p netip.Prefix) *big.Int {
 	return new(big.Int).Lsh(big.NewInt(1), uint(p.Addr().BitLen()-p.Bits()))
 }
 
-// holdings returns what each claim holder holds in the live docs, counting
+// holdings returns what each namespace's claims hold in the live docs, counting
 // it on first use.
 func (l *ledgerState) holdings() map[string]*holding {
 	if l.held == nil {
@@ -656,10 +655,12 @@ func (l *ledgerState) count(p netip.Prefix, e Entry, sign int) {
 	if l.held == nil || !isClaim(e) {
 		return
 	}
-	h := l.held[e.Holder]
+	// A namespace's IPClaims and IPAddressClaims share its limit.
+	ns, _ := HolderNamespace(e.Holder)
+	h := l.held[ns]
 	if h == nil {
 		h = &holding{}
-		l.held[e.Holder] = h
+		l.held[ns] = h
 	}
 	h.claims += sign
 	if sign > 0 {
@@ -677,11 +678,11 @@ func (l *ledgerState) checkLimit(pool *ipamv1alpha1.IPPool, p netip.Prefix, e En
 	if lim == nil || !isClaim(e) {
 		return nil
 	}
-	h := l.holdings()[e.Holder]
+	ns, _ := HolderNamespace(e.Holder)
+	h := l.holdings()[ns]
 	if h == nil {
 		h = &holding{}
 	}
-	ns := strings.TrimPrefix(e.Holder, ClaimHolderPrefix)
 	if lim.Claims != nil && h.claims >= int(*lim.Claims) {
 		return fmt.Errorf("%w: namespace %s holds %d claims from pool %s, which its spec.namespaceLimit.claims allows at most; "+
 			"a release there makes room", ErrNamespaceLimit, ns, h.claims, pool.Name)
@@ -1230,8 +1231,8 @@ func Build(pool *ipamv1alpha1.IPPool, ledger *Ledger, now func() time.Time) (*al
 	return a, nil
 }
 
-// reservedSpace is what pool's reserved ranges and excluded first and last
-// addresses keep out of circulation: all of it but the allocations that
+// reservedSpace is what pool's reserved ranges, excluded first and last
+// addresses and gateway keep out of circulation: all of it but the allocations that
 // overlap it. A reservation added after prefixes were handed out does not
 // evict them, and holds for all the rest of its space.
 func reservedSpace(pool *ipamv1alpha1.IPPool, prefix netip.Prefix, allocs []netip.Prefix) []netipx.IPRange {
@@ -1253,8 +1254,8 @@ func reservedSpace(pool *ipamv1alpha1.IPPool, prefix netip.Prefix, allocs []neti
 	return rest.Ranges()
 }
 
-// ReservedSet is the space pool's reserved ranges and excluded first and
-// last addresses cover inside its cidr (empty for a pool without one).
+// ReservedSet is the space pool's reserved ranges, excluded first and
+// last addresses and gateway cover inside its cidr (empty for a pool without one).
 func ReservedSet(pool *ipamv1alpha1.IPPool) *netipx.IPSet {
 	prefix, err := netutil.ParsePrefix(pool.Spec.CIDR)
 	if err != nil {
@@ -1276,6 +1277,10 @@ func reservedSet(pool *ipamv1alpha1.IPPool, prefix netip.Prefix) *netipx.IPSet {
 	}
 	if n := pool.Spec.ExcludeLast; n > 0 {
 		b.AddRange(netipx.IPRangeFrom(netutil.Step(last, uint64(n)-1, first), last))
+	}
+	// The gateway is the network's, never a claim's.
+	if gw, err := netip.ParseAddr(pool.Spec.Gateway); err == nil {
+		b.Add(gw)
 	}
 	var inPool netipx.IPSetBuilder
 	inPool.AddPrefix(prefix)

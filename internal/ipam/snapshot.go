@@ -192,5 +192,6 @@ func (st *poolState) snapshot(now time.Time) {
 	st.snap.Store(s)
 }
 
-// isClaim reports whether an entry's holder is a claim.
-func isClaim(e Entry) bool { return strings.HasPrefix(e.Holder, ClaimHolderPrefix) }
+// isClaim reports whether an entry's holder is a claim: an IPClaim or a
+// Cluster API IPAddressClaim.
+func isClaim(e Entry) bool { _, ok := HolderNamespace(e.Holder); return ok }

@@ -141,7 +141,8 @@ func InTheWay(ctx context.Context, r client.Reader, pool string, p netip.Prefix)
 		if name, ok := strings.CutPrefix(e.Holder, PoolHolderPrefix); ok {
 			what = append(what, fmt.Sprintf("pool %s (%s)", name, q))
 		} else {
-			what = append(what, fmt.Sprintf("a claim in namespace %s (%s)", strings.TrimPrefix(e.Holder, ClaimHolderPrefix), q))
+			ns, _ := HolderNamespace(e.Holder)
+			what = append(what, fmt.Sprintf("a claim in namespace %s (%s)", ns, q))
 		}
 		if len(what) == 5 {
 			what = append(what, "and more")

@@ -16,7 +16,8 @@ limitations under the License.
 
 // Package testenv starts the envtest control plane that kipam's suites run
 // against: etcd and kube-apiserver built from source by hack/controlplane.sh,
-// with kipam's generated CRDs installed, and, for suites that need garbage
+// with kipam's generated CRDs and Cluster API's IPAM CRDs installed, and,
+// for suites that need garbage
 // collection or namespace deletion, kube-controller-manager beside them.
 package testenv
 
@@ -60,7 +61,9 @@ func New(withWebhooks bool) (*envtest.Environment, error) {
 	}
 	env := &envtest.Environment{
 		BinaryAssetsDirectory: assets,
-		CRDDirectoryPaths:     []string{filepath.Join(Root, "config", "crd", "bases")},
+		// Cluster API's IPAM CRDs, as its core provider installs them:
+		// kipam serves its IPAddressClaims.
+		CRDDirectoryPaths:     []string{filepath.Join(Root, "config", "crd", "bases"), filepath.Join(Root, "config", "capi", "crd")},
 		ErrorIfCRDPathMissing: true,
 	}
 	if withWebhooks {

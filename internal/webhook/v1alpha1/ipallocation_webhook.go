@@ -21,10 +21,12 @@ import (
 	"fmt"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	capiv1beta2 "github.com/kipam/kipam/api/capi/ipam/v1beta2"
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
 )
 
@@ -59,6 +61,8 @@ func (v *IPAllocationValidator) ValidateDelete(ctx context.Context, a *ipamv1alp
 		holder = &ipamv1alpha1.IPClaim{}
 	case "IPPool":
 		holder = &ipamv1alpha1.IPPool{}
+	case "IPAddressClaim":
+		holder = &capiv1beta2.IPAddressClaim{}
 	default:
 		return nil, nil
 	}
@@ -66,8 +70,8 @@ func (v *IPAllocationValidator) ValidateDelete(ctx context.Context, a *ipamv1alp
 		return nil, nil
 	}
 	err := v.APIReader.Get(ctx, client.ObjectKey{Namespace: ref.Namespace, Name: ref.Name}, holder)
-	if apierrors.IsNotFound(err) {
-		return nil, nil
+	if apierrors.IsNotFound(err) || meta.IsNoMatchError(err) {
+		return nil, nil // gone, or its kind is not served (so none exists)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reading the holder of %s: %w", a.Name, err)

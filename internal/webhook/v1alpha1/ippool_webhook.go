@@ -346,7 +346,7 @@ func (v *IPPoolValidator) ValidateUpdate(ctx context.Context, old, pool *ipamv1a
 		}
 		if covered > 0 {
 			errs = append(errs, field.Forbidden(spec.Child("reserved"), fmt.Sprintf(
-				"the change of reserved, excludeFirst or excludeLast would cover %d allocations (claims or child pools) of the pool: "+
+				"the change of reserved, excludeFirst, excludeLast or gateway would cover %d allocations (claims or child pools) of the pool: "+
 					"release them first, or reserve around them", covered)))
 		}
 	}
@@ -356,7 +356,8 @@ func (v *IPPoolValidator) ValidateUpdate(ctx context.Context, old, pool *ipamv1a
 // reservedEqual reports whether two versions of a pool keep the same space
 // out of circulation.
 func reservedEqual(a, b *ipamv1alpha1.IPPool) bool {
-	return slices.Equal(a.Spec.Reserved, b.Spec.Reserved) && a.Spec.ExcludeFirst == b.Spec.ExcludeFirst && a.Spec.ExcludeLast == b.Spec.ExcludeLast
+	return slices.Equal(a.Spec.Reserved, b.Spec.Reserved) && a.Spec.ExcludeFirst == b.Spec.ExcludeFirst && a.Spec.ExcludeLast == b.Spec.ExcludeLast &&
+		a.Spec.Gateway == b.Spec.Gateway
 }
 
 // covered counts the allocations of the pool, as its stored ledger records
@@ -463,6 +464,24 @@ func validatePoolSpec(pool *ipamv1alpha1.IPPool) field.ErrorList {
 		case !prefix.Contains(r.From()) || !prefix.Contains(r.To()):
 			errs = append(errs, field.Invalid(path, s, fmt.Sprintf("lies outside the pool %s", prefix)))
 		}
+	}
+	if gw := pool.Spec.Gateway; gw != "" {
+		path := spec.Child("gateway")
+		addr, err := netip.ParseAddr(gw)
+		switch {
+		case err != nil || addr.Zone() != "":
+			errs = append(errs, field.Invalid(path, gw, "must be an IP address such as 10.0.0.1 or 2001:db8::1"))
+		case addr.String() != gw:
+			errs = append(errs, field.Invalid(path, gw, fmt.Sprintf("must be written in canonical form: %s", addr)))
+		case addr.Is4() != prefix.Addr().Is4():
+			errs = append(errs, field.Invalid(path, gw, fmt.Sprintf("is %s but the pool is %s", netutil.Family(addr), netutil.Family(prefix.Addr()))))
+		case !prefix.Contains(addr):
+			errs = append(errs, field.Invalid(path, gw, fmt.Sprintf("lies outside the pool %s: a pool's gateway is one of its own addresses, "+
+				"which kipam never hands out", prefix)))
+		}
+	}
+	if l := pool.Spec.AddressPrefixLength; l != nil && *l > maxBits {
+		errs = append(errs, field.Invalid(spec.Child("addressPrefixLength"), *l, fmt.Sprintf("must be at most %d for an %s pool", maxBits, netutil.Family(prefix.Addr()))))
 	}
 	excluded := new(big.Int).Add(big.NewInt(pool.Spec.ExcludeFirst), big.NewInt(pool.Spec.ExcludeLast))
 	if size := netutil.Size(prefix); excluded.Cmp(size) > 0 {

@@ -65,7 +65,51 @@ var _ = Describe("IPPool webhook", func() {
 		Entry("exclusions larger than the pool",
 			pool("10.200.3.0/30", func(s *ipamv1alpha1.IPPoolSpec) { s.ExcludeFirst, s.ExcludeLast = 3, 2 }),
 			"spec.excludeFirst", "excludeFirst + excludeLast = 5 exceeds the pool's 4 addresses"),
+		Entry("gateway outside the pool",
+			pool("172.22.0.0/24", func(s *ipamv1alpha1.IPPoolSpec) { s.Gateway = "172.22.1.1" }),
+			`spec.gateway: Invalid value: "172.22.1.1": lies outside the pool 172.22.0.0/24: a pool's gateway is one of its own addresses`),
+		Entry("gateway of the other family",
+			pool("172.22.1.0/24", func(s *ipamv1alpha1.IPPoolSpec) { s.Gateway = "2001:db8::1" }),
+			`spec.gateway: Invalid value: "2001:db8::1": is IPv6 but the pool is IPv4`),
+		Entry("gateway not an address",
+			pool("172.22.2.0/24", func(s *ipamv1alpha1.IPPoolSpec) { s.Gateway = "172.22.2.0/24" }),
+			`spec.gateway: Invalid value: "172.22.2.0/24": must be an IP address`),
+		Entry("gateway not canonical",
+			pool("fd00:22::/64", func(s *ipamv1alpha1.IPPoolSpec) { s.Gateway = "fd00:22:0::1" }),
+			`spec.gateway: Invalid value: "fd00:22:0::1": must be written in canonical form: fd00:22::1`),
+		Entry("address prefix length past the family's",
+			pool("172.22.3.0/24", func(s *ipamv1alpha1.IPPoolSpec) { s.AddressPrefixLength = ptr.To[int32](33) }),
+			`spec.addressPrefixLength: Invalid value: 33: must be at most 32 for an IPv4 pool`),
 	)
+
+	It("denies a carved pool whose gateway lies outside what it was given, and returns the carve", func() {
+		parent := createPool("172.22.8.0/22", nil)
+		denied := child(parent, 24, "")
+		denied.Spec.Gateway = "172.22.11.1"
+		err := k8sClient.Create(ctx, denied)
+		Expect(apierrors.IsInvalid(err)).To(BeTrue(), "want Invalid, got %v", err)
+		Expect(err.Error()).To(ContainSubstring(`spec.gateway: Invalid value: "172.22.11.1": lies outside the pool 172.22.8.0/24`))
+		Expect(ledgerOf(parent.Name)).To(BeEmpty())
+		ok := child(parent, 24, "")
+		ok.Spec.Gateway = "172.22.8.1"
+		Expect(k8sClient.Create(ctx, ok)).To(Succeed())
+		Expect(ok.Spec.CIDR).To(Equal("172.22.8.0/24"))
+	})
+
+	It("denies a gateway set over an address already handed out", func() {
+		p := createPool("172.22.12.0/24", nil)
+		c := newClaim("default", p.Name, nil)
+		Expect(k8sClient.Create(ctx, c)).To(Succeed())
+		Expect(c.Spec.CIDR).To(Equal("172.22.12.0/32"))
+		patch := client.MergeFrom(p.DeepCopy())
+		p.Spec.Gateway = "172.22.12.0"
+		Expect(k8sClient.Patch(ctx, p, patch)).To(MatchError(ContainSubstring("gateway would cover 1 allocations")))
+		p.Spec.Gateway = "172.22.12.1"
+		Expect(k8sClient.Patch(ctx, p, patch)).To(Succeed())
+		next := newClaim("default", p.Name, nil)
+		Expect(k8sClient.Create(ctx, next)).To(Succeed())
+		Expect(next.Spec.CIDR).To(Equal("172.22.12.2/32"), "the gateway is never handed out")
+	})
 
 	It("denies a pool that overlaps another, naming it", func() {
 		a := pool("10.210.0.0/16", nil)

@@ -33,6 +33,7 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	capiv1beta2 "github.com/kipam/kipam/api/capi/ipam/v1beta2"
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
 	"github.com/kipam/kipam/internal/controller"
 	"github.com/kipam/kipam/internal/ipam"
@@ -82,6 +83,7 @@ var _ = BeforeSuite(func() {
 
 	Expect(clientgoscheme.AddToScheme(scheme)).To(Succeed())
 	Expect(ipamv1alpha1.AddToScheme(scheme)).To(Succeed())
+	Expect(capiv1beta2.AddToScheme(scheme)).To(Succeed())
 
 	var err error
 	testEnv, err = testenv.New(true)

@@ -1,0 +1,538 @@
+/*
+Copyright 2026 The kipam Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	capiv1beta2 "github.com/kipam/kipam/api/capi/ipam/v1beta2"
+	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
+	"github.com/kipam/kipam/internal/allocator"
+	"github.com/kipam/kipam/internal/ipam"
+	"github.com/kipam/kipam/internal/metrics"
+)
+
+// ClusterGroupKind is Cluster API's Cluster: when it is served, a claim of
+// a paused Cluster is left alone.
+var ClusterGroupKind = schema.GroupKind{Group: "cluster.x-k8s.io", Kind: "Cluster"}
+
+// Field indexes on IPAddressClaims.
+const (
+	// indexAddressClaimPool is the kipam pool an IPAddressClaim names.
+	indexAddressClaimPool = "kipam.addressClaimPool"
+	// indexAddressClaimCluster is an IPAddressClaim's Cluster.
+	indexAddressClaimCluster = "kipam.addressClaimCluster"
+)
+
+// IPAddressClaimReconciler serves Cluster API's IPAM contract from kipam
+// pools: for each IPAddressClaim whose spec.poolRef names a kipam IPPool it
+// commits one address through the pool's fenced commit (ledger entry
+// AddressClaimHolder(namespace) with the claim's uid as its ID), records
+// it in an IPAllocation, and answers with an IPAddress named after the
+// claim. Deleting the claim releases exactly that entry.
+type IPAddressClaimReconciler struct {
+	client.Client
+	// APIReader reads a claim's Cluster, and confirms a claim before its
+	// entry is trusted as the cache's.
+	APIReader client.Reader
+	Manager   *ipam.Manager
+	Resolver  *ipam.Resolver
+	Recorder  EventRecorder
+	// Now is the clock.
+	Now func() time.Time
+	// Workers is how many claims are reconciled at once.
+	Workers int
+	// RetryMaxDelay caps the wait before retrying a failed reconcile
+	// (DefaultRetryMaxDelay when 0).
+	RetryMaxDelay time.Duration
+	// Cluster is the version of Cluster API's Cluster kind to read for
+	// pauses, nil when the kind is not served: claims are then served
+	// whatever their spec.clusterName.
+	Cluster *schema.GroupVersionKind
+}
+
+// Cluster API's claims: read; patched for the release finalizer; their
+// status (addressRef, Ready) is kipam's to write for claims of its pools.
+// +kubebuilder:rbac:groups=ipam.cluster.x-k8s.io,resources=ipaddressclaims,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups=ipam.cluster.x-k8s.io,resources=ipaddressclaims/status,verbs=patch
+// The answers: created, patched for their finalizer, deleted on release.
+// +kubebuilder:rbac:groups=ipam.cluster.x-k8s.io,resources=ipaddresses,verbs=get;list;watch;create;patch;delete
+// Clusters: read for spec.paused and the paused annotation.
+// +kubebuilder:rbac:groups=cluster.x-k8s.io,resources=clusters,verbs=get;list;watch
+
+// Reconcile brings one IPAddressClaim to its answer, or releases it.
+func (r *IPAddressClaimReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	var claim capiv1beta2.IPAddressClaim
+	if err := r.Get(ctx, req.NamespacedName, &claim); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !ipam.ServesPoolRef(claim.Spec.PoolRef) {
+		return ctrl.Result{}, nil // another provider's
+	}
+	if paused, err := r.paused(ctx, &claim); paused || err != nil {
+		return ctrl.Result{}, err
+	}
+	if claim.DeletionTimestamp != nil {
+		return ctrl.Result{}, r.finalize(ctx, &claim)
+	}
+	if r.answered(ctx, &claim) {
+		return ctrl.Result{}, nil
+	}
+	if !controllerutil.ContainsFinalizer(&claim, ipamv1alpha1.ClaimFinalizer) {
+		patch := client.MergeFrom(claim.DeepCopy())
+		controllerutil.AddFinalizer(&claim, ipamv1alpha1.ClaimFinalizer)
+		if err := r.Patch(ctx, &claim, patch); err != nil {
+			return ctrl.Result{}, client.IgnoreNotFound(err)
+		}
+	}
+	next, cond, err := r.serve(ctx, &claim)
+	if cond != nil {
+		if perr := r.patchStatus(ctx, &claim, *cond); perr != nil {
+			return ctrl.Result{}, errors.Join(err, perr)
+		}
+	}
+	return ctrl.Result{RequeueAfter: next}, err
+}
+
+// answered reports whether the claim is Ready and its IPAddress is there,
+// controlled by it and protected: nothing to do. A claim once answered
+// keeps its address whatever becomes of its pool's namespace rules.
+func (r *IPAddressClaimReconciler) answered(ctx context.Context, claim *capiv1beta2.IPAddressClaim) bool {
+	if claim.Status.AddressRef.Name == "" || !meta.IsStatusConditionTrue(claim.Status.Conditions, capiv1beta2.ReadyCondition) ||
+		!controllerutil.ContainsFinalizer(claim, ipamv1alpha1.ClaimFinalizer) {
+		return false
+	}
+	var addr capiv1beta2.IPAddress
+	err := r.Get(ctx, client.ObjectKey{Namespace: claim.Namespace, Name: claim.Status.AddressRef.Name}, &addr)
+	return err == nil && metav1.IsControlledBy(&addr, claim) && controllerutil.ContainsFinalizer(&addr, ipamv1alpha1.AddressFinalizer)
+}
+
+// serve commits the claim's address (or finds the one committed before)
+// and creates its IPAllocation and IPAddress. It returns the Ready
+// condition to write, and when to look again for a claim that waits on a
+// reuse grace (the one event that changes no object).
+func (r *IPAddressClaimReconciler) serve(ctx context.Context, claim *capiv1beta2.IPAddressClaim) (time.Duration, *metav1.Condition, error) {
+	poolName := claim.Spec.PoolRef.Name
+	// The pool's namespace rules, exactly as for an IPClaim naming it.
+	pools, err := r.Resolver.Candidates(ctx, &ipamv1alpha1.IPClaim{Spec: ipamv1alpha1.IPClaimSpec{Pool: poolName}}, claim.Namespace)
+	var ferr *field.Error
+	switch {
+	case errors.As(err, &ferr) && ferr.Type == field.ErrorTypeNotFound:
+		// Reported alike, as for an IPClaim, so that tenants learn nothing
+		// of pools closed to them.
+		return 0, addressNotReady(capiv1beta2.ReasonPoolNotReady, fmt.Sprintf("no such pool is open to namespace %s: pool %s does not exist, "+
+			"or its spec.namespaceSelector does not admit the namespace; the claim is served once it does", claim.Namespace, poolName)), nil
+	case errors.As(err, &ferr):
+		return 0, addressNotReady(capiv1beta2.ReasonPoolNotReady, ferr.Detail), nil
+	case err != nil:
+		return 0, nil, err
+	}
+	pool := pools[0]
+	req, err := ipam.RequestFor(&ipamv1alpha1.IPClaim{Spec: ipamv1alpha1.IPClaimSpec{Pool: poolName, PrefixLength: ptr.To(int32(hostBits(pool)))}},
+		pool, ipam.AddressClaimHolder(claim.Namespace), false)
+	if err != nil {
+		return 0, addressNotReady(capiv1beta2.ReasonPoolNotReady, fmt.Sprintf("pool %s cannot serve addresses: %v", poolName, err)), nil
+	}
+	// The entry is the claim's by its uid, and Adopt answers with the
+	// entry already recorded for it: a claim whose address was committed
+	// before its IPAddress was created gets that same address, never a
+	// second one.
+	req.ID, req.Adopt, req.Sticky = string(claim.UID), true, nil
+	p, err := r.Manager.Allocate(ctx, req)
+	var ex *allocator.ExhaustedError
+	_, full := ipam.Full(err)
+	switch {
+	case errors.As(err, &ex), full:
+		// Waits: a release in the pool changes its ledger, whose watch
+		// wakes this claim; a release still in its reuse grace wakes it by
+		// a requeue at the grace's end.
+		next, _ := (&IPClaimReconciler{Client: r.Client, Now: r.Now}).nextHoldEnd(ctx, pool)
+		largest := "nothing"
+		if lf := pool.Status.LargestFreePrefix; lf != nil {
+			largest = fmt.Sprintf("a /%d", *lf)
+		}
+		msg := fmt.Sprintf("pool %s has no free address (%v; its largest free block: %s): the claim waits and is served when an address "+
+			"is released, or add space to the pool", poolName, err, largest)
+		return next, addressNotReady(capiv1beta2.ReasonPoolExhausted, msg), nil
+	case errors.Is(err, ipam.ErrPoolDeleted):
+		return 0, addressNotReady(capiv1beta2.ReasonPoolNotReady, fmt.Sprintf("pool %s is being deleted: it takes no new claims; name another pool", poolName)), nil
+	case err != nil:
+		return 0, addressNotReady(capiv1beta2.ReasonAllocationFailed, fmt.Sprintf("allocating from pool %s: %v (retrying)", poolName, err)), err
+	}
+	if cond, err := r.ensureAllocation(ctx, claim, pool, p); cond != nil || err != nil {
+		return 0, cond, err
+	}
+	if cond, err := r.ensureAddress(ctx, claim, pool, p); cond != nil || err != nil {
+		return 0, cond, err
+	}
+	return 0, &metav1.Condition{Type: capiv1beta2.ReadyCondition, Status: metav1.ConditionTrue, Reason: ipamv1alpha1.ReasonAllocated,
+		Message: fmt.Sprintf("%s allocated from pool %s", p.Addr(), poolName)}, nil
+}
+
+// hostBits is the length of one address of pool's family.
+func hostBits(pool *ipamv1alpha1.IPPool) int {
+	if p, err := netip.ParsePrefix(pool.Spec.CIDR); err == nil {
+		return p.Addr().BitLen()
+	}
+	return 32
+}
+
+// ensureAllocation creates the IPAllocation recording the claim's address,
+// so that kubectl get ipa, the pool's status and kubectl kipam show it, and
+// the delete webhook protects it. A previous holder's, whose release made
+// room for this claim, is waited for: its finalizer deletes it.
+func (r *IPAddressClaimReconciler) ensureAllocation(ctx context.Context, claim *capiv1beta2.IPAddressClaim, pool *ipamv1alpha1.IPPool, p netip.Prefix) (*metav1.Condition, error) {
+	name := ipam.AllocationName(pool.Name, p)
+	var a ipamv1alpha1.IPAllocation
+	err := r.Get(ctx, client.ObjectKey{Name: name}, &a)
+	switch {
+	case apierrors.IsNotFound(err):
+		a = ipamv1alpha1.IPAllocation{
+			ObjectMeta: metav1.ObjectMeta{
+				Name:       name,
+				Labels:     map[string]string{ipamv1alpha1.LabelPool: pool.Name, ipamv1alpha1.LabelClaimNamespace: claim.Namespace},
+				Finalizers: []string{ipamv1alpha1.AllocationFinalizer},
+			},
+			Spec: ipamv1alpha1.IPAllocationSpec{Pool: pool.Name, CIDR: p.String(), Entry: string(claim.UID), ClaimRef: ipamv1alpha1.ClaimRef{
+				Kind: "IPAddressClaim", Namespace: claim.Namespace, Name: claim.Name, UID: claim.UID,
+			}},
+		}
+		if err := r.Create(ctx, &a); err != nil && !apierrors.IsAlreadyExists(err) {
+			return nil, err
+		}
+		return nil, nil // AlreadyExists: the cache lags, or the next pass sees whose it is
+	case err != nil:
+		return nil, err
+	}
+	if ipam.AddressClaimHolds(claim, &a) {
+		return nil, nil
+	}
+	ref := a.Spec.ClaimRef
+	return addressNotReady(capiv1beta2.ReasonAllocationFailed, fmt.Sprintf("%s in pool %s is recorded for this claim; the IPAllocation %s of its previous holder %s %s/%s "+
+		"is being removed", p.Addr(), pool.Name, a.Name, ref.Kind, ref.Namespace, ref.Name)), nil
+}
+
+// ensureAddress creates the claim's IPAddress: named after the claim,
+// owned by it (controller) and by the pool, protected by a finalizer while
+// the claim lives.
+func (r *IPAddressClaimReconciler) ensureAddress(ctx context.Context, claim *capiv1beta2.IPAddressClaim, pool *ipamv1alpha1.IPPool, p netip.Prefix) (*metav1.Condition, error) {
+	want := r.address(claim, pool, p)
+	var got capiv1beta2.IPAddress
+	err := r.Get(ctx, client.ObjectKeyFromObject(want), &got)
+	switch {
+	case apierrors.IsNotFound(err):
+		if err := r.Create(ctx, want); err != nil && !apierrors.IsAlreadyExists(err) {
+			return nil, err
+		}
+		r.Recorder.Eventf(claim, nil, corev1.EventTypeNormal, ipamv1alpha1.ReasonAllocated, "Allocate", "allocated %s from pool %s", p.Addr(), pool.Name)
+		return nil, nil
+	case err != nil:
+		return nil, err
+	}
+	if !metav1.IsControlledBy(&got, claim) {
+		return addressNotReady(capiv1beta2.ReasonAllocationFailed, fmt.Sprintf("IPAddress %s/%s exists and is not this claim's (its controller is another object): "+
+			"it is left alone; delete it, or the claim", got.Namespace, got.Name)), nil
+	}
+	if got.Spec.Address != want.Spec.Address {
+		return addressNotReady(capiv1beta2.ReasonAllocationFailed, fmt.Sprintf("IPAddress %s/%s says %s, but pool %s records %s for this claim: "+
+			"delete the IPAddress and kipam creates it again", got.Namespace, got.Name, got.Spec.Address, pool.Name, p.Addr())), nil
+	}
+	if !controllerutil.ContainsFinalizer(&got, ipamv1alpha1.AddressFinalizer) && got.DeletionTimestamp == nil {
+		patch := client.MergeFrom(got.DeepCopy())
+		controllerutil.AddFinalizer(&got, ipamv1alpha1.AddressFinalizer)
+		if err := r.Patch(ctx, &got, patch); err != nil {
+			return nil, err
+		}
+	}
+	return nil, nil
+}
+
+// address is the IPAddress answering claim with p from pool.
+func (r *IPAddressClaimReconciler) address(claim *capiv1beta2.IPAddressClaim, pool *ipamv1alpha1.IPPool, p netip.Prefix) *capiv1beta2.IPAddress {
+	a := &capiv1beta2.IPAddress{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:       claim.Name,
+			Namespace:  claim.Namespace,
+			Finalizers: []string{ipamv1alpha1.AddressFinalizer},
+			OwnerReferences: []metav1.OwnerReference{
+				{APIVersion: capiv1beta2.GroupVersion.String(), Kind: "IPAddressClaim", Name: claim.Name, UID: claim.UID,
+					Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true)},
+				{APIVersion: ipamv1alpha1.GroupVersion.String(), Kind: "IPPool", Name: pool.Name, UID: pool.UID},
+			},
+		},
+		Spec: capiv1beta2.IPAddressSpec{
+			ClaimRef: capiv1beta2.IPAddressClaimReference{Name: claim.Name},
+			PoolRef:  claim.Spec.PoolRef,
+			Address:  p.Addr().String(),
+			Prefix:   ptr.To(int32(ipam.AddressPrefixLength(pool))),
+			Gateway:  ipam.Gateway(pool),
+		},
+	}
+	if name := clusterName(claim); name != "" {
+		a.Labels = map[string]string{ipamv1alpha1.ClusterNameLabel: name}
+	}
+	return a
+}
+
+// clusterName is the Cluster a claim belongs to: spec.clusterName, else
+// Cluster API's label (claims from before the field).
+func clusterName(claim *capiv1beta2.IPAddressClaim) string {
+	if claim.Spec.ClusterName != "" {
+		return claim.Spec.ClusterName
+	}
+	return claim.Labels[ipamv1alpha1.ClusterNameLabel]
+}
+
+// paused reports whether the claim is not to be touched: it carries Cluster
+// API's paused annotation, or its Cluster is paused (spec.paused or the
+// annotation). Where the Cluster kind is not served, or the claim names
+// no Cluster, or its Cluster does not exist, only the claim's annotation
+// counts.
+func (r *IPAddressClaimReconciler) paused(ctx context.Context, claim *capiv1beta2.IPAddressClaim) (bool, error) {
+	if _, ok := claim.Annotations[ipamv1alpha1.PausedAnnotation]; ok {
+		return true, nil
+	}
+	name := clusterName(claim)
+	if r.Cluster == nil || name == "" {
+		return false, nil
+	}
+	var cluster unstructured.Unstructured
+	cluster.SetGroupVersionKind(*r.Cluster)
+	switch err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: claim.Namespace, Name: name}, &cluster); {
+	case apierrors.IsNotFound(err), meta.IsNoMatchError(err):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("reading Cluster %s/%s: %w", claim.Namespace, name, err)
+	}
+	return clusterPaused(&cluster), nil
+}
+
+// clusterPaused reports whether a Cluster is paused: spec.paused, or the
+// paused annotation.
+func clusterPaused(cluster *unstructured.Unstructured) bool {
+	if _, ok := cluster.GetAnnotations()[ipamv1alpha1.PausedAnnotation]; ok {
+		return true
+	}
+	paused, _, _ := unstructured.NestedBool(cluster.Object, "spec", "paused")
+	return paused
+}
+
+// finalize releases the claim's entry (after the pool's reuse grace),
+// deletes its IPAllocation and its IPAddress, then lets the claim go. The
+// release names the entry (the claim's uid), so a retry, or a claim that
+// never got an address, frees nothing that is not its own.
+func (r *IPAddressClaimReconciler) finalize(ctx context.Context, claim *capiv1beta2.IPAddressClaim) error {
+	if !controllerutil.ContainsFinalizer(claim, ipamv1alpha1.ClaimFinalizer) {
+		return nil
+	}
+	poolName := claim.Spec.PoolRef.Name
+	holder := ipam.AddressClaimHolder(claim.Namespace)
+	var pool ipamv1alpha1.IPPool
+	switch err := r.Get(ctx, client.ObjectKey{Name: poolName}, &pool); {
+	case err == nil:
+		for _, p := range r.committed(ctx, claim, poolName) {
+			freed, err := r.Manager.Release(ctx, &pool, p, holder, string(claim.UID), ipam.Grace(&pool), nil)
+			if err != nil {
+				return err
+			}
+			if freed {
+				metrics.Released.WithLabelValues(poolName, "Deleted").Inc()
+				logf.FromContext(ctx).V(1).Info("released", "pool", poolName, "address", p)
+			}
+			if err := deleteEntryAllocation(ctx, r.Client, poolName, p, string(claim.UID)); err != nil {
+				return err
+			}
+		}
+	case !apierrors.IsNotFound(err):
+		return err
+	}
+	var addr capiv1beta2.IPAddress
+	switch err := r.Get(ctx, client.ObjectKeyFromObject(claim), &addr); {
+	case err == nil && metav1.IsControlledBy(&addr, claim):
+		if controllerutil.ContainsFinalizer(&addr, ipamv1alpha1.AddressFinalizer) {
+			patch := client.MergeFrom(addr.DeepCopy())
+			controllerutil.RemoveFinalizer(&addr, ipamv1alpha1.AddressFinalizer)
+			if err := r.Patch(ctx, &addr, patch); client.IgnoreNotFound(err) != nil {
+				return err
+			}
+		}
+		if err := r.Delete(ctx, &addr, client.Preconditions{UID: &addr.UID}); client.IgnoreNotFound(err) != nil && !apierrors.IsConflict(err) {
+			return err
+		}
+	case err != nil && !apierrors.IsNotFound(err):
+		return err
+	}
+	patch := client.MergeFrom(claim.DeepCopy())
+	controllerutil.RemoveFinalizer(claim, ipamv1alpha1.ClaimFinalizer)
+	return client.IgnoreNotFound(r.Patch(ctx, claim, patch))
+}
+
+// committed are the prefixes the claim may hold in pool: its IPAddress's
+// address, and whatever the pool's ledgers (as cached) record as its
+// entry, which covers an address committed before its IPAddress was
+// created. Release frees each only if it is the claim's entry; one the
+// cache has not seen yet is released by the ledger sweep, which finds no
+// claim carrying it.
+func (r *IPAddressClaimReconciler) committed(ctx context.Context, claim *capiv1beta2.IPAddressClaim, pool string) []netip.Prefix {
+	var out []netip.Prefix
+	var addr capiv1beta2.IPAddress
+	if err := r.Get(ctx, client.ObjectKeyFromObject(claim), &addr); err == nil && metav1.IsControlledBy(&addr, claim) {
+		if a, err := netip.ParseAddr(addr.Spec.Address); err == nil {
+			out = append(out, netip.PrefixFrom(a, a.BitLen()))
+		}
+	}
+	if ledger, err := ipam.ReadLedger(ctx, r.Client, pool); err == nil {
+		for p, e := range ledger.Allocations {
+			if ipam.AddressClaimCarries(pool, e, claim) && (len(out) == 0 || out[0] != p) {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+// patchStatus writes the Ready condition and, once Ready, the addressRef,
+// as a merge patch that leaves the fields kipam does not model (Cluster
+// API's status.deprecated) alone.
+func (r *IPAddressClaimReconciler) patchStatus(ctx context.Context, claim *capiv1beta2.IPAddressClaim, cond metav1.Condition) error {
+	before := claim.DeepCopy()
+	cond.ObservedGeneration = claim.Generation
+	if c := meta.FindStatusCondition(claim.Status.Conditions, capiv1beta2.ReadyCondition); cond.Status == metav1.ConditionFalse && (c == nil || c.Reason != cond.Reason) {
+		r.Recorder.Eventf(claim, nil, corev1.EventTypeNormal, cond.Reason, "Allocate", "%s", cond.Message)
+	}
+	meta.SetStatusCondition(&claim.Status.Conditions, cond)
+	if cond.Status == metav1.ConditionTrue {
+		claim.Status.AddressRef.Name = claim.Name
+	}
+	if conditionsEqual(before.Status.Conditions, claim.Status.Conditions) && before.Status.AddressRef == claim.Status.AddressRef {
+		return nil
+	}
+	return client.IgnoreNotFound(r.Status().Patch(ctx, claim, client.MergeFrom(before)))
+}
+
+func addressNotReady(reason, msg string) *metav1.Condition {
+	return &metav1.Condition{Type: capiv1beta2.ReadyCondition, Status: metav1.ConditionFalse, Reason: reason, Message: msg}
+}
+
+// SetupWithManager registers the reconciler and its indexes. What frees or
+// adds space wakes the claims that wait for it: a ledger's change, a pool
+// created or changed, a namespace's labels; a Cluster unpaused wakes its
+// claims.
+func (r *IPAddressClaimReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	idx := mgr.GetFieldIndexer()
+	if err := idx.IndexField(context.Background(), &capiv1beta2.IPAddressClaim{}, indexAddressClaimPool, func(o client.Object) []string {
+		if c := o.(*capiv1beta2.IPAddressClaim); ipam.ServesPoolRef(c.Spec.PoolRef) {
+			return []string{c.Spec.PoolRef.Name}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := idx.IndexField(context.Background(), &capiv1beta2.IPAddressClaim{}, indexAddressClaimCluster, func(o client.Object) []string {
+		if name := clusterName(o.(*capiv1beta2.IPAddressClaim)); name != "" {
+			return []string{name}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	kipams := predicate.NewPredicateFuncs(func(o client.Object) bool {
+		c, ok := o.(*capiv1beta2.IPAddressClaim)
+		return ok && ipam.ServesPoolRef(c.Spec.PoolRef)
+	})
+	b := ctrl.NewControllerManagedBy(mgr).
+		For(&capiv1beta2.IPAddressClaim{}, builder.WithPredicates(kipams)).
+		Owns(&capiv1beta2.IPAddress{}).
+		Watches(&ipamv1alpha1.IPLedger{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+			return r.waiting(ctx, client.MatchingFields{indexAddressClaimPool: o.(*ipamv1alpha1.IPLedger).Spec.Pool})
+		})).
+		Watches(&ipamv1alpha1.IPPool{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+			return r.waiting(ctx, client.MatchingFields{indexAddressClaimPool: o.GetName()})
+		}), builder.WithPredicates(predicate.Or[client.Object](
+			predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{}, predicate.Funcs{CreateFunc: func(event.CreateEvent) bool { return true }}))).
+		// The IPAllocation of an address's previous holder gone makes room
+		// for this claim's.
+		Watches(&ipamv1alpha1.IPAllocation{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+			return r.waiting(ctx, client.MatchingFields{indexAddressClaimPool: o.(*ipamv1alpha1.IPAllocation).Spec.Pool})
+		}), builder.WithPredicates(predicate.Funcs{
+			CreateFunc: func(event.CreateEvent) bool { return false },
+			UpdateFunc: func(event.UpdateEvent) bool { return false },
+		})).
+		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+			return r.waiting(ctx, client.InNamespace(o.GetName()))
+		}), builder.WithPredicates(predicate.LabelChangedPredicate{}))
+	if r.Cluster != nil {
+		cluster := &unstructured.Unstructured{}
+		cluster.SetGroupVersionKind(*r.Cluster)
+		b = b.Watches(cluster, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+			var claims capiv1beta2.IPAddressClaimList
+			if err := r.List(ctx, &claims, client.InNamespace(o.GetNamespace()), client.MatchingFields{indexAddressClaimCluster: o.GetName()}); err != nil {
+				return nil
+			}
+			out := make([]reconcile.Request, 0, len(claims.Items))
+			for i := range claims.Items {
+				out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&claims.Items[i])})
+			}
+			return out
+		}), builder.WithPredicates(predicate.Funcs{
+			UpdateFunc: func(e event.UpdateEvent) bool {
+				return clusterPaused(e.ObjectOld.(*unstructured.Unstructured)) != clusterPaused(e.ObjectNew.(*unstructured.Unstructured))
+			},
+		}))
+	}
+	return b.Named("ipaddressclaim").
+		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.Workers, 1), RateLimiter: retryLimiter(r.RetryMaxDelay)}).
+		Complete(r)
+}
+
+// waiting lists the kipam claims matching opts that have no address yet.
+func (r *IPAddressClaimReconciler) waiting(ctx context.Context, opts ...client.ListOption) []reconcile.Request {
+	var claims capiv1beta2.IPAddressClaimList
+	if err := r.List(ctx, &claims, opts...); err != nil {
+		return nil
+	}
+	var out []reconcile.Request
+	for i := range claims.Items {
+		if c := &claims.Items[i]; ipam.ServesPoolRef(c.Spec.PoolRef) && c.Status.AddressRef.Name == "" && c.DeletionTimestamp == nil {
+			out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(c)})
+		}
+	}
+	return out
+}
