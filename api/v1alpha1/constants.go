@@ -32,6 +32,9 @@ const (
 	// kipam recorded every pool's prefix in its parent, which kipam adopts
 	// at startup and reports when it cannot.
 	ConditionOverlapping = "Overlapping"
+	// ConditionDualStack is true on a dual-stack claim that holds both
+	// families, false on a PreferDualStack claim that settled for one.
+	ConditionDualStack = "DualStack"
 )
 
 // Condition reasons.
@@ -82,6 +85,12 @@ const (
 	ReasonNoOverlap = "NoOverlap"
 	// ReasonParentMissing: the pool's parentPool does not exist.
 	ReasonParentMissing = "ParentMissing"
+	// ReasonBothFamilies: the dual-stack claim holds an IPv4 and an IPv6
+	// prefix.
+	ReasonBothFamilies = "BothFamilies"
+	// ReasonFellBack: the PreferDualStack claim holds one family; the
+	// other did not fit when it was created.
+	ReasonFellBack = "FellBackToOneFamily"
 )
 
 // Finalizers.

@@ -193,6 +193,24 @@ var _ = Describe("kubectl kipam", Ordered, func() {
 		Eventually(func() int { return kipam("check", "--grace", "0s").code }).Should(Equal(0))
 	})
 
+	It("says who holds each prefix of a dual-stack claim, and finds nothing wrong with it", func() {
+		// A /20, far from the addresses the specs below overlap on purpose.
+		dual := &ipamv1alpha1.IPClaim{ObjectMeta: metav1.ObjectMeta{Namespace: "blue", Name: "blue-dual"}, Spec: ipamv1alpha1.IPClaimSpec{
+			IPFamilyPolicy: ipamv1alpha1.RequireDualStack, IPFamilies: []ipamv1alpha1.IPFamily{ipamv1alpha1.IPv6, ipamv1alpha1.IPv4},
+			Pools: []string{"blue-v6", "tenant-a"}, PrefixLengths: []int32{64, 20}}}
+		Expect(k8sClient.Create(ctx, dual)).To(Succeed())
+		Expect(dual.Spec.CIDRs).To(HaveLen(2))
+		for i, pool := range []string{"blue-v6", "tenant-a"} {
+			var ans inspect.Answer
+			Expect(json.Unmarshal([]byte(kipam("who", dual.Spec.CIDRs[i], "-o", "json").out), &ans)).To(Succeed())
+			last := ans.HeldBy[len(ans.HeldBy)-1]
+			Expect(last.Pool).To(Equal(pool))
+			Expect(last.Namespace+"/"+last.Name).To(Equal("blue/blue-dual"), "who %s", dual.Spec.CIDRs[i])
+			Expect(last.Allocation).NotTo(BeEmpty())
+		}
+		Eventually(func() string { return kipam("check", "--grace", "0s").out }).Should(Equal("no problems found\n"))
+	})
+
 	When("kipam is down and its objects are changed behind its back", func() {
 		BeforeAll(func() {
 			stopKipam()

@@ -230,12 +230,13 @@ func (r *IPAllocationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: ipam.AllocationName(ipam.ParentOf(pool), p)}}}
 		})).
 		Watches(&ipamv1alpha1.IPClaim{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
-			claim := o.(*ipamv1alpha1.IPClaim)
-			p, err := netip.ParsePrefix(claim.Spec.CIDR)
-			if err != nil {
-				return nil
+			var out []reconcile.Request
+			for _, h := range ipam.Holdings(o.(*ipamv1alpha1.IPClaim)) {
+				if p, err := netip.ParsePrefix(h.CIDR); err == nil {
+					out = append(out, reconcile.Request{NamespacedName: client.ObjectKey{Name: ipam.AllocationName(h.Pool, p)}})
+				}
 			}
-			return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: ipam.AllocationName(ipam.PoolOf(claim), p)}}}
+			return out
 		})).
 		Named("ipallocation")
 	if r.AddressClaims {

@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -100,6 +101,9 @@ func (r *IPClaimReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		// A claim that waited past its lifetime is never bound: it would get
 		// an address it cannot use.
 		what := "releasing " + claim.Spec.CIDR
+		if len(claim.Spec.CIDRs) > 1 {
+			what = "releasing " + strings.Join(claim.Spec.CIDRs, " and ")
+		}
 		if claim.Spec.CIDR == "" {
 			what = "it was still waiting and is deleted unbound"
 		}
@@ -126,11 +130,11 @@ func (r *IPClaimReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	if ipam.PoolOf(&claim) == "" {
 		return ctrl.Result{}, r.adoptPool(ctx, &claim)
 	}
-	cond, allocName, err := r.ensureAllocation(ctx, &claim)
+	cond, allocNames, err := r.ensureAllocations(ctx, &claim)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	if err := r.patchStatus(ctx, &claim, cond, allocName); err != nil {
+	if err := r.patchStatus(ctx, &claim, cond, allocNames...); err != nil {
 		return ctrl.Result{}, err
 	}
 	if exp := expiresAt(&claim); exp != nil {
@@ -157,11 +161,34 @@ func (r *IPClaimReconciler) ensureFinalizer(ctx context.Context, claim *ipamv1al
 	return r.Patch(ctx, claim, patch)
 }
 
-// ensureAllocation creates or binds the claim's IPAllocation and returns
-// the Ready condition it implies.
-func (r *IPClaimReconciler) ensureAllocation(ctx context.Context, claim *ipamv1alpha1.IPClaim) (metav1.Condition, string, error) {
-	pool := ipam.PoolOf(claim)
-	cidr, err := netip.ParsePrefix(claim.Spec.CIDR)
+// ensureAllocations creates or binds an IPAllocation for each prefix the
+// claim carries (two for a dual-stack claim) and returns the Ready
+// condition they imply, with their names in the order of the holdings.
+func (r *IPClaimReconciler) ensureAllocations(ctx context.Context, claim *ipamv1alpha1.IPClaim) (metav1.Condition, []string, error) {
+	var (
+		names []string
+		done  []string
+	)
+	for _, h := range ipam.Holdings(claim) {
+		cond, name, err := r.ensureAllocation(ctx, claim, h)
+		if err != nil || cond.Status != metav1.ConditionTrue {
+			return cond, nil, err
+		}
+		names = append(names, name)
+		done = append(done, cond.Message)
+	}
+	return metav1.Condition{Type: ipamv1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: ipamv1alpha1.ReasonAllocated,
+		Message: strings.Join(done, "; ")}, names, nil
+}
+
+// ensureAllocation creates or binds the IPAllocation of one prefix the
+// claim carries and returns the Ready condition it implies.
+func (r *IPClaimReconciler) ensureAllocation(ctx context.Context, claim *ipamv1alpha1.IPClaim, h ipam.Holding) (metav1.Condition, string, error) {
+	pool := h.Pool
+	if pool == "" {
+		return notReady(ipamv1alpha1.ReasonInvalid, fmt.Sprintf("%s has no pool recorded (annotation %s)", h.CIDR, ipam.SecondaryPoolAnnotation)), "", nil
+	}
+	cidr, err := netip.ParsePrefix(h.CIDR)
 	if err != nil {
 		return metav1.Condition{}, "", reconcile.TerminalError(err)
 	}
@@ -181,7 +208,7 @@ func (r *IPClaimReconciler) ensureAllocation(ctx context.Context, claim *ipamv1a
 				Labels:     map[string]string{ipamv1alpha1.LabelPool: pool, ipamv1alpha1.LabelClaimNamespace: claim.Namespace},
 				Finalizers: []string{ipamv1alpha1.AllocationFinalizer},
 			},
-			Spec: ipamv1alpha1.IPAllocationSpec{Pool: pool, CIDR: cidr.String(), Entry: ipam.ClaimEntryID(claim), ClaimRef: ipamv1alpha1.ClaimRef{
+			Spec: ipamv1alpha1.IPAllocationSpec{Pool: pool, CIDR: cidr.String(), Entry: h.Entry, ClaimRef: ipamv1alpha1.ClaimRef{
 				Kind: "IPClaim", Namespace: claim.Namespace, Name: claim.Name, UID: claim.UID,
 			}},
 		}
@@ -222,15 +249,22 @@ func (r *IPClaimReconciler) ensureAllocation(ctx context.Context, claim *ipamv1a
 	return r.conflict(claim, &a, fmt.Sprintf("%s in pool %s is held by %s %s/%s", cidr, pool, ref.Kind, ref.Namespace, ref.Name)), "", nil
 }
 
-func (r *IPClaimReconciler) patchStatus(ctx context.Context, claim *ipamv1alpha1.IPClaim, cond metav1.Condition, allocName string) error {
+func (r *IPClaimReconciler) patchStatus(ctx context.Context, claim *ipamv1alpha1.IPClaim, cond metav1.Condition, allocNames ...string) error {
 	before := claim.DeepCopy()
 	cond.ObservedGeneration = claim.Generation
 	meta.SetStatusCondition(&claim.Status.Conditions, cond)
 	claim.Status.ExpiresAt = expiresAt(claim)
+	claim.Status.CIDRs, claim.Status.Allocations = nil, nil
 	if cond.Status != metav1.ConditionTrue {
 		claim.Status.CIDR, claim.Status.Pool, claim.Status.Allocation = "", "", ""
 	} else {
-		claim.Status.CIDR, claim.Status.Pool, claim.Status.Allocation = claim.Spec.CIDR, ipam.PoolOf(claim), allocName
+		claim.Status.CIDR, claim.Status.Pool, claim.Status.Allocation = claim.Spec.CIDR, ipam.PoolOf(claim), allocNames[0]
+		if ipam.DualStack(claim) {
+			claim.Status.CIDRs, claim.Status.Allocations = slices.Clone(claim.Spec.CIDRs), allocNames
+		}
+	}
+	if ipam.DualStack(claim) && claim.Spec.CIDR != "" {
+		meta.SetStatusCondition(&claim.Status.Conditions, dualStackCondition(claim))
 	}
 	if equalStatus(before, claim) {
 		return nil
@@ -238,8 +272,23 @@ func (r *IPClaimReconciler) patchStatus(ctx context.Context, claim *ipamv1alpha1
 	return r.Status().Patch(ctx, claim, client.MergeFrom(before))
 }
 
+// dualStackCondition says whether a dual-stack claim holds both families,
+// and why not when PreferDualStack fell back to one.
+func dualStackCondition(claim *ipamv1alpha1.IPClaim) metav1.Condition {
+	c := metav1.Condition{Type: ipamv1alpha1.ConditionDualStack, ObservedGeneration: claim.Generation}
+	if len(claim.Spec.CIDRs) > 1 {
+		c.Status, c.Reason = metav1.ConditionTrue, ipamv1alpha1.ReasonBothFamilies
+		c.Message = fmt.Sprintf("holds %s", strings.Join(claim.Spec.CIDRs, " and "))
+		return c
+	}
+	c.Status, c.Reason = metav1.ConditionFalse, ipamv1alpha1.ReasonFellBack
+	c.Message = fmt.Sprintf("PreferDualStack settled for %s: %s", claim.Spec.CIDR, claim.Annotations[ipam.FallbackAnnotation])
+	return c
+}
+
 func equalStatus(a, b *ipamv1alpha1.IPClaim) bool {
 	return a.Status.CIDR == b.Status.CIDR && a.Status.Pool == b.Status.Pool && a.Status.Allocation == b.Status.Allocation &&
+		slices.Equal(a.Status.CIDRs, b.Status.CIDRs) && slices.Equal(a.Status.Allocations, b.Status.Allocations) &&
 		a.Status.ExpiresAt.Equal(b.Status.ExpiresAt) && conditionsEqual(a.Status.Conditions, b.Status.Conditions)
 }
 
@@ -415,8 +464,14 @@ func (r *IPClaimReconciler) finalize(ctx context.Context, claim *ipamv1alpha1.IP
 	if !controllerutil.ContainsFinalizer(claim, ipamv1alpha1.ClaimFinalizer) {
 		return nil
 	}
-	if cidr, err := netip.ParsePrefix(claim.Spec.CIDR); err == nil {
-		poolName := ipam.PoolOf(claim)
+	// Each prefix by its own entry: a dual-stack claim's two are in two
+	// pools' ledgers, each released through its own pool's commit.
+	for _, h := range ipam.Holdings(claim) {
+		cidr, err := netip.ParsePrefix(h.CIDR)
+		if err != nil || h.Pool == "" {
+			continue
+		}
+		poolName := h.Pool
 		var pool ipamv1alpha1.IPPool
 		switch err := r.Get(ctx, client.ObjectKey{Name: poolName}, &pool); {
 		case err == nil:
@@ -449,7 +504,7 @@ func (r *IPClaimReconciler) finalize(ctx context.Context, claim *ipamv1alpha1.IP
 // for a claim bound before entries had IDs, whose IPAllocation (bound to
 // it) records the entry it holds as having none.
 func (r *IPClaimReconciler) entryOf(ctx context.Context, claim *ipamv1alpha1.IPClaim, pool string, cidr netip.Prefix) string {
-	if claim.Annotations[ipam.EntryAnnotation] == "" {
+	if claim.Annotations[ipam.EntryAnnotation] == "" && !ipam.DualStack(claim) {
 		var a ipamv1alpha1.IPAllocation
 		if err := r.Get(ctx, client.ObjectKey{Name: ipam.AllocationName(pool, cidr)}, &a); err == nil && ipam.BoundTo(&a, claim) && a.Spec.Entry == "" {
 			return ""

@@ -202,10 +202,13 @@ func (r *IPClaimReconciler) checkRecord(ctx context.Context, claim *ipamv1alpha1
 	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(claim), &live); err != nil {
 		return metav1.Condition{}, false, err
 	}
-	if live.UID != claim.UID || live.DeletionTimestamp != nil || live.Spec.CIDR != claim.Spec.CIDR {
+	h, ok := ipam.HoldingOf(claim, poolName, cidr.String())
+	if _, still := ipam.HoldingOf(&live, poolName, cidr.String()); !ok || !still || live.UID != claim.UID || live.DeletionTimestamp != nil {
 		return metav1.Condition{}, false, fmt.Errorf("claim %s changed while its record was checked; checking again", client.ObjectKeyFromObject(claim))
 	}
-	req, err := ipam.RequestFor(claim, &pool, want, false)
+	// The prefix as a single-stack claim would ask for it: one of a
+	// dual-stack claim's two.
+	req, err := ipam.RequestFor(ipam.View(claim, h), &pool, want, false)
 	if err != nil {
 		return notReady(ipamv1alpha1.ReasonInvalid, err.Error()), false, nil
 	}

@@ -304,7 +304,7 @@ func (r *IPLedgerReconciler) inside(ctx context.Context, parent string, p netip.
 		return 0, 0, err
 	}
 	for i := range list.Items {
-		if c := &list.Items[i]; ipam.PoolOf(c) != parent && within(c.Spec.CIDR) {
+		if slices.ContainsFunc(ipam.Holdings(&list.Items[i]), func(h ipam.Holding) bool { return h.Pool != parent && within(h.CIDR) }) {
 			claims++
 		}
 	}
@@ -471,15 +471,19 @@ func (r *IPLedgerReconciler) ledgerOfClaim(ctx context.Context, o client.Object,
 	if !ok {
 		return nil
 	}
-	cidr, err := netip.ParsePrefix(claim.Spec.CIDR)
-	if err != nil {
+	if _, err := netip.ParsePrefix(claim.Spec.CIDR); err != nil {
 		if !gone || claim.Spec.Pool == "" {
 			return nil
 		}
 		return r.ledgersOf(ctx, &ipamv1alpha1.IPPool{ObjectMeta: metav1.ObjectMeta{Name: claim.Spec.Pool}})
 	}
-	pool := ipam.PoolOf(claim)
-	return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: ipam.LedgerOf(ctx, r.Client, pool, cidr)}}}
+	var out []reconcile.Request
+	for _, h := range ipam.Holdings(claim) {
+		if cidr, err := netip.ParsePrefix(h.CIDR); err == nil {
+			out = append(out, reconcile.Request{NamespacedName: client.ObjectKey{Name: ipam.LedgerOf(ctx, r.Client, h.Pool, cidr)}})
+		}
+	}
+	return out
 }
 
 // ledgersOf lists a pool's ledgers, as the cache knows them.

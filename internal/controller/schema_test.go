@@ -199,14 +199,14 @@ var _ = Describe("IPClaim schema", func() {
 			s.TTLSeconds, s.WhenExhausted = ptr.To[int64](3600), ipamv1alpha1.Wait
 		}),
 		Entry("neither pool nor selector", func(s *ipamv1alpha1.IPClaimSpec) { s.Pool = "" },
-			"spec.pool", "exactly one of pool or poolSelector must be set"),
+			"spec.pool", "exactly one of pool, pools or poolSelector must be set"),
 		Entry("both pool and selector", func(s *ipamv1alpha1.IPClaimSpec) {
 			s.PoolSelector = &metav1.LabelSelector{}
 			s.IPFamily = ipamv1alpha1.IPv4
 		},
-			"spec.pool", "exactly one of pool or poolSelector must be set"),
+			"spec.pool", "exactly one of pool, pools or poolSelector must be set"),
 		Entry("selector without a family", func(s *ipamv1alpha1.IPClaimSpec) { s.Pool, s.PoolSelector = "", &metav1.LabelSelector{} },
-			"spec.ipFamily", "ipFamily is required with poolSelector"),
+			"spec.ipFamily", "ipFamily (ipFamilies for a dual-stack claim) is required with poolSelector"),
 		Entry("cidr of the other family", func(s *ipamv1alpha1.IPClaimSpec) { s.CIDR, s.IPFamily = "10.0.0.0/24", ipamv1alpha1.IPv6 },
 			"spec.cidr", "cidr is not of the family given by ipFamily"),
 		Entry("IPv4 /33", func(s *ipamv1alpha1.IPClaimSpec) { s.PrefixLength, s.IPFamily = ptr.To[int32](33), ipamv1alpha1.IPv4 },

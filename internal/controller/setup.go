@@ -206,10 +206,11 @@ func indexFields(ctx context.Context, idx client.FieldIndexer) error {
 		return err
 	}
 	if err := idx.IndexField(ctx, &ipamv1alpha1.IPClaim{}, indexPoolCIDR, func(o client.Object) []string {
-		if c := o.(*ipamv1alpha1.IPClaim); c.Spec.CIDR != "" {
-			return []string{ipam.PoolOf(c) + "/" + c.Spec.CIDR}
+		var keys []string
+		for _, h := range ipam.Holdings(o.(*ipamv1alpha1.IPClaim)) {
+			keys = append(keys, h.Pool+"/"+h.CIDR)
 		}
-		return nil
+		return keys
 	}); err != nil {
 		return err
 	}

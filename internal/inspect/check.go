@@ -171,9 +171,11 @@ func (c *Cluster) checkObjectOverlaps(report reportFunc) {
 		}
 	}
 	for _, claim := range c.Claims {
-		if p := prefixOf(claim.Spec.CIDR); p.IsValid() {
-			items = append(items, item{p: p, object: "IPClaim " + claim.Namespace + "/" + claim.Name, pool: ipam.PoolOf(claim),
-				namespace: claim.Namespace, claim: true})
+		for _, h := range ipam.Holdings(claim) {
+			if p := prefixOf(h.CIDR); p.IsValid() {
+				items = append(items, item{p: p, object: "IPClaim " + claim.Namespace + "/" + claim.Name, pool: h.Pool,
+					namespace: claim.Namespace, claim: true})
+			}
 		}
 	}
 	for _, key := range sortedKeys(c.Addresses) {
@@ -301,12 +303,20 @@ func (c *Cluster) checkEntries(now time.Time, grace time.Duration, report report
 	}
 }
 
-// checkClaim checks a bound claim against its pool, its pool's ledger and
-// its IPAllocation; aged says whether it is older than the grace.
+// checkClaim checks a bound claim's prefixes (two for a dual-stack claim)
+// against their pools, their pools' ledgers and their IPAllocations; aged
+// says whether it is older than the grace.
 func (c *Cluster) checkClaim(claim *ipamv1alpha1.IPClaim, aged bool, report reportFunc) {
+	for _, h := range ipam.Holdings(claim) {
+		c.checkHolding(claim, h, aged, report)
+	}
+}
+
+// checkHolding checks one prefix a claim carries.
+func (c *Cluster) checkHolding(claim *ipamv1alpha1.IPClaim, h ipam.Holding, aged bool, report reportFunc) {
 	object := "IPClaim " + claim.Namespace + "/" + claim.Name
-	p := prefixOf(claim.Spec.CIDR)
-	poolName := ipam.PoolOf(claim)
+	p := prefixOf(h.CIDR)
+	poolName := h.Pool
 	pool := c.Pools[poolName]
 	if !p.IsValid() {
 		return // the CRD admits only canonical CIDRs
@@ -489,11 +499,24 @@ func (c *Cluster) checkAllocation(a *ipamv1alpha1.IPAllocation, report reportFun
 		case claim == nil:
 			report(OrphanedAllocation, object, []string{ref.Namespace}, "it records %s in pool %s for the claim %s/%s, which is gone: "+
 				"kipam marks it Orphaned and releases the prefix after its orphan grace", a.Spec.CIDR, a.Spec.Pool, ref.Namespace, ref.Name)
-		case !ipam.ClaimHolds(claim, a) || ipam.PoolOf(claim) != a.Spec.Pool:
-			report(OrphanedAllocation, object, []string{ref.Namespace}, "it records %s in pool %s for the claim %s/%s, which holds %q in pool %s (uid %s, recorded %s)",
-				a.Spec.CIDR, a.Spec.Pool, ref.Namespace, ref.Name, claim.Spec.CIDR, ipam.PoolOf(claim), claim.UID, ref.UID)
+		case !ipam.ClaimHolds(claim, a) || !holds(claim, a):
+			var held []string
+			for _, h := range ipam.Holdings(claim) {
+				held = append(held, fmt.Sprintf("%q in pool %s", h.CIDR, h.Pool))
+			}
+			if len(held) == 0 {
+				held = []string{fmt.Sprintf("%q in pool %s", claim.Spec.CIDR, ipam.PoolOf(claim))}
+			}
+			report(OrphanedAllocation, object, []string{ref.Namespace}, "it records %s in pool %s for the claim %s/%s, which holds %s (uid %s, recorded %s)",
+				a.Spec.CIDR, a.Spec.Pool, ref.Namespace, ref.Name, strings.Join(held, " and "), claim.UID, ref.UID)
 		}
 	}
+}
+
+// holds reports whether one of claim's prefixes is a's, in a's pool.
+func holds(claim *ipamv1alpha1.IPClaim, a *ipamv1alpha1.IPAllocation) bool {
+	_, ok := ipam.HoldingOf(claim, a.Spec.Pool, a.Spec.CIDR)
+	return ok
 }
 
 // entry returns the entry pool's ledgers record for exactly p.

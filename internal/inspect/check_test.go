@@ -26,6 +26,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
 	"github.com/kipam/kipam/internal/ipam"
@@ -293,4 +294,79 @@ func TestCheckAddressClaims(t *testing.T) {
 			t.Errorf("%q not reported: %v", want, got)
 		}
 	}
+}
+
+// dualStack adds a dual-stack claim default/dual to the fixture: IPv4
+// 10.0.0.12/32 from tenant (primary) and fd00:1::/64 from pool v6, both
+// entries with the ID e-dual, and an IPAllocation for each, as kipam
+// would have built them.
+func (f *fixture) dualStack() *ipamv1alpha1.IPClaim {
+	f.t.Helper()
+	f.pool("v6", "fd00:1::/48", "", ipamv1alpha1.IPPoolStatus{})
+	f.ledger(ipam.SpaceIPv6, "fd00:1::/48 IPPool/v6 %d e-v6\n")
+	f.poolAllocation(f.poolNamed("v6"))
+	f.editLedger("tenant", func(s *ipamv1alpha1.IPLedgerSpec) {
+		s.Allocations += fmt.Sprintf("10.0.0.12/32 IPClaim/default %d e-dual\n", committed.Unix())
+	})
+	f.ledger("v6", "fd00:1::/64 IPClaim/default %d e-dual\n")
+	c := &ipamv1alpha1.IPClaim{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "dual", Annotations: map[string]string{
+			ipam.EntryAnnotation: "e-dual", ipam.PoolAnnotation: "tenant", ipam.SecondaryPoolAnnotation: "v6"}},
+		Spec: ipamv1alpha1.IPClaimSpec{IPFamilyPolicy: ipamv1alpha1.RequireDualStack, IPFamilies: []ipamv1alpha1.IPFamily{ipamv1alpha1.IPv4, ipamv1alpha1.IPv6},
+			Pools: []string{"tenant", "v6"}, CIDR: "10.0.0.12/32", CIDRs: []string{"10.0.0.12/32", "fd00:1::/64"}},
+	}
+	f.create(c)
+	ref := ipamv1alpha1.ClaimRef{Kind: "IPClaim", Namespace: c.Namespace, Name: c.Name, UID: c.UID}
+	f.allocation("tenant", "10.0.0.12/32", ref, "e-dual")
+	f.allocation("v6", "fd00:1::/64", ref, "e-dual")
+	return c
+}
+
+func (f *fixture) poolNamed(name string) *ipamv1alpha1.IPPool {
+	f.t.Helper()
+	var p ipamv1alpha1.IPPool
+	if err := k8sClient.Get(f.ctx, client.ObjectKey{Name: name}, &p); err != nil {
+		f.t.Fatal(err)
+	}
+	return &p
+}
+
+// withoutDrift drops the StatusDrift problems: the dual-stack fixture
+// does not keep its pools' status.
+func withoutDrift(problems []string) []string {
+	return slices.DeleteFunc(problems, func(p string) bool { return strings.HasPrefix(p, "StatusDrift ") })
+}
+
+func TestCheckDualStackClaim(t *testing.T) {
+	t.Run("both entries recorded and bound", func(t *testing.T) {
+		f := newFixture(t)
+		f.dualStack()
+		// Neither entry is UnheldEntry or UnrecordedClaim, neither
+		// IPAllocation OrphanedAllocation, the claim's two prefixes are
+		// not an Overlap.
+		expect(t, withoutDrift(f.check()))
+		c := f.load()
+		held := c.Who(netip.MustParsePrefix("fd00:1::/64")).HeldBy
+		if n := len(held); n != 2 || held[1].Name != "dual" || held[1].Allocation != "v6.fd00-0001-0000-0000-0000-0000-0000-0000-64" {
+			t.Errorf("who fd00:1::/64 = %+v; want the v6 pool's entry carried by default/dual", held)
+		}
+	})
+	t.Run("the second family's record broken", func(t *testing.T) {
+		f := newFixture(t)
+		f.dualStack()
+		f.delete(&ipamv1alpha1.IPAllocation{ObjectMeta: metav1.ObjectMeta{Name: ipam.AllocationName("v6", netip.MustParsePrefix("fd00:1::/64"))}})
+		f.editLedger("v6", func(s *ipamv1alpha1.IPLedgerSpec) {
+			s.Allocations = strings.Replace(s.Allocations, "e-dual", "e-other", 1)
+		})
+		expect(t, withoutDrift(f.check()),
+			"MissingAllocation IPClaim default/dual",
+			"UnheldEntry IPLedger v6",
+			"UnrecordedClaim IPClaim default/dual")
+	})
+	t.Run("an IPAllocation of a prefix the claim does not carry", func(t *testing.T) {
+		f := newFixture(t)
+		c := f.dualStack()
+		f.allocation("v6", "fd00:1:0:1::/64", ipamv1alpha1.ClaimRef{Kind: "IPClaim", Namespace: "default", Name: "dual", UID: c.UID}, "e-dual")
+		expect(t, withoutDrift(f.check()), "OrphanedAllocation IPAllocation v6.fd00-0001-0000-0001-0000-0000-0000-0000-64")
+	})
 }

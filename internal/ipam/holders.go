@@ -18,6 +18,7 @@ package ipam
 
 import (
 	"net/netip"
+	"slices"
 
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
 )
@@ -56,7 +57,8 @@ func Carries(pool string, p netip.Prefix, e Entry, c *ipamv1alpha1.IPClaim) bool
 	if c.Spec.CIDR == "" {
 		return e.ID != "" && string(c.UID) == e.ID
 	}
-	return c.Spec.CIDR == p.String() && PoolOf(c) == pool && OwnEntry(e, c)
+	_, ok := HoldingOf(c, pool, p.String())
+	return ok && OwnEntry(e, c)
 }
 
 // PoolCarries reports whether pool carries entry e of its parent's ledger:
@@ -72,14 +74,104 @@ func BoundTo(a *ipamv1alpha1.IPAllocation, claim *ipamv1alpha1.IPClaim) bool {
 }
 
 // ClaimHolds reports whether claim, the one a's claimRef names, carries
-// a's prefix: its uid is the one recorded (if any) and its cidr is a's.
+// a's prefix: its uid is the one recorded (if any) and one of its cidrs
+// (Holdings) is a's.
 func ClaimHolds(claim *ipamv1alpha1.IPClaim, a *ipamv1alpha1.IPAllocation) bool {
 	ref := a.Spec.ClaimRef
-	return (ref.UID == "" || ref.UID == claim.UID) && claim.Spec.CIDR == a.Spec.CIDR
+	return (ref.UID == "" || ref.UID == claim.UID) && slices.ContainsFunc(Holdings(claim), func(h Holding) bool { return h.CIDR == a.Spec.CIDR })
 }
 
 // PoolHolds reports whether pool, the one a's claimRef names, carries a's
 // prefix: the same uid, and its cidr is a's.
 func PoolHolds(pool *ipamv1alpha1.IPPool, a *ipamv1alpha1.IPAllocation) bool {
 	return pool.UID == a.Spec.ClaimRef.UID && pool.Spec.CIDR == a.Spec.CIDR
+}
+
+// SecondaryPoolAnnotation on a dual-stack IPClaim names the pool of its
+// second prefix, spec.cidrs[1] (PoolAnnotation names the first's). The
+// second entry has the same entry ID as the first (EntryAnnotation): an
+// entry is named by its pool, prefix, holder and ID, and the two are in
+// pools of different families. kipam's webhook alone sets it, on create,
+// and keeps it unchanged on every update.
+const SecondaryPoolAnnotation = "ipam.kipam.dev/secondary-pool"
+
+// FallbackAnnotation on a PreferDualStack IPClaim that got one family says
+// why the other did not fit, as its webhook found at creation; the claim
+// controller reports it in the DualStack condition.
+const FallbackAnnotation = "ipam.kipam.dev/fallback"
+
+// DualStack reports whether claim asks for both families.
+func DualStack(claim *ipamv1alpha1.IPClaim) bool {
+	p := claim.Spec.IPFamilyPolicy
+	return p == ipamv1alpha1.PreferDualStack || p == ipamv1alpha1.RequireDualStack
+}
+
+// Holding is one prefix a claim carries: its pool, its cidr as the claim
+// spells it, and the ID of its ledger entry.
+type Holding struct {
+	Pool  string
+	CIDR  string
+	Entry string
+}
+
+// Holdings lists the prefixes a claim carries, primary first: spec.cidr
+// from its pool, and for a dual-stack claim spec.cidrs[1] from the
+// secondary pool, with the same entry ID. None for a claim without cidr.
+// Everything that asks whether a claim carries an entry or an
+// IPAllocation asks it of each holding.
+func Holdings(claim *ipamv1alpha1.IPClaim) []Holding {
+	if claim.Spec.CIDR == "" {
+		return nil
+	}
+	id := ClaimEntryID(claim)
+	out := []Holding{{Pool: PoolOf(claim), CIDR: claim.Spec.CIDR, Entry: id}}
+	if cidrs := claim.Spec.CIDRs; len(cidrs) == 2 && cidrs[0] == claim.Spec.CIDR {
+		out = append(out, Holding{Pool: claim.Annotations[SecondaryPoolAnnotation], CIDR: cidrs[1], Entry: id})
+	}
+	return out
+}
+
+// HoldingOf returns the holding of claim recorded for cidr in pool.
+func HoldingOf(claim *ipamv1alpha1.IPClaim, pool, cidr string) (Holding, bool) {
+	for _, h := range Holdings(claim) {
+		if h.Pool == pool && h.CIDR == cidr {
+			return h, true
+		}
+	}
+	return Holding{}, false
+}
+
+// View is claim as a single-stack claim of holding h: spec.cidr and the
+// pool are h's, so that every rule written for one prefix (RequestFor,
+// the repair path) applies to each of a dual-stack claim's prefixes.
+func View(claim *ipamv1alpha1.IPClaim, h Holding) *ipamv1alpha1.IPClaim {
+	v := claim.DeepCopy()
+	v.Spec.IPFamilyPolicy, v.Spec.IPFamilies, v.Spec.Pools, v.Spec.PrefixLengths, v.Spec.CIDRs = "", nil, nil, nil, nil
+	v.Spec.IPFamily, v.Spec.PrefixLength = "", nil
+	v.Spec.CIDR = h.CIDR
+	if v.Spec.PoolSelector == nil {
+		v.Spec.Pool = h.Pool
+	}
+	v.Annotations = map[string]string{PoolAnnotation: h.Pool, EntryAnnotation: h.Entry}
+	if h.Entry == "" || h.Entry == string(claim.UID) {
+		delete(v.Annotations, EntryAnnotation)
+	}
+	return v
+}
+
+// FamilyView is the single-stack claim that asks for family i of a
+// dual-stack claim: its family, its pool (or the claim's selector) and its
+// prefix length.
+func FamilyView(claim *ipamv1alpha1.IPClaim, i int) *ipamv1alpha1.IPClaim {
+	v := claim.DeepCopy()
+	s := &v.Spec
+	s.IPFamily = s.IPFamilies[i]
+	if len(s.Pools) > i {
+		s.Pool = s.Pools[i]
+	}
+	if len(s.PrefixLengths) > i {
+		s.PrefixLength = &s.PrefixLengths[i]
+	}
+	s.IPFamilyPolicy, s.IPFamilies, s.Pools, s.PrefixLengths, s.CIDRs = "", nil, nil, nil, nil
+	return v
 }

@@ -35,8 +35,8 @@ import (
 const (
 	msgCanonicalCIDR = "must be a canonical CIDR such as 10.0.0.0/24 or 2001:db8::/64: " +
 		"no address bits set past the prefix length, IPv6 in lower-case compressed form"
-	msgPoolXorSelector   = "exactly one of pool or poolSelector must be set"
-	msgFamilyRequired    = "ipFamily is required with poolSelector, to choose between IPv4 and IPv6 pools"
+	msgPoolXorSelector   = "exactly one of pool, pools or poolSelector must be set"
+	msgFamilyRequired    = "ipFamily (ipFamilies for a dual-stack claim) is required with poolSelector, to choose between IPv4 and IPv6 pools"
 	msgCIDRFamily        = "cidr is not of the family given by ipFamily"
 	msgIPv4PrefixLength  = "prefixLength must be at most 32 for IPv4"
 	msgPrefixLengthMatch = "prefixLength must equal the prefix length of cidr when both are set"
@@ -94,6 +94,49 @@ func validateClaimSchema(spec *ipamv1alpha1.IPClaimSpec, path *field.Path) field
 	} else if spec.StickyKey != "" && !stickyKey.MatchString(spec.StickyKey) {
 		errs = append(errs, field.Invalid(path.Child("stickyKey"), spec.StickyKey, path.Child("stickyKey").String()+" in body should match '"+stickyKey.String()+"'"))
 	}
+	families := []ipamv1alpha1.IPFamily{ipamv1alpha1.IPv4, ipamv1alpha1.IPv6}
+	if spec.IPFamilyPolicy != "" && !slices.Contains([]ipamv1alpha1.IPFamilyPolicy{ipamv1alpha1.SingleStack, ipamv1alpha1.PreferDualStack, ipamv1alpha1.RequireDualStack}, spec.IPFamilyPolicy) {
+		errs = append(errs, field.NotSupported(path.Child("ipFamilyPolicy"), string(spec.IPFamilyPolicy),
+			[]ipamv1alpha1.IPFamilyPolicy{ipamv1alpha1.SingleStack, ipamv1alpha1.PreferDualStack, ipamv1alpha1.RequireDualStack}))
+	}
+	if n := len(spec.IPFamilies); n > 2 {
+		errs = append(errs, field.TooMany(path.Child("ipFamilies"), n, 2))
+	} else {
+		for i, f := range spec.IPFamilies {
+			if !slices.Contains(families, f) {
+				errs = append(errs, field.NotSupported(path.Child("ipFamilies").Index(i), string(f), families))
+			}
+		}
+	}
+	if n := len(spec.Pools); n > 2 {
+		errs = append(errs, field.TooMany(path.Child("pools"), n, 2))
+	} else {
+		for i, p := range spec.Pools {
+			if utf8.RuneCountInString(p) > 253 {
+				errs = append(errs, field.TooLong(path.Child("pools").Index(i), "", 253))
+			}
+		}
+	}
+	if n := len(spec.PrefixLengths); n > 2 {
+		errs = append(errs, field.TooMany(path.Child("prefixLengths"), n, 2))
+	} else {
+		for i, pl := range spec.PrefixLengths {
+			if p := path.Child("prefixLengths").Index(i); pl < 0 {
+				errs = append(errs, belowMinimum(p, int64(pl), 0))
+			} else if pl > 128 {
+				errs = append(errs, aboveMaximum(p, int64(pl), 128))
+			}
+		}
+	}
+	if n := len(spec.CIDRs); n > 2 {
+		errs = append(errs, field.TooMany(path.Child("cidrs"), n, 2))
+	} else {
+		for i, c := range spec.CIDRs {
+			if utf8.RuneCountInString(c) > 43 {
+				errs = append(errs, field.TooLong(path.Child("cidrs").Index(i), "", 43))
+			}
+		}
+	}
 	if spec.WhenExhausted != "" && spec.WhenExhausted != ipamv1alpha1.Deny && spec.WhenExhausted != ipamv1alpha1.Wait {
 		errs = append(errs, field.NotSupported(path.Child("whenExhausted"), string(spec.WhenExhausted),
 			[]ipamv1alpha1.ExhaustedPolicy{ipamv1alpha1.Deny, ipamv1alpha1.Wait}))
@@ -134,10 +177,16 @@ func validateClaimRules(spec *ipamv1alpha1.IPClaimSpec, path *field.Path) field.
 	if spec.CIDR != "" && (!isCIDR || prefix.Masked().String() != spec.CIDR) {
 		errs = append(errs, field.Invalid(path.Child("cidr"), spec.CIDR, msgCanonicalCIDR))
 	}
-	if (spec.Pool != "") == (spec.PoolSelector != nil) {
+	for i, c := range spec.CIDRs {
+		// The items' rule: its error names the item and carries its value.
+		if p, ok := celCIDR(c); !ok || p.Masked().String() != c {
+			errs = append(errs, field.Invalid(path.Child("cidrs").Index(i), c, msgCanonicalCIDR))
+		}
+	}
+	if n := btoi(spec.Pool != "") + btoi(len(spec.Pools) > 0) + btoi(spec.PoolSelector != nil); n != 1 {
 		rule("pool", msgPoolXorSelector)
 	}
-	if spec.PoolSelector != nil && spec.IPFamily == "" && spec.CIDR == "" {
+	if spec.PoolSelector != nil && spec.IPFamily == "" && len(spec.IPFamilies) == 0 && spec.CIDR == "" {
 		rule("ipFamily", msgFamilyRequired)
 	}
 	if spec.IPFamily != "" && isCIDR && prefix.Addr().Is4() != (spec.IPFamily == ipamv1alpha1.IPv4) {
@@ -150,6 +199,13 @@ func validateClaimRules(spec *ipamv1alpha1.IPClaimSpec, path *field.Path) field.
 		rule("prefixLength", msgPrefixLengthMatch)
 	}
 	return errs
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // celCIDR parses s as the CEL cidr library's isCIDR and cidr() do: any

@@ -92,6 +92,9 @@ func (a *IPClaimAllocator) keepAllocation(ctx context.Context, claim *ipamv1alph
 	if claim.Spec.CIDR == "" {
 		claim.Spec.CIDR = old.Spec.CIDR
 	}
+	if len(claim.Spec.CIDRs) == 0 {
+		claim.Spec.CIDRs = old.Spec.CIDRs
+	}
 	switch pool, ok := old.Annotations[ipam.PoolAnnotation]; {
 	case ok && old.Spec.CIDR != "":
 		metav1.SetMetaDataAnnotation(&claim.ObjectMeta, ipam.PoolAnnotation, pool)
@@ -100,10 +103,12 @@ func (a *IPClaimAllocator) keepAllocation(ctx context.Context, claim *ipamv1alph
 		// its cidr, which boundByKipam checks against that pool's ledger.
 		delete(claim.Annotations, ipam.PoolAnnotation)
 	}
-	if id, ok := old.Annotations[ipam.EntryAnnotation]; ok {
-		metav1.SetMetaDataAnnotation(&claim.ObjectMeta, ipam.EntryAnnotation, id)
-	} else {
-		delete(claim.Annotations, ipam.EntryAnnotation)
+	for _, key := range []string{ipam.EntryAnnotation, ipam.SecondaryPoolAnnotation, ipam.FallbackAnnotation} {
+		if v, ok := old.Annotations[key]; ok {
+			metav1.SetMetaDataAnnotation(&claim.ObjectMeta, key, v)
+		} else {
+			delete(claim.Annotations, key)
+		}
 	}
 	if controllerutil.ContainsFinalizer(&old, ipamv1alpha1.ClaimFinalizer) && claim.DeletionTimestamp == nil {
 		controllerutil.AddFinalizer(claim, ipamv1alpha1.ClaimFinalizer)
@@ -150,21 +155,54 @@ func (a *IPClaimAllocator) allocate(ctx context.Context, claim *ipamv1alpha1.IPC
 	// the claim name another claim's entry, or another pool's ledger.
 	delete(claim.Annotations, ipam.EntryAnnotation)
 	delete(claim.Annotations, ipam.PoolAnnotation)
+	delete(claim.Annotations, ipam.SecondaryPoolAnnotation)
+	delete(claim.Annotations, ipam.FallbackAnnotation)
 	// Every rule that can still deny the create runs before anything is
 	// committed: what the API server refuses after this webhook allowed it
 	// holds a prefix until the orphan sweep finds it.
 	if errs := ValidateClaimCreate(claim); len(errs) > 0 {
 		return invalid("IPClaim", claimName(claim), errs)
 	}
+	if errs := ValidateFamilies(claim); len(errs) > 0 {
+		return invalid("IPClaim", claimName(claim), errs)
+	}
 	if err := a.notExisting(ctx, claim, namespace); err != nil {
 		return err
 	}
+	if ipam.DualStack(claim) {
+		return a.allocateDual(ctx, claim, namespace, dryRun)
+	}
+	id := ipam.NewEntryID()
+	p, pool, err := a.allocateFrom(ctx, claim, namespace, id, dryRun)
+	if err != nil || pool == nil {
+		return err
+	}
+	claim.Spec.CIDR = p.String()
+	metav1.SetMetaDataAnnotation(&claim.ObjectMeta, ipam.PoolAnnotation, pool.Name)
+	metav1.SetMetaDataAnnotation(&claim.ObjectMeta, ipam.EntryAnnotation, id)
+	controllerutil.AddFinalizer(claim, ipamv1alpha1.ClaimFinalizer)
+	logf.FromContext(ctx).V(1).Info("allocated", "pool", pool.Name, "cidr", p, "dryRun", dryRun)
+	return nil
+}
+
+// allocateFrom commits one prefix for a single-stack claim (or one family
+// of a dual-stack one, FamilyView) from the first of its candidate pools
+// that has room, as entry id, and returns it with its pool. A claim that
+// waits (whenExhausted: Wait) gets the release finalizer and no pool. An
+// error is the denial to return; one that says the claim does not fit
+// (no pool open to it, exhaustion, a pool being deleted, its namespace's
+// queue) is an *unfitError, which a PreferDualStack claim falls back on.
+func (a *IPClaimAllocator) allocateFrom(ctx context.Context, claim *ipamv1alpha1.IPClaim, namespace, id string, dryRun bool) (netip.Prefix, *ipamv1alpha1.IPPool, error) {
+	var none netip.Prefix
 	pools, err := a.Resolver.Candidates(ctx, claim, namespace)
+	var fe *field.Error
+	if errors.As(err, &fe) {
+		return none, nil, &unfitError{claimError(claim, err)}
+	}
 	if err != nil {
-		return claimError(claim, err)
+		return none, nil, err
 	}
 	holder := ipam.ClaimHolder(namespace)
-	id := ipam.NewEntryID()
 	wait := claim.Spec.WhenExhausted == ipamv1alpha1.Wait
 	if claim.Spec.CIDR == "" {
 		// A claim is served after every older claim of its namespace that
@@ -172,7 +210,7 @@ func (a *IPClaimAllocator) allocate(ctx context.Context, claim *ipamv1alpha1.IPC
 		// restore, takes it if it is free).
 		ahead, err := ipam.Ahead(ctx, a.Resolver.Reader, claim, namespace)
 		if err != nil {
-			return fmt.Errorf("listing waiting claims: %w", err)
+			return none, nil, fmt.Errorf("listing waiting claims: %w", err)
 		}
 		if len(ahead) > 0 {
 			if !dryRun {
@@ -184,11 +222,11 @@ func (a *IPClaimAllocator) allocate(ctx context.Context, claim *ipamv1alpha1.IPC
 			}
 			if wait {
 				controllerutil.AddFinalizer(claim, ipamv1alpha1.ClaimFinalizer)
-				return nil // the claim controller binds it in its turn
+				return none, nil, nil // the claim controller binds it in its turn
 			}
 			msg := fmt.Sprintf("%d older claims of namespace %s wait for space in the same pools (the first is %s): "+
 				"a new claim would take it before them (set spec.whenExhausted: Wait to queue behind them)", len(ahead), namespace, ahead[0].Name)
-			return forbidden(msg, metav1.StatusCause{Type: ipamv1alpha1.ReasonQueued, Message: msg, Field: "spec.pool"})
+			return none, nil, &unfitError{forbidden(msg, metav1.StatusCause{Type: ipamv1alpha1.ReasonQueued, Message: msg, Field: "spec.pool"})}
 		}
 	}
 	// refusal is why one pool had no room for the claim: said to the user
@@ -216,7 +254,7 @@ func (a *IPClaimAllocator) allocate(ctx context.Context, claim *ipamv1alpha1.IPC
 			if len(pools) > 1 {
 				continue // a selector may match pools this claim does not fit
 			}
-			return claimError(claim, err)
+			return none, nil, claimError(claim, err)
 		}
 		r.ID = id
 		p, err := a.Manager.Allocate(ctx, r)
@@ -237,21 +275,16 @@ func (a *IPClaimAllocator) allocate(ctx context.Context, claim *ipamv1alpha1.IPC
 			if len(pools) > 1 {
 				continue
 			}
-			return claimError(claim, field.Forbidden(field.NewPath("spec", "pool"), fmt.Sprintf("pool %s is being deleted: it takes no new claims", pool.Name)))
+			return none, nil, &unfitError{claimError(claim, field.Forbidden(field.NewPath("spec", "pool"), fmt.Sprintf("pool %s is being deleted: it takes no new claims", pool.Name)))}
 		case errors.Is(err, ipam.ErrBusy):
-			return apierrors.NewTooManyRequests(err.Error(), 1)
+			return none, nil, apierrors.NewTooManyRequests(err.Error(), 1)
 		case err != nil:
-			return claimError(claim, ipam.ClaimError(err, r))
+			return none, nil, claimError(claim, ipam.ClaimError(err, r))
 		}
-		claim.Spec.CIDR = p.String()
-		metav1.SetMetaDataAnnotation(&claim.ObjectMeta, ipam.PoolAnnotation, pool.Name)
-		metav1.SetMetaDataAnnotation(&claim.ObjectMeta, ipam.EntryAnnotation, id)
-		controllerutil.AddFinalizer(claim, ipamv1alpha1.ClaimFinalizer)
-		logf.FromContext(ctx).V(1).Info("allocated", "pool", pool.Name, "cidr", p, "dryRun", dryRun)
-		return nil
+		return p, pool, nil
 	}
 	if len(refusals) == 0 {
-		return claimError(claim, field.Invalid(field.NewPath("spec", "poolSelector"), claim.Spec.PoolSelector,
+		return none, nil, claimError(claim, field.Invalid(field.NewPath("spec", "poolSelector"), claim.Spec.PoolSelector,
 			"no matching pool can serve this claim"))
 	}
 	if len(never) == len(refusals) {
@@ -260,7 +293,7 @@ func (a *IPClaimAllocator) allocate(ctx context.Context, claim *ipamv1alpha1.IPC
 		if claim.Spec.CIDR != "" {
 			path, value = field.NewPath("spec", "cidr"), claim.Spec.CIDR
 		}
-		return claimError(claim, field.Invalid(path, value, strings.Join(never, "; ")))
+		return none, nil, claimError(claim, field.Invalid(path, value, strings.Join(never, "; ")))
 	}
 	for _, f := range refusals {
 		if dryRun {
@@ -280,13 +313,13 @@ func (a *IPClaimAllocator) allocate(ctx context.Context, claim *ipamv1alpha1.IPC
 		// Created without a prefix; the claim controller binds it, in its
 		// namespace's order, when space frees up.
 		controllerutil.AddFinalizer(claim, ipamv1alpha1.ClaimFinalizer)
-		return nil
+		return none, nil, nil
 	}
 	causes := make([]metav1.StatusCause, 0, len(refusals))
 	for _, f := range refusals {
 		causes = append(causes, metav1.StatusCause{Type: metav1.CauseType(f.eventReason), Message: fmt.Sprintf("pool %s: %s", f.pool.Name, f.detail), Field: "spec.pool"})
 	}
-	return forbidden(fmt.Sprintf("%s (set spec.whenExhausted: Wait to wait for space)", strings.Join(messages, "; ")), causes...)
+	return none, nil, &unfitError{forbidden(fmt.Sprintf("%s (set spec.whenExhausted: Wait to wait for space)", strings.Join(messages, "; ")), causes...)}
 }
 
 // forbidden is the API's 403 with message, and kipam's reasons for it as

@@ -1,0 +1,314 @@
+/*
+Copyright 2026 The kipam Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package v1alpha1
+
+import (
+	"fmt"
+	"sync/atomic"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
+	"github.com/kipam/kipam/internal/ipam"
+)
+
+// dualSeq numbers the pools of the table's entries.
+var dualSeq atomic.Int32
+
+// dualClaim is a dual-stack claim of namespace ns from pools, one per
+// family of families.
+func dualClaim(ns string, policy ipamv1alpha1.IPFamilyPolicy, families []ipamv1alpha1.IPFamily, pools []string, lengths ...int32) *ipamv1alpha1.IPClaim {
+	return newClaim(ns, "", func(c *ipamv1alpha1.IPClaim) {
+		c.Spec.IPFamilyPolicy, c.Spec.IPFamilies, c.Spec.Pools, c.Spec.PrefixLengths = policy, families, pools, lengths
+	})
+}
+
+// v6Pool creates an IPv6 pool handing out /64s by default.
+func v6Pool(cidr string, mutate func(*ipamv1alpha1.IPPoolSpec)) *ipamv1alpha1.IPPool {
+	GinkgoHelper()
+	return createPool(cidr, func(s *ipamv1alpha1.IPPoolSpec) {
+		s.DefaultPrefixLength = ptr.To[int32](64)
+		if mutate != nil {
+			mutate(s)
+		}
+	})
+}
+
+// expectBoundToBoth waits until the claim is Ready with one healthy
+// IPAllocation per prefix, each naming the claim and the claim's entry.
+func expectBoundToBoth(c *ipamv1alpha1.IPClaim) {
+	GinkgoHelper()
+	Eventually(func(g Gomega) {
+		g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(c), c)).To(Succeed())
+		g.Expect(meta.IsStatusConditionTrue(c.Status.Conditions, ipamv1alpha1.ConditionReady)).To(BeTrue())
+		g.Expect(c.Status.CIDRs).To(Equal(c.Spec.CIDRs))
+		g.Expect(c.Status.Allocations).To(HaveLen(len(c.Spec.CIDRs)))
+		for i, name := range c.Status.Allocations {
+			var a ipamv1alpha1.IPAllocation
+			g.Expect(k8sClient.Get(ctx, client.ObjectKey{Name: name}, &a)).To(Succeed())
+			g.Expect(a.Spec.CIDR).To(Equal(c.Spec.CIDRs[i]))
+			g.Expect(a.Spec.ClaimRef.UID).To(Equal(c.UID))
+			g.Expect(a.Spec.Entry).To(Equal(c.Annotations[ipam.EntryAnnotation]))
+			expectHealthy(g, &a)
+		}
+	}).Should(Succeed())
+}
+
+// rejectLedgerWrites installs, until the spec ends, a policy that refuses
+// every write of pool's ledgers: a commit to the pool fails. The pool's
+// root ledger must exist (probe is a dry-run update of it).
+func rejectLedgerWrites(pool string) {
+	GinkgoHelper()
+	policy := &admissionregistrationv1.ValidatingAdmissionPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "reject-ledger-" + pool},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
+			FailurePolicy: ptr.To(admissionregistrationv1.Fail),
+			MatchConstraints: &admissionregistrationv1.MatchResources{ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{
+				RuleWithOperations: admissionregistrationv1.RuleWithOperations{
+					Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update},
+					Rule:       admissionregistrationv1.Rule{APIGroups: []string{"ipam.kipam.dev"}, APIVersions: []string{"v1alpha1"}, Resources: []string{"ipledgers"}},
+				},
+			}}},
+			Validations: []admissionregistrationv1.Validation{{
+				Expression: fmt.Sprintf("object.spec.pool != '%s'", pool),
+				Message:    "ledger write rejected by policy",
+			}},
+		},
+	}
+	binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: policy.Name},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{
+			PolicyName:        policy.Name,
+			ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny},
+		},
+	}
+	Expect(k8sClient.Create(ctx, policy)).To(Succeed())
+	Expect(k8sClient.Create(ctx, binding)).To(Succeed())
+	DeferCleanup(func() {
+		Expect(k8sClient.Delete(ctx, binding)).To(Succeed())
+		Expect(k8sClient.Delete(ctx, policy)).To(Succeed())
+	})
+	Eventually(func() error {
+		var l ipamv1alpha1.IPLedger
+		if err := k8sClient.Get(ctx, client.ObjectKey{Name: pool}, &l); err != nil {
+			return err
+		}
+		return k8sClient.Update(ctx, &l, client.DryRunAll)
+	}).Should(MatchError(ContainSubstring("ledger write rejected by policy")))
+}
+
+var _ = Describe("Dual-stack claims", func() {
+	v4v6 := []ipamv1alpha1.IPFamily{ipamv1alpha1.IPv4, ipamv1alpha1.IPv6}
+	v6v4 := []ipamv1alpha1.IPFamily{ipamv1alpha1.IPv6, ipamv1alpha1.IPv4}
+
+	It("allocates both families in the create response, records each, and releases both on delete", func() {
+		p4 := createPool("10.250.0.0/24", nil)
+		p6 := v6Pool("fd00:250::/48", nil)
+		c := dualClaim("default", ipamv1alpha1.RequireDualStack, v6v4, []string{p6.Name, p4.Name}, 64, 28)
+		Expect(k8sClient.Create(ctx, c)).To(Succeed())
+		Expect(c.Spec.CIDRs).To(Equal([]string{"fd00:250::/64", "10.250.0.0/28"}), "primary first")
+		Expect(c.Spec.CIDR).To(Equal("fd00:250::/64"), "spec.cidr stays the primary")
+		Expect(c.Annotations).To(HaveKeyWithValue(ipam.PoolAnnotation, p6.Name))
+		Expect(c.Annotations).To(HaveKeyWithValue(ipam.SecondaryPoolAnnotation, p4.Name))
+		Expect(c.Annotations).NotTo(HaveKey(ipam.FallbackAnnotation))
+		Expect(c.Finalizers).To(ContainElement(ipamv1alpha1.ClaimFinalizer))
+		Expect(ledgerOf(p6.Name)).To(ConsistOf("fd00:250::/64"))
+		Expect(ledgerOf(p4.Name)).To(ConsistOf("10.250.0.0/28"))
+
+		By("binding one IPAllocation per family, and saying it holds both")
+		expectBoundToBoth(c)
+		cond := meta.FindStatusCondition(c.Status.Conditions, ipamv1alpha1.ConditionDualStack)
+		Expect(cond).NotTo(BeNil())
+		Expect(cond.Status).To(Equal(metav1.ConditionTrue))
+		Expect(cond.Reason).To(Equal(ipamv1alpha1.ReasonBothFamilies))
+
+		By("keeping both through an update that leaves them out, and refusing to change them")
+		Eventually(func() error {
+			var cur ipamv1alpha1.IPClaim
+			if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(c), &cur); err != nil {
+				return err
+			}
+			cur.Spec.CIDR, cur.Spec.CIDRs = "", nil
+			delete(cur.Annotations, ipam.SecondaryPoolAnnotation)
+			cur.Labels = map[string]string{"touched": "yes"}
+			return k8sClient.Update(ctx, &cur)
+		}).Should(Succeed())
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(c), c)).To(Succeed())
+		Expect(c.Spec.CIDRs).To(Equal([]string{"fd00:250::/64", "10.250.0.0/28"}))
+		Expect(c.Annotations).To(HaveKeyWithValue(ipam.SecondaryPoolAnnotation, p4.Name))
+		moved := c.DeepCopy()
+		moved.Spec.CIDRs = []string{"fd00:250::/64", "10.250.0.16/28"}
+		Expect(k8sClient.Update(ctx, moved)).To(MatchError(ContainSubstring("cidrs is written by kipam when the claim is created and is immutable")))
+
+		By("releasing both entries, each in its own pool, when the claim is deleted")
+		allocations := c.Status.Allocations
+		Expect(k8sClient.Delete(ctx, c)).To(Succeed())
+		Eventually(func() error { return k8sClient.Get(ctx, client.ObjectKeyFromObject(c), c) }).Should(Satisfy(apierrors.IsNotFound))
+		Expect(ledgerOf(p6.Name)).To(BeEmpty())
+		Expect(ledgerOf(p4.Name)).To(BeEmpty())
+		for _, name := range allocations {
+			Expect(k8sClient.Get(ctx, client.ObjectKey{Name: name}, &ipamv1alpha1.IPAllocation{})).To(Satisfy(apierrors.IsNotFound), name)
+		}
+	})
+
+	It("chooses one pool per family by selector", func() {
+		lbl := map[string]string{"tier": fmt.Sprintf("dual-%d", seq.Add(1))}
+		p4 := pool("10.250.1.0/24", nil)
+		p4.Labels = lbl
+		p6 := pool("fd00:250:1::/48", func(s *ipamv1alpha1.IPPoolSpec) { s.DefaultPrefixLength = ptr.To[int32](64) })
+		p6.Labels = lbl
+		Expect(k8sClient.Create(ctx, p4)).To(Succeed())
+		Expect(k8sClient.Create(ctx, p6)).To(Succeed())
+		c := newClaim("default", "", func(c *ipamv1alpha1.IPClaim) {
+			c.Spec.IPFamilyPolicy, c.Spec.IPFamilies = ipamv1alpha1.PreferDualStack, v4v6
+			c.Spec.PoolSelector = &metav1.LabelSelector{MatchLabels: lbl}
+		})
+		Expect(k8sClient.Create(ctx, c)).To(Succeed())
+		Expect(c.Spec.CIDRs).To(Equal([]string{"10.250.1.0/32", "fd00:250:1::/64"}))
+		Expect(c.Annotations).To(HaveKeyWithValue(ipam.PoolAnnotation, p4.Name))
+		Expect(c.Annotations).To(HaveKeyWithValue(ipam.SecondaryPoolAnnotation, p6.Name))
+		expectBoundToBoth(c)
+	})
+
+	DescribeTable("commits neither family when the second cannot be allocated",
+		func(second func(ns string) string, wantStatus func(error) bool, why string) {
+			ns := createNamespace(map[string]string{"team": "red"})
+			p4 := createPool(fmt.Sprintf("10.251.%d.0/24", dualSeq.Add(1)), nil)
+			before := ledgerOf(p4.Name)
+			c := dualClaim(ns, ipamv1alpha1.RequireDualStack, v4v6, []string{p4.Name, second(ns)})
+			err := k8sClient.Create(ctx, c)
+			Expect(err).To(Satisfy(wantStatus), "%v", err)
+			Expect(err).To(MatchError(ContainSubstring("IPv6 (spec.ipFamilies[1])")))
+			Expect(err).To(MatchError(ContainSubstring(why)))
+			Expect(err).To(MatchError(MatchRegexp(`nothing is allocated to the claim: 10\.251\.\d+\.0/32, committed in pool \S+, was released`)))
+			Expect(ledgerOf(p4.Name)).To(Equal(before), "the first family's entry was released before the denial")
+			Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(c), c)).To(Satisfy(apierrors.IsNotFound))
+		},
+		Entry("exhausted", func(ns string) string {
+			full := v6Pool("fd00:250:2::/64", nil)
+			Expect(k8sClient.Create(ctx, newClaim(ns, full.Name, nil))).To(Succeed())
+			return full.Name
+		}, apierrors.IsForbidden, "is exhausted"),
+		Entry("closed to the namespace", func(string) string {
+			return v6Pool("fd00:250:3::/48", func(s *ipamv1alpha1.IPPoolSpec) {
+				s.NamespaceSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"team": "blue"}}
+			}).Name
+		}, apierrors.IsInvalid, "spec.pools[1]: Not found"),
+		Entry("not found", func(string) string { return "no-such-v6-pool" }, apierrors.IsInvalid, `spec.pools[1]: Not found: "no-such-v6-pool`),
+		Entry("of the wrong family", func(string) string { return createPool(fmt.Sprintf("10.251.%d.0/24", dualSeq.Add(1)), nil).Name },
+			apierrors.IsInvalid, "spec.ipFamilies[1]: Invalid value: \"IPv6\""),
+	)
+
+	It("releases the first family's entry when the second pool's commit fails", func() {
+		p4 := createPool("10.250.4.0/24", nil)
+		p6 := v6Pool("fd00:250:4::/48", nil)
+		Expect(k8sClient.Create(ctx, newClaim("default", p6.Name, nil))).To(Succeed()) // the root ledger exists
+		rejectLedgerWrites(p6.Name)
+		before := ledgerOf(p4.Name)
+		c := dualClaim("default", ipamv1alpha1.RequireDualStack, v4v6, []string{p4.Name, p6.Name})
+		err := k8sClient.Create(ctx, c)
+		Expect(err).To(MatchError(ContainSubstring("ledger write rejected by policy")))
+		Expect(err).To(MatchError(ContainSubstring("was released")))
+		Expect(ledgerOf(p4.Name)).To(Equal(before))
+	})
+
+	It("falls back to the family that fits under PreferDualStack, and says why", func() {
+		p4 := createPool("10.250.5.0/24", nil)
+		full := v6Pool("fd00:250:5::/64", nil)
+		Expect(k8sClient.Create(ctx, newClaim("default", full.Name, nil))).To(Succeed())
+		c := dualClaim("default", ipamv1alpha1.PreferDualStack, v6v4, []string{full.Name, p4.Name})
+		Expect(k8sClient.Create(ctx, c)).To(Succeed())
+		Expect(c.Spec.CIDRs).To(Equal([]string{"10.250.5.0/32"}))
+		Expect(c.Spec.CIDR).To(Equal("10.250.5.0/32"))
+		Expect(c.Annotations).To(HaveKeyWithValue(ipam.PoolAnnotation, p4.Name))
+		Expect(c.Annotations).NotTo(HaveKey(ipam.SecondaryPoolAnnotation))
+		expectBoundToBoth(c)
+		cond := meta.FindStatusCondition(c.Status.Conditions, ipamv1alpha1.ConditionDualStack)
+		Expect(cond).NotTo(BeNil())
+		Expect(cond.Status).To(Equal(metav1.ConditionFalse))
+		Expect(cond.Reason).To(Equal(ipamv1alpha1.ReasonFellBack))
+		Expect(cond.Message).To(ContainSubstring("IPv6 (spec.ipFamilies[0])"))
+		Expect(cond.Message).To(ContainSubstring("is exhausted"))
+
+		By("denying it when neither family fits, saying why for each")
+		Expect(k8sClient.Create(ctx, dualClaim("default", ipamv1alpha1.PreferDualStack, v6v4, []string{full.Name, "no-such-v4-pool"}))).
+			To(MatchError(SatisfyAll(ContainSubstring("is exhausted"), ContainSubstring("no-such-v4-pool"))))
+	})
+
+	It("releases both entries of a dual-stack claim the API server refused after kipam allowed it", func() {
+		p4 := createPool("10.250.6.0/24", nil)
+		p6 := v6Pool("fd00:250:6::/48", nil)
+		rejectLabelled("ipclaims", func() error {
+			return k8sClient.Create(ctx, newClaim("default", p4.Name, func(c *ipamv1alpha1.IPClaim) { c.Labels = map[string]string{"reject": "yes"} }), client.DryRunAll)
+		})
+		kept := dualClaim("default", ipamv1alpha1.RequireDualStack, v4v6, []string{p4.Name, p6.Name})
+		Expect(k8sClient.Create(ctx, kept)).To(Succeed())
+		half := dualClaim("default", ipamv1alpha1.RequireDualStack, v4v6, []string{p4.Name, p6.Name})
+		half.Labels = map[string]string{"reject": "yes"}
+		Expect(k8sClient.Create(ctx, half)).To(MatchError(ContainSubstring("rejected by policy")))
+		Expect(ledgerOf(p4.Name)).To(HaveLen(2), "both families were committed for the refused claim")
+		Expect(ledgerOf(p6.Name)).To(HaveLen(2))
+
+		By("the orphan sweep releasing both once the grace has passed, and keeping the stored claim's")
+		Eventually(func() []string { return ledgerOf(p4.Name) }).WithTimeout(4 * orphanGrace).Should(ConsistOf(kept.Spec.CIDRs[0]))
+		Eventually(func() []string { return ledgerOf(p6.Name) }).WithTimeout(4 * orphanGrace).Should(ConsistOf(kept.Spec.CIDRs[1]))
+		expectBoundToBoth(kept)
+	})
+
+	It("commits both when the two pools have different owners, and when the second's owner is gone", func() {
+		p4 := createPool("10.250.7.0/24", nil)
+		p6 := v6Pool("fd00:250:7::/48", nil)
+		owner := startReplica("replica-dual")
+		Expect(owner.owners.Owner(ctx, p6.Name)).To(BeEmpty(), "the replica takes the IPv6 pool's free Lease")
+
+		By("making the suite's kipam a routed replica: it owns the IPv4 pool and forwards the IPv6 one")
+		c, err := client.New(cfg, client.Options{Scheme: scheme})
+		Expect(err).NotTo(HaveOccurred())
+		here := &ipam.Owners{Client: c, Namespace: "default", Identity: "replica-here", Address: "127.0.0.1:1"}
+		pools.SetRouter(ipam.NewRouter(here, testEnv.WebhookInstallOptions.LocalServingCertDir))
+		DeferCleanup(func() { pools.SetRouter(nil) })
+		forwarded := dualClaim("default", ipamv1alpha1.RequireDualStack, v4v6, []string{p4.Name, p6.Name})
+		Expect(k8sClient.Create(ctx, forwarded)).To(Succeed())
+		Expect(forwarded.Spec.CIDRs).To(HaveLen(2))
+		_, servedHere := pools.Snapshot(p6.Name)
+		Expect(servedHere).To(BeFalse(), "the IPv6 family was committed by its owner")
+		snap, ok := owner.pools.Snapshot(p6.Name)
+		Expect(ok).To(BeTrue())
+		Expect(snap.Claims).To(BeEquivalentTo(1))
+
+		By("stopping the IPv6 pool's owner after the IPv4 pool's commits: the second commit is served here")
+		owner.stop()
+		var all4, all6 []string
+		all4, all6 = append(all4, forwarded.Spec.CIDRs[0]), append(all6, forwarded.Spec.CIDRs[1])
+		for range 3 {
+			d := dualClaim("default", ipamv1alpha1.RequireDualStack, v4v6, []string{p4.Name, p6.Name})
+			Expect(k8sClient.Create(ctx, d)).To(Succeed())
+			all4, all6 = append(all4, d.Spec.CIDRs[0]), append(all6, d.Spec.CIDRs[1])
+		}
+		expectDisjoint(all6)
+		Expect(ledgerOf(p4.Name)).To(ConsistOf(all4))
+		Expect(ledgerOf(p6.Name)).To(ConsistOf(all6))
+	})
+})

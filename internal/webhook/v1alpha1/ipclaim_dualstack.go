@@ -1,0 +1,265 @@
+/*
+Copyright 2026 The kipam Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package v1alpha1
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+
+	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
+	"github.com/kipam/kipam/internal/ipam"
+)
+
+// ValidateFamilies denies, with the field path, a claim whose family
+// fields contradict its spec.ipFamilyPolicy. These are kipam's rules, not
+// the CRD's (ValidateClaimCreate mirrors those): the CRD admits kipam's own
+// answer, a dual-stack claim carrying spec.cidr and spec.cidrs, which a
+// create must not ask for.
+func ValidateFamilies(claim *ipamv1alpha1.IPClaim) field.ErrorList {
+	spec := &claim.Spec
+	path := field.NewPath("spec")
+	var errs field.ErrorList
+	if !ipam.DualStack(claim) {
+		for _, f := range []struct {
+			name string
+			set  bool
+		}{{"ipFamilies", len(spec.IPFamilies) > 0}, {"pools", len(spec.Pools) > 0}, {"prefixLengths", len(spec.PrefixLengths) > 0}, {"cidrs", len(spec.CIDRs) > 0}} {
+			if f.set {
+				errs = append(errs, field.Forbidden(path.Child(f.name),
+					"only a dual-stack claim (ipFamilyPolicy PreferDualStack or RequireDualStack) has it; a single-stack claim uses ipFamily, pool, prefixLength and cidr"))
+			}
+		}
+		return errs
+	}
+	families := path.Child("ipFamilies")
+	switch n := len(spec.IPFamilies); {
+	case n == 0:
+		errs = append(errs, field.Required(families, "a dual-stack claim names both families, IPv4 and IPv6, primary first"))
+	case n == 1:
+		errs = append(errs, field.Invalid(families, spec.IPFamilies,
+			string(spec.IPFamilyPolicy)+" needs both families, IPv4 and IPv6, primary first (for one family use ipFamilyPolicy SingleStack and ipFamily)"))
+	case spec.IPFamilies[0] == spec.IPFamilies[1]:
+		errs = append(errs, field.Duplicate(families.Index(1), spec.IPFamilies[1]))
+	}
+	if spec.IPFamily != "" {
+		errs = append(errs, field.Forbidden(path.Child("ipFamily"), "a dual-stack claim names its families in spec.ipFamilies"))
+	}
+	if spec.Pool != "" {
+		errs = append(errs, field.Forbidden(path.Child("pool"), "a dual-stack claim names one pool per family in spec.pools, or chooses them by spec.poolSelector"))
+	}
+	if spec.PrefixLength != nil {
+		errs = append(errs, field.Forbidden(path.Child("prefixLength"), "a dual-stack claim gives one length per family in spec.prefixLengths"))
+	}
+	if spec.CIDR != "" {
+		errs = append(errs, field.Forbidden(path.Child("cidr"),
+			"a dual-stack claim cannot ask for a specific prefix: kipam allocates both families (create single-stack claims to ask for specific prefixes)"))
+	}
+	if len(spec.CIDRs) > 0 {
+		errs = append(errs, field.Forbidden(path.Child("cidrs"), "kipam writes spec.cidrs when it allocates the claim"))
+	}
+	if spec.WhenExhausted == ipamv1alpha1.Wait {
+		errs = append(errs, field.Forbidden(path.Child("whenExhausted"),
+			"a dual-stack claim is allocated when it is created or denied: Wait is not supported for dual-stack claims yet"))
+	}
+	if n := len(spec.Pools); n > 0 && n != len(spec.IPFamilies) {
+		errs = append(errs, field.Invalid(path.Child("pools"), spec.Pools, "names one pool per family of spec.ipFamilies, in the same order"))
+	} else if n == 2 && spec.Pools[0] == spec.Pools[1] {
+		errs = append(errs, field.Duplicate(path.Child("pools").Index(1), spec.Pools[1]))
+	}
+	lengths := path.Child("prefixLengths")
+	if n := len(spec.PrefixLengths); n > 0 && n != len(spec.IPFamilies) {
+		errs = append(errs, field.Invalid(lengths, spec.PrefixLengths, "gives one length per family of spec.ipFamilies, in the same order"))
+	} else {
+		for i, l := range spec.PrefixLengths {
+			if spec.IPFamilies[i] == ipamv1alpha1.IPv4 && l > 32 {
+				errs = append(errs, field.Invalid(lengths.Index(i), l, "must be at most 32 for IPv4"))
+			}
+		}
+	}
+	return errs
+}
+
+// unfitError is a denial that says a claim (or one family of a
+// dual-stack claim) does not fit where it asked: no pool of it is open to
+// the namespace, they are exhausted or full, being deleted, or older
+// claims of the namespace wait on them.
+type unfitError struct{ error }
+
+func (e *unfitError) Unwrap() error { return e.error }
+
+// allocated is one family of a dual-stack claim, committed.
+type allocated struct {
+	pool   *ipamv1alpha1.IPPool
+	prefix netip.Prefix
+}
+
+// allocateDual allocates both families of a dual-stack claim in this
+// admission, each through the fenced commit of its own pool (forwarded to
+// that pool's owner, which may be another replica than the first's), as
+// one entry ID. Both are committed or neither: when a family is denied
+// after another was committed, that one is released first, by its entry,
+// and the denial returned; if that release fails, no claim will ever carry
+// the entry (the create is denied), so the ledger's orphan sweep releases
+// it after the orphan grace. PreferDualStack keeps the family that fits
+// when the other does not (FallbackAnnotation says why).
+func (a *IPClaimAllocator) allocateDual(ctx context.Context, claim *ipamv1alpha1.IPClaim, namespace string, dryRun bool) error {
+	holder := ipam.ClaimHolder(namespace)
+	id := ipam.NewEntryID()
+	var (
+		held     []allocated
+		fallback []string
+		denials  []error
+	)
+	for i, family := range claim.Spec.IPFamilies {
+		p, pool, err := a.allocateFrom(ctx, ipam.FamilyView(claim, i), namespace, id, dryRun)
+		if err == nil && pool == nil {
+			err = fmt.Errorf("family %s was not allocated", family) // cannot happen: a dual-stack claim does not wait
+		}
+		if err == nil {
+			held = append(held, allocated{pool, p})
+			continue
+		}
+		err = forFamily(err, claim, i)
+		var unfit *unfitError
+		if claim.Spec.IPFamilyPolicy == ipamv1alpha1.PreferDualStack && errors.As(err, &unfit) {
+			fallback = append(fallback, err.Error())
+			denials = append(denials, err)
+			continue
+		}
+		return a.undo(ctx, held, holder, id, dryRun, err)
+	}
+	if len(held) == 0 {
+		return joinDenials(denials)
+	}
+	cidrs := make([]string, 0, len(held))
+	for _, h := range held {
+		cidrs = append(cidrs, h.prefix.String())
+	}
+	claim.Spec.CIDR, claim.Spec.CIDRs = cidrs[0], cidrs
+	metav1.SetMetaDataAnnotation(&claim.ObjectMeta, ipam.PoolAnnotation, held[0].pool.Name)
+	metav1.SetMetaDataAnnotation(&claim.ObjectMeta, ipam.EntryAnnotation, id)
+	if len(held) > 1 {
+		metav1.SetMetaDataAnnotation(&claim.ObjectMeta, ipam.SecondaryPoolAnnotation, held[1].pool.Name)
+	}
+	if len(fallback) > 0 {
+		metav1.SetMetaDataAnnotation(&claim.ObjectMeta, ipam.FallbackAnnotation, strings.Join(fallback, "; "))
+	}
+	controllerutil.AddFinalizer(claim, ipamv1alpha1.ClaimFinalizer)
+	logf.FromContext(ctx).V(1).Info("allocated dual-stack", "cidrs", cidrs, "dryRun", dryRun)
+	return nil
+}
+
+// undo releases what a dual-stack claim's admission committed before
+// denial, each by its entry, and returns denial saying so. The release
+// runs even when the request's context has ended (the API server gave
+// up on it): the entries are no claim's either way.
+func (a *IPClaimAllocator) undo(ctx context.Context, held []allocated, holder, id string, dryRun bool, denial error) error {
+	if dryRun || len(held) == 0 {
+		return denial
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	var notes []string
+	for _, h := range held {
+		// No reuse grace: no claim ever carried the prefix.
+		freed, err := a.Manager.Release(rctx, h.pool, h.prefix, holder, id, 0, nil)
+		if err != nil {
+			logf.FromContext(ctx).Error(err, "releasing a dual-stack claim's first family after the second was denied; the orphan sweep will",
+				"pool", h.pool.Name, "cidr", h.prefix, "entry", id)
+			notes = append(notes, fmt.Sprintf("%s in pool %s could not be released yet and is released by kipam's orphan sweep", h.prefix, h.pool.Name))
+			continue
+		}
+		if !freed {
+			// Nothing else releases an entry no claim was ever stored with.
+			notes = append(notes, fmt.Sprintf("%s in pool %s was no longer recorded", h.prefix, h.pool.Name))
+			continue
+		}
+		notes = append(notes, fmt.Sprintf("%s, committed in pool %s, was released", h.prefix, h.pool.Name))
+	}
+	return withMessage(denial, func(msg string) string {
+		return fmt.Sprintf("%s; nothing is allocated to the claim: %s", msg, strings.Join(notes, ", "))
+	})
+}
+
+// forFamily says which family of a dual-stack claim a denial is about, and
+// names the fields of the claim the user wrote (spec.pools[i] for the
+// view's spec.pool).
+func forFamily(err error, claim *ipamv1alpha1.IPClaim, i int) error {
+	idx := func(name string) string { return fmt.Sprintf("spec.%s[%d]", name, i) }
+	renames := map[string]string{"spec.ipFamily": idx("ipFamilies"), "spec.prefixLength": idx("prefixLengths")}
+	if len(claim.Spec.Pools) > 0 {
+		renames["spec.pool"] = idx("pools")
+	}
+	var se *apierrors.StatusError
+	if !errors.As(err, &se) {
+		return fmt.Errorf("%s (%s): %w", claim.Spec.IPFamilies[i], idx("ipFamilies"), err)
+	}
+	st := se.ErrStatus
+	if st.Details != nil {
+		d := *st.Details
+		d.Causes = slices.Clone(d.Causes)
+		for j := range d.Causes {
+			if to, ok := renames[d.Causes[j].Field]; ok {
+				d.Causes[j].Field = to
+			}
+		}
+		st.Details = &d
+	}
+	msg := st.Message
+	for from, to := range renames {
+		msg = strings.ReplaceAll(msg, from+":", to+":")
+	}
+	st.Message = fmt.Sprintf("%s (%s): %s", claim.Spec.IPFamilies[i], idx("ipFamilies"), msg)
+	out := error(&apierrors.StatusError{ErrStatus: st})
+	var unfit *unfitError
+	if errors.As(err, &unfit) {
+		out = &unfitError{out}
+	}
+	return out
+}
+
+// withMessage returns err with its message rewritten, keeping its status.
+func withMessage(err error, f func(string) string) error {
+	var se *apierrors.StatusError
+	if !errors.As(err, &se) {
+		return fmt.Errorf("%s", f(err.Error()))
+	}
+	st := se.ErrStatus
+	st.Message = f(st.Message)
+	return &apierrors.StatusError{ErrStatus: st}
+}
+
+// joinDenials is the denial of a PreferDualStack claim that fits neither
+// family: the first family's status, with both messages.
+func joinDenials(denials []error) error {
+	msgs := make([]string, 0, len(denials))
+	for _, d := range denials {
+		msgs = append(msgs, d.Error())
+	}
+	return withMessage(denials[0], func(string) string { return strings.Join(msgs, "; ") })
+}
