@@ -30,6 +30,7 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	capiv1beta2 "github.com/kipam/kipam/api/capi/ipam/v1beta2"
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
 	"github.com/kipam/kipam/internal/testenv"
 )
@@ -52,6 +53,9 @@ var _ = BeforeSuite(func() {
 	ctx, cancel = context.WithCancel(context.TODO())
 
 	Expect(ipamv1alpha1.AddToScheme(scheme.Scheme)).To(Succeed())
+	// envtest serves Cluster API's IPAM kinds, so a manager set up as kipam's
+	// serves them too.
+	Expect(capiv1beta2.AddToScheme(scheme.Scheme)).To(Succeed())
 
 	var err error
 	testEnv, err = testenv.New(false)

@@ -112,6 +112,16 @@ type unfitError struct{ error }
 
 func (e *unfitError) Unwrap() error { return e.error }
 
+// Status is the wrapped denial's, so that the denial goes out as the
+// status it is: answer, and controller-runtime's admission handler, take
+// an APIStatus as kipam's own answer.
+func (e *unfitError) Status() metav1.Status {
+	if s, ok := e.error.(apierrors.APIStatus); ok { //nolint:errorlint // the denial itself, as allocate made it
+		return s.Status()
+	}
+	return apierrors.NewInternalError(e.error).Status()
+}
+
 // allocated is one family of a dual-stack claim, committed.
 type allocated struct {
 	pool   *ipamv1alpha1.IPPool
