@@ -101,7 +101,10 @@ type IPAddressClaimReconciler struct {
 func (r *IPAddressClaimReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	var claim capiv1beta2.IPAddressClaim
 	if err := r.Get(ctx, req.NamespacedName, &claim); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
+		if apierrors.IsNotFound(err) {
+			return ctrl.Result{}, r.releaseStaleAddress(ctx, req.NamespacedName)
+		}
+		return ctrl.Result{}, err
 	}
 	if !ipam.ServesPoolRef(claim.Spec.PoolRef) {
 		return ctrl.Result{}, nil // another provider's
@@ -267,6 +270,11 @@ func (r *IPAddressClaimReconciler) ensureAddress(ctx context.Context, claim *cap
 		return nil, err
 	}
 	if !metav1.IsControlledBy(&got, claim) {
+		// An earlier claim's of this name, gone without kipam's finalizer,
+		// goes; its deletion brings this claim back here.
+		if err := r.releaseStaleAddress(ctx, client.ObjectKeyFromObject(&got)); err != nil {
+			return nil, err
+		}
 		return addressNotReady(capiv1beta2.ReasonAllocationFailed, fmt.Sprintf("IPAddress %s/%s exists and is not this claim's (its controller is another object): "+
 			"it is left alone; delete it, or the claim", got.Namespace, got.Name)), nil
 	}
@@ -282,6 +290,36 @@ func (r *IPAddressClaimReconciler) ensureAddress(ctx context.Context, claim *cap
 		}
 	}
 	return nil, nil
+}
+
+// releaseStaleAddress lets an IPAddress kipam made go once the claim it
+// answered is gone (deleted without kipam's finalizer) or is another claim
+// of that name: its finalizer protects it while its claim lives, and
+// nothing else would remove it. The claim's absence is confirmed against
+// the API server; its address's entry is released by the orphan paths.
+func (r *IPAddressClaimReconciler) releaseStaleAddress(ctx context.Context, key client.ObjectKey) error {
+	var addr capiv1beta2.IPAddress
+	if err := r.Get(ctx, key, &addr); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	owner := metav1.GetControllerOf(&addr)
+	if !controllerutil.ContainsFinalizer(&addr, ipamv1alpha1.AddressFinalizer) || owner == nil || owner.Kind != "IPAddressClaim" {
+		return nil
+	}
+	var claim capiv1beta2.IPAddressClaim
+	switch err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: key.Namespace, Name: owner.Name}, &claim); {
+	case err == nil && claim.UID == owner.UID:
+		return nil // its claim lives: the claim's reconcile decides
+	case err != nil && !apierrors.IsNotFound(err):
+		return err
+	}
+	logf.FromContext(ctx).Info("removing the finalizer of an IPAddress whose claim is gone", "address", addr.Spec.Address, "claimUID", owner.UID)
+	patch := client.MergeFrom(addr.DeepCopy())
+	controllerutil.RemoveFinalizer(&addr, ipamv1alpha1.AddressFinalizer)
+	if err := r.Patch(ctx, &addr, patch); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	return client.IgnoreNotFound(r.Delete(ctx, &addr, client.Preconditions{UID: &addr.UID}))
 }
 
 // address is the IPAddress answering claim with p from pool.

@@ -42,10 +42,12 @@ func AddressClaimHolder(namespace string) string { return AddressClaimHolderPref
 // HolderNamespace is the namespace of a claim's holder (an IPClaim's or an
 // IPAddressClaim's); false for a pool's.
 func HolderNamespace(holder string) (string, bool) {
-	if ns, ok := strings.CutPrefix(holder, ClaimHolderPrefix); ok {
-		return ns, true
+	for _, prefix := range []string{ClaimHolderPrefix, AddressClaimHolderPrefix} {
+		if ns, ok := strings.CutPrefix(holder, prefix); ok {
+			return ns, true
+		}
 	}
-	return strings.CutPrefix(holder, AddressClaimHolderPrefix)
+	return "", false
 }
 
 // ServesPoolRef reports whether a Cluster API pool reference names a kipam

@@ -34,7 +34,10 @@ var _ = Describe("Pool status", func() {
 	exhausted := func(p *ipamv1alpha1.IPPool) func(Gomega) string {
 		return func(g Gomega) string {
 			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(p), p)).To(Succeed())
-			return string(meta.FindStatusCondition(p.Status.Conditions, ipamv1alpha1.ConditionExhausted).Status) + " " + p.Status.Available
+			// Absent until the pool controller first writes the status.
+			cond := meta.FindStatusCondition(p.Status.Conditions, ipamv1alpha1.ConditionExhausted)
+			g.Expect(cond).NotTo(BeNil())
+			return string(cond.Status) + " " + p.Status.Available
 		}
 	}
 
