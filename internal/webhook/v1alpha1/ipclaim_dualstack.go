@@ -147,7 +147,7 @@ func (a *IPClaimAllocator) allocateDual(ctx context.Context, claim *ipamv1alpha1
 		err = forFamily(err, claim, i)
 		var unfit *unfitError
 		if claim.Spec.IPFamilyPolicy == ipamv1alpha1.PreferDualStack && errors.As(err, &unfit) {
-			fallback = append(fallback, err.Error())
+			fallback = append(fallback, reasonOf(err))
 			denials = append(denials, err)
 			continue
 		}
@@ -259,7 +259,26 @@ func withMessage(err error, f func(string) string) error {
 func joinDenials(denials []error) error {
 	msgs := make([]string, 0, len(denials))
 	for _, d := range denials {
-		msgs = append(msgs, d.Error())
+		msgs = append(msgs, reasonOf(d))
 	}
 	return withMessage(denials[0], func(string) string { return strings.Join(msgs, "; ") })
+}
+
+// reasonOf is what a family's denial says, without the API's framing: the
+// field errors of an Invalid one (which name their family's field), else
+// its message (which forFamily prefixed with the family).
+func reasonOf(err error) string {
+	var se *apierrors.StatusError
+	if !errors.As(err, &se) {
+		return err.Error()
+	}
+	st := se.ErrStatus
+	if st.Reason != metav1.StatusReasonInvalid || st.Details == nil || len(st.Details.Causes) == 0 {
+		return st.Message
+	}
+	causes := make([]string, 0, len(st.Details.Causes))
+	for _, c := range st.Details.Causes {
+		causes = append(causes, fmt.Sprintf("%s: %s", c.Field, c.Message))
+	}
+	return strings.Join(causes, ", ")
 }
