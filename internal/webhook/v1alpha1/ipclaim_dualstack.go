@@ -144,7 +144,8 @@ func (a *IPClaimAllocator) allocateDual(ctx context.Context, claim *ipamv1alpha1
 			held = append(held, allocated{pool, p})
 			continue
 		}
-		err = forFamily(err, claim, i)
+		// A dual-stack claim cannot wait (ValidateFamilies).
+		err = forFamily(withMessage(err, func(m string) string { return strings.TrimSuffix(m, waitHint) }), claim, i)
 		var unfit *unfitError
 		if claim.Spec.IPFamilyPolicy == ipamv1alpha1.PreferDualStack && errors.As(err, &unfit) {
 			fallback = append(fallback, reasonOf(err))
@@ -243,15 +244,24 @@ func forFamily(err error, claim *ipamv1alpha1.IPClaim, i int) error {
 	return out
 }
 
-// withMessage returns err with its message rewritten, keeping its status.
+// withMessage returns err with its message rewritten, keeping its status
+// and whether it says the claim does not fit.
 func withMessage(err error, f func(string) string) error {
 	var se *apierrors.StatusError
 	if !errors.As(err, &se) {
-		return fmt.Errorf("%s", f(err.Error()))
+		if msg := f(err.Error()); msg != err.Error() {
+			return fmt.Errorf("%s", msg)
+		}
+		return err
 	}
 	st := se.ErrStatus
 	st.Message = f(st.Message)
-	return &apierrors.StatusError{ErrStatus: st}
+	out := error(&apierrors.StatusError{ErrStatus: st})
+	var unfit *unfitError
+	if errors.As(err, &unfit) {
+		out = &unfitError{out}
+	}
+	return out
 }
 
 // joinDenials is the denial of a PreferDualStack claim that fits neither
