@@ -68,7 +68,7 @@ var _ = Describe("Claims that wait, with kubectl", func() {
 			By("showing the pool in kubectl get's POOL column, and the Pending event in kubectl describe, for " + ns)
 			out, err := k("get", "ipclaims", "-n", ns)
 			Expect(err).NotTo(HaveOccurred(), out)
-			Expect(out).To(MatchRegexp(`(?m)^NAME\s+POOL\s+CIDR\s+READY\s+AGE$`))
+			Expect(out).To(MatchRegexp(`(?m)^NAME\s+POOL\s+CIDR\s+SECONDARY\s+READY\s+AGE$`))
 			// No CIDR: the Ready column follows the pool's name.
 			Expect(out).To(MatchRegexp(`(?m)^waiter\s+%s\s+False\s+\S+$`, pool))
 			eventually(func() (string, error) { return k("describe", "ipclaim", "-n", ns, "waiter") }).Should(MatchRegexp(

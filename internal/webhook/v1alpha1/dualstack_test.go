@@ -202,6 +202,7 @@ var _ = Describe("Dual-stack claims", func() {
 			Expect(err).To(Satisfy(wantStatus), "%v", err)
 			Expect(err).To(MatchError(ContainSubstring("IPv6 (spec.ipFamilies[1])")))
 			Expect(err).To(MatchError(ContainSubstring(why)))
+			Expect(err).NotTo(MatchError(ContainSubstring("whenExhausted")), "a dual-stack claim cannot wait")
 			Expect(err).To(MatchError(MatchRegexp(`nothing is allocated to the claim: 10\.251\.\d+\.0/32, committed in pool \S+, was released`)))
 			Expect(ledgerOf(p4.Name)).To(Equal(before), "the first family's entry was released before the denial")
 			Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(c), c)).To(Satisfy(apierrors.IsNotFound))

@@ -154,10 +154,11 @@ func (a *IPClaimAllocator) allocateDual(ctx context.Context, claim *ipamv1alpha1
 			held = append(held, allocated{pool, p})
 			continue
 		}
-		err = forFamily(err, claim, i)
+		// A dual-stack claim cannot wait (ValidateFamilies).
+		err = forFamily(withMessage(err, func(m string) string { return strings.TrimSuffix(m, waitHint) }), claim, i)
 		var unfit *unfitError
 		if claim.Spec.IPFamilyPolicy == ipamv1alpha1.PreferDualStack && errors.As(err, &unfit) {
-			fallback = append(fallback, err.Error())
+			fallback = append(fallback, reasonOf(err))
 			denials = append(denials, err)
 			continue
 		}
@@ -253,15 +254,24 @@ func forFamily(err error, claim *ipamv1alpha1.IPClaim, i int) error {
 	return out
 }
 
-// withMessage returns err with its message rewritten, keeping its status.
+// withMessage returns err with its message rewritten, keeping its status
+// and whether it says the claim does not fit.
 func withMessage(err error, f func(string) string) error {
 	var se *apierrors.StatusError
 	if !errors.As(err, &se) {
-		return fmt.Errorf("%s", f(err.Error()))
+		if msg := f(err.Error()); msg != err.Error() {
+			return fmt.Errorf("%s", msg)
+		}
+		return err
 	}
 	st := se.ErrStatus
 	st.Message = f(st.Message)
-	return &apierrors.StatusError{ErrStatus: st}
+	out := error(&apierrors.StatusError{ErrStatus: st})
+	var unfit *unfitError
+	if errors.As(err, &unfit) {
+		out = &unfitError{out}
+	}
+	return out
 }
 
 // joinDenials is the denial of a PreferDualStack claim that fits neither
@@ -269,7 +279,26 @@ func withMessage(err error, f func(string) string) error {
 func joinDenials(denials []error) error {
 	msgs := make([]string, 0, len(denials))
 	for _, d := range denials {
-		msgs = append(msgs, d.Error())
+		msgs = append(msgs, reasonOf(d))
 	}
 	return withMessage(denials[0], func(string) string { return strings.Join(msgs, "; ") })
+}
+
+// reasonOf is what a family's denial says, without the API's framing: the
+// field errors of an Invalid one (which name their family's field), else
+// its message (which forFamily prefixed with the family).
+func reasonOf(err error) string {
+	var se *apierrors.StatusError
+	if !errors.As(err, &se) {
+		return err.Error()
+	}
+	st := se.ErrStatus
+	if st.Reason != metav1.StatusReasonInvalid || st.Details == nil || len(st.Details.Causes) == 0 {
+		return st.Message
+	}
+	causes := make([]string, 0, len(st.Details.Causes))
+	for _, c := range st.Details.Causes {
+		causes = append(causes, fmt.Sprintf("%s: %s", c.Field, c.Message))
+	}
+	return strings.Join(causes, ", ")
 }

@@ -319,8 +319,11 @@ func (a *IPClaimAllocator) allocateFrom(ctx context.Context, claim *ipamv1alpha1
 	for _, f := range refusals {
 		causes = append(causes, metav1.StatusCause{Type: metav1.CauseType(f.eventReason), Message: fmt.Sprintf("pool %s: %s", f.pool.Name, f.detail), Field: "spec.pool"})
 	}
-	return none, nil, &unfitError{forbidden(fmt.Sprintf("%s (set spec.whenExhausted: Wait to wait for space)", strings.Join(messages, "; ")), causes...)}
+	return none, nil, &unfitError{forbidden(strings.Join(messages, "; ")+waitHint, causes...)}
 }
+
+// waitHint ends an exhaustion denial of a claim that could wait instead.
+const waitHint = " (set spec.whenExhausted: Wait to wait for space)"
 
 // forbidden is the API's 403 with message, and kipam's reasons for it as
 // the status's causes (type PoolExhausted, NamespaceLimit, LedgerFull or
