@@ -652,7 +652,7 @@ var _ = Describe("Pools removed or created around kipam", func() {
 			ContainSubstring("retry"))))
 
 		By("the prefix of a pool of that name that was stored, and went without draining: not adopted while a claim inside it lives")
-		top := createPool("10.196.0.0/16", nil)
+		top := createPool("10.202.0.0/16", nil)
 		x := child(top, 20, "")
 		Expect(k8sClient.Create(ctx, x)).To(Succeed())
 		Expect(k8sClient.Create(ctx, newClaim("default", x.Name, nil))).To(Succeed())
