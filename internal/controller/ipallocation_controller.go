@@ -20,6 +20,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -202,14 +203,19 @@ func releaseOrphan(ctx context.Context, c client.Client, m *ipam.Manager, a *ipa
 
 // releaseOrphaned releases entry e of p in poolName, which no claim holds,
 // after the pool's reuse grace like any release, and counts it Orphaned if
-// it freed it: the ledger may record p as another entry since. A pool that
-// is gone has nothing to release.
+// it freed it: the ledger may record p as another entry since, or the
+// entry renewed since e's time (a create that took it over; a zero time
+// names the entry whenever it was renewed). A pool that is gone has
+// nothing to release.
 func releaseOrphaned(ctx context.Context, c client.Client, m *ipam.Manager, poolName string, p netip.Prefix, e ipam.Entry) (bool, error) {
 	pool, err := ipam.GetPool(ctx, c, poolName)
 	if err != nil {
 		return false, client.IgnoreNotFound(err)
 	}
-	freed, err := m.Release(ctx, pool, p, e.Holder, e.ID, ipam.Grace(pool), nil)
+	if !strings.HasPrefix(e.Holder, ipam.PoolHolderPrefix) {
+		e.At = time.Time{} // only a pool's entry is ever renewed (ipam.Request.Reclaim)
+	}
+	freed, err := m.ReleaseAsOf(ctx, pool, p, e, ipam.Grace(pool))
 	if freed {
 		metrics.Released.WithLabelValues(poolName, "Orphaned").Inc()
 	}

@@ -218,7 +218,7 @@ func (r *IPLedgerReconciler) sweepPool(ctx context.Context, ledger *ipamv1alpha1
 	if held, err := carried(r.APIReader); held || err != nil {
 		return 0, err
 	}
-	claims, pools, err := r.inside(ctx, ledger.Spec.Pool, p)
+	claims, pools, err := ipam.Inside(ctx, r.APIReader, ledger.Spec.Pool, p)
 	if err != nil {
 		return 0, err
 	}
@@ -272,43 +272,6 @@ func (r *IPLedgerReconciler) sweepAddressClaim(ctx context.Context, ledger *ipam
 	}
 	logf.FromContext(ctx).Info("released an address no IPAddressClaim carries", "pool", ledger.Spec.Pool, "address", p, "namespace", ns)
 	return 0, deleteEntryAllocation(ctx, r.Client, ledger.Spec.Pool, p, e.ID)
-}
-
-// inside counts the live claims and pools, as the API server lists them,
-// whose prefixes lie inside p, an entry of parent's ledger: a pool gone
-// without draining leaves its claims and its children, at any depth,
-// holding addresses that its parent must not hand out again. parent, its
-// ancestors and parent's own claims hold p or lie around it, and are not
-// counted. Read only for an entry no pool carries past the orphan grace.
-func (r *IPLedgerReconciler) inside(ctx context.Context, parent string, p netip.Prefix) (claims, pools int, err error) {
-	var all ipamv1alpha1.IPPoolList
-	if err := r.APIReader.List(ctx, &all); err != nil {
-		return 0, 0, err
-	}
-	byName := make(map[string]*ipamv1alpha1.IPPool, len(all.Items))
-	for i := range all.Items {
-		byName[all.Items[i].Name] = &all.Items[i]
-	}
-	around := ipam.Ancestors(byName, parent)
-	within := func(cidr string) bool {
-		q, err := netip.ParsePrefix(cidr)
-		return err == nil && q.Bits() >= p.Bits() && p.Contains(q.Addr())
-	}
-	for i := range all.Items {
-		if o := &all.Items[i]; !around[o.Name] && within(o.Spec.CIDR) {
-			pools++
-		}
-	}
-	var list ipamv1alpha1.IPClaimList
-	if err := r.APIReader.List(ctx, &list); err != nil {
-		return 0, 0, err
-	}
-	for i := range list.Items {
-		if slices.ContainsFunc(ipam.Holdings(&list.Items[i]), func(h ipam.Holding) bool { return h.Pool != parent && within(h.CIDR) }) {
-			claims++
-		}
-	}
-	return claims, pools, nil
 }
 
 // ledgerOfPool names the ledger of its parent that records a pool's cidr.
@@ -391,9 +354,12 @@ func (r *IPLedgerReconciler) poolOf(ctx context.Context, l *ipamv1alpha1.IPLedge
 type entryKey struct {
 	cidr       netip.Prefix
 	holder, id string
+	// at is the entry's time: an entry renewed by a create that took it
+	// over (ipam.Request.Reclaim) is seen afresh.
+	at int64
 }
 
-func key(p netip.Prefix, e ipam.Entry) entryKey { return entryKey{p, e.Holder, e.ID} }
+func key(p netip.Prefix, e ipam.Entry) entryKey { return entryKey{p, e.Holder, e.ID, e.At.Unix()} }
 
 // sightings returns what this replica knows of each of a ledger's entries,
 // recording now as the first sight of those it had not seen, and forgets

@@ -121,8 +121,9 @@ func (m *Manager) commit(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) 
 	pending := batch
 	for _, o := range batch {
 		// A drain decides from what is stored, not from memory that may
-		// lag another writer's releases.
-		if o.drain || (o.alloc != nil && o.alloc.Fresh) {
+		// lag another writer's releases; so does a release that names its
+		// entry's time (ReleaseAsOf): another writer may have renewed it.
+		if o.drain || (o.alloc != nil && o.alloc.Fresh) || !o.expect.At.IsZero() {
 			st.alloc = nil
 		}
 	}
@@ -229,7 +230,7 @@ func (m *Manager) apply(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) {
 	l.expireKept(st.alloc, now)
 	drained := false
 	for _, o := range batch {
-		o.result, o.err, o.deps = netip.Prefix{}, nil, nil
+		o.result, o.id, o.err, o.deps = netip.Prefix{}, "", nil, nil
 		if o.drain {
 			o.err = l.drain(o, pool, now)
 			drained = drained || o.err == nil
@@ -254,6 +255,9 @@ func (m *Manager) apply(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) {
 				o.result = p
 				continue
 			}
+		}
+		if o.alloc.Reclaim && !o.alloc.DryRun && l.reclaim(o, now) {
+			continue
 		}
 		// taken are the kept prefixes the answer takes or covers: given
 		// back to their identity, or evicted. Their lines change only once
@@ -307,6 +311,31 @@ func (m *Manager) apply(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) {
 		l.retire(taken, p)
 		l.record(pool, p, e, o)
 	}
+}
+
+// reclaim answers o (Request.Reclaim) with the entry a live doc records
+// for o's holder at exactly o's CIDR, if there is one, and renews the
+// entry's time in the same write, at least a second past the time it
+// had: a sweep that judged the entry orphaned before names the old time,
+// and its release then frees nothing (ReleaseAsOf).
+func (l *ledgerState) reclaim(o *op, now time.Time) bool {
+	p := o.alloc.CIDR
+	d := l.docOf(p)
+	e, ok := d.entry(p)
+	if !p.IsValid() || !ok || e.Holder != o.alloc.Holder {
+		return false
+	}
+	at := now.Truncate(time.Second)
+	if prev := e.At.Truncate(time.Second); !at.After(prev) {
+		at = prev.Add(time.Second)
+	}
+	renewed := Entry{Holder: e.Holder, At: at, ID: e.ID}
+	d.size += entryLen(p, renewed) - entryLen(p, e)
+	d.allocs[p] = renewed
+	d.dirty = true
+	o.deps = append(o.deps, d)
+	o.result, o.id = p, e.ID
+	return true
 }
 
 // keptFor returns the prefix kept for req's identity (Request.Sticky), if
@@ -742,7 +771,7 @@ func (l *ledgerState) release(a *allocator.Allocator, o *op, now time.Time, limi
 		}
 		return fmt.Errorf("%w: %s is allocated but its ledger %s does not record it", ErrBusy, p, d.name)
 	}
-	if !e.Is(o.expect.Holder, o.expect.ID) {
+	if !e.Is(o.expect.Holder, o.expect.ID) || (!o.expect.At.IsZero() && e.At.Unix() != o.expect.At.Unix()) {
 		return nil
 	}
 	if k := o.retain; k != nil && k.For > 0 {

@@ -31,6 +31,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
+	"github.com/kipam/kipam/internal/allocator"
 )
 
 // The tests in this file each replay a way the issue tracker found to hand
@@ -604,5 +605,63 @@ func TestADrainThatLosesItsRaceKeepsTheShardsHolds(t *testing.T) {
 	}
 	if until := HeldUntil(root); until.Before(time.Now().Add(59 * time.Minute)) {
 		t.Fatalf("the sealed root holds the pool until %s, want an hour from now: the shard's hold was lost", until)
+	}
+}
+
+// TestReclaimTakesOverTheEntryOfAnUnstoredCreate: a pool created again
+// after an attempt that committed its entry and was not stored gets that
+// entry (its prefix and ID) rather than overlapping it, renewed in the
+// same write, so that a sweep that judged the entry orphaned before frees
+// nothing; and nothing else is taken over.
+func TestReclaimTakesOverTheEntryOfAnUnstoredCreate(t *testing.T) {
+	s := newMemStore()
+	now := time.Unix(1_000_000, 0)
+	clock := func() time.Time { return now }
+	m := NewManager(s, clock)
+	parent := testPool("10.0.0.0/24")
+	ctx := context.Background()
+	p := netip.MustParsePrefix("10.0.0.64/28")
+	first := Request{Pool: parent, CIDR: p, Bits: 28, Holder: PoolHolder("x"), ID: "first-attempt"}
+	if _, err := m.Allocate(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	judged := s.ledger(t).Allocations[p] // what a sweep read and judged orphaned
+
+	now = now.Add(90 * time.Second)
+	again := first
+	again.ID, again.Reclaim = "second-attempt", true
+	// The owner, and a new owner restored from the ledger, both answer so.
+	for _, owner := range []*Manager{m, NewManager(s, clock)} {
+		got, id, err := owner.AllocateEntry(ctx, again)
+		if err != nil || got != p || id != "first-attempt" {
+			t.Fatalf("retried create: %s as entry %q, %v; want %s as entry first-attempt", got, id, err, p)
+		}
+	}
+	e := s.ledger(t).Allocations[p]
+	if len(s.ledger(t).Allocations) != 1 || !e.Is(PoolHolder("x"), "first-attempt") || e.At.Unix() < now.Unix() {
+		t.Fatalf("the ledger records %v; want one entry of IPPool/x, first-attempt, renewed at %d or later", s.ledger(t).Allocations, now.Unix())
+	}
+
+	if freed, err := m.ReleaseAsOf(ctx, parent, p, judged, 0); err != nil || freed {
+		t.Fatalf("a sweep's release of the entry as it was before the renewal: freed %v, %v; want nothing freed", freed, err)
+	}
+	for _, r := range []Request{
+		{Pool: parent, CIDR: netip.MustParsePrefix("10.0.0.64/27"), Bits: 27, Holder: PoolHolder("x"), Reclaim: true}, // another spec
+		{Pool: parent, CIDR: p, Bits: 28, Holder: PoolHolder("y"), Reclaim: true},                                     // another name
+		{Pool: parent, CIDR: p, Bits: 28, Holder: ClaimHolder("x"), Reclaim: true},                                    // a claim
+	} {
+		if got, err := m.Allocate(ctx, r); !errors.Is(err, allocator.ErrOverlap) {
+			t.Errorf("%s for %s: %s, %v; want an overlap", r.CIDR, r.Holder, got, err)
+		}
+	}
+	dry := again
+	dry.DryRun = true
+	if _, err := m.Allocate(ctx, dry); !errors.Is(err, allocator.ErrOverlap) {
+		t.Errorf("a dry run took over the entry: %v", err)
+	}
+
+	renewed := s.ledger(t).Allocations[p]
+	if freed, err := m.ReleaseAsOf(ctx, parent, p, renewed, 0); err != nil || !freed {
+		t.Fatalf("a release of the entry as it is now: freed %v, %v; want it freed", freed, err)
 	}
 }

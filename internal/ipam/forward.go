@@ -48,6 +48,7 @@ type wireOp struct {
 	Holder  string               `json:"holder,omitempty"`
 	ID      string               `json:"id,omitempty"`
 	Adopt   bool                 `json:"adopt,omitempty"`
+	Reclaim bool                 `json:"reclaim,omitempty"`
 	DryRun  bool                 `json:"dryRun,omitempty"`
 	Fresh   bool                 `json:"fresh,omitempty"`
 	Release string               `json:"release,omitempty"`
@@ -63,14 +64,18 @@ type wireOp struct {
 type wireEntry struct {
 	Holder string `json:"holder"`
 	ID     string `json:"id,omitempty"`
+	// At is the entry's time in Unix seconds, when the release names it.
+	At int64 `json:"at,omitempty"`
 }
 
 // wireResult is the owner's answer. Err carries an error with what the
 // caller needs to tell its kind apart: the allocator's reason, the prefix,
 // exhaustion's figures, or busy.
 type wireResult struct {
-	CIDR string   `json:"cidr,omitempty"`
-	Err  *wireErr `json:"err,omitempty"`
+	CIDR string `json:"cidr,omitempty"`
+	// ID is the ID of the entry a Reclaim request took over.
+	ID  string   `json:"id,omitempty"`
+	Err *wireErr `json:"err,omitempty"`
 }
 
 type wireErr struct {
@@ -281,6 +286,7 @@ func (m *Manager) remote(ctx context.Context, r *Router, pool *ipamv1alpha1.IPPo
 	switch {
 	case o.alloc != nil:
 		w.Bits, w.Holder, w.ID, w.Adopt, w.DryRun, w.Fresh = o.alloc.Bits, o.alloc.Holder, o.alloc.ID, o.alloc.Adopt, o.alloc.DryRun, o.alloc.Fresh
+		w.Reclaim = o.alloc.Reclaim
 		w.Sticky = o.alloc.Sticky
 		if o.alloc.CIDR.IsValid() {
 			w.CIDR = o.alloc.CIDR.String()
@@ -290,6 +296,9 @@ func (m *Manager) remote(ctx context.Context, r *Router, pool *ipamv1alpha1.IPPo
 	default:
 		w.Release, w.GraceMS = o.release.String(), o.grace.Milliseconds()
 		w.Expect = &wireEntry{Holder: o.expect.Holder, ID: o.expect.ID}
+		if !o.expect.At.IsZero() {
+			w.Expect.At = o.expect.At.Unix()
+		}
 		w.Retain = o.retain
 	}
 	res, err := r.forward(ctx, addr, w)
@@ -303,6 +312,7 @@ func (m *Manager) remote(ctx context.Context, r *Router, pool *ipamv1alpha1.IPPo
 	if res.CIDR != "" {
 		o.result, _ = netip.ParsePrefix(res.CIDR)
 	}
+	o.id = res.ID
 	return true
 }
 
@@ -323,9 +333,12 @@ func (m *Manager) serve(ctx context.Context, w *wireOp) *wireResult {
 			return &wireResult{Err: encodeErr(errors.New("a release must name the entry it frees"))}
 		}
 		o.expect = Entry{Holder: w.Expect.Holder, ID: w.Expect.ID}
+		if w.Expect.At != 0 {
+			o.expect.At = time.Unix(w.Expect.At, 0)
+		}
 		o.retain = w.Retain
 	default:
-		req := &Request{Pool: w.Pool, Bits: w.Bits, Holder: w.Holder, ID: w.ID, Adopt: w.Adopt, DryRun: w.DryRun, Fresh: w.Fresh, Sticky: w.Sticky}
+		req := &Request{Pool: w.Pool, Bits: w.Bits, Holder: w.Holder, ID: w.ID, Adopt: w.Adopt, Reclaim: w.Reclaim, DryRun: w.DryRun, Fresh: w.Fresh, Sticky: w.Sticky}
 		if w.CIDR != "" {
 			p, err := netip.ParsePrefix(w.CIDR)
 			if err != nil {
@@ -338,7 +351,7 @@ func (m *Manager) serve(ctx context.Context, w *wireOp) *wireResult {
 	if err := m.submitLocal(ctx, w.Pool, o); err != nil {
 		return &wireResult{Err: encodeErr(err)}
 	}
-	res := &wireResult{Err: encodeErr(o.err)}
+	res := &wireResult{Err: encodeErr(o.err), ID: o.id}
 	if o.result.IsValid() {
 		res.CIDR = o.result.String()
 	}

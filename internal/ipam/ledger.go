@@ -76,8 +76,10 @@ func ShardName(pool string, n int64) string { return pool + "." + strconv.Format
 type Entry struct {
 	// Holder is ClaimHolder(namespace) or "IPPool/<name>".
 	Holder string
-	// At is when it was committed, by the committing replica's clock: for
-	// people reading the ledger, never for a decision.
+	// At is when it was committed (or renewed, Request.Reclaim), by the
+	// committing replica's clock, to the second: for people reading the
+	// ledger, and, compared only for equality, to tell an entry the
+	// orphan sweep judged from one renewed since (Manager.ReleaseAsOf).
 	At time.Time
 	// ID names this entry among every entry the pool ever recorded for
 	// the same prefix: a claim carries it (ClaimStamp), and a release

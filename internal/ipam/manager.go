@@ -27,6 +27,7 @@ limitations under the License.
 package ipam
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -188,6 +189,16 @@ type Request struct {
 	// committed before without learning it (a bind whose patch's outcome was
 	// unknown), so that retrying never holds two prefixes.
 	Adopt bool
+	// Reclaim answers, for a request of exactly CIDR, with the entry the
+	// ledger already records for Holder at CIDR, whatever its ID, and
+	// renews its time in the answer's write: for a holder whose name at
+	// most one object can ever carry (a cluster-scoped pool), created
+	// again after an earlier attempt committed its entry and was not
+	// stored. AllocateEntry returns that entry's ID, which the caller
+	// carries from then on. The caller decides that the entry may be
+	// taken over (docs/design.md, "A create retried after an unstored
+	// attempt").
+	Reclaim bool
 	// DryRun computes the answer without committing anything.
 	DryRun bool
 	// Sticky names the claim identity a prefix retained for it
@@ -242,7 +253,8 @@ type op struct {
 	alloc   *Request
 	release netip.Prefix
 	grace   time.Duration
-	// expect is the entry a release frees: the same holder and ID.
+	// expect is the entry a release frees: the same holder and ID, and
+	// the same time (to the second) unless it is zero.
 	expect Entry
 	// retain keeps the released prefix for a claim's identity.
 	retain *Retain
@@ -250,8 +262,10 @@ type op struct {
 	drain bool
 
 	result netip.Prefix
-	err    error
-	done   chan struct{}
+	// id is the ID of the entry a Reclaim request took over.
+	id   string
+	err  error
+	done chan struct{}
 
 	// deps are the ledgers whose writes make this op durable, in the
 	// attempt under way.
@@ -305,14 +319,22 @@ func (m *Manager) Forget(pool string) {
 // Allocate commits one prefix for req and returns it. A dry run commits
 // nothing and returns the prefix a real request would have got.
 func (m *Manager) Allocate(ctx context.Context, req Request) (netip.Prefix, error) {
+	p, _, err := m.AllocateEntry(ctx, req)
+	return p, err
+}
+
+// AllocateEntry is Allocate, and returns the ID of the entry that holds
+// the answer: req.ID (minted when empty), or that of the entry a
+// Reclaim request took over.
+func (m *Manager) AllocateEntry(ctx context.Context, req Request) (netip.Prefix, string, error) {
 	if req.ID == "" {
 		req.ID = NewEntryID()
 	}
 	o := &op{alloc: &req, done: make(chan struct{})}
 	if err := m.submit(ctx, req.Pool, o); err != nil {
-		return netip.Prefix{}, err
+		return netip.Prefix{}, "", err
 	}
-	return o.result, o.err
+	return o.result, cmp.Or(o.id, req.ID), o.err
 }
 
 // Release returns cidr to its pool if the ledger records it as the entry
@@ -326,7 +348,19 @@ func (m *Manager) Allocate(ctx context.Context, req Request) (netip.Prefix, erro
 // retain, when not nil, keeps the prefix for a claim's identity instead of
 // freeing it (the pool's spec.retainReleased).
 func (m *Manager) Release(ctx context.Context, pool *ipamv1alpha1.IPPool, cidr netip.Prefix, holder, id string, grace time.Duration, retain *Retain) (bool, error) {
-	o := &op{release: cidr, expect: Entry{Holder: holder, ID: id}, grace: grace, retain: retain, done: make(chan struct{})}
+	return m.release(ctx, pool, cidr, Entry{Holder: holder, ID: id}, grace, retain)
+}
+
+// ReleaseAsOf is Release of entry e as the caller read it, time included
+// (unless it is zero): an entry renewed since (Request.Reclaim) is another
+// create's now, and is left alone. It decides on the stored ledgers, read
+// again. For the orphan sweep, which judged e from what it read.
+func (m *Manager) ReleaseAsOf(ctx context.Context, pool *ipamv1alpha1.IPPool, cidr netip.Prefix, e Entry, grace time.Duration) (bool, error) {
+	return m.release(ctx, pool, cidr, e, grace, nil)
+}
+
+func (m *Manager) release(ctx context.Context, pool *ipamv1alpha1.IPPool, cidr netip.Prefix, expect Entry, grace time.Duration, retain *Retain) (bool, error) {
+	o := &op{release: cidr, expect: expect, grace: grace, retain: retain, done: make(chan struct{})}
 	if err := m.submit(ctx, pool, o); err != nil {
 		return false, err
 	}

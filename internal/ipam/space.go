@@ -20,6 +20,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -150,4 +151,42 @@ func InTheWay(ctx context.Context, r client.Reader, pool string, p netip.Prefix)
 		}
 	}
 	return strings.Join(what, ", "), nil
+}
+
+// Inside counts the live claims and pools, as r (the API server) lists them,
+// whose prefixes lie inside p, an entry of parent's ledger: a pool gone
+// without draining leaves its claims and its children, at any depth,
+// holding addresses that its parent must not hand out again. parent, its
+// ancestors and parent's own claims hold p or lie around it, and are not
+// counted. Read only for an entry no pool carries: the orphan sweep's, and
+// a create that would take over the entry of an earlier pool of its name.
+func Inside(ctx context.Context, r client.Reader, parent string, p netip.Prefix) (claims, pools int, err error) {
+	var all ipamv1alpha1.IPPoolList
+	if err := r.List(ctx, &all); err != nil {
+		return 0, 0, err
+	}
+	byName := make(map[string]*ipamv1alpha1.IPPool, len(all.Items))
+	for i := range all.Items {
+		byName[all.Items[i].Name] = &all.Items[i]
+	}
+	around := Ancestors(byName, parent)
+	within := func(cidr string) bool {
+		q, err := netip.ParsePrefix(cidr)
+		return err == nil && q.Bits() >= p.Bits() && p.Contains(q.Addr())
+	}
+	for i := range all.Items {
+		if o := &all.Items[i]; !around[o.Name] && within(o.Spec.CIDR) {
+			pools++
+		}
+	}
+	var list ipamv1alpha1.IPClaimList
+	if err := r.List(ctx, &list); err != nil {
+		return 0, 0, err
+	}
+	for i := range list.Items {
+		if slices.ContainsFunc(Holdings(&list.Items[i]), func(h Holding) bool { return h.Pool != parent && within(h.CIDR) }) {
+			claims++
+		}
+	}
+	return claims, pools, nil
 }

@@ -613,6 +613,55 @@ var _ = Describe("Pools removed or created around kipam", func() {
 		Expect(err).To(MatchError(ContainSubstring("10.194.0.128/28 cannot be recorded for IPPool/some-pool")))
 	})
 
+	It("gives a create retried after an unstored attempt the entry that attempt committed, and nothing else", func() {
+		// A create whose attempt kipam admitted but the API server did not
+		// store (its storage write timed out: a 504 with Retry-After that
+		// client-go resends, or kubectl create run again) leaves its entry.
+		rejectPools()
+		retried := func(cidr string, mutate func(*ipamv1alpha1.IPPoolSpec)) (string, string) {
+			GinkgoHelper()
+			first := pool(cidr, mutate)
+			first.Labels = map[string]string{"reject": "yes"}
+			Expect(k8sClient.Create(ctx, first)).To(MatchError(ContainSubstring("rejected by policy")))
+			e, ok, err := ipam.LookupEntry(ctx, k8sClient, ipam.ParentOf(first), netip.MustParsePrefix(cidr))
+			Expect(err).NotTo(HaveOccurred())
+			Expect(ok).To(BeTrue(), "the unstored attempt's entry is recorded")
+			Expect(e.Holder).To(Equal(ipam.PoolHolder(first.Name)))
+			return first.Name, e.ID
+		}
+
+		By("the same pool again: created, with the entry its earlier attempt committed")
+		name, id := retried("100.102.0.0/28", nil)
+		again := pool("100.102.0.0/28", nil)
+		again.Name = name
+		Expect(k8sClient.Create(ctx, again)).To(Succeed())
+		Expect(again.Annotations).To(HaveKeyWithValue(ipam.EntryAnnotation, id))
+		e, ok, err := ipam.LookupEntry(ctx, k8sClient, ipam.SpaceIPv4, netip.MustParsePrefix("100.102.0.0/28"))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(ok && e.Is(ipam.PoolHolder(name), id)).To(BeTrue(), "one entry, the pool's: %+v", e)
+		Consistently(func() []string { return ledgerOf(ipam.SpaceIPv4) }).WithTimeout(orphanGrace+4*time.Second).Should(ContainElement("100.102.0.0/28"),
+			"the sweep leaves the entry the stored pool carries")
+		Expect(k8sClient.Create(ctx, newClaim("default", name, nil))).To(Succeed(), "the pool serves")
+
+		By("another prefix under the same name: denied, saying what holds it and that a retry later succeeds")
+		name, _ = retried("100.102.1.0/28", nil)
+		other := pool("100.102.1.0/27", nil)
+		other.Name = name
+		Expect(k8sClient.Create(ctx, other)).To(MatchError(And(
+			ContainSubstring("a pool of this name that is not stored holds 100.102.1.0/28"),
+			ContainSubstring("retry"))))
+
+		By("the prefix of a pool of that name that was stored, and went without draining: not adopted while a claim inside it lives")
+		top := createPool("10.202.0.0/16", nil)
+		x := child(top, 20, "")
+		Expect(k8sClient.Create(ctx, x)).To(Succeed())
+		Expect(k8sClient.Create(ctx, newClaim("default", x.Name, nil))).To(Succeed())
+		forceDelete(x)
+		over := child(top, 0, x.Spec.CIDR)
+		over.Name = x.Name
+		Expect(k8sClient.Create(ctx, over)).To(MatchError(ContainSubstring("the pool " + x.Name + " that was stored before")))
+	})
+
 	It("denies a pool over a pool not recorded yet, and claims from a pool that could not be recorded", func() {
 		bypassPoolWebhooks()
 		for round := range 4 {

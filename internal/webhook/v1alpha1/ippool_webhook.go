@@ -124,13 +124,26 @@ func (a *IPPoolAllocator) carve(ctx context.Context, pool *ipamv1alpha1.IPPool, 
 	}
 	r := ipam.Request{Pool: parent, Holder: ipam.PoolHolder(pool.Name), ID: ipam.NewEntryID(), DryRun: dryRun}
 	if p, err := netutil.ParsePrefix(pool.Spec.CIDR); err == nil {
-		r.CIDR, r.Bits = p, p.Bits()
+		// An entry an earlier, unstored attempt of this create committed
+		// for exactly this prefix is taken over, not overlapped
+		// (docs/design.md, "A create retried after an unstored attempt").
+		r.CIDR, r.Bits, r.Reclaim = p, p.Bits(), true
 	} else {
 		r.Bits = int(*pool.Spec.PrefixLength)
 	}
-	p, err := a.Manager.Allocate(ctx, r)
+	p, id, err := a.Manager.AllocateEntry(ctx, r)
 	if err != nil {
 		return a.denial(ctx, pool, r, err)
+	}
+	taken := id != r.ID
+	if taken {
+		// Not this attempt's to release on a denial: another create of
+		// this name may carry it. The orphan sweep releases it if none does.
+		if err := a.adoptable(ctx, pool, parent, p, id); err != nil {
+			return err
+		}
+		r.ID = id
+		logf.FromContext(ctx).Info("took over the entry an earlier create of the pool committed", "pool", pool.Name, "parent", parent.Name, "cidr", p, "entry", id)
 	}
 	pool.Spec.CIDR = p.String()
 	metav1.SetMetaDataAnnotation(&pool.ObjectMeta, ipam.EntryAnnotation, r.ID)
@@ -147,8 +160,9 @@ func (a *IPPoolAllocator) carve(ctx context.Context, pool *ipamv1alpha1.IPPool, 
 		errs, err = a.unrecordedInTheWay(ctx, pool, p)
 	}
 	if len(errs) > 0 || err != nil {
-		// What was committed for it goes back, by its entry.
-		if !dryRun {
+		// What was committed for it goes back, by its entry; an entry
+		// taken over is left to the sweep (above).
+		if !dryRun && !taken {
 			if _, rerr := a.Manager.Release(ctx, parent, p, r.Holder, r.ID, 0, nil); rerr != nil {
 				logf.FromContext(ctx).Error(rerr, "releasing the prefix of a pool denied after its carve; the orphan sweep will", "pool", pool.Name, "cidr", p)
 			}
@@ -191,6 +205,39 @@ func (a *IPPoolAllocator) unrecordedInTheWay(ctx context.Context, pool *ipamv1al
 		errs = append(errs, field.Invalid(field.NewPath("spec", "cidr"), p.String(), fmt.Sprintf("overlaps pool %s (%s), %s", o.Name, oc, why)))
 	}
 	return errs, nil
+}
+
+// adoptable says whether pool may carry entry id, which its parent's
+// ledger records for p under pool's name and which the commit just took
+// over: only when no pool of that name exists now (the API server would
+// refuse this create anyway), and no pool of that name that was stored
+// ever carried it (its IPAllocation records the entry, or claims or
+// pools inside p still live: a pool gone without draining, whose
+// addresses p must keep out of circulation until the sweep releases it).
+// The entry is left as it is either way.
+func (a *IPPoolAllocator) adoptable(ctx context.Context, pool, parent *ipamv1alpha1.IPPool, p netip.Prefix, id string) error {
+	if err := a.APIReader.Get(ctx, client.ObjectKey{Name: pool.Name}, &ipamv1alpha1.IPPool{}); err == nil {
+		return apierrors.NewAlreadyExists(schema.GroupResource{Group: ipamv1alpha1.GroupVersion.Group, Resource: "ippools"}, pool.Name)
+	} else if !apierrors.IsNotFound(err) {
+		return fmt.Errorf("reading pool %s: %w", pool.Name, err)
+	}
+	var alloc ipamv1alpha1.IPAllocation
+	err := a.APIReader.Get(ctx, client.ObjectKey{Name: ipam.AllocationName(parent.Name, p)}, &alloc)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("reading the IPAllocation of %s: %w", p, err)
+	}
+	stored := err == nil && alloc.Spec.Entry == id
+	claims, pools, err := ipam.Inside(ctx, a.APIReader, parent.Name, p)
+	if err != nil {
+		return fmt.Errorf("listing what lies inside %s: %w", p, err)
+	}
+	if !stored && claims+pools == 0 {
+		return nil
+	}
+	return poolError(pool, field.Forbidden(field.NewPath("spec", "cidr"), fmt.Sprintf(
+		"%s is still held for the pool %s that was stored before and went without draining (%d claims and %d pools inside it live): "+
+			"kipam's orphan sweep releases it once they are gone and the orphan grace (2 minutes by default) has passed; delete them, then retry",
+		p, pool.Name, claims, pools)))
 }
 
 // notExisting answers AlreadyExists for a pool whose name is taken, before
@@ -264,6 +311,12 @@ func (a *IPPoolAllocator) denial(ctx context.Context, pool *ipamv1alpha1.IPPool,
 	case errors.As(err, &ex):
 		return poolError(pool, field.Forbidden(spec.Child("prefixLength"), fmt.Sprintf("%s is exhausted: %s", in, ex.Error())))
 	case errors.Is(err, allocator.ErrOverlap):
+		if q, ok := a.heldForName(ctx, pool, parent, r.CIDR); ok {
+			return poolError(pool, field.Invalid(spec.Child("cidr"), r.CIDR.String(), fmt.Sprintf(
+				"a pool of this name that is not stored holds %s in %s (an earlier create that the API server failed after kipam committed it, "+
+					"or a pool deleted without draining): kipam's orphan sweep releases it within the orphan grace (2 minutes by default) "+
+					"once nothing inside it lives; retry then, or ask for exactly %s", q, in, q)))
+		}
 		what, rerr := ipam.InTheWay(ctx, a.APIReader, parent, r.CIDR)
 		if rerr != nil || what == "" {
 			what = "an allocation"
@@ -281,6 +334,23 @@ func (a *IPPoolAllocator) denial(ctx context.Context, pool *ipamv1alpha1.IPPool,
 		return poolError(pool, field.Forbidden(spec.Child("parentPool"), err.Error()))
 	}
 	return poolError(pool, ipam.ClaimError(err, r))
+}
+
+// heldForName returns the prefix overlapping p that parent's stored
+// ledger records for pool's own name, if any: what a create retried with
+// another spec, or a pool created again over a pool gone without
+// draining, finds in its way.
+func (a *IPPoolAllocator) heldForName(ctx context.Context, pool *ipamv1alpha1.IPPool, parent string, p netip.Prefix) (netip.Prefix, bool) {
+	ledger, err := ipam.ReadLedger(ctx, a.APIReader, parent)
+	if err != nil {
+		return netip.Prefix{}, false
+	}
+	for _, q := range ledger.Prefixes() {
+		if q.Overlaps(p) && ledger.Allocations[q].Holder == ipam.PoolHolder(pool.Name) {
+			return q, true
+		}
+	}
+	return netip.Prefix{}, false
 }
 
 // poolError turns a field error into the API's Invalid error for pool.
