@@ -37,6 +37,7 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -65,6 +66,10 @@ func init() {
 	utilruntime.Must(capiv1beta2.AddToScheme(scheme))
 	// +kubebuilder:scaffold:scheme
 }
+
+// cacheSyncTimeout is how long a controller waits for its caches to fill
+// at start before the manager gives up.
+const cacheSyncTimeout = 15 * time.Minute
 
 func main() {
 	var (
@@ -174,6 +179,12 @@ func main() {
 		LeaderElectionNamespace:       leaseNamespace, // in a pod: its own namespace either way
 		LeaderElectionReleaseOnCancel: true,
 		PprofBindAddress:              pprofAddr,
+		// controller-runtime gives up after 2 minutes, and the manager exits:
+		// a restart holding 100,000 claims (and as many IPAllocations) did
+		// not list them in time on a busy API server (docs/benchmarks.md,
+		// "Scale"). Until its caches are synced the manager is not ready and
+		// its webhook answers nothing, so waiting longer costs nothing.
+		Controller: ctrlconfig.Controller{CacheSyncTimeout: cacheSyncTimeout},
 	})
 	if err != nil {
 		setupLog.Error(err, "unable to start manager")
