@@ -207,7 +207,7 @@ func main() {
 	pools := ipam.NewManager(ipam.ClientStore{Reader: mgr.GetAPIReader(), Writer: mgr.GetClient()}, now)
 	pools.SetMaxLedgerBytes(maxLedgerBytes)
 	if err := controller.SetupWithManager(ctx, mgr, pools, controller.Options{OrphanGrace: orphanGrace, Workers: workers,
-		Now: now, RetryMaxDelay: retryMaxDelay}); err != nil {
+		Now: now, RetryMaxDelay: retryMaxDelay, LeaseNamespace: leaseNamespace}); err != nil {
 		setupLog.Error(err, "unable to create controllers")
 		os.Exit(1)
 	}

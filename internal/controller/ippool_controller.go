@@ -62,6 +62,9 @@ type IPPoolReconciler struct {
 	// Unconfirmed is the ledger sweep's count of each pool's entries no
 	// stored claim carries yet.
 	Unconfirmed *unconfirmed
+	// LeaseNamespace holds the pools' Leases: a deleted pool's Lease is
+	// deleted before the pool goes. Unless empty.
+	LeaseNamespace string
 
 	mu      sync.Mutex
 	written map[string]time.Time
@@ -191,6 +194,14 @@ func (r *IPPoolReconciler) drain(ctx context.Context, pool *ipamv1alpha1.IPPool)
 	// prefix goes back to its parent, after the parent's reuse grace.
 	if err := r.unplace(ctx, pool); err != nil {
 		return err
+	}
+	// Its Lease would otherwise outlive it, renewed by its owner for as
+	// long as that runs. Its owner finds it gone at its next renewal and
+	// gives the pool up; a pool created again under the name is taken anew.
+	if r.LeaseNamespace != "" {
+		if err := ipam.DeleteLease(ctx, r.APIReader, r.Client, r.LeaseNamespace, pool.Name); err != nil {
+			return fmt.Errorf("deleting the Lease of pool %s: %w", pool.Name, err)
+		}
 	}
 	before := pool.DeepCopy()
 	controllerutil.RemoveFinalizer(pool, ipamv1alpha1.PoolFinalizer)

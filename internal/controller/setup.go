@@ -87,6 +87,10 @@ type Options struct {
 	// RetryMaxDelay caps how long a reconciler waits before retrying an
 	// object whose reconcile failed (DefaultRetryMaxDelay when 0).
 	RetryMaxDelay time.Duration
+	// LeaseNamespace holds the pools' Leases (ipam.Owners): a deleted
+	// pool's goes with it, and the leader sweeps those of pools that no
+	// longer exist (LeaseSweepInterval). None of that when empty.
+	LeaseNamespace string
 }
 
 // DefaultRetryMaxDelay is the longest any kipam reconciler waits before
@@ -148,7 +152,7 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, m *ipam.Manager, op
 	}
 	for _, r := range []interface{ SetupWithManager(ctrl.Manager) error }{
 		&IPPoolReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Manager: m, Recorder: recorder, Now: opts.Now, Unconfirmed: pending,
-			RetryMaxDelay: opts.RetryMaxDelay},
+			RetryMaxDelay: opts.RetryMaxDelay, LeaseNamespace: opts.LeaseNamespace},
 		&IPClaimReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Manager: m, Resolver: resolver, Recorder: recorder, Now: opts.Now,
 			Workers: opts.Workers, RetryMaxDelay: opts.RetryMaxDelay},
 		&IPAllocationReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Manager: m, Recorder: recorder,
@@ -157,6 +161,12 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, m *ipam.Manager, op
 			OrphanGrace: opts.OrphanGrace, Now: opts.Now, Unconfirmed: pending, RetryMaxDelay: opts.RetryMaxDelay, AddressClaims: addressClaims},
 	} {
 		if err := r.SetupWithManager(mgr); err != nil {
+			return err
+		}
+	}
+	if opts.LeaseNamespace != "" {
+		if err := mgr.Add(&leaseSweep{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Namespace: opts.LeaseNamespace,
+			Interval: LeaseSweepInterval}); err != nil {
 			return err
 		}
 	}

@@ -18,6 +18,7 @@ package ipam
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"time"
 
@@ -68,8 +69,31 @@ type Owners struct {
 	remote map[string]*coordinationv1.Lease
 }
 
+// leasePrefix begins the name of every pool's Lease.
+const leasePrefix = "kipam-pool-"
+
 // LeaseName is the name of pool's Lease.
-func LeaseName(pool string) string { return "kipam-pool-" + pool }
+func LeaseName(pool string) string { return leasePrefix + pool }
+
+// PoolOfLease is the pool whose Lease is named lease, and false for any
+// other Lease.
+func PoolOfLease(lease string) (string, bool) {
+	pool, ok := strings.CutPrefix(lease, leasePrefix)
+	return pool, ok && pool != ""
+}
+
+// DeleteLease deletes pool's Lease in namespace, if there is one, on the
+// condition that it is still the Lease r read: one renewed meanwhile fails
+// with Conflict, for the caller to retry. A live owner whose Lease goes
+// only has to take it again (Renew drops it on NotFound); the ledgers
+// fence, not the Lease.
+func DeleteLease(ctx context.Context, r client.Reader, w client.Writer, namespace, pool string) error {
+	var l coordinationv1.Lease
+	if err := r.Get(ctx, client.ObjectKey{Namespace: namespace, Name: LeaseName(pool)}, &l); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	return client.IgnoreNotFound(w.Delete(ctx, &l, client.Preconditions{UID: &l.UID, ResourceVersion: &l.ResourceVersion}))
+}
 
 func (o *Owners) now() time.Time {
 	if o.Now != nil {

@@ -30,6 +30,8 @@ import (
 	. "github.com/onsi/gomega"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
@@ -143,6 +145,68 @@ var _ = Describe("Pool owners", func() {
 		Expect(ptr.Deref(lease.Spec.LeaseTransitions, 0)).To(BeEquivalentTo(2))
 		last := create(3)
 		expectDisjoint(append(all, last...))
+	})
+
+	It("deletes a deleted pool's Lease, and takes a new one when the pool is created again", func() {
+		p := createPool("10.89.0.0/24", nil)
+		owner := startReplica("replica-d")
+		var lost []string
+		owner.owners.Lost = func(pool string) { lost = append(lost, pool) }
+		Expect(owner.owners.Owner(ctx, p.Name)).To(BeEmpty(), "replica d takes the free Lease")
+		key := client.ObjectKey{Namespace: "default", Name: ipam.LeaseName(p.Name)}
+		var first coordinationv1.Lease
+		Expect(k8sClient.Get(ctx, key, &first)).To(Succeed())
+
+		By("deleting the pool: its Lease is gone before the pool is")
+		deleteAndWait(p)
+		err := k8sClient.Get(ctx, key, &coordinationv1.Lease{})
+		Expect(apierrors.IsNotFound(err)).To(BeTrue(), "want NotFound, got %v", err)
+
+		By("renewing: the owner finds its Lease gone and gives the pool up, without bringing the Lease back")
+		owner.owners.Renew(ctx)
+		Expect(lost).To(ConsistOf(p.Name))
+		err = k8sClient.Get(ctx, key, &coordinationv1.Lease{})
+		Expect(apierrors.IsNotFound(err)).To(BeTrue(), "want NotFound, got %v", err)
+
+		By("creating the pool again under its name: served again, on a new Lease")
+		again := pool("10.89.0.0/24", nil)
+		again.Name = p.Name
+		Expect(k8sClient.Create(ctx, again)).To(Succeed())
+		Expect(owner.owners.Owner(ctx, again.Name)).To(BeEmpty(), "replica d takes the new Lease")
+		var lease coordinationv1.Lease
+		Expect(k8sClient.Get(ctx, key, &lease)).To(Succeed())
+		Expect(lease.UID).NotTo(Equal(first.UID))
+		Expect(ptr.Deref(lease.Spec.HolderIdentity, "")).To(Equal("replica-d"))
+		Expect(lease.Annotations).To(HaveKeyWithValue(ipam.AddressAnnotation, owner.owners.Address))
+		claim := newClaim("default", again.Name, nil)
+		Expect(k8sClient.Create(ctx, claim)).To(Succeed())
+		Expect(claim.Spec.CIDR).NotTo(BeEmpty())
+	})
+
+	It("sweeps, when it starts, the Leases of pools that no longer exist, and keeps the others", func() {
+		live := createPool("10.89.1.0/24", nil)
+		lease := func(name string) client.ObjectKey {
+			GinkgoHelper()
+			l := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name},
+				Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To("a-replica-long-gone")}}
+			if err := k8sClient.Create(ctx, l); !apierrors.IsAlreadyExists(err) {
+				Expect(err).NotTo(HaveOccurred())
+			}
+			return client.ObjectKeyFromObject(l)
+		}
+		gone := lease(ipam.LeaseName(fmt.Sprintf("gone-%d", seq.Add(1))))
+		kept := []client.ObjectKey{lease(ipam.LeaseName(live.Name)), lease(ipam.LeaseName(ipam.SpaceIPv4)),
+			lease(ipam.LeaseName(ipam.SpaceIPv6)), lease("not-a-pools-lease")}
+
+		By("restarting kipam, as after an upgrade")
+		stopKipam()
+		stopKipam = startKipam()
+		Eventually(func() error {
+			return k8sClient.Get(ctx, gone, &coordinationv1.Lease{})
+		}).Should(Satisfy(apierrors.IsNotFound))
+		for _, key := range kept {
+			Expect(k8sClient.Get(ctx, key, &coordinationv1.Lease{})).To(Succeed(), "%s stays", key.Name)
+		}
 	})
 
 	It("refuses forwarded changes from anyone without kipam's certificate", func() {

@@ -121,7 +121,7 @@ var _ = AfterSuite(func() {
 func startKipam() (stop func()) {
 	GinkgoHelper()
 	k, err := kipamtest.Start(ctx, testEnv, cfg, scheme, SetupWithManager,
-		controller.Options{OrphanGrace: orphanGrace, Now: suiteNow})
+		controller.Options{OrphanGrace: orphanGrace, Now: suiteNow, LeaseNamespace: "default"})
 	Expect(err).NotTo(HaveOccurred())
 	pools = k.Manager
 	return func() {
