@@ -127,8 +127,10 @@ func (h *harness) spreadPools(ctx context.Context, id string, per int) ([]string
 	blockLen := poolLen - bits.Len(uint(h.o.pools-1))
 	for attempt := 0; ; attempt++ {
 		block := randomPrefix(h.o.family, blockLen)
+		t0 := time.Now()
 		names, err := h.carveBlock(ctx, id, block, poolLen)
 		if err == nil {
+			fmt.Printf("created %d pools in %s\n", len(names), time.Since(t0).Round(100*time.Millisecond))
 			return names, nil
 		}
 		h.deletePools(ctx, names)
@@ -139,11 +141,12 @@ func (h *harness) spreadPools(ctx context.Context, id string, per int) ([]string
 }
 
 // carveBlock creates the pools one after another from block's first
-// address, 50 at a time.
+// address, 10 at a time (top-level pools all commit to their family's
+// address space, one ledger).
 func (h *harness) carveBlock(ctx context.Context, id string, block netip.Prefix, poolLen int) ([]string, error) {
 	names := make([]string, h.o.pools)
 	errs := make([]error, h.o.pools)
-	sem := make(chan struct{}, 50)
+	sem := make(chan struct{}, 10)
 	addr := block.Addr()
 	done := make(chan struct{})
 	for i := range h.o.pools {
