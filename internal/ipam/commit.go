@@ -122,8 +122,11 @@ func (m *Manager) commit(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) 
 	pending := batch
 	for _, o := range batch {
 		// A drain decides from what is stored, not from memory that may
-		// lag another writer's releases.
-		if o.drain || (o.alloc != nil && o.alloc.Fresh) {
+		// lag another writer's releases. So does a dry run: it writes
+		// nothing, so no ledger write fences an answer computed on an
+		// allocator that has not seen another replica's commits (a
+		// replica serving a pool whose owner it cannot reach).
+		if o.drain || (o.alloc != nil && (o.alloc.Fresh || o.alloc.DryRun)) {
 			st.alloc = nil
 		}
 	}
