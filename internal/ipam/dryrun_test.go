@@ -55,3 +55,33 @@ func TestADryRunIsAnsweredFromTheStoredLedgers(t *testing.T) {
 		t.Fatalf("a dry run recorded %s", free)
 	}
 }
+
+// TestAReleaseLooksInTheStoredLedgers: the release of an entry that another
+// replica committed, at a replica whose allocator has not seen it, frees
+// it. It used to answer "not freed" from memory, writing nothing, and the
+// orphan sweep that asked took the entry for gone and left it for ever:
+// the chaos suite's kill-only run (seed 1206135) and a two-minute
+// reject-creates run (seed 7) each ended with such an entry.
+func TestAReleaseLooksInTheStoredLedgers(t *testing.T) {
+	s := newMemStore()
+	pool := testPool("10.0.0.0/28")
+	ctx := context.Background()
+	a, b := NewManager(s, nil), NewManager(s, nil)
+	if _, err := a.Allocate(ctx, Request{Pool: pool, Bits: 32, Holder: ClaimHolder("ns"), ID: "first"}); err != nil {
+		t.Fatal(err)
+	}
+	x := netip.MustParsePrefix("10.0.0.8/30")
+	if _, err := b.Allocate(ctx, Request{Pool: pool, CIDR: x, Bits: 30, Holder: ClaimHolder("ns"), ID: "at-b"}); err != nil {
+		t.Fatal(err)
+	}
+	if freed, err := a.Release(ctx, pool, x, ClaimHolder("ns"), "at-b", 0, nil); err != nil || !freed {
+		t.Fatalf("releasing %s, which the stored ledger records, at a replica that had not seen it: freed %v, %v", x, freed, err)
+	}
+	if _, ok := recorded(t, NewManager(s, nil), pool, x); ok {
+		t.Fatalf("the stored ledger still records %s", x)
+	}
+	// A release of what nobody holds still frees nothing.
+	if freed, err := a.Release(ctx, pool, x, ClaimHolder("ns"), "at-b", 0, nil); err != nil || freed {
+		t.Fatalf("releasing %s again: freed %v, %v", x, freed, err)
+	}
+}
