@@ -172,7 +172,7 @@ func (m *Manager) commit(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) 
 			// owner it could not reach) would say "not freed" for an entry
 			// the ledger records, and the orphan sweep would leave it for
 			// ever. It looks again in the stored ledgers.
-			if err == nil && !restored && o.alloc == nil && !o.drain && !o.result.IsValid() && o.err == nil {
+			if err == nil && !restored && o.alloc == nil && !o.drain && len(o.deps) == 0 && !o.result.IsValid() && o.err == nil {
 				rest = append(rest, o)
 				recheck = true
 			}
