@@ -97,24 +97,32 @@ type Options struct {
 // retrying an object whose reconcile failed, however many times it failed:
 // a release refused for a while (an admission policy, the API server down)
 // goes through at most this long after the refusals stop. controller-
-// runtime's default waits up to 1000 s per object, and a queue-wide token
-// bucket adds a second for every ten failures beyond a hundred.
+// runtime's default limiter waits up to 1000 s per object, and its
+// queue-wide token bucket adds a second for every ten failures beyond a
+// hundred.
 const DefaultRetryMaxDelay = 10 * time.Second
 
-// retryBaseDelay is the wait before the first retry; it doubles with each
-// failure up to the cap.
-const retryBaseDelay = 5 * time.Millisecond
-
 // retryLimiter is how a kipam reconciler spaces its retries of one object:
-// exponentially from retryBaseDelay up to maxDelay (DefaultRetryMaxDelay
-// when 0), per object, with no queue-wide bucket, so that a burst of
-// failures across many objects delays none of them past the cap. The
-// client's own rate limit keeps the retries from flooding the API server.
+// controller-runtime's default (the wait doubling from 5 ms per object,
+// and at most ten retries a second across the queue after a burst of a
+// hundred), but never longer than maxDelay (DefaultRetryMaxDelay when 0).
+// The bucket still spreads a storm of failures; the cap bounds how long
+// any one object waits for it.
 func retryLimiter(maxDelay time.Duration) workqueue.TypedRateLimiter[reconcile.Request] {
 	if maxDelay <= 0 {
 		maxDelay = DefaultRetryMaxDelay
 	}
-	return workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](retryBaseDelay, maxDelay)
+	return cappedLimiter{workqueue.DefaultTypedControllerRateLimiter[reconcile.Request](), maxDelay}
+}
+
+// cappedLimiter is a rate limiter whose delays are at most max.
+type cappedLimiter struct {
+	workqueue.TypedRateLimiter[reconcile.Request]
+	max time.Duration
+}
+
+func (c cappedLimiter) When(item reconcile.Request) time.Duration {
+	return min(c.TypedRateLimiter.When(item), c.max)
 }
 
 // DefaultWorkers is how many claims, and how many IPAllocations, kipam

@@ -123,14 +123,20 @@ func (m *Manager) commit(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) 
 		// A drain decides from what is stored, not from memory that may
 		// lag another writer's releases; so does a release that names its
 		// entry's time (ReleaseAsOf): another writer may have renewed it.
-		if o.drain || (o.alloc != nil && o.alloc.Fresh) || !o.expect.At.IsZero() {
+		// So does a dry run: it writes nothing, so no ledger write fences
+		// an answer computed on an allocator that has not seen another
+		// replica's commits (a replica serving a pool whose owner it cannot
+		// reach).
+		if o.drain || (o.alloc != nil && (o.alloc.Fresh || o.alloc.DryRun)) || !o.expect.At.IsZero() {
 			st.alloc = nil
 		}
 	}
 	var lastErr error
 	ambiguous := false
 	for range maxAttempts {
+		restored := false
 		if st.alloc == nil || st.generation != pool.Generation || st.uid != string(pool.UID) {
+			restored = true
 			if err := m.restore(ctx, st, pool, slices.ContainsFunc(pending, func(o *op) bool { return o.drain })); err != nil {
 				lastErr = err
 				st.alloc = nil
@@ -152,15 +158,31 @@ func (m *Manager) commit(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) 
 			ambiguous = true
 		}
 		var rest []*op
+		recheck := false
 		for _, o := range pending {
 			// An op that changed nothing (a denial, a dry run) is final
 			// only if every write of the attempt took: its answer was
 			// computed on top of the others.
 			if !o.durable() || (err != nil && len(o.deps) == 0) {
 				rest = append(rest, o)
+				continue
+			}
+			// A release that found nothing to free wrote nothing, so no
+			// compare-and-swap fenced its answer: memory that has not seen
+			// another replica's commit (a replica serving a pool whose
+			// owner it could not reach) would say "not freed" for an entry
+			// the ledger records, and the orphan sweep would leave it for
+			// ever. It looks again in the stored ledgers.
+			if err == nil && !restored && o.alloc == nil && !o.drain && len(o.deps) == 0 && !o.result.IsValid() && o.err == nil {
+				rest = append(rest, o)
+				recheck = true
 			}
 		}
 		pending = rest
+		if err == nil && recheck {
+			st.alloc = nil
+			continue
+		}
 		if err == nil && len(pending) == 0 {
 			if st.ledger.root.dead {
 				st.alloc = nil // drained: the next commit finds the root sealed

@@ -199,7 +199,9 @@ type Request struct {
 	// taken over (docs/design.md, "A create retried after an unstored
 	// attempt").
 	Reclaim bool
-	// DryRun computes the answer without committing anything.
+	// DryRun computes the answer from the stored ledgers (never from this
+	// replica's memory alone, which a commit would fence but a dry run does
+	// not) without committing anything.
 	DryRun bool
 	// Sticky names the claim identity a prefix retained for it
 	// (Release) is given back to, when it asks for one of that length.

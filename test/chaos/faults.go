@@ -22,6 +22,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -372,7 +373,17 @@ func (in *injector) leakProbe(window context.Context) {
 		if t0.IsZero() {
 			return
 		}
+		prefix := netip.MustParsePrefix(cidr)
 		for bg.Err() == nil {
+			// Free means released from the stored ledger, and past the
+			// pool's reuse grace (the dry run). A dry run alone is not
+			// enough: a replica serving the pool while its owner is
+			// unreachable answers it from its own allocator, which may
+			// not have seen the commit (docs/chaos.md).
+			if _, recorded, err := ipam.LookupEntry(bg, in.c, leakPool, prefix); err != nil || recorded {
+				sleepCtx(bg, 500*time.Millisecond)
+				continue
+			}
 			check := &ipamv1alpha1.IPClaim{ObjectMeta: metav1.ObjectMeta{Namespace: "chaos-a", Name: fmt.Sprintf("leakcheck-%d", n)},
 				Spec: ipamv1alpha1.IPClaimSpec{Pool: leakPool, CIDR: cidr}}
 			if err := in.c.Create(bg, check, client.DryRunAll); err == nil {
