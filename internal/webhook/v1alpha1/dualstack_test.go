@@ -81,42 +81,15 @@ func expectBoundToBoth(c *ipamv1alpha1.IPClaim) {
 // root ledger must exist (probe is a dry-run update of it).
 func rejectLedgerWrites(pool string) {
 	GinkgoHelper()
-	policy := &admissionregistrationv1.ValidatingAdmissionPolicy{
-		ObjectMeta: metav1.ObjectMeta{Name: "reject-ledger-" + pool},
-		Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
-			FailurePolicy: ptr.To(admissionregistrationv1.Fail),
-			MatchConstraints: &admissionregistrationv1.MatchResources{ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{
-				RuleWithOperations: admissionregistrationv1.RuleWithOperations{
-					Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update},
-					Rule:       admissionregistrationv1.Rule{APIGroups: []string{"ipam.kipam.dev"}, APIVersions: []string{"v1alpha1"}, Resources: []string{"ipledgers"}},
-				},
-			}}},
-			Validations: []admissionregistrationv1.Validation{{
-				Expression: fmt.Sprintf("object.spec.pool != '%s'", pool),
-				Message:    "ledger write rejected by policy",
-			}},
-		},
-	}
-	binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: policy.Name},
-		Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{
-			PolicyName:        policy.Name,
-			ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny},
-		},
-	}
-	Expect(k8sClient.Create(ctx, policy)).To(Succeed())
-	Expect(k8sClient.Create(ctx, binding)).To(Succeed())
-	DeferCleanup(func() {
-		Expect(k8sClient.Delete(ctx, binding)).To(Succeed())
-		Expect(k8sClient.Delete(ctx, policy)).To(Succeed())
-	})
-	Eventually(func() error {
-		var l ipamv1alpha1.IPLedger
-		if err := k8sClient.Get(ctx, client.ObjectKey{Name: pool}, &l); err != nil {
-			return err
-		}
-		return k8sClient.Update(ctx, &l, client.DryRunAll)
-	}).Should(MatchError(ContainSubstring("ledger write rejected by policy")))
+	installPolicy("reject-ledger-"+pool, "ipledgers",
+		[]admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update},
+		fmt.Sprintf("object.spec.pool != '%s'", pool), "ledger write rejected by policy", func() error {
+			var l ipamv1alpha1.IPLedger
+			if err := k8sClient.Get(ctx, client.ObjectKey{Name: pool}, &l); err != nil {
+				return err
+			}
+			return k8sClient.Update(ctx, &l, client.DryRunAll)
+		})
 }
 
 var _ = Describe("Dual-stack claims", func() {

@@ -717,20 +717,26 @@ func rejectPools() {
 // create, to wait for the policy to take effect.
 func rejectLabelled(resource string, probe func() error) {
 	GinkgoHelper()
+	installPolicy("reject-some-"+resource, resource, []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
+		"!has(object.metadata.labels) || !('reject' in object.metadata.labels)", "rejected by policy", probe)
+}
+
+// installPolicy installs, until the spec ends, a ValidatingAdmissionPolicy
+// named name that denies the ops on kipam's resource unless expression
+// holds, with message; then waits until probe fails with that message.
+func installPolicy(name, resource string, ops []admissionregistrationv1.OperationType, expression, message string, probe func() error) {
+	GinkgoHelper()
 	policy := &admissionregistrationv1.ValidatingAdmissionPolicy{
-		ObjectMeta: metav1.ObjectMeta{Name: "reject-some-" + resource},
+		ObjectMeta: metav1.ObjectMeta{Name: name},
 		Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
 			FailurePolicy: ptr.To(admissionregistrationv1.Fail),
 			MatchConstraints: &admissionregistrationv1.MatchResources{ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{
 				RuleWithOperations: admissionregistrationv1.RuleWithOperations{
-					Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
+					Operations: ops,
 					Rule:       admissionregistrationv1.Rule{APIGroups: []string{"ipam.kipam.dev"}, APIVersions: []string{"v1alpha1"}, Resources: []string{resource}},
 				},
 			}}},
-			Validations: []admissionregistrationv1.Validation{{
-				Expression: "!has(object.metadata.labels) || !('reject' in object.metadata.labels)",
-				Message:    "rejected by policy",
-			}},
+			Validations: []admissionregistrationv1.Validation{{Expression: expression, Message: message}},
 		},
 	}
 	binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
@@ -746,5 +752,5 @@ func rejectLabelled(resource string, probe func() error) {
 		Expect(k8sClient.Delete(ctx, binding)).To(Succeed())
 		Expect(k8sClient.Delete(ctx, policy)).To(Succeed())
 	})
-	Eventually(probe).Should(MatchError(ContainSubstring("rejected by policy")))
+	Eventually(probe).Should(MatchError(ContainSubstring(message)))
 }
