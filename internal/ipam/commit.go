@@ -456,7 +456,7 @@ func (l *ledgerState) evict(a *allocator.Allocator, req *Request, now time.Time,
 	grace := Grace(req.Pool)
 	var freed []keptPrefix
 	for _, k := range kept {
-		if k.r.Released.Add(grace).After(now) || !a.IsAllocated(k.p) {
+		if k.r.inGrace(grace, now) || !a.IsAllocated(k.p) {
 			continue
 		}
 		if a.Release(k.p) != nil {
@@ -482,7 +482,7 @@ func (l *ledgerState) evict(a *allocator.Allocator, req *Request, now time.Time,
 	}
 	var next time.Time // when the first kept prefix still in its grace leaves it
 	for _, k := range kept {
-		if t := k.r.Released.Add(grace); t.After(now) && (next.IsZero() || t.Before(next)) {
+		if t := k.r.Released.Add(grace); k.r.inGrace(grace, now) && (next.IsZero() || t.Before(next)) {
 			next = t
 		}
 	}
@@ -516,6 +516,13 @@ func Grace(pool *ipamv1alpha1.IPPool) time.Duration {
 		return time.Duration(*g) * time.Second
 	}
 	return 0
+}
+
+// inGrace reports whether r's prefix is still within the pool's reuse grace
+// at now. A pool without a grace has none to wait out, even though a release
+// restored from its ledger line is rounded up to the next second.
+func (r Release) inGrace(grace time.Duration, now time.Time) bool {
+	return grace > 0 && r.Released.Add(grace).After(now)
 }
 
 // expireKept frees the kept prefixes whose window ended and forgets who
