@@ -71,6 +71,10 @@ const (
 	// ReasonInvalid: the pool's spec cannot be served, or the claim does not
 	// fit its pool.
 	ReasonInvalid = "Invalid"
+	// ReasonBadLedger: one of the pool's IPLedgers holds a line kipam cannot
+	// read (written around kipam); the pool serves nothing until a person
+	// repairs it, because the line may record a prefix that is held.
+	ReasonBadLedger = "BadLedger"
 	// ReasonHolderFound: the allocation's holder exists.
 	ReasonHolderFound = "HolderFound"
 	// ReasonHolderMissing: no holder carries the allocation.

@@ -142,7 +142,7 @@ func (r *IPPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 			"takes no new claims: "+overlapping.Message
 	}
 	if invalid != nil {
-		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, ipamv1alpha1.ReasonInvalid, invalid.Error()
+		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, invalid.reason, invalid.Error()
 	} else {
 		snap.SetStatus(&pool)
 		pool.Status.Pending = r.Unconfirmed.of(pool.Name)
@@ -396,8 +396,12 @@ func deleteEntryAllocation(ctx context.Context, c client.Client, pool string, ci
 	return deleteAllocation(ctx, c, name, nil)
 }
 
-// invalidPool is a pool that cannot be served as specified.
-type invalidPool struct{ err error }
+// invalidPool is a pool that cannot be served: as specified (reason
+// Invalid), or from what its ledgers hold (BadLedger).
+type invalidPool struct {
+	reason string
+	err    error
+}
 
 func (e *invalidPool) Error() string { return e.err.Error() }
 
@@ -421,12 +425,15 @@ func (r *IPPoolReconciler) usage(ctx context.Context, pool *ipamv1alpha1.IPPool)
 		}
 	}
 	ledger, err := ipam.Assemble(root, ledgers.Items)
+	if bad := (*ipam.BadLineError)(nil); errors.As(err, &bad) {
+		return nil, &invalidPool{ipamv1alpha1.ReasonBadLedger, fmt.Errorf("serves nothing until the line is repaired: %w", err)}
+	}
 	if err != nil {
 		return nil, err
 	}
 	s, err := ipam.SnapshotOf(pool, ledger, r.Now)
 	if err != nil {
-		return nil, &invalidPool{err}
+		return nil, &invalidPool{ipamv1alpha1.ReasonInvalid, err}
 	}
 	return s, nil
 }

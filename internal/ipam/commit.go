@@ -147,6 +147,13 @@ func (m *Manager) commit(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) 
 					closed(pending, err)
 					return
 				}
+				if bad := (*BadLineError)(nil); errors.As(err, &bad) {
+					// Final: no retry reads the line differently.
+					for _, o := range pending {
+						o.result, o.err = netip.Prefix{}, fmt.Errorf("pool %s cannot be served: %w", pool.Name, err)
+					}
+					return
+				}
 				break
 			}
 		}
@@ -1005,7 +1012,7 @@ func (m *Manager) restore(ctx context.Context, st *poolState, pool *ipamv1alpha1
 // pool's root named like the shard): such a shard is dead, and a new one
 // is opened instead of creating it for ever against AlreadyExists.
 func (m *Manager) takenNames(ctx context.Context, root *ipamv1alpha1.IPLedger, shards []ipamv1alpha1.IPLedger) ([]ipamv1alpha1.IPLedger, error) {
-	listed, err := parseShards(root.Spec.Shards)
+	listed, err := parseShards(root)
 	if err != nil {
 		return nil, fmt.Errorf("ledger %s: spec.shards: %w", root.Name, err)
 	}
@@ -1180,7 +1187,7 @@ func loadState(root *ipamv1alpha1.IPLedger, shards []ipamv1alpha1.IPLedger) (*le
 	if err != nil {
 		return nil, err
 	}
-	listed, err := parseShards(root.Spec.Shards)
+	listed, err := parseShards(root)
 	if err != nil {
 		return nil, fmt.Errorf("ledger %s: spec.shards: %w", root.Name, err)
 	}

@@ -205,7 +205,7 @@ func TestDrainFencesCommitsInFlight(t *testing.T) {
 	}()
 	<-stopped
 	root, _ := s.Get(ctx, "p")
-	if listed, _ := parseShards(root.Spec.Shards); len(listed) != 2 {
+	if listed, _ := parseShards(root); len(listed) != 2 {
 		t.Fatalf("root lists %v, want two shards, one not created yet", listed)
 	}
 

@@ -291,15 +291,7 @@ func Entries(obj *ipamv1alpha1.IPLedger) (map[netip.Prefix]Entry, error) {
 
 // parseDoc reads one ledger object's allocations and holds.
 func parseDoc(obj *ipamv1alpha1.IPLedger) (map[netip.Prefix]Entry, map[netip.Prefix]time.Time, error) {
-	bad := func(what string) func(string, error) error {
-		return func(line string, err error) error {
-			if err != nil {
-				return fmt.Errorf("ledger %s holds a bad %s %q: %w", obj.Name, what, line, err)
-			}
-			return fmt.Errorf("ledger %s holds a bad %s %q", obj.Name, what, line)
-		}
-	}
-	allocs, err := parseLines(obj.Spec.Allocations, 3, 4, bad("allocation"), func(f []string) (Entry, error) {
+	allocs, err := parseLines(obj, "allocation", obj.Spec.Allocations, 3, 4, func(f []string) (Entry, error) {
 		at, err := strconv.ParseInt(f[2], 10, 64)
 		e := Entry{Holder: f[1], At: time.Unix(at, 0)}
 		if len(f) > 3 {
@@ -310,7 +302,7 @@ func parseDoc(obj *ipamv1alpha1.IPLedger) (map[netip.Prefix]Entry, map[netip.Pre
 	if err != nil {
 		return nil, nil, err
 	}
-	holds, err := parseLines(obj.Spec.Holds, 2, 2, bad("hold"), func(f []string) (time.Time, error) {
+	holds, err := parseLines(obj, "hold", obj.Spec.Holds, 2, 2, func(f []string) (time.Time, error) {
 		until, err := strconv.ParseInt(f[1], 10, 64)
 		return time.Unix(until, 0), err
 	})
@@ -322,12 +314,7 @@ func parseDoc(obj *ipamv1alpha1.IPLedger) (map[netip.Prefix]Entry, map[netip.Pre
 
 // parseReleased reads one ledger object's spec.released.
 func parseReleased(obj *ipamv1alpha1.IPLedger) (map[netip.Prefix]Release, error) {
-	return parseLines(obj.Spec.Released, 8, 8, func(line string, err error) error {
-		if err != nil {
-			return fmt.Errorf("ledger %s holds a bad released line %q: %w", obj.Name, line, err)
-		}
-		return fmt.Errorf("ledger %s holds a bad released line %q", obj.Name, line)
-	}, func(f []string) (Release, error) {
+	return parseLines(obj, "released", obj.Spec.Released, 8, 8, func(f []string) (Release, error) {
 		var t [3]int64
 		for i := range t {
 			var err error
@@ -374,20 +361,40 @@ func ceilUnix(t time.Time) int64 {
 	return t.Unix()
 }
 
-func parseShards(s string) (map[netip.Prefix]int64, error) {
-	return parseLines(s, 2, 2, func(line string, err error) error {
-		if err != nil {
-			return fmt.Errorf("bad line %q: %w", line, err)
-		}
-		return fmt.Errorf("bad line %q", line)
-	}, func(f []string) (int64, error) { return strconv.ParseInt(f[1], 10, 64) })
+// parseShards reads the shards a root ledger lists.
+func parseShards(root *ipamv1alpha1.IPLedger) (map[netip.Prefix]int64, error) {
+	return parseLines(root, "shard", root.Spec.Shards, 2, 2, func(f []string) (int64, error) { return strconv.ParseInt(f[1], 10, 64) })
 }
 
-// parseLines reads what formatLines writes: one line per key, its prefix
-// and then from least to most fields in all. value reads the rest of a
-// line; bad makes the error for a line that does not parse (err is
-// value's, or nil).
-func parseLines[V any](s string, least, most int, bad func(line string, err error) error, value func(f []string) (V, error)) (map[netip.Prefix]V, error) {
+// BadLineError is a ledger line kipam cannot read: written around kipam
+// (kubectl edit, a restore of an edited backup). Its pool serves nothing
+// until the line is repaired, because the line may record a prefix that is
+// held: kipam neither guesses what it meant nor drops it.
+type BadLineError struct {
+	// Ledger is the IPLedger's name, Kind the kind of line ("allocation",
+	// "hold", "released", "shard").
+	Ledger, Kind, Line string
+	Err                error
+}
+
+func (e *BadLineError) Error() string {
+	msg := fmt.Sprintf("ledger %s holds a bad %s line %q", e.Ledger, e.Kind, e.Line)
+	if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
+	return msg
+}
+
+func (e *BadLineError) Unwrap() error { return e.Err }
+
+// parseLines reads what formatLines writes in obj (its lines of kind): one
+// line per key, its prefix and then from least to most fields in all.
+// value reads the rest of a line. A line that does not parse is a
+// *BadLineError.
+func parseLines[V any](obj *ipamv1alpha1.IPLedger, kind, s string, least, most int, value func(f []string) (V, error)) (map[netip.Prefix]V, error) {
+	bad := func(line string, err error) error {
+		return &BadLineError{Ledger: obj.Name, Kind: kind, Line: line, Err: err}
+	}
 	out := map[netip.Prefix]V{}
 	for line := range strings.Lines(s) {
 		f := strings.Fields(line)

@@ -41,7 +41,7 @@ func checkShards(t *testing.T, s *memStore) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	listed, err := parseShards(root.Spec.Shards)
+	listed, err := parseShards(root)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -90,7 +90,7 @@ func docName(root *ipamv1alpha1.IPLedger, cidr netip.Prefix) (string, map[netip.
 	if bits == 0 || cidr.Bits() <= bits {
 		return root.Name, nil, nil
 	}
-	listed, err := parseShards(root.Spec.Shards)
+	listed, err := parseShards(root)
 	if err != nil {
 		return "", nil, fmt.Errorf("ledger %s: spec.shards: %w", root.Name, err)
 	}

@@ -25,6 +25,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"github.com/kipam/kipam/internal/ipam"
 )
 
 // answer is what a webhook tells the API server for err. kipam's own
@@ -43,6 +45,11 @@ func answer(err error) error {
 	}
 	if _, ok := err.(apierrors.APIStatus); ok { //nolint:errorlint // only kipam's own answer, not one wrapped in an explanation
 		return err
+	}
+	if bad := (*ipam.BadLineError)(nil); errors.As(err, &bad) {
+		// Retrying does not repair it: not a 500.
+		return apierrors.NewServiceUnavailable(fmt.Sprintf("%v; kipam serves nothing from the pool until a person repairs that line "+
+			"(docs/operations.md, \"A ledger line kipam cannot read\")", err))
 	}
 	var status apierrors.APIStatus
 	if errors.As(err, &status) && status.Status().Code == http.StatusTooManyRequests {
