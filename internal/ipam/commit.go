@@ -130,6 +130,15 @@ func (m *Manager) commit(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) 
 		if o.drain || (o.alloc != nil && (o.alloc.Fresh || o.alloc.DryRun)) || !o.expect.At.IsZero() {
 			st.alloc = nil
 		}
+		// An Adopt that memory finds no entry for commits a new one, in
+		// whichever shard its answer falls: that write fences only its own
+		// shard, not the one where another replica may have committed the
+		// entry meanwhile, so the miss is decided on the stored ledgers.
+		if o.alloc != nil && o.alloc.Adopt && !o.alloc.DryRun && st.alloc != nil {
+			if _, ok := st.ledger.find(o.alloc.Holder, o.alloc.ID); !ok {
+				st.alloc = nil
+			}
+		}
 	}
 	var lastErr error
 	ambiguous := false
@@ -259,7 +268,7 @@ func (m *Manager) apply(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) {
 	l.expireKept(st.alloc, now)
 	drained := false
 	for _, o := range batch {
-		o.result, o.id, o.err, o.deps = netip.Prefix{}, "", nil, nil
+		o.result, o.id, o.at, o.err, o.deps = netip.Prefix{}, "", time.Time{}, nil, nil
 		if o.drain {
 			o.err = l.drain(o, pool, now)
 			drained = drained || o.err == nil
@@ -339,6 +348,7 @@ func (m *Manager) apply(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) {
 		}
 		l.retire(taken, p)
 		l.record(pool, p, e, o)
+		o.at = e.At
 	}
 }
 
@@ -363,7 +373,7 @@ func (l *ledgerState) reclaim(o *op, now time.Time) bool {
 	d.allocs[p] = renewed
 	d.dirty = true
 	o.deps = append(o.deps, d)
-	o.result, o.id = p, e.ID
+	o.result, o.id, o.at = p, e.ID, at
 	return true
 }
 

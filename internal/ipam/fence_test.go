@@ -632,9 +632,9 @@ func TestReclaimTakesOverTheEntryOfAnUnstoredCreate(t *testing.T) {
 	again.ID, again.Reclaim = "second-attempt", true
 	// The owner, and a new owner restored from the ledger, both answer so.
 	for _, owner := range []*Manager{m, NewManager(s, clock)} {
-		got, id, err := owner.AllocateEntry(ctx, again)
-		if err != nil || got != p || id != "first-attempt" {
-			t.Fatalf("retried create: %s as entry %q, %v; want %s as entry first-attempt", got, id, err, p)
+		got, e, err := owner.AllocateEntry(ctx, again)
+		if err != nil || got != p || e.ID != "first-attempt" {
+			t.Fatalf("retried create: %s as entry %q, %v; want %s as entry first-attempt", got, e.ID, err, p)
 		}
 	}
 	e := s.ledger(t).Allocations[p]
@@ -663,5 +663,48 @@ func TestReclaimTakesOverTheEntryOfAnUnstoredCreate(t *testing.T) {
 	renewed := s.ledger(t).Allocations[p]
 	if freed, err := m.ReleaseAsOf(ctx, parent, p, renewed, 0); err != nil || !freed {
 		t.Fatalf("a release of the entry as it is now: freed %v, %v; want it freed", freed, err)
+	}
+}
+
+// An Adopt whose entry another replica committed while this one's memory
+// lagged, in another shard than the one this replica's answer would fall
+// in: the answer's write fences only its own shard, so a miss in memory
+// must be decided on the stored ledgers, or the holder gets two entries
+// (found in review: the stale replica committed a second address).
+func TestAdoptOnAStaleReplicaFindsTheStoredEntry(t *testing.T) {
+	s := newMemStore()
+	pool := testPool("10.0.0.0/24") // /26 shards
+	ctx := context.Background()
+	owner, stale := NewManager(s, nil), NewManager(s, nil)
+	for i, c := range []string{"10.0.0.0/27", "10.0.0.32/27", "10.0.0.64/27"} {
+		if _, err := owner.Allocate(ctx, Request{Pool: pool, CIDR: netip.MustParsePrefix(c), Bits: 27, Holder: ClaimHolder("other"), ID: strconv.Itoa(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The stale replica builds the pool now, and then misses what follows.
+	if _, err := stale.Allocate(ctx, Request{Pool: pool, Bits: 32, Holder: ClaimHolder("x"), DryRun: true}); err != nil {
+		t.Fatal(err)
+	}
+	if freed, err := owner.Release(ctx, pool, netip.MustParsePrefix("10.0.0.0/27"), ClaimHolder("other"), "0", 0, nil); err != nil || !freed {
+		t.Fatalf("release: freed %v, %v", freed, err)
+	}
+	req := Request{Pool: pool, Bits: 32, Holder: AddressClaimHolder("ns"), ID: "claim-uid", Adopt: true}
+	p1, err := owner.Allocate(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p2, err := stale.Allocate(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range s.ledger(t).Allocations {
+		if e.Is(req.Holder, req.ID) {
+			n++
+		}
+	}
+	if n != 1 || p1 != p2 {
+		t.Fatalf("Adopt of %s/%s: the owner answered %s, the stale replica %s; the ledger records %d entries for it, want 1",
+			req.Holder, req.ID, p1, p2, n)
 	}
 }

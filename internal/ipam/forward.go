@@ -74,7 +74,10 @@ type wireEntry struct {
 type wireResult struct {
 	CIDR string `json:"cidr,omitempty"`
 	// ID is the ID of the entry a Reclaim request took over.
-	ID  string   `json:"id,omitempty"`
+	ID string `json:"id,omitempty"`
+	// At is the time, in unix seconds, of the entry the change committed
+	// or renewed (0: none, or an owner from before it was sent).
+	At  int64    `json:"at,omitempty"`
 	Err *wireErr `json:"err,omitempty"`
 }
 
@@ -313,6 +316,9 @@ func (m *Manager) remote(ctx context.Context, r *Router, pool *ipamv1alpha1.IPPo
 		o.result, _ = netip.ParsePrefix(res.CIDR)
 	}
 	o.id = res.ID
+	if res.At != 0 {
+		o.at = time.Unix(res.At, 0)
+	}
 	return true
 }
 
@@ -352,6 +358,9 @@ func (m *Manager) serve(ctx context.Context, w *wireOp) *wireResult {
 		return &wireResult{Err: encodeErr(err)}
 	}
 	res := &wireResult{Err: encodeErr(o.err), ID: o.id}
+	if !o.at.IsZero() {
+		res.At = o.at.Unix()
+	}
 	if o.result.IsValid() {
 		res.CIDR = o.result.String()
 	}

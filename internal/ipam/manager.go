@@ -187,7 +187,10 @@ type Request struct {
 	// Adopt answers with the entry the pool already records for Holder and
 	// ID, if any, instead of committing another: for a caller that may have
 	// committed before without learning it (a bind whose patch's outcome was
-	// unknown), so that retrying never holds two prefixes.
+	// unknown), so that retrying never holds two prefixes. Memory that
+	// finds no such entry is not trusted with it: the pool is restored
+	// from its stored ledgers first, because another replica may have
+	// committed the entry in another shard than the one this answer writes.
 	Adopt bool
 	// Reclaim answers, for a request of exactly CIDR, with the entry the
 	// ledger already records for Holder at CIDR, whatever its ID, and
@@ -265,7 +268,10 @@ type op struct {
 
 	result netip.Prefix
 	// id is the ID of the entry a Reclaim request took over.
-	id   string
+	id string
+	// at is the time recorded for the entry an allocation committed or
+	// renewed (zero for an answer that wrote nothing).
+	at   time.Time
 	err  error
 	done chan struct{}
 
@@ -319,24 +325,28 @@ func (m *Manager) Forget(pool string) {
 }
 
 // Allocate commits one prefix for req and returns it. A dry run commits
-// nothing and returns the prefix a real request would have got.
+// nothing and returns the prefix a real request would have got, except
+// that it takes over no entry (Reclaim) and adopts none (Adopt): it
+// answers as for a request without them.
 func (m *Manager) Allocate(ctx context.Context, req Request) (netip.Prefix, error) {
 	p, _, err := m.AllocateEntry(ctx, req)
 	return p, err
 }
 
-// AllocateEntry is Allocate, and returns the ID of the entry that holds
-// the answer: req.ID (minted when empty), or that of the entry a
-// Reclaim request took over.
-func (m *Manager) AllocateEntry(ctx context.Context, req Request) (netip.Prefix, string, error) {
+// AllocateEntry is Allocate, and returns the entry that holds the answer:
+// its ID is req.ID (minted when empty) or that of the entry a Reclaim
+// request took over, and its time the one this commit recorded (zero when
+// it recorded nothing), so that its caller can give back exactly what it
+// committed (ReleaseAsOf) and not an entry another request renewed since.
+func (m *Manager) AllocateEntry(ctx context.Context, req Request) (netip.Prefix, Entry, error) {
 	if req.ID == "" {
 		req.ID = NewEntryID()
 	}
 	o := &op{alloc: &req, done: make(chan struct{})}
 	if err := m.submit(ctx, req.Pool, o); err != nil {
-		return netip.Prefix{}, "", err
+		return netip.Prefix{}, Entry{}, err
 	}
-	return o.result, cmp.Or(o.id, req.ID), o.err
+	return o.result, Entry{Holder: req.Holder, At: o.at, ID: cmp.Or(o.id, req.ID)}, o.err
 }
 
 // Release returns cidr to its pool if the ledger records it as the entry

@@ -131,19 +131,19 @@ func (a *IPPoolAllocator) carve(ctx context.Context, pool *ipamv1alpha1.IPPool, 
 	} else {
 		r.Bits = int(*pool.Spec.PrefixLength)
 	}
-	p, id, err := a.Manager.AllocateEntry(ctx, r)
+	p, entry, err := a.Manager.AllocateEntry(ctx, r)
 	if err != nil {
 		return a.denial(ctx, pool, r, err)
 	}
-	taken := id != r.ID
+	taken := entry.ID != r.ID
 	if taken {
 		// Not this attempt's to release on a denial: another create of
 		// this name may carry it. The orphan sweep releases it if none does.
-		if err := a.adoptable(ctx, pool, parent, p, id); err != nil {
+		if err := a.adoptable(ctx, pool, parent, p, entry.ID); err != nil {
 			return err
 		}
-		r.ID = id
-		logf.FromContext(ctx).Info("took over the entry an earlier create of the pool committed", "pool", pool.Name, "parent", parent.Name, "cidr", p, "entry", id)
+		r.ID = entry.ID
+		logf.FromContext(ctx).Info("took over the entry an earlier create of the pool committed", "pool", pool.Name, "parent", parent.Name, "cidr", p, "entry", entry.ID)
 	}
 	pool.Spec.CIDR = p.String()
 	metav1.SetMetaDataAnnotation(&pool.ObjectMeta, ipam.EntryAnnotation, r.ID)
@@ -160,10 +160,12 @@ func (a *IPPoolAllocator) carve(ctx context.Context, pool *ipamv1alpha1.IPPool, 
 		errs, err = a.unrecordedInTheWay(ctx, pool, p)
 	}
 	if len(errs) > 0 || err != nil {
-		// What was committed for it goes back, by its entry; an entry
-		// taken over is left to the sweep (above).
+		// What was committed for it goes back: its entry as this attempt
+		// recorded it, time included, so that a concurrent create of the
+		// name that took the entry over (renewing its time) and may be
+		// stored keeps it. An entry taken over is left to the sweep (above).
 		if !dryRun && !taken {
-			if _, rerr := a.Manager.Release(ctx, parent, p, r.Holder, r.ID, 0, nil); rerr != nil {
+			if _, rerr := a.Manager.ReleaseAsOf(ctx, parent, p, entry, 0); rerr != nil {
 				logf.FromContext(ctx).Error(rerr, "releasing the prefix of a pool denied after its carve; the orphan sweep will", "pool", pool.Name, "cidr", p)
 			}
 		}
