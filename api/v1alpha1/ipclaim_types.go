@@ -122,7 +122,8 @@ type IPClaimSpec struct {
 	IPFamilyPolicy IPFamilyPolicy `json:"ipFamilyPolicy,omitempty"`
 
 	// ipFamilies are the families of a dual-stack claim, IPv4 and IPv6,
-	// primary first: spec.cidr and spec.cidrs[0] are of the primary family.
+	// primary first: spec.cidr and spec.cidrs[0] are of the primary family,
+	// or of the one family held after a PreferDualStack fallback.
 	// Only with ipFamilyPolicy PreferDualStack or RequireDualStack (a
 	// single-stack claim uses ipFamily). Immutable.
 	// +optional

@@ -66,8 +66,11 @@ type IPLedgerSpec struct {
 	// allocations are the committed prefixes, one
 	// "<cidr> <holder> <unix seconds> <entry ID>" per line. The holder is
 	// "IPClaim/<namespace>" for a claim (its name may not exist yet at
-	// admission) or "IPPool/<name>" for a child pool; the entry ID names
-	// this entry for its release (entries written before IDs have none).
+	// admission), "IPAddressClaim/<namespace>" for a Cluster API
+	// IPAddressClaim, or "IPPool/<name>" for a child pool; the time is the
+	// commit's, or that of a retried pool create that took the entry over;
+	// the entry ID names this entry for its release (entries written before
+	// IDs have none).
 	// +optional
 	Allocations string `json:"allocations,omitempty"`
 	// holds are released prefixes not yet free again, one

@@ -216,8 +216,8 @@ type IPPoolStatus struct {
 	// +optional
 	LargestFreePrefix *int32 `json:"largestFreePrefix,omitempty"`
 
-	// claims is how many prefixes of this pool are committed for IPClaims,
-	// pending ones included.
+	// claims is how many prefixes of this pool are committed for claims
+	// (IPClaims and Cluster API IPAddressClaims), pending ones included.
 	// +optional
 	Claims int32 `json:"claims,omitempty"`
 
@@ -225,8 +225,9 @@ type IPPoolStatus struct {
 	// that kipam allowed and that is still on its way, or that the API
 	// server refused after kipam's webhook (another webhook or policy, two
 	// creates of one new name at once, a timeout). They count as allocated
-	// until the orphan sweep releases them, at most the orphan grace
-	// (--orphan-grace, 2 minutes by default) after they were committed.
+	// until the orphan sweep releases them, the orphan grace
+	// (--orphan-grace, 2 minutes by default) after the sweeping replica
+	// first saw them (a change of leader starts the grace again).
 	// +optional
 	Pending int32 `json:"pending,omitempty"`
 
