@@ -231,6 +231,36 @@ var _ = Describe("Dual-stack claims", func() {
 			To(MatchError(SatisfyAll(ContainSubstring("is exhausted"), ContainSubstring("no-such-v4-pool"))))
 	})
 
+	// The resolver leaves out pools being deleted; a deletion its cache
+	// has not seen yet meets the commit's ErrPoolDeleted, which falls back
+	// the same way.
+	It("falls back under PreferDualStack when every pool of one family its selector matches is being deleted", func() {
+		lbl := map[string]string{"tier": fmt.Sprintf("dual-%d", seq.Add(1))}
+		p4 := pool("10.250.9.0/24", nil)
+		p4.Labels = lbl
+		Expect(k8sClient.Create(ctx, p4)).To(Succeed())
+		for _, cidr := range []string{"fd00:250:9::/48", "fd00:250:a::/48"} {
+			p6 := pool(cidr, func(s *ipamv1alpha1.IPPoolSpec) { s.DefaultPrefixLength = ptr.To[int32](64) })
+			p6.Labels = lbl
+			Expect(k8sClient.Create(ctx, p6)).To(Succeed())
+			Expect(k8sClient.Create(ctx, newClaim("default", p6.Name, nil))).To(Succeed()) // keeps it draining
+			Expect(k8sClient.Delete(ctx, p6)).To(Succeed())
+			Eventually(poolReady(p6)).Should(HaveField("Reason", ipamv1alpha1.ReasonDraining))
+		}
+		c := newClaim("default", "", func(c *ipamv1alpha1.IPClaim) {
+			c.Spec.IPFamilyPolicy, c.Spec.IPFamilies = ipamv1alpha1.PreferDualStack, v4v6
+			c.Spec.PoolSelector = &metav1.LabelSelector{MatchLabels: lbl}
+		})
+		Expect(k8sClient.Create(ctx, c)).To(Succeed())
+		Expect(c.Spec.CIDRs).To(Equal([]string{"10.250.9.0/32"}))
+		Eventually(func(g Gomega) *metav1.Condition {
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(c), c)).To(Succeed())
+			return meta.FindStatusCondition(c.Status.Conditions, ipamv1alpha1.ConditionDualStack)
+		}).Should(And(Not(BeNil()),
+			HaveField("Reason", ipamv1alpha1.ReasonFellBack),
+			HaveField("Message", ContainSubstring("no IPv6 pool matching the selector"))))
+	})
+
 	It("releases both entries of a dual-stack claim the API server refused after kipam allowed it", func() {
 		p4 := createPool("10.250.6.0/24", nil)
 		p6 := v6Pool("fd00:250:6::/48", nil)

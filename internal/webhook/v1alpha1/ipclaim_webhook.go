@@ -240,6 +240,7 @@ func (a *IPClaimAllocator) allocateFrom(ctx context.Context, claim *ipamv1alpha1
 		refusals []refusal
 		messages []string
 		never    []string
+		deleting []string
 	)
 	refuse := func(pool *ipamv1alpha1.IPPool, r ipam.Request, metricReason, eventReason, message, detail string) {
 		if err := ipam.NeverFits(r); err != nil {
@@ -273,6 +274,7 @@ func (a *IPClaimAllocator) allocateFrom(ctx context.Context, claim *ipamv1alpha1
 			continue
 		case errors.Is(err, ipam.ErrPoolDeleted):
 			if len(pools) > 1 {
+				deleting = append(deleting, pool.Name)
 				continue
 			}
 			return none, nil, &unfitError{claimError(claim, field.Forbidden(field.NewPath("spec", "pool"), fmt.Sprintf("pool %s is being deleted: it takes no new claims", pool.Name)))}
@@ -284,8 +286,11 @@ func (a *IPClaimAllocator) allocateFrom(ctx context.Context, claim *ipamv1alpha1
 		return p, pool, nil
 	}
 	if len(refusals) == 0 {
-		return none, nil, claimError(claim, field.Invalid(field.NewPath("spec", "poolSelector"), claim.Spec.PoolSelector,
-			"no matching pool can serve this claim"))
+		msg := "no matching pool can serve this claim"
+		if len(deleting) > 0 {
+			msg += fmt.Sprintf(" (%s being deleted)", strings.Join(deleting, ", "))
+		}
+		return none, nil, &unfitError{claimError(claim, field.Invalid(field.NewPath("spec", "poolSelector"), claim.Spec.PoolSelector, msg))}
 	}
 	if len(never) == len(refusals) {
 		// Waiting would be for ever: no release can make room.
