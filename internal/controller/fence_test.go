@@ -119,13 +119,15 @@ func recordedEntry(m *ipam.Manager, pool *ipamv1alpha1.IPPool, cidr netip.Prefix
 var _ = Describe("Releases name the entry they free", func() {
 	var (
 		m *ipam.Manager
-		// cached reads through an informer cache with kipam's field
-		// indexes, as the reconcilers do in the manager.
+		// cached reads through an informer cache with kipam's options and
+		// field indexes, as the reconcilers do in the manager.
 		cached client.Client
 	)
 	BeforeEach(func() {
 		m = ipam.NewManager(ipam.ClientStore{Reader: k8sClient, Writer: k8sClient}, nil)
-		c, err := cache.New(cfg, cache.Options{Scheme: scheme.Scheme})
+		opts := CacheOptions()
+		opts.Scheme = scheme.Scheme
+		c, err := cache.New(cfg, opts)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(indexFields(ctx, c)).To(Succeed())
 		cacheCtx, stop := context.WithCancel(ctx)

@@ -271,11 +271,12 @@ func (r *IPClaimReconciler) adoptPool(ctx context.Context, claim *ipamv1alpha1.I
 		fmt.Sprintf("spec.cidr: %s lies in no pool matching the selector", claim.Spec.CIDR)), "")
 }
 
-// overlapping returns an IPAllocation of the pool that overlaps cidr, if
-// the cache knows one; it only names the holder in a message.
+// overlapping returns an IPAllocation of the pool that overlaps cidr, as
+// the API server lists them; it only names the holder in a message.
 func (r *IPClaimReconciler) overlapping(ctx context.Context, pool string, cidr netip.Prefix) *ipamv1alpha1.IPAllocation {
 	var allocs ipamv1alpha1.IPAllocationList
-	if err := r.List(ctx, &allocs, client.MatchingLabels{ipamv1alpha1.LabelPool: pool}); err != nil {
+	// The cache keeps no labels of an allocation (trimAllocation).
+	if err := r.APIReader.List(ctx, &allocs, client.MatchingLabels{ipamv1alpha1.LabelPool: pool}); err != nil {
 		return nil
 	}
 	for i := range allocs.Items {

@@ -26,7 +26,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -129,13 +128,6 @@ func (c cappedLimiter) When(item reconcile.Request) time.Duration {
 // reconciles at once: a burst of creates is made Ready that much sooner,
 // at the cost of as many concurrent writes to the API server.
 const DefaultWorkers = 4
-
-// CacheOptions is how kipam's manager caches objects: without their
-// managedFields, which kipam never reads and which take about as much
-// memory as the rest of a claim.
-func CacheOptions() cache.Options {
-	return cache.Options{DefaultTransform: cache.TransformStripManagedFields()}
-}
 
 // SetupWithManager registers the field indexes and every kipam reconciler.
 func SetupWithManager(ctx context.Context, mgr ctrl.Manager, m *ipam.Manager, opts Options) error {
