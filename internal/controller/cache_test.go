@@ -17,6 +17,8 @@ limitations under the License.
 package controller
 
 import (
+	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 	"unsafe"
@@ -24,6 +26,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/json"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
@@ -143,5 +146,76 @@ func TestTrimAllocation(t *testing.T) {
 	}
 	if o, _ := trimAllocation("not an object"); o != "not an object" {
 		t.Errorf("anything else is passed through: %v", o)
+	}
+}
+
+// The JSON of a claim and its allocation as hack/load's scale scenario
+// creates them and kipam completes them, numbered.
+const (
+	loadClaim = `{"apiVersion":"ipam.kipam.dev/v1alpha1","kind":"IPClaim","metadata":{"annotations":{"ipam.kipam.dev/entry":"3gaa2tqf2ai4v",` +
+		`"ipam.kipam.dev/pool":"scale-569450-0"},"creationTimestamp":"2026-12-06T15:04:05Z","finalizers":["ipam.kipam.dev/release"],` +
+		`"generation":1,"labels":{"kipam.dev/load":"scale-569450-pre"},"name":"scale-569450-pre-%[1]d","namespace":"default",` +
+		`"resourceVersion":"1%[1]d","uid":"9e7b31b8-d50c-41bc-b5dd-c2742%07[1]d"},"spec":{"cidr":"10.20.%[2]d.%[3]d/32",` +
+		`"pool":"scale-569450-0","whenExhausted":"Deny"},"status":{"allocation":"scale-569450-0.10-20-%[2]d-%[3]d-32",` +
+		`"cidr":"10.20.%[2]d.%[3]d/32","conditions":[{"lastTransitionTime":"2026-12-06T15:04:05Z",` +
+		`"message":"10.20.%[2]d.%[3]d/32 allocated from pool scale-569450-0","observedGeneration":1,"reason":"Allocated",` +
+		`"status":"True","type":"Ready"}],"pool":"scale-569450-0"}}`
+	loadAllocation = `{"apiVersion":"ipam.kipam.dev/v1alpha1","kind":"IPAllocation","metadata":{"creationTimestamp":"2026-12-06T15:04:05Z",` +
+		`"finalizers":["ipam.kipam.dev/holder"],"generation":1,"labels":{"ipam.kipam.dev/claim-namespace":"default",` +
+		`"ipam.kipam.dev/pool":"scale-569450-0"},"name":"scale-569450-0.10-20-%[2]d-%[3]d-32","resourceVersion":"1%[1]d",` +
+		`"uid":"8e7b31b8-d50c-41bc-b5dd-c2742%07[1]d"},"spec":{"cidr":"10.20.%[2]d.%[3]d/32","claimRef":{"kind":"IPClaim",` +
+		`"name":"scale-569450-pre-%[1]d","namespace":"default","uid":"9e7b31b8-d50c-41bc-b5dd-c2742%07[1]d"},` +
+		`"entry":"3gaa2tqf2ai4v","pool":"scale-569450-0"}}`
+)
+
+// heapPerObject decodes n objects from the numbered JSON doc into new(T),
+// passes each through trim when it is set, and returns the heap they hold
+// per object.
+func heapPerObject[T any](t *testing.T, n int, doc string, trim func(any) (any, error)) uint64 {
+	t.Helper()
+	keep := make([]any, n)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for i := range n {
+		var o any = new(T)
+		if err := json.Unmarshal(fmt.Appendf(nil, doc, i, i/256%256, i%256), o); err != nil {
+			t.Fatal(err)
+		}
+		if trim != nil {
+			o, _ = trim(o)
+		}
+		keep[i] = o
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	runtime.KeepAlive(keep)
+	return (after.HeapAlloc - before.HeapAlloc) / uint64(n)
+}
+
+// TestCachedObjectCost reports what the cache holds for one claim and one
+// allocation, decoded as the informers decode them, with and without
+// kipam's transforms (docs/design.md, "Memory per claim"):
+//
+//	go test ./internal/controller -run TestCachedObjectCost -v
+func TestCachedObjectCost(t *testing.T) {
+	const n = 10000
+	for _, c := range []struct {
+		what          string
+		full, trimmed uint64
+	}{
+		{"IPClaim", heapPerObject[ipamv1alpha1.IPClaim](t, n, loadClaim, nil), heapPerObject[ipamv1alpha1.IPClaim](t, n, loadClaim, trimClaim)},
+		{"IPAllocation", heapPerObject[ipamv1alpha1.IPAllocation](t, n, loadAllocation, nil),
+			heapPerObject[ipamv1alpha1.IPAllocation](t, n, loadAllocation, trimAllocation)},
+		{"IPAllocation as metadata only (for comparison)", heapPerObject[metav1.PartialObjectMetadata](t, n, loadAllocation, nil), 0},
+	} {
+		if c.trimmed == 0 {
+			t.Logf("%s: %d B", c.what, c.full)
+			continue
+		}
+		t.Logf("%s: %d B decoded, %d B trimmed", c.what, c.full, c.trimmed)
+		if c.trimmed >= c.full {
+			t.Errorf("%s: trimmed it costs %d B, no less than the %d B of the whole object", c.what, c.trimmed, c.full)
+		}
 	}
 }
