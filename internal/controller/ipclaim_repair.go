@@ -108,13 +108,13 @@ func (r *IPClaimReconciler) enqueueLost(ctx context.Context, old, cur client.Obj
 		return
 	}
 	for _, cidr := range droppedEntries(before, after) {
-		var claims ipamv1alpha1.IPClaimList
-		if err := r.List(ctx, &claims, client.MatchingFields{indexPoolCIDR: before.Spec.Pool + "/" + cidr}); err != nil {
+		claims, err := r.Holdings.claims(before.Spec.Pool, cidr, "")
+		if err != nil {
 			logf.FromContext(ctx).Error(err, "listing the claims of a dropped ledger entry", "pool", before.Spec.Pool, "cidr", cidr)
 			continue
 		}
-		for i := range claims.Items {
-			if c := &claims.Items[i]; c.DeletionTimestamp == nil {
+		for i := range claims {
+			if c := &claims[i]; c.DeletionTimestamp == nil {
 				key := client.ObjectKeyFromObject(c)
 				r.lost.add(key)
 				q.Add(reconcile.Request{NamespacedName: key})
