@@ -119,15 +119,19 @@ func recordedEntry(m *ipam.Manager, pool *ipamv1alpha1.IPPool, cidr netip.Prefix
 var _ = Describe("Releases name the entry they free", func() {
 	var (
 		m *ipam.Manager
-		// cached reads through an informer cache with kipam's field
-		// indexes, as the reconcilers do in the manager.
+		// cached reads through an informer cache with kipam's options and
+		// field indexes, as the reconcilers do in the manager.
 		cached client.Client
+		held   *holdings
 	)
 	BeforeEach(func() {
 		m = ipam.NewManager(ipam.ClientStore{Reader: k8sClient, Writer: k8sClient}, nil)
-		c, err := cache.New(cfg, cache.Options{Scheme: scheme.Scheme})
+		opts := CacheOptions()
+		opts.Scheme = scheme.Scheme
+		c, err := cache.New(cfg, opts)
 		Expect(err).NotTo(HaveOccurred())
-		Expect(indexFields(ctx, c)).To(Succeed())
+		held, err = indexFields(ctx, c)
+		Expect(err).NotTo(HaveOccurred())
 		cacheCtx, stop := context.WithCancel(ctx)
 		DeferCleanup(stop)
 		go func() { _ = c.Start(cacheCtx) }()
@@ -165,7 +169,7 @@ var _ = Describe("Releases name the entry they free", func() {
 			g.Expect(cached.Get(ctx, client.ObjectKeyFromObject(a), a)).To(Succeed())
 			g.Expect(a.DeletionTimestamp).NotTo(BeNil())
 		}).Should(Succeed())
-		r := &IPClaimReconciler{Client: cached, APIReader: k8sClient, Manager: m, Recorder: nopRecorder{}, Now: time.Now}
+		r := &IPClaimReconciler{Client: cached, APIReader: k8sClient, Manager: m, Recorder: nopRecorder{}, Now: time.Now, Holdings: held}
 		Eventually(func(g Gomega) {
 			_, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(a)})
 			g.Expect(err).NotTo(HaveOccurred())
@@ -189,7 +193,7 @@ var _ = Describe("Releases name the entry they free", func() {
 		// bypassed, it is marked Conflict, and must not pin the orphan.
 		storedClaim(other, pool, x, "")
 
-		sweep := newSweeper(cached, m, clock)
+		sweep := newSweeper(cached, held, m, clock)
 		ledger := ledgerOf(pool, x)
 		Eventually(func(g Gomega) {
 			clock.Add(time.Minute)
@@ -214,7 +218,7 @@ var _ = Describe("Releases name the entry they free", func() {
 		Expect(err).NotTo(HaveOccurred())
 		y, err := m.Allocate(ctx, ipam.Request{Pool: pool, Bits: 32, Holder: ipam.ClaimHolder(ns), ID: "claim-gone"})
 		Expect(err).NotTo(HaveOccurred())
-		sweep := newSweeper(cached, m, clock)
+		sweep := newSweeper(cached, held, m, clock)
 		Eventually(func(g Gomega) {
 			clock.Add(time.Minute)
 			_, err := sweep.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKey{Name: ledgerOf(pool, x)}})
@@ -246,7 +250,7 @@ var _ = Describe("Releases name the entry they free", func() {
 		}).Should(Succeed())
 
 		clock := &fakeClock{t: time.Now()}
-		sweep := newSweeper(cached, m, clock)
+		sweep := newSweeper(cached, held, m, clock)
 		keeps := func(p netip.Prefix, id string) {
 			GinkgoHelper()
 			ledger := ledgerOf(pool, p)
@@ -265,7 +269,7 @@ var _ = Describe("Releases name the entry they free", func() {
 		Expect(m.Release(ctx, pool, p, ipam.ClaimHolder(ns), string(waiting.UID), 0, nil)).To(BeTrue())
 
 		By("a bind whose patch is stored but whose answer is lost")
-		r := &IPClaimReconciler{Client: lostAnswer{cached}, APIReader: k8sClient, Manager: m, Recorder: nopRecorder{}, Now: time.Now,
+		r := &IPClaimReconciler{Client: lostAnswer{cached}, APIReader: k8sClient, Manager: m, Recorder: nopRecorder{}, Now: time.Now, Holdings: held,
 			Resolver: &ipam.Resolver{Reader: cached, APIReader: k8sClient}}
 		_, err = r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(waiting)})
 		Expect(err).To(Satisfy(apierrors.IsTimeout))
@@ -288,7 +292,7 @@ var _ = Describe("Releases name the entry they free", func() {
 		clock := &fakeClock{t: time.Now().Add(time.Hour)}
 		x, err := m.Allocate(ctx, ipam.Request{Pool: pool, Bits: 32, Holder: ipam.ClaimHolder(ns), ID: "in-flight"})
 		Expect(err).NotTo(HaveOccurred())
-		sweep := newSweeper(cached, m, clock)
+		sweep := newSweeper(cached, held, m, clock)
 		ledger := ledgerOf(pool, x)
 		swept := func() bool {
 			GinkgoHelper()
@@ -331,8 +335,8 @@ func (c lostAnswer) Patch(ctx context.Context, obj client.Object, patch client.P
 	return apierrors.NewTimeoutError("the answer was lost", 1)
 }
 
-func newSweeper(c client.Client, m *ipam.Manager, clock *fakeClock) *IPLedgerReconciler {
-	return &IPLedgerReconciler{Client: c, APIReader: k8sClient, Manager: m, Recorder: nopRecorder{},
+func newSweeper(c client.Client, held *holdings, m *ipam.Manager, clock *fakeClock) *IPLedgerReconciler {
+	return &IPLedgerReconciler{Client: c, APIReader: k8sClient, Manager: m, Recorder: nopRecorder{}, Holdings: held,
 		OrphanGrace: DefaultOrphanGrace, Now: clock.Now}
 }
 

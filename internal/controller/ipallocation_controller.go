@@ -250,7 +250,8 @@ func (r *IPAllocationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// that name it.
 		b = b.Watches(&capiv1beta2.IPAddressClaim{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
 			var allocs ipamv1alpha1.IPAllocationList
-			if err := r.List(ctx, &allocs, client.MatchingLabels{ipamv1alpha1.LabelClaimNamespace: o.GetNamespace()}); err != nil {
+			// The cache keeps no labels of an allocation (trimAllocation).
+			if err := r.APIReader.List(ctx, &allocs, client.MatchingLabels{ipamv1alpha1.LabelClaimNamespace: o.GetNamespace()}); err != nil {
 				return nil
 			}
 			var out []reconcile.Request

@@ -73,6 +73,8 @@ type IPClaimReconciler struct {
 	RetryMaxDelay time.Duration
 	// Workers is how many claims are reconciled at once.
 	Workers int
+	// Holdings finds the cached claims that carry a prefix.
+	Holdings *holdings
 
 	lost lostRecords
 }
@@ -556,12 +558,12 @@ func (r *IPClaimReconciler) SetupWithManager(mgr ctrl.Manager) error {
 				if !ok {
 					return
 				}
-				var claims ipamv1alpha1.IPClaimList
-				if err := r.List(ctx, &claims, client.MatchingFields{indexPoolCIDR: a.Spec.Pool + "/" + a.Spec.CIDR}); err != nil {
+				claims, err := r.Holdings.claims(a.Spec.Pool, a.Spec.CIDR, "")
+				if err != nil {
 					return
 				}
-				for i := range claims.Items {
-					q.Add(reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&claims.Items[i])})
+				for i := range claims {
+					q.Add(reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&claims[i])})
 				}
 			},
 		}).

@@ -108,13 +108,13 @@ func (r *IPClaimReconciler) enqueueLost(ctx context.Context, old, cur client.Obj
 		return
 	}
 	for _, cidr := range droppedEntries(before, after) {
-		var claims ipamv1alpha1.IPClaimList
-		if err := r.List(ctx, &claims, client.MatchingFields{indexPoolCIDR: before.Spec.Pool + "/" + cidr}); err != nil {
+		claims, err := r.Holdings.claims(before.Spec.Pool, cidr, "")
+		if err != nil {
 			logf.FromContext(ctx).Error(err, "listing the claims of a dropped ledger entry", "pool", before.Spec.Pool, "cidr", cidr)
 			continue
 		}
-		for i := range claims.Items {
-			if c := &claims.Items[i]; c.DeletionTimestamp == nil {
+		for i := range claims {
+			if c := &claims[i]; c.DeletionTimestamp == nil {
 				key := client.ObjectKeyFromObject(c)
 				r.lost.add(key)
 				q.Add(reconcile.Request{NamespacedName: key})
@@ -271,11 +271,12 @@ func (r *IPClaimReconciler) adoptPool(ctx context.Context, claim *ipamv1alpha1.I
 		fmt.Sprintf("spec.cidr: %s lies in no pool matching the selector", claim.Spec.CIDR)), "")
 }
 
-// overlapping returns an IPAllocation of the pool that overlaps cidr, if
-// the cache knows one; it only names the holder in a message.
+// overlapping returns an IPAllocation of the pool that overlaps cidr, as
+// the API server lists them; it only names the holder in a message.
 func (r *IPClaimReconciler) overlapping(ctx context.Context, pool string, cidr netip.Prefix) *ipamv1alpha1.IPAllocation {
 	var allocs ipamv1alpha1.IPAllocationList
-	if err := r.List(ctx, &allocs, client.MatchingLabels{ipamv1alpha1.LabelPool: pool}); err != nil {
+	// The cache keeps no labels of an allocation (trimAllocation).
+	if err := r.APIReader.List(ctx, &allocs, client.MatchingLabels{ipamv1alpha1.LabelPool: pool}); err != nil {
 		return nil
 	}
 	for i := range allocs.Items {

@@ -70,6 +70,8 @@ type IPLedgerReconciler struct {
 	// AddressClaims is set when Cluster API's IPAddressClaim is served
 	// (and cached): the sweep then reads them from the cache first.
 	AddressClaims bool
+	// Holdings finds the cached claims that carry a prefix.
+	Holdings *holdings
 
 	// Unconfirmed, when set, is told how many claim entries of each ledger
 	// no stored claim carries yet (the pool's status.pending).
@@ -419,14 +421,15 @@ func (r *IPLedgerReconciler) held(ctx context.Context, pool string, p netip.Pref
 // pool (see carries).
 func (r *IPLedgerReconciler) carriedInCache(ctx context.Context, pool string, p netip.Prefix, e ipam.Entry) (bool, error) {
 	ns := strings.TrimPrefix(e.Holder, ipam.ClaimHolderPrefix)
-	var claims, waiting ipamv1alpha1.IPClaimList
-	if err := r.List(ctx, &claims, client.InNamespace(ns), client.MatchingFields{indexPoolCIDR: pool + "/" + p.String()}); err != nil {
+	claims, err := r.Holdings.claims(pool, p.String(), ns)
+	if err != nil {
 		return false, err
 	}
+	var waiting ipamv1alpha1.IPClaimList
 	if err := r.List(ctx, &waiting, client.InNamespace(ns), client.MatchingFields{indexWaiting: "true"}); err != nil {
 		return false, err
 	}
-	return slices.ContainsFunc(append(claims.Items, waiting.Items...), func(c ipamv1alpha1.IPClaim) bool { return ipam.Carries(pool, p, e, &c) }), nil
+	return slices.ContainsFunc(append(claims, waiting.Items...), func(c ipamv1alpha1.IPClaim) bool { return ipam.Carries(pool, p, e, &c) }), nil
 }
 
 // ledgerOfClaim names the ledger that records a claim's cidr; for a

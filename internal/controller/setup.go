@@ -24,10 +24,10 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	capiv1beta2 "github.com/kipam/kipam/api/capi/ipam/v1beta2"
@@ -49,7 +49,8 @@ import (
 const (
 	// indexWaiting is "true" on claims that wait for space.
 	indexWaiting = ipam.IndexWaiting
-	// indexPoolCIDR is "<pool>/<cidr>" on claims that hold a prefix.
+	// indexPoolCIDR is "<pool>/<cidr>" on claims that hold a prefix
+	// (holdings).
 	indexPoolCIDR = "kipam.poolCIDR"
 )
 
@@ -130,13 +131,6 @@ func (c cappedLimiter) When(item reconcile.Request) time.Duration {
 // at the cost of as many concurrent writes to the API server.
 const DefaultWorkers = 4
 
-// CacheOptions is how kipam's manager caches objects: without their
-// managedFields, which kipam never reads and which take about as much
-// memory as the rest of a claim.
-func CacheOptions() cache.Options {
-	return cache.Options{DefaultTransform: cache.TransformStripManagedFields()}
-}
-
 // SetupWithManager registers the field indexes and every kipam reconciler.
 func SetupWithManager(ctx context.Context, mgr ctrl.Manager, m *ipam.Manager, opts Options) error {
 	if opts.Now == nil {
@@ -148,7 +142,8 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, m *ipam.Manager, op
 	if opts.Workers == 0 {
 		opts.Workers = DefaultWorkers
 	}
-	if err := indexFields(ctx, mgr.GetFieldIndexer()); err != nil {
+	held, err := indexFields(ctx, mgr.GetCache())
+	if err != nil {
 		return err
 	}
 	resolver := &ipam.Resolver{Reader: mgr.GetClient(), APIReader: mgr.GetAPIReader()}
@@ -161,11 +156,11 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, m *ipam.Manager, op
 	for _, r := range []interface{ SetupWithManager(ctrl.Manager) error }{
 		&IPPoolReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Manager: m, Recorder: recorder, Now: opts.Now, Unconfirmed: pending,
 			RetryMaxDelay: opts.RetryMaxDelay, LeaseNamespace: opts.LeaseNamespace},
-		&IPClaimReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Manager: m, Resolver: resolver, Recorder: recorder, Now: opts.Now,
+		&IPClaimReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Manager: m, Resolver: resolver, Recorder: recorder, Now: opts.Now, Holdings: held,
 			Workers: opts.Workers, RetryMaxDelay: opts.RetryMaxDelay},
 		&IPAllocationReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Manager: m, Recorder: recorder,
 			OrphanGrace: opts.OrphanGrace, Now: opts.Now, Workers: opts.Workers, RetryMaxDelay: opts.RetryMaxDelay, AddressClaims: addressClaims},
-		&IPLedgerReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Manager: m, Recorder: recorder,
+		&IPLedgerReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Manager: m, Recorder: recorder, Holdings: held,
 			OrphanGrace: opts.OrphanGrace, Now: opts.Now, Unconfirmed: pending, RetryMaxDelay: opts.RetryMaxDelay, AddressClaims: addressClaims},
 	} {
 		if err := r.SetupWithManager(mgr); err != nil {
@@ -218,19 +213,61 @@ func capiKinds(mgr ctrl.Manager) (bool, *schema.GroupVersionKind, error) {
 	return true, &cluster, nil
 }
 
-// indexFields registers the field indexes the reconcilers list by.
-func indexFields(ctx context.Context, idx client.FieldIndexer) error {
-	if err := idx.IndexField(ctx, &ipamv1alpha1.IPClaim{}, indexWaiting, ipam.WaitingIndex); err != nil {
-		return err
+// indexFields registers the field indexes the reconcilers list by, and
+// returns the index of the claims' holdings.
+func indexFields(ctx context.Context, c cache.Cache) (*holdings, error) {
+	if err := c.IndexField(ctx, &ipamv1alpha1.IPClaim{}, indexWaiting, ipam.WaitingIndex); err != nil {
+		return nil, err
 	}
-	if err := idx.IndexField(ctx, &ipamv1alpha1.IPClaim{}, indexPoolCIDR, func(o client.Object) []string {
+	return indexHoldings(ctx, c)
+}
+
+// holdings finds the cached claims that carry a prefix. It is an index of
+// the claims' informer by "<pool>/<cidr>" of each holding (ipam.Holdings),
+// kept once: a field index registered through controller-runtime is kept
+// twice (for its namespace and for all), and an index costs a set per
+// value, one per live claim here (docs/design.md, "Memory per claim"). Like
+// any index it is updated with the cache, under the same lock.
+type holdings struct{ indexer toolscache.Indexer }
+
+// indexHoldings adds the holdings index to c's informer of IPClaims.
+func indexHoldings(ctx context.Context, c cache.Informers) (*holdings, error) {
+	inf, err := c.GetInformer(ctx, &ipamv1alpha1.IPClaim{})
+	if err != nil {
+		return nil, fmt.Errorf("getting the informer of IPClaims: %w", err)
+	}
+	if err := inf.AddIndexers(toolscache.Indexers{indexPoolCIDR: func(o any) ([]string, error) {
+		claim, ok := o.(*ipamv1alpha1.IPClaim)
+		if !ok {
+			return nil, nil
+		}
 		var keys []string
-		for _, h := range ipam.Holdings(o.(*ipamv1alpha1.IPClaim)) {
+		for _, h := range ipam.Holdings(claim) {
 			keys = append(keys, h.Pool+"/"+h.CIDR)
 		}
-		return keys
-	}); err != nil {
-		return err
+		return keys, nil
+	}}); err != nil {
+		return nil, fmt.Errorf("indexing IPClaims by holding: %w", err)
 	}
-	return nil
+	si, ok := inf.(interface{ GetIndexer() toolscache.Indexer })
+	if !ok {
+		return nil, fmt.Errorf("the informer of IPClaims (%T) has no indexer to read", inf)
+	}
+	return &holdings{indexer: si.GetIndexer()}, nil
+}
+
+// claims returns copies of the cached claims that carry cidr from pool, in
+// namespace, or in every namespace when namespace is "".
+func (h *holdings) claims(pool, cidr, namespace string) ([]ipamv1alpha1.IPClaim, error) {
+	objs, err := h.indexer.ByIndex(indexPoolCIDR, pool+"/"+cidr)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]ipamv1alpha1.IPClaim, 0, len(objs))
+	for _, o := range objs {
+		if c, ok := o.(*ipamv1alpha1.IPClaim); ok && (namespace == "" || c.Namespace == namespace) {
+			out = append(out, *c.DeepCopy())
+		}
+	}
+	return out, nil
 }

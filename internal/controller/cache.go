@@ -1,0 +1,183 @@
+/*
+Copyright 2026 The kipam Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package controller
+
+import (
+	"strings"
+	"sync"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
+	"github.com/kipam/kipam/internal/ipam"
+)
+
+// What the manager caches of a claim and an allocation, one of each per
+// live claim (docs/design.md, "Memory per claim"): what kipam reads, and
+// nothing else. kipam writes claims and allocations only by JSON merge
+// patches computed between two copies of the cached object, which name
+// only the fields that changed: a map key or a field dropped here is absent
+// from both copies, so no patch ever writes it. Lists are written whole by
+// a merge patch, so every list kipam writes (finalizers, status
+// conditions) is cached whole.
+
+// kipamKeys starts every annotation kipam reads on a claim.
+const kipamKeys = "ipam.kipam.dev/"
+
+// CacheOptions is how kipam's manager caches objects: without their
+// managedFields, which kipam never reads and which take about as much
+// memory as the rest of a claim; IPClaims and IPAllocations trimmed further
+// to what kipam reads (trimClaim, trimAllocation).
+func CacheOptions() cache.Options {
+	return cache.Options{
+		DefaultTransform: cache.TransformStripManagedFields(),
+		ByObject: map[client.Object]cache.ByObject{
+			&ipamv1alpha1.IPClaim{}:      {Transform: trimClaim},
+			&ipamv1alpha1.IPAllocation{}: {Transform: trimAllocation},
+		},
+	}
+}
+
+// trimClaim keeps of a claim what kipam reads: its name, namespace, uid,
+// resourceVersion, generation, timestamps, finalizers and kipam's own
+// annotations (ipam.kipam.dev/...), its spec and its status. Its labels,
+// owner references, generateName, other annotations (a kubectl
+// last-applied-configuration is a copy of the whole claim) and
+// managedFields are dropped. The strings many claims share (namespace,
+// pool, finalizer, condition types and reasons) are shared in memory.
+func trimClaim(o any) (any, error) {
+	c, ok := o.(*ipamv1alpha1.IPClaim)
+	if !ok {
+		return o, nil
+	}
+	trimMeta(&c.TypeMeta, &c.ObjectMeta)
+	c.Labels = nil
+	var kept map[string]string
+	for k, v := range c.Annotations {
+		if !strings.HasPrefix(k, kipamKeys) {
+			continue
+		}
+		if kept == nil {
+			kept = make(map[string]string, len(c.Annotations))
+		}
+		if k == ipam.PoolAnnotation || k == ipam.SecondaryPoolAnnotation {
+			v = shared.intern(v)
+		}
+		kept[shared.intern(k)] = v
+	}
+	c.Annotations = kept
+	s := &c.Spec
+	s.Pool = shared.intern(s.Pool)
+	s.IPFamily = ipamv1alpha1.IPFamily(shared.intern(string(s.IPFamily)))
+	s.IPFamilyPolicy = ipamv1alpha1.IPFamilyPolicy(shared.intern(string(s.IPFamilyPolicy)))
+	s.WhenExhausted = ipamv1alpha1.ExhaustedPolicy(shared.intern(string(s.WhenExhausted)))
+	for i := range s.Pools {
+		s.Pools[i] = shared.intern(s.Pools[i])
+	}
+	for i := range s.IPFamilies {
+		s.IPFamilies[i] = ipamv1alpha1.IPFamily(shared.intern(string(s.IPFamilies[i])))
+	}
+	st := &c.Status
+	st.Pool = shared.intern(st.Pool)
+	if st.CIDR == s.CIDR {
+		st.CIDR = s.CIDR // one copy of the prefix, not two
+	}
+	if len(st.CIDRs) == len(s.CIDRs) {
+		for i := range st.CIDRs {
+			if st.CIDRs[i] == s.CIDRs[i] {
+				st.CIDRs[i] = s.CIDRs[i]
+			}
+		}
+	}
+	shareConditions(st.Conditions)
+	return c, nil
+}
+
+// trimAllocation keeps of an IPAllocation what kipam reads: its name, uid,
+// resourceVersion, timestamps, finalizers, spec and status. Its labels
+// (the pool and the claim's namespace, which its spec records too),
+// annotations and managedFields are dropped: lists by those labels go to
+// the API server.
+func trimAllocation(o any) (any, error) {
+	a, ok := o.(*ipamv1alpha1.IPAllocation)
+	if !ok {
+		return o, nil
+	}
+	trimMeta(&a.TypeMeta, &a.ObjectMeta)
+	a.Labels, a.Annotations = nil, nil
+	a.Spec.Pool = shared.intern(a.Spec.Pool)
+	ref := &a.Spec.ClaimRef
+	ref.Kind = shared.intern(ref.Kind)
+	ref.Namespace = shared.intern(ref.Namespace)
+	shareConditions(a.Status.Conditions)
+	return a, nil
+}
+
+// trimMeta drops what kipam reads of no cached object, and shares the
+// strings every object of a kind has.
+func trimMeta(t *metav1.TypeMeta, m *metav1.ObjectMeta) {
+	t.APIVersion, t.Kind = shared.intern(t.APIVersion), shared.intern(t.Kind)
+	m.ManagedFields, m.OwnerReferences, m.GenerateName = nil, nil, ""
+	m.Namespace = shared.intern(m.Namespace)
+	for i := range m.Finalizers {
+		m.Finalizers[i] = shared.intern(m.Finalizers[i])
+	}
+}
+
+// shareConditions shares the strings conditions repeat: type, status and
+// reason. Their messages are each object's own.
+func shareConditions(conds []metav1.Condition) {
+	for i := range conds {
+		c := &conds[i]
+		c.Type, c.Reason = shared.intern(c.Type), shared.intern(c.Reason)
+		c.Status = metav1.ConditionStatus(shared.intern(string(c.Status)))
+	}
+}
+
+// maxInterned bounds the interned strings: past it the table starts again
+// (strings already shared stay shared; the table only stops growing).
+const maxInterned = 1 << 14
+
+// interner hands out one copy of each string it is given, for the few
+// values many cached objects repeat (namespaces, pool names, enums). A
+// decoded object holds a copy of its own of every string in it.
+type interner struct {
+	mu sync.Mutex
+	m  map[string]string
+}
+
+// shared is the manager's one interner: the caches' transforms run on their
+// informers' goroutines.
+var shared interner
+
+func (in *interner) intern(s string) string {
+	if s == "" {
+		return ""
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if v, ok := in.m[s]; ok {
+		return v
+	}
+	if in.m == nil || len(in.m) >= maxInterned {
+		in.m = make(map[string]string)
+	}
+	in.m[s] = s
+	return s
+}

@@ -1,0 +1,221 @@
+/*
+Copyright 2026 The kipam Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package controller
+
+import (
+	"fmt"
+	"runtime"
+	"strings"
+	"testing"
+	"unsafe"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/json"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
+	"github.com/kipam/kipam/internal/ipam"
+)
+
+// fullClaim is a claim with everything kipam does not read set: another
+// controller's labels, annotations, owner and finalizer, kubectl's copy
+// of the whole object, managedFields.
+func fullClaim() *ipamv1alpha1.IPClaim {
+	return &ipamv1alpha1.IPClaim{
+		TypeMeta: metav1.TypeMeta{APIVersion: ipamv1alpha1.GroupVersion.String(), Kind: "IPClaim"},
+		ObjectMeta: metav1.ObjectMeta{Name: "web", GenerateName: "we", Namespace: strings.Clone("tenant"), UID: "uid-1",
+			Labels: map[string]string{"example.com/team": "a"},
+			Annotations: map[string]string{ipam.EntryAnnotation: "e1", ipam.PoolAnnotation: strings.Clone("pool-a"),
+				corev1.LastAppliedConfigAnnotation: `{"spec":{"pool":"pool-a"}}`, "example.com/note": "x"},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "ConfigMap", Name: "o", UID: "uid-o"}},
+			Finalizers:      []string{"example.com/hold", strings.Clone(ipamv1alpha1.ClaimFinalizer)},
+			ManagedFields:   []metav1.ManagedFieldsEntry{{Manager: "kubectl"}},
+		},
+		Spec: ipamv1alpha1.IPClaimSpec{Pool: strings.Clone("pool-a"), CIDR: "10.0.0.1/32"},
+		Status: ipamv1alpha1.IPClaimStatus{CIDR: strings.Clone("10.0.0.1/32"), Pool: "pool-a", Allocation: "pool-a.10-0-0-1-32",
+			Conditions: []metav1.Condition{{Type: ipamv1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: ipamv1alpha1.ReasonAllocated},
+				{Type: "example.com/Checked", Status: metav1.ConditionTrue, Reason: "Checked"}}},
+	}
+}
+
+func TestTrimClaimKeepsWhatKipamReads(t *testing.T) {
+	o, err := trimClaim(fullClaim())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := o.(*ipamv1alpha1.IPClaim)
+	if c.Labels != nil || c.OwnerReferences != nil || c.ManagedFields != nil || c.GenerateName != "" {
+		t.Errorf("labels, owners, generateName and managedFields are kept: %+v", c.ObjectMeta)
+	}
+	want := map[string]string{ipam.EntryAnnotation: "e1", ipam.PoolAnnotation: "pool-a"}
+	if len(c.Annotations) != len(want) || c.Annotations[ipam.EntryAnnotation] != "e1" || c.Annotations[ipam.PoolAnnotation] != "pool-a" {
+		t.Errorf("annotations %v, want kipam's alone: %v", c.Annotations, want)
+	}
+	if len(c.Finalizers) != 2 || len(c.Status.Conditions) != 2 {
+		t.Errorf("finalizers %v and conditions %v are lists kipam writes whole: they must be kept whole", c.Finalizers, c.Status.Conditions)
+	}
+	if ipam.PoolOf(c) != "pool-a" || len(ipam.Holdings(c)) != 1 || c.Status.Allocation == "" {
+		t.Errorf("what kipam reads is gone: %+v", c)
+	}
+	other := fullClaim()
+	other.Namespace = strings.Clone("tenant")
+	o2, _ := trimClaim(other)
+	c2 := o2.(*ipamv1alpha1.IPClaim)
+	for _, s := range [][2]string{{c.Namespace, c2.Namespace}, {c.Spec.Pool, c2.Spec.Pool}, {c.Finalizers[1], c2.Finalizers[1]},
+		{c.Annotations[ipam.PoolAnnotation], c2.Annotations[ipam.PoolAnnotation]}} {
+		if unsafe.StringData(s[0]) != unsafe.StringData(s[1]) {
+			t.Errorf("%q is held twice: two claims' copies should be one", s[0])
+		}
+	}
+	if unsafe.StringData(c.Status.CIDR) != unsafe.StringData(c.Spec.CIDR) {
+		t.Errorf("status.cidr and spec.cidr are two copies")
+	}
+}
+
+// TestTrimmedClaimPatches shows why the trim is safe: kipam writes a
+// claim by merge patches between two copies of the cached object, and a
+// field the cache dropped is in neither, so no patch names it.
+func TestTrimmedClaimPatches(t *testing.T) {
+	for name, write := range map[string]func(*ipamv1alpha1.IPClaim){
+		"status": func(c *ipamv1alpha1.IPClaim) {
+			meta.SetStatusCondition(&c.Status.Conditions, metav1.Condition{Type: ipamv1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: "Pending"})
+			c.Status.CIDR, c.Status.Pool = "", ""
+		},
+		"release": func(c *ipamv1alpha1.IPClaim) { controllerutil.RemoveFinalizer(c, ipamv1alpha1.ClaimFinalizer) },
+		"adopt": func(c *ipamv1alpha1.IPClaim) {
+			metav1.SetMetaDataAnnotation(&c.ObjectMeta, ipam.PoolAnnotation, "pool-b")
+		},
+	} {
+		o, _ := trimClaim(fullClaim())
+		c := o.(*ipamv1alpha1.IPClaim)
+		patch := client.MergeFrom(c.DeepCopy())
+		write(c)
+		data, err := patch.Data(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, dropped := range []string{"labels", "ownerReferences", "managedFields", "generateName", "example.com/note", "last-applied"} {
+			if strings.Contains(string(data), dropped) {
+				t.Errorf("%s: the patch %s names %s, which the cache dropped", name, data, dropped)
+			}
+		}
+		if name == "release" && !strings.Contains(string(data), "example.com/hold") {
+			t.Errorf("the release's patch %s drops another controller's finalizer", data)
+		}
+		if name == "status" && !strings.Contains(string(data), "example.com/Checked") {
+			t.Errorf("the status patch %s drops another controller's condition", data)
+		}
+	}
+}
+
+func TestTrimAllocation(t *testing.T) {
+	a := &ipamv1alpha1.IPAllocation{
+		ObjectMeta: metav1.ObjectMeta{Name: "pool-a.10-0-0-1-32", Finalizers: []string{ipamv1alpha1.AllocationFinalizer},
+			Labels:      map[string]string{ipamv1alpha1.LabelPool: "pool-a", ipamv1alpha1.LabelClaimNamespace: "tenant"},
+			Annotations: map[string]string{"example.com/note": "x"}, ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kipam"}}},
+		Spec: ipamv1alpha1.IPAllocationSpec{Pool: "pool-a", CIDR: "10.0.0.1/32", Entry: "e1",
+			ClaimRef: ipamv1alpha1.ClaimRef{Kind: "IPClaim", Namespace: "tenant", Name: "web", UID: "uid-1"}},
+	}
+	o, err := trimAllocation(a.DeepCopy())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := o.(*ipamv1alpha1.IPAllocation)
+	if got.Labels != nil || got.Annotations != nil || got.ManagedFields != nil {
+		t.Errorf("labels, annotations and managedFields are kept: %+v", got.ObjectMeta)
+	}
+	if got.Spec != a.Spec || len(got.Finalizers) != 1 {
+		t.Errorf("what kipam reads changed: %+v, want %+v", got, a)
+	}
+	if o, _ := trimAllocation("not an object"); o != "not an object" {
+		t.Errorf("anything else is passed through: %v", o)
+	}
+}
+
+// The JSON of a claim and its allocation as hack/load's scale scenario
+// creates them and kipam completes them, numbered.
+const (
+	loadClaim = `{"apiVersion":"ipam.kipam.dev/v1alpha1","kind":"IPClaim","metadata":{"annotations":{"ipam.kipam.dev/entry":"3gaa2tqf2ai4v",` +
+		`"ipam.kipam.dev/pool":"scale-569450-0"},"creationTimestamp":"2026-12-06T15:04:05Z","finalizers":["ipam.kipam.dev/release"],` +
+		`"generation":1,"labels":{"kipam.dev/load":"scale-569450-pre"},"name":"scale-569450-pre-%[1]d","namespace":"default",` +
+		`"resourceVersion":"1%[1]d","uid":"9e7b31b8-d50c-41bc-b5dd-c2742%07[1]d"},"spec":{"cidr":"10.20.%[2]d.%[3]d/32",` +
+		`"pool":"scale-569450-0","whenExhausted":"Deny"},"status":{"allocation":"scale-569450-0.10-20-%[2]d-%[3]d-32",` +
+		`"cidr":"10.20.%[2]d.%[3]d/32","conditions":[{"lastTransitionTime":"2026-12-06T15:04:05Z",` +
+		`"message":"10.20.%[2]d.%[3]d/32 allocated from pool scale-569450-0","observedGeneration":1,"reason":"Allocated",` +
+		`"status":"True","type":"Ready"}],"pool":"scale-569450-0"}}`
+	loadAllocation = `{"apiVersion":"ipam.kipam.dev/v1alpha1","kind":"IPAllocation","metadata":{"creationTimestamp":"2026-12-06T15:04:05Z",` +
+		`"finalizers":["ipam.kipam.dev/holder"],"generation":1,"labels":{"ipam.kipam.dev/claim-namespace":"default",` +
+		`"ipam.kipam.dev/pool":"scale-569450-0"},"name":"scale-569450-0.10-20-%[2]d-%[3]d-32","resourceVersion":"1%[1]d",` +
+		`"uid":"8e7b31b8-d50c-41bc-b5dd-c2742%07[1]d"},"spec":{"cidr":"10.20.%[2]d.%[3]d/32","claimRef":{"kind":"IPClaim",` +
+		`"name":"scale-569450-pre-%[1]d","namespace":"default","uid":"9e7b31b8-d50c-41bc-b5dd-c2742%07[1]d"},` +
+		`"entry":"3gaa2tqf2ai4v","pool":"scale-569450-0"}}`
+)
+
+// heapPerObject decodes n objects from the numbered JSON doc into new(T),
+// passes each through trim when it is set, and returns the heap they hold
+// per object.
+func heapPerObject[T any](t *testing.T, n int, doc string, trim func(any) (any, error)) uint64 {
+	t.Helper()
+	keep := make([]any, n)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for i := range n {
+		var o any = new(T)
+		if err := json.Unmarshal(fmt.Appendf(nil, doc, i, i/256%256, i%256), o); err != nil {
+			t.Fatal(err)
+		}
+		if trim != nil {
+			o, _ = trim(o)
+		}
+		keep[i] = o
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	runtime.KeepAlive(keep)
+	return (after.HeapAlloc - before.HeapAlloc) / uint64(n)
+}
+
+// TestCachedObjectCost reports what the cache holds for one claim and one
+// allocation, decoded as the informers decode them, with and without
+// kipam's transforms (docs/design.md, "Memory per claim"):
+//
+//	go test ./internal/controller -run TestCachedObjectCost -v
+func TestCachedObjectCost(t *testing.T) {
+	const n = 10000
+	for _, c := range []struct {
+		what          string
+		full, trimmed uint64
+	}{
+		{"IPClaim", heapPerObject[ipamv1alpha1.IPClaim](t, n, loadClaim, nil), heapPerObject[ipamv1alpha1.IPClaim](t, n, loadClaim, trimClaim)},
+		{"IPAllocation", heapPerObject[ipamv1alpha1.IPAllocation](t, n, loadAllocation, nil),
+			heapPerObject[ipamv1alpha1.IPAllocation](t, n, loadAllocation, trimAllocation)},
+		{"IPAllocation as metadata only (for comparison)", heapPerObject[metav1.PartialObjectMetadata](t, n, loadAllocation, nil), 0},
+	} {
+		if c.trimmed == 0 {
+			t.Logf("%s: %d B", c.what, c.full)
+			continue
+		}
+		t.Logf("%s: %d B decoded, %d B trimmed", c.what, c.full, c.trimmed)
+		if c.trimmed >= c.full {
+			t.Errorf("%s: trimmed it costs %d B, no less than the %d B of the whole object", c.what, c.trimmed, c.full)
+		}
+	}
+}
