@@ -177,6 +177,13 @@ func (m *Manager) commit(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) 
 				rest = append(rest, o)
 				recheck = true
 			}
+			// So does a denial for want of room (exhaustion, a full ledger,
+			// a namespace at its limit): memory may still hold what
+			// another replica released since, and nothing fenced it.
+			if err == nil && !restored && o.alloc != nil && !o.alloc.DryRun && noRoom(o.err) {
+				rest = append(rest, o)
+				recheck = true
+			}
 		}
 		pending = rest
 		if err == nil && recheck {
@@ -217,6 +224,13 @@ func (m *Manager) commit(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) 
 		o.result = netip.Prefix{}
 		o.err = fmt.Errorf("%w: pool %s: could not commit to its ledger (%s): %w", ErrBusy, pool.Name, outcome, lastErr)
 	}
+}
+
+// noRoom reports whether err denies an allocation for want of room in
+// the pool: what a release elsewhere could have made.
+func noRoom(err error) bool {
+	_, full := Full(err)
+	return full || errors.Is(err, allocator.ErrExhausted)
 }
 
 // closed ends the ops of a batch for a pool whose ledger is sealed: a
