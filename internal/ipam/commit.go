@@ -34,6 +34,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
 	"github.com/kipam/kipam/internal/allocator"
@@ -118,6 +119,8 @@ type holding struct {
 func (m *Manager) commit(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) {
 	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
 	defer cancel()
+	t := commitTimes{start: time.Now()}
+	defer t.logIfSlow(pool.Name, len(batch))
 	pending := batch
 	for _, o := range batch {
 		// A drain decides from what is stored, not from memory that may
@@ -137,7 +140,10 @@ func (m *Manager) commit(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) 
 		restored := false
 		if st.alloc == nil || st.generation != pool.Generation || st.uid != string(pool.UID) {
 			restored = true
-			if err := m.restore(ctx, st, pool, slices.ContainsFunc(pending, func(o *op) bool { return o.drain })); err != nil {
+			t0 := time.Now()
+			err := m.restore(ctx, st, pool, slices.ContainsFunc(pending, func(o *op) bool { return o.drain }))
+			t.restores, t.restoring = t.restores+1, t.restoring+time.Since(t0)
+			if err != nil {
 				lastErr = err
 				st.alloc = nil
 				if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
@@ -151,7 +157,10 @@ func (m *Manager) commit(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) 
 			}
 		}
 		m.apply(st, pool, pending)
+		t0 := time.Now()
 		err := m.write(ctx, st.ledger, pool)
+		t.writes, t.writing = t.writes+1, t.writing+time.Since(t0)
+		t.err = err
 		if err != nil && !apierrors.IsConflict(err) && !apierrors.IsAlreadyExists(err) {
 			// A write that failed otherwise (a timeout) may still have
 			// been stored: what the batch allocated or released is unknown.
@@ -223,6 +232,27 @@ func (m *Manager) commit(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) 
 	for _, o := range pending {
 		o.result = netip.Prefix{}
 		o.err = fmt.Errorf("%w: pool %s: could not commit to its ledger (%s): %w", ErrBusy, pool.Name, outcome, lastErr)
+	}
+}
+
+// slowCommit is how long a batch may take before its commit is logged
+// with where the time went.
+const slowCommit = time.Second
+
+// commitTimes is where one batch's commit spent its time, wall clock
+// (not kipam's clock, which a test may shift).
+type commitTimes struct {
+	start              time.Time
+	restores, writes   int
+	restoring, writing time.Duration
+	err                error
+}
+
+func (t *commitTimes) logIfSlow(pool string, ops int) {
+	if d := time.Since(t.start); d >= slowCommit {
+		logf.Log.WithName("ipam").Info("slow commit", "pool", pool, "ops", ops, "took", d.Round(time.Millisecond),
+			"restores", t.restores, "restoring", t.restoring.Round(time.Millisecond),
+			"writes", t.writes, "writing", t.writing.Round(time.Millisecond), "lastWriteErr", t.err)
 	}
 }
 
