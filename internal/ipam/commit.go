@@ -176,20 +176,9 @@ func (m *Manager) commit(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) 
 				rest = append(rest, o)
 				continue
 			}
-			// A release that found nothing to free wrote nothing, so no
-			// compare-and-swap fenced its answer: memory that has not seen
-			// another replica's commit (a replica serving a pool whose
-			// owner it could not reach) would say "not freed" for an entry
-			// the ledger records, and the orphan sweep would leave it for
-			// ever. It looks again in the stored ledgers.
-			if err == nil && !restored && o.alloc == nil && !o.drain && len(o.deps) == 0 && !o.result.IsValid() && o.err == nil {
-				rest = append(rest, o)
-				recheck = true
-			}
-			// So does a denial for want of room (exhaustion, a full ledger,
-			// a namespace at its limit): memory may still hold what
-			// another replica released since, and nothing fenced it.
-			if err == nil && !restored && o.alloc != nil && !o.alloc.DryRun && noRoom(o.err) {
+			// An answer that wrote nothing was fenced by no compare-and-swap
+			// (answeredFromMemory): it looks again in the stored ledgers.
+			if err == nil && !restored && answeredFromMemory(o) {
 				rest = append(rest, o)
 				recheck = true
 			}
@@ -254,6 +243,25 @@ func (t *commitTimes) logIfSlow(pool string, ops int) {
 			"restores", t.restores, "restoring", t.restoring.Round(time.Millisecond),
 			"writes", t.writes, "writing", t.writing.Round(time.Millisecond), "lastWriteErr", t.err)
 	}
+}
+
+// answeredFromMemory reports whether o's answer, though it changed no
+// ledger, may be wrong on memory that has not seen another replica's
+// commits (a replica serving a pool whose owner it could not reach), in a
+// way a caller would act on: a release that found nothing to free (the
+// orphan sweep takes "not freed" for "released since", and would leave an
+// entry another replica committed for ever), and a denial for want of
+// room (exhaustion, a full ledger, a namespace at its limit) where memory
+// still holds what another replica released. Nothing it wrote fenced it,
+// so it is answered again on an allocator rebuilt from the ledgers.
+func answeredFromMemory(o *op) bool {
+	if o.drain || len(o.deps) > 0 {
+		return false
+	}
+	if o.alloc == nil {
+		return !o.result.IsValid() && o.err == nil
+	}
+	return !o.alloc.DryRun && noRoom(o.err)
 }
 
 // noRoom reports whether err denies an allocation for want of room in
