@@ -34,6 +34,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
 	"github.com/kipam/kipam/internal/allocator"
@@ -118,6 +119,8 @@ type holding struct {
 func (m *Manager) commit(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) {
 	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
 	defer cancel()
+	t := commitTimes{start: time.Now()}
+	defer t.logIfSlow(pool.Name, len(batch))
 	pending := batch
 	for _, o := range batch {
 		// A drain decides from what is stored, not from memory that may
@@ -146,7 +149,10 @@ func (m *Manager) commit(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) 
 		restored := false
 		if st.alloc == nil || st.generation != pool.Generation || st.uid != string(pool.UID) {
 			restored = true
-			if err := m.restore(ctx, st, pool, slices.ContainsFunc(pending, func(o *op) bool { return o.drain })); err != nil {
+			t0 := time.Now()
+			err := m.restore(ctx, st, pool, slices.ContainsFunc(pending, func(o *op) bool { return o.drain }))
+			t.restores, t.restoring = t.restores+1, t.restoring+time.Since(t0)
+			if err != nil {
 				lastErr = err
 				st.alloc = nil
 				if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
@@ -167,7 +173,10 @@ func (m *Manager) commit(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) 
 			}
 		}
 		m.apply(st, pool, pending)
+		t0 := time.Now()
 		err := m.write(ctx, st.ledger, pool)
+		t.writes, t.writing = t.writes+1, t.writing+time.Since(t0)
+		t.err = err
 		if err != nil && !apierrors.IsConflict(err) && !apierrors.IsAlreadyExists(err) {
 			// A write that failed otherwise (a timeout) may still have
 			// been stored: what the batch allocated or released is unknown.
@@ -183,13 +192,9 @@ func (m *Manager) commit(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) 
 				rest = append(rest, o)
 				continue
 			}
-			// A release that found nothing to free wrote nothing, so no
-			// compare-and-swap fenced its answer: memory that has not seen
-			// another replica's commit (a replica serving a pool whose
-			// owner it could not reach) would say "not freed" for an entry
-			// the ledger records, and the orphan sweep would leave it for
-			// ever. It looks again in the stored ledgers.
-			if err == nil && !restored && o.alloc == nil && !o.drain && len(o.deps) == 0 && !o.result.IsValid() && o.err == nil {
+			// An answer that wrote nothing was fenced by no compare-and-swap
+			// (answeredFromMemory): it looks again in the stored ledgers.
+			if err == nil && !restored && answeredFromMemory(o) {
 				rest = append(rest, o)
 				recheck = true
 			}
@@ -233,6 +238,53 @@ func (m *Manager) commit(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) 
 		o.result = netip.Prefix{}
 		o.err = fmt.Errorf("%w: pool %s: could not commit to its ledger (%s): %w", ErrBusy, pool.Name, outcome, lastErr)
 	}
+}
+
+// slowCommit is how long a batch may take before its commit is logged
+// with where the time went.
+const slowCommit = time.Second
+
+// commitTimes is where one batch's commit spent its time, wall clock
+// (not kipam's clock, which a test may shift).
+type commitTimes struct {
+	start              time.Time
+	restores, writes   int
+	restoring, writing time.Duration
+	err                error
+}
+
+func (t *commitTimes) logIfSlow(pool string, ops int) {
+	if d := time.Since(t.start); d >= slowCommit {
+		logf.Log.WithName("ipam").Info("slow commit", "pool", pool, "ops", ops, "took", d.Round(time.Millisecond),
+			"restores", t.restores, "restoring", t.restoring.Round(time.Millisecond),
+			"writes", t.writes, "writing", t.writing.Round(time.Millisecond), "lastWriteErr", t.err)
+	}
+}
+
+// answeredFromMemory reports whether o's answer, though it changed no
+// ledger, may be wrong on memory that has not seen another replica's
+// commits (a replica serving a pool whose owner it could not reach), in a
+// way a caller would act on: a release that found nothing to free (the
+// orphan sweep takes "not freed" for "released since", and would leave an
+// entry another replica committed for ever), and a denial for want of
+// room (exhaustion, a full ledger, a namespace at its limit) where memory
+// still holds what another replica released. Nothing it wrote fenced it,
+// so it is answered again on an allocator rebuilt from the ledgers.
+func answeredFromMemory(o *op) bool {
+	if o.drain || len(o.deps) > 0 {
+		return false
+	}
+	if o.alloc == nil {
+		return !o.result.IsValid() && o.err == nil
+	}
+	return !o.alloc.DryRun && noRoom(o.err)
+}
+
+// noRoom reports whether err denies an allocation for want of room in
+// the pool: what a release elsewhere could have made.
+func noRoom(err error) bool {
+	_, full := Full(err)
+	return full || errors.Is(err, allocator.ErrExhausted)
 }
 
 // closed ends the ops of a batch for a pool whose ledger is sealed: a

@@ -28,6 +28,7 @@ import (
 	"net/http"
 	"net/netip"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
@@ -306,7 +307,13 @@ func (m *Manager) remote(ctx context.Context, r *Router, pool *ipamv1alpha1.IPPo
 	}
 	res, err := r.forward(ctx, addr, w)
 	if err != nil {
-		logf.FromContext(ctx).Info("could not reach the pool's owner; serving here", "pool", pool.Name, "owner", addr, "err", err)
+		// Refused: nothing listens at the owner's address, so the owner
+		// is gone; take its pool over now rather than when its Lease
+		// lapses. Any other failure (a timeout, a reset) may be an owner
+		// that is alive and slow: serve this one here, and leave the
+		// Lease to lapse or be renewed.
+		took := errors.Is(err, syscall.ECONNREFUSED) && r.TakeOver(ctx, pool.Name, addr)
+		logf.FromContext(ctx).Info("could not reach the pool's owner; serving here", "pool", pool.Name, "owner", addr, "tookOver", took, "err", err)
 		metrics.Forwarded.WithLabelValues("Unreachable").Inc()
 		return false
 	}

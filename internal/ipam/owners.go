@@ -183,6 +183,42 @@ func (o *Owners) acquire(ctx context.Context, pool string) (string, error) {
 	return "", nil
 }
 
+// TakeOver is told that pool's owner at addr refused a connection:
+// nothing listens there, so that replica is gone (killed, or not serving
+// yet after a restart). Rather than let every request try it and serve
+// where it arrived until the Lease lapses (a full Lease duration, with
+// every replica building the pool cold and racing the others on its
+// ledgers), this replica takes the Lease over at once, if it still names
+// that owner: an update on the Lease as just read, so a Lease renewed or
+// taken meanwhile stays where it is. It reports whether this replica now
+// owns the pool. Like all routing it is only an optimisation: an owner
+// that is alive after all learns at its next renewal that it lost the
+// pool, and until then the ledgers fence the two.
+func (o *Owners) TakeOver(ctx context.Context, pool, addr string) bool {
+	o.mu.Lock()
+	delete(o.remote, pool) // read it again, whatever happens here
+	o.mu.Unlock()
+	var l coordinationv1.Lease
+	if err := o.Client.Get(ctx, client.ObjectKey{Namespace: o.Namespace, Name: LeaseName(pool)}, &l); err != nil {
+		return false
+	}
+	holder := ptr.Deref(l.Spec.HolderIdentity, "")
+	if holder == "" || holder == o.Identity || l.Annotations[AddressAnnotation] != addr {
+		return false // moved on since; the next request reads it again
+	}
+	o.hold(&l)
+	if err := o.Client.Update(ctx, &l); err != nil {
+		return false
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.owned == nil {
+		o.owned = map[string]*coordinationv1.Lease{}
+	}
+	o.owned[pool] = &l
+	return true
+}
+
 // hold makes l this replica's, renewed now.
 func (o *Owners) hold(l *coordinationv1.Lease) {
 	now := metav1.NewMicroTime(o.now())

@@ -58,12 +58,30 @@ import (
 )
 
 // The run's fixed settings. The orphan grace must exceed 75 s (kipam
-// refuses less); a short pool Lease makes failovers come quicker.
+// refuses less).
 const (
 	orphanGrace = 80 * time.Second
-	poolLease   = 10 * time.Second
 	warmup      = 15 * time.Second
 )
+
+// poolLease is the replicas' --pool-lease-duration: 10 s, shorter than
+// kipam's default, so that a frozen owner's pools move sooner;
+// CHAOS_POOL_LEASE sets another (15s, kipam's default, for the failover
+// figures at the default settings).
+var poolLease = 10 * time.Second
+
+// poolLeaseSetting reads CHAOS_POOL_LEASE into poolLease.
+func poolLeaseSetting(t *testing.T) {
+	s := os.Getenv("CHAOS_POOL_LEASE")
+	if s == "" {
+		return
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 3*time.Second {
+		t.Fatalf("CHAOS_POOL_LEASE=%q: want a duration of at least 3s", s)
+	}
+	poolLease = d
+}
 
 // load is about 12 operations a second from 24 clients at once: half of
 // what kipam's leader releases on two shared cores (its claim controller,
@@ -121,9 +139,13 @@ func faultSelection(t *testing.T) []string {
 func TestChaos(t *testing.T) {
 	seed, duration := settings(t)
 	only := faultSelection(t)
+	poolLeaseSetting(t)
 	replay := fmt.Sprintf("make chaos CHAOS_SEED=%d CHAOS_DURATION=%s", seed, duration)
 	if len(only) > 0 {
 		replay += " CHAOS_FAULTS=" + strings.Join(only, ",")
+	}
+	if os.Getenv("CHAOS_POOL_LEASE") != "" {
+		replay += " CHAOS_POOL_LEASE=" + poolLease.String()
 	}
 	if m := os.Getenv("CHAOS_MANAGER"); m != "" {
 		replay = "CHAOS_MANAGER=" + m + " " + replay

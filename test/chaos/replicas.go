@@ -67,6 +67,8 @@ func newReplica(o replicaOptions, id, kubeconfig string, ports []int) *replica {
 			"--advertise-address", fmt.Sprintf("127.0.0.1:%d", r.webhookPort),
 			"--orphan-grace", o.orphanGrace.String(),
 			"--pool-lease-duration", o.leaseDuration.String(),
+			// Milliseconds, to line kipam's log up with the harness's.
+			"--zap-time-encoding", "rfc3339nano",
 		},
 		ready: httpReady(&http.Client{Timeout: 2 * time.Second}, fmt.Sprintf("http://127.0.0.1:%d/readyz", r.probePort)),
 	}

@@ -147,6 +147,41 @@ var _ = Describe("Pool owners", func() {
 		expectDisjoint(append(all, last...))
 	})
 
+	It("takes a pool over when its owner refuses connections, without waiting for the owner's Lease to lapse", func() {
+		p := createPool("10.89.2.0/24", nil)
+		owner := startReplica("replica-e")
+		Expect(owner.owners.Owner(ctx, p.Name)).To(BeEmpty(), "replica e takes the free Lease")
+		c, err := client.New(cfg, client.Options{Scheme: scheme})
+		Expect(err).NotTo(HaveOccurred())
+		here := &ipam.Owners{Client: c, Namespace: "default", Identity: "replica-a", Address: "127.0.0.1:1"}
+		pools.SetRouter(ipam.NewRouter(here, testEnv.WebhookInstallOptions.LocalServingCertDir))
+		DeferCleanup(func() { pools.SetRouter(nil) })
+		first := newClaim("default", p.Name, nil)
+		Expect(k8sClient.Create(ctx, first)).To(Succeed())
+		_, ok := owner.pools.Snapshot(p.Name)
+		Expect(ok).To(BeTrue(), "replica e served the pool")
+
+		By("stopping e while its Lease still runs: the next claim takes the pool over")
+		owner.stop()
+		second := newClaim("default", p.Name, nil)
+		Expect(k8sClient.Create(ctx, second)).To(Succeed())
+		expectDisjoint([]string{first.Spec.CIDR, second.Spec.CIDR})
+		key := client.ObjectKey{Namespace: "default", Name: ipam.LeaseName(p.Name)}
+		var lease coordinationv1.Lease
+		Expect(k8sClient.Get(ctx, key, &lease)).To(Succeed())
+		Expect(ptr.Deref(lease.Spec.HolderIdentity, "")).To(Equal("replica-a"))
+		Expect(lease.Annotations).To(HaveKeyWithValue(ipam.AddressAnnotation, here.Address))
+		Expect(here.Owner(ctx, p.Name)).To(BeEmpty(), "the suite's replica owns the pool")
+
+		By("a Lease that names another owner than the one that refused stays where it is")
+		lease.Spec.HolderIdentity = ptr.To("replica-f")
+		lease.Annotations[ipam.AddressAnnotation] = "127.0.0.1:2"
+		Expect(k8sClient.Update(ctx, &lease)).To(Succeed())
+		Expect(here.TakeOver(ctx, p.Name, "127.0.0.1:3")).To(BeFalse())
+		Expect(k8sClient.Get(ctx, key, &lease)).To(Succeed())
+		Expect(ptr.Deref(lease.Spec.HolderIdentity, "")).To(Equal("replica-f"))
+	})
+
 	It("deletes a deleted pool's Lease, and takes a new one when the pool is created again", func() {
 		p := createPool("10.89.0.0/24", nil)
 		owner := startReplica("replica-d")
