@@ -268,8 +268,11 @@ func (t *commitTimes) logIfSlow(pool string, ops int) {
 // orphan sweep takes "not freed" for "released since", and would leave an
 // entry another replica committed for ever), and a denial for want of
 // room (exhaustion, a full ledger, a namespace at its limit) where memory
-// still holds what another replica released. Nothing it wrote fenced it,
-// so it is answered again on an allocator rebuilt from the ledgers.
+// still holds what another replica released, and an Adopt that found its
+// entry (another replica may have released it since: the caller would
+// hand out an address the ledger no longer records for it). Nothing it
+// wrote fenced it, so it is answered again on an allocator rebuilt from
+// the ledgers.
 func answeredFromMemory(o *op) bool {
 	if o.drain || len(o.deps) > 0 {
 		return false
@@ -277,7 +280,7 @@ func answeredFromMemory(o *op) bool {
 	if o.alloc == nil {
 		return !o.result.IsValid() && o.err == nil
 	}
-	return !o.alloc.DryRun && noRoom(o.err)
+	return !o.alloc.DryRun && (noRoom(o.err) || (o.alloc.Adopt && o.result.IsValid()))
 }
 
 // noRoom reports whether err denies an allocation for want of room in
