@@ -18,6 +18,7 @@ package v1alpha1
 
 import (
 	"fmt"
+	"net/netip"
 	"sync/atomic"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -70,7 +71,7 @@ func expectBoundToBoth(c *ipamv1alpha1.IPClaim) {
 			g.Expect(k8sClient.Get(ctx, client.ObjectKey{Name: name}, &a)).To(Succeed())
 			g.Expect(a.Spec.CIDR).To(Equal(c.Spec.CIDRs[i]))
 			g.Expect(a.Spec.ClaimRef.UID).To(Equal(c.UID))
-			g.Expect(a.Spec.Entry).To(Equal(c.Annotations[ipam.EntryAnnotation]))
+			g.Expect(a.Spec.Entry).To(Equal(ipam.ClaimEntryID(c)))
 			expectHealthy(g, &a)
 		}
 	}).Should(Succeed())
@@ -133,7 +134,7 @@ var _ = Describe("Dual-stack claims", func() {
 		Expect(c.Annotations).To(HaveKeyWithValue(ipam.SecondaryPoolAnnotation, p4.Name))
 		moved := c.DeepCopy()
 		moved.Spec.CIDRs = []string{"fd00:250::/64", "10.250.0.16/28"}
-		Expect(k8sClient.Update(ctx, moved)).To(MatchError(ContainSubstring("cidrs is written by kipam when the claim is created and is immutable")))
+		Expect(k8sClient.Update(ctx, moved)).To(MatchError(ContainSubstring("cidrs is written by kipam when it allocates the claim and is immutable once set")))
 
 		By("releasing both entries, each in its own pool, when the claim is deleted")
 		allocations := c.Status.Allocations
@@ -175,7 +176,6 @@ var _ = Describe("Dual-stack claims", func() {
 			Expect(err).To(Satisfy(wantStatus), "%v", err)
 			Expect(err).To(MatchError(ContainSubstring("IPv6 (spec.ipFamilies[1])")))
 			Expect(err).To(MatchError(ContainSubstring(why)))
-			Expect(err).NotTo(MatchError(ContainSubstring("whenExhausted")), "a dual-stack claim cannot wait")
 			Expect(err).To(MatchError(MatchRegexp(`nothing is allocated to the claim: 10\.251\.\d+\.0/32, committed in pool \S+, was released`)))
 			Expect(ledgerOf(p4.Name)).To(Equal(before), "the first family's entry was released before the denial")
 			Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(c), c)).To(Satisfy(apierrors.IsNotFound))
@@ -284,5 +284,85 @@ var _ = Describe("Dual-stack claims", func() {
 		expectDisjoint(all6)
 		Expect(ledgerOf(p4.Name)).To(ConsistOf(all4))
 		Expect(ledgerOf(p6.Name)).To(ConsistOf(all6))
+	})
+
+	It("waits with one family exhausted, holding nothing in the other, and binds both when space frees", func() {
+		ns := waitNamespace()
+		p4 := createPool("10.250.8.0/24", nil)
+		full := v6Pool("fd00:250:8::/64", nil) // one /64: one claim fills it
+		filler := newClaim(ns, full.Name, nil)
+		Expect(k8sClient.Create(ctx, filler)).To(Succeed())
+		c := dualClaim(ns, ipamv1alpha1.RequireDualStack, v4v6, []string{p4.Name, full.Name})
+		c.Spec.WhenExhausted = ipamv1alpha1.Wait
+		Expect(k8sClient.Create(ctx, c)).To(Succeed())
+		Expect(c.Spec.CIDR).To(BeEmpty())
+		Expect(c.Spec.CIDRs).To(BeEmpty())
+		Expect(c.Annotations).NotTo(HaveKey(ipam.EntryAnnotation))
+		Expect(c.Finalizers).To(ContainElement(ipamv1alpha1.ClaimFinalizer))
+
+		By("waiting on the exhausted family's pool, with nothing held in the first family's")
+		Eventually(readyReason(c)).Should(SatisfyAll(
+			HaveField("Reason", ipamv1alpha1.ReasonPending),
+			HaveField("Message", ContainSubstring("IPv6 (spec.ipFamilies[1]): waiting for space in pool "+full.Name))))
+		Expect(c.Status.Pool).To(Equal(full.Name))
+		Expect(ledgerOf(p4.Name)).To(BeEmpty(), "the IPv4 family was released at admission and is not committed while the claim waits")
+
+		By("refusing a user's bind of the waiting claim")
+		Eventually(func() error {
+			forged := c.DeepCopy()
+			if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(c), forged); err != nil {
+				return err
+			}
+			forged.Spec.CIDR, forged.Spec.CIDRs = "10.250.8.0/32", []string{"10.250.8.0/32", "fd00:250:8::/64"}
+			forged.Annotations = map[string]string{ipam.PoolAnnotation: p4.Name, ipam.SecondaryPoolAnnotation: full.Name}
+			return k8sClient.Update(ctx, forged)
+		}).Should(MatchError(ContainSubstring("only kipam sets the cidr")))
+
+		By("a single-stack claim of the namespace on the first family's pool queueing behind it")
+		behind := waiter(ns, p4.Name, nil)
+		Expect(k8sClient.Create(ctx, behind)).To(Succeed())
+		Expect(behind.Spec.CIDR).To(BeEmpty(), "the dual-stack claim waits on %s too", p4.Name)
+
+		By("binding both families when the exhausted pool's claim is deleted: the ledger's watch wakes it (the pool has no reuse grace to requeue it)")
+		Expect(k8sClient.Delete(ctx, filler)).To(Succeed())
+		Eventually(func(g Gomega) {
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(c), c)).To(Succeed())
+			g.Expect(c.Spec.CIDRs).To(Equal([]string{"10.250.8.0/32", "fd00:250:8::/64"}))
+		}).Should(Succeed())
+		Expect(c.Spec.CIDR).To(Equal(c.Spec.CIDRs[0]))
+		Expect(c.Annotations).To(HaveKeyWithValue(ipam.PoolAnnotation, p4.Name))
+		Expect(c.Annotations).To(HaveKeyWithValue(ipam.SecondaryPoolAnnotation, full.Name))
+		expectBoundToBoth(c)
+		expectBound(behind)
+		Expect(ledgerOf(p4.Name)).To(ConsistOf(c.Spec.CIDRs[0], behind.Spec.CIDR))
+		Expect(ledgerOf(full.Name)).To(ConsistOf(c.Spec.CIDRs[1]))
+		for i, pool := range []string{p4.Name, full.Name} {
+			e, ok, err := ipam.LookupEntry(ctx, k8sClient, pool, netip.MustParsePrefix(c.Spec.CIDRs[i]))
+			Expect(err).NotTo(HaveOccurred())
+			Expect(ok).To(BeTrue())
+			Expect(e.ID).To(Equal(string(c.UID)), "a bound waiting claim's entries are named by its uid")
+		}
+
+		By("releasing both when it is deleted")
+		Expect(k8sClient.Delete(ctx, c)).To(Succeed())
+		Eventually(func() []string { return ledgerOf(full.Name) }).Should(BeEmpty())
+		Expect(ledgerOf(p4.Name)).To(ConsistOf(behind.Spec.CIDR))
+	})
+
+	It("commits nothing for a waiting claim whose first family is exhausted", func() {
+		ns := waitNamespace()
+		full := createPool("10.250.9.0/32", nil)
+		p6 := v6Pool("fd00:250:9::/48", nil)
+		filler := newClaim(ns, full.Name, nil)
+		Expect(k8sClient.Create(ctx, filler)).To(Succeed())
+		c := dualClaim(ns, ipamv1alpha1.RequireDualStack, v4v6, []string{full.Name, p6.Name})
+		c.Spec.WhenExhausted = ipamv1alpha1.Wait
+		Expect(k8sClient.Create(ctx, c)).To(Succeed())
+		Expect(c.Spec.CIDRs).To(BeEmpty())
+		Eventually(readyReason(c)).Should(HaveField("Message", ContainSubstring("IPv4 (spec.ipFamilies[0]): waiting for space in pool "+full.Name)))
+		Expect(ledgerOf(p6.Name)).To(BeEmpty())
+		Expect(k8sClient.Delete(ctx, filler)).To(Succeed())
+		expectBoundToBoth(c)
+		Expect(c.Spec.CIDRs).To(Equal([]string{"10.250.9.0/32", "fd00:250:9::/64"}))
 	})
 })

@@ -82,9 +82,9 @@ func ValidateFamilies(claim *ipamv1alpha1.IPClaim) field.ErrorList {
 	if len(spec.CIDRs) > 0 {
 		errs = append(errs, field.Forbidden(path.Child("cidrs"), "kipam writes spec.cidrs when it allocates the claim"))
 	}
-	if spec.WhenExhausted == ipamv1alpha1.Wait {
+	if spec.WhenExhausted == ipamv1alpha1.Wait && spec.IPFamilyPolicy == ipamv1alpha1.PreferDualStack {
 		errs = append(errs, field.Forbidden(path.Child("whenExhausted"),
-			"a dual-stack claim is allocated when it is created or denied: Wait is not supported for dual-stack claims yet"))
+			"a PreferDualStack claim takes the family that fits instead of waiting: use ipFamilyPolicy RequireDualStack to wait for both"))
 	}
 	if n := len(spec.Pools); n > 0 && n != len(spec.IPFamilies) {
 		errs = append(errs, field.Invalid(path.Child("pools"), spec.Pools, "names one pool per family of spec.ipFamilies, in the same order"))
@@ -135,8 +135,12 @@ type allocated struct {
 // after another was committed, that one is released first, by its entry,
 // and the denial returned; if that release fails, no claim will ever carry
 // the entry (the create is denied), so the ledger's orphan sweep releases
-// it after the orphan grace. PreferDualStack keeps the family that fits
-// when the other does not (FallbackAnnotation says why).
+// it after the orphan grace. A RequireDualStack claim that waits
+// (whenExhausted: Wait) for a family with no room is created waiting and
+// holding nothing, the other family released the same way (the entry ID
+// is this request's, which the claim does not carry); the claim
+// controller binds both when both fit. PreferDualStack keeps the family
+// that fits when the other does not (FallbackAnnotation says why).
 func (a *IPClaimAllocator) allocateDual(ctx context.Context, claim *ipamv1alpha1.IPClaim, namespace string, dryRun bool) error {
 	holder := ipam.ClaimHolder(namespace)
 	id := ipam.NewEntryID()
@@ -148,15 +152,27 @@ func (a *IPClaimAllocator) allocateDual(ctx context.Context, claim *ipamv1alpha1
 	for i, family := range claim.Spec.IPFamilies {
 		p, pool, err := a.allocateFrom(ctx, ipam.FamilyView(claim, i), namespace, id, dryRun)
 		if err == nil && pool == nil {
-			err = fmt.Errorf("family %s was not allocated", family) // cannot happen: a dual-stack claim does not wait
+			// The family waits for room (only RequireDualStack may wait,
+			// ValidateFamilies): the claim is created waiting, and holds
+			// nothing meanwhile.
+			var released []string
+			if !dryRun {
+				released = a.release(ctx, held, holder, id)
+			}
+			logf.FromContext(ctx).V(1).Info("dual-stack claim waits for room", "family", family, "released", released, "dryRun", dryRun)
+			controllerutil.AddFinalizer(claim, ipamv1alpha1.ClaimFinalizer)
+			return nil
 		}
 		if err == nil {
 			held = append(held, allocated{pool, p})
 			continue
 		}
-		// A dual-stack claim cannot wait (ValidateFamilies).
-		err = forFamily(withMessage(err, func(m string) string { return strings.TrimSuffix(m, waitHint) }), claim, i)
 		var unfit *unfitError
+		if claim.Spec.IPFamilyPolicy == ipamv1alpha1.PreferDualStack {
+			// A PreferDualStack claim cannot wait (ValidateFamilies).
+			err = withMessage(err, func(m string) string { return strings.TrimSuffix(m, waitHint) })
+		}
+		err = forFamily(err, claim, i)
 		if claim.Spec.IPFamilyPolicy == ipamv1alpha1.PreferDualStack && errors.As(err, &unfit) {
 			fallback = append(fallback, reasonOf(err))
 			denials = append(denials, err)
@@ -186,16 +202,25 @@ func (a *IPClaimAllocator) allocateDual(ctx context.Context, claim *ipamv1alpha1
 }
 
 // undo releases what a dual-stack claim's admission committed before
-// denial, each by its entry, and returns denial saying so. The release
-// runs even when the request's context has ended (the API server gave
-// up on it): the entries are no claim's either way.
+// denial (release), and returns denial saying so.
 func (a *IPClaimAllocator) undo(ctx context.Context, held []allocated, holder, id string, dryRun bool, denial error) error {
 	if dryRun || len(held) == 0 {
 		return denial
 	}
+	notes := a.release(ctx, held, holder, id)
+	return withMessage(denial, func(msg string) string {
+		return fmt.Sprintf("%s; nothing is allocated to the claim: %s", msg, strings.Join(notes, ", "))
+	})
+}
+
+// release releases what a dual-stack claim's admission committed and
+// will not give the claim, each by its entry, and says what became of
+// each. It runs even when the request's context has ended (the API
+// server gave up on it): the entries are no claim's either way.
+func (a *IPClaimAllocator) release(ctx context.Context, held []allocated, holder, id string) []string {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	var notes []string
+	notes := make([]string, 0, len(held))
 	for _, h := range held {
 		// No reuse grace: no claim ever carried the prefix.
 		freed, err := a.Manager.Release(rctx, h.pool, h.prefix, holder, id, 0, nil)
@@ -212,9 +237,7 @@ func (a *IPClaimAllocator) undo(ctx context.Context, held []allocated, holder, i
 		}
 		notes = append(notes, fmt.Sprintf("%s, committed in pool %s, was released", h.prefix, h.pool.Name))
 	}
-	return withMessage(denial, func(msg string) string {
-		return fmt.Sprintf("%s; nothing is allocated to the claim: %s", msg, strings.Join(notes, ", "))
-	})
+	return notes
 }
 
 // forFamily says which family of a dual-stack claim a denial is about, and

@@ -77,8 +77,10 @@ func TestValidateFamilies(t *testing.T) {
 			PrefixLengths: []int32{24}}, want: []string{"spec.prefixLengths: Invalid value"}},
 		{name: "a /64 of IPv4", spec: ipamv1alpha1.IPClaimSpec{IPFamilyPolicy: req, IPFamilies: v6v4, Pools: []string{"a", "b"},
 			PrefixLengths: []int32{64, 64}}, want: []string{"spec.prefixLengths[1]: Invalid value"}},
-		{name: "Wait with dual-stack", spec: ipamv1alpha1.IPClaimSpec{IPFamilyPolicy: pref, IPFamilies: v4v6, PoolSelector: selector(),
+		{name: "Wait with PreferDualStack", spec: ipamv1alpha1.IPClaimSpec{IPFamilyPolicy: pref, IPFamilies: v4v6, PoolSelector: selector(),
 			WhenExhausted: ipamv1alpha1.Wait}, want: []string{"spec.whenExhausted: Forbidden"}},
+		{name: "Wait with RequireDualStack", spec: ipamv1alpha1.IPClaimSpec{IPFamilyPolicy: req, IPFamilies: v4v6, PoolSelector: selector(),
+			WhenExhausted: ipamv1alpha1.Wait}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
