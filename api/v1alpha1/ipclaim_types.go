@@ -153,7 +153,9 @@ type IPClaimSpec struct {
 	// cidrs are a dual-stack claim's prefixes, primary first (cidrs[0] is
 	// spec.cidr), written by kipam when the claim is created (both
 	// families, or one when PreferDualStack fell back), or when it binds a
-	// RequireDualStack claim that waited (both). Immutable once set.
+	// RequireDualStack claim that waited (both). A claim created with them
+	// (a restore from a backup) gets exactly these prefixes, or is denied.
+	// Immutable once set.
 	// +optional
 	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=2

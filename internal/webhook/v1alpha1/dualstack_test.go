@@ -22,6 +22,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"sync/atomic"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -441,5 +442,84 @@ var _ = Describe("Dual-stack claims", func() {
 		Expect(k8sClient.Delete(ctx, filler)).To(Succeed())
 		expectBoundToBoth(c)
 		Expect(c.Spec.CIDRs).To(Equal([]string{"10.250.9.0/32", "fd00:250:9::/64"}))
+	})
+
+	It("gives dual-stack claims restored from a backup exactly both CIDRs back, and denies a restore of prefixes held by another", func() {
+		p4 := createPool("10.250.12.0/24", nil)
+		p6 := v6Pool("fd00:250:12::/48", nil)
+		var exported []*ipamv1alpha1.IPClaim
+		for i := range 4 {
+			c := dualClaim("default", ipamv1alpha1.RequireDualStack, v4v6, []string{p4.Name, p6.Name}, []int32{32, 30}[i%2], []int32{64, 60}[i%2])
+			if i%2 == 1 {
+				c = dualClaim("default", ipamv1alpha1.PreferDualStack, v6v4, []string{p6.Name, p4.Name}, 60, 30)
+			}
+			Expect(k8sClient.Create(ctx, c)).To(Succeed())
+			Expect(c.Spec.CIDRs).To(HaveLen(2))
+			exported = append(exported, c.DeepCopy())
+		}
+		By("losing the claims: both ledgers empty")
+		for _, c := range exported {
+			Expect(k8sClient.Delete(ctx, c)).To(Succeed())
+		}
+		Eventually(func() []string { return append(ledgerOf(p4.Name), ledgerOf(p6.Name)...) }).Should(BeEmpty())
+
+		By("applying the exported claims in reverse order: each gets both its CIDRs back")
+		var all4, all6 []string
+		for i := len(exported) - 1; i >= 0; i-- {
+			c := exported[i].DeepCopy()
+			want := c.Spec.CIDRs
+			c.ResourceVersion, c.UID, c.CreationTimestamp, c.Status = "", "", metav1.Time{}, ipamv1alpha1.IPClaimStatus{}
+			Expect(k8sClient.Create(ctx, c)).To(Succeed())
+			Expect(c.Spec.CIDRs).To(Equal(want))
+			Expect(c.Spec.CIDR).To(Equal(want[0]))
+			Expect(c.Annotations).To(HaveKeyWithValue(ipam.SecondaryPoolAnnotation, exported[i].Annotations[ipam.SecondaryPoolAnnotation]))
+			Expect(c.Annotations[ipam.EntryAnnotation]).NotTo(Equal(exported[i].Annotations[ipam.EntryAnnotation]), "a fresh entry, not the backup's")
+			expectBoundToBoth(c)
+			for _, cidr := range want {
+				if netip.MustParsePrefix(cidr).Addr().Is4() {
+					all4 = append(all4, cidr)
+				} else {
+					all6 = append(all6, cidr)
+				}
+			}
+		}
+		Expect(ledgerOf(p4.Name)).To(ConsistOf(all4))
+		Expect(ledgerOf(p6.Name)).To(ConsistOf(all6))
+
+		By("denying the restore of a claim whose IPv6 prefix another holds, with nothing left in the IPv4 pool")
+		thief := exported[0].DeepCopy()
+		thief.Name, thief.ResourceVersion, thief.UID, thief.CreationTimestamp, thief.Status = "", "", "", metav1.Time{}, ipamv1alpha1.IPClaimStatus{}
+		free4 := "10.250.12.128/32"
+		thief.Spec.CIDRs[0], thief.Spec.CIDR = free4, free4
+		err := k8sClient.Create(ctx, thief)
+		Expect(err).To(MatchError(ContainSubstring("IPv6 (spec.ipFamilies[1])")))
+		Expect(err).To(MatchError(ContainSubstring(free4 + ", committed in pool " + p4.Name + ", was released")))
+		Expect(ledgerOf(p4.Name)).To(ConsistOf(all4))
+	})
+
+	It("holds both prefixes for their pools' reuse grace, and expires a claim at its ttlSeconds releasing both", func() {
+		grace := func(s *ipamv1alpha1.IPPoolSpec) { s.ReuseGracePeriodSeconds = ptr.To[int64](3600) }
+		p4 := createPool("10.250.13.0/24", grace)
+		p6 := v6Pool("fd00:250:13::/48", grace)
+		c := dualClaim("default", ipamv1alpha1.RequireDualStack, v4v6, []string{p4.Name, p6.Name})
+		c.Spec.TTLSeconds = ptr.To[int64](2)
+		Expect(k8sClient.Create(ctx, c)).To(Succeed())
+		cidrs := c.Spec.CIDRs
+		Expect(cidrs).To(HaveLen(2))
+
+		By("deleting it at its lifetime, releasing each prefix by its own entry")
+		Eventually(func() error { return k8sClient.Get(ctx, client.ObjectKeyFromObject(c), c) }).WithTimeout(30 * time.Second).Should(Satisfy(apierrors.IsNotFound))
+		for i, pool := range []string{p4.Name, p6.Name} {
+			l, err := ipam.ReadLedger(ctx, k8sClient, pool)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(l.Allocations).To(BeEmpty())
+			Expect(l.Holds).To(HaveKey(netip.MustParsePrefix(cidrs[i])), "held for the reuse grace in pool %s", pool)
+		}
+
+		By("giving a new claim other prefixes in both families while the grace lasts")
+		d := dualClaim("default", ipamv1alpha1.RequireDualStack, v4v6, []string{p4.Name, p6.Name})
+		Expect(k8sClient.Create(ctx, d)).To(Succeed())
+		Expect(d.Spec.CIDRs[0]).NotTo(Equal(cidrs[0]))
+		Expect(d.Spec.CIDRs[1]).NotTo(Equal(cidrs[1]))
 	})
 })

@@ -33,6 +33,7 @@ import (
 
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
 	"github.com/kipam/kipam/internal/ipam"
+	"github.com/kipam/kipam/internal/netutil"
 )
 
 // ValidateFamilies denies, with the field path, a claim whose family
@@ -75,13 +76,11 @@ func ValidateFamilies(claim *ipamv1alpha1.IPClaim) field.ErrorList {
 	if spec.PrefixLength != nil {
 		errs = append(errs, field.Forbidden(path.Child("prefixLength"), "a dual-stack claim gives one length per family in spec.prefixLengths"))
 	}
-	if spec.CIDR != "" {
+	if spec.CIDR != "" && (len(spec.CIDRs) == 0 || spec.CIDR != spec.CIDRs[0]) {
 		errs = append(errs, field.Forbidden(path.Child("cidr"),
-			"a dual-stack claim cannot ask for a specific prefix: kipam allocates both families (create single-stack claims to ask for specific prefixes)"))
+			"a dual-stack claim asks for specific prefixes only as a restore, in spec.cidrs (one per family, in the order of spec.ipFamilies; spec.cidr, if given, is spec.cidrs[0])"))
 	}
-	if len(spec.CIDRs) > 0 {
-		errs = append(errs, field.Forbidden(path.Child("cidrs"), "kipam writes spec.cidrs when it allocates the claim"))
-	}
+	errs = append(errs, validateRestore(claim)...)
 	if spec.WhenExhausted == ipamv1alpha1.Wait && spec.IPFamilyPolicy == ipamv1alpha1.PreferDualStack {
 		errs = append(errs, field.Forbidden(path.Child("whenExhausted"),
 			"a PreferDualStack claim takes the family that fits instead of waiting: use ipFamilyPolicy RequireDualStack to wait for both"))
@@ -102,6 +101,58 @@ func ValidateFamilies(claim *ipamv1alpha1.IPClaim) field.ErrorList {
 		}
 	}
 	return errs
+}
+
+// validateRestore checks the spec.cidrs a dual-stack claim is created
+// with (a restore, kipam's own answer applied again): one prefix per
+// family, in the order of spec.ipFamilies, each of the length
+// spec.prefixLengths gives it; or, for PreferDualStack (a claim that
+// fell back), one prefix of one of its families.
+func validateRestore(claim *ipamv1alpha1.IPClaim) field.ErrorList {
+	spec := &claim.Spec
+	path := field.NewPath("spec", "cidrs")
+	if len(spec.CIDRs) == 0 || len(spec.IPFamilies) != 2 {
+		return nil
+	}
+	var errs field.ErrorList
+	if len(spec.CIDRs) == 1 && spec.IPFamilyPolicy == ipamv1alpha1.RequireDualStack {
+		errs = append(errs, field.Invalid(path, spec.CIDRs, "a RequireDualStack claim is restored with both families: one prefix per family of spec.ipFamilies, in the same order"))
+	}
+	for i, c := range spec.CIDRs {
+		p, err := netip.ParsePrefix(c)
+		if err != nil {
+			continue // the CRD's rule says so
+		}
+		family := ipamv1alpha1.IPFamily(netutil.Family(p.Addr()))
+		j := slices.Index(spec.IPFamilies, family)
+		switch {
+		case len(spec.CIDRs) == 2 && spec.IPFamilies[i] != family:
+			errs = append(errs, field.Invalid(path.Index(i), c, fmt.Sprintf("is not of family %s (spec.ipFamilies[%d]): a restore gives one prefix per family, in the order of spec.ipFamilies", spec.IPFamilies[i], i)))
+		case len(spec.PrefixLengths) == 2 && j >= 0 && int(spec.PrefixLengths[j]) != p.Bits():
+			errs = append(errs, field.Invalid(path.Index(i), c, fmt.Sprintf("is not a /%d, the length spec.prefixLengths[%d] asks for", spec.PrefixLengths[j], j)))
+		}
+	}
+	return errs
+}
+
+// familyView is the single-stack claim that asks for family i of a
+// dual-stack claim (ipam.FamilyView); for a restore, the prefix spec.cidrs
+// gives that family, which it never waits for. skip reports a family a
+// restore of a claim that fell back to one family does not ask for.
+func familyView(claim *ipamv1alpha1.IPClaim, i int) (view *ipamv1alpha1.IPClaim, skip bool) {
+	view = ipam.FamilyView(claim, i)
+	view.Spec.CIDR = ""
+	if len(claim.Spec.CIDRs) == 0 {
+		return view, false
+	}
+	for _, c := range claim.Spec.CIDRs {
+		if p, err := netip.ParsePrefix(c); err == nil && ipamv1alpha1.IPFamily(netutil.Family(p.Addr())) == claim.Spec.IPFamilies[i] {
+			view.Spec.CIDR = c
+			view.Spec.WhenExhausted = ipamv1alpha1.Deny
+			return view, false
+		}
+	}
+	return view, true
 }
 
 // unfitError is a denial that says a claim (or one family of a
@@ -150,7 +201,12 @@ func (a *IPClaimAllocator) allocateDual(ctx context.Context, claim *ipamv1alpha1
 		denials  []error
 	)
 	for i, family := range claim.Spec.IPFamilies {
-		p, pool, err := a.allocateFrom(ctx, ipam.FamilyView(claim, i), namespace, id, dryRun)
+		view, skip := familyView(claim, i)
+		if skip {
+			fallback = append(fallback, fmt.Sprintf("%s (spec.ipFamilies[%d]): restored without it, as the claim held one family (spec.cidrs)", family, i))
+			continue
+		}
+		p, pool, err := a.allocateFrom(ctx, view, namespace, id, dryRun)
 		if err == nil && pool == nil {
 			// The family waits for room (only RequireDualStack may wait,
 			// ValidateFamilies): the claim is created waiting, and holds
