@@ -112,16 +112,7 @@ func (h *harness) capi(ctx context.Context, out *csvFile) (err error) {
 				for i := range pools {
 					p := pools[(i+rep)%len(pools)]
 					h.seq++
-					r, err := h.capiOnce(ctx, p, w, rep, fmt.Sprintf("%s-%d", id, h.seq))
-					if r != nil {
-						r.preload = p.live
-						h.results = append(h.results, r)
-						r.print()
-						if err := out.write(h, r); err != nil {
-							return err
-						}
-					}
-					if err != nil {
+					if err := h.record(out)(h.capiOnce(ctx, p, w, rep, fmt.Sprintf("%s-%d", id, h.seq))); err != nil {
 						return err
 					}
 				}
@@ -134,7 +125,7 @@ func (h *harness) capi(ctx context.Context, out *csvFile) (err error) {
 
 // capiOnce times -claims creates of p's kind, then deletes them.
 func (h *harness) capiOnce(ctx context.Context, p *capiPool, workers, rep int, id string) (*result, error) {
-	r := &result{scenario: h.o.scenario, kind: p.kind, workers: workers, rep: rep,
+	r := &result{scenario: h.o.scenario, kind: p.kind, workers: workers, rep: rep, preload: p.live,
 		failures: map[string]int{}, latency: newHist(), ready: newHist(), writesBy: map[requestKey]float64{}}
 	gvr := gvrOf(p.kind)
 	defer func() {

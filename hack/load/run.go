@@ -136,15 +136,7 @@ func run(ctx context.Context, o options) error {
 				kinds = []string{kipam, bare}
 			}
 			for _, kind := range kinds {
-				r, err := h.runOnce(ctx, kind, w, rep)
-				if r != nil {
-					h.results = append(h.results, r)
-					r.print()
-					if err := out.write(h, r); err != nil {
-						return err
-					}
-				}
-				if err != nil {
+				if err := h.record(out)(h.runOnce(ctx, kind, w, rep)); err != nil {
 					return err
 				}
 			}
@@ -152,6 +144,21 @@ func run(ctx context.Context, o options) error {
 	}
 	h.summary()
 	return h.check()
+}
+
+// record returns what keeps a run's result (printed, and a CSV row),
+// if it has one, and returns the run's error.
+func (h *harness) record(out *csvFile) func(*result, error) error {
+	return func(r *result, err error) error {
+		if r != nil {
+			h.results = append(h.results, r)
+			r.print()
+			if werr := out.write(h, r); werr != nil {
+				return werr
+			}
+		}
+		return err
+	}
 }
 
 // runOnce runs the scenario once for one kind of object.

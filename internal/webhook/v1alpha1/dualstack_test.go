@@ -80,6 +80,19 @@ func expectBoundToBoth(c *ipamv1alpha1.IPClaim) {
 	}).Should(Succeed())
 }
 
+// waitingDual fills pool full with a claim of namespace ns (the filler),
+// then creates a RequireDualStack claim of ns from pools (IPv4, IPv6) that
+// waits for space (whenExhausted: Wait).
+func waitingDual(ns string, pools []string, full string) (claim, filler *ipamv1alpha1.IPClaim) {
+	GinkgoHelper()
+	filler = newClaim(ns, full, nil)
+	Expect(k8sClient.Create(ctx, filler)).To(Succeed())
+	claim = dualClaim(ns, ipamv1alpha1.RequireDualStack, []ipamv1alpha1.IPFamily{ipamv1alpha1.IPv4, ipamv1alpha1.IPv6}, pools)
+	claim.Spec.WhenExhausted = ipamv1alpha1.Wait
+	Expect(k8sClient.Create(ctx, claim)).To(Succeed())
+	return claim, filler
+}
+
 // rejectLedgerWrites installs, until the spec ends, a policy that refuses
 // every write of pool's ledgers: a commit to the pool fails. The pool's
 // root ledger must exist (probe is a dry-run update of it).
@@ -368,11 +381,7 @@ var _ = Describe("Dual-stack claims", func() {
 		ns := waitNamespace()
 		p4 := createPool("10.250.8.0/24", nil)
 		full := v6Pool("fd00:250:8::/64", nil) // one /64: one claim fills it
-		filler := newClaim(ns, full.Name, nil)
-		Expect(k8sClient.Create(ctx, filler)).To(Succeed())
-		c := dualClaim(ns, ipamv1alpha1.RequireDualStack, v4v6, []string{p4.Name, full.Name})
-		c.Spec.WhenExhausted = ipamv1alpha1.Wait
-		Expect(k8sClient.Create(ctx, c)).To(Succeed())
+		c, filler := waitingDual(ns, []string{p4.Name, full.Name}, full.Name)
 		Expect(c.Spec.CIDR).To(BeEmpty())
 		Expect(c.Spec.CIDRs).To(BeEmpty())
 		Expect(c.Annotations).NotTo(HaveKey(ipam.EntryAnnotation))
@@ -431,11 +440,7 @@ var _ = Describe("Dual-stack claims", func() {
 		ns := waitNamespace()
 		full := createPool("10.250.9.0/32", nil)
 		p6 := v6Pool("fd00:250:9::/48", nil)
-		filler := newClaim(ns, full.Name, nil)
-		Expect(k8sClient.Create(ctx, filler)).To(Succeed())
-		c := dualClaim(ns, ipamv1alpha1.RequireDualStack, v4v6, []string{full.Name, p6.Name})
-		c.Spec.WhenExhausted = ipamv1alpha1.Wait
-		Expect(k8sClient.Create(ctx, c)).To(Succeed())
+		c, filler := waitingDual(ns, []string{full.Name, p6.Name}, full.Name)
 		Expect(c.Spec.CIDRs).To(BeEmpty())
 		Eventually(readyReason(c)).Should(HaveField("Message", ContainSubstring("IPv4 (spec.ipFamilies[0]): waiting for space in pool "+full.Name)))
 		Expect(ledgerOf(p6.Name)).To(BeEmpty())
