@@ -57,9 +57,8 @@ var ClusterGroupKind = schema.GroupKind{Group: "cluster.x-k8s.io", Kind: "Cluste
 const (
 	// indexAddressClaimPool is the kipam pool an IPAddressClaim names,
 	// for the claims that have no address yet (the only ones a change of
-	// the pool wakes): a ledger's change must not list the pool's every
-	// answered claim (measured: about 10 answers a second at 3,000 live
-	// addresses, the manager busy listing).
+	// the pool wakes): a ledger's change must not list, and copy, the
+	// pool's every answered claim.
 	indexAddressClaimPool = "kipam.addressClaimPool"
 	// indexAddressClaimCluster is an IPAddressClaim's Cluster.
 	indexAddressClaimCluster = "kipam.addressClaimCluster"
