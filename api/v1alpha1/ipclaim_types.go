@@ -75,7 +75,7 @@ const (
 // +kubebuilder:validation:XValidation:rule="has(self.ipFamilies) == has(oldSelf.ipFamilies) && (!has(self.ipFamilies) || self.ipFamilies == oldSelf.ipFamilies)",message="ipFamilies is immutable",fieldPath=.ipFamilies
 // +kubebuilder:validation:XValidation:rule="has(self.pools) == has(oldSelf.pools) && (!has(self.pools) || self.pools == oldSelf.pools)",message="pools is immutable",fieldPath=.pools
 // +kubebuilder:validation:XValidation:rule="has(self.prefixLengths) == has(oldSelf.prefixLengths) && (!has(self.prefixLengths) || self.prefixLengths == oldSelf.prefixLengths)",message="prefixLengths is immutable",fieldPath=.prefixLengths
-// +kubebuilder:validation:XValidation:rule="has(self.cidrs) == has(oldSelf.cidrs) && (!has(self.cidrs) || self.cidrs == oldSelf.cidrs)",message="cidrs is written by kipam when the claim is created and is immutable",fieldPath=.cidrs
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.cidrs) || (has(self.cidrs) && self.cidrs == oldSelf.cidrs)",message="cidrs is written by kipam when it allocates the claim and is immutable once set",fieldPath=.cidrs
 // +kubebuilder:validation:XValidation:rule="has(self.stickyKey) == has(oldSelf.stickyKey) && (!has(self.stickyKey) || self.stickyKey == oldSelf.stickyKey)",message="stickyKey is immutable",fieldPath=.stickyKey
 type IPClaimSpec struct {
 	// pool is the name of the IPPool to allocate from. Exactly one of pool,
@@ -152,8 +152,11 @@ type IPClaimSpec struct {
 	PrefixLengths []int32 `json:"prefixLengths,omitempty"`
 
 	// cidrs are a dual-stack claim's prefixes, primary first (cidrs[0] is
-	// spec.cidr), written by kipam when the claim is created: both
-	// families, or one when PreferDualStack fell back. Immutable.
+	// spec.cidr), written by kipam when the claim is created (both
+	// families, or one when PreferDualStack fell back), or when it binds a
+	// RequireDualStack claim that waited (both). A claim created with them
+	// (a restore from a backup) gets exactly these prefixes, or is denied.
+	// Immutable once set.
 	// +optional
 	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=2
@@ -176,6 +179,8 @@ type IPClaimSpec struct {
 	// a claim of the namespace waits on the same pools, a new claim of the
 	// namespace waits behind it (Wait) or is denied (Deny). A claim that no
 	// release could ever make room for is denied either way, saying why.
+	// A RequireDualStack claim waits until both families fit, holding
+	// neither meanwhile; PreferDualStack cannot wait.
 	// +optional
 	// +kubebuilder:default=Deny
 	WhenExhausted ExhaustedPolicy `json:"whenExhausted,omitempty"`

@@ -85,8 +85,13 @@ func installBare(ctx context.Context, cfg *rest.Config, path string) error {
 
 // kindOf names a run's kind of object for people.
 func kindOf(kind string) string {
-	if kind == bare {
+	switch kind {
+	case bare:
 		return "bare CRD"
+	case capiKipam:
+		return "IPAddressClaim (kipam)"
+	case capiInCluster:
+		return "IPAddressClaim (in-cluster provider)"
 	}
 	return "IPClaim"
 }

@@ -38,6 +38,11 @@ limitations under the License.
 //	    -manager-metrics "$(sed -n 's/^METRICS_ADDR=//p' .local/demo/cluster/env)" \
 //	    -workers 1,10,50 -claims 2000 -reps 5 -csv /tmp/load.csv
 //
+// -scenario capi times Cluster API's IPAddressClaims from a kipam pool to
+// Ready (status.addressRef and the IPAddress), interleaved with IPClaims
+// and, with -incluster, with the in-cluster provider's, at each of
+// -preloads live objects in the pool (see capi.go).
+//
 // -rate switches from closed-loop workers to an open loop: creates start at
 // a fixed rate whatever the answers do, and each latency counts from when
 // its create was due, so a slow server cannot hide behind a slower request
@@ -79,6 +84,9 @@ type options struct {
 	managerPprof   string
 	managerPidfile string
 	profileDir     string
+	// -scenario capi
+	preloads  []int
+	inCluster bool
 }
 
 // numbers parses a comma-separated list of positive numbers, or exits.
@@ -97,10 +105,10 @@ func numbers(flag, list string) []int {
 
 func main() {
 	var o options
-	var workers, levels string
+	var workers, levels, preloads string
 	flag.StringVar(&o.kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig of the cluster running kipam")
 	flag.StringVar(&o.managerMetrics, "manager-metrics", "", "host:port of kipam's metrics endpoint (http), for its CPU, heap and RSS")
-	flag.StringVar(&o.scenario, "scenario", "create", "create, exhaustion, list or scale")
+	flag.StringVar(&o.scenario, "scenario", "create", "create, exhaustion, list, scale or capi")
 	flag.StringVar(&workers, "workers", "1,10,50", "concurrent clients, one run per value (closed loop)")
 	flag.Float64Var(&o.rate, "rate", 0, "creates per second in an open loop instead of closed-loop workers")
 	flag.IntVar(&o.claims, "claims", 2000, "objects created per run")
@@ -118,10 +126,19 @@ func main() {
 	flag.StringVar(&o.managerPprof, "manager-pprof", "", "-scenario scale: host:port of kipam's pprof endpoint, to collect its garbage before its heap is read")
 	flag.StringVar(&o.managerPidfile, "manager-pidfile", "", "-scenario scale: kipam's pid file; restart it at every level and time until it serves again")
 	flag.StringVar(&o.profileDir, "profile-dir", "", "-scenario scale: keep kipam's heap profile at every level here")
+	flag.StringVar(&preloads, "preloads", "0,1000,5000", "-scenario capi: the live objects in each kind's pool, one level after another")
+	flag.BoolVar(&o.inCluster, "incluster", false, "-scenario capi: also IPAddressClaims of an InClusterIPPool (Cluster API's in-cluster provider must be running)")
 	flag.Parse()
 	o.workers = numbers("workers", workers)
 	if o.scenario == "scale" {
 		o.levels = numbers("levels", levels)
+	}
+	if o.scenario == "capi" {
+		var err error
+		if o.preloads, err = preloadList(preloads); err != nil {
+			fmt.Fprintln(os.Stderr, "load:", err)
+			os.Exit(2)
+		}
 	}
 	if err := run(context.Background(), o); err != nil {
 		fmt.Fprintln(os.Stderr, "load:", err)

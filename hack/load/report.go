@@ -230,7 +230,7 @@ func (c *csvFile) write(h *harness, r *result) error {
 	if r.process.ok {
 		cpu, heap, rss = f(r.process.cpu/float64(max(r.n, 1))*1000), f(r.process.heap/1e6), f(r.process.rss/1e6)
 	}
-	_ = c.w.Write([]string{time.Now().UTC().Format(time.RFC3339), r.scenario, h.o.family, strconv.Itoa(h.o.depth), strconv.Itoa(h.o.preload),
+	_ = c.w.Write([]string{time.Now().UTC().Format(time.RFC3339), r.scenario, h.o.family, strconv.Itoa(h.o.depth), strconv.Itoa(r.preload),
 		r.kind, strconv.Itoa(r.workers), f(r.rate), strconv.Itoa(r.rep + 1), strconv.Itoa(r.n), strconv.Itoa(r.ok), strconv.Itoa(failed),
 		f(r.elapsed.Seconds()), f(r.throughput()), q(r.latency, 50), q(r.latency, 95), q(r.latency, 99), f(ms(r.latency.Max())),
 		q(r.ready, 50), q(r.ready, 95), q(r.ready, 99), f(r.lastReady.Seconds()), strconv.Itoa(r.duplicates), f(r.writes),

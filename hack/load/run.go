@@ -72,6 +72,7 @@ type result struct {
 	workers        int
 	rate           float64
 	rep            int
+	preload        int // live objects in the pool
 	n, ok          int
 	failures       map[string]int
 	elapsed        time.Duration
@@ -118,6 +119,10 @@ func run(ctx context.Context, o options) error {
 		err := h.scale(ctx, out)
 		return errors.Join(err, h.check())
 	}
+	if o.scenario == "capi" {
+		err := h.capi(ctx, out)
+		return errors.Join(err, h.check())
+	}
 	loads := o.workers
 	if o.rate > 0 {
 		loads = []int{0}
@@ -131,15 +136,7 @@ func run(ctx context.Context, o options) error {
 				kinds = []string{kipam, bare}
 			}
 			for _, kind := range kinds {
-				r, err := h.runOnce(ctx, kind, w, rep)
-				if r != nil {
-					h.results = append(h.results, r)
-					r.print()
-					if err := out.write(h, r); err != nil {
-						return err
-					}
-				}
-				if err != nil {
+				if err := h.record(out)(h.runOnce(ctx, kind, w, rep)); err != nil {
 					return err
 				}
 			}
@@ -149,11 +146,26 @@ func run(ctx context.Context, o options) error {
 	return h.check()
 }
 
+// record returns what keeps a run's result (printed, and a CSV row),
+// if it has one, and returns the run's error.
+func (h *harness) record(out *csvFile) func(*result, error) error {
+	return func(r *result, err error) error {
+		if r != nil {
+			h.results = append(h.results, r)
+			r.print()
+			if werr := out.write(h, r); werr != nil {
+				return werr
+			}
+		}
+		return err
+	}
+}
+
 // runOnce runs the scenario once for one kind of object.
 func (h *harness) runOnce(ctx context.Context, kind string, workers, rep int) (*result, error) {
 	h.seq++
 	id := fmt.Sprintf("run-%d-%d", time.Now().Unix()%1e6, h.seq)
-	r := &result{scenario: h.o.scenario, kind: kind, workers: workers, rate: h.o.rate, rep: rep,
+	r := &result{scenario: h.o.scenario, kind: kind, workers: workers, rate: h.o.rate, rep: rep, preload: h.o.preload,
 		failures: map[string]int{}, latency: newHist(), ready: newHist(), writesBy: map[requestKey]float64{}}
 	gvr := bareGVR
 	pool := "unused"
@@ -179,7 +191,7 @@ func (h *harness) runOnce(ctx context.Context, kind string, workers, rep int) (*
 	switch h.o.scenario {
 	case "create":
 		if h.o.preload > 0 {
-			if err := h.fill(ctx, gvr, id+"-pre", pool, h.o.preload); err != nil {
+			if err := h.fill(ctx, kind, id+"-pre", pool, h.o.preload); err != nil {
 				return r, err
 			}
 		}
@@ -187,13 +199,13 @@ func (h *harness) runOnce(ctx context.Context, kind string, workers, rep int) (*
 	case "exhaustion":
 		// A pool of 16 addresses, filled; every timed create is denied.
 		if kind == kipam {
-			if err := h.fill(ctx, gvr, id+"-pre", pool, 16); err != nil {
+			if err := h.fill(ctx, kind, id+"-pre", pool, 16); err != nil {
 				return r, err
 			}
 		}
 		return r, h.timedCreates(ctx, r, gvr, id, pool)
 	case "list":
-		if err := h.fill(ctx, gvr, id, pool, h.o.claims); err != nil {
+		if err := h.fill(ctx, kind, id, pool, h.o.claims); err != nil {
 			return r, err
 		}
 		return r, h.timedLists(ctx, r, gvr, id)
@@ -202,8 +214,12 @@ func (h *harness) runOnce(ctx context.Context, kind string, workers, rep int) (*
 }
 
 // object is what every create sends: an IPClaim of the run's pool, in
-// kipam's group or the bare one.
-func (h *harness) object(gvr schema.GroupVersionResource, id, pool string) *unstructured.Unstructured {
+// kipam's group or the bare one, or an IPAddressClaim (-scenario capi).
+func (h *harness) object(kind, id, pool string) *unstructured.Unstructured {
+	gvr := gvrOf(kind)
+	if gvr == addressClaimGVR {
+		return addressClaim(kind, id, pool)
+	}
 	if len(h.spread) > 0 {
 		pool = h.spread[rand.IntN(len(h.spread))]
 	}
@@ -233,7 +249,7 @@ func (h *harness) bits() int {
 // timedCreates creates h.o.claims objects, closed-loop or open-loop, and
 // measures them.
 func (h *harness) timedCreates(ctx context.Context, r *result, gvr schema.GroupVersionResource, id, pool string) error {
-	tracker, err := h.track(ctx, gvr, id, r.kind == kipam)
+	tracker, err := h.track(ctx, gvr, id)
 	if err != nil {
 		return err
 	}
@@ -250,7 +266,7 @@ func (h *harness) timedCreates(ctx context.Context, r *result, gvr schema.GroupV
 		lastDone  time.Time
 		denials   = h.o.scenario == "exhaustion" && r.kind == kipam
 		createOne = func(due time.Time) {
-			obj := h.object(gvr, id, pool)
+			obj := h.object(r.kind, id, pool)
 			created, err := h.dyn.Resource(gvr).Namespace(namespace).Create(ctx, obj, metav1.CreateOptions{})
 			done := time.Now()
 			mu.Lock()
@@ -316,6 +332,9 @@ func (h *harness) timedCreates(ctx context.Context, r *result, gvr schema.GroupV
 			r.lastReady = last.Sub(lastDone)
 		}
 		tracker.fill(r.ready)
+		if gvr == addressClaimGVR {
+			r.duplicates = duplicates(tracker.answers())
+		}
 	}
 	after, err := requests(ctx, h.kube)
 	if err != nil {
@@ -329,10 +348,11 @@ func (h *harness) timedCreates(ctx context.Context, r *result, gvr schema.GroupV
 // noCIDR is the failure of a claim created without a prefix: never Ready.
 const noCIDR = "create response without spec.cidr"
 
-// fill creates n objects with 50 workers, untimed, and waits until they are
-// Ready (or seen).
-func (h *harness) fill(ctx context.Context, gvr schema.GroupVersionResource, id, pool string, n int) error {
-	tracker, err := h.track(ctx, gvr, id, gvr == claimGVR)
+// fill creates n objects of kind with 50 workers, untimed, and waits until
+// they are Ready (or seen).
+func (h *harness) fill(ctx context.Context, kind, id, pool string, n int) error {
+	gvr := gvrOf(kind)
+	tracker, err := h.track(ctx, gvr, id)
 	if err != nil {
 		return err
 	}
@@ -344,7 +364,7 @@ func (h *harness) fill(ctx context.Context, gvr schema.GroupVersionResource, id,
 	for range 50 {
 		wg.Go(func() {
 			for next.Add(1) <= int64(n) {
-				if _, err := h.dyn.Resource(gvr).Namespace(namespace).Create(ctx, h.object(gvr, id, pool), metav1.CreateOptions{}); err != nil {
+				if _, err := h.dyn.Resource(gvr).Namespace(namespace).Create(ctx, h.object(kind, id, pool), metav1.CreateOptions{}); err != nil {
 					failed.Add(1)
 					first.CompareAndSwap(nil, err)
 				}
@@ -509,7 +529,9 @@ func firstLine(s string) string {
 
 // tracker follows a run's objects through a watch opened before the first
 // create: when each was first seen, and for IPClaims when it was first
-// Ready.
+// Ready; for IPAddressClaims when it had its status.addressRef and its
+// IPAddress (named after it) was created, whichever came later (a second
+// watch, of IPAddresses).
 type tracker struct {
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -518,31 +540,74 @@ type tracker struct {
 	mu    sync.Mutex
 	start map[string]time.Time // when its create was sent
 	seen  map[string]time.Time // added, or Ready for claims
-	last  time.Time
-	cond  *sync.Cond
+	// For IPAddressClaims: [0] answered, [1] its IPAddress created; seen
+	// once both are.
+	halves    *[2]map[string]time.Time
+	addresses map[string]netip.Prefix // IPAddressClaims: the address each got
+	last      time.Time
+	cond      *sync.Cond
 }
 
-func (h *harness) track(ctx context.Context, gvr schema.GroupVersionResource, id string, claims bool) (*tracker, error) {
-	res := h.dyn.Resource(gvr).Namespace(namespace)
-	sel := runLabel + "=" + id
-	l, err := res.List(ctx, metav1.ListOptions{LabelSelector: sel, Limit: 1})
-	if err != nil {
-		return nil, err
-	}
+func (h *harness) track(ctx context.Context, gvr schema.GroupVersionResource, id string) (*tracker, error) {
 	wctx, cancel := context.WithCancel(ctx)
-	w, err := watchtools.NewRetryWatcherWithContext(wctx, l.GetResourceVersion(), &watchLister{res: res, sel: sel})
-	if err != nil {
+	t := &tracker{cancel: cancel, done: make(chan struct{}), claims: gvr != bareGVR, start: map[string]time.Time{}, seen: map[string]time.Time{},
+		addresses: map[string]netip.Prefix{}}
+	t.cond = sync.NewCond(&t.mu)
+	ready := func(u *unstructured.Unstructured) bool { return gvr == bareGVR || isReady(u) }
+	if gvr == addressClaimGVR {
+		ready = hasAddressRef
+		t.halves = &[2]map[string]time.Time{{}, {}}
+	}
+	watches := []func() error{func() error {
+		return t.watch(wctx, h.dyn.Resource(gvr).Namespace(namespace), runLabel+"="+id, 0, ready, nil)
+	}}
+	if gvr == addressClaimGVR {
+		addressed := func(u *unstructured.Unstructured) {
+			addr, _, _ := unstructured.NestedString(u.Object, "spec", "address")
+			bits, _, _ := unstructured.NestedInt64(u.Object, "spec", "prefix")
+			if a, err := netip.ParseAddr(addr); err == nil && bits >= 0 {
+				t.addresses[u.GetName()] = netip.PrefixFrom(a, a.BitLen())
+			}
+		}
+		watches = append(watches, func() error {
+			return t.watch(wctx, h.dyn.Resource(addressGVR).Namespace(namespace), "", 1, func(*unstructured.Unstructured) bool { return true }, addressed)
+		})
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, len(watches))
+	for i, w := range watches {
+		wg.Go(func() { errs[i] = w() })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
 		cancel()
 		return nil, err
 	}
-	t := &tracker{cancel: cancel, done: make(chan struct{}), claims: claims, start: map[string]time.Time{}, seen: map[string]time.Time{}}
-	t.cond = sync.NewCond(&t.mu)
 	go func() {
-		defer close(t.done)
+		<-wctx.Done()
+		close(t.done)
+	}()
+	return t, nil
+}
+
+// watch follows res (those matching sel) from now on, and counts an
+// object seen once ready says so; for IPAddressClaims (half 0) and their
+// IPAddresses (half 1), once both halves were (note records what an
+// event tells).
+func (t *tracker) watch(ctx context.Context, res dynamic.ResourceInterface, sel string, half int, ready func(*unstructured.Unstructured) bool, note func(*unstructured.Unstructured)) error {
+	l, err := res.List(ctx, metav1.ListOptions{LabelSelector: sel, Limit: 1})
+	if err != nil {
+		return err
+	}
+	w, err := watchtools.NewRetryWatcherWithContext(ctx, l.GetResourceVersion(), &watchLister{res: res, sel: sel})
+	if err != nil {
+		return err
+	}
+	go func() {
 		defer w.Stop()
 		for {
 			select {
-			case <-wctx.Done():
+			case <-ctx.Done():
 				return
 			case ev, ok := <-w.ResultChan():
 				if !ok {
@@ -552,21 +617,39 @@ func (h *harness) track(ctx context.Context, gvr schema.GroupVersionResource, id
 					continue
 				}
 				u, ok := ev.Object.(*unstructured.Unstructured)
-				if !ok || claims && !isReady(u) {
+				if !ok || !ready(u) {
 					continue
 				}
 				now := time.Now()
 				t.mu.Lock()
-				if _, ok := t.seen[u.GetName()]; !ok {
-					t.seen[u.GetName()] = now
-					t.last = now
-					t.cond.Broadcast()
+				if note != nil {
+					note(u)
 				}
+				t.saw(u.GetName(), half, now)
 				t.mu.Unlock()
 			}
 		}
 	}()
-	return t, nil
+	return nil
+}
+
+// saw counts name seen at now (its half for an IPAddressClaim: seen when
+// the other half was too). Called with t.mu held.
+func (t *tracker) saw(name string, half int, now time.Time) {
+	if _, ok := t.seen[name]; ok {
+		return
+	}
+	if t.halves != nil {
+		if _, ok := t.halves[half][name]; !ok {
+			t.halves[half][name] = now
+		}
+		if _, ok := t.halves[1-half][name]; !ok {
+			return
+		}
+	}
+	t.seen[name] = now
+	t.last = now
+	t.cond.Broadcast()
 }
 
 func isReady(u *unstructured.Unstructured) bool {
@@ -616,6 +699,19 @@ func (t *tracker) fill(h *hdrhistogram.Histogram) {
 			_ = h.RecordValue(max(seen.Sub(s).Microseconds(), 0))
 		}
 	}
+}
+
+// answers are the addresses the run's IPAddressClaims got.
+func (t *tracker) answers() []netip.Prefix {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []netip.Prefix
+	for name := range t.start {
+		if p, ok := t.addresses[name]; ok {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 func (t *tracker) stop() {

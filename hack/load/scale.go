@@ -73,7 +73,7 @@ func (h *harness) scale(ctx context.Context, out *csvFile) error {
 	for _, n := range append([]int{0}, h.o.levels...) {
 		if n > live {
 			t0 := time.Now()
-			if err := h.fill(ctx, claimGVR, id+"-pre", "", n-live); err != nil {
+			if err := h.fill(ctx, kipam, id+"-pre", "", n-live); err != nil {
 				return err
 			}
 			fmt.Printf("filled to %d live claims in %s\n", n, time.Since(t0).Round(time.Second))
@@ -94,7 +94,7 @@ func (h *harness) scale(ctx context.Context, out *csvFile) error {
 		h.o.preload = live
 		for rep := range h.o.reps {
 			for _, w := range h.o.workers {
-				r := &result{scenario: h.o.scenario, kind: kipam, workers: w, rep: rep,
+				r := &result{scenario: h.o.scenario, kind: kipam, workers: w, rep: rep, preload: h.o.preload,
 					failures: map[string]int{}, latency: newHist(), ready: newHist(), writesBy: map[requestKey]float64{}}
 				timed := fmt.Sprintf("%s-%d-%d-%d", id, live, w, rep)
 				err := h.timedCreates(ctx, r, claimGVR, timed, "")
@@ -308,7 +308,7 @@ func (h *harness) restartManager(ctx context.Context) (time.Duration, error) {
 	}
 	_ = cmd.Process.Release()
 
-	probe := h.object(claimGVR, fmt.Sprintf("restart-%d", pid), "")
+	probe := h.object(kipam, fmt.Sprintf("restart-%d", pid), "")
 	for {
 		created, err := h.dyn.Resource(claimGVR).Namespace(namespace).Create(ctx, probe, metav1.CreateOptions{})
 		if err == nil {

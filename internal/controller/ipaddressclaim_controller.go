@@ -55,7 +55,10 @@ var ClusterGroupKind = schema.GroupKind{Group: "cluster.x-k8s.io", Kind: "Cluste
 
 // Field indexes on IPAddressClaims.
 const (
-	// indexAddressClaimPool is the kipam pool an IPAddressClaim names.
+	// indexAddressClaimPool is the kipam pool an IPAddressClaim names,
+	// for the claims that have no address yet (the only ones a change of
+	// the pool wakes): a ledger's change must not list, and copy, the
+	// pool's every answered claim.
 	indexAddressClaimPool = "kipam.addressClaimPool"
 	// indexAddressClaimCluster is an IPAddressClaim's Cluster.
 	indexAddressClaimCluster = "kipam.addressClaimCluster"
@@ -496,7 +499,7 @@ func addressNotReady(reason, msg string) *metav1.Condition {
 func (r *IPAddressClaimReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	idx := mgr.GetFieldIndexer()
 	if err := idx.IndexField(context.Background(), &capiv1beta2.IPAddressClaim{}, indexAddressClaimPool, func(o client.Object) []string {
-		if c := o.(*capiv1beta2.IPAddressClaim); ipam.ServesPoolRef(c.Spec.PoolRef) {
+		if c := o.(*capiv1beta2.IPAddressClaim); ipam.ServesPoolRef(c.Spec.PoolRef) && c.Status.AddressRef.Name == "" && c.DeletionTimestamp == nil {
 			return []string{c.Spec.PoolRef.Name}
 		}
 		return nil

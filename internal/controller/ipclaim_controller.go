@@ -315,42 +315,131 @@ func conditionsEqual(a, b []metav1.Condition) bool {
 // pools as they are leaves the queue (NeverFits) until a pool changes. It
 // returns when to look again without a watch to wake it (a released prefix
 // held for its pool's reuse grace frees no ledger entry when the grace ends).
+//
+// A dual-stack claim is bound with both families or not at all, and holds
+// nothing while it waits: its second family is first asked for as a dry
+// run (which commits nothing), then each family is committed in turn, and
+// a first family committed before the second found no room is released at
+// once, by its entry. The dry run keeps a claim whose second family has no
+// room from committing and releasing its first on every wake (each
+// release a ledger change that would wake it again).
 func (r *IPClaimReconciler) bindWaiting(ctx context.Context, claim *ipamv1alpha1.IPClaim) (time.Duration, error) {
 	if err := r.ensureFinalizer(ctx, claim); err != nil {
 		return 0, err
 	}
-	pools, err := r.Resolver.Candidates(ctx, claim, claim.Namespace)
-	var fe *field.Error
-	if errors.As(err, &fe) {
-		// No pool it may draw on (gone, relabelled, closed to the
-		// namespace): it leaves the queue until a pool or the namespace
-		// changes.
-		return 0, r.pending(ctx, claim, ipamv1alpha1.ReasonNeverFits, "", err.Error())
+	views := []*ipamv1alpha1.IPClaim{claim}
+	if ipam.DualStack(claim) {
+		views = []*ipamv1alpha1.IPClaim{ipam.FamilyView(claim, 0), ipam.FamilyView(claim, 1)}
 	}
-	if err != nil {
-		return 0, err
+	candidates := make([][]*ipamv1alpha1.IPPool, len(views))
+	for i, v := range views {
+		pools, err := r.Resolver.Candidates(ctx, v, claim.Namespace)
+		var fe *field.Error
+		if errors.As(err, &fe) {
+			// No pool it may draw on (gone, relabelled, closed to the
+			// namespace): it leaves the queue until a pool or the namespace
+			// changes.
+			return 0, r.pending(ctx, claim, ipamv1alpha1.ReasonNeverFits, "", familyOf(claim, i)+err.Error())
+		}
+		if err != nil {
+			return 0, err
+		}
+		candidates[i] = pools
 	}
 	ahead, err := ipam.Ahead(ctx, r.Client, claim, claim.Namespace)
 	if err != nil {
 		return 0, err
 	}
 	if len(ahead) > 0 {
-		return 0, r.pending(ctx, claim, ipamv1alpha1.ReasonPending, pools[0].Name, fmt.Sprintf(
+		return 0, r.pending(ctx, claim, ipamv1alpha1.ReasonPending, candidates[0][0].Name, fmt.Sprintf(
 			"waiting for space in pool %s, behind %d older claims of namespace %s (the first is %s)",
-			pools[0].Name, len(ahead), claim.Namespace, ahead[0].Name))
+			candidates[0][0].Name, len(ahead), claim.Namespace, ahead[0].Name))
 	}
-	var (
-		reasons, never []string
-		waitOn         *ipamv1alpha1.IPPool
-		next           time.Duration
-	)
+	for i := 1; i < len(views); i++ {
+		var why noRoom
+		b, err := r.allocateWaiting(ctx, views[i], candidates[i], true, &why)
+		if err != nil {
+			return 0, err
+		}
+		if b == nil {
+			return r.wait(ctx, claim, i, candidates[i], &why)
+		}
+	}
+	var bound []binding
+	for i, v := range views {
+		var why noRoom
+		b, err := r.allocateWaiting(ctx, v, candidates[i], false, &why)
+		if err != nil || b == nil {
+			// Surely no claim carries what this bind committed: the claim
+			// is patched only once every family is.
+			if rerr := r.releaseBinds(ctx, bound); rerr != nil {
+				return 0, errors.Join(err, rerr)
+			}
+			if err != nil {
+				return 0, err
+			}
+			return r.wait(ctx, claim, i, candidates[i], &why)
+		}
+		bound = append(bound, *b)
+	}
+	patch := client.MergeFrom(claim.DeepCopy())
+	claim.Spec.CIDR = bound[0].prefix.String()
+	metav1.SetMetaDataAnnotation(&claim.ObjectMeta, ipam.PoolAnnotation, bound[0].pool.Name)
+	what := make([]string, 0, len(bound))
+	for _, b := range bound {
+		what = append(what, fmt.Sprintf("%s from pool %s", b.prefix, b.pool.Name))
+	}
+	if len(bound) > 1 {
+		claim.Spec.CIDRs = []string{bound[0].prefix.String(), bound[1].prefix.String()}
+		metav1.SetMetaDataAnnotation(&claim.ObjectMeta, ipam.SecondaryPoolAnnotation, bound[1].pool.Name)
+	}
+	if err := r.Patch(ctx, claim, patch); err != nil {
+		if refused(err) {
+			// Surely not bound (the cache was stale and the claim is
+			// bound or gone already): release exactly what was just
+			// committed, which no claim carries.
+			if rerr := r.releaseBinds(ctx, bound); rerr != nil {
+				return 0, errors.Join(err, rerr)
+			}
+		}
+		// Else the patch may yet have been stored: the entries are left
+		// to the orphan sweep, which keeps them while the claim waits or
+		// carries them.
+		return 0, err
+	}
+	r.Recorder.Eventf(claim, nil, corev1.EventTypeNormal, ipamv1alpha1.ReasonAllocated, "Bind", "bound %s", strings.Join(what, " and "))
+	return 0, nil
+}
+
+// binding is a prefix committed for a waiting claim, not yet patched into
+// it.
+type binding struct {
+	pool   *ipamv1alpha1.IPPool
+	prefix netip.Prefix
+	req    ipam.Request
+}
+
+// noRoom is why a waiting claim (or one family of it) found no room in
+// its pools: the pool to wait on (nil when no release can ever make
+// room), the reasons, and when a hold ends that no watch reports.
+type noRoom struct {
+	waitOn         *ipamv1alpha1.IPPool
+	reasons, never []string
+	next           time.Duration
+}
+
+// allocateWaiting commits a prefix for a waiting claim (or one family's
+// view of a dual-stack claim) from the first of pools that has room, as
+// the entry named by the claim's uid; a dry run commits nothing and says
+// whether one would be. nil, with why filled in, when none has room.
+func (r *IPClaimReconciler) allocateWaiting(ctx context.Context, claim *ipamv1alpha1.IPClaim, pools []*ipamv1alpha1.IPPool, dryRun bool, why *noRoom) (*binding, error) {
 	for _, pool := range pools {
-		req, err := ipam.RequestFor(claim, pool, ipam.ClaimHolder(claim.Namespace), false)
+		req, err := ipam.RequestFor(claim, pool, ipam.ClaimHolder(claim.Namespace), dryRun)
 		if err == nil {
 			err = ipam.NeverFits(req)
 		}
 		if err != nil {
-			never = append(never, err.Error())
+			why.never = append(why.never, err.Error())
 			continue
 		}
 		// The entry is the claim's by its uid: only this claim can carry
@@ -365,54 +454,63 @@ func (r *IPClaimReconciler) bindWaiting(ctx context.Context, claim *ipamv1alpha1
 		_, full := ipam.Full(err)
 		switch {
 		case errors.As(err, &ex):
-			reasons = append(reasons, fmt.Sprintf("pool %s: %s", pool.Name, ex.Error()))
+			why.reasons = append(why.reasons, fmt.Sprintf("pool %s: %s", pool.Name, ex.Error()))
 		case full || errors.Is(err, ipam.ErrPoolDeleted):
-			reasons = append(reasons, err.Error())
+			why.reasons = append(why.reasons, err.Error())
 		case err != nil:
-			return 0, err
+			return nil, err
+		default:
+			return &binding{pool: pool, prefix: p, req: req}, nil
 		}
-		if err != nil {
-			if waitOn == nil {
-				waitOn = pool
-			}
-			if end, ok := r.nextHoldEnd(ctx, pool); ok && (next == 0 || end < next) {
-				next = end
-			}
-			continue
+		if why.waitOn == nil {
+			why.waitOn = pool
 		}
-		patch := client.MergeFrom(claim.DeepCopy())
-		claim.Spec.CIDR = p.String()
-		metav1.SetMetaDataAnnotation(&claim.ObjectMeta, ipam.PoolAnnotation, pool.Name)
-		if err := r.Patch(ctx, claim, patch); err != nil {
-			if refused(err) {
-				// Surely not bound (the cache was stale and the claim is
-				// bound or gone already): release exactly what was just
-				// committed, which no claim carries.
-				if _, rerr := r.Manager.Release(ctx, pool, p, req.Holder, req.ID, 0, nil); rerr != nil {
-					return 0, errors.Join(err, fmt.Errorf("releasing %s, committed for a bind that failed (the orphan sweep will): %w", p, rerr))
-				}
-			}
-			// Else the patch may yet have been stored: the entry is left
-			// to the orphan sweep, which keeps it while the claim waits or
-			// carries it.
-			return 0, err
+		if end, ok := r.nextHoldEnd(ctx, pool); ok && (why.next == 0 || end < why.next) {
+			why.next = end
 		}
-		r.Recorder.Eventf(claim, nil, corev1.EventTypeNormal, ipamv1alpha1.ReasonAllocated, "Bind", "bound %s from pool %s", p, pool.Name)
-		return 0, nil
 	}
-	if waitOn == nil {
+	return nil, nil
+}
+
+// releaseBinds releases, each by its entry and without the reuse grace
+// (no claim carried them), the prefixes a bind committed and did not
+// patch into its claim.
+func (r *IPClaimReconciler) releaseBinds(ctx context.Context, bound []binding) error {
+	var errs []error
+	for _, b := range bound {
+		if _, err := r.Manager.Release(ctx, b.pool, b.prefix, b.req.Holder, b.req.ID, 0, nil); err != nil {
+			errs = append(errs, fmt.Errorf("releasing %s, committed for a bind that failed (the orphan sweep will once the claim is gone or bound): %w", b.prefix, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// wait records that family i of claim (its only one for a single-stack
+// claim) found no room in pools, as why says, and returns when to look
+// again.
+func (r *IPClaimReconciler) wait(ctx context.Context, claim *ipamv1alpha1.IPClaim, i int, pools []*ipamv1alpha1.IPPool, why *noRoom) (time.Duration, error) {
+	if why.waitOn == nil {
 		// No release can make room: the claim leaves its namespace's queue
 		// so as not to hold back the claims behind it, and comes back when
 		// a pool changes.
-		return 0, r.pending(ctx, claim, ipamv1alpha1.ReasonNeverFits, pools[0].Name, strings.Join(never, "; "))
+		return 0, r.pending(ctx, claim, ipamv1alpha1.ReasonNeverFits, pools[0].Name, familyOf(claim, i)+strings.Join(why.never, "; "))
 	}
 	largest := "nothing"
-	if lf := waitOn.Status.LargestFreePrefix; lf != nil {
+	if lf := why.waitOn.Status.LargestFreePrefix; lf != nil {
 		largest = fmt.Sprintf("a /%d", *lf)
 	}
-	return next, r.pending(ctx, claim, ipamv1alpha1.ReasonPending, waitOn.Name, fmt.Sprintf(
-		"waiting for space in pool %s, first in namespace %s's queue (the pool's largest free block: %s): %s",
-		waitOn.Name, claim.Namespace, largest, strings.Join(append(reasons, never...), "; ")))
+	return why.next, r.pending(ctx, claim, ipamv1alpha1.ReasonPending, why.waitOn.Name, fmt.Sprintf(
+		"%swaiting for space in pool %s, first in namespace %s's queue (the pool's largest free block: %s): %s",
+		familyOf(claim, i), why.waitOn.Name, claim.Namespace, largest, strings.Join(append(why.reasons, why.never...), "; ")))
+}
+
+// familyOf names family i of a dual-stack claim at the start of a
+// message; nothing for a single-stack claim.
+func familyOf(claim *ipamv1alpha1.IPClaim, i int) string {
+	if !ipam.DualStack(claim) {
+		return ""
+	}
+	return fmt.Sprintf("%s (spec.ipFamilies[%d]): ", claim.Spec.IPFamilies[i], i)
 }
 
 // nextHoldEnd is how long until the first prefix of pool held for its

@@ -339,7 +339,10 @@ func (m *Manager) apply(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) {
 			o.err = l.release(st.alloc, o, now, m.maxLedgerBytes.Load())
 			continue
 		}
-		if o.alloc.Adopt && !o.alloc.DryRun {
+		// A dry run adopts too (it writes nothing either way): asked
+		// whether a claim's bind would succeed, it answers with the
+		// entry the bind would adopt.
+		if o.alloc.Adopt {
 			if p, ok := l.find(o.alloc.Holder, o.alloc.ID); ok {
 				if c := o.alloc.CIDR; c.IsValid() && c != p {
 					o.err = fmt.Errorf("%s cannot be recorded for %s: its entry %s records %s", c, o.alloc.Holder, o.alloc.ID, p)

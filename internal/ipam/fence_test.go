@@ -478,10 +478,17 @@ func TestAdoptBindsTheEntryAlreadyRecorded(t *testing.T) {
 	if _, err := m.Allocate(ctx, Request{Pool: pool, Bits: 32, Holder: ClaimHolder("b")}); err != nil {
 		t.Fatal(err) // the pool is full now
 	}
+	probe := bind
+	probe.DryRun = true
 	for _, owner := range []*Manager{m, NewManager(s, nil)} {
-		y, err := owner.Allocate(ctx, bind)
-		if err != nil || y != x {
-			t.Fatalf("the bind retried: %s, %v; want %s again", y, err, x)
+		// A dry run first: asked whether the bind would succeed (a
+		// dual-stack claim's bind asks before it commits its first
+		// family), it answers with the entry the bind adopts.
+		for _, r := range []Request{probe, bind} {
+			y, err := owner.Allocate(ctx, r)
+			if err != nil || y != x {
+				t.Fatalf("the bind retried (dry run %t): %s, %v; want %s again", r.DryRun, y, err, x)
+			}
 		}
 	}
 	if n := len(s.ledger(t).Allocations); n != 2 {

@@ -59,12 +59,46 @@ func WaitingIndex(o client.Object) []string {
 var ErrNeverFits = errors.New("can never fit")
 
 // SameQueue reports whether two claims draw on the same pools: the same
-// spec.pool, or, both by selector, the same family.
+// spec.pool, or, both by selector, the same family. A dual-stack claim
+// draws on the pools of each of its families.
 func SameQueue(a, b *ipamv1alpha1.IPClaim) bool {
-	if a.Spec.Pool != "" || b.Spec.Pool != "" {
-		return a.Spec.Pool == b.Spec.Pool
+	for _, x := range queues(a) {
+		for _, y := range queues(b) {
+			if x.pool != "" || y.pool != "" {
+				if x.pool == y.pool {
+					return true
+				}
+				continue
+			}
+			if x.family == y.family {
+				return true
+			}
+		}
 	}
-	return ClaimFamily(a) == ClaimFamily(b)
+	return false
+}
+
+// queue is what a claim draws on: a named pool, or, by selector, the
+// pools of a family.
+type queue struct {
+	pool   string
+	family ipamv1alpha1.IPFamily
+}
+
+// queues lists what claim draws on, one queue per family.
+func queues(claim *ipamv1alpha1.IPClaim) []queue {
+	if !DualStack(claim) {
+		return []queue{{claim.Spec.Pool, ClaimFamily(claim)}}
+	}
+	out := make([]queue, 0, len(claim.Spec.IPFamilies))
+	for i, f := range claim.Spec.IPFamilies {
+		q := queue{family: f}
+		if i < len(claim.Spec.Pools) {
+			q.pool = claim.Spec.Pools[i]
+		}
+		out = append(out, q)
+	}
+	return out
 }
 
 // Queued reports whether a waiting claim holds its place in its

@@ -18,7 +18,11 @@ package v1alpha1
 
 import (
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
 	"sync/atomic"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -70,10 +74,23 @@ func expectBoundToBoth(c *ipamv1alpha1.IPClaim) {
 			g.Expect(k8sClient.Get(ctx, client.ObjectKey{Name: name}, &a)).To(Succeed())
 			g.Expect(a.Spec.CIDR).To(Equal(c.Spec.CIDRs[i]))
 			g.Expect(a.Spec.ClaimRef.UID).To(Equal(c.UID))
-			g.Expect(a.Spec.Entry).To(Equal(c.Annotations[ipam.EntryAnnotation]))
+			g.Expect(a.Spec.Entry).To(Equal(ipam.ClaimEntryID(c)))
 			expectHealthy(g, &a)
 		}
 	}).Should(Succeed())
+}
+
+// waitingDual fills pool full with a claim of namespace ns (the filler),
+// then creates a RequireDualStack claim of ns from pools (IPv4, IPv6) that
+// waits for space (whenExhausted: Wait).
+func waitingDual(ns string, pools []string, full string) (claim, filler *ipamv1alpha1.IPClaim) {
+	GinkgoHelper()
+	filler = newClaim(ns, full, nil)
+	Expect(k8sClient.Create(ctx, filler)).To(Succeed())
+	claim = dualClaim(ns, ipamv1alpha1.RequireDualStack, []ipamv1alpha1.IPFamily{ipamv1alpha1.IPv4, ipamv1alpha1.IPv6}, pools)
+	claim.Spec.WhenExhausted = ipamv1alpha1.Wait
+	Expect(k8sClient.Create(ctx, claim)).To(Succeed())
+	return claim, filler
 }
 
 // rejectLedgerWrites installs, until the spec ends, a policy that refuses
@@ -133,7 +150,7 @@ var _ = Describe("Dual-stack claims", func() {
 		Expect(c.Annotations).To(HaveKeyWithValue(ipam.SecondaryPoolAnnotation, p4.Name))
 		moved := c.DeepCopy()
 		moved.Spec.CIDRs = []string{"fd00:250::/64", "10.250.0.16/28"}
-		Expect(k8sClient.Update(ctx, moved)).To(MatchError(ContainSubstring("cidrs is written by kipam when the claim is created and is immutable")))
+		Expect(k8sClient.Update(ctx, moved)).To(MatchError(ContainSubstring("cidrs is written by kipam when it allocates the claim and is immutable once set")))
 
 		By("releasing both entries, each in its own pool, when the claim is deleted")
 		allocations := c.Status.Allocations
@@ -175,7 +192,6 @@ var _ = Describe("Dual-stack claims", func() {
 			Expect(err).To(Satisfy(wantStatus), "%v", err)
 			Expect(err).To(MatchError(ContainSubstring("IPv6 (spec.ipFamilies[1])")))
 			Expect(err).To(MatchError(ContainSubstring(why)))
-			Expect(err).NotTo(MatchError(ContainSubstring("whenExhausted")), "a dual-stack claim cannot wait")
 			Expect(err).To(MatchError(MatchRegexp(`nothing is allocated to the claim: 10\.251\.\d+\.0/32, committed in pool \S+, was released`)))
 			Expect(ledgerOf(p4.Name)).To(Equal(before), "the first family's entry was released before the denial")
 			Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(c), c)).To(Satisfy(apierrors.IsNotFound))
@@ -288,11 +304,7 @@ var _ = Describe("Dual-stack claims", func() {
 		Expect(owner.owners.Owner(ctx, p6.Name)).To(BeEmpty(), "the replica takes the IPv6 pool's free Lease")
 
 		By("making the suite's kipam a routed replica: it owns the IPv4 pool and forwards the IPv6 one")
-		c, err := client.New(cfg, client.Options{Scheme: scheme})
-		Expect(err).NotTo(HaveOccurred())
-		here := &ipam.Owners{Client: c, Namespace: "default", Identity: "replica-here", Address: "127.0.0.1:1"}
-		pools.SetRouter(ipam.NewRouter(here, testEnv.WebhookInstallOptions.LocalServingCertDir))
-		DeferCleanup(func() { pools.SetRouter(nil) })
+		routeHere("replica-here")
 		forwarded := dualClaim("default", ipamv1alpha1.RequireDualStack, v4v6, []string{p4.Name, p6.Name})
 		Expect(k8sClient.Create(ctx, forwarded)).To(Succeed())
 		Expect(forwarded.Spec.CIDRs).To(HaveLen(2))
@@ -314,5 +326,235 @@ var _ = Describe("Dual-stack claims", func() {
 		expectDisjoint(all6)
 		Expect(ledgerOf(p4.Name)).To(ConsistOf(all4))
 		Expect(ledgerOf(p6.Name)).To(ConsistOf(all6))
+	})
+
+	Describe("when the second pool's owner commits and fails over before it answers", func() {
+		// answerLost serves a forwarded change (the owner commits it) and
+		// then drops the connection, as an owner that dies before it
+		// answers: the forwarding replica learns nothing of the commit.
+		answerLost := func(served *atomic.Int32) func(*replicaConfig) {
+			return func(rc *replicaConfig) {
+				rc.handler = func(h http.Handler) http.Handler {
+					return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+						h.ServeHTTP(httptest.NewRecorder(), req)
+						served.Add(1)
+						panic(http.ErrAbortHandler)
+					})
+				}
+			}
+		}
+
+		It("keeps both families: the second is committed here, and the owner's unanswered entry is swept", func() {
+			p4 := createPool("10.250.10.0/24", nil)
+			p6 := v6Pool("fd00:250:10::/48", nil)
+			var served atomic.Int32
+			owner := startReplica("replica-lost", answerLost(&served))
+			Expect(owner.owners.Owner(ctx, p6.Name)).To(BeEmpty(), "the replica takes the IPv6 pool's free Lease")
+			routeHere("replica-here-lost")
+			c := dualClaim("default", ipamv1alpha1.RequireDualStack, v4v6, []string{p4.Name, p6.Name})
+			Expect(k8sClient.Create(ctx, c)).To(Succeed())
+			Expect(served.Load()).To(BeEquivalentTo(1), "the IPv6 family was committed by its owner, whose answer was lost")
+			owner.stop()
+			Expect(c.Spec.CIDRs).To(HaveLen(2))
+			Expect(ledgerOf(p4.Name)).To(ConsistOf(c.Spec.CIDRs[0]), "one entry in the first pool: the claim's")
+			six := ledgerOf(p6.Name)
+			Expect(six).To(HaveLen(2), "the owner's commit and the one made here after it could not answer")
+			Expect(six).To(ContainElement(c.Spec.CIDRs[1]))
+			expectDisjoint(six)
+			expectBoundToBoth(c)
+
+			By("the orphan sweep releasing the owner's entry, which no claim carries")
+			Eventually(func() []string { return ledgerOf(p6.Name) }).WithTimeout(4 * orphanGrace).Should(ConsistOf(c.Spec.CIDRs[1]))
+			Expect(ledgerOf(p4.Name)).To(ConsistOf(c.Spec.CIDRs[0]))
+		})
+
+		It("commits neither when the commit here is refused too, leaving nothing in the first pool", func() {
+			p4 := createPool("10.250.11.0/24", nil)
+			p6 := v6Pool("fd00:250:11::/48", nil)
+			Expect(k8sClient.Create(ctx, newClaim("default", p6.Name, nil))).To(Succeed()) // the root ledger exists
+			var served atomic.Int32
+			user := "kipam-replica-refused"
+			owner := startReplica("replica-refused", answerLost(&served), func(rc *replicaConfig) { rc.user = user })
+			Expect(owner.owners.Owner(ctx, p6.Name)).To(BeEmpty(), "the replica takes the IPv6 pool's free Lease")
+			By("refusing every write of the IPv6 pool's ledgers but the owner's")
+			installPolicy("reject-ledger-here-"+p6.Name, "ipledgers",
+				[]admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update},
+				fmt.Sprintf("request.userInfo.username == '%s' || object.spec.pool != '%s'", user, p6.Name), "ledger write rejected by policy", func() error {
+					var l ipamv1alpha1.IPLedger
+					if err := k8sClient.Get(ctx, client.ObjectKey{Name: p6.Name}, &l); err != nil {
+						return err
+					}
+					return k8sClient.Update(ctx, &l, client.DryRunAll)
+				})
+			routeHere("replica-here-refused")
+			before4, before6 := ledgerOf(p4.Name), ledgerOf(p6.Name)
+			c := dualClaim("default", ipamv1alpha1.RequireDualStack, v4v6, []string{p4.Name, p6.Name})
+			err := k8sClient.Create(ctx, c)
+			Expect(err).To(MatchError(ContainSubstring("ledger write rejected by policy")))
+			Expect(err).To(MatchError(MatchRegexp(`nothing is allocated to the claim: 10\.250\.11\.0/32, committed in pool \S+, was released`)))
+			// The release of the owner's entry that the ledger's sweep tries
+			// is forwarded to it too: not only the request's commit.
+			Expect(served.Load()).To(BeNumerically(">=", 1), "the IPv6 family was committed by its owner, whose answer was lost")
+			owner.stop()
+			Expect(ledgerOf(p4.Name)).To(Equal(before4), "nothing left in the first pool")
+			Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(c), c)).To(Satisfy(apierrors.IsNotFound))
+			// The owner's entries (one per attempt: client-go retries a
+			// create answered "busy") carry entry IDs that no stored claim
+			// carries: the orphan sweep's case, as for any create the API
+			// server never stored (the spec above sees it swept; the policy
+			// keeps the sweep from writing here).
+			Expect(len(ledgerOf(p6.Name))).To(BeNumerically(">", len(before6)), "the owner committed the IPv6 family")
+		})
+	})
+
+	It("waits with one family exhausted, holding nothing in the other, and binds both when space frees", func() {
+		ns := waitNamespace()
+		p4 := createPool("10.250.8.0/24", nil)
+		full := v6Pool("fd00:250:8::/64", nil) // one /64: one claim fills it
+		c, filler := waitingDual(ns, []string{p4.Name, full.Name}, full.Name)
+		Expect(c.Spec.CIDR).To(BeEmpty())
+		Expect(c.Spec.CIDRs).To(BeEmpty())
+		Expect(c.Annotations).NotTo(HaveKey(ipam.EntryAnnotation))
+		Expect(c.Finalizers).To(ContainElement(ipamv1alpha1.ClaimFinalizer))
+
+		By("waiting on the exhausted family's pool, with nothing held in the first family's")
+		Eventually(readyReason(c)).Should(SatisfyAll(
+			HaveField("Reason", ipamv1alpha1.ReasonPending),
+			HaveField("Message", ContainSubstring("IPv6 (spec.ipFamilies[1]): waiting for space in pool "+full.Name))))
+		Expect(c.Status.Pool).To(Equal(full.Name))
+		Expect(ledgerOf(p4.Name)).To(BeEmpty(), "the IPv4 family was released at admission and is not committed while the claim waits")
+
+		By("refusing a user's bind of the waiting claim")
+		Eventually(func() error {
+			forged := c.DeepCopy()
+			if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(c), forged); err != nil {
+				return err
+			}
+			forged.Spec.CIDR, forged.Spec.CIDRs = "10.250.8.0/32", []string{"10.250.8.0/32", "fd00:250:8::/64"}
+			forged.Annotations = map[string]string{ipam.PoolAnnotation: p4.Name, ipam.SecondaryPoolAnnotation: full.Name}
+			return k8sClient.Update(ctx, forged)
+		}).Should(MatchError(ContainSubstring("only kipam sets the cidr")))
+
+		By("a single-stack claim of the namespace on the first family's pool queueing behind it")
+		behind := waiter(ns, p4.Name, nil)
+		Expect(k8sClient.Create(ctx, behind)).To(Succeed())
+		Expect(behind.Spec.CIDR).To(BeEmpty(), "the dual-stack claim waits on %s too", p4.Name)
+
+		By("binding both families when the exhausted pool's claim is deleted: the ledger's watch wakes it (the pool has no reuse grace to requeue it)")
+		Expect(k8sClient.Delete(ctx, filler)).To(Succeed())
+		Eventually(func(g Gomega) {
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(c), c)).To(Succeed())
+			g.Expect(c.Spec.CIDRs).To(Equal([]string{"10.250.8.0/32", "fd00:250:8::/64"}))
+		}).Should(Succeed())
+		Expect(c.Spec.CIDR).To(Equal(c.Spec.CIDRs[0]))
+		Expect(c.Annotations).To(HaveKeyWithValue(ipam.PoolAnnotation, p4.Name))
+		Expect(c.Annotations).To(HaveKeyWithValue(ipam.SecondaryPoolAnnotation, full.Name))
+		expectBoundToBoth(c)
+		expectBound(behind)
+		Expect(ledgerOf(p4.Name)).To(ConsistOf(c.Spec.CIDRs[0], behind.Spec.CIDR))
+		Expect(ledgerOf(full.Name)).To(ConsistOf(c.Spec.CIDRs[1]))
+		for i, pool := range []string{p4.Name, full.Name} {
+			e, ok, err := ipam.LookupEntry(ctx, k8sClient, pool, netip.MustParsePrefix(c.Spec.CIDRs[i]))
+			Expect(err).NotTo(HaveOccurred())
+			Expect(ok).To(BeTrue())
+			Expect(e.ID).To(Equal(string(c.UID)), "a bound waiting claim's entries are named by its uid")
+		}
+
+		By("releasing both when it is deleted")
+		Expect(k8sClient.Delete(ctx, c)).To(Succeed())
+		Eventually(func() []string { return ledgerOf(full.Name) }).Should(BeEmpty())
+		Expect(ledgerOf(p4.Name)).To(ConsistOf(behind.Spec.CIDR))
+	})
+
+	It("commits nothing for a waiting claim whose first family is exhausted", func() {
+		ns := waitNamespace()
+		full := createPool("10.250.9.0/32", nil)
+		p6 := v6Pool("fd00:250:9::/48", nil)
+		c, filler := waitingDual(ns, []string{full.Name, p6.Name}, full.Name)
+		Expect(c.Spec.CIDRs).To(BeEmpty())
+		Eventually(readyReason(c)).Should(HaveField("Message", ContainSubstring("IPv4 (spec.ipFamilies[0]): waiting for space in pool "+full.Name)))
+		Expect(ledgerOf(p6.Name)).To(BeEmpty())
+		Expect(k8sClient.Delete(ctx, filler)).To(Succeed())
+		expectBoundToBoth(c)
+		Expect(c.Spec.CIDRs).To(Equal([]string{"10.250.9.0/32", "fd00:250:9::/64"}))
+	})
+
+	It("gives dual-stack claims restored from a backup exactly both CIDRs back, and denies a restore of prefixes held by another", func() {
+		p4 := createPool("10.250.12.0/24", nil)
+		p6 := v6Pool("fd00:250:12::/48", nil)
+		var exported []*ipamv1alpha1.IPClaim
+		for i := range 4 {
+			c := dualClaim("default", ipamv1alpha1.RequireDualStack, v4v6, []string{p4.Name, p6.Name}, []int32{32, 30}[i%2], []int32{64, 60}[i%2])
+			if i%2 == 1 {
+				c = dualClaim("default", ipamv1alpha1.PreferDualStack, v6v4, []string{p6.Name, p4.Name}, 60, 30)
+			}
+			Expect(k8sClient.Create(ctx, c)).To(Succeed())
+			Expect(c.Spec.CIDRs).To(HaveLen(2))
+			exported = append(exported, c.DeepCopy())
+		}
+		By("losing the claims: both ledgers empty")
+		for _, c := range exported {
+			Expect(k8sClient.Delete(ctx, c)).To(Succeed())
+		}
+		Eventually(func() []string { return append(ledgerOf(p4.Name), ledgerOf(p6.Name)...) }).Should(BeEmpty())
+
+		By("applying the exported claims in reverse order: each gets both its CIDRs back")
+		var all4, all6 []string
+		for i := len(exported) - 1; i >= 0; i-- {
+			c := exported[i].DeepCopy()
+			want := c.Spec.CIDRs
+			c.ResourceVersion, c.UID, c.CreationTimestamp, c.Status = "", "", metav1.Time{}, ipamv1alpha1.IPClaimStatus{}
+			Expect(k8sClient.Create(ctx, c)).To(Succeed())
+			Expect(c.Spec.CIDRs).To(Equal(want))
+			Expect(c.Spec.CIDR).To(Equal(want[0]))
+			Expect(c.Annotations).To(HaveKeyWithValue(ipam.SecondaryPoolAnnotation, exported[i].Annotations[ipam.SecondaryPoolAnnotation]))
+			Expect(c.Annotations[ipam.EntryAnnotation]).NotTo(Equal(exported[i].Annotations[ipam.EntryAnnotation]), "a fresh entry, not the backup's")
+			expectBoundToBoth(c)
+			for _, cidr := range want {
+				if netip.MustParsePrefix(cidr).Addr().Is4() {
+					all4 = append(all4, cidr)
+				} else {
+					all6 = append(all6, cidr)
+				}
+			}
+		}
+		Expect(ledgerOf(p4.Name)).To(ConsistOf(all4))
+		Expect(ledgerOf(p6.Name)).To(ConsistOf(all6))
+
+		By("denying the restore of a claim whose IPv6 prefix another holds, with nothing left in the IPv4 pool")
+		thief := exported[0].DeepCopy()
+		thief.Name, thief.ResourceVersion, thief.UID, thief.CreationTimestamp, thief.Status = "", "", "", metav1.Time{}, ipamv1alpha1.IPClaimStatus{}
+		free4 := "10.250.12.128/32"
+		thief.Spec.CIDRs[0], thief.Spec.CIDR = free4, free4
+		err := k8sClient.Create(ctx, thief)
+		Expect(err).To(MatchError(ContainSubstring("IPv6 (spec.ipFamilies[1])")))
+		Expect(err).To(MatchError(ContainSubstring(free4 + ", committed in pool " + p4.Name + ", was released")))
+		Expect(ledgerOf(p4.Name)).To(ConsistOf(all4))
+	})
+
+	It("holds both prefixes for their pools' reuse grace, and expires a claim at its ttlSeconds releasing both", func() {
+		grace := func(s *ipamv1alpha1.IPPoolSpec) { s.ReuseGracePeriodSeconds = ptr.To[int64](3600) }
+		p4 := createPool("10.250.13.0/24", grace)
+		p6 := v6Pool("fd00:250:13::/48", grace)
+		c := dualClaim("default", ipamv1alpha1.RequireDualStack, v4v6, []string{p4.Name, p6.Name})
+		c.Spec.TTLSeconds = ptr.To[int64](2)
+		Expect(k8sClient.Create(ctx, c)).To(Succeed())
+		cidrs := c.Spec.CIDRs
+		Expect(cidrs).To(HaveLen(2))
+
+		By("deleting it at its lifetime, releasing each prefix by its own entry")
+		Eventually(func() error { return k8sClient.Get(ctx, client.ObjectKeyFromObject(c), c) }).WithTimeout(30 * time.Second).Should(Satisfy(apierrors.IsNotFound))
+		for i, pool := range []string{p4.Name, p6.Name} {
+			l, err := ipam.ReadLedger(ctx, k8sClient, pool)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(l.Allocations).To(BeEmpty())
+			Expect(l.Holds).To(HaveKey(netip.MustParsePrefix(cidrs[i])), "held for the reuse grace in pool %s", pool)
+		}
+
+		By("giving a new claim other prefixes in both families while the grace lasts")
+		d := dualClaim("default", ipamv1alpha1.RequireDualStack, v4v6, []string{p4.Name, p6.Name})
+		Expect(k8sClient.Create(ctx, d)).To(Succeed())
+		Expect(d.Spec.CIDRs[0]).NotTo(Equal(cidrs[0]))
+		Expect(d.Spec.CIDRs[1]).NotTo(Equal(cidrs[1]))
 	})
 })

@@ -33,6 +33,7 @@ import (
 
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
 	"github.com/kipam/kipam/internal/ipam"
+	"github.com/kipam/kipam/internal/netutil"
 )
 
 // ValidateFamilies denies, with the field path, a claim whose family
@@ -75,16 +76,14 @@ func ValidateFamilies(claim *ipamv1alpha1.IPClaim) field.ErrorList {
 	if spec.PrefixLength != nil {
 		errs = append(errs, field.Forbidden(path.Child("prefixLength"), "a dual-stack claim gives one length per family in spec.prefixLengths"))
 	}
-	if spec.CIDR != "" {
+	if spec.CIDR != "" && (len(spec.CIDRs) == 0 || spec.CIDR != spec.CIDRs[0]) {
 		errs = append(errs, field.Forbidden(path.Child("cidr"),
-			"a dual-stack claim cannot ask for a specific prefix: kipam allocates both families (create single-stack claims to ask for specific prefixes)"))
+			"a dual-stack claim asks for specific prefixes only as a restore, in spec.cidrs (one per family, in the order of spec.ipFamilies; spec.cidr, if given, is spec.cidrs[0])"))
 	}
-	if len(spec.CIDRs) > 0 {
-		errs = append(errs, field.Forbidden(path.Child("cidrs"), "kipam writes spec.cidrs when it allocates the claim"))
-	}
-	if spec.WhenExhausted == ipamv1alpha1.Wait {
+	errs = append(errs, validateRestore(claim)...)
+	if spec.WhenExhausted == ipamv1alpha1.Wait && spec.IPFamilyPolicy == ipamv1alpha1.PreferDualStack {
 		errs = append(errs, field.Forbidden(path.Child("whenExhausted"),
-			"a dual-stack claim is allocated when it is created or denied: Wait is not supported for dual-stack claims yet"))
+			"a PreferDualStack claim takes the family that fits instead of waiting: use ipFamilyPolicy RequireDualStack to wait for both"))
 	}
 	if n := len(spec.Pools); n > 0 && n != len(spec.IPFamilies) {
 		errs = append(errs, field.Invalid(path.Child("pools"), spec.Pools, "names one pool per family of spec.ipFamilies, in the same order"))
@@ -102,6 +101,58 @@ func ValidateFamilies(claim *ipamv1alpha1.IPClaim) field.ErrorList {
 		}
 	}
 	return errs
+}
+
+// validateRestore checks the spec.cidrs a dual-stack claim is created
+// with (a restore, kipam's own answer applied again): one prefix per
+// family, in the order of spec.ipFamilies, each of the length
+// spec.prefixLengths gives it; or, for PreferDualStack (a claim that
+// fell back), one prefix of one of its families.
+func validateRestore(claim *ipamv1alpha1.IPClaim) field.ErrorList {
+	spec := &claim.Spec
+	path := field.NewPath("spec", "cidrs")
+	if len(spec.CIDRs) == 0 || len(spec.IPFamilies) != 2 {
+		return nil
+	}
+	var errs field.ErrorList
+	if len(spec.CIDRs) == 1 && spec.IPFamilyPolicy == ipamv1alpha1.RequireDualStack {
+		errs = append(errs, field.Invalid(path, spec.CIDRs, "a RequireDualStack claim is restored with both families: one prefix per family of spec.ipFamilies, in the same order"))
+	}
+	for i, c := range spec.CIDRs {
+		p, err := netip.ParsePrefix(c)
+		if err != nil {
+			continue // the CRD's rule says so
+		}
+		family := ipamv1alpha1.IPFamily(netutil.Family(p.Addr()))
+		j := slices.Index(spec.IPFamilies, family)
+		switch {
+		case len(spec.CIDRs) == 2 && spec.IPFamilies[i] != family:
+			errs = append(errs, field.Invalid(path.Index(i), c, fmt.Sprintf("is not of family %s (spec.ipFamilies[%d]): a restore gives one prefix per family, in the order of spec.ipFamilies", spec.IPFamilies[i], i)))
+		case len(spec.PrefixLengths) == 2 && j >= 0 && int(spec.PrefixLengths[j]) != p.Bits():
+			errs = append(errs, field.Invalid(path.Index(i), c, fmt.Sprintf("is not a /%d, the length spec.prefixLengths[%d] asks for", spec.PrefixLengths[j], j)))
+		}
+	}
+	return errs
+}
+
+// familyView is the single-stack claim that asks for family i of a
+// dual-stack claim (ipam.FamilyView); for a restore, the prefix spec.cidrs
+// gives that family, which it never waits for. skip reports a family a
+// restore of a claim that fell back to one family does not ask for.
+func familyView(claim *ipamv1alpha1.IPClaim, i int) (view *ipamv1alpha1.IPClaim, skip bool) {
+	view = ipam.FamilyView(claim, i)
+	view.Spec.CIDR = ""
+	if len(claim.Spec.CIDRs) == 0 {
+		return view, false
+	}
+	for _, c := range claim.Spec.CIDRs {
+		if p, err := netip.ParsePrefix(c); err == nil && ipamv1alpha1.IPFamily(netutil.Family(p.Addr())) == claim.Spec.IPFamilies[i] {
+			view.Spec.CIDR = c
+			view.Spec.WhenExhausted = ipamv1alpha1.Deny
+			return view, false
+		}
+	}
+	return view, true
 }
 
 // unfitError is a denial that says a claim (or one family of a
@@ -135,8 +186,12 @@ type allocated struct {
 // after another was committed, that one is released first, by its entry,
 // and the denial returned; if that release fails, no claim will ever carry
 // the entry (the create is denied), so the ledger's orphan sweep releases
-// it after the orphan grace. PreferDualStack keeps the family that fits
-// when the other does not (FallbackAnnotation says why).
+// it after the orphan grace. A RequireDualStack claim that waits
+// (whenExhausted: Wait) for a family with no room is created waiting and
+// holding nothing, the other family released the same way (the entry ID
+// is this request's, which the claim does not carry); the claim
+// controller binds both when both fit. PreferDualStack keeps the family
+// that fits when the other does not (FallbackAnnotation says why).
 func (a *IPClaimAllocator) allocateDual(ctx context.Context, claim *ipamv1alpha1.IPClaim, namespace string, dryRun bool) error {
 	holder := ipam.ClaimHolder(namespace)
 	id := ipam.NewEntryID()
@@ -146,17 +201,34 @@ func (a *IPClaimAllocator) allocateDual(ctx context.Context, claim *ipamv1alpha1
 		denials  []error
 	)
 	for i, family := range claim.Spec.IPFamilies {
-		p, pool, err := a.allocateFrom(ctx, ipam.FamilyView(claim, i), namespace, id, dryRun)
+		view, skip := familyView(claim, i)
+		if skip {
+			fallback = append(fallback, fmt.Sprintf("%s (spec.ipFamilies[%d]): restored without it, as the claim held one family (spec.cidrs)", family, i))
+			continue
+		}
+		p, pool, err := a.allocateFrom(ctx, view, namespace, id, dryRun)
 		if err == nil && pool == nil {
-			err = fmt.Errorf("family %s was not allocated", family) // cannot happen: a dual-stack claim does not wait
+			// The family waits for room (only RequireDualStack may wait,
+			// ValidateFamilies): the claim is created waiting, and holds
+			// nothing meanwhile.
+			var released []string
+			if !dryRun {
+				released = a.release(ctx, held, holder, id)
+			}
+			logf.FromContext(ctx).V(1).Info("dual-stack claim waits for room", "family", family, "released", released, "dryRun", dryRun)
+			controllerutil.AddFinalizer(claim, ipamv1alpha1.ClaimFinalizer)
+			return nil
 		}
 		if err == nil {
 			held = append(held, allocated{pool, p})
 			continue
 		}
-		// A dual-stack claim cannot wait (ValidateFamilies).
-		err = forFamily(withMessage(err, func(m string) string { return strings.TrimSuffix(m, waitHint) }), claim, i)
 		var unfit *unfitError
+		if claim.Spec.IPFamilyPolicy == ipamv1alpha1.PreferDualStack {
+			// A PreferDualStack claim cannot wait (ValidateFamilies).
+			err = withMessage(err, func(m string) string { return strings.TrimSuffix(m, waitHint) })
+		}
+		err = forFamily(err, claim, i)
 		if claim.Spec.IPFamilyPolicy == ipamv1alpha1.PreferDualStack && errors.As(err, &unfit) {
 			fallback = append(fallback, reasonOf(err))
 			denials = append(denials, err)
@@ -186,16 +258,25 @@ func (a *IPClaimAllocator) allocateDual(ctx context.Context, claim *ipamv1alpha1
 }
 
 // undo releases what a dual-stack claim's admission committed before
-// denial, each by its entry, and returns denial saying so. The release
-// runs even when the request's context has ended (the API server gave
-// up on it): the entries are no claim's either way.
+// denial (release), and returns denial saying so.
 func (a *IPClaimAllocator) undo(ctx context.Context, held []allocated, holder, id string, dryRun bool, denial error) error {
 	if dryRun || len(held) == 0 {
 		return denial
 	}
+	notes := a.release(ctx, held, holder, id)
+	return withMessage(denial, func(msg string) string {
+		return fmt.Sprintf("%s; nothing is allocated to the claim: %s", msg, strings.Join(notes, ", "))
+	})
+}
+
+// release releases what a dual-stack claim's admission committed and
+// will not give the claim, each by its entry, and says what became of
+// each. It runs even when the request's context has ended (the API
+// server gave up on it): the entries are no claim's either way.
+func (a *IPClaimAllocator) release(ctx context.Context, held []allocated, holder, id string) []string {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	var notes []string
+	notes := make([]string, 0, len(held))
 	for _, h := range held {
 		// No reuse grace: no claim ever carried the prefix.
 		freed, err := a.Manager.Release(rctx, h.pool, h.prefix, holder, id, 0, nil)
@@ -212,9 +293,7 @@ func (a *IPClaimAllocator) undo(ctx context.Context, held []allocated, holder, i
 		}
 		notes = append(notes, fmt.Sprintf("%s, committed in pool %s, was released", h.prefix, h.pool.Name))
 	}
-	return withMessage(denial, func(msg string) string {
-		return fmt.Sprintf("%s; nothing is allocated to the claim: %s", msg, strings.Join(notes, ", "))
-	})
+	return notes
 }
 
 // forFamily says which family of a dual-stack claim a denial is about, and

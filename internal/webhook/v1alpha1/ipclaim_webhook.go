@@ -103,7 +103,13 @@ func (a *IPClaimAllocator) keepAllocation(ctx context.Context, claim *ipamv1alph
 		// its cidr, which boundByKipam checks against that pool's ledger.
 		delete(claim.Annotations, ipam.PoolAnnotation)
 	}
+	binding := old.Spec.CIDR == "" && claim.Spec.CIDR != ""
 	for _, key := range []string{ipam.EntryAnnotation, ipam.SecondaryPoolAnnotation, ipam.FallbackAnnotation} {
+		if binding && key == ipam.SecondaryPoolAnnotation {
+			// Given with the cidrs by kipam's bind of a waiting dual-stack
+			// claim, which boundByKipam checks against that pool's ledger.
+			continue
+		}
 		if v, ok := old.Annotations[key]; ok {
 			metav1.SetMetaDataAnnotation(&claim.ObjectMeta, key, v)
 		} else {
@@ -113,37 +119,49 @@ func (a *IPClaimAllocator) keepAllocation(ctx context.Context, claim *ipamv1alph
 	if controllerutil.ContainsFinalizer(&old, ipamv1alpha1.ClaimFinalizer) && claim.DeletionTimestamp == nil {
 		controllerutil.AddFinalizer(claim, ipamv1alpha1.ClaimFinalizer)
 	}
-	if old.Spec.CIDR == "" && claim.Spec.CIDR != "" {
+	if binding || (len(old.Spec.CIDRs) == 0 && len(claim.Spec.CIDRs) > 0) {
 		return a.boundByKipam(ctx, &old, claim)
 	}
 	return nil
 }
 
-// boundByKipam allows an update that sets spec.cidr on a claim created
-// without one only when it binds what kipam committed for this claim: the
-// pool's stored ledger records exactly that cidr for the claim's namespace
-// with the claim's uid as its entry ID, which only the claim controller
-// commits (for a waiting claim) and no user can write. So a tenant cannot
-// take space from a pool closed to it, skip the Wait queue, or adopt
-// another claim's entry.
+// boundByKipam allows an update that sets spec.cidr (and a dual-stack
+// claim's spec.cidrs) on a claim created without one only when it binds
+// what kipam committed for this claim: each pool's stored ledger records
+// exactly that cidr for the claim's namespace with the claim's uid as its
+// entry ID, which only the claim controller commits (for a waiting claim)
+// and no user can write. So a tenant cannot take space from a pool closed
+// to it, skip the Wait queue, or adopt another claim's entry.
 func (a *IPClaimAllocator) boundByKipam(ctx context.Context, old, claim *ipamv1alpha1.IPClaim) error {
-	cidr, err := netip.ParsePrefix(claim.Spec.CIDR)
-	pool := claim.Annotations[ipam.PoolAnnotation]
-	if pool == "" {
-		pool = claim.Spec.Pool
-	}
 	forbidden := field.Forbidden(field.NewPath("spec", "cidr"),
 		"only kipam sets the cidr of a claim created without one (it binds a waiting claim as space frees); "+
 			"to ask for a specific prefix, create a new claim with spec.cidr")
-	if err != nil || pool == "" {
+	holdings, want := ipam.Holdings(claim), 1
+	if ipam.DualStack(claim) {
+		want = 2
+	}
+	if old.Spec.CIDR != "" || len(holdings) != want || (want == 1 && len(claim.Spec.CIDRs) > 0) {
+		// cidrs set apart from a bind, or not the bind's shape: a
+		// single-stack claim has no cidrs, a dual-stack one is bound with
+		// both, primary first.
 		return claimError(claim, forbidden)
 	}
-	e, ok, err := ipam.LookupEntry(ctx, a.Resolver.APIReader, pool, cidr)
-	if err != nil {
-		return err
-	}
-	if !ok || !e.Is(ipam.ClaimHolder(old.Namespace), string(old.UID)) {
-		return claimError(claim, forbidden)
+	for _, h := range holdings {
+		cidr, err := netip.ParsePrefix(h.CIDR)
+		pool := h.Pool
+		if pool == "" && !ipam.DualStack(claim) {
+			pool = claim.Spec.Pool
+		}
+		if err != nil || pool == "" {
+			return claimError(claim, forbidden)
+		}
+		e, ok, err := ipam.LookupEntry(ctx, a.Resolver.APIReader, pool, cidr)
+		if err != nil {
+			return err
+		}
+		if !ok || !e.Is(ipam.ClaimHolder(old.Namespace), string(old.UID)) {
+			return claimError(claim, forbidden)
+		}
 	}
 	return nil
 }

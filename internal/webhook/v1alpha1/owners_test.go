@@ -21,6 +21,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"net/http"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -32,6 +33,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
@@ -49,19 +51,41 @@ type replica struct {
 	stop   func()
 }
 
-func startReplica(identity string) *replica {
+// replicaConfig is what a spec changes of the replica startReplica starts.
+type replicaConfig struct {
+	// handler wraps the handler that serves forwarded changes.
+	handler func(http.Handler) http.Handler
+	// user, when set, is the user the replica's requests impersonate (an
+	// admission policy can then tell its writes from the suite's).
+	user string
+}
+
+func startReplica(identity string, opts ...func(*replicaConfig)) *replica {
 	GinkgoHelper()
+	var conf replicaConfig
+	for _, o := range opts {
+		o(&conf)
+	}
 	port, err := testenv.FreePort()
 	Expect(err).NotTo(HaveOccurred())
 	certDir := testEnv.WebhookInstallOptions.LocalServingCertDir
-	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	rc := cfg
+	if conf.user != "" {
+		rc = rest.CopyConfig(cfg)
+		rc.Impersonate = rest.ImpersonationConfig{UserName: conf.user, Groups: []string{"system:masters"}}
+	}
+	c, err := client.New(rc, client.Options{Scheme: scheme})
 	Expect(err).NotTo(HaveOccurred())
 	r := &replica{pools: ipam.NewManager(ipam.ClientStore{Reader: c, Writer: c}, nil)}
 	r.owners = &ipam.Owners{Client: c, Namespace: "default", Identity: identity, Address: net.JoinHostPort("127.0.0.1", strconv.Itoa(port))}
 	router := ipam.NewRouter(r.owners, certDir)
 	srv := webhook.NewServer(webhook.Options{Host: "127.0.0.1", Port: port, CertDir: certDir,
 		TLSOpts: []func(*tls.Config){func(c *tls.Config) { c.ClientAuth = tls.RequestClientCert }}})
-	srv.Register(ipam.ForwardPath, router.Handler(r.pools))
+	h := router.Handler(r.pools)
+	if conf.handler != nil {
+		h = conf.handler(h)
+	}
+	srv.Register(ipam.ForwardPath, h)
 	sctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
@@ -79,6 +103,18 @@ func startReplica(identity string) *replica {
 	r.stop = func() { cancel(); <-done }
 	DeferCleanup(r.stop)
 	return r
+}
+
+// routeHere makes the suite's kipam a routed replica called identity,
+// until the spec ends: it serves the pools whose Lease it takes and
+// forwards the others to their owners.
+func routeHere(identity string) {
+	GinkgoHelper()
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	Expect(err).NotTo(HaveOccurred())
+	here := &ipam.Owners{Client: c, Namespace: "default", Identity: identity, Address: "127.0.0.1:1"}
+	pools.SetRouter(ipam.NewRouter(here, testEnv.WebhookInstallOptions.LocalServingCertDir))
+	DeferCleanup(func() { pools.SetRouter(nil) })
 }
 
 var _ = Describe("Pool owners", func() {
