@@ -326,8 +326,9 @@ func (m *Manager) Forget(pool string) {
 
 // Allocate commits one prefix for req and returns it. A dry run commits
 // nothing and returns the prefix a real request would have got, except
-// that it takes over no entry (Reclaim) and adopts none (Adopt): it
-// answers as for a request without them.
+// that it takes over no entry (Reclaim: it answers as a request without
+// it would). It does adopt (Adopt): asked whether a bind would succeed, it
+// answers with the entry the bind would adopt.
 func (m *Manager) Allocate(ctx context.Context, req Request) (netip.Prefix, error) {
 	p, _, err := m.AllocateEntry(ctx, req)
 	return p, err
