@@ -266,13 +266,13 @@ func (t *commitTimes) logIfSlow(pool string, ops int) {
 // commits (a replica serving a pool whose owner it could not reach), in a
 // way a caller would act on: a release that found nothing to free (the
 // orphan sweep takes "not freed" for "released since", and would leave an
-// entry another replica committed for ever), and a denial for want of
-// room (exhaustion, a full ledger, a namespace at its limit) where memory
-// still holds what another replica released, and an Adopt that found its
+// entry another replica committed for ever), and an Adopt that found its
 // entry (another replica may have released it since: the caller would
-// hand out an address the ledger no longer records for it). Nothing it
-// wrote fenced it, so it is answered again on an allocator rebuilt from
-// the ledgers.
+// hand out an address the ledger no longer records for it; rare, since a
+// caller adopts again only after a failure). Nothing it wrote fenced it,
+// so it is answered again on an allocator rebuilt from the ledgers. A
+// denial for want of room is stale in the same way, but rebuilding for
+// every denied batch cost too much (docs/design.md, "Dry run").
 func answeredFromMemory(o *op) bool {
 	if o.drain || len(o.deps) > 0 {
 		return false
@@ -280,14 +280,7 @@ func answeredFromMemory(o *op) bool {
 	if o.alloc == nil {
 		return !o.result.IsValid() && o.err == nil
 	}
-	return !o.alloc.DryRun && (noRoom(o.err) || (o.alloc.Adopt && o.result.IsValid()))
-}
-
-// noRoom reports whether err denies an allocation for want of room in
-// the pool: what a release elsewhere could have made.
-func noRoom(err error) bool {
-	_, full := Full(err)
-	return full || errors.Is(err, allocator.ErrExhausted)
+	return !o.alloc.DryRun && o.alloc.Adopt && o.result.IsValid()
 }
 
 // closed ends the ops of a batch for a pool whose ledger is sealed: a

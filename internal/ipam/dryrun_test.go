@@ -85,37 +85,3 @@ func TestAReleaseLooksInTheStoredLedgers(t *testing.T) {
 		t.Fatalf("releasing %s again: freed %v, %v", x, freed, err)
 	}
 }
-
-// TestAnExhaustionDenialLooksInTheStoredLedgers: a replica whose memory
-// still holds a prefix that another replica released since (it served
-// the pool while the owner was unreachable) must not deny a claim as
-// exhausted: a denial writes nothing, so no compare-and-swap fences it,
-// and the claim would be refused (or left waiting) with the space free in
-// etcd. It looks again in the stored ledgers, and allocates.
-func TestAnExhaustionDenialLooksInTheStoredLedgers(t *testing.T) {
-	s := newMemStore()
-	pool := testPool("10.0.0.0/30")
-	ctx := context.Background()
-	a, b := NewManager(s, nil), NewManager(s, nil)
-	all := netip.MustParsePrefix("10.0.0.0/30")
-	if _, err := a.Allocate(ctx, Request{Pool: pool, CIDR: all, Bits: 30, Holder: ClaimHolder("ns"), ID: "whole"}); err != nil {
-		t.Fatal(err)
-	}
-	if freed, err := b.Release(ctx, pool, all, ClaimHolder("ns"), "whole", 0, nil); err != nil || !freed {
-		t.Fatalf("releasing %s at the other replica: freed %v, %v", all, freed, err)
-	}
-	p, err := a.Allocate(ctx, Request{Pool: pool, Bits: 31, Holder: ClaimHolder("ns"), ID: "next"})
-	if err != nil {
-		t.Fatalf("a /31 from a pool whose stored ledger records nothing: %v (the replica's memory still held %s)", err, all)
-	}
-	if e, ok := recorded(t, NewManager(s, nil), pool, p); !ok || e.ID != "next" {
-		t.Fatalf("the stored ledger records %s as %+v, %v; want the entry next", p, e, ok)
-	}
-	// A pool that is full in etcd is still denied as exhausted.
-	if _, err := a.Allocate(ctx, Request{Pool: pool, Bits: 31, Holder: ClaimHolder("ns"), ID: "third"}); err != nil {
-		t.Fatal(err)
-	}
-	if p, err := a.Allocate(ctx, Request{Pool: pool, Bits: 32, Holder: ClaimHolder("ns"), ID: "none"}); !errors.Is(err, allocator.ErrExhausted) {
-		t.Fatalf("a /32 from a full pool answered %v, %v; want exhausted", p, err)
-	}
-}
