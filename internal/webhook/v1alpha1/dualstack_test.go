@@ -252,10 +252,10 @@ var _ = Describe("Dual-stack claims", func() {
 	// the same way.
 	It("falls back under PreferDualStack when every pool of one family its selector matches is being deleted", func() {
 		lbl := map[string]string{"tier": fmt.Sprintf("dual-%d", seq.Add(1))}
-		p4 := pool("10.250.9.0/24", nil)
+		p4 := pool("10.250.20.0/24", nil)
 		p4.Labels = lbl
 		Expect(k8sClient.Create(ctx, p4)).To(Succeed())
-		for _, cidr := range []string{"fd00:250:9::/48", "fd00:250:a::/48"} {
+		for _, cidr := range []string{"fd00:250:20::/48", "fd00:250:21::/48"} {
 			p6 := pool(cidr, func(s *ipamv1alpha1.IPPoolSpec) { s.DefaultPrefixLength = ptr.To[int32](64) })
 			p6.Labels = lbl
 			Expect(k8sClient.Create(ctx, p6)).To(Succeed())
@@ -268,7 +268,7 @@ var _ = Describe("Dual-stack claims", func() {
 			c.Spec.PoolSelector = &metav1.LabelSelector{MatchLabels: lbl}
 		})
 		Expect(k8sClient.Create(ctx, c)).To(Succeed())
-		Expect(c.Spec.CIDRs).To(Equal([]string{"10.250.9.0/32"}))
+		Expect(c.Spec.CIDRs).To(Equal([]string{"10.250.20.0/32"}))
 		Eventually(func(g Gomega) *metav1.Condition {
 			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(c), c)).To(Succeed())
 			return meta.FindStatusCondition(c.Status.Conditions, ipamv1alpha1.ConditionDualStack)
