@@ -129,18 +129,13 @@ func (m *Manager) commit(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) 
 		// So does a dry run: it writes nothing, so no ledger write fences
 		// an answer computed on an allocator that has not seen another
 		// replica's commits (a replica serving a pool whose owner it cannot
-		// reach).
-		if o.drain || (o.alloc != nil && (o.alloc.Fresh || o.alloc.DryRun)) || !o.expect.At.IsZero() {
+		// reach). So does an Adopt: a miss commits a new entry in whichever
+		// shard its answer falls, a write that does not fence the shard
+		// where another replica may have committed the entry meanwhile, and
+		// a hit writes nothing, though another replica may have released
+		// the entry since.
+		if o.drain || (o.alloc != nil && (o.alloc.Fresh || o.alloc.DryRun || o.alloc.Adopt)) || !o.expect.At.IsZero() {
 			st.alloc = nil
-		}
-		// An Adopt that memory finds no entry for commits a new one, in
-		// whichever shard its answer falls: that write fences only its own
-		// shard, not the one where another replica may have committed the
-		// entry meanwhile, so the miss is decided on the stored ledgers.
-		if o.alloc != nil && o.alloc.Adopt && !o.alloc.DryRun && st.alloc != nil {
-			if _, ok := st.ledger.find(o.alloc.Holder, o.alloc.ID); !ok {
-				st.alloc = nil
-			}
 		}
 	}
 	var lastErr error
@@ -266,21 +261,12 @@ func (t *commitTimes) logIfSlow(pool string, ops int) {
 // commits (a replica serving a pool whose owner it could not reach), in a
 // way a caller would act on: a release that found nothing to free (the
 // orphan sweep takes "not freed" for "released since", and would leave an
-// entry another replica committed for ever), and an Adopt that found its
-// entry (another replica may have released it since: the caller would
-// hand out an address the ledger no longer records for it; rare, since a
-// caller adopts again only after a failure). Nothing it wrote fenced it,
+// entry another replica committed for ever). Nothing it wrote fenced it,
 // so it is answered again on an allocator rebuilt from the ledgers. A
 // denial for want of room is stale in the same way, but rebuilding for
 // every denied batch cost too much (docs/design.md, "Dry run").
 func answeredFromMemory(o *op) bool {
-	if o.drain || len(o.deps) > 0 {
-		return false
-	}
-	if o.alloc == nil {
-		return !o.result.IsValid() && o.err == nil
-	}
-	return !o.alloc.DryRun && o.alloc.Adopt && o.result.IsValid()
+	return o.alloc == nil && !o.drain && len(o.deps) == 0 && !o.result.IsValid() && o.err == nil
 }
 
 // closed ends the ops of a batch for a pool whose ledger is sealed: a

@@ -187,10 +187,10 @@ type Request struct {
 	// Adopt answers with the entry the pool already records for Holder and
 	// ID, if any, instead of committing another: for a caller that may have
 	// committed before without learning it (a bind whose patch's outcome was
-	// unknown), so that retrying never holds two prefixes. Memory that
-	// finds no such entry is not trusted with it: the pool is restored
-	// from its stored ledgers first, because another replica may have
-	// committed the entry in another shard than the one this answer writes.
+	// unknown), so that retrying never holds two prefixes. It is decided
+	// on the stored ledgers, not on memory: another replica may have
+	// committed the entry in another shard than the one a new answer
+	// writes, or released it.
 	Adopt bool
 	// Reclaim answers, for a request of exactly CIDR, with the entry the
 	// ledger already records for Holder at CIDR, whatever its ID, and
