@@ -18,7 +18,7 @@ package controller
 
 import (
 	"strings"
-	"sync"
+	"unique"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -77,24 +77,24 @@ func trimClaim(o any) (any, error) {
 			kept = make(map[string]string, len(c.Annotations))
 		}
 		if k == ipam.PoolAnnotation || k == ipam.SecondaryPoolAnnotation {
-			v = shared.intern(v)
+			v = intern(v)
 		}
-		kept[shared.intern(k)] = v
+		kept[intern(k)] = v
 	}
 	c.Annotations = kept
 	s := &c.Spec
-	s.Pool = shared.intern(s.Pool)
-	s.IPFamily = ipamv1alpha1.IPFamily(shared.intern(string(s.IPFamily)))
-	s.IPFamilyPolicy = ipamv1alpha1.IPFamilyPolicy(shared.intern(string(s.IPFamilyPolicy)))
-	s.WhenExhausted = ipamv1alpha1.ExhaustedPolicy(shared.intern(string(s.WhenExhausted)))
+	s.Pool = intern(s.Pool)
+	s.IPFamily = ipamv1alpha1.IPFamily(intern(string(s.IPFamily)))
+	s.IPFamilyPolicy = ipamv1alpha1.IPFamilyPolicy(intern(string(s.IPFamilyPolicy)))
+	s.WhenExhausted = ipamv1alpha1.ExhaustedPolicy(intern(string(s.WhenExhausted)))
 	for i := range s.Pools {
-		s.Pools[i] = shared.intern(s.Pools[i])
+		s.Pools[i] = intern(s.Pools[i])
 	}
 	for i := range s.IPFamilies {
-		s.IPFamilies[i] = ipamv1alpha1.IPFamily(shared.intern(string(s.IPFamilies[i])))
+		s.IPFamilies[i] = ipamv1alpha1.IPFamily(intern(string(s.IPFamilies[i])))
 	}
 	st := &c.Status
-	st.Pool = shared.intern(st.Pool)
+	st.Pool = intern(st.Pool)
 	if st.CIDR == s.CIDR {
 		st.CIDR = s.CIDR // one copy of the prefix, not two
 	}
@@ -121,10 +121,10 @@ func trimAllocation(o any) (any, error) {
 	}
 	trimMeta(&a.TypeMeta, &a.ObjectMeta)
 	a.Labels, a.Annotations = nil, nil
-	a.Spec.Pool = shared.intern(a.Spec.Pool)
+	a.Spec.Pool = intern(a.Spec.Pool)
 	ref := &a.Spec.ClaimRef
-	ref.Kind = shared.intern(ref.Kind)
-	ref.Namespace = shared.intern(ref.Namespace)
+	ref.Kind = intern(ref.Kind)
+	ref.Namespace = intern(ref.Namespace)
 	shareConditions(a.Status.Conditions)
 	return a, nil
 }
@@ -132,11 +132,11 @@ func trimAllocation(o any) (any, error) {
 // trimMeta drops what kipam reads of no cached object, and shares the
 // strings every object of a kind has.
 func trimMeta(t *metav1.TypeMeta, m *metav1.ObjectMeta) {
-	t.APIVersion, t.Kind = shared.intern(t.APIVersion), shared.intern(t.Kind)
+	t.APIVersion, t.Kind = intern(t.APIVersion), intern(t.Kind)
 	m.ManagedFields, m.OwnerReferences, m.GenerateName = nil, nil, ""
-	m.Namespace = shared.intern(m.Namespace)
+	m.Namespace = intern(m.Namespace)
 	for i := range m.Finalizers {
-		m.Finalizers[i] = shared.intern(m.Finalizers[i])
+		m.Finalizers[i] = intern(m.Finalizers[i])
 	}
 }
 
@@ -145,39 +145,18 @@ func trimMeta(t *metav1.TypeMeta, m *metav1.ObjectMeta) {
 func shareConditions(conds []metav1.Condition) {
 	for i := range conds {
 		c := &conds[i]
-		c.Type, c.Reason = shared.intern(c.Type), shared.intern(c.Reason)
-		c.Status = metav1.ConditionStatus(shared.intern(string(c.Status)))
+		c.Type, c.Reason = intern(c.Type), intern(c.Reason)
+		c.Status = metav1.ConditionStatus(intern(string(c.Status)))
 	}
 }
 
-// maxInterned bounds the interned strings: past it the table starts again
-// (strings already shared stay shared; the table only stops growing).
-const maxInterned = 1 << 14
-
-// interner hands out one copy of each string it is given, for the few
-// values many cached objects repeat (namespaces, pool names, enums). A
-// decoded object holds a copy of its own of every string in it.
-type interner struct {
-	mu sync.Mutex
-	m  map[string]string
-}
-
-// shared is the manager's one interner: the caches' transforms run on their
-// informers' goroutines.
-var shared interner
-
-func (in *interner) intern(s string) string {
+// intern returns the one copy of s that every cached object repeating it
+// shares (namespaces, pool names, enums): a decoded object holds a copy of
+// its own of every string in it. The standard library's unique package
+// keeps the table, and drops what no object refers to any more.
+func intern(s string) string {
 	if s == "" {
 		return ""
 	}
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	if v, ok := in.m[s]; ok {
-		return v
-	}
-	if in.m == nil || len(in.m) >= maxInterned {
-		in.m = make(map[string]string)
-	}
-	in.m[s] = s
-	return s
+	return unique.Make(s).Value()
 }
