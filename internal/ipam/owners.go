@@ -173,14 +173,19 @@ func (o *Owners) acquire(ctx context.Context, pool string) (string, error) {
 			return "", err
 		}
 	}
+	o.own(pool, &l)
+	return "", nil
+}
+
+// own records that this replica holds pool's Lease l, as just written.
+func (o *Owners) own(pool string, l *coordinationv1.Lease) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.owned == nil {
 		o.owned = map[string]*coordinationv1.Lease{}
 	}
-	o.owned[pool] = &l
+	o.owned[pool] = l
 	delete(o.remote, pool)
-	return "", nil
 }
 
 // TakeOver is told that pool's owner at addr refused a connection:
@@ -210,12 +215,7 @@ func (o *Owners) TakeOver(ctx context.Context, pool, addr string) bool {
 	if err := o.Client.Update(ctx, &l); err != nil {
 		return false
 	}
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.owned == nil {
-		o.owned = map[string]*coordinationv1.Lease{}
-	}
-	o.owned[pool] = &l
+	o.own(pool, &l)
 	return true
 }
 
