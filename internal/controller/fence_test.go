@@ -308,6 +308,55 @@ var _ = Describe("Releases name the entry they free", func() {
 		clock.Add(2 * time.Second)
 		Expect(swept()).To(BeTrue(), "past the grace since first seen, and no claim carries it")
 	})
+
+	It("a replica that becomes leader counts the grace from when its informer first saw the entry, not from its election", func() {
+		pool := fencePool("10.200.0.20/30")
+		ns := fenceNamespace()
+		clock := &fakeClock{t: time.Now()}
+		// A replica that does not lead: its cache runs, its controllers
+		// do not; only the informer's handler records what it sees.
+		follower, err := cache.New(cfg, func() cache.Options { o := CacheOptions(); o.Scheme = scheme.Scheme; return o }())
+		Expect(err).NotTo(HaveOccurred())
+		seen := &sightings{}
+		Expect(watchSightings(ctx, follower, seen, clock.Now)).To(Succeed())
+		followerCtx, stop := context.WithCancel(ctx)
+		DeferCleanup(stop)
+		go func() { _ = follower.Start(followerCtx) }()
+		Expect(follower.WaitForCacheSync(followerCtx)).To(BeTrue())
+
+		x, err := m.Allocate(ctx, ipam.Request{Pool: pool, Bits: 32, Holder: ipam.ClaimHolder(ns), ID: "never-stored"})
+		Expect(err).NotTo(HaveOccurred())
+		ledger := ledgerOf(pool, x)
+		recorded := func() bool {
+			seen.mu.Lock()
+			defer seen.mu.Unlock()
+			for k := range seen.seen[ledger] {
+				if k.cidr == x && k.id == "never-stored" {
+					return true
+				}
+			}
+			return false
+		}
+		Eventually(recorded).Should(BeTrue(), "the follower's informer sees the entry")
+
+		// The follower becomes leader a little short of the grace after it
+		// saw the entry; its sweep shares what the informer recorded.
+		clock.Add(DefaultOrphanGrace - 10*time.Second)
+		sweep := newSweeper(cached, held, m, clock)
+		sweep.Sightings = seen
+		res, err := sweep.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKey{Name: ledger}})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(recordedEntry(m, pool, x).Is(ipam.ClaimHolder(ns), "never-stored")).To(BeTrue(), "10 s short of the grace since first seen")
+		Expect(res.RequeueAfter).To(Equal(10*time.Second), "it looks again when the grace since first sight ends, not a grace after its election")
+
+		clock.Add(11 * time.Second)
+		_, err = sweep.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKey{Name: ledger}})
+		Expect(err).NotTo(HaveOccurred())
+		_, ok, err := m.Recorded(ctx, pool, x)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(ok).To(BeFalse(), "released past the grace since the follower first saw it, 11 s after it became leader")
+		Eventually(recorded).Should(BeFalse(), "the informer forgets an entry its ledger no longer records")
+	})
 })
 
 var _ = DescribeTable("the orphan grace must exceed the webhook timeout plus the API server's request timeout",
@@ -337,7 +386,7 @@ func (c lostAnswer) Patch(ctx context.Context, obj client.Object, patch client.P
 
 func newSweeper(c client.Client, held *holdings, m *ipam.Manager, clock *fakeClock) *IPLedgerReconciler {
 	return &IPLedgerReconciler{Client: c, APIReader: k8sClient, Manager: m, Recorder: nopRecorder{}, Holdings: held,
-		OrphanGrace: DefaultOrphanGrace, Now: clock.Now}
+		OrphanGrace: DefaultOrphanGrace, Now: clock.Now, Sightings: &sightings{}}
 }
 
 // ledgerOf names the ledger object of pool that records cidr.

@@ -18,10 +18,10 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -77,16 +77,11 @@ type IPLedgerReconciler struct {
 	// no stored claim carries yet (the pool's status.pending).
 	Unconfirmed *unconfirmed
 
-	mu sync.Mutex
-	// seen is what this replica knows of each claim entry of each ledger.
-	seen map[string]map[entryKey]*sighting
-}
-
-// sighting is when this replica first saw an entry, and whether it has
-// seen a stored claim carry it since.
-type sighting struct {
-	first   time.Time
-	carried bool
+	// Sightings is when this replica first saw each entry: recorded by
+	// its informer of IPLedgers whether or not it leads (watchSightings),
+	// and by the sweep for what it reads before the informer's handler
+	// has.
+	Sightings *sightings
 }
 
 // Ledgers: read to restore and sweep; created and updated (with a
@@ -99,9 +94,7 @@ func (r *IPLedgerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	var ledger ipamv1alpha1.IPLedger
 	if err := r.Get(ctx, req.NamespacedName, &ledger); err != nil {
 		if apierrors.IsNotFound(err) {
-			r.mu.Lock()
-			delete(r.seen, req.Name)
-			r.mu.Unlock()
+			r.Sightings.forget(req.Name) // the informer did too; a sweep may have run since
 			r.Unconfirmed.set("", req.Name, 0)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
@@ -114,7 +107,7 @@ func (r *IPLedgerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		return ctrl.Result{}, err
 	}
 	now := r.Now()
-	seen := r.sightings(ledger.Name, entries, now)
+	seen := r.Sightings.of(ledger.Name, entries, now)
 	var next time.Duration
 	pending := 0
 	live := map[string][]ipamv1alpha1.IPClaim{} // per namespace, read once per sweep
@@ -352,41 +345,6 @@ func (r *IPLedgerReconciler) poolOf(ctx context.Context, l *ipamv1alpha1.IPLedge
 	return false, pool.DeletionTimestamp != nil && !controllerutil.ContainsFinalizer(&pool, ipamv1alpha1.PoolFinalizer), nil
 }
 
-// entryKey tells a ledger's entries apart: its prefix, holder and ID.
-type entryKey struct {
-	cidr       netip.Prefix
-	holder, id string
-	// at is the entry's time: an entry renewed by a create that took it
-	// over (ipam.Request.Reclaim) is seen afresh.
-	at int64
-}
-
-func key(p netip.Prefix, e ipam.Entry) entryKey { return entryKey{p, e.Holder, e.ID, e.At.Unix()} }
-
-// sightings returns what this replica knows of each of a ledger's entries,
-// recording now as the first sight of those it had not seen, and forgets
-// the entries the ledger no longer records. Only this ledger's reconcile
-// touches its sightings.
-func (r *IPLedgerReconciler) sightings(ledger string, entries map[netip.Prefix]ipam.Entry, now time.Time) map[entryKey]*sighting {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.seen == nil {
-		r.seen = map[string]map[entryKey]*sighting{}
-	}
-	was := r.seen[ledger]
-	is := make(map[entryKey]*sighting, len(entries))
-	for p, e := range entries {
-		k := key(p, e)
-		if s, ok := was[k]; ok {
-			is[k] = s
-		} else {
-			is[k] = &sighting{first: now}
-		}
-	}
-	r.seen[ledger] = is
-	return is
-}
-
 // held reports whether a claim carries the entry (see carries), or an
 // IPAllocation records it. live holds the namespaces' claims as read from
 // the API server in this sweep: an entry it finds no claim for was
@@ -471,6 +429,9 @@ func (r *IPLedgerReconciler) ledgersOf(ctx context.Context, pool client.Object) 
 
 // SetupWithManager registers the reconciler.
 func (r *IPLedgerReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.Sightings == nil {
+		return errors.New("the ledger sweep needs Sightings, fed on every replica by watchSightings")
+	}
 	b := ctrl.NewControllerManagedBy(mgr).
 		For(&ipamv1alpha1.IPLedger{}).
 		// A claim stored carries its entry (no longer pending); a claim

@@ -149,6 +149,12 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, m *ipam.Manager, op
 	resolver := &ipam.Resolver{Reader: mgr.GetClient(), APIReader: mgr.GetAPIReader()}
 	recorder := mgr.GetEventRecorder("kipam")
 	pending := newUnconfirmed()
+	// Recorded on every replica, so that a new leader's sweep counts the
+	// orphan grace from when it first saw an entry, not from its election.
+	seen := &sightings{}
+	if err := watchSightings(ctx, mgr.GetCache(), seen, opts.Now); err != nil {
+		return err
+	}
 	addressClaims, cluster, err := capiKinds(mgr)
 	if err != nil {
 		return err
@@ -161,7 +167,8 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, m *ipam.Manager, op
 		&IPAllocationReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Manager: m, Recorder: recorder,
 			OrphanGrace: opts.OrphanGrace, Now: opts.Now, Workers: opts.Workers, RetryMaxDelay: opts.RetryMaxDelay, AddressClaims: addressClaims},
 		&IPLedgerReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Manager: m, Recorder: recorder, Holdings: held,
-			OrphanGrace: opts.OrphanGrace, Now: opts.Now, Unconfirmed: pending, RetryMaxDelay: opts.RetryMaxDelay, AddressClaims: addressClaims},
+			OrphanGrace: opts.OrphanGrace, Now: opts.Now, Unconfirmed: pending, RetryMaxDelay: opts.RetryMaxDelay, AddressClaims: addressClaims,
+			Sightings: seen},
 	} {
 		if err := r.SetupWithManager(mgr); err != nil {
 			return err

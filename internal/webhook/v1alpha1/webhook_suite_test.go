@@ -59,8 +59,12 @@ var (
 // default is two minutes. It must still outlast the slowest create the
 // specs make, from kipam's commit to the API server storing the object (the
 // sweep would release a prefix whose claim or pool is still being stored):
-// 500 concurrent creates on two cores took more than 3 s.
-const orphanGrace = 8 * time.Second
+// 500 concurrent creates on two cores took more than 3 s, and more than 8 s
+// at a load average of 20. The sweep counts it from its informer's first
+// sight of an entry, moments after the commit (it once counted from its
+// own first reconcile of the ledger, which a backlog delayed: slack this
+// grace no longer has).
+const orphanGrace = 20 * time.Second
 
 // clockSkew moves the controllers' clock forward, so that lifetimes expire
 // without waiting for them.

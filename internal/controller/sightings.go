@@ -1,0 +1,161 @@
+/*
+Copyright 2026 The kipam Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package controller
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"sync"
+	"time"
+
+	toolscache "k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+
+	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
+	"github.com/kipam/kipam/internal/ipam"
+)
+
+// sightings is when this replica first saw each entry of each ledger, on
+// its own clock. Every replica records them as its informer of IPLedgers
+// sees each version of a ledger (watchSightings), leader or not, so that a
+// replica that becomes leader measures the orphan grace from when it first
+// saw an entry, not from when it became leader. The zero value is ready to
+// use.
+type sightings struct {
+	mu   sync.Mutex
+	seen map[string]map[entryKey]*sighting
+}
+
+// sighting is when this replica first saw an entry, and whether its sweep
+// has seen a stored claim carry it since.
+type sighting struct {
+	first time.Time
+	// carried is written by the sweep of the entry's ledger alone (one at
+	// a time per ledger), never by the informer.
+	carried bool
+}
+
+// entryKey tells a ledger's entries apart: its prefix, holder and ID.
+type entryKey struct {
+	cidr       netip.Prefix
+	holder, id string
+	// at is the entry's time: an entry renewed by a create that took it
+	// over (ipam.Request.Reclaim) is seen afresh.
+	at int64
+}
+
+func key(p netip.Prefix, e ipam.Entry) entryKey { return entryKey{p, e.Holder, e.ID, e.At.Unix()} }
+
+// record records now as the first sight of the ledger's entries not seen
+// before, and forgets the entries it no longer records. It is fed every
+// version of a ledger in order, by the informer.
+func (s *sightings) record(ledger string, entries map[netip.Prefix]ipam.Entry, now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.seen == nil {
+		s.seen = map[string]map[entryKey]*sighting{}
+	}
+	was := s.seen[ledger]
+	is := make(map[entryKey]*sighting, len(entries))
+	for p, e := range entries {
+		// The new key, not the old one: its strings are the current
+		// version's, so no older version of the ledger's text is kept.
+		k := key(p, e)
+		if w, ok := was[k]; ok {
+			is[k] = w
+		} else {
+			is[k] = &sighting{first: now}
+		}
+	}
+	s.seen[ledger] = is
+}
+
+// of returns what this replica knows of each of a ledger's entries, as a
+// sweep read them, recording now as the first sight of those not seen
+// before. It forgets nothing: the sweep may have read an older version of
+// the ledger than the informer last recorded, and only the informer sees
+// every version in order.
+func (s *sightings) of(ledger string, entries map[netip.Prefix]ipam.Entry, now time.Time) map[entryKey]*sighting {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.seen == nil {
+		s.seen = map[string]map[entryKey]*sighting{}
+	}
+	known := s.seen[ledger]
+	if known == nil {
+		known = make(map[entryKey]*sighting, len(entries))
+		s.seen[ledger] = known
+	}
+	out := make(map[entryKey]*sighting, len(entries))
+	for p, e := range entries {
+		k := key(p, e)
+		w, ok := known[k]
+		if !ok {
+			w = &sighting{first: now}
+			known[k] = w
+		}
+		out[k] = w
+	}
+	return out
+}
+
+// forget drops what this replica knows of a ledger that is gone.
+func (s *sightings) forget(ledger string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.seen, ledger)
+}
+
+// watchSightings records in s, on the clock now, every entry of every
+// ledger that informers' IPLedger informer sees. The manager's cache runs
+// on every replica, leader or not (only the controllers wait for
+// leadership), and an informer asked for before the cache starts is
+// started with it.
+func watchSightings(ctx context.Context, informers cache.Informers, s *sightings, now func() time.Time) error {
+	inf, err := informers.GetInformer(ctx, &ipamv1alpha1.IPLedger{})
+	if err != nil {
+		return fmt.Errorf("getting the informer of IPLedgers: %w", err)
+	}
+	see := func(o any) {
+		l, ok := o.(*ipamv1alpha1.IPLedger)
+		if !ok {
+			return
+		}
+		entries, err := ipam.Entries(l)
+		if err != nil {
+			return // the sweep of this ledger reports it
+		}
+		s.record(l.Name, entries, now())
+	}
+	_, err = inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    see,
+		UpdateFunc: func(_, o any) { see(o) },
+		DeleteFunc: func(o any) {
+			if d, ok := o.(toolscache.DeletedFinalStateUnknown); ok {
+				o = d.Obj
+			}
+			if l, ok := o.(*ipamv1alpha1.IPLedger); ok {
+				s.forget(l.Name)
+			}
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("watching IPLedgers for the orphan sweep's sightings: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,111 @@
+/*
+Copyright 2026 The kipam Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package controller
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
+	"github.com/kipam/kipam/internal/ipam"
+)
+
+func TestSightings(t *testing.T) {
+	t0 := time.Unix(1_000_000, 0)
+	a, b, c := netip.MustParsePrefix("10.0.0.0/32"), netip.MustParsePrefix("10.0.0.1/32"), netip.MustParsePrefix("10.0.0.2/32")
+	ea := ipam.Entry{Holder: ipam.ClaimHolder("ns"), ID: "a", At: time.Unix(10, 0)}
+	eb := ipam.Entry{Holder: ipam.PoolHolder("p"), ID: "b", At: time.Unix(10, 0)}
+	ec := ipam.Entry{Holder: ipam.ClaimHolder("ns"), ID: "c", At: time.Unix(10, 0)}
+	renewed := eb
+	renewed.At = time.Unix(20, 0)
+
+	var s sightings
+	first := func(p netip.Prefix, e ipam.Entry) (time.Time, bool) {
+		t.Helper()
+		w, ok := s.seen["l"][key(p, e)]
+		if !ok {
+			return time.Time{}, false
+		}
+		return w.first, true
+	}
+	want := func(p netip.Prefix, e ipam.Entry, at time.Time, why string) {
+		t.Helper()
+		if got, ok := first(p, e); !ok || !got.Equal(at) {
+			t.Errorf("%s: first sight of %s %s is %v (recorded %t), want %v", why, p, e.ID, got, ok, at)
+		}
+	}
+	gone := func(p netip.Prefix, e ipam.Entry, why string) {
+		t.Helper()
+		if _, ok := first(p, e); ok {
+			t.Errorf("%s: %s %s is still recorded", why, p, e.ID)
+		}
+	}
+
+	s.record("l", map[netip.Prefix]ipam.Entry{a: ea, b: eb}, t0)
+	s.record("l", map[netip.Prefix]ipam.Entry{a: ea, b: renewed}, t0.Add(time.Second))
+	want(a, ea, t0, "an entry seen again")
+	want(b, renewed, t0.Add(time.Second), "an entry renewed by a take-over (a new time)")
+	gone(b, eb, "the entry before its renewal")
+
+	s.record("l", map[netip.Prefix]ipam.Entry{a: ea}, t0.Add(2*time.Second))
+	gone(b, renewed, "an entry the ledger no longer records")
+
+	// A sweep that read an older version than the informer last saw
+	// adds what it had not seen and forgets nothing.
+	seen := s.of("l", map[netip.Prefix]ipam.Entry{c: ec}, t0.Add(3*time.Second))
+	if w := seen[key(c, ec)]; w == nil || !w.first.Equal(t0.Add(3*time.Second)) {
+		t.Errorf("the sweep's own sight of c: got %v", w)
+	}
+	want(a, ea, t0, "an entry a sweep's older read lacks")
+	s.record("l", map[netip.Prefix]ipam.Entry{a: ea, c: ec}, t0.Add(4*time.Second))
+	want(c, ec, t0.Add(3*time.Second), "an entry the sweep saw before the informer")
+	seen[key(c, ec)].carried = true
+	s.record("l", map[netip.Prefix]ipam.Entry{a: ea, c: ec}, t0.Add(5*time.Second))
+	if w := s.seen["l"][key(c, ec)]; !w.carried {
+		t.Errorf("what the sweep learnt of an entry is lost when the informer records the ledger again")
+	}
+
+	s.forget("l")
+	if _, ok := s.seen["l"]; ok {
+		t.Errorf("a ledger that is gone is still recorded")
+	}
+}
+
+// BenchmarkSightingsRecord is what every replica does on each change to a
+// full shard: parse it and record its entries.
+func BenchmarkSightingsRecord(b *testing.B) {
+	var text strings.Builder
+	for i := range 64 {
+		fmt.Fprintf(&text, "10.1.0.%d/32 %s %d %s\n", i, ipam.ClaimHolder("tenant-a"), 1_765_000_000+i, fmt.Sprintf("0f8fad5b-d9cb-469f-a165-70867728%04d", i))
+	}
+	l := &ipamv1alpha1.IPLedger{ObjectMeta: metav1.ObjectMeta{Name: "pool.3"}, Spec: ipamv1alpha1.IPLedgerSpec{Allocations: text.String()}}
+	var s sightings
+	now := time.Now()
+	b.ReportAllocs()
+	for b.Loop() {
+		entries, err := ipam.Entries(l)
+		if err != nil {
+			b.Fatal(err)
+		}
+		s.record(l.Name, entries, now)
+	}
+}
