@@ -20,6 +20,8 @@ package controller
 import (
 	"context"
 	"fmt"
+	"net/netip"
+	"strconv"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -49,8 +51,8 @@ import (
 const (
 	// indexWaiting is "true" on claims that wait for space.
 	indexWaiting = ipam.IndexWaiting
-	// indexPoolCIDR is "<pool>/<cidr>" on claims that hold a prefix
-	// (holdings).
+	// indexPoolCIDR is the block of each prefix a claim holds, with its
+	// pool (holdingBlock).
 	indexPoolCIDR = "kipam.poolCIDR"
 )
 
@@ -230,12 +232,46 @@ func indexFields(ctx context.Context, c cache.Cache) (*holdings, error) {
 }
 
 // holdings finds the cached claims that carry a prefix. It is an index of
-// the claims' informer by "<pool>/<cidr>" of each holding (ipam.Holdings),
-// kept once: a field index registered through controller-runtime is kept
-// twice (for its namespace and for all), and an index costs a set per
-// value, one per live claim here (docs/design.md, "Memory per claim"). Like
-// any index it is updated with the cache, under the same lock.
+// the claims' informer by the block of each holding (ipam.Holdings,
+// holdingBlock), kept once: a field index registered through
+// controller-runtime is kept twice (for its namespace and for all). An
+// index keeps a set per value, about 300 bytes even for one claim: indexed
+// by the holding itself, that is a set per live claim; by its block, a set
+// per up to 256 claims (docs/design.md, "Memory per claim"). Like any
+// index it is updated with the cache, under the same lock.
 type holdings struct{ indexer toolscache.Indexer }
+
+// blockBits is how much shorter than a holding its block is: a block holds
+// up to 2^blockBits claims' prefixes of one length, which a look-up reads
+// through to find the one it asks for.
+const blockBits = 8
+
+// holdingBlock is the index value of a claim's holding cidr from pool:
+// the pool, the block of the cidr's length that contains it and that
+// length ("tenant-a/10.1.2.0/24/32"). A cidr that does not parse is its own
+// block.
+func holdingBlock(pool, cidr string) string {
+	p, err := netip.ParsePrefix(cidr)
+	if err != nil {
+		return pool + "/" + cidr
+	}
+	block := netip.PrefixFrom(p.Addr(), max(p.Bits()-blockBits, 0)).Masked()
+	return pool + "/" + block.String() + "/" + strconv.Itoa(p.Bits())
+}
+
+// holdingBlocks is the holdings index's function: the block of each of a
+// claim's holdings.
+func holdingBlocks(o any) ([]string, error) {
+	claim, ok := o.(*ipamv1alpha1.IPClaim)
+	if !ok {
+		return nil, nil
+	}
+	var keys []string
+	for _, h := range ipam.Holdings(claim) {
+		keys = append(keys, holdingBlock(h.Pool, h.CIDR))
+	}
+	return keys, nil
+}
 
 // indexHoldings adds the holdings index to c's informer of IPClaims.
 func indexHoldings(ctx context.Context, c cache.Informers) (*holdings, error) {
@@ -243,17 +279,7 @@ func indexHoldings(ctx context.Context, c cache.Informers) (*holdings, error) {
 	if err != nil {
 		return nil, fmt.Errorf("getting the informer of IPClaims: %w", err)
 	}
-	if err := inf.AddIndexers(toolscache.Indexers{indexPoolCIDR: func(o any) ([]string, error) {
-		claim, ok := o.(*ipamv1alpha1.IPClaim)
-		if !ok {
-			return nil, nil
-		}
-		var keys []string
-		for _, h := range ipam.Holdings(claim) {
-			keys = append(keys, h.Pool+"/"+h.CIDR)
-		}
-		return keys, nil
-	}}); err != nil {
+	if err := inf.AddIndexers(toolscache.Indexers{indexPoolCIDR: holdingBlocks}); err != nil {
 		return nil, fmt.Errorf("indexing IPClaims by holding: %w", err)
 	}
 	si, ok := inf.(interface{ GetIndexer() toolscache.Indexer })
@@ -266,13 +292,17 @@ func indexHoldings(ctx context.Context, c cache.Informers) (*holdings, error) {
 // claims returns copies of the cached claims that carry cidr from pool, in
 // namespace, or in every namespace when namespace is "".
 func (h *holdings) claims(pool, cidr, namespace string) ([]ipamv1alpha1.IPClaim, error) {
-	objs, err := h.indexer.ByIndex(indexPoolCIDR, pool+"/"+cidr)
+	objs, err := h.indexer.ByIndex(indexPoolCIDR, holdingBlock(pool, cidr))
 	if err != nil {
 		return nil, err
 	}
-	out := make([]ipamv1alpha1.IPClaim, 0, len(objs))
+	var out []ipamv1alpha1.IPClaim
 	for _, o := range objs {
-		if c, ok := o.(*ipamv1alpha1.IPClaim); ok && (namespace == "" || c.Namespace == namespace) {
+		c, ok := o.(*ipamv1alpha1.IPClaim)
+		if !ok || (namespace != "" && c.Namespace != namespace) {
+			continue
+		}
+		if _, ok := ipam.HoldingOf(c, pool, cidr); ok {
 			out = append(out, *c.DeepCopy())
 		}
 	}

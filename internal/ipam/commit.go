@@ -67,8 +67,9 @@ type doc struct {
 	n int64
 	// cidr is a shard's range; invalid for the root.
 	cidr netip.Prefix
-	// obj is the object as last read or written; nil for a listed shard
-	// not created yet.
+	// obj is the object as last read or written, without the text the
+	// maps below hold parsed (withoutText); nil for a listed shard not
+	// created yet. Its resourceVersion fences the next write.
 	obj    *ipamv1alpha1.IPLedger
 	allocs map[netip.Prefix]Entry
 	holds  map[netip.Prefix]time.Time
@@ -1001,7 +1002,7 @@ func (m *Manager) put(ctx context.Context, l *ledgerState, pool *ipamv1alpha1.IP
 	if err != nil {
 		return fmt.Errorf("writing ledger %s: %w", d.name, err)
 	}
-	d.obj, d.written = obj, true
+	d.obj, d.written = withoutText(obj), true
 	d.size = recordedLen(obj)
 	if d.seal {
 		d.dead = true
@@ -1357,13 +1358,26 @@ func newDoc(obj *ipamv1alpha1.IPLedger) (*doc, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &doc{name: obj.Name, obj: obj, allocs: allocs, holds: holds, released: released, size: recordedLen(obj)}
+	d := &doc{name: obj.Name, obj: withoutText(obj), allocs: allocs, holds: holds, released: released, size: recordedLen(obj)}
 	for _, e := range allocs {
 		if isClaim(e) {
 			d.claims++
 		}
 	}
 	return d, nil
+}
+
+// withoutText is a copy of a ledger object without the text its doc holds
+// parsed: its entries, holds, released lines and shards, which put
+// formats again from the doc's maps. Everything else put writes back as it
+// was read (the resourceVersion, the fence; labels, owners, finalizers;
+// the rest of its spec) is kept. Each doc would otherwise hold a second
+// copy of its ledger's text beside the informer's (docs/design.md, "Memory
+// per claim").
+func withoutText(obj *ipamv1alpha1.IPLedger) *ipamv1alpha1.IPLedger {
+	o := *obj
+	o.Spec.Allocations, o.Spec.Holds, o.Spec.Released, o.Spec.Shards = "", "", "", ""
+	return &o
 }
 
 // Build returns an allocator for pool holding what ledger records, on the

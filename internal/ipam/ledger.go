@@ -27,6 +27,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unique"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -289,13 +290,18 @@ func Entries(obj *ipamv1alpha1.IPLedger) (map[netip.Prefix]Entry, error) {
 	return allocs, err
 }
 
-// parseDoc reads one ledger object's allocations and holds.
+// parseDoc reads one ledger object's allocations and holds. The entries
+// own their strings: a field cut from the text would keep the whole text
+// of that version of the ledger alive for as long as the entry is kept (a
+// Manager keeps what it restored while later versions are written), beside
+// the text of the version the cache holds (docs/design.md, "Memory per
+// claim").
 func parseDoc(obj *ipamv1alpha1.IPLedger) (map[netip.Prefix]Entry, map[netip.Prefix]time.Time, error) {
 	allocs, err := parseLines(obj, "allocation", obj.Spec.Allocations, 3, 4, func(f []string) (Entry, error) {
 		at, err := strconv.ParseInt(f[2], 10, 64)
-		e := Entry{Holder: f[1], At: time.Unix(at, 0)}
+		e := Entry{Holder: intern(f[1]), At: time.Unix(at, 0)}
 		if len(f) > 3 {
-			e.ID = f[3]
+			e.ID = strings.Clone(f[3])
 		}
 		return e, err
 	})
@@ -325,8 +331,9 @@ func parseReleased(obj *ipamv1alpha1.IPLedger) (map[netip.Prefix]Release, error)
 		if f[7] != lineKept && f[7] != lineTaken {
 			return Release{}, fmt.Errorf("the last field is %q, not %s or %s", f[7], lineKept, lineTaken)
 		}
-		return Release{Namespace: f[1], Identity: f[2], UID: f[3], Bound: time.Unix(t[0], 0), Released: time.Unix(t[1], 0), Until: time.Unix(t[2], 0),
-			Kept: f[7] == lineKept}, nil
+		// Its own strings, as parseDoc's entries.
+		return Release{Namespace: intern(f[1]), Identity: strings.Clone(f[2]), UID: strings.Clone(f[3]),
+			Bound: time.Unix(t[0], 0), Released: time.Unix(t[1], 0), Until: time.Unix(t[2], 0), Kept: f[7] == lineKept}, nil
 	})
 }
 
@@ -360,6 +367,10 @@ func ceilUnix(t time.Time) int64 {
 	}
 	return t.Unix()
 }
+
+// intern returns the one copy of s that every entry repeating it shares:
+// a holder is one per namespace or pool, repeated by every entry it holds.
+func intern(s string) string { return unique.Make(s).Value() }
 
 // parseShards reads the shards a root ledger lists.
 func parseShards(root *ipamv1alpha1.IPLedger) (map[netip.Prefix]int64, error) {
