@@ -62,7 +62,53 @@ const (
 	indexAddressClaimPool = "kipam.addressClaimPool"
 	// indexAddressClaimCluster is an IPAddressClaim's Cluster.
 	indexAddressClaimCluster = "kipam.addressClaimCluster"
+	// indexAddressClaimUID is an IPAddressClaim's uid, the ID of its
+	// ledger entry: the ledger's sweep finds the claim carrying an entry
+	// without listing, and copying, every claim of its namespace for each
+	// entry of a ledger that changed.
+	indexAddressClaimUID = "kipam.addressClaimUID"
+	// indexAllocationAddressClaim is "<namespace>/<name>" of the
+	// IPAddressClaim an IPAllocation records (none for an IPClaim's): a
+	// claim's change wakes its allocations without listing the
+	// namespace's every allocation from the API server.
+	indexAllocationAddressClaim = "kipam.allocationAddressClaim"
 )
+
+// indexAddressClaims registers the field indexes of Cluster API's
+// IPAddressClaims, which the IPAddressClaim, IPLedger and IPAllocation
+// reconcilers list by.
+func indexAddressClaims(ctx context.Context, idx client.FieldIndexer) error {
+	if err := idx.IndexField(ctx, &capiv1beta2.IPAddressClaim{}, indexAddressClaimPool, func(o client.Object) []string {
+		if c := o.(*capiv1beta2.IPAddressClaim); ipam.ServesPoolRef(c.Spec.PoolRef) && c.Status.AddressRef.Name == "" && c.DeletionTimestamp == nil {
+			return []string{c.Spec.PoolRef.Name}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := idx.IndexField(ctx, &capiv1beta2.IPAddressClaim{}, indexAddressClaimCluster, func(o client.Object) []string {
+		if name := clusterName(o.(*capiv1beta2.IPAddressClaim)); name != "" {
+			return []string{name}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := idx.IndexField(ctx, &capiv1beta2.IPAddressClaim{}, indexAddressClaimUID, func(o client.Object) []string {
+		if c := o.(*capiv1beta2.IPAddressClaim); ipam.ServesPoolRef(c.Spec.PoolRef) {
+			return []string{string(c.UID)}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	return idx.IndexField(ctx, &ipamv1alpha1.IPAllocation{}, indexAllocationAddressClaim, func(o client.Object) []string {
+		if ref := o.(*ipamv1alpha1.IPAllocation).Spec.ClaimRef; ref.Kind == "IPAddressClaim" {
+			return []string{ref.Namespace + "/" + ref.Name}
+		}
+		return nil
+	})
+}
 
 // IPAddressClaimReconciler serves Cluster API's IPAM contract from kipam
 // pools: for each IPAddressClaim whose spec.poolRef names a kipam IPPool it
@@ -492,28 +538,12 @@ func addressNotReady(reason, msg string) *metav1.Condition {
 	return &metav1.Condition{Type: capiv1beta2.ReadyCondition, Status: metav1.ConditionFalse, Reason: reason, Message: msg}
 }
 
-// SetupWithManager registers the reconciler and its indexes. What frees or
+// SetupWithManager registers the reconciler (indexAddressClaims its
+// indexes). What frees or
 // adds space wakes the claims that wait for it: a ledger's change, a pool
 // created or changed, a namespace's labels; a Cluster unpaused wakes its
 // claims.
 func (r *IPAddressClaimReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	idx := mgr.GetFieldIndexer()
-	if err := idx.IndexField(context.Background(), &capiv1beta2.IPAddressClaim{}, indexAddressClaimPool, func(o client.Object) []string {
-		if c := o.(*capiv1beta2.IPAddressClaim); ipam.ServesPoolRef(c.Spec.PoolRef) && c.Status.AddressRef.Name == "" && c.DeletionTimestamp == nil {
-			return []string{c.Spec.PoolRef.Name}
-		}
-		return nil
-	}); err != nil {
-		return err
-	}
-	if err := idx.IndexField(context.Background(), &capiv1beta2.IPAddressClaim{}, indexAddressClaimCluster, func(o client.Object) []string {
-		if name := clusterName(o.(*capiv1beta2.IPAddressClaim)); name != "" {
-			return []string{name}
-		}
-		return nil
-	}); err != nil {
-		return err
-	}
 	kipams := predicate.NewPredicateFuncs(func(o client.Object) bool {
 		c, ok := o.(*capiv1beta2.IPAddressClaim)
 		return ok && ipam.ServesPoolRef(c.Spec.PoolRef)

@@ -153,6 +153,11 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, m *ipam.Manager, op
 	if err != nil {
 		return err
 	}
+	if addressClaims {
+		if err := indexAddressClaims(ctx, mgr.GetFieldIndexer()); err != nil {
+			return err
+		}
+	}
 	for _, r := range []interface{ SetupWithManager(ctrl.Manager) error }{
 		&IPPoolReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Manager: m, Recorder: recorder, Now: opts.Now, Unconfirmed: pending,
 			RetryMaxDelay: opts.RetryMaxDelay, LeaseNamespace: opts.LeaseNamespace},
