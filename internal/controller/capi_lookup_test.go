@@ -146,3 +146,29 @@ func TestAddressClaimWakesItsAllocationsFromTheCache(t *testing.T) {
 		t.Errorf("waking a claim's allocations listed from the API server %d times, want none", apiReads)
 	}
 }
+
+// A commit of a pool wakes the claims that were answered that they wait
+// (Ready False, no address), not those not answered yet: each of those is
+// queued by its create, and was queued again by every commit of a burst
+// while it was being served.
+func TestAPoolsCommitWakesOnlyTheAddressClaimsThatWait(t *testing.T) {
+	b, _ := addressClaimFixture(t, 0)
+	claim := func(name string, conds []metav1.Condition, address string) *capiv1beta2.IPAddressClaim {
+		return &capiv1beta2.IPAddressClaim{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name},
+			Spec: capiv1beta2.IPAddressClaimSpec{PoolRef: capiv1beta2.IPPoolReference{
+				APIGroup: ipamv1alpha1.GroupVersion.Group, Kind: "IPPool", Name: "lookup-pool"}},
+			Status: capiv1beta2.IPAddressClaimStatus{Conditions: conds, AddressRef: capiv1beta2.IPAddressReference{Name: address}},
+		}
+	}
+	notReady := []metav1.Condition{{Type: capiv1beta2.ReadyCondition, Status: metav1.ConditionFalse, Reason: capiv1beta2.ReasonPoolExhausted}}
+	ready := []metav1.Condition{{Type: capiv1beta2.ReadyCondition, Status: metav1.ConditionTrue, Reason: ipamv1alpha1.ReasonAllocated}}
+	c := b.WithObjects(claim("new", nil, ""), claim("exhausted", notReady, ""), claim("answered", ready, "answered")).
+		WithStatusSubresource(&capiv1beta2.IPAddressClaim{}).Build()
+	r := &IPAddressClaimReconciler{Client: c}
+	got := r.waiting(context.Background(), client.MatchingFields{indexAddressClaimPool: "lookup-pool"})
+	want := client.ObjectKey{Namespace: "default", Name: "exhausted"}
+	if len(got) != 1 || got[0].NamespacedName != want {
+		t.Errorf("a commit of the pool wakes %v, want only %v", got, want)
+	}
+}

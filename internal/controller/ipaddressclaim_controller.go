@@ -56,9 +56,8 @@ var ClusterGroupKind = schema.GroupKind{Group: "cluster.x-k8s.io", Kind: "Cluste
 // Field indexes on IPAddressClaims.
 const (
 	// indexAddressClaimPool is the kipam pool an IPAddressClaim names,
-	// for the claims that have no address yet (the only ones a change of
-	// the pool wakes): a ledger's change must not list, and copy, the
-	// pool's every answered claim.
+	// for the claims that wait (waitsForPool): the only ones a change of
+	// the pool wakes.
 	indexAddressClaimPool = "kipam.addressClaimPool"
 	// indexAddressClaimCluster is an IPAddressClaim's Cluster.
 	indexAddressClaimCluster = "kipam.addressClaimCluster"
@@ -79,7 +78,7 @@ const (
 // reconcilers list by.
 func indexAddressClaims(ctx context.Context, idx client.FieldIndexer) error {
 	if err := idx.IndexField(ctx, &capiv1beta2.IPAddressClaim{}, indexAddressClaimPool, func(o client.Object) []string {
-		if c := o.(*capiv1beta2.IPAddressClaim); ipam.ServesPoolRef(c.Spec.PoolRef) && c.Status.AddressRef.Name == "" && c.DeletionTimestamp == nil {
+		if c := o.(*capiv1beta2.IPAddressClaim); waitsForPool(c) {
 			return []string{c.Spec.PoolRef.Name}
 		}
 		return nil
@@ -593,7 +592,7 @@ func (r *IPAddressClaimReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Complete(r)
 }
 
-// waiting lists the kipam claims matching opts that have no address yet.
+// waiting lists the kipam claims matching opts that wait (waitsForPool).
 func (r *IPAddressClaimReconciler) waiting(ctx context.Context, opts ...client.ListOption) []reconcile.Request {
 	var claims capiv1beta2.IPAddressClaimList
 	if err := r.List(ctx, &claims, opts...); err != nil {
@@ -601,9 +600,22 @@ func (r *IPAddressClaimReconciler) waiting(ctx context.Context, opts ...client.L
 	}
 	var out []reconcile.Request
 	for i := range claims.Items {
-		if c := &claims.Items[i]; ipam.ServesPoolRef(c.Spec.PoolRef) && c.Status.AddressRef.Name == "" && c.DeletionTimestamp == nil {
+		if c := &claims.Items[i]; waitsForPool(c) {
 			out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(c)})
 		}
 	}
 	return out
+}
+
+// waitsForPool reports whether a kipam claim was answered that it waits
+// (Ready False, no address): what frees or adds space, or opens the pool
+// to its namespace, wakes it. A claim not answered yet is queued by its
+// own create, and its first answer, a write of its status, queues it
+// again, which sees any space freed meanwhile. Waking it on every commit
+// of its pool instead queued each claim of a burst again while it was
+// being served, for a second reconcile, whose Adopt read the pool's
+// ledgers again.
+func waitsForPool(c *capiv1beta2.IPAddressClaim) bool {
+	return ipam.ServesPoolRef(c.Spec.PoolRef) && c.Status.AddressRef.Name == "" && c.DeletionTimestamp == nil &&
+		meta.IsStatusConditionFalse(c.Status.Conditions, capiv1beta2.ReadyCondition)
 }
