@@ -19,13 +19,17 @@ package controller
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
@@ -51,6 +55,9 @@ func (f fakeIndexer) IndexField(_ context.Context, obj client.Object, field stri
 func addressClaimFixture(t *testing.T, n int) (*fake.ClientBuilder, []client.Object) {
 	t.Helper()
 	s := runtime.NewScheme()
+	if err := corev1.AddToScheme(s); err != nil {
+		t.Fatal(err)
+	}
 	if err := ipamv1alpha1.AddToScheme(s); err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +69,7 @@ func addressClaimFixture(t *testing.T, n int) (*fake.ClientBuilder, []client.Obj
 		t.Fatal(err)
 	}
 	const pool = "lookup-pool"
-	objs := []client.Object{&ipamv1alpha1.IPPool{
+	objs := []client.Object{&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "default"}}, &ipamv1alpha1.IPPool{
 		ObjectMeta: metav1.ObjectMeta{Name: pool, UID: "pool-uid", Finalizers: []string{ipamv1alpha1.PoolFinalizer}},
 		Spec:       ipamv1alpha1.IPPoolSpec{CIDR: "10.251.0.0/24"},
 	}}
@@ -78,7 +85,7 @@ func addressClaimFixture(t *testing.T, n int) (*fake.ClientBuilder, []client.Obj
 			Spec: capiv1beta2.IPAddressClaimSpec{PoolRef: capiv1beta2.IPPoolReference{
 				APIGroup: ipamv1alpha1.GroupVersion.Group, Kind: "IPPool", Name: pool}},
 		}, &ipamv1alpha1.IPAllocation{
-			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s-%d", pool, i)},
+			ObjectMeta: metav1.ObjectMeta{Name: ipam.AllocationName(pool, netip.MustParsePrefix(p))},
 			Spec: ipamv1alpha1.IPAllocationSpec{Pool: pool, CIDR: p, Entry: string(uid), ClaimRef: ipamv1alpha1.ClaimRef{
 				Kind: "IPAddressClaim", Namespace: "default", Name: name, UID: uid}},
 		})
@@ -138,7 +145,7 @@ func TestAddressClaimWakesItsAllocationsFromTheCache(t *testing.T) {
 	r := &IPAllocationReconciler{Client: c, APIReader: api, AddressClaims: true}
 	claim := &capiv1beta2.IPAddressClaim{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "machine-7"}}
 	got := r.allocationsOfAddressClaim(context.Background(), claim)
-	want := client.ObjectKey{Name: "lookup-pool-7"}
+	want := client.ObjectKey{Name: ipam.AllocationName("lookup-pool", netip.MustParsePrefix("10.251.0.8/32"))}
 	if len(got) != 1 || got[0].NamespacedName != want {
 		t.Errorf("claim default/machine-7 wakes %v, want only %v", got, want)
 	}
@@ -170,5 +177,54 @@ func TestAPoolsCommitWakesOnlyTheAddressClaimsThatWait(t *testing.T) {
 	want := client.ObjectKey{Namespace: "default", Name: "exhausted"}
 	if len(got) != 1 || got[0].NamespacedName != want {
 		t.Errorf("a commit of the pool wakes %v, want only %v", got, want)
+	}
+}
+
+// countingStore is a ledger store that counts the reads of ledgers: an
+// allocation (an Adopt) reads the pool's ledgers.
+type countingStore struct {
+	ipam.ClientStore
+	reads *int
+}
+
+func (s countingStore) Get(ctx context.Context, name string) (*ipamv1alpha1.IPLedger, error) {
+	*s.reads++
+	return s.ClientStore.Get(ctx, name)
+}
+
+// The pass after a claim's first, queued by that pass's own writes, may
+// read a cache that does not show the claim's status yet. A claim whose
+// IPAddress and IPAllocation record its address is answered from them:
+// its status written, no second allocation (an Adopt, which reads the
+// pool's ledgers in the pool's commit queue).
+func TestARecordedAddressClaimIsAnsweredWithoutAllocating(t *testing.T) {
+	b, objs := addressClaimFixture(t, 3)
+	claim := objs[4].(*capiv1beta2.IPAddressClaim) // machine-1, 10.251.0.2
+	claim.Finalizers = []string{ipamv1alpha1.ClaimFinalizer}
+	objs = append(objs, &capiv1beta2.IPAddress{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: claim.Name, Finalizers: []string{ipamv1alpha1.AddressFinalizer},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: capiv1beta2.GroupVersion.String(), Kind: "IPAddressClaim", Name: claim.Name,
+				UID: claim.UID, Controller: ptr.To(true)}}},
+		Spec: capiv1beta2.IPAddressSpec{ClaimRef: capiv1beta2.IPAddressClaimReference{Name: claim.Name}, PoolRef: claim.Spec.PoolRef,
+			Address: "10.251.0.2", Prefix: ptr.To(int32(24))},
+	})
+	c := b.WithObjects(objs...).WithStatusSubresource(&capiv1beta2.IPAddressClaim{}).Build()
+	reads := 0
+	m := ipam.NewManager(countingStore{ipam.ClientStore{Reader: c, Writer: c}, &reads}, nil)
+	r := &IPAddressClaimReconciler{Client: c, APIReader: c, Manager: m, Resolver: &ipam.Resolver{Reader: c, APIReader: c},
+		Recorder: nopRecorder{}, Now: time.Now}
+	if _, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(claim)}); err != nil {
+		t.Fatal(err)
+	}
+	if reads != 0 {
+		t.Errorf("answering a claim whose address is recorded read the pool's ledgers %d times (an allocation), want none", reads)
+	}
+	var got capiv1beta2.IPAddressClaim
+	if err := c.Get(context.Background(), client.ObjectKeyFromObject(claim), &got); err != nil {
+		t.Fatal(err)
+	}
+	if cond := meta.FindStatusCondition(got.Status.Conditions, capiv1beta2.ReadyCondition); got.Status.AddressRef.Name != claim.Name ||
+		cond == nil || cond.Status != metav1.ConditionTrue || cond.Message != "10.251.0.2 allocated from pool lookup-pool" {
+		t.Errorf("the claim's status is %+v, want Ready with addressRef %s and its address", got.Status, claim.Name)
 	}
 }

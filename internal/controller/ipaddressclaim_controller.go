@@ -166,6 +166,9 @@ func (r *IPAddressClaimReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	if r.answered(ctx, &claim) {
 		return ctrl.Result{}, nil
 	}
+	if cond := r.recorded(ctx, &claim); cond != nil {
+		return ctrl.Result{}, r.answerRecorded(ctx, &claim, *cond)
+	}
 	if !controllerutil.ContainsFinalizer(&claim, ipamv1alpha1.ClaimFinalizer) {
 		patch := client.MergeFrom(claim.DeepCopy())
 		controllerutil.AddFinalizer(&claim, ipamv1alpha1.ClaimFinalizer)
@@ -193,6 +196,51 @@ func (r *IPAddressClaimReconciler) answered(ctx context.Context, claim *capiv1be
 	var addr capiv1beta2.IPAddress
 	err := r.Get(ctx, client.ObjectKey{Namespace: claim.Namespace, Name: claim.Status.AddressRef.Name}, &addr)
 	return err == nil && metav1.IsControlledBy(&addr, claim) && controllerutil.ContainsFinalizer(&addr, ipamv1alpha1.AddressFinalizer)
+}
+
+// recorded returns the Ready condition of a claim whose address an earlier
+// pass committed and recorded, whatever its cached status says: it carries
+// its finalizer, its IPAddress is its own, protected, and the IPAllocation
+// of that address in its pool records the claim's entry (created only
+// once the entry was committed). nil otherwise.
+func (r *IPAddressClaimReconciler) recorded(ctx context.Context, claim *capiv1beta2.IPAddressClaim) *metav1.Condition {
+	if !controllerutil.ContainsFinalizer(claim, ipamv1alpha1.ClaimFinalizer) {
+		return nil
+	}
+	var addr capiv1beta2.IPAddress
+	if err := r.Get(ctx, client.ObjectKeyFromObject(claim), &addr); err != nil || !metav1.IsControlledBy(&addr, claim) ||
+		!controllerutil.ContainsFinalizer(&addr, ipamv1alpha1.AddressFinalizer) || addr.DeletionTimestamp != nil || addr.Spec.PoolRef != claim.Spec.PoolRef {
+		return nil
+	}
+	a, err := netip.ParseAddr(addr.Spec.Address)
+	if err != nil {
+		return nil
+	}
+	p, pool := netip.PrefixFrom(a, a.BitLen()), claim.Spec.PoolRef.Name
+	var alloc ipamv1alpha1.IPAllocation
+	if err := r.Get(ctx, client.ObjectKey{Name: ipam.AllocationName(pool, p)}, &alloc); err != nil || !ipam.AddressClaimHolds(claim, &alloc) ||
+		alloc.Spec.CIDR != p.String() || alloc.DeletionTimestamp != nil {
+		return nil
+	}
+	return &metav1.Condition{Type: capiv1beta2.ReadyCondition, Status: metav1.ConditionTrue, Reason: ipamv1alpha1.ReasonAllocated,
+		Message: fmt.Sprintf("%s allocated from pool %s", a, pool)}
+}
+
+// answerRecorded writes the Ready status of a recorded claim (recorded),
+// unless the API server shows it written already. A claim is queued again
+// by each write of its first pass (its finalizer, its IPAddress, its
+// status): the pass after reads a cache that may not show the status
+// yet, and would otherwise go through serve again, whose Adopt reads the
+// pool's ledgers, in the pool's commit queue, for an answer it has.
+func (r *IPAddressClaimReconciler) answerRecorded(ctx context.Context, claim *capiv1beta2.IPAddressClaim, cond metav1.Condition) error {
+	var live capiv1beta2.IPAddressClaim
+	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(claim), &live); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	if live.UID != claim.UID || live.DeletionTimestamp != nil || r.answered(ctx, &live) {
+		return nil // its own events bring the change here
+	}
+	return r.patchStatus(ctx, &live, cond)
 }
 
 // serve commits the claim's address (or finds the one committed before)
