@@ -122,26 +122,41 @@ func (m *Manager) commit(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) 
 	t := commitTimes{start: time.Now()}
 	defer t.logIfSlow(pool.Name, len(batch))
 	pending := batch
+	// verify asks, before memory answers the batch, whether the stored
+	// ledgers are still the ones memory holds (current); reread rebuilds
+	// memory from them whatever the answer.
+	verify, reread := false, false
 	for _, o := range batch {
-		// A drain decides from what is stored, not from memory that may
-		// lag another writer's releases; so does a release that names its
-		// entry's time (ReleaseAsOf): another writer may have renewed it.
-		// So does a dry run: it writes nothing, so no ledger write fences
-		// an answer computed on an allocator that has not seen another
-		// replica's commits (a replica serving a pool whose owner it cannot
-		// reach). So does an Adopt: a miss commits a new entry in whichever
-		// shard its answer falls, a write that does not fence the shard
-		// where another replica may have committed the entry meanwhile, and
-		// a hit writes nothing, though another replica may have released
-		// the entry since.
-		if o.drain || (o.alloc != nil && (o.alloc.Fresh || o.alloc.DryRun || o.alloc.Adopt)) || !o.expect.At.IsZero() {
-			st.alloc = nil
+		switch {
+		// A drain decides from what is stored, read whole: it seals what
+		// it finds. So does a request that knows memory may hold what the
+		// ledgers lost (Fresh).
+		case o.drain || (o.alloc != nil && o.alloc.Fresh):
+			reread = true
+		// A release that names its entry's time (ReleaseAsOf) decides on
+		// what is stored: another writer may have renewed the entry. So
+		// does a dry run: it writes nothing, so no ledger write fences an
+		// answer computed on an allocator that has not seen another
+		// replica's commits (a replica serving a pool whose owner it
+		// cannot reach). So does an Adopt: a miss commits a new entry in
+		// whichever shard its answer falls, a write that does not fence
+		// the shard where another replica may have committed the entry
+		// meanwhile, and a hit writes nothing, though another replica may
+		// have released the entry since.
+		case (o.alloc != nil && (o.alloc.DryRun || o.alloc.Adopt)) || !o.expect.At.IsZero():
+			verify = true
 		}
+	}
+	if reread || (verify && !m.current(ctx, st, pool)) {
+		st.alloc = nil
 	}
 	var lastErr error
 	ambiguous := false
 	for range maxAttempts {
-		restored := false
+		// restored (or verified: current) says that memory was the stored
+		// ledgers at a moment after the batch was queued.
+		restored := verify
+		verify = false
 		if st.alloc == nil || st.generation != pool.Generation || st.uid != string(pool.UID) {
 			restored = true
 			t0 := time.Now()
@@ -196,8 +211,12 @@ func (m *Manager) commit(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) 
 		}
 		pending = rest
 		if err == nil && recheck {
-			st.alloc = nil
-			continue
+			if !m.current(ctx, st, pool) {
+				st.alloc = nil
+				continue
+			}
+			// Memory was the stored ledgers after the answers: they stand.
+			pending = slices.DeleteFunc(pending, answeredFromMemory)
 		}
 		if err == nil && len(pending) == 0 {
 			if st.ledger.root.dead {
@@ -256,17 +275,19 @@ func (t *commitTimes) logIfSlow(pool string, ops int) {
 	}
 }
 
-// answeredFromMemory reports whether o's answer, though it changed no
-// ledger, may be wrong on memory that has not seen another replica's
-// commits (a replica serving a pool whose owner it could not reach), in a
-// way a caller would act on: a release that found nothing to free (the
-// orphan sweep takes "not freed" for "released since", and would leave an
-// entry another replica committed for ever). Nothing it wrote fenced it,
-// so it is answered again on an allocator rebuilt from the ledgers. A
-// denial for want of room is stale in the same way, but rebuilding for
-// every denied batch cost too much (docs/design.md, "Dry run").
+// answeredFromMemory reports whether o's answer changed no ledger, so no
+// compare-and-swap fenced it: computed on memory that has not seen another
+// replica's commits (a replica serving a pool whose owner it could not
+// reach), it may be wrong in a way a caller acts on. A release that found
+// nothing to free (the orphan sweep takes "not freed" for "released
+// since", and would leave an entry another replica committed for ever); a
+// denial for want of room, or of a prefix that another replica released
+// since; an Adopt that found its entry. Such an answer stands only if the
+// stored ledgers are still memory's after it (current), and is answered
+// again on an allocator rebuilt from them if not. A drain reads the
+// ledgers whole before it answers.
 func answeredFromMemory(o *op) bool {
-	return o.alloc == nil && !o.drain && len(o.deps) == 0 && !o.result.IsValid() && o.err == nil
+	return !o.drain && len(o.deps) == 0
 }
 
 // closed ends the ops of a batch for a pool whose ledger is sealed: a
@@ -1052,6 +1073,45 @@ func (m *Manager) restore(ctx context.Context, st *poolState, pool *ipamv1alpha1
 	st.alloc, st.ledger, st.generation, st.uid = a, l, pool.Generation, string(pool.UID)
 	st.snapshot(m.now())
 	return nil
+}
+
+// current reports whether memory is the pool's stored ledgers as they are
+// now: every ledger memory reads (the root and the shards it lists) is
+// stored at the resourceVersion memory read or wrote it at, and none that
+// memory holds absent (a listed shard not created yet, a shard's name that
+// another pool's ledger holds) is stored for this pool, by its label. A resourceVersion
+// changes with every write, so an answer memory gives then is the answer an
+// allocator rebuilt from the ledgers would give, at the moment of the read:
+// for a metadata-only list instead of reading and parsing every entry
+// (docs/design.md, "Answers that write nothing"). The root's version covers the list of
+// shards; a shard the root does not list is not read by a rebuild either.
+// A read that fails is no answer: memory is rebuilt, and the rebuild says
+// why it cannot be.
+func (m *Manager) current(ctx context.Context, st *poolState, pool *ipamv1alpha1.IPPool) bool {
+	if st.alloc == nil || st.rebuild || st.generation != pool.Generation || st.uid != string(pool.UID) {
+		return false
+	}
+	stored, err := m.store.Versions(ctx, pool.Name)
+	if err != nil {
+		return false
+	}
+	for _, d := range st.ledger.docs() {
+		rv, ok := stored[d.name]
+		switch {
+		case d.obj == nil || (d.dead && d.obj.Spec.Pool != pool.Name):
+			// Nothing memory reads: a listed shard not created yet, or
+			// a name another pool's ledger holds. Neither may have
+			// become a ledger of this pool since.
+			if ok {
+				return false
+			}
+		case !ok || rv != d.obj.ResourceVersion:
+			// Written since, gone, or no longer labelled with its pool
+			// (then only a rebuild reads it).
+			return false
+		}
+	}
+	return true
 }
 
 // takenNames adds to a root's shards, as listed by their pool label, the

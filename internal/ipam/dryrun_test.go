@@ -19,6 +19,7 @@ package ipam
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"testing"
 
@@ -83,5 +84,113 @@ func TestAReleaseLooksInTheStoredLedgers(t *testing.T) {
 	// A release of what nobody holds still frees nothing.
 	if freed, err := a.Release(ctx, pool, x, ClaimHolder("ns"), "at-b", 0, nil); err != nil || freed {
 		t.Fatalf("releasing %s again: freed %v, %v", x, freed, err)
+	}
+}
+
+// TestAnExhaustedDenialIsCheckedAgainstTheStoredLedgers: a replica whose
+// memory has its pool full, while another replica released a prefix since,
+// does not deny for want of room: the denial wrote nothing, so no
+// compare-and-swap fenced it, and the stored ledgers have room. (It used
+// to be answered from memory: issue 16's "none is answered from stale
+// state".)
+func TestAnExhaustedDenialIsCheckedAgainstTheStoredLedgers(t *testing.T) {
+	// A /30 records its entries in its root; a /24's /32s go to /26 shards,
+	// so the release elsewhere writes a shard and leaves the root as it was.
+	for _, cidr := range []string{"10.0.0.0/30", "10.0.1.0/24"} {
+		t.Run(cidr, func(t *testing.T) {
+			s := newMemStore()
+			pool := testPool(cidr)
+			ctx := context.Background()
+			a, b := NewManager(s, nil), NewManager(s, nil)
+			var held []netip.Prefix
+			for i := range addresses(netip.MustParsePrefix(cidr)).Int64() {
+				p, err := a.Allocate(ctx, Request{Pool: pool, Bits: 32, Holder: ClaimHolder("ns"), ID: fmt.Sprint("c", i)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				held = append(held, p)
+			}
+			if _, err := a.Allocate(ctx, Request{Pool: pool, Bits: 32, Holder: ClaimHolder("ns"), ID: "full"}); !errors.As(err, new(*allocator.ExhaustedError)) {
+				t.Fatalf("one /32 more than %s holds: %v, want exhausted", cidr, err)
+			}
+			i := len(held) / 2
+			root, _ := s.Get(ctx, pool.Name)
+			if freed, err := b.Release(ctx, pool, held[i], ClaimHolder("ns"), fmt.Sprint("c", i), 0, nil); err != nil || !freed {
+				t.Fatalf("releasing %s at the other replica: freed %v, %v", held[i], freed, err)
+			}
+			if after, _ := s.Get(ctx, pool.Name); (root.Spec.Shards == "") != (after.ResourceVersion != root.ResourceVersion) {
+				t.Fatalf("the release wrote the root: %v (the pool has shards: %v)", after.ResourceVersion != root.ResourceVersion, root.Spec.Shards != "")
+			}
+			p, err := a.Allocate(ctx, Request{Pool: pool, Bits: 32, Holder: ClaimHolder("ns"), ID: "after"})
+			if err != nil || p != held[i] {
+				t.Fatalf("after %s was released elsewhere, the replica whose memory had the pool full answered %v, %v; want %s", held[i], p, err, held[i])
+			}
+		})
+	}
+}
+
+// TestAnswersThatWroteNothingCostOneVersionRead: on a replica whose memory
+// is the stored ledgers, a denial, a dry run, an Adopt and a release that
+// finds nothing each read the ledgers' resourceVersions once, and nothing
+// else: no ledger is read whole, no allocator rebuilt. (An Adopt used to
+// rebuild from every ledger of its pool, which made each IPAddressClaim
+// cost a read of every entry.) An answer that wrote something reads
+// nothing: its write is its fence.
+func TestAnswersThatWroteNothingCostOneVersionRead(t *testing.T) {
+	s := newMemStore()
+	pool := testPool("10.1.0.0/30")
+	ctx := context.Background()
+	m := NewManager(s, nil)
+	held, err := m.Allocate(ctx, Request{Pool: pool, Bits: 31, Holder: ClaimHolder("ns"), ID: "held"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Allocate(ctx, Request{Pool: pool, Bits: 32, Holder: ClaimHolder("ns"), ID: "written"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name   string
+		answer func() error
+	}{
+		{"a commit", func() error {
+			_, err := m.Allocate(ctx, Request{Pool: pool, Bits: 32, Holder: ClaimHolder("ns"), ID: "another"})
+			return err
+		}},
+		{"an exhausted denial", func() error {
+			if _, err := m.Allocate(ctx, Request{Pool: pool, Bits: 31, Holder: ClaimHolder("ns"), ID: "no-room"}); !errors.As(err, new(*allocator.ExhaustedError)) {
+				return fmt.Errorf("want exhausted, got %v", err)
+			}
+			return nil
+		}},
+		{"a dry run", func() error {
+			_, err := m.Allocate(ctx, Request{Pool: pool, CIDR: held, Bits: 31, Holder: ClaimHolder("ns"), ID: "dry", DryRun: true})
+			if !errors.Is(err, allocator.ErrOverlap) {
+				return fmt.Errorf("want overlap, got %v", err)
+			}
+			return nil
+		}},
+		{"an Adopt that finds its entry", func() error {
+			p, err := m.Allocate(ctx, Request{Pool: pool, Bits: 31, Holder: ClaimHolder("ns"), ID: "held", Adopt: true})
+			if err == nil && p != held {
+				err = fmt.Errorf("adopted %s, want %s", p, held)
+			}
+			return err
+		}},
+		{"a release that finds nothing", func() error {
+			_, err := m.Release(ctx, pool, held, ClaimHolder("ns"), "not-its-id", 0, nil)
+			return err
+		}},
+	} {
+		ledgers, versions := s.ledgerReads, s.versionReads
+		if err := c.answer(); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		want := 1
+		if c.name == "a commit" {
+			want = 0
+		}
+		if s.ledgerReads != ledgers || s.versionReads-versions != want {
+			t.Errorf("%s read %d ledgers whole and their versions %d times; want 0 and %d", c.name, s.ledgerReads-ledgers, s.versionReads-versions, want)
+		}
 	}
 }

@@ -38,6 +38,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -121,6 +122,9 @@ type Store interface {
 	Get(ctx context.Context, name string) (*ipamv1alpha1.IPLedger, error)
 	// List reads every ledger labelled with pool.
 	List(ctx context.Context, pool string) ([]ipamv1alpha1.IPLedger, error)
+	// Versions reads the resourceVersion of every ledger labelled with
+	// pool, by name, without their contents.
+	Versions(ctx context.Context, pool string) (map[string]string, error)
 	Create(ctx context.Context, ledger *ipamv1alpha1.IPLedger) error
 	Update(ctx context.Context, ledger *ipamv1alpha1.IPLedger) error
 }
@@ -158,6 +162,21 @@ func (s ClientStore) List(ctx context.Context, pool string) ([]ipamv1alpha1.IPLe
 		return nil, err
 	}
 	return l.Items, nil
+}
+
+// Versions reads a pool's ledgers' resourceVersions by a metadata-only
+// list: a consistent read, like List, that carries no entries.
+func (s ClientStore) Versions(ctx context.Context, pool string) (map[string]string, error) {
+	l := &metav1.PartialObjectMetadataList{}
+	l.SetGroupVersionKind(ipamv1alpha1.GroupVersion.WithKind("IPLedgerList"))
+	if err := s.Reader.List(ctx, l, client.MatchingLabels{ipamv1alpha1.LabelPool: pool}); err != nil {
+		return nil, err
+	}
+	out := make(map[string]string, len(l.Items))
+	for i := range l.Items {
+		out[l.Items[i].Name] = l.Items[i].ResourceVersion
+	}
+	return out, nil
 }
 
 // Create creates a ledger.

@@ -53,6 +53,8 @@ type memStore struct {
 	rv      int
 	ledgers map[string]*ipamv1alpha1.IPLedger
 	writes  int
+	// ledgerReads counts Get and List calls; versionReads Versions calls.
+	ledgerReads, versionReads int
 	// beforeUpdate, when set, runs before every update (under no lock), so
 	// tests can interleave writers.
 	beforeUpdate func()
@@ -70,6 +72,7 @@ var ledgerGR = schema.GroupResource{Group: "ipam.kipam.dev", Resource: "ipledger
 func (s *memStore) Get(_ context.Context, pool string) (*ipamv1alpha1.IPLedger, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.ledgerReads++
 	l, ok := s.ledgers[pool]
 	if !ok {
 		return nil, apierrors.NewNotFound(ledgerGR, pool)
@@ -121,10 +124,24 @@ func releaseRecorded(ctx context.Context, m *Manager, pool *ipamv1alpha1.IPPool,
 func (s *memStore) List(_ context.Context, pool string) ([]ipamv1alpha1.IPLedger, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.ledgerReads++
 	var out []ipamv1alpha1.IPLedger
 	for _, l := range s.ledgers {
 		if l.Labels[ipamv1alpha1.LabelPool] == pool {
 			out = append(out, *l.DeepCopy())
+		}
+	}
+	return out, nil
+}
+
+func (s *memStore) Versions(_ context.Context, pool string) (map[string]string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.versionReads++
+	out := map[string]string{}
+	for name, l := range s.ledgers {
+		if l.Labels[ipamv1alpha1.LabelPool] == pool {
+			out[name] = l.ResourceVersion
 		}
 	}
 	return out, nil

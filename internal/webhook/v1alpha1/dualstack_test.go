@@ -497,6 +497,12 @@ var _ = Describe("Dual-stack claims", func() {
 			Expect(k8sClient.Delete(ctx, c)).To(Succeed())
 		}
 		Eventually(func() []string { return append(ledgerOf(p4.Name), ledgerOf(p6.Name)...) }).Should(BeEmpty())
+		// The ledgers empty before the last finalizer goes: a claim may
+		// still be stored, and applying it again would meet AlreadyExists.
+		for _, c := range exported {
+			Eventually(func() error { return k8sClient.Get(ctx, client.ObjectKeyFromObject(c), &ipamv1alpha1.IPClaim{}) }).
+				Should(Satisfy(apierrors.IsNotFound))
+		}
 
 		By("applying the exported claims in reverse order: each gets both its CIDRs back")
 		var all4, all6 []string

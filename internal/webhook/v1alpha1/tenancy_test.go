@@ -35,6 +35,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
@@ -362,9 +363,13 @@ var _ = Describe("Tenancy, proven by impersonating each persona", func() {
 		Expect(claims.Items).To(ConsistOf(HaveField("Name", c.Name)))
 
 		By("labelling it, but not moving it to another pool")
-		before := c.DeepCopy()
-		c.Labels = map[string]string{"app": "web"}
-		Expect(tenant.Patch(ctx, c, client.MergeFrom(before))).To(Succeed())
+		// A Conflict is retried, as clients do: kipam's controllers write
+		// the new claim at the same time (seen at load average 20).
+		Expect(retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			before := c.DeepCopy()
+			c.Labels = map[string]string{"app": "web"}
+			return tenant.Patch(ctx, c, client.MergeFrom(before))
+		})).To(Succeed())
 		Expect(c.Labels).To(HaveKeyWithValue("app", "web"))
 		Expect(c.Spec.CIDR).To(Equal("10.230.0.0/32"))
 		moved := c.DeepCopy()
