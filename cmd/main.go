@@ -111,7 +111,8 @@ func main() {
 		"How long a committed prefix may go without a claim carrying it before it is released. "+
 			"It must exceed the webhook timeout (15s) plus the API server's request timeout (60s by default).")
 	flag.IntVar(&workers, "workers", controller.DefaultWorkers,
-		"How many claims, and how many IPAllocations, are reconciled at once: more makes a burst of creates Ready sooner.")
+		"How many claims, and how many IPAllocations, are reconciled at once (Cluster API's IPAddressClaims: four times as many): "+
+			"more makes a burst of creates Ready sooner.")
 	flag.IntVar(&maxLedgerBytes, "max-ledger-bytes", ipam.DefaultMaxLedgerBytes,
 		"The most entry text one IPLedger object may record; a claim that would pass it is denied. "+
 			"Keep it a third below etcd's --max-request-bytes (1.5 MiB by default).")

@@ -56,13 +56,58 @@ var ClusterGroupKind = schema.GroupKind{Group: "cluster.x-k8s.io", Kind: "Cluste
 // Field indexes on IPAddressClaims.
 const (
 	// indexAddressClaimPool is the kipam pool an IPAddressClaim names,
-	// for the claims that have no address yet (the only ones a change of
-	// the pool wakes): a ledger's change must not list, and copy, the
-	// pool's every answered claim.
+	// for the claims that wait (waitsForPool): the only ones a change of
+	// the pool wakes.
 	indexAddressClaimPool = "kipam.addressClaimPool"
 	// indexAddressClaimCluster is an IPAddressClaim's Cluster.
 	indexAddressClaimCluster = "kipam.addressClaimCluster"
+	// indexAddressClaimUID is an IPAddressClaim's uid, the ID of its
+	// ledger entry: the ledger's sweep finds the claim carrying an entry
+	// without listing, and copying, every claim of its namespace for each
+	// entry of a ledger that changed.
+	indexAddressClaimUID = "kipam.addressClaimUID"
+	// indexAllocationAddressClaim is "<namespace>/<name>" of the
+	// IPAddressClaim an IPAllocation records (none for an IPClaim's): a
+	// claim's change wakes its allocations without listing the
+	// namespace's every allocation from the API server.
+	indexAllocationAddressClaim = "kipam.allocationAddressClaim"
 )
+
+// indexAddressClaims registers the field indexes of Cluster API's
+// IPAddressClaims, which the IPAddressClaim, IPLedger and IPAllocation
+// reconcilers list by.
+func indexAddressClaims(ctx context.Context, idx client.FieldIndexer) error {
+	if err := idx.IndexField(ctx, &capiv1beta2.IPAddressClaim{}, indexAddressClaimPool, func(o client.Object) []string {
+		if c := o.(*capiv1beta2.IPAddressClaim); waitsForPool(c) {
+			return []string{c.Spec.PoolRef.Name}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := idx.IndexField(ctx, &capiv1beta2.IPAddressClaim{}, indexAddressClaimCluster, func(o client.Object) []string {
+		if name := clusterName(o.(*capiv1beta2.IPAddressClaim)); name != "" {
+			return []string{name}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := idx.IndexField(ctx, &capiv1beta2.IPAddressClaim{}, indexAddressClaimUID, func(o client.Object) []string {
+		if c := o.(*capiv1beta2.IPAddressClaim); ipam.ServesPoolRef(c.Spec.PoolRef) {
+			return []string{string(c.UID)}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	return idx.IndexField(ctx, &ipamv1alpha1.IPAllocation{}, indexAllocationAddressClaim, func(o client.Object) []string {
+		if ref := o.(*ipamv1alpha1.IPAllocation).Spec.ClaimRef; ref.Kind == "IPAddressClaim" {
+			return []string{ref.Namespace + "/" + ref.Name}
+		}
+		return nil
+	})
+}
 
 // IPAddressClaimReconciler serves Cluster API's IPAM contract from kipam
 // pools: for each IPAddressClaim whose spec.poolRef names a kipam IPPool it
@@ -121,6 +166,9 @@ func (r *IPAddressClaimReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	if r.answered(ctx, &claim) {
 		return ctrl.Result{}, nil
 	}
+	if cond := r.recorded(ctx, &claim); cond != nil {
+		return ctrl.Result{}, r.answerRecorded(ctx, &claim, *cond)
+	}
 	if !controllerutil.ContainsFinalizer(&claim, ipamv1alpha1.ClaimFinalizer) {
 		patch := client.MergeFrom(claim.DeepCopy())
 		controllerutil.AddFinalizer(&claim, ipamv1alpha1.ClaimFinalizer)
@@ -148,6 +196,51 @@ func (r *IPAddressClaimReconciler) answered(ctx context.Context, claim *capiv1be
 	var addr capiv1beta2.IPAddress
 	err := r.Get(ctx, client.ObjectKey{Namespace: claim.Namespace, Name: claim.Status.AddressRef.Name}, &addr)
 	return err == nil && metav1.IsControlledBy(&addr, claim) && controllerutil.ContainsFinalizer(&addr, ipamv1alpha1.AddressFinalizer)
+}
+
+// recorded returns the Ready condition of a claim whose address an earlier
+// pass committed and recorded, whatever its cached status says: it carries
+// its finalizer, its IPAddress is its own, protected, and the IPAllocation
+// of that address in its pool records the claim's entry (created only
+// once the entry was committed). nil otherwise.
+func (r *IPAddressClaimReconciler) recorded(ctx context.Context, claim *capiv1beta2.IPAddressClaim) *metav1.Condition {
+	if !controllerutil.ContainsFinalizer(claim, ipamv1alpha1.ClaimFinalizer) {
+		return nil
+	}
+	var addr capiv1beta2.IPAddress
+	if err := r.Get(ctx, client.ObjectKeyFromObject(claim), &addr); err != nil || !metav1.IsControlledBy(&addr, claim) ||
+		!controllerutil.ContainsFinalizer(&addr, ipamv1alpha1.AddressFinalizer) || addr.DeletionTimestamp != nil || addr.Spec.PoolRef != claim.Spec.PoolRef {
+		return nil
+	}
+	a, err := netip.ParseAddr(addr.Spec.Address)
+	if err != nil {
+		return nil
+	}
+	p, pool := netip.PrefixFrom(a, a.BitLen()), claim.Spec.PoolRef.Name
+	var alloc ipamv1alpha1.IPAllocation
+	if err := r.Get(ctx, client.ObjectKey{Name: ipam.AllocationName(pool, p)}, &alloc); err != nil || !ipam.AddressClaimHolds(claim, &alloc) ||
+		alloc.Spec.CIDR != p.String() || alloc.DeletionTimestamp != nil {
+		return nil
+	}
+	return &metav1.Condition{Type: capiv1beta2.ReadyCondition, Status: metav1.ConditionTrue, Reason: ipamv1alpha1.ReasonAllocated,
+		Message: fmt.Sprintf("%s allocated from pool %s", a, pool)}
+}
+
+// answerRecorded writes the Ready status of a recorded claim (recorded),
+// unless the API server shows it written already. A claim is queued again
+// by each write of its first pass (its finalizer, its IPAddress, its
+// status): the pass after reads a cache that may not show the status
+// yet, and would otherwise go through serve again, whose Adopt reads the
+// pool's ledgers, in the pool's commit queue, for an answer it has.
+func (r *IPAddressClaimReconciler) answerRecorded(ctx context.Context, claim *capiv1beta2.IPAddressClaim, cond metav1.Condition) error {
+	var live capiv1beta2.IPAddressClaim
+	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(claim), &live); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	if live.UID != claim.UID || live.DeletionTimestamp != nil || r.answered(ctx, &live) {
+		return nil // its own events bring the change here
+	}
+	return r.patchStatus(ctx, &live, cond)
 }
 
 // serve commits the claim's address (or finds the one committed before)
@@ -492,28 +585,12 @@ func addressNotReady(reason, msg string) *metav1.Condition {
 	return &metav1.Condition{Type: capiv1beta2.ReadyCondition, Status: metav1.ConditionFalse, Reason: reason, Message: msg}
 }
 
-// SetupWithManager registers the reconciler and its indexes. What frees or
+// SetupWithManager registers the reconciler (indexAddressClaims its
+// indexes). What frees or
 // adds space wakes the claims that wait for it: a ledger's change, a pool
 // created or changed, a namespace's labels; a Cluster unpaused wakes its
 // claims.
 func (r *IPAddressClaimReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	idx := mgr.GetFieldIndexer()
-	if err := idx.IndexField(context.Background(), &capiv1beta2.IPAddressClaim{}, indexAddressClaimPool, func(o client.Object) []string {
-		if c := o.(*capiv1beta2.IPAddressClaim); ipam.ServesPoolRef(c.Spec.PoolRef) && c.Status.AddressRef.Name == "" && c.DeletionTimestamp == nil {
-			return []string{c.Spec.PoolRef.Name}
-		}
-		return nil
-	}); err != nil {
-		return err
-	}
-	if err := idx.IndexField(context.Background(), &capiv1beta2.IPAddressClaim{}, indexAddressClaimCluster, func(o client.Object) []string {
-		if name := clusterName(o.(*capiv1beta2.IPAddressClaim)); name != "" {
-			return []string{name}
-		}
-		return nil
-	}); err != nil {
-		return err
-	}
 	kipams := predicate.NewPredicateFuncs(func(o client.Object) bool {
 		c, ok := o.(*capiv1beta2.IPAddressClaim)
 		return ok && ipam.ServesPoolRef(c.Spec.PoolRef)
@@ -563,7 +640,7 @@ func (r *IPAddressClaimReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Complete(r)
 }
 
-// waiting lists the kipam claims matching opts that have no address yet.
+// waiting lists the kipam claims matching opts that wait (waitsForPool).
 func (r *IPAddressClaimReconciler) waiting(ctx context.Context, opts ...client.ListOption) []reconcile.Request {
 	var claims capiv1beta2.IPAddressClaimList
 	if err := r.List(ctx, &claims, opts...); err != nil {
@@ -571,9 +648,22 @@ func (r *IPAddressClaimReconciler) waiting(ctx context.Context, opts ...client.L
 	}
 	var out []reconcile.Request
 	for i := range claims.Items {
-		if c := &claims.Items[i]; ipam.ServesPoolRef(c.Spec.PoolRef) && c.Status.AddressRef.Name == "" && c.DeletionTimestamp == nil {
+		if c := &claims.Items[i]; waitsForPool(c) {
 			out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(c)})
 		}
 	}
 	return out
+}
+
+// waitsForPool reports whether a kipam claim was answered that it waits
+// (Ready False, no address): what frees or adds space, or opens the pool
+// to its namespace, wakes it. A claim not answered yet is queued by its
+// own create, and its first answer, a write of its status, queues it
+// again, which sees any space freed meanwhile. Waking it on every commit
+// of its pool instead queued each claim of a burst again while it was
+// being served, for a second reconcile, whose Adopt read the pool's
+// ledgers again.
+func waitsForPool(c *capiv1beta2.IPAddressClaim) bool {
+	return ipam.ServesPoolRef(c.Spec.PoolRef) && c.Status.AddressRef.Name == "" && c.DeletionTimestamp == nil &&
+		meta.IsStatusConditionFalse(c.Status.Conditions, capiv1beta2.ReadyCondition)
 }

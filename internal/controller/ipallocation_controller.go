@@ -248,24 +248,28 @@ func (r *IPAllocationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.AddressClaims {
 		// An IPAddressClaim's change (its deletion) wakes the allocations
 		// that name it.
-		b = b.Watches(&capiv1beta2.IPAddressClaim{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
-			var allocs ipamv1alpha1.IPAllocationList
-			// The cache keeps no labels of an allocation (trimAllocation).
-			if err := r.APIReader.List(ctx, &allocs, client.MatchingLabels{ipamv1alpha1.LabelClaimNamespace: o.GetNamespace()}); err != nil {
-				return nil
-			}
-			var out []reconcile.Request
-			for i := range allocs.Items {
-				if a := &allocs.Items[i]; a.Spec.ClaimRef.Kind == "IPAddressClaim" && a.Spec.ClaimRef.Name == o.GetName() {
-					out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(a)})
-				}
-			}
-			return out
-		}), builder.WithPredicates(predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+		b = b.Watches(&capiv1beta2.IPAddressClaim{}, handler.EnqueueRequestsFromMapFunc(r.allocationsOfAddressClaim), builder.WithPredicates(predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
 			return e.ObjectNew.GetDeletionTimestamp() != nil
 		}}))
 	}
 	return b.
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.Workers, 1), RateLimiter: retryLimiter(r.RetryMaxDelay)}).
 		Complete(r)
+}
+
+// allocationsOfAddressClaim are the IPAllocations that record IPAddressClaim
+// o, from the cache by its namespace and name (indexAllocationAddressClaim):
+// not the namespace's every allocation read from the API server for each
+// claim's change. An allocation the cache has not seen yet is reconciled
+// on its own create.
+func (r *IPAllocationReconciler) allocationsOfAddressClaim(ctx context.Context, o client.Object) []reconcile.Request {
+	var allocs ipamv1alpha1.IPAllocationList
+	if err := r.List(ctx, &allocs, client.MatchingFields{indexAllocationAddressClaim: o.GetNamespace() + "/" + o.GetName()}); err != nil {
+		return nil
+	}
+	out := make([]reconcile.Request, 0, len(allocs.Items))
+	for i := range allocs.Items {
+		out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&allocs.Items[i])})
+	}
+	return out
 }

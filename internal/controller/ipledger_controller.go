@@ -240,9 +240,9 @@ func (r *IPLedgerReconciler) sweepPool(ctx context.Context, ledger *ipamv1alpha1
 // it. It returns when to look again, 0 for never.
 func (r *IPLedgerReconciler) sweepAddressClaim(ctx context.Context, ledger *ipamv1alpha1.IPLedger, p netip.Prefix, e ipam.Entry, s *sighting, now time.Time) (time.Duration, error) {
 	ns := strings.TrimPrefix(e.Holder, ipam.AddressClaimHolderPrefix)
-	carried := func(reader client.Reader) (bool, error) {
+	carried := func(reader client.Reader, opts ...client.ListOption) (bool, error) {
 		var claims capiv1beta2.IPAddressClaimList
-		err := reader.List(ctx, &claims, client.InNamespace(ns))
+		err := reader.List(ctx, &claims, append(opts, client.InNamespace(ns))...)
 		if meta.IsNoMatchError(err) {
 			return false, nil
 		}
@@ -251,7 +251,9 @@ func (r *IPLedgerReconciler) sweepAddressClaim(ctx context.Context, ledger *ipam
 		}), err
 	}
 	if r.AddressClaims {
-		if held, err := carried(r.Client); held || err != nil {
+		// By the entry's ID, the claim's uid: every entry of a ledger is
+		// looked at on each of its changes.
+		if held, err := carried(r.Client, client.MatchingFields{indexAddressClaimUID: e.ID}); held || err != nil {
 			return 0, err // its finalizer, or a sweep woken by its deletion, releases it
 		}
 	}

@@ -161,6 +161,11 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, m *ipam.Manager, op
 	if err != nil {
 		return err
 	}
+	if addressClaims {
+		if err := indexAddressClaims(ctx, mgr.GetFieldIndexer()); err != nil {
+			return err
+		}
+	}
 	for _, r := range []interface{ SetupWithManager(ctrl.Manager) error }{
 		&IPPoolReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Manager: m, Recorder: recorder, Now: opts.Now, Unconfirmed: pending,
 			RetryMaxDelay: opts.RetryMaxDelay, LeaseNamespace: opts.LeaseNamespace},
@@ -186,8 +191,18 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, m *ipam.Manager, op
 		return nil
 	}
 	return (&IPAddressClaimReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Manager: m, Resolver: resolver, Recorder: recorder,
-		Now: opts.Now, Workers: opts.Workers, RetryMaxDelay: opts.RetryMaxDelay, Cluster: cluster}).SetupWithManager(mgr)
+		Now: opts.Now, Workers: AddressClaimWorkersPerWorker * opts.Workers, RetryMaxDelay: opts.RetryMaxDelay, Cluster: cluster}).SetupWithManager(mgr)
 }
+
+// AddressClaimWorkersPerWorker is how many IPAddressClaims kipam reconciles
+// at once per worker (Options.Workers). An IPClaim is allocated at
+// admission, and its reconcile only records; an IPAddressClaim is
+// allocated in its reconcile, which waits on five API writes in turn and
+// on its pool's commit, where the claims reconciled at once commit
+// together in one ledger write. It spends little CPU waiting: at four
+// workers a burst of 100 claims from one pool was answered at 11 to 16 a
+// second on make demo, at sixteen at 19 to 37 (load average 16 to 18).
+const AddressClaimWorkersPerWorker = 4
 
 // capiKinds reports whether Cluster API's IPAddressClaim
 // (ipam.cluster.x-k8s.io/v1beta2) is served, so that kipam serves Cluster
