@@ -115,7 +115,7 @@ func TestLedgerSweepLooksUpAnAddressClaimByItsUID(t *testing.T) {
 		},
 	}).Build()
 	r := &IPLedgerReconciler{Client: c, APIReader: c, Manager: ipam.NewManager(ipam.ClientStore{Reader: c, Writer: c}, nil),
-		Recorder: nopRecorder{}, OrphanGrace: time.Minute, Now: time.Now, AddressClaims: true}
+		Recorder: nopRecorder{}, OrphanGrace: time.Minute, Now: time.Now, AddressClaims: true, Sightings: &sightings{}}
 	res, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKey{Name: "lookup-pool"}})
 	if err != nil {
 		t.Fatal(err)
