@@ -105,6 +105,9 @@ type ledgerState struct {
 	// held is what each claim holder (namespace) holds in the live docs,
 	// for spec.namespaceLimit; nil until first needed.
 	held map[string]*holding
+	// reserved is the pool's reserved space (ReservedSet) at the
+	// generation the allocator was built for.
+	reserved *netipx.IPSet
 }
 
 // holding is what one namespace's claims hold from a pool.
@@ -625,8 +628,8 @@ func (l *ledgerState) expireKept(a *allocator.Allocator, now time.Time) {
 				}
 				continue
 			}
-			if r.Kept && !held && a.IsAllocated(p) {
-				_ = a.Release(p)
+			if r.Kept && !held && a.IsAllocated(p) && a.Release(p) == nil {
+				l.reserveAgain(a, p)
 			}
 			delete(d.released, p)
 			d.size -= releasedLen(p, r)
@@ -879,7 +882,9 @@ func (l *ledgerState) release(a *allocator.Allocator, o *op, now time.Time, limi
 	if !e.Is(o.expect.Holder, o.expect.ID) || (!o.expect.At.IsZero() && e.At.Unix() != o.expect.At.Unix()) {
 		return nil
 	}
-	if k := o.retain; k != nil && k.For > 0 {
+	// A reservation added over p since it was handed out wins over
+	// retaining it, as in Build.
+	if k := o.retain; k != nil && k.For > 0 && !l.inReserved(p) {
 		r := Release{Namespace: k.Namespace, Identity: k.Identity, UID: k.UID, Bound: e.At, Released: now, Until: now.Add(max(k.For, o.grace)), Kept: true}
 		grow := releasedLen(p, r)
 		if old, ok := d.released[p]; ok {
@@ -910,8 +915,37 @@ func (l *ledgerState) release(a *allocator.Allocator, o *op, now time.Time, limi
 	} else if err := a.Release(p); err != nil {
 		return err
 	}
+	l.reserveAgain(a, p)
 	l.drop(d, p, e, o)
 	return nil
+}
+
+// inReserved reports whether p overlaps the pool's reserved space.
+func (l *ledgerState) inReserved(p netip.Prefix) bool {
+	return l.reserved != nil && l.reserved.OverlapsPrefix(p)
+}
+
+// reserveAgain reserves in the allocator what of p, just freed, the pool's
+// reserved space covers. A reservation added over a live prefix does not
+// evict it, so the allocator was built with those addresses left out of
+// the reservation (reservedSpace); a rebuild from the ledgers, which no
+// longer record p, reserves them, and memory must answer as that rebuild
+// would: the ledgers' resourceVersions (current) cannot tell the two
+// apart (TestAReleaseInsideAReservationAddedSinceReservesItAgain).
+func (l *ledgerState) reserveAgain(a *allocator.Allocator, p netip.Prefix) {
+	if !l.inReserved(p) {
+		return
+	}
+	var b netipx.IPSetBuilder
+	b.AddPrefix(p)
+	b.Intersect(l.reserved)
+	over, err := b.IPSet()
+	if err != nil {
+		return
+	}
+	for _, r := range over.Ranges() {
+		_ = a.ReserveRange(r.From(), r.To())
+	}
 }
 
 // drop removes entry e of p from d, for release op o.
@@ -1071,6 +1105,7 @@ func (m *Manager) restore(ctx context.Context, st *poolState, pool *ipamv1alpha1
 	if err != nil {
 		return err
 	}
+	l.reserved = ReservedSet(pool)
 	st.alloc, st.ledger, st.generation, st.uid = a, l, pool.Generation, string(pool.UID)
 	st.snapshot(m.now())
 	return nil
