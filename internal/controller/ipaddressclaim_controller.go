@@ -585,11 +585,10 @@ func addressNotReady(reason, msg string) *metav1.Condition {
 	return &metav1.Condition{Type: capiv1beta2.ReadyCondition, Status: metav1.ConditionFalse, Reason: reason, Message: msg}
 }
 
-// SetupWithManager registers the reconciler (indexAddressClaims its
-// indexes). What frees or
-// adds space wakes the claims that wait for it: a ledger's change, a pool
-// created or changed, a namespace's labels; a Cluster unpaused wakes its
-// claims.
+// SetupWithManager registers the reconciler (indexAddressClaims registers
+// its indexes). What frees or adds space wakes the claims that wait for it:
+// a ledger's change, a pool created or changed, a namespace's labels; a
+// Cluster unpaused wakes its claims.
 func (r *IPAddressClaimReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	kipams := predicate.NewPredicateFuncs(func(o client.Object) bool {
 		c, ok := o.(*capiv1beta2.IPAddressClaim)

@@ -161,7 +161,7 @@ func (m *Manager) commit(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) 
 		// ledgers at a moment after the batch was queued.
 		restored := verify
 		verify = false
-		if st.alloc == nil || st.generation != pool.Generation || st.uid != string(pool.UID) {
+		if !st.builtFor(pool) {
 			restored = true
 			t0 := time.Now()
 			err := m.restore(ctx, st, pool, slices.ContainsFunc(pending, func(o *op) bool { return o.drain }))
@@ -1115,16 +1115,16 @@ func (m *Manager) restore(ctx context.Context, st *poolState, pool *ipamv1alpha1
 // now: every ledger memory reads (the root and the shards it lists) is
 // stored at the resourceVersion memory read or wrote it at, and none that
 // memory holds absent (a listed shard not created yet, a shard's name that
-// another pool's ledger holds) is stored for this pool, by its label. A resourceVersion
-// changes with every write, so an answer memory gives then is the answer an
-// allocator rebuilt from the ledgers would give, at the moment of the read:
-// for a metadata-only list instead of reading and parsing every entry
-// (docs/design.md, "Answers that write nothing"). The root's version covers the list of
-// shards; a shard the root does not list is not read by a rebuild either.
-// A read that fails is no answer: memory is rebuilt, and the rebuild says
-// why it cannot be.
+// another pool's ledger holds) is stored for this pool, by its label. A
+// resourceVersion changes with every write, so an answer memory gives then
+// is the answer an allocator rebuilt from the ledgers would give, at the
+// moment of the read: for a metadata-only list instead of reading and
+// parsing every entry (docs/design.md, "Answers that write nothing"). The
+// root's version covers the list of shards; a shard the root does not list
+// is not read by a rebuild either. A read that fails is no answer: memory
+// is rebuilt, and the rebuild says why it cannot be.
 func (m *Manager) current(ctx context.Context, st *poolState, pool *ipamv1alpha1.IPPool) bool {
-	if st.alloc == nil || st.rebuild || st.generation != pool.Generation || st.uid != string(pool.UID) {
+	if !st.builtFor(pool) || st.rebuild {
 		return false
 	}
 	stored, err := m.store.Versions(ctx, pool.Name)
@@ -1148,6 +1148,12 @@ func (m *Manager) current(ctx context.Context, st *poolState, pool *ipamv1alpha1
 		}
 	}
 	return true
+}
+
+// builtFor reports whether the allocator in memory was built for pool as
+// given: its generation (its reserved space, its strategy) and its uid.
+func (st *poolState) builtFor(pool *ipamv1alpha1.IPPool) bool {
+	return st.alloc != nil && st.generation == pool.Generation && st.uid == string(pool.UID)
 }
 
 // takenNames adds to a root's shards, as listed by their pool label, the
