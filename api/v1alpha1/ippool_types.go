@@ -227,9 +227,22 @@ type IPPoolStatus struct {
 	// creates of one new name at once, a timeout). They count as allocated
 	// until the orphan sweep releases them, the orphan grace
 	// (--orphan-grace, 2 minutes by default) after the sweeping replica
-	// first saw them (a change of leader starts the grace again).
+	// first saw them, or after the age unconfirmed gives them if that is
+	// older.
 	// +optional
 	Pending int32 `json:"pending,omitempty"`
+
+	// unconfirmed lists the pool's entries that the orphan sweep found no
+	// holder carrying (pending claims, child pools and Cluster API
+	// IPAddressClaims) and that are still within the orphan grace, oldest
+	// first, at most 64. Each says how long kipam had seen it: a replica
+	// that leads the sweep next, after a restart or a change of leader,
+	// counts the grace as already run for that long instead of starting
+	// it again. Only kipam writes it.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=64
+	Unconfirmed []UnconfirmedEntry `json:"unconfirmed,omitempty"`
 
 	// childPools is how many IPPools are carved out of this pool.
 	// +optional
@@ -241,6 +254,28 @@ type IPPoolStatus struct {
 	// +listType=map
 	// +listMapKey=type
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// UnconfirmedEntry is a ledger entry that no holder carried when the
+// orphan sweep last looked, and how long kipam had seen it by then.
+type UnconfirmedEntry struct {
+	// ledger is the IPLedger that records the entry.
+	Ledger string `json:"ledger"`
+	// cidr is the entry's prefix.
+	CIDR string `json:"cidr"`
+	// holder is who the entry was committed for: "IPClaim/<namespace>",
+	// "IPAddressClaim/<namespace>" or "IPPool/<name>".
+	Holder string `json:"holder"`
+	// id is the entry's ID, which its holder carries once stored.
+	// +optional
+	ID string `json:"id,omitempty"`
+	// committedAt is the entry's time as its ledger records it.
+	CommittedAt metav1.Time `json:"committedAt"`
+	// seenFor is how long, at least, the entry had been in its ledger
+	// when this status was written: a duration measured on the clock of
+	// one replica, which another replica may add to its own, not a time
+	// to compare across clocks.
+	SeenFor metav1.Duration `json:"seenFor"`
 }
 
 // IPPool is a block of IPv4 or IPv6 address space from which IPClaims and

@@ -95,7 +95,7 @@ func (r *IPLedgerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	if err := r.Get(ctx, req.NamespacedName, &ledger); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.Sightings.forget(req.Name) // the informer did too; a sweep may have run since
-			r.Unconfirmed.set("", req.Name, 0)
+			r.Unconfirmed.set("", req.Name, 0, nil)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -107,9 +107,31 @@ func (r *IPLedgerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		return ctrl.Result{}, err
 	}
 	now := r.Now()
-	seen := r.Sightings.of(ledger.Name, entries, now)
+	var published []ipamv1alpha1.UnconfirmedEntry
+	if !ipam.IsSpace(ledger.Spec.Pool) {
+		var pool ipamv1alpha1.IPPool
+		if err := r.Get(ctx, client.ObjectKey{Name: ledger.Spec.Pool}, &pool); client.IgnoreNotFound(err) != nil {
+			return ctrl.Result{}, err
+		}
+		published = pool.Status.Unconfirmed
+	}
+	seen := r.Sightings.of(ledger.Name, entries, published, now)
 	var next time.Duration
 	pending := 0
+	// What no holder carries within the grace, and how long this replica
+	// has seen it, for the pool's status: a replica that sweeps next
+	// starts from there. Ages are rounded down to publishEvery, so that
+	// the status changes once in that time however often the ledger is
+	// swept, and an entry on its way to its claim is not published.
+	var within []ipamv1alpha1.UnconfirmedEntry
+	republish := false
+	publish := func(p netip.Prefix, e ipam.Entry, s *sighting) {
+		republish = true
+		if d := now.Sub(s.first).Truncate(r.publishEvery()); d > 0 {
+			within = append(within, ipamv1alpha1.UnconfirmedEntry{Ledger: ledger.Name, CIDR: p.String(), Holder: e.Holder, ID: e.ID,
+				CommittedAt: metav1.NewTime(e.At), SeenFor: metav1.Duration{Duration: d}})
+		}
+	}
 	live := map[string][]ipamv1alpha1.IPClaim{} // per namespace, read once per sweep
 	for p, e := range entries {
 		ns, ok := strings.CutPrefix(e.Holder, ipam.ClaimHolderPrefix)
@@ -118,9 +140,13 @@ func (r *IPLedgerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 			if strings.HasPrefix(e.Holder, ipam.AddressClaimHolderPrefix) {
 				sweep = r.sweepAddressClaim
 			}
-			wait, err := sweep(ctx, &ledger, p, e, seen[key(p, e)], now)
+			s := seen[key(p, e)]
+			wait, err := sweep(ctx, &ledger, p, e, s, now)
 			if err != nil {
 				return ctrl.Result{}, err
+			}
+			if wait > 0 && now.Sub(s.first) < r.OrphanGrace {
+				publish(p, e, s)
 			}
 			if wait > 0 && (next == 0 || wait < next) {
 				next = wait
@@ -143,6 +169,9 @@ func (r *IPLedgerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		// its start, which the grace outlasts: after the grace, a claim that
 		// carries it is stored, or none ever will be.
 		if wait := s.first.Add(r.OrphanGrace).Sub(now); wait > 0 {
+			if !s.carried {
+				publish(p, e, s)
+			}
 			if next == 0 || wait < next {
 				next = wait
 			}
@@ -178,8 +207,20 @@ func (r *IPLedgerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 				"released %s: allocated for a claim in namespace %s that was never stored", p, ns)
 		}
 	}
-	r.Unconfirmed.set(ledger.Spec.Pool, ledger.Name, pending)
+	r.Unconfirmed.set(ledger.Spec.Pool, ledger.Name, pending, within)
+	if republish && (next == 0 || next > r.publishEvery()) {
+		// Look again, to publish the ages again, well within the grace:
+		// a restart loses about this much of it.
+		next = r.publishEvery()
+	}
 	return ctrl.Result{RequeueAfter: next}, nil
+}
+
+// publishEvery is how often the sweep of a ledger publishes the ages of
+// its entries within the orphan grace: a sixteenth of the grace (7.5 s at
+// the default), at least a second.
+func (r *IPLedgerReconciler) publishEvery() time.Duration {
+	return max(r.OrphanGrace/16, time.Second)
 }
 
 // sweepPool releases entry e, recording a pool's prefix p, once no pool

@@ -59,8 +59,8 @@ type IPPoolReconciler struct {
 	// RetryMaxDelay caps the wait before retrying a failed reconcile
 	// (DefaultRetryMaxDelay when 0).
 	RetryMaxDelay time.Duration
-	// Unconfirmed is the ledger sweep's count of each pool's entries no
-	// stored claim carries yet.
+	// Unconfirmed is what the ledger sweep found of each pool's entries no
+	// holder carries yet (status.pending and status.unconfirmed).
 	Unconfirmed *unconfirmed
 	// LeaseNamespace holds the pools' Leases: a deleted pool's Lease is
 	// deleted before the pool goes. Unless empty.
@@ -145,7 +145,9 @@ func (r *IPPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, invalid.reason, invalid.Error()
 	} else {
 		snap.SetStatus(&pool)
-		pool.Status.Pending = r.Unconfirmed.of(pool.Name)
+		r.Unconfirmed.status(&pool, func(ledger string) bool {
+			return !apierrors.IsNotFound(r.Get(ctx, client.ObjectKey{Name: ledger}, &ipamv1alpha1.IPLedger{}))
+		})
 	}
 	meta.SetStatusCondition(&pool.Status.Conditions, ready)
 	// Every ledger change wakes this; a hold that ends, or a retained

@@ -90,9 +90,28 @@ func (s *sightings) record(ledger string, entries map[netip.Prefix]ipam.Entry, n
 // before. It forgets nothing: the sweep may have read an older version of
 // the ledger than the informer last recorded, and only the informer sees
 // every version in order.
-func (s *sightings) of(ledger string, entries map[netip.Prefix]ipam.Entry, now time.Time) map[entryKey]*sighting {
+//
+// published is what the pool's status.unconfirmed says: that a replica,
+// maybe another one or this one before it restarted, had seen an entry
+// for at least SeenFor when it wrote the status. That status was written
+// before it was read here, so the entry is at least that old now, and the
+// sight is moved back to now minus SeenFor if that is earlier. Only a
+// duration crosses from one replica to another, never a time, so a clock
+// set wrong on either side changes nothing.
+func (s *sightings) of(ledger string, entries map[netip.Prefix]ipam.Entry, published []ipamv1alpha1.UnconfirmedEntry, now time.Time) map[entryKey]*sighting {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	var aged map[entryKey]time.Duration
+	for _, u := range published {
+		p, err := netip.ParsePrefix(u.CIDR)
+		if u.Ledger != ledger || err != nil {
+			continue
+		}
+		if aged == nil {
+			aged = map[entryKey]time.Duration{}
+		}
+		aged[entryKey{p, u.Holder, u.ID, u.CommittedAt.Unix()}] = u.SeenFor.Duration
+	}
 	if s.seen == nil {
 		s.seen = map[string]map[entryKey]*sighting{}
 	}
@@ -108,6 +127,9 @@ func (s *sightings) of(ledger string, entries map[netip.Prefix]ipam.Entry, now t
 		if !ok {
 			w = &sighting{first: now}
 			known[k] = w
+		}
+		if d, ok := aged[k]; ok && now.Add(-d).Before(w.first) {
+			w.first = now.Add(-d)
 		}
 		out[k] = w
 	}

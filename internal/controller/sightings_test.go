@@ -71,7 +71,7 @@ func TestSightings(t *testing.T) {
 
 	// A sweep that read an older version than the informer last saw
 	// adds what it had not seen and forgets nothing.
-	seen := s.of("l", map[netip.Prefix]ipam.Entry{c: ec}, t0.Add(3*time.Second))
+	seen := s.of("l", map[netip.Prefix]ipam.Entry{c: ec}, nil, t0.Add(3*time.Second))
 	if w := seen[key(c, ec)]; w == nil || !w.first.Equal(t0.Add(3*time.Second)) {
 		t.Errorf("the sweep's own sight of c: got %v", w)
 	}
@@ -107,5 +107,60 @@ func BenchmarkSightingsRecord(b *testing.B) {
 			b.Fatal(err)
 		}
 		s.record(l.Name, entries, now)
+	}
+}
+
+func TestPublishedAgesMoveSightsBackNeverForward(t *testing.T) {
+	now := time.Unix(1_000_000, 0)
+	a, b := netip.MustParsePrefix("10.0.0.0/32"), netip.MustParsePrefix("10.0.0.1/32")
+	ea := ipam.Entry{Holder: ipam.ClaimHolder("ns"), ID: "a", At: time.Unix(10, 0)}
+	eb := ipam.Entry{Holder: ipam.ClaimHolder("ns"), ID: "b", At: time.Unix(10, 0)}
+	var s sightings
+	s.record("l", map[netip.Prefix]ipam.Entry{a: ea, b: eb}, now.Add(-time.Minute))
+	published := []ipamv1alpha1.UnconfirmedEntry{
+		{Ledger: "l", CIDR: a.String(), Holder: ea.Holder, ID: "a", CommittedAt: metav1.NewTime(ea.At), SeenFor: metav1.Duration{Duration: 90 * time.Second}},
+		// Seen for less than this replica saw it: no change.
+		{Ledger: "l", CIDR: b.String(), Holder: eb.Holder, ID: "b", CommittedAt: metav1.NewTime(eb.At), SeenFor: metav1.Duration{Duration: 30 * time.Second}},
+		// Another ledger's, another ID, another time: not these entries.
+		{Ledger: "m", CIDR: b.String(), Holder: eb.Holder, ID: "b", CommittedAt: metav1.NewTime(eb.At), SeenFor: metav1.Duration{Duration: time.Hour}},
+		{Ledger: "l", CIDR: b.String(), Holder: eb.Holder, ID: "x", CommittedAt: metav1.NewTime(eb.At), SeenFor: metav1.Duration{Duration: time.Hour}},
+		{Ledger: "l", CIDR: b.String(), Holder: eb.Holder, ID: "b", CommittedAt: metav1.NewTime(eb.At.Add(time.Second)), SeenFor: metav1.Duration{Duration: time.Hour}},
+	}
+	seen := s.of("l", map[netip.Prefix]ipam.Entry{a: ea, b: eb}, published, now)
+	if got := now.Sub(seen[key(a, ea)].first); got != 90*time.Second {
+		t.Errorf("a: seen for %s, want the 1m30s published", got)
+	}
+	if got := now.Sub(seen[key(b, eb)].first); got != time.Minute {
+		t.Errorf("b: seen for %s, want this replica's own 1m0s", got)
+	}
+}
+
+func TestUnconfirmedStatus(t *testing.T) {
+	entry := func(ledger string, i int) ipamv1alpha1.UnconfirmedEntry {
+		return ipamv1alpha1.UnconfirmedEntry{Ledger: ledger, CIDR: fmt.Sprintf("10.0.%d.%d/32", i/256, i%256), Holder: ipam.ClaimHolder("ns"),
+			ID: fmt.Sprint(i), SeenFor: metav1.Duration{Duration: time.Duration(i) * time.Second}}
+	}
+	u := newUnconfirmed()
+	var swept []ipamv1alpha1.UnconfirmedEntry
+	for i := range 70 {
+		swept = append(swept, entry("swept", i))
+	}
+	u.set("p", "swept", 3, swept)
+	pool := &ipamv1alpha1.IPPool{ObjectMeta: metav1.ObjectMeta{Name: "p"}}
+	pool.Status.Unconfirmed = []ipamv1alpha1.UnconfirmedEntry{entry("swept", 1000), entry("unswept", 100), entry("gone", 200)}
+	u.status(pool, func(ledger string) bool { return ledger != "gone" })
+
+	if pool.Status.Pending != 3 {
+		t.Errorf("pending %d, want 3", pool.Status.Pending)
+	}
+	got := pool.Status.Unconfirmed
+	if len(got) != maxUnconfirmed {
+		t.Fatalf("%d entries, want the cap, %d", len(got), maxUnconfirmed)
+	}
+	// The swept ledger's entries as the sweep found them, not as the status
+	// had them; the unswept ledger's kept; the gone ledger's dropped; the
+	// oldest first.
+	if got[0] != entry("unswept", 100) || got[1] != entry("swept", 69) || got[63] != entry("swept", 7) {
+		t.Errorf("first %v, second %v, last %v", got[0], got[1], got[63])
 	}
 }
