@@ -366,9 +366,14 @@ var _ = Describe("Releases name the entry they free", func() {
 		ledger := ledgerOf(pool, x)
 		req := ctrl.Request{NamespacedName: client.ObjectKey{Name: ledger}}
 		every := DefaultOrphanGrace / 16
+		Eventually(func(g Gomega) {
+			var l ipamv1alpha1.IPLedger
+			g.Expect(cached.Get(ctx, client.ObjectKey{Name: ledger}, &l)).To(Succeed())
+			g.Expect(ipam.Entries(&l)).To(HaveKey(x))
+		}).Should(Succeed(), "the cache shows the entry")
 
-		// The first leader sweeps as the entry appears and again 10 s short
-		// of the grace; its pool controller publishes the age.
+		// The first leader sweeps as the entry appears and again a minute
+		// later; its pool controller publishes the age.
 		clock := &fakeClock{t: time.Now()}
 		first := newSweeper(cached, held, m, clock)
 		first.Unconfirmed = newUnconfirmed()
@@ -376,13 +381,12 @@ var _ = Describe("Releases name the entry they free", func() {
 			Unconfirmed: first.Unconfirmed}
 		_, err = first.Reconcile(ctx, req)
 		Expect(err).NotTo(HaveOccurred())
-		clock.Add(DefaultOrphanGrace - 10*time.Second)
+		clock.Add(time.Minute)
 		res, err := first.Reconcile(ctx, req)
 		Expect(err).NotTo(HaveOccurred())
-		Expect(res.RequeueAfter).To(Equal(every), "it publishes the age again before the grace ends")
+		Expect(res.RequeueAfter).To(Equal(every), "it publishes the age again well before the grace ends")
 		_, err = firstPools.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKey{Name: pool.Name}})
 		Expect(err).NotTo(HaveOccurred())
-		age := (DefaultOrphanGrace - 10*time.Second).Truncate(every)
 		status := func() []ipamv1alpha1.UnconfirmedEntry {
 			var p ipamv1alpha1.IPPool
 			Expect(cached.Get(ctx, client.ObjectKeyFromObject(pool), &p)).To(Succeed())
@@ -390,25 +394,46 @@ var _ = Describe("Releases name the entry they free", func() {
 		}
 		Eventually(status).Should(ConsistOf(ipamv1alpha1.UnconfirmedEntry{Ledger: ledger, CIDR: x.String(),
 			Holder: ipam.ClaimHolder(ns), ID: "never-stored", CommittedAt: metav1.NewTime(recordedEntry(m, pool, x).At),
-			SeenFor: metav1.Duration{Duration: age}}))
+			SeenFor: metav1.Duration{Duration: time.Minute}}))
 
-		// Every replica restarts. The new leader's clock is an hour behind
-		// the first's; its pool controller writes the pool's status before
-		// its sweep has run, and keeps the published age.
+		// Every replica restarts. The new one's clock is an hour behind the
+		// first's. Its informer sees the status as it starts; it becomes
+		// leader 20 s later, and its pool controller writes the pool's
+		// status before its sweep has run.
 		later := &fakeClock{t: clock.Now().Add(-time.Hour)}
-		next := newSweeper(cached, held, m, later)
+		restarted, err := cache.New(cfg, func() cache.Options { o := CacheOptions(); o.Scheme = scheme.Scheme; return o }())
+		Expect(err).NotTo(HaveOccurred())
+		restartedHeld, err := indexFields(ctx, restarted)
+		Expect(err).NotTo(HaveOccurred())
+		seen := &sightings{}
+		Expect(watchSightings(ctx, restarted, seen, later.Now)).To(Succeed())
+		restartedCtx, stop := context.WithCancel(ctx)
+		DeferCleanup(stop)
+		go func() { _ = restarted.Start(restartedCtx) }()
+		Expect(restarted.WaitForCacheSync(restartedCtx)).To(BeTrue())
+		Eventually(func() int {
+			seen.mu.Lock()
+			defer seen.mu.Unlock()
+			return len(seen.aged[pool.Name])
+		}).Should(Equal(1), "its informer sees the published age")
+		restartedClient, err := client.New(cfg, client.Options{Scheme: scheme.Scheme, Cache: &client.CacheOptions{Reader: restarted}})
+		Expect(err).NotTo(HaveOccurred())
+		later.Add(20 * time.Second)
+		next := newSweeper(restartedClient, restartedHeld, m, later)
+		next.Sightings = seen
 		next.Unconfirmed = newUnconfirmed()
-		nextPools := &IPPoolReconciler{Client: cached, APIReader: k8sClient, Manager: m, Recorder: nopRecorder{}, Now: later.Now,
+		nextPools := &IPPoolReconciler{Client: restartedClient, APIReader: k8sClient, Manager: m, Recorder: nopRecorder{}, Now: later.Now,
 			Unconfirmed: next.Unconfirmed}
 		_, err = nextPools.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKey{Name: pool.Name}})
 		Expect(err).NotTo(HaveOccurred())
 		Consistently(status, "1s").Should(HaveLen(1), "a status written before the sweep read it keeps the published age")
 
+		// The grace counts from a minute before its informer saw the status:
+		// 40 s are left when it becomes leader.
 		_, err = next.Reconcile(ctx, req)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(recordedEntry(m, pool, x).Is(ipam.ClaimHolder(ns), "never-stored")).To(BeTrue(), "within the grace as published")
-		left := DefaultOrphanGrace - age
-		later.Add(left - time.Second)
+		later.Add(39 * time.Second)
 		_, err = next.Reconcile(ctx, req)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(recordedEntry(m, pool, x).Is(ipam.ClaimHolder(ns), "never-stored")).To(BeTrue(), "a second short of the grace as published")
@@ -417,7 +442,7 @@ var _ = Describe("Releases name the entry they free", func() {
 		Expect(err).NotTo(HaveOccurred())
 		_, ok, err := m.Recorded(ctx, pool, x)
 		Expect(err).NotTo(HaveOccurred())
-		Expect(ok).To(BeFalse(), "released the grace after the age published, %s after the new leader started, not a grace after", left+time.Second)
+		Expect(ok).To(BeFalse(), "released 61 s after the new replica started, not a grace after")
 
 		_, err = nextPools.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKey{Name: pool.Name}})
 		Expect(err).NotTo(HaveOccurred())

@@ -107,25 +107,21 @@ func (r *IPLedgerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		return ctrl.Result{}, err
 	}
 	now := r.Now()
-	var published []ipamv1alpha1.UnconfirmedEntry
-	if !ipam.IsSpace(ledger.Spec.Pool) {
-		var pool ipamv1alpha1.IPPool
-		if err := r.Get(ctx, client.ObjectKey{Name: ledger.Spec.Pool}, &pool); client.IgnoreNotFound(err) != nil {
-			return ctrl.Result{}, err
-		}
-		published = pool.Status.Unconfirmed
-	}
-	seen := r.Sightings.of(ledger.Name, entries, published, now)
+	seen := r.Sightings.of(ledger.Spec.Pool, ledger.Name, entries, now)
 	var next time.Duration
 	pending := 0
 	// What no holder carries within the grace, and how long this replica
 	// has seen it, for the pool's status: a replica that sweeps next
 	// starts from there. Ages are rounded down to publishEvery, so that
 	// the status changes once in that time however often the ledger is
-	// swept, and an entry on its way to its claim is not published.
+	// swept, and an entry on its way to its claim is not published. An
+	// address space's ledger has no pool to publish on.
 	var within []ipamv1alpha1.UnconfirmedEntry
 	republish := false
 	publish := func(p netip.Prefix, e ipam.Entry, s *sighting) {
+		if ipam.IsSpace(ledger.Spec.Pool) || e.At.Year() < 1970 || e.At.Year() > 9999 {
+			return // nothing to publish on, or a time the status cannot hold
+		}
 		republish = true
 		if d := now.Sub(s.first).Truncate(r.publishEvery()); d > 0 {
 			within = append(within, ipamv1alpha1.UnconfirmedEntry{Ledger: ledger.Name, CIDR: p.String(), Holder: e.Holder, ID: e.ID,

@@ -39,6 +39,17 @@ import (
 type sightings struct {
 	mu   sync.Mutex
 	seen map[string]map[entryKey]*sighting
+	// aged is, per pool, the earliest sight that the versions of its
+	// status.unconfirmed this replica saw imply for each entry they list:
+	// when this replica saw the version, less the entry's seenFor.
+	aged map[string]map[agedKey]time.Time
+}
+
+// agedKey names an entry of a pool's status.unconfirmed: its ledger and
+// the entry.
+type agedKey struct {
+	ledger string
+	entryKey
 }
 
 // sighting is when this replica first saw an entry, and whether its sweep
@@ -89,29 +100,11 @@ func (s *sightings) record(ledger string, entries map[netip.Prefix]ipam.Entry, n
 // sweep read them, recording now as the first sight of those not seen
 // before. It forgets nothing: the sweep may have read an older version of
 // the ledger than the informer last recorded, and only the informer sees
-// every version in order.
-//
-// published is what the pool's status.unconfirmed says: that a replica,
-// maybe another one or this one before it restarted, had seen an entry
-// for at least SeenFor when it wrote the status. That status was written
-// before it was read here, so the entry is at least that old now, and the
-// sight is moved back to now minus SeenFor if that is earlier. Only a
-// duration crosses from one replica to another, never a time, so a clock
-// set wrong on either side changes nothing.
-func (s *sightings) of(ledger string, entries map[netip.Prefix]ipam.Entry, published []ipamv1alpha1.UnconfirmedEntry, now time.Time) map[entryKey]*sighting {
+// every version in order. A sight is moved back to what the pool's
+// published ages imply, when that is earlier (sightings.published).
+func (s *sightings) of(pool, ledger string, entries map[netip.Prefix]ipam.Entry, now time.Time) map[entryKey]*sighting {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var aged map[entryKey]time.Duration
-	for _, u := range published {
-		p, err := netip.ParsePrefix(u.CIDR)
-		if u.Ledger != ledger || err != nil {
-			continue
-		}
-		if aged == nil {
-			aged = map[entryKey]time.Duration{}
-		}
-		aged[entryKey{p, u.Holder, u.ID, u.CommittedAt.Unix()}] = u.SeenFor.Duration
-	}
 	if s.seen == nil {
 		s.seen = map[string]map[entryKey]*sighting{}
 	}
@@ -120,6 +113,7 @@ func (s *sightings) of(ledger string, entries map[netip.Prefix]ipam.Entry, publi
 		known = make(map[entryKey]*sighting, len(entries))
 		s.seen[ledger] = known
 	}
+	aged := s.aged[pool]
 	out := make(map[entryKey]*sighting, len(entries))
 	for p, e := range entries {
 		k := key(p, e)
@@ -128,12 +122,50 @@ func (s *sightings) of(ledger string, entries map[netip.Prefix]ipam.Entry, publi
 			w = &sighting{first: now}
 			known[k] = w
 		}
-		if d, ok := aged[k]; ok && now.Add(-d).Before(w.first) {
-			w.first = now.Add(-d)
+		if t, ok := aged[agedKey{ledger, k}]; ok && t.Before(w.first) {
+			w.first = t
 		}
 		out[k] = w
 	}
 	return out
+}
+
+// published records what a version of a pool's status.unconfirmed says,
+// seen by this replica's informer at now: that a replica, maybe another
+// one or this one before it restarted, had seen each entry it lists for at
+// least seenFor when it wrote the status. That was before this replica saw
+// the version, so the entry was stored by now minus seenFor, on this
+// replica's clock: its sight may move back to then. Only a duration
+// crosses from one replica to another, never a time, so a clock set wrong
+// on either side changes nothing; and the time from the write until the
+// sweep reads it (this replica down, or not yet leader) counts, since the
+// informer saw the version first. An entry the version no longer lists is
+// forgotten; one it lists again keeps the earliest implied sight.
+func (s *sightings) published(pool string, entries []ipamv1alpha1.UnconfirmedEntry, now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	was := s.aged[pool]
+	if len(entries) == 0 {
+		delete(s.aged, pool)
+		return
+	}
+	is := make(map[agedKey]time.Time, len(entries))
+	for _, u := range entries {
+		p, err := netip.ParsePrefix(u.CIDR)
+		if err != nil || u.SeenFor.Duration <= 0 {
+			continue
+		}
+		k := agedKey{u.Ledger, entryKey{p, u.Holder, u.ID, u.CommittedAt.Unix()}}
+		t := now.Add(-u.SeenFor.Duration)
+		if w, ok := was[k]; ok && w.Before(t) {
+			t = w
+		}
+		is[k] = t
+	}
+	if s.aged == nil {
+		s.aged = map[string]map[agedKey]time.Time{}
+	}
+	s.aged[pool] = is
 }
 
 // forget drops what this replica knows of a ledger that is gone.
@@ -144,11 +176,36 @@ func (s *sightings) forget(ledger string) {
 }
 
 // watchSightings records in s, on the clock now, every entry of every
-// ledger that informers' IPLedger informer sees. The manager's cache runs
+// ledger that informers' IPLedger informer sees, and the ages every pool's
+// status publishes that its IPPool informer sees. The manager's cache runs
 // on every replica, leader or not (only the controllers wait for
 // leadership), and an informer asked for before the cache starts is
 // started with it.
 func watchSightings(ctx context.Context, informers cache.Informers, s *sightings, now func() time.Time) error {
+	pools, err := informers.GetInformer(ctx, &ipamv1alpha1.IPPool{})
+	if err != nil {
+		return fmt.Errorf("getting the informer of IPPools: %w", err)
+	}
+	seePool := func(o any) {
+		if p, ok := o.(*ipamv1alpha1.IPPool); ok {
+			s.published(p.Name, p.Status.Unconfirmed, now())
+		}
+	}
+	_, err = pools.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    seePool,
+		UpdateFunc: func(_, o any) { seePool(o) },
+		DeleteFunc: func(o any) {
+			if d, ok := o.(toolscache.DeletedFinalStateUnknown); ok {
+				o = d.Obj
+			}
+			if p, ok := o.(*ipamv1alpha1.IPPool); ok {
+				s.published(p.Name, nil, now())
+			}
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("watching IPPools for the orphan sweep's published ages: %w", err)
+	}
 	inf, err := informers.GetInformer(ctx, &ipamv1alpha1.IPLedger{})
 	if err != nil {
 		return fmt.Errorf("getting the informer of IPLedgers: %w", err)

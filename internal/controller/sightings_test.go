@@ -71,7 +71,7 @@ func TestSightings(t *testing.T) {
 
 	// A sweep that read an older version than the informer last saw
 	// adds what it had not seen and forgets nothing.
-	seen := s.of("l", map[netip.Prefix]ipam.Entry{c: ec}, nil, t0.Add(3*time.Second))
+	seen := s.of("p", "l", map[netip.Prefix]ipam.Entry{c: ec}, t0.Add(3*time.Second))
 	if w := seen[key(c, ec)]; w == nil || !w.first.Equal(t0.Add(3*time.Second)) {
 		t.Errorf("the sweep's own sight of c: got %v", w)
 	}
@@ -126,12 +126,26 @@ func TestPublishedAgesMoveSightsBackNeverForward(t *testing.T) {
 		{Ledger: "l", CIDR: b.String(), Holder: eb.Holder, ID: "x", CommittedAt: metav1.NewTime(eb.At), SeenFor: metav1.Duration{Duration: time.Hour}},
 		{Ledger: "l", CIDR: b.String(), Holder: eb.Holder, ID: "b", CommittedAt: metav1.NewTime(eb.At.Add(time.Second)), SeenFor: metav1.Duration{Duration: time.Hour}},
 	}
-	seen := s.of("l", map[netip.Prefix]ipam.Entry{a: ea, b: eb}, published, now)
-	if got := now.Sub(seen[key(a, ea)].first); got != 90*time.Second {
-		t.Errorf("a: seen for %s, want the 1m30s published", got)
+	// The informer sees the status 10 s before the sweep reads the ledger:
+	// those 10 s count too.
+	s.published("p", published, now.Add(-10*time.Second))
+	seen := s.of("p", "l", map[netip.Prefix]ipam.Entry{a: ea, b: eb}, now)
+	if got := now.Sub(seen[key(a, ea)].first); got != 100*time.Second {
+		t.Errorf("a: seen for %s, want the 1m30s published plus the 10s since", got)
 	}
 	if got := now.Sub(seen[key(b, eb)].first); got != time.Minute {
 		t.Errorf("b: seen for %s, want this replica's own 1m0s", got)
+	}
+
+	// A later version that gives a smaller age moves nothing forward; one
+	// that no longer lists the entry forgets its age, not the sight.
+	s.published("p", published[:1], now)
+	s.published("p", nil, now.Add(time.Second))
+	if got := now.Sub(s.of("p", "l", map[netip.Prefix]ipam.Entry{a: ea}, now)[key(a, ea)].first); got != 100*time.Second {
+		t.Errorf("a: seen for %s after later versions, want 1m40s still", got)
+	}
+	if len(s.aged) != 0 {
+		t.Errorf("ages of a pool whose status lists none are kept: %v", s.aged)
 	}
 }
 
