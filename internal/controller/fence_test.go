@@ -363,70 +363,30 @@ var _ = Describe("Releases name the entry they free", func() {
 		ns := fenceNamespace()
 		x, err := m.Allocate(ctx, ipam.Request{Pool: pool, Bits: 32, Holder: ipam.ClaimHolder(ns), ID: "never-stored"})
 		Expect(err).NotTo(HaveOccurred())
-		ledger := ledgerOf(pool, x)
-		req := ctrl.Request{NamespacedName: client.ObjectKey{Name: ledger}}
-		every := DefaultOrphanGrace / 16
-		Eventually(func(g Gomega) {
-			var l ipamv1alpha1.IPLedger
-			g.Expect(cached.Get(ctx, client.ObjectKey{Name: ledger}, &l)).To(Succeed())
-			g.Expect(ipam.Entries(&l)).To(HaveKey(x))
-		}).Should(Succeed(), "the cache shows the entry")
-
-		// The first leader sweeps as the entry appears and again a minute
-		// later; its pool controller publishes the age.
-		clock := &fakeClock{t: time.Now()}
-		first := newSweeper(cached, held, m, clock)
-		first.Unconfirmed = newUnconfirmed()
-		firstPools := &IPPoolReconciler{Client: cached, APIReader: k8sClient, Manager: m, Recorder: nopRecorder{}, Now: clock.Now,
-			Unconfirmed: first.Unconfirmed}
-		_, err = first.Reconcile(ctx, req)
-		Expect(err).NotTo(HaveOccurred())
-		clock.Add(time.Minute)
-		res, err := first.Reconcile(ctx, req)
-		Expect(err).NotTo(HaveOccurred())
-		Expect(res.RequeueAfter).To(Equal(every), "it publishes the age again well before the grace ends")
-		_, err = firstPools.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKey{Name: pool.Name}})
-		Expect(err).NotTo(HaveOccurred())
-		status := func() []ipamv1alpha1.UnconfirmedEntry {
-			var p ipamv1alpha1.IPPool
-			Expect(cached.Get(ctx, client.ObjectKeyFromObject(pool), &p)).To(Succeed())
-			return p.Status.Unconfirmed
-		}
-		Eventually(status).Should(ConsistOf(ipamv1alpha1.UnconfirmedEntry{Ledger: ledger, CIDR: x.String(),
-			Holder: ipam.ClaimHolder(ns), ID: "never-stored", CommittedAt: metav1.NewTime(recordedEntry(m, pool, x).At),
-			SeenFor: metav1.Duration{Duration: time.Minute}}))
+		req := ctrl.Request{NamespacedName: client.ObjectKey{Name: ledgerOf(pool, x)}}
+		publishAge(cached, held, m, pool, x, time.Minute)
 
 		// Every replica restarts. The new one's clock is an hour behind the
 		// first's. Its informer sees the status as it starts; it becomes
 		// leader 20 s later, and its pool controller writes the pool's
 		// status before its sweep has run.
-		later := &fakeClock{t: clock.Now().Add(-time.Hour)}
-		restarted, err := cache.New(cfg, func() cache.Options { o := CacheOptions(); o.Scheme = scheme.Scheme; return o }())
-		Expect(err).NotTo(HaveOccurred())
-		restartedHeld, err := indexFields(ctx, restarted)
-		Expect(err).NotTo(HaveOccurred())
-		seen := &sightings{}
-		Expect(watchSightings(ctx, restarted, seen, later.Now)).To(Succeed())
-		restartedCtx, stop := context.WithCancel(ctx)
-		DeferCleanup(stop)
-		go func() { _ = restarted.Start(restartedCtx) }()
-		Expect(restarted.WaitForCacheSync(restartedCtx)).To(BeTrue())
+		later := &fakeClock{t: time.Now().Add(-time.Hour)}
+		restarted, restartedHeld, seen := startReplica(later)
 		Eventually(func() int {
 			seen.mu.Lock()
 			defer seen.mu.Unlock()
 			return len(seen.aged[pool.Name])
 		}).Should(Equal(1), "its informer sees the published age")
-		restartedClient, err := client.New(cfg, client.Options{Scheme: scheme.Scheme, Cache: &client.CacheOptions{Reader: restarted}})
-		Expect(err).NotTo(HaveOccurred())
 		later.Add(20 * time.Second)
-		next := newSweeper(restartedClient, restartedHeld, m, later)
+		next := newSweeper(restarted, restartedHeld, m, later)
 		next.Sightings = seen
 		next.Unconfirmed = newUnconfirmed()
-		nextPools := &IPPoolReconciler{Client: restartedClient, APIReader: k8sClient, Manager: m, Recorder: nopRecorder{}, Now: later.Now,
+		nextPools := &IPPoolReconciler{Client: restarted, APIReader: k8sClient, Manager: m, Recorder: nopRecorder{}, Now: later.Now,
 			Unconfirmed: next.Unconfirmed}
 		_, err = nextPools.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKey{Name: pool.Name}})
 		Expect(err).NotTo(HaveOccurred())
-		Consistently(status, "1s").Should(HaveLen(1), "a status written before the sweep read it keeps the published age")
+		Consistently(func() []ipamv1alpha1.UnconfirmedEntry { return poolStatus(cached, pool).Unconfirmed }, "1s").Should(HaveLen(1),
+			"a status written before the sweep read it keeps the published age")
 
 		// The grace counts from a minute before its informer saw the status:
 		// 40 s are left when it becomes leader.
@@ -446,7 +406,42 @@ var _ = Describe("Releases name the entry they free", func() {
 
 		_, err = nextPools.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKey{Name: pool.Name}})
 		Expect(err).NotTo(HaveOccurred())
-		Eventually(status).Should(BeEmpty(), "a released entry is no longer published")
+		Eventually(func() []ipamv1alpha1.UnconfirmedEntry { return poolStatus(cached, pool).Unconfirmed }).Should(BeEmpty(),
+			"a released entry is no longer published")
+	})
+
+	It("a replica that does not lead sweeps a ledger whose pool's status still lists an entry past the grace, as when the leader died", func() {
+		pool := fencePool("10.200.0.28/30")
+		ns := fenceNamespace()
+		x, err := m.Allocate(ctx, ipam.Request{Pool: pool, Bits: 32, Holder: ipam.ClaimHolder(ns), ID: "never-stored"})
+		Expect(err).NotTo(HaveOccurred())
+		ledger := ledgerOf(pool, x)
+		publishAge(cached, held, m, pool, x, time.Minute)
+
+		// The leader dies with the status as it wrote it; a replica that
+		// does not lead, its clock an hour behind, is running.
+		later := &fakeClock{t: time.Now().Add(-time.Hour)}
+		follower, followerHeld, seen := startReplica(later)
+		every := DefaultOrphanGrace / 16
+		overdue := func() []string { return seen.overdue(later.Now(), DefaultOrphanGrace+every) }
+		Eventually(func() int {
+			seen.mu.Lock()
+			defer seen.mu.Unlock()
+			return len(seen.aged[pool.Name])
+		}).Should(Equal(1), "its informer sees the published age")
+		later.Add(DefaultOrphanGrace - time.Minute + every - time.Second)
+		Expect(overdue()).To(BeEmpty(), "a second short of the grace and the leader's time to publish again")
+		later.Add(2 * time.Second)
+		Expect(overdue()).To(ConsistOf(ledger))
+
+		backup := newSweeper(follower, followerHeld, m, later)
+		backup.Sightings = seen
+		_, err = backup.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKey{Name: ledger}})
+		Expect(err).NotTo(HaveOccurred())
+		_, ok, err := m.Recorded(ctx, pool, x)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(ok).To(BeFalse(), "the follower's sweep released it")
+		Eventually(overdue).Should(BeEmpty(), "an entry its ledger no longer records is not overdue, though the status still lists it")
 	})
 })
 
@@ -473,6 +468,63 @@ func (c lostAnswer) Patch(ctx context.Context, obj client.Object, patch client.P
 		return err
 	}
 	return apierrors.NewTimeoutError("the answer was lost", 1)
+}
+
+// startReplica starts a cache with kipam's options and its sightings, as a
+// replica starting on clock does, and returns a client that reads through
+// it.
+func startReplica(clock *fakeClock) (client.Client, *holdings, *sightings) {
+	GinkgoHelper()
+	c, err := cache.New(cfg, func() cache.Options { o := CacheOptions(); o.Scheme = scheme.Scheme; return o }())
+	Expect(err).NotTo(HaveOccurred())
+	held, err := indexFields(ctx, c)
+	Expect(err).NotTo(HaveOccurred())
+	seen := &sightings{}
+	Expect(watchSightings(ctx, c, seen, clock.Now)).To(Succeed())
+	cacheCtx, stop := context.WithCancel(ctx)
+	DeferCleanup(stop)
+	go func() { _ = c.Start(cacheCtx) }()
+	Expect(c.WaitForCacheSync(cacheCtx)).To(BeTrue())
+	cached, err := client.New(cfg, client.Options{Scheme: scheme.Scheme, Cache: &client.CacheOptions{Reader: c}})
+	Expect(err).NotTo(HaveOccurred())
+	return cached, held, seen
+}
+
+// publishAge has a leader, on its own clock, sweep the ledger of pool that
+// records x as x appears and again age later, and its pool controller
+// write the pool's status, which then lists x as seen for age.
+func publishAge(c client.Client, held *holdings, m *ipam.Manager, pool *ipamv1alpha1.IPPool, x netip.Prefix, age time.Duration) {
+	GinkgoHelper()
+	ledger := ledgerOf(pool, x)
+	req := ctrl.Request{NamespacedName: client.ObjectKey{Name: ledger}}
+	Eventually(func(g Gomega) {
+		var l ipamv1alpha1.IPLedger
+		g.Expect(c.Get(ctx, client.ObjectKey{Name: ledger}, &l)).To(Succeed())
+		g.Expect(ipam.Entries(&l)).To(HaveKey(x))
+	}).Should(Succeed(), "the cache shows the entry")
+	clock := &fakeClock{t: time.Now()}
+	sweep := newSweeper(c, held, m, clock)
+	sweep.Unconfirmed = newUnconfirmed()
+	pools := &IPPoolReconciler{Client: c, APIReader: k8sClient, Manager: m, Recorder: nopRecorder{}, Now: clock.Now, Unconfirmed: sweep.Unconfirmed}
+	_, err := sweep.Reconcile(ctx, req)
+	Expect(err).NotTo(HaveOccurred())
+	clock.Add(age)
+	res, err := sweep.Reconcile(ctx, req)
+	Expect(err).NotTo(HaveOccurred())
+	Expect(res.RequeueAfter).To(Equal(DefaultOrphanGrace/16), "it publishes the age again well before the grace ends")
+	_, err = pools.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKey{Name: pool.Name}})
+	Expect(err).NotTo(HaveOccurred())
+	e := recordedEntry(m, pool, x)
+	Eventually(func() []ipamv1alpha1.UnconfirmedEntry { return poolStatus(c, pool).Unconfirmed }).Should(ConsistOf(
+		ipamv1alpha1.UnconfirmedEntry{Ledger: ledger, CIDR: x.String(), Holder: e.Holder, ID: e.ID, CommittedAt: metav1.NewTime(e.At),
+			SeenFor: metav1.Duration{Duration: age}}))
+}
+
+func poolStatus(c client.Client, pool *ipamv1alpha1.IPPool) ipamv1alpha1.IPPoolStatus {
+	GinkgoHelper()
+	var p ipamv1alpha1.IPPool
+	Expect(c.Get(ctx, client.ObjectKeyFromObject(pool), &p)).To(Succeed())
+	return p.Status
 }
 
 func newSweeper(c client.Client, held *holdings, m *ipam.Manager, clock *fakeClock) *IPLedgerReconciler {

@@ -22,6 +22,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -29,6 +30,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/workqueue"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -39,6 +41,7 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/google/uuid"
 
@@ -82,6 +85,10 @@ type IPLedgerReconciler struct {
 	// and by the sweep for what it reads before the informer's handler
 	// has.
 	Sightings *sightings
+
+	// locks holds a mutex per ledger: the leader's sweep and the backup
+	// sweep (SetupWithManager) never sweep one ledger at once on a replica.
+	locks sync.Map
 }
 
 // Ledgers: read to restore and sweep; created and updated (with a
@@ -91,6 +98,9 @@ type IPLedgerReconciler struct {
 
 // Reconcile sweeps one ledger.
 func (r *IPLedgerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	mu, _ := r.locks.LoadOrStore(req.Name, &sync.Mutex{})
+	mu.(*sync.Mutex).Lock()
+	defer mu.(*sync.Mutex).Unlock()
 	var ledger ipamv1alpha1.IPLedger
 	if err := r.Get(ctx, req.NamespacedName, &ledger); err != nil {
 		if apierrors.IsNotFound(err) {
@@ -521,8 +531,59 @@ func (r *IPLedgerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			},
 		})
 	}
-	return b.
+	if err := b.
 		// Shards sweep independently: one pool's backlog must not delay another's.
 		WithOptions(controller.Options{MaxConcurrentReconciles: 4, RateLimiter: retryLimiter(r.RetryMaxDelay)}).
+		Complete(r); err != nil {
+		return err
+	}
+	// The backup sweep: on every replica, leader or not, the same sweep
+	// of a ledger whose pool's status still lists an entry publishEvery
+	// past the orphan grace, by this replica's sight of it. The leader
+	// would have released it by then; if the leader was killed or frozen
+	// as the grace ended, this does, without waiting for an election. Two
+	// replicas sweeping one ledger is as safe as one sweeping it twice:
+	// each counts the grace on its own clock from its own sight, confirms
+	// against the API server that no holder carries the entry, and
+	// releases through the fenced path, which names the entry and does
+	// nothing if it is gone.
+	overdue := make(chan event.GenericEvent, 64)
+	if err := mgr.Add(&backupTicker{every: r.publishEvery(), tick: func() {
+		for _, l := range r.Sightings.overdue(r.Now(), r.OrphanGrace+r.publishEvery()) {
+			select {
+			case overdue <- event.GenericEvent{Object: &ipamv1alpha1.IPLedger{ObjectMeta: metav1.ObjectMeta{Name: l}}}:
+			default: // still busy with the last tick's; the next one sends it again
+			}
+		}
+	}}); err != nil {
+		return err
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("ipledger-backup").
+		WatchesRawSource(source.Channel(overdue, &handler.EnqueueRequestForObject{})).
+		WithOptions(controller.Options{NeedLeaderElection: ptr.To(false), RateLimiter: retryLimiter(r.RetryMaxDelay)}).
 		Complete(r)
+}
+
+// backupTicker calls tick every so often on every replica, leader or not.
+type backupTicker struct {
+	every time.Duration
+	tick  func()
+}
+
+// NeedLeaderElection says it runs on every replica.
+func (*backupTicker) NeedLeaderElection() bool { return false }
+
+// Start ticks until ctx ends.
+func (t *backupTicker) Start(ctx context.Context) error {
+	ticker := time.NewTicker(t.every)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ticker.C:
+			t.tick()
+		}
+	}
 }

@@ -20,6 +20,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -53,11 +54,12 @@ type agedKey struct {
 }
 
 // sighting is when this replica first saw an entry, and whether its sweep
-// has seen a stored claim carry it since.
+// has seen a stored claim carry it since. Once out of sightings' hands, it
+// is read and written by the sweep of the entry's ledger alone (one at a
+// time per ledger on a replica: IPLedgerReconciler.lock), never by the
+// informer.
 type sighting struct {
-	first time.Time
-	// carried is written by the sweep of the entry's ledger alone (one at
-	// a time per ledger), never by the informer.
+	first   time.Time
 	carried bool
 }
 
@@ -166,6 +168,33 @@ func (s *sightings) published(pool string, entries []ipamv1alpha1.UnconfirmedEnt
 		s.aged = map[string]map[agedKey]time.Time{}
 	}
 	s.aged[pool] = is
+}
+
+// overdue returns the ledgers holding an entry that the status of their
+// pool still lists as unconfirmed, and that this replica has known for more
+// than after, by its own sight or by an age published: the leader's sweep
+// would have released it by then, unless no leader serves (killed, frozen,
+// or not yet elected). Only an entry the ledger still records, as this
+// replica's informer last saw it, counts.
+func (s *sightings) overdue(now time.Time, after time.Duration) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, aged := range s.aged {
+		for k, t := range aged {
+			w, ok := s.seen[k.ledger][k.entryKey]
+			if !ok {
+				continue
+			}
+			if w.first.Before(t) {
+				t = w.first
+			}
+			if now.Sub(t) > after && !slices.Contains(out, k.ledger) {
+				out = append(out, k.ledger)
+			}
+		}
+	}
+	return out
 }
 
 // forget drops what this replica knows of a ledger that is gone.

@@ -19,6 +19,7 @@ package controller
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -176,5 +177,36 @@ func TestUnconfirmedStatus(t *testing.T) {
 	// oldest first.
 	if got[0] != entry("unswept", 100) || got[1] != entry("swept", 69) || got[63] != entry("swept", 7) {
 		t.Errorf("first %v, second %v, last %v", got[0], got[1], got[63])
+	}
+}
+
+func TestOverdueLedgers(t *testing.T) {
+	now := time.Unix(1_000_000, 0)
+	a, b := netip.MustParsePrefix("10.0.0.0/32"), netip.MustParsePrefix("10.0.0.1/32")
+	ea := ipam.Entry{Holder: ipam.ClaimHolder("ns"), ID: "a", At: time.Unix(10, 0)}
+	eb := ipam.Entry{Holder: ipam.ClaimHolder("ns"), ID: "b", At: time.Unix(10, 0)}
+	published := func(ledger string, p netip.Prefix, e ipam.Entry, d time.Duration) ipamv1alpha1.UnconfirmedEntry {
+		return ipamv1alpha1.UnconfirmedEntry{Ledger: ledger, CIDR: p.String(), Holder: e.Holder, ID: e.ID, CommittedAt: metav1.NewTime(e.At),
+			SeenFor: metav1.Duration{Duration: d}}
+	}
+	var s sightings
+	s.record("l1", map[netip.Prefix]ipam.Entry{a: ea}, now.Add(-50*time.Second))
+	s.record("l2", map[netip.Prefix]ipam.Entry{b: eb}, now)
+	s.record("l3", map[netip.Prefix]ipam.Entry{}, now)
+	s.published("p", []ipamv1alpha1.UnconfirmedEntry{
+		published("l1", a, ea, 10*time.Second), // seen 50 s ago here: older than published
+		published("l2", b, eb, 70*time.Second), // seen just now here, 70 s by the status
+		published("l3", b, eb, time.Hour),      // no longer in its ledger
+	}, now)
+	if got := s.overdue(now, time.Minute); !slices.Equal(got, []string{"l2"}) {
+		t.Errorf("overdue after a minute: %v, want [l2]", got)
+	}
+	got := s.overdue(now.Add(15*time.Second), time.Minute)
+	slices.Sort(got)
+	if !slices.Equal(got, []string{"l1", "l2"}) {
+		t.Errorf("overdue 15 s later: %v, want [l1 l2]", got)
+	}
+	if got := s.overdue(now, 2*time.Minute); len(got) != 0 {
+		t.Errorf("overdue after two minutes: %v, want none", got)
 	}
 }
