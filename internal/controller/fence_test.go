@@ -315,14 +315,7 @@ var _ = Describe("Releases name the entry they free", func() {
 		clock := &fakeClock{t: time.Now()}
 		// A replica that does not lead: its cache runs, its controllers
 		// do not; only the informer's handler records what it sees.
-		follower, err := cache.New(cfg, func() cache.Options { o := CacheOptions(); o.Scheme = scheme.Scheme; return o }())
-		Expect(err).NotTo(HaveOccurred())
-		seen := &sightings{}
-		Expect(watchSightings(ctx, follower, seen, clock.Now)).To(Succeed())
-		followerCtx, stop := context.WithCancel(ctx)
-		DeferCleanup(stop)
-		go func() { _ = follower.Start(followerCtx) }()
-		Expect(follower.WaitForCacheSync(followerCtx)).To(BeTrue())
+		_, _, seen := startReplica(clock)
 
 		x, err := m.Allocate(ctx, ipam.Request{Pool: pool, Bits: 32, Holder: ipam.ClaimHolder(ns), ID: "never-stored"})
 		Expect(err).NotTo(HaveOccurred())

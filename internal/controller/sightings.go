@@ -215,23 +215,9 @@ func watchSightings(ctx context.Context, informers cache.Informers, s *sightings
 	if err != nil {
 		return fmt.Errorf("getting the informer of IPPools: %w", err)
 	}
-	seePool := func(o any) {
-		if p, ok := o.(*ipamv1alpha1.IPPool); ok {
-			s.published(p.Name, p.Status.Unconfirmed, now())
-		}
-	}
-	_, err = pools.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-		AddFunc:    seePool,
-		UpdateFunc: func(_, o any) { seePool(o) },
-		DeleteFunc: func(o any) {
-			if d, ok := o.(toolscache.DeletedFinalStateUnknown); ok {
-				o = d.Obj
-			}
-			if p, ok := o.(*ipamv1alpha1.IPPool); ok {
-				s.published(p.Name, nil, now())
-			}
-		},
-	})
+	_, err = pools.AddEventHandler(handlerOf(
+		func(p *ipamv1alpha1.IPPool) { s.published(p.Name, p.Status.Unconfirmed, now()) },
+		func(p *ipamv1alpha1.IPPool) { s.published(p.Name, nil, now()) }))
 	if err != nil {
 		return fmt.Errorf("watching IPPools for the orphan sweep's published ages: %w", err)
 	}
@@ -239,31 +225,33 @@ func watchSightings(ctx context.Context, informers cache.Informers, s *sightings
 	if err != nil {
 		return fmt.Errorf("getting the informer of IPLedgers: %w", err)
 	}
-	see := func(o any) {
-		l, ok := o.(*ipamv1alpha1.IPLedger)
-		if !ok {
-			return
-		}
-		entries, err := ipam.Entries(l)
-		if err != nil {
-			return // the sweep of this ledger reports it
-		}
-		s.record(l.Name, entries, now())
-	}
-	_, err = inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-		AddFunc:    see,
-		UpdateFunc: func(_, o any) { see(o) },
-		DeleteFunc: func(o any) {
-			if d, ok := o.(toolscache.DeletedFinalStateUnknown); ok {
-				o = d.Obj
+	_, err = inf.AddEventHandler(handlerOf(
+		func(l *ipamv1alpha1.IPLedger) {
+			entries, err := ipam.Entries(l)
+			if err != nil {
+				return // the sweep of this ledger reports it
 			}
-			if l, ok := o.(*ipamv1alpha1.IPLedger); ok {
-				s.forget(l.Name)
-			}
+			s.record(l.Name, entries, now())
 		},
-	})
+		func(l *ipamv1alpha1.IPLedger) { s.forget(l.Name) }))
 	if err != nil {
 		return fmt.Errorf("watching IPLedgers for the orphan sweep's sightings: %w", err)
 	}
 	return nil
+}
+
+// handlerOf calls see with each version of an object of kind T that an
+// informer sees, and gone with the last it saw of one deleted.
+func handlerOf[T any](see, gone func(T)) toolscache.ResourceEventHandlerFuncs {
+	on := func(f func(T)) func(any) {
+		return func(o any) {
+			if d, ok := o.(toolscache.DeletedFinalStateUnknown); ok {
+				o = d.Obj
+			}
+			if t, ok := o.(T); ok {
+				f(t)
+			}
+		}
+	}
+	return toolscache.ResourceEventHandlerFuncs{AddFunc: on(see), UpdateFunc: func(_, o any) { on(see)(o) }, DeleteFunc: on(gone)}
 }
