@@ -83,8 +83,10 @@ type IPAllocationStatus struct {
 	// +optional
 	BoundAt *metav1.Time `json:"boundAt,omitempty"`
 
-	// orphanedAt is when kipam first found no holder for this prefix; the
-	// prefix is released once the orphan grace period has passed.
+	// orphanedAt is when kipam first found no holder for this prefix, by
+	// the clock of the replica that wrote it (a replica whose clock it is
+	// ahead of sets it again to its own now); the prefix is released once
+	// the orphan grace period has passed since.
 	// +optional
 	OrphanedAt *metav1.Time `json:"orphanedAt,omitempty"`
 

@@ -309,6 +309,40 @@ var _ = Describe("Releases name the entry they free", func() {
 		Expect(swept()).To(BeTrue(), "past the grace since first seen, and no claim carries it")
 	})
 
+	It("an IPAllocation marked orphaned by a replica whose clock ran ahead waits no longer than the grace on this one", func() {
+		pool := fencePool("10.200.0.32/30")
+		ns := fenceNamespace()
+		clock := &fakeClock{t: time.Now()}
+		x, err := m.Allocate(ctx, ipam.Request{Pool: pool, Bits: 32, Holder: ipam.ClaimHolder(ns), ID: "gone"})
+		Expect(err).NotTo(HaveOccurred())
+		// Its claim was deleted with its finalizer removed by hand, and a
+		// replica an hour ahead marked the record orphaned.
+		alloc := &ipamv1alpha1.IPAllocation{
+			ObjectMeta: metav1.ObjectMeta{Name: ipam.AllocationName(pool.Name, x)},
+			Spec: ipamv1alpha1.IPAllocationSpec{Pool: pool.Name, CIDR: x.String(), Entry: "gone",
+				ClaimRef: ipamv1alpha1.ClaimRef{Kind: "IPClaim", Namespace: ns, Name: "gone", UID: "gone"}},
+		}
+		Expect(k8sClient.Create(ctx, alloc)).To(Succeed())
+		alloc.Status.OrphanedAt = &metav1.Time{Time: clock.Now().Add(time.Hour)}
+		Expect(k8sClient.Status().Update(ctx, alloc)).To(Succeed())
+		Eventually(func(g Gomega) {
+			g.Expect(cached.Get(ctx, client.ObjectKeyFromObject(alloc), alloc)).To(Succeed())
+			g.Expect(alloc.Status.OrphanedAt).NotTo(BeNil())
+		}).Should(Succeed())
+
+		r := &IPAllocationReconciler{Client: cached, APIReader: k8sClient, Manager: m, Recorder: nopRecorder{}, OrphanGrace: DefaultOrphanGrace, Now: clock.Now}
+		res, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(alloc)})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(res.RequeueAfter).To(BeNumerically("~", DefaultOrphanGrace, time.Second), "the grace on this replica's clock (a status time is to the second), not an hour and the grace")
+		Expect(recordedEntry(m, pool, x).Is(ipam.ClaimHolder(ns), "gone")).To(BeTrue())
+		clock.Add(DefaultOrphanGrace)
+		_, err = r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(alloc)})
+		Expect(err).NotTo(HaveOccurred())
+		_, ok, err := m.Recorded(ctx, pool, x)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(ok).To(BeFalse(), "released a grace after this replica looked")
+	})
+
 	It("a replica that becomes leader counts the grace from when its informer first saw the entry, not from its election", func() {
 		pool := fencePool("10.200.0.20/30")
 		ns := fenceNamespace()

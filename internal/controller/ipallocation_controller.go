@@ -95,7 +95,13 @@ func (r *IPAllocationReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	if a.DeletionTimestamp != nil {
 		return ctrl.Result{}, deleteAllocation(ctx, r.Client, a.Name, nil)
 	}
-	if a.Status.OrphanedAt == nil {
+	// orphanedAt is the clock of whichever replica wrote it. One set ahead
+	// of this replica's is set again to now, so that the wait is never
+	// longer than the grace on this replica, whatever another's clock
+	// said. (Releasing sooner is safe: the claim is confirmed gone, and its
+	// uid never comes back; the grace leaves time for a restore to take
+	// the prefix.)
+	if a.Status.OrphanedAt == nil || a.Status.OrphanedAt.After(now.Time) {
 		a.Status.OrphanedAt = &now
 	}
 	setCond(&a, ipamv1alpha1.ConditionBound, metav1.ConditionFalse, ipamv1alpha1.ReasonHolderMissing, "no IPClaim carries this prefix")
