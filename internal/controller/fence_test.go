@@ -450,7 +450,7 @@ var _ = Describe("Releases name the entry they free", func() {
 		later := &fakeClock{t: time.Now().Add(-time.Hour)}
 		follower, followerHeld, seen := startReplica(later)
 		every := DefaultOrphanGrace / 16
-		overdue := func() []string { return seen.overdue(later.Now(), DefaultOrphanGrace+every) }
+		overdue := func() []string { return seen.overdue(later.Now(), DefaultOrphanGrace+every, DefaultOrphanGrace) }
 		Eventually(func() int {
 			seen.mu.Lock()
 			defer seen.mu.Unlock()
@@ -461,13 +461,19 @@ var _ = Describe("Releases name the entry they free", func() {
 		later.Add(2 * time.Second)
 		Expect(overdue()).To(ConsistOf(ledger))
 
+		Expect(overdue()).To(BeEmpty(), "given once, not again within the grace")
+
 		backup := newSweeper(follower, followerHeld, m, later)
 		backup.Sightings = seen
-		_, err = backup.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKey{Name: ledger}})
+		backup.Unconfirmed = newUnconfirmed()
+		res, err := backup.backup(ctx, ctrl.Request{NamespacedName: client.ObjectKey{Name: ledger}})
 		Expect(err).NotTo(HaveOccurred())
+		Expect(res).To(Equal(ctrl.Result{}), "the backup sweep schedules no sweep of its own")
 		_, ok, err := m.Recorded(ctx, pool, x)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(ok).To(BeFalse(), "the follower's sweep released it")
+		Expect(backup.Unconfirmed.counts).To(BeEmpty(), "nor does it publish: that is the leader's")
+		later.Add(DefaultOrphanGrace)
 		Eventually(overdue).Should(BeEmpty(), "an entry its ledger no longer records is not overdue, though the status still lists it")
 	})
 })

@@ -98,6 +98,20 @@ type IPLedgerReconciler struct {
 
 // Reconcile sweeps one ledger.
 func (r *IPLedgerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	return r.sweep(ctx, req, r.Unconfirmed)
+}
+
+// backup sweeps one ledger for the backup sweep (SetupWithManager): what
+// it finds unconfirmed is not the pool's status's to publish (the leader
+// publishes), and it schedules no sweep of its own (the ticker gives it a
+// ledger that is still overdue, at most once a grace).
+func (r *IPLedgerReconciler) backup(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	_, err := r.sweep(ctx, req, nil)
+	return ctrl.Result{}, err
+}
+
+// sweep sweeps one ledger, telling unconfirmed what it found.
+func (r *IPLedgerReconciler) sweep(ctx context.Context, req ctrl.Request, unconfirmed *unconfirmed) (ctrl.Result, error) {
 	mu, _ := r.locks.LoadOrStore(req.Name, &sync.Mutex{})
 	mu.(*sync.Mutex).Lock()
 	defer mu.(*sync.Mutex).Unlock()
@@ -105,7 +119,7 @@ func (r *IPLedgerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	if err := r.Get(ctx, req.NamespacedName, &ledger); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.Sightings.forget(req.Name) // the informer did too; a sweep may have run since
-			r.Unconfirmed.set("", req.Name, 0, nil)
+			unconfirmed.set("", req.Name, 0, nil)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -213,7 +227,7 @@ func (r *IPLedgerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 				"released %s: allocated for a claim in namespace %s that was never stored", p, ns)
 		}
 	}
-	r.Unconfirmed.set(ledger.Spec.Pool, ledger.Name, pending, within)
+	unconfirmed.set(ledger.Spec.Pool, ledger.Name, pending, within)
 	if republish && (next == 0 || next > r.publishEvery()) {
 		// Look again, to publish the ages again, well within the grace:
 		// a restart loses about this much of it.
@@ -543,13 +557,14 @@ func (r *IPLedgerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	// would have released it by then; if the leader was killed or frozen
 	// as the grace ended, this does, without waiting for an election. Two
 	// replicas sweeping one ledger is as safe as one sweeping it twice:
-	// each counts the grace on its own clock from its own sight, confirms
-	// against the API server that no holder carries the entry, and
-	// releases through the fenced path, which names the entry and does
-	// nothing if it is gone.
+	// each counts the grace on its own clock from its own sight or an age
+	// published, confirms against the API server that no holder carries
+	// the entry, and releases through the fenced path, which names the
+	// entry and does nothing if it is gone. An entry is given again only a
+	// grace after the last time (sightings.overdue).
 	overdue := make(chan event.GenericEvent, 64)
 	if err := mgr.Add(&backupTicker{every: r.publishEvery(), tick: func() {
-		for _, l := range r.Sightings.overdue(r.Now(), r.OrphanGrace+r.publishEvery()) {
+		for _, l := range r.Sightings.overdue(r.Now(), r.OrphanGrace+r.publishEvery(), r.OrphanGrace) {
 			select {
 			case overdue <- event.GenericEvent{Object: &ipamv1alpha1.IPLedger{ObjectMeta: metav1.ObjectMeta{Name: l}}}:
 			default: // still busy with the last tick's; the next one sends it again
@@ -562,7 +577,7 @@ func (r *IPLedgerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Named("ipledger-backup").
 		WatchesRawSource(source.Channel(overdue, &handler.EnqueueRequestForObject{})).
 		WithOptions(controller.Options{NeedLeaderElection: ptr.To(false), RateLimiter: retryLimiter(r.RetryMaxDelay)}).
-		Complete(r)
+		Complete(reconcile.Func(r.backup))
 }
 
 // backupTicker calls tick every so often on every replica, leader or not.

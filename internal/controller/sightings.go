@@ -40,10 +40,19 @@ import (
 type sightings struct {
 	mu   sync.Mutex
 	seen map[string]map[entryKey]*sighting
-	// aged is, per pool, the earliest sight that the versions of its
-	// status.unconfirmed this replica saw imply for each entry they list:
-	// when this replica saw the version, less the entry's seenFor.
-	aged map[string]map[agedKey]time.Time
+	// aged is, per pool, what the versions of its status.unconfirmed this
+	// replica saw say of each entry they list.
+	aged map[string]map[agedKey]aged
+}
+
+// aged is what a pool's status.unconfirmed says of an entry.
+type aged struct {
+	// since is the earliest sight it implies: when this replica saw the
+	// version, less the entry's seenFor.
+	since time.Time
+	// sent is when overdue last gave the entry's ledger to the backup
+	// sweep.
+	sent time.Time
 }
 
 // agedKey names an entry of a pool's status.unconfirmed: its ledger and
@@ -115,7 +124,7 @@ func (s *sightings) of(pool, ledger string, entries map[netip.Prefix]ipam.Entry,
 		known = make(map[entryKey]*sighting, len(entries))
 		s.seen[ledger] = known
 	}
-	aged := s.aged[pool]
+	published := s.aged[pool]
 	out := make(map[entryKey]*sighting, len(entries))
 	for p, e := range entries {
 		k := key(p, e)
@@ -124,8 +133,8 @@ func (s *sightings) of(pool, ledger string, entries map[netip.Prefix]ipam.Entry,
 			w = &sighting{first: now}
 			known[k] = w
 		}
-		if t, ok := aged[agedKey{ledger, k}]; ok && t.Before(w.first) {
-			w.first = t
+		if a, ok := published[agedKey{ledger, k}]; ok && a.since.Before(w.first) {
+			w.first = a.since
 		}
 		out[k] = w
 	}
@@ -151,21 +160,24 @@ func (s *sightings) published(pool string, entries []ipamv1alpha1.UnconfirmedEnt
 		delete(s.aged, pool)
 		return
 	}
-	is := make(map[agedKey]time.Time, len(entries))
+	is := make(map[agedKey]aged, len(entries))
 	for _, u := range entries {
 		p, err := netip.ParsePrefix(u.CIDR)
 		if err != nil || u.SeenFor.Duration <= 0 {
 			continue
 		}
 		k := agedKey{u.Ledger, entryKey{p, u.Holder, u.ID, u.CommittedAt.Unix()}}
-		t := now.Add(-u.SeenFor.Duration)
-		if w, ok := was[k]; ok && w.Before(t) {
-			t = w
+		a := aged{since: now.Add(-u.SeenFor.Duration)}
+		if w, ok := was[k]; ok {
+			a.sent = w.sent
+			if w.since.Before(a.since) {
+				a.since = w.since
+			}
 		}
-		is[k] = t
+		is[k] = a
 	}
 	if s.aged == nil {
-		s.aged = map[string]map[agedKey]time.Time{}
+		s.aged = map[string]map[agedKey]aged{}
 	}
 	s.aged[pool] = is
 }
@@ -174,22 +186,30 @@ func (s *sightings) published(pool string, entries []ipamv1alpha1.UnconfirmedEnt
 // pool still lists as unconfirmed, and that this replica has known for more
 // than after, by its own sight or by an age published: the leader's sweep
 // would have released it by then, unless no leader serves (killed, frozen,
-// or not yet elected). Only an entry the ledger still records, as this
-// replica's informer last saw it, counts.
-func (s *sightings) overdue(now time.Time, after time.Duration) []string {
+// or not yet elected). Only an entry this replica's sightings still hold
+// counts, and one not given again within resend of the last time: an entry
+// a sweep found held, in a pool whose status nobody refreshes (one being
+// deleted, or no leader), costs a sweep per resend, not one per tick.
+func (s *sightings) overdue(now time.Time, after, resend time.Duration) []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []string
-	for _, aged := range s.aged {
-		for k, t := range aged {
+	for _, published := range s.aged {
+		for k, a := range published {
 			w, ok := s.seen[k.ledger][k.entryKey]
-			if !ok {
+			if !ok || (!a.sent.IsZero() && now.Sub(a.sent) < resend) {
 				continue
 			}
-			if w.first.Before(t) {
-				t = w.first
+			since := a.since
+			if w.first.Before(since) {
+				since = w.first
 			}
-			if now.Sub(t) > after && !slices.Contains(out, k.ledger) {
+			if now.Sub(since) <= after {
+				continue
+			}
+			a.sent = now
+			published[k] = a
+			if !slices.Contains(out, k.ledger) {
 				out = append(out, k.ledger)
 			}
 		}

@@ -198,15 +198,22 @@ func TestOverdueLedgers(t *testing.T) {
 		published("l2", b, eb, 70*time.Second), // seen just now here, 70 s by the status
 		published("l3", b, eb, time.Hour),      // no longer in its ledger
 	}, now)
-	if got := s.overdue(now, time.Minute); !slices.Equal(got, []string{"l2"}) {
+	if got := s.overdue(now, 2*time.Minute, time.Minute); len(got) != 0 {
+		t.Errorf("overdue after two minutes: %v, want none", got)
+	}
+	if got := s.overdue(now, time.Minute, time.Minute); !slices.Equal(got, []string{"l2"}) {
 		t.Errorf("overdue after a minute: %v, want [l2]", got)
 	}
-	got := s.overdue(now.Add(15*time.Second), time.Minute)
+	// l2 was given 15 s ago: not again within the minute, whatever the
+	// status says since.
+	s.published("p", []ipamv1alpha1.UnconfirmedEntry{published("l1", a, ea, 10*time.Second), published("l2", b, eb, 70*time.Second)},
+		now.Add(15*time.Second))
+	if got := s.overdue(now.Add(15*time.Second), time.Minute, time.Minute); !slices.Equal(got, []string{"l1"}) {
+		t.Errorf("overdue 15 s later: %v, want [l1]", got)
+	}
+	got := s.overdue(now.Add(76*time.Second), time.Minute, time.Minute)
 	slices.Sort(got)
 	if !slices.Equal(got, []string{"l1", "l2"}) {
-		t.Errorf("overdue 15 s later: %v, want [l1 l2]", got)
-	}
-	if got := s.overdue(now, 2*time.Minute); len(got) != 0 {
-		t.Errorf("overdue after two minutes: %v, want none", got)
+		t.Errorf("overdue a minute after each was given: %v, want [l1 l2]", got)
 	}
 }
