@@ -18,6 +18,7 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"sync"
 	"time"
@@ -29,6 +30,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -309,6 +311,35 @@ var _ = Describe("Releases name the entry they free", func() {
 		Expect(swept()).To(BeTrue(), "past the grace since first seen, and no claim carries it")
 	})
 
+	It("an IPAllocation's delete, read from a cache that still shows the record its name had before, leaves the new record alone", func() {
+		pool := fencePool("10.200.0.36/30")
+		x := netip.MustParsePrefix("10.200.0.36/32")
+		name := ipam.AllocationName(pool.Name, x)
+		record := func(entry string) *ipamv1alpha1.IPAllocation {
+			a := &ipamv1alpha1.IPAllocation{
+				ObjectMeta: metav1.ObjectMeta{Name: name, Finalizers: []string{ipamv1alpha1.AllocationFinalizer}},
+				Spec: ipamv1alpha1.IPAllocationSpec{Pool: pool.Name, CIDR: x.String(), Entry: entry,
+					ClaimRef: ipamv1alpha1.ClaimRef{Kind: "IPClaim", Namespace: "fence", Name: entry, UID: types.UID(entry)}},
+			}
+			Expect(k8sClient.Create(ctx, a)).To(Succeed())
+			return a
+		}
+		old := record("old")
+		Expect(deleteAllocation(ctx, k8sClient, name, sameUID(old))).To(Succeed())
+		Eventually(func() bool {
+			return apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKey{Name: name}, &ipamv1alpha1.IPAllocation{}))
+		}).Should(BeTrue())
+		// The prefix's next holder's record takes the name; a retried
+		// delete of the old one reads a cache that still shows it.
+		record("new")
+		err := deleteAllocation(ctx, staleAllocation{Client: k8sClient, a: old}, name, sameUID(old))
+		Expect(apierrors.IsConflict(err)).To(BeTrue(), "fenced by the old record's resourceVersion: %v", err)
+		var a ipamv1alpha1.IPAllocation
+		Expect(k8sClient.Get(ctx, client.ObjectKey{Name: name}, &a)).To(Succeed(), "the new record is not deleted")
+		Expect(a.Spec.Entry).To(Equal("new"))
+		Expect(a.Finalizers).To(ContainElement(ipamv1alpha1.AllocationFinalizer), "nor is its finalizer removed")
+	})
+
 	It("an IPAllocation marked orphaned by a replica whose clock ran ahead waits no longer than the grace on this one", func() {
 		pool := fencePool("10.200.0.32/30")
 		ns := fenceNamespace()
@@ -492,6 +523,20 @@ var _ = DescribeTable("the orphan grace must exceed the webhook timeout plus the
 	Entry("the bound itself", 75*time.Second, false),
 	Entry("the API server's timeout alone", 60*time.Second, false),
 )
+
+// staleAllocation reads a, as a cache that has not seen it go would.
+type staleAllocation struct {
+	client.Client
+	a *ipamv1alpha1.IPAllocation
+}
+
+func (c staleAllocation) Get(_ context.Context, key client.ObjectKey, obj client.Object, _ ...client.GetOption) error {
+	if a, ok := obj.(*ipamv1alpha1.IPAllocation); ok && key.Name == c.a.Name {
+		c.a.DeepCopyInto(a)
+		return nil
+	}
+	return errors.New("staleAllocation reads only its allocation")
+}
 
 // lostAnswer stores every patch and then answers as if it had timed out.
 type lostAnswer struct{ client.Client }

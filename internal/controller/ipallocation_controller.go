@@ -93,7 +93,7 @@ func (r *IPAllocationReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		return ctrl.Result{}, r.bound(ctx, before, &a, "held by "+a.Spec.ClaimRef.Kind+" "+a.Spec.ClaimRef.Namespace+"/"+a.Spec.ClaimRef.Name)
 	}
 	if a.DeletionTimestamp != nil {
-		return ctrl.Result{}, deleteAllocation(ctx, r.Client, a.Name, nil)
+		return ctrl.Result{}, deleteAllocation(ctx, r.Client, a.Name, sameUID(&a))
 	}
 	// orphanedAt is the clock of whichever replica wrote it. One set ahead
 	// of this replica's is set again to now, so that the wait is never
@@ -118,7 +118,7 @@ func (r *IPAllocationReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	}
 	r.Recorder.Eventf(&a, nil, corev1.EventTypeWarning, ipamv1alpha1.ReasonHolderMissing, "Release",
 		"released %s: no claim carried it for %s", a.Spec.CIDR, r.OrphanGrace)
-	return ctrl.Result{}, deleteAllocation(ctx, r.Client, a.Name, nil)
+	return ctrl.Result{}, deleteAllocation(ctx, r.Client, a.Name, sameUID(&a))
 }
 
 // poolBound marks a pool's allocation Bound while the pool exists as its
@@ -278,4 +278,9 @@ func (r *IPAllocationReconciler) allocationsOfAddressClaim(ctx context.Context, 
 		out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&allocs.Items[i])})
 	}
 	return out
+}
+
+// sameUID is true of a, and of no other object of its name.
+func sameUID(a *ipamv1alpha1.IPAllocation) func(*ipamv1alpha1.IPAllocation) bool {
+	return func(b *ipamv1alpha1.IPAllocation) bool { return b.UID == a.UID }
 }

@@ -592,7 +592,9 @@ func (r *IPClaimReconciler) finalize(ctx context.Context, claim *ipamv1alpha1.IP
 		case !apierrors.IsNotFound(err):
 			return err
 		}
-		if err := deleteAllocation(ctx, r.Client, ipam.AllocationName(poolName, cidr), claim); err != nil {
+		if err := deleteAllocation(ctx, r.Client, ipam.AllocationName(poolName, cidr), func(a *ipamv1alpha1.IPAllocation) bool {
+			return ipam.BoundTo(a, claim)
+		}); err != nil {
 			return err
 		}
 		logf.FromContext(ctx).V(1).Info("released", "pool", poolName, "cidr", cidr)
@@ -615,24 +617,29 @@ func (r *IPClaimReconciler) entryOf(ctx context.Context, claim *ipamv1alpha1.IPC
 	return ipam.ClaimEntryID(claim)
 }
 
-// deleteAllocation removes an IPAllocation if it is bound to claim (nil:
-// whoever holds it).
-func deleteAllocation(ctx context.Context, c client.Client, name string, claim *ipamv1alpha1.IPClaim) error {
+// deleteAllocation removes the IPAllocation called name if is says it is
+// the one meant, finalizer first. Its name is its pool's and prefix's, so
+// a record of the same prefix for its next holder may have taken the name
+// since the caller looked, and a cache may still show the old one: the
+// finalizer's patch is fenced by the object's resourceVersion, and the
+// delete by its uid, so that record is never touched (a Conflict, and the
+// retry finds it is not the one meant).
+func deleteAllocation(ctx context.Context, c client.Client, name string, is func(*ipamv1alpha1.IPAllocation) bool) error {
 	var a ipamv1alpha1.IPAllocation
 	if err := c.Get(ctx, client.ObjectKey{Name: name}, &a); err != nil {
 		return client.IgnoreNotFound(err)
 	}
-	if claim != nil && !ipam.BoundTo(&a, claim) {
+	if !is(&a) {
 		return nil
 	}
 	if controllerutil.ContainsFinalizer(&a, ipamv1alpha1.AllocationFinalizer) {
-		patch := client.MergeFrom(a.DeepCopy())
+		patch := client.MergeFromWithOptions(a.DeepCopy(), client.MergeFromWithOptimisticLock{})
 		controllerutil.RemoveFinalizer(&a, ipamv1alpha1.AllocationFinalizer)
 		if err := c.Patch(ctx, &a, patch); err != nil {
 			return client.IgnoreNotFound(err)
 		}
 	}
-	return client.IgnoreNotFound(c.Delete(ctx, &a))
+	return client.IgnoreNotFound(c.Delete(ctx, &a, client.Preconditions{UID: &a.UID}))
 }
 
 // SetupWithManager registers the reconciler; a changed ledger wakes the

@@ -390,12 +390,7 @@ func (r *IPPoolReconciler) unplace(ctx context.Context, pool *ipamv1alpha1.IPPoo
 // deleteEntryAllocation deletes the IPAllocation of cidr in pool if it
 // records entry id: a pool's record, once its entry was released.
 func deleteEntryAllocation(ctx context.Context, c client.Client, pool string, cidr netip.Prefix, id string) error {
-	name := ipam.AllocationName(pool, cidr)
-	var a ipamv1alpha1.IPAllocation
-	if err := c.Get(ctx, client.ObjectKey{Name: name}, &a); err != nil || a.Spec.Entry != id {
-		return client.IgnoreNotFound(err)
-	}
-	return deleteAllocation(ctx, c, name, nil)
+	return deleteAllocation(ctx, c, ipam.AllocationName(pool, cidr), func(a *ipamv1alpha1.IPAllocation) bool { return a.Spec.Entry == id })
 }
 
 // invalidPool is a pool that cannot be served: as specified (reason
