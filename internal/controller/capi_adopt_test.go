@@ -218,3 +218,50 @@ func TestAnAddressClaimThatMayHoldAnEntryAdoptsIt(t *testing.T) {
 		})
 	}
 }
+
+// An address's two records, its IPAllocation and its IPAddress, are
+// created at once once its entry is committed: one round trip to the API
+// server before the claim is answered, not two in turn. The IPAllocation's
+// create here is answered only once the IPAddress's was made, which two
+// creates in turn never do (it gives up after a while, and says so).
+func TestAnAddressClaimsRecordsAreCreatedAtOnce(t *testing.T) {
+	b, objs, _ := servedFixture(t)
+	claim := newAddressClaim("machine-new", "claim-uid-new")
+	addressSent := make(chan struct{})
+	overlapped := false
+	c := b.WithObjects(append(objs, claim)...).WithStatusSubresource(&capiv1beta2.IPAddressClaim{}).
+		WithInterceptorFuncs(interceptor.Funcs{
+			Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+				switch obj.(type) {
+				case *capiv1beta2.IPAddress:
+					close(addressSent)
+				case *ipamv1alpha1.IPAllocation:
+					select {
+					case <-addressSent:
+						overlapped = true
+					case <-time.After(10 * time.Second):
+					}
+				}
+				return c.Create(ctx, obj, opts...)
+			},
+		}).Build()
+	r := &IPAddressClaimReconciler{Client: c, APIReader: c, Manager: ipam.NewManager(ipam.ClientStore{Reader: c, Writer: c}, nil),
+		Resolver: &ipam.Resolver{Reader: c, APIReader: c}, Recorder: nopRecorder{}, Now: time.Now}
+	answeredAddress(t, r, c, claim)
+	if !overlapped {
+		t.Error("the IPAddress was not created while the IPAllocation's create was under way: the records were created in turn")
+	}
+	var allocs ipamv1alpha1.IPAllocationList
+	if err := c.List(context.Background(), &allocs); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for i := range allocs.Items {
+		if allocs.Items[i].Spec.ClaimRef.UID == claim.UID {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d IPAllocations record the claim, want 1", n)
+	}
+}

@@ -17,6 +17,7 @@ limitations under the License.
 package controller
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -347,11 +348,23 @@ func (r *IPAddressClaimReconciler) serve(ctx context.Context, claim *capiv1beta2
 	case err != nil:
 		return 0, addressNotReady(capiv1beta2.ReasonAllocationFailed, fmt.Sprintf("allocating from pool %s: %v (retrying)", poolName, err)), err
 	}
-	if cond, err := r.ensureAllocation(ctx, claim, pool, p); cond != nil || err != nil {
-		return 0, cond, err
+	// The two records are created at once: neither waits for the other,
+	// and the claim is answered (below) only once both are there. Each
+	// write in turn is one more round trip before the claim is Ready.
+	var acond *metav1.Condition
+	var aerr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		acond, aerr = r.ensureAllocation(ctx, claim, pool, p)
+	}()
+	cond, err := r.ensureAddress(ctx, claim, pool, p)
+	<-done
+	if err := errors.Join(aerr, err); err != nil {
+		return 0, cmp.Or(acond, cond), err
 	}
-	if cond, err := r.ensureAddress(ctx, claim, pool, p); cond != nil || err != nil {
-		return 0, cond, err
+	if acond != nil || cond != nil {
+		return 0, cmp.Or(acond, cond), nil
 	}
 	return 0, &metav1.Condition{Type: capiv1beta2.ReadyCondition, Status: metav1.ConditionTrue, Reason: ipamv1alpha1.ReasonAllocated,
 		Message: fmt.Sprintf("%s allocated from pool %s", p.Addr(), poolName)}, nil
