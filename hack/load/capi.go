@@ -20,6 +20,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"time"
@@ -54,6 +56,9 @@ var (
 // capiKinds are the kinds a capi run alternates between.
 func (h *harness) capiKinds() []string {
 	kinds := []string{kipam, capiKipam}
+	if h.o.noIPClaims {
+		kinds = kinds[1:]
+	}
 	if h.o.inCluster {
 		kinds = append(kinds, capiInCluster)
 	}
@@ -111,6 +116,9 @@ func (h *harness) capi(ctx context.Context, out *csvFile) (err error) {
 			for _, w := range h.o.workers {
 				for i := range pools {
 					p := pools[(i+rep)%len(pools)]
+					if err := h.beforeRun(ctx, p, w, rep); err != nil {
+						return err
+					}
 					h.seq++
 					if err := h.record(out)(h.capiOnce(ctx, p, w, rep, fmt.Sprintf("%s-%d", id, h.seq))); err != nil {
 						return err
@@ -120,6 +128,21 @@ func (h *harness) capi(ctx context.Context, out *csvFile) (err error) {
 		}
 	}
 	h.capiSummary()
+	return nil
+}
+
+// beforeRun runs -before-run, if given, before a timed run of p's kind.
+func (h *harness) beforeRun(ctx context.Context, p *capiPool, workers, rep int) error {
+	if h.o.beforeRun == "" {
+		return nil
+	}
+	cmd := exec.CommandContext(ctx, "sh", "-c", h.o.beforeRun)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	cmd.Env = append(os.Environ(), "LOAD_KIND="+p.kind, "LOAD_POOL="+p.name, fmt.Sprintf("LOAD_LIVE=%d", p.live),
+		fmt.Sprintf("LOAD_WORKERS=%d", workers), fmt.Sprintf("LOAD_REP=%d", rep))
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("-before-run: %w", err)
+	}
 	return nil
 }
 

@@ -85,8 +85,10 @@ type options struct {
 	managerPidfile string
 	profileDir     string
 	// -scenario capi
-	preloads  []int
-	inCluster bool
+	preloads   []int
+	inCluster  bool
+	noIPClaims bool
+	beforeRun  string
 }
 
 // numbers parses a comma-separated list of positive numbers, or exits.
@@ -128,6 +130,9 @@ func main() {
 	flag.StringVar(&o.profileDir, "profile-dir", "", "-scenario scale: keep kipam's heap profile at every level here")
 	flag.StringVar(&preloads, "preloads", "0,1000,5000", "-scenario capi: the live objects in each kind's pool, one level after another")
 	flag.BoolVar(&o.inCluster, "incluster", false, "-scenario capi: also IPAddressClaims of an InClusterIPPool (Cluster API's in-cluster provider must be running)")
+	flag.BoolVar(&o.noIPClaims, "no-ipclaims", false, "-scenario capi: leave out kipam's own IPClaims (their fill and their runs)")
+	flag.StringVar(&o.beforeRun, "before-run", "", "-scenario capi: a shell command run before each timed run, with LOAD_KIND, LOAD_POOL, LOAD_LIVE, "+
+		"LOAD_WORKERS and LOAD_REP in its environment (to swap kipam between runs, for one before-and-after comparison on one fill)")
 	flag.Parse()
 	o.workers = numbers("workers", workers)
 	if o.scenario == "scale" {

@@ -17,6 +17,7 @@ limitations under the License.
 package controller
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -169,20 +170,72 @@ func (r *IPAddressClaimReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	if cond := r.recorded(ctx, &claim); cond != nil {
 		return ctrl.Result{}, r.answerRecorded(ctx, &claim, *cond)
 	}
+	fresh := false
 	if !controllerutil.ContainsFinalizer(&claim, ipamv1alpha1.ClaimFinalizer) {
-		patch := client.MergeFrom(claim.DeepCopy())
-		controllerutil.AddFinalizer(&claim, ipamv1alpha1.ClaimFinalizer)
-		if err := r.Patch(ctx, &claim, patch); err != nil {
-			return ctrl.Result{}, client.IgnoreNotFound(err)
+		added, gone, err := r.addFinalizer(ctx, &claim)
+		if gone || err != nil {
+			return ctrl.Result{}, err
 		}
+		fresh = added && r.neverAnswered(ctx, &claim)
 	}
-	next, cond, err := r.serve(ctx, &claim)
+	next, cond, err := r.serve(ctx, &claim, !fresh)
 	if cond != nil {
 		if perr := r.patchStatus(ctx, &claim, *cond); perr != nil {
 			return ctrl.Result{}, errors.Join(err, perr)
 		}
 	}
 	return ctrl.Result{RequeueAfter: next}, err
+}
+
+// addFinalizer stores the release finalizer on the claim, and reports
+// whether the API server held the claim without it until then (added).
+// The patch names the cached claim's resourceVersion; when the cache is
+// behind, the claim is read from the API server and patched against that
+// once more, and one found holding the finalizer there was not added.
+// gone reports a claim deleted or replaced meanwhile: its own event
+// brings it back.
+func (r *IPAddressClaimReconciler) addFinalizer(ctx context.Context, claim *capiv1beta2.IPAddressClaim) (added, gone bool, err error) {
+	for attempt := 0; ; attempt++ {
+		patch := client.MergeFromWithOptions(claim.DeepCopy(), client.MergeFromWithOptimisticLock{})
+		controllerutil.AddFinalizer(claim, ipamv1alpha1.ClaimFinalizer)
+		err := r.Patch(ctx, claim, patch)
+		switch {
+		case err == nil:
+			return true, false, nil
+		case apierrors.IsNotFound(err):
+			return false, true, nil
+		case !apierrors.IsConflict(err) || attempt > 0:
+			return false, false, err
+		}
+		var live capiv1beta2.IPAddressClaim
+		if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(claim), &live); err != nil || live.UID != claim.UID || live.DeletionTimestamp != nil {
+			return false, true, client.IgnoreNotFound(err)
+		}
+		*claim = live
+		if controllerutil.ContainsFinalizer(claim, ipamv1alpha1.ClaimFinalizer) {
+			return false, false, nil // an earlier pass stored it, and may have committed
+		}
+	}
+}
+
+// neverAnswered reports whether a claim whose finalizer this pass added
+// (addFinalizer) is fresh: it holds no entry, so its allocation needs no
+// Adopt, whose answer is decided on the stored ledgers, a read of them in
+// the pool's commit queue ahead of each batch (under a burst of claims
+// on a loaded API server it took longer than the batch's write). An
+// address is committed only for a claim that holds the finalizer, which
+// kipam removes only once the claim is deleted and its entries released;
+// a claim that has no status and no IPAddress was not answered either
+// since someone else removed it (a replace without it). What that leaves
+// open: a pass that committed and stopped before it created the
+// IPAddress, then the finalizer removed by someone else; the claim then
+// holds a second entry, released with the first when it is deleted.
+func (r *IPAddressClaimReconciler) neverAnswered(ctx context.Context, claim *capiv1beta2.IPAddressClaim) bool {
+	if len(claim.Status.Conditions) > 0 || claim.Status.AddressRef.Name != "" {
+		return false
+	}
+	var addr capiv1beta2.IPAddress
+	return apierrors.IsNotFound(r.Get(ctx, client.ObjectKeyFromObject(claim), &addr))
 }
 
 // answered reports whether the claim is Ready and its IPAddress is there,
@@ -243,11 +296,11 @@ func (r *IPAddressClaimReconciler) answerRecorded(ctx context.Context, claim *ca
 	return r.patchStatus(ctx, &live, cond)
 }
 
-// serve commits the claim's address (or finds the one committed before)
-// and creates its IPAllocation and IPAddress. It returns the Ready
+// serve commits the claim's address (or, adopt, finds the one committed
+// before) and creates its IPAllocation and IPAddress. It returns the Ready
 // condition to write, and when to look again for a claim that waits on a
 // reuse grace (the one event that changes no object).
-func (r *IPAddressClaimReconciler) serve(ctx context.Context, claim *capiv1beta2.IPAddressClaim) (time.Duration, *metav1.Condition, error) {
+func (r *IPAddressClaimReconciler) serve(ctx context.Context, claim *capiv1beta2.IPAddressClaim, adopt bool) (time.Duration, *metav1.Condition, error) {
 	poolName := claim.Spec.PoolRef.Name
 	// The pool's namespace rules, exactly as for an IPClaim naming it.
 	pools, err := r.Resolver.Candidates(ctx, &ipamv1alpha1.IPClaim{Spec: ipamv1alpha1.IPClaimSpec{Pool: poolName}}, claim.Namespace)
@@ -272,8 +325,8 @@ func (r *IPAddressClaimReconciler) serve(ctx context.Context, claim *capiv1beta2
 	// The entry is the claim's by its uid, and Adopt answers with the
 	// entry already recorded for it: a claim whose address was committed
 	// before its IPAddress was created gets that same address, never a
-	// second one.
-	req.ID, req.Adopt, req.Sticky = string(claim.UID), true, nil
+	// second one. A fresh claim holds no entry (neverAnswered).
+	req.ID, req.Adopt, req.Sticky = string(claim.UID), adopt, nil
 	p, err := r.Manager.Allocate(ctx, req)
 	var ex *allocator.ExhaustedError
 	_, full := ipam.Full(err)
@@ -295,11 +348,23 @@ func (r *IPAddressClaimReconciler) serve(ctx context.Context, claim *capiv1beta2
 	case err != nil:
 		return 0, addressNotReady(capiv1beta2.ReasonAllocationFailed, fmt.Sprintf("allocating from pool %s: %v (retrying)", poolName, err)), err
 	}
-	if cond, err := r.ensureAllocation(ctx, claim, pool, p); cond != nil || err != nil {
-		return 0, cond, err
+	// The two records are created at once: neither waits for the other,
+	// and the claim is answered (below) only once both are there. Each
+	// write in turn is one more round trip before the claim is Ready.
+	var acond *metav1.Condition
+	var aerr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		acond, aerr = r.ensureAllocation(ctx, claim, pool, p)
+	}()
+	cond, err := r.ensureAddress(ctx, claim, pool, p)
+	<-done
+	if err := errors.Join(aerr, err); err != nil {
+		return 0, cmp.Or(acond, cond), err
 	}
-	if cond, err := r.ensureAddress(ctx, claim, pool, p); cond != nil || err != nil {
-		return 0, cond, err
+	if acond != nil || cond != nil {
+		return 0, cmp.Or(acond, cond), nil
 	}
 	return 0, &metav1.Condition{Type: capiv1beta2.ReadyCondition, Status: metav1.ConditionTrue, Reason: ipamv1alpha1.ReasonAllocated,
 		Message: fmt.Sprintf("%s allocated from pool %s", p.Addr(), poolName)}, nil
