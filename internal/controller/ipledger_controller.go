@@ -141,9 +141,9 @@ func (r *IPLedgerReconciler) sweep(ctx context.Context, req ctrl.Request, unconf
 	// swept, and an entry on its way to its claim is not published. An
 	// address space's ledger has no pool to publish on.
 	var within []ipamv1alpha1.UnconfirmedEntry
-	republish := false
+	republish, space := false, ipam.IsSpace(ledger.Spec.Pool)
 	publish := func(p netip.Prefix, e ipam.Entry, s *sighting) {
-		if ipam.IsSpace(ledger.Spec.Pool) || e.At.Year() < 1970 || e.At.Year() > 9999 {
+		if space || e.At.Year() < 1970 || e.At.Year() > 9999 {
 			return // nothing to publish on, or a time the status cannot hold
 		}
 		republish = true

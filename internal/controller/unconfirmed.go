@@ -22,7 +22,6 @@ import (
 	"sync"
 
 	"k8s.io/apimachinery/pkg/api/equality"
-
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 
@@ -103,8 +102,17 @@ func (u *unconfirmed) status(pool *ipamv1alpha1.IPPool, exists func(ledger strin
 			entries = append(entries, c.entries...)
 		}
 	}
+	kept := map[string]bool{} // by ledger: asked of exists once
 	for _, e := range pool.Status.Unconfirmed {
-		if _, swept := u.counts[e.Ledger]; !swept && exists(e.Ledger) {
+		if _, swept := u.counts[e.Ledger]; swept {
+			continue
+		}
+		keep, asked := kept[e.Ledger]
+		if !asked {
+			keep = exists(e.Ledger)
+			kept[e.Ledger] = keep
+		}
+		if keep {
 			entries = append(entries, e)
 		}
 	}
