@@ -26,6 +26,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
@@ -263,5 +264,27 @@ func TestAnAddressClaimsRecordsAreCreatedAtOnce(t *testing.T) {
 	}
 	if n != 1 {
 		t.Errorf("%d IPAllocations record the claim, want 1", n)
+	}
+}
+
+// eventCounter counts the Events a reconciler records.
+type eventCounter struct{ n *int }
+
+func (e eventCounter) Eventf(runtime.Object, runtime.Object, string, string, string, string, ...any) {
+	*e.n++
+}
+
+// A claim answered costs no Event: its Ready condition says what one
+// would, and every claim of a burst would pay the write.
+func TestAnAnsweredAddressClaimRecordsNoEvent(t *testing.T) {
+	b, objs, _ := servedFixture(t)
+	claim := newAddressClaim("machine-quiet", "claim-uid-quiet")
+	c := b.WithObjects(append(objs, claim)...).WithStatusSubresource(&capiv1beta2.IPAddressClaim{}).Build()
+	events := 0
+	r := &IPAddressClaimReconciler{Client: c, APIReader: c, Manager: ipam.NewManager(ipam.ClientStore{Reader: c, Writer: c}, nil),
+		Resolver: &ipam.Resolver{Reader: c, APIReader: c}, Recorder: eventCounter{&events}, Now: time.Now}
+	answeredAddress(t, r, c, claim)
+	if events != 0 {
+		t.Errorf("answering a claim recorded %d Events, want none", events)
 	}
 }

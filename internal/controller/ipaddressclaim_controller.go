@@ -422,10 +422,12 @@ func (r *IPAddressClaimReconciler) ensureAddress(ctx context.Context, claim *cap
 	err := r.Get(ctx, client.ObjectKeyFromObject(want), &got)
 	switch {
 	case apierrors.IsNotFound(err):
+		// No Event says so: the claim's Ready condition does ("… allocated
+		// from pool …"), and an Event is one more API write a claim, about
+		// a sixth of the claim path's, for what every claim does.
 		if err := r.Create(ctx, want); err != nil && !apierrors.IsAlreadyExists(err) {
 			return nil, err
 		}
-		r.Recorder.Eventf(claim, nil, corev1.EventTypeNormal, ipamv1alpha1.ReasonAllocated, "Allocate", "allocated %s from pool %s", p.Addr(), pool.Name)
 		return nil, nil
 	case err != nil:
 		return nil, err
