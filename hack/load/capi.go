@@ -131,8 +131,12 @@ func (h *harness) capi(ctx context.Context, out *csvFile) (err error) {
 	return nil
 }
 
-// beforeRun runs -before-run, if given, before a timed run of p's kind.
+// beforeRun waits until kipam's work queues are empty, then runs
+// -before-run, if given, before a timed run of p's kind.
 func (h *harness) beforeRun(ctx context.Context, p *capiPool, workers, rep int) error {
+	if err := h.idle(ctx); err != nil {
+		return fmt.Errorf("before a timed run of %s at %d live: %w", kindOf(p.kind), p.live, err)
+	}
 	if h.o.beforeRun == "" {
 		return nil
 	}

@@ -186,26 +186,38 @@ func nextPrefix(p netip.Prefix) netip.Addr {
 	return next
 }
 
-// settle waits until the manager's work queues are empty (what it holds
-// then is what it holds for the live claims, not for work in flight), makes
-// it collect its garbage twice (through its pprof heap endpoint, whose
-// profile it keeps in -profile-dir; twice, so that pooled buffers go too)
-// and reads its heap and RSS.
-func (h *harness) settle(ctx context.Context, l *level) error {
+// idle waits until the manager's work queues have read empty three
+// seconds running: work left from what came before (a fill, the deletes
+// of a run: their sweeps and releases) no longer shares the API server
+// with what comes next. Without -manager-metrics there is nothing to
+// wait for.
+func (h *harness) idle(ctx context.Context) error {
 	t0 := time.Now()
 	for idle := 0; idle < 3; {
 		switch n := h.queued(ctx); {
 		case n < 0:
-			idle = 3 // no metrics: nothing to wait for
+			return nil
 		case n == 0:
 			idle++
 		default:
 			idle = 0
 		}
 		if time.Since(t0) > h.timeout {
-			return fmt.Errorf("kipam's work queues still not empty %s after %d live claims were Ready", h.timeout, l.live)
+			return fmt.Errorf("kipam's work queues still not empty after %s", h.timeout)
 		}
 		time.Sleep(time.Second) // a measuring tool may poll
+	}
+	return nil
+}
+
+// settle waits until the manager's work queues are empty (what it holds
+// then is what it holds for the live claims, not for work in flight), makes
+// it collect its garbage twice (through its pprof heap endpoint, whose
+// profile it keeps in -profile-dir; twice, so that pooled buffers go too)
+// and reads its heap and RSS.
+func (h *harness) settle(ctx context.Context, l *level) error {
+	if err := h.idle(ctx); err != nil {
+		return fmt.Errorf("%w after %d live claims were Ready", err, l.live)
 	}
 	if h.o.managerPprof != "" {
 		keep := ""
