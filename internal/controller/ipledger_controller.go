@@ -19,6 +19,7 @@ package controller
 import (
 	"context"
 	"errors"
+	"hash/fnv"
 	"net/netip"
 	"slices"
 	"strings"
@@ -86,9 +87,19 @@ type IPLedgerReconciler struct {
 	// has.
 	Sightings *sightings
 
-	// locks holds a mutex per ledger: the leader's sweep and the backup
-	// sweep (SetupWithManager) never sweep one ledger at once on a replica.
-	locks sync.Map
+	// locks keeps the leader's sweep and the backup sweep
+	// (SetupWithManager) from sweeping one ledger at once on a replica: a
+	// fixed set of mutexes a ledger's name hashes to (lockOf), so nothing
+	// grows with the ledgers ever swept. Two ledgers that share one are
+	// swept in turn; a sweep holds one at a time.
+	locks [64]sync.Mutex
+}
+
+// lockOf is the mutex of ledger's sweeps.
+func (r *IPLedgerReconciler) lockOf(ledger string) *sync.Mutex {
+	h := fnv.New32a()
+	h.Write([]byte(ledger)) // never fails
+	return &r.locks[h.Sum32()%uint32(len(r.locks))]
 }
 
 // Ledgers: read to restore and sweep; created and updated (with a
@@ -112,9 +123,9 @@ func (r *IPLedgerReconciler) backup(ctx context.Context, req ctrl.Request) (ctrl
 
 // sweep sweeps one ledger, telling unconfirmed what it found.
 func (r *IPLedgerReconciler) sweep(ctx context.Context, req ctrl.Request, unconfirmed *unconfirmed) (ctrl.Result, error) {
-	mu, _ := r.locks.LoadOrStore(req.Name, &sync.Mutex{})
-	mu.(*sync.Mutex).Lock()
-	defer mu.(*sync.Mutex).Unlock()
+	mu := r.lockOf(req.Name)
+	mu.Lock()
+	defer mu.Unlock()
 	var ledger ipamv1alpha1.IPLedger
 	if err := r.Get(ctx, req.NamespacedName, &ledger); err != nil {
 		if apierrors.IsNotFound(err) {

@@ -65,7 +65,7 @@ type agedKey struct {
 // sighting is when this replica first saw an entry, and whether its sweep
 // has seen a stored claim carry it since. Once out of sightings' hands, it
 // is read and written by the sweep of the entry's ledger alone (one at a
-// time per ledger on a replica: IPLedgerReconciler.locks), never by the
+// time per ledger on a replica: IPLedgerReconciler.lockOf), never by the
 // informer.
 type sighting struct {
 	first   time.Time
