@@ -183,8 +183,9 @@ func main() {
 		// controller-runtime gives up after 2 minutes, and the manager exits:
 		// a restart holding 100,000 claims (and as many IPAllocations) did
 		// not list them in time on a busy API server (docs/benchmarks.md,
-		// "Scale"). Until its caches are synced the manager is not ready and
-		// its webhook answers nothing, so waiting longer costs nothing.
+		// "Scale"). Until its caches are synced the manager is not ready
+		// (its readyz check, below) and its webhook holds what reaches it,
+		// so waiting longer costs nothing.
 		Controller: ctrlconfig.Controller{CacheSyncTimeout: cacheSyncTimeout},
 	})
 	if err != nil {
@@ -252,11 +253,15 @@ func main() {
 		setupLog.Error(err, "unable to set up health check")
 		os.Exit(1)
 	}
-	readyz := healthz.Ping
+	// Ready once the caches have synced and, with webhooks, the webhook
+	// server listens: an admission sent sooner would wait for the caches.
 	if enableWebhooks {
-		readyz = mgr.GetWebhookServer().StartedChecker()
+		if err := mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()); err != nil {
+			setupLog.Error(err, "unable to set up ready check")
+			os.Exit(1)
+		}
 	}
-	if err := mgr.AddReadyzCheck("readyz", readyz); err != nil {
+	if err := mgr.AddReadyzCheck("caches", controller.CachesSynced(mgr.GetCache())); err != nil {
 		setupLog.Error(err, "unable to set up ready check")
 		os.Exit(1)
 	}

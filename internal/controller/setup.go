@@ -19,7 +19,9 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/http"
 	"net/netip"
 	"strconv"
 	"time"
@@ -322,4 +324,21 @@ func (h *holdings) claims(pool, cidr, namespace string) ([]ipamv1alpha1.IPClaim,
 		}
 	}
 	return out, nil
+}
+
+// CachesSynced is a readiness check that passes once every informer of c
+// has synced. A replica whose webhook listens but whose caches are still
+// listing (seconds at 10,000 claims, about a minute and a half at 100,000
+// on a busy API server) would hold every admission sent to it until they
+// synced, past the API server's webhook timeout: until then it is not
+// ready, so a Service sends it nothing.
+func CachesSynced(c interface{ WaitForCacheSync(context.Context) bool }) func(*http.Request) error {
+	return func(req *http.Request) error {
+		ctx, cancel := context.WithTimeout(req.Context(), time.Second)
+		defer cancel()
+		if !c.WaitForCacheSync(ctx) {
+			return errors.New("kipam's caches have not synced yet")
+		}
+		return nil
+	}
 }
