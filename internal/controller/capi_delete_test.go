@@ -143,4 +143,46 @@ var _ = Describe("An IPAddressClaim's deletion", func() {
 		}).Should(Succeed(), "the cache shows the release and the claim gone")
 		Expect(sweep.ledgersOfAddressClaim(ctx, released)).To(BeEmpty())
 	})
+
+	It("leaves an entry the cache shows only after the claim's delete to the sweep of that change, which finds no claim carrying it", func() {
+		pool := fencePool("10.203.1.0/24")
+		ns := fenceNamespace()
+		c := &capiv1beta2.IPAddressClaim{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "machine-late"},
+			Spec: capiv1beta2.IPAddressClaimSpec{PoolRef: capiv1beta2.IPPoolReference{
+				APIGroup: ipamv1alpha1.GroupVersion.Group, Kind: "IPPool", Name: pool.Name}},
+		}
+		Expect(k8sClient.Create(ctx, c)).To(Succeed())
+		Eventually(func() error { return cached.Get(ctx, client.ObjectKeyFromObject(c), &capiv1beta2.IPAddressClaim{}) }).Should(Succeed())
+		Expect(k8sClient.Delete(ctx, c)).To(Succeed())
+		Eventually(func() bool {
+			return apierrors.IsNotFound(cached.Get(ctx, client.ObjectKeyFromObject(c), &capiv1beta2.IPAddressClaim{}))
+		}).Should(BeTrue())
+		clock := &fakeClock{t: time.Now()}
+		sweep := newSweeper(cached, held, m, clock)
+		sweep.AddressClaims = true
+		Expect(sweep.ledgersOfAddressClaim(ctx, c)).To(BeEmpty(), "no ledger the cache holds records its entry yet")
+
+		// Its commit lands after: a version of the ledger the cache shows
+		// only now, whose own event sweeps it.
+		x := netip.MustParsePrefix("10.203.1.65/32")
+		_, err := m.Allocate(ctx, ipam.Request{Pool: pool, CIDR: x, Bits: 32, Holder: ipam.AddressClaimHolder(ns), ID: string(c.UID)})
+		Expect(err).NotTo(HaveOccurred())
+		Eventually(func(g Gomega) {
+			_, ok, err := ipam.LookupEntry(ctx, cached, pool.Name, x)
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(ok).To(BeTrue())
+		}).Should(Succeed(), "the cache shows the entry")
+		req := ctrl.Request{NamespacedName: client.ObjectKey{Name: ledgerOf(pool, x)}}
+		res, err := sweep.Reconcile(ctx, req)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(res.RequeueAfter).To(BeNumerically(">", 0), "no claim carries it: the sweep looks again")
+		Expect(res.RequeueAfter).To(BeNumerically("<=", DefaultOrphanGrace), "by the end of the grace since it first saw it")
+		clock.Add(DefaultOrphanGrace)
+		_, err = sweep.Reconcile(ctx, req)
+		Expect(err).NotTo(HaveOccurred())
+		_, ok, err := m.Recorded(ctx, pool, x)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(ok).To(BeFalse(), "released once the grace has passed")
+	})
 })
