@@ -487,6 +487,52 @@ func (r *IPLedgerReconciler) ledgerOfClaim(ctx context.Context, o client.Object,
 	return out
 }
 
+// ledgersOfAddressClaim names the ledgers of an IPAddressClaim's pool
+// that, as the cache holds them, record an entry of the claim (holder
+// IPAddressClaim/<namespace>, ID its uid): those its deletion wakes. That
+// is every ledger whose sweep could release its entry: the sweep reads its
+// ledger from this cache, and the claim's delete event comes once the
+// cache no longer holds the claim, so a version of a ledger the cache
+// shows later, recording the entry, is swept on its own event and finds
+// no claim carrying it. A claim whose finalizer released its entries,
+// once the cache shows the release, wakes none. (It woke every ledger of
+// its pool: 80 sweeps per claim deleted at 5,000 live addresses, which
+// kept the sweep's workers busy while a MachineSet was scaled down.)
+func (r *IPLedgerReconciler) ledgersOfAddressClaim(ctx context.Context, o client.Object) []reconcile.Request {
+	c, ok := o.(*capiv1beta2.IPAddressClaim)
+	if !ok || !ipam.ServesPoolRef(c.Spec.PoolRef) || c.UID == "" {
+		return nil
+	}
+	var ledgers ipamv1alpha1.IPLedgerList
+	// Read only, and most of them not past the search for the uid: not
+	// copied.
+	if err := r.List(ctx, &ledgers, client.MatchingLabels{ipamv1alpha1.LabelPool: c.Spec.PoolRef.Name}, client.UnsafeDisableDeepCopy); err != nil {
+		logf.FromContext(ctx).Error(err, "listing a pool's ledgers", "pool", c.Spec.PoolRef.Name)
+		return nil
+	}
+	holder, id := ipam.AddressClaimHolder(c.Namespace), string(c.UID)
+	var out []reconcile.Request
+	for i := range ledgers.Items {
+		l := &ledgers.Items[i]
+		if !strings.Contains(l.Spec.Allocations, id) {
+			continue
+		}
+		entries, err := ipam.Entries(l)
+		if err != nil {
+			// Swept all the same: its sweep reports it.
+			out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(l)})
+			continue
+		}
+		for _, e := range entries {
+			if e.Is(holder, id) {
+				out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(l)})
+				break
+			}
+		}
+	}
+	return out
+}
+
 // ledgersOf lists a pool's ledgers, as the cache knows them.
 func (r *IPLedgerReconciler) ledgersOf(ctx context.Context, pool client.Object) []reconcile.Request {
 	var ledgers ipamv1alpha1.IPLedgerList
@@ -543,14 +589,10 @@ func (r *IPLedgerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Named("ipledger")
 	if r.AddressClaims {
 		// An IPAddressClaim gone, whatever its finalizer did, may leave
-		// its entry: the sweep of its pool's ledgers looks.
+		// its entry: the sweep of the ledger recording it looks.
 		b = b.Watches(&capiv1beta2.IPAddressClaim{}, handler.Funcs{
 			DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-				c, ok := e.Object.(*capiv1beta2.IPAddressClaim)
-				if !ok || !ipam.ServesPoolRef(c.Spec.PoolRef) {
-					return
-				}
-				for _, req := range r.ledgersOf(ctx, &ipamv1alpha1.IPPool{ObjectMeta: metav1.ObjectMeta{Name: c.Spec.PoolRef.Name}}) {
+				for _, req := range r.ledgersOfAddressClaim(ctx, e.Object) {
 					q.Add(req)
 				}
 			},
