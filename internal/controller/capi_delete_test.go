@@ -28,6 +28,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -38,7 +39,7 @@ import (
 	"github.com/kipam/kipam/internal/ipam"
 )
 
-var _ = Describe("An IPAddressClaim's deletion", func() {
+var _ = Describe("A claim's deletion", func() {
 	var (
 		m      *ipam.Manager
 		cached client.Client
@@ -61,7 +62,7 @@ var _ = Describe("An IPAddressClaim's deletion", func() {
 		Expect(err).NotTo(HaveOccurred())
 	})
 
-	It("wakes the sweep of the ledger recording its entry alone, which releases the entry of a claim gone without kipam's finalizer at once", func() {
+	It("of an IPAddressClaim wakes the sweep of the ledger recording its entry alone, which releases the entry of a claim gone without kipam's finalizer at once", func() {
 		// A pool of hosts sharded by /26: four shards, one claim's address
 		// in each.
 		pool := fencePool("10.203.0.0/24")
@@ -144,7 +145,7 @@ var _ = Describe("An IPAddressClaim's deletion", func() {
 		Expect(sweep.ledgersOfAddressClaim(ctx, released)).To(BeEmpty())
 	})
 
-	It("leaves an entry the cache shows only after the claim's delete to the sweep of that change, which finds no claim carrying it", func() {
+	It("of an IPAddressClaim leaves an entry the cache shows only after the claim's delete to the sweep of that change, which finds no claim carrying it", func() {
 		pool := fencePool("10.203.1.0/24")
 		ns := fenceNamespace()
 		c := &capiv1beta2.IPAddressClaim{
@@ -184,5 +185,38 @@ var _ = Describe("An IPAddressClaim's deletion", func() {
 		_, ok, err := m.Recorded(ctx, pool, x)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(ok).To(BeFalse(), "released once the grace has passed")
+	})
+
+	It("of a waiting IPClaim wakes only the ledger recording the entry a bind left for it", func() {
+		pool := fencePool("10.203.2.0/24")
+		ns := fenceNamespace()
+		var claims []*ipamv1alpha1.IPClaim
+		var addrs []netip.Prefix
+		for i := range 4 {
+			// Waiting claims (no cidr), as a bind whose patch was lost
+			// leaves them: an entry with the claim's uid as its ID.
+			c := &ipamv1alpha1.IPClaim{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("waiter-%d", i)},
+				Spec: ipamv1alpha1.IPClaimSpec{Pool: pool.Name, PrefixLength: ptr.To(int32(32))}}
+			Expect(k8sClient.Create(ctx, c)).To(Succeed())
+			x := netip.MustParsePrefix(fmt.Sprintf("10.203.2.%d/32", 64*i+1))
+			_, err := m.Allocate(ctx, ipam.Request{Pool: pool, CIDR: x, Bits: 32, Holder: ipam.ClaimHolder(ns), ID: string(c.UID)})
+			Expect(err).NotTo(HaveOccurred())
+			claims, addrs = append(claims, c), append(addrs, x)
+		}
+		sweep := newSweeper(cached, held, m, &fakeClock{t: time.Now()})
+		for _, x := range addrs {
+			Eventually(func(g Gomega) {
+				_, ok, err := ipam.LookupEntry(ctx, cached, pool.Name, x)
+				g.Expect(err).NotTo(HaveOccurred())
+				g.Expect(ok).To(BeTrue())
+			}).Should(Succeed(), "the cache shows %s", x)
+		}
+		gone := claims[2]
+		Expect(k8sClient.Delete(ctx, gone)).To(Succeed())
+		Eventually(func() bool {
+			return apierrors.IsNotFound(cached.Get(ctx, client.ObjectKeyFromObject(gone), &ipamv1alpha1.IPClaim{}))
+		}).Should(BeTrue())
+		Expect(sweep.ledgerOfClaim(ctx, gone, true)).To(ConsistOf(reconcile.Request{NamespacedName: client.ObjectKey{Name: ledgerOf(pool, addrs[2])}}),
+			"only the ledger recording its entry")
 	})
 })

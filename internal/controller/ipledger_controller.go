@@ -466,7 +466,7 @@ func (r *IPLedgerReconciler) carriedInCache(ctx context.Context, pool string, p 
 
 // ledgerOfClaim names the ledger that records a claim's cidr; for a
 // waiting claim gone, which a bind in flight may have left an entry for,
-// every ledger of its pool.
+// the ledgers of its pool that record an entry with its ID.
 func (r *IPLedgerReconciler) ledgerOfClaim(ctx context.Context, o client.Object, gone bool) []reconcile.Request {
 	claim, ok := o.(*ipamv1alpha1.IPClaim)
 	if !ok {
@@ -476,7 +476,8 @@ func (r *IPLedgerReconciler) ledgerOfClaim(ctx context.Context, o client.Object,
 		if !gone || claim.Spec.Pool == "" {
 			return nil
 		}
-		return r.ledgersOf(ctx, &ipamv1alpha1.IPPool{ObjectMeta: metav1.ObjectMeta{Name: claim.Spec.Pool}})
+		// A waiting claim gone: a bind may have committed its entry.
+		return r.ledgersRecording(ctx, claim.Spec.Pool, ipam.ClaimHolder(claim.Namespace), ipam.ClaimEntryID(claim))
 	}
 	var out []reconcile.Request
 	for _, h := range ipam.Holdings(claim) {
@@ -503,14 +504,23 @@ func (r *IPLedgerReconciler) ledgersOfAddressClaim(ctx context.Context, o client
 	if !ok || !ipam.ServesPoolRef(c.Spec.PoolRef) || c.UID == "" {
 		return nil
 	}
-	var ledgers ipamv1alpha1.IPLedgerList
-	// Read only, and most of them not past the search for the uid: not
-	// copied.
-	if err := r.List(ctx, &ledgers, client.MatchingLabels{ipamv1alpha1.LabelPool: c.Spec.PoolRef.Name}, client.UnsafeDisableDeepCopy); err != nil {
-		logf.FromContext(ctx).Error(err, "listing a pool's ledgers", "pool", c.Spec.PoolRef.Name)
+	return r.ledgersRecording(ctx, c.Spec.PoolRef.Name, ipam.AddressClaimHolder(c.Namespace), string(c.UID))
+}
+
+// ledgersRecording names the ledgers of pool that, as the cache holds
+// them, record an entry of holder with ID id (ledgersOfAddressClaim says
+// why those are the ones a gone claim's deletion wakes).
+func (r *IPLedgerReconciler) ledgersRecording(ctx context.Context, pool, holder, id string) []reconcile.Request {
+	if id == "" {
 		return nil
 	}
-	holder, id := ipam.AddressClaimHolder(c.Namespace), string(c.UID)
+	var ledgers ipamv1alpha1.IPLedgerList
+	// Read only, and most of them not past the search for the ID: not
+	// copied.
+	if err := r.List(ctx, &ledgers, client.MatchingLabels{ipamv1alpha1.LabelPool: pool}, client.UnsafeDisableDeepCopy); err != nil {
+		logf.FromContext(ctx).Error(err, "listing a pool's ledgers", "pool", pool)
+		return nil
+	}
 	var out []reconcile.Request
 	for i := range ledgers.Items {
 		l := &ledgers.Items[i]
