@@ -26,10 +26,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unique"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
@@ -375,6 +377,41 @@ func intern(s string) string { return unique.Make(s).Value() }
 // parseShards reads the shards a root ledger lists.
 func parseShards(root *ipamv1alpha1.IPLedger) (map[netip.Prefix]int64, error) {
 	return parseLines(root, "shard", root.Spec.Shards, 2, 2, func(f []string) (int64, error) { return strconv.ParseInt(f[1], 10, 64) })
+}
+
+// storedShards is parseShards of a root as the API server stored it,
+// parsed once per version: a stored version (a root's uid and
+// resourceVersion) never changes. Finding which ledger records a prefix
+// reads the root's list of shards, and a pool of 100,000 hosts lists about
+// 1,600: parsed for every claim's event, it was a third of a restarted
+// manager's CPU. The map returned is shared: read it, never change it. A
+// root without a uid or a resourceVersion (never stored by an API server:
+// a fake client's sets no uid) is parsed every time.
+func storedShards(root *ipamv1alpha1.IPLedger) (map[netip.Prefix]int64, error) {
+	if root.UID == "" || root.ResourceVersion == "" {
+		return parseShards(root)
+	}
+	if v, ok := shardLists.Load(root.Name); ok {
+		if l := v.(*shardList); l.uid == root.UID && l.version == root.ResourceVersion {
+			return l.listed, l.err
+		}
+	}
+	listed, err := parseShards(root)
+	shardLists.Store(root.Name, &shardList{uid: root.UID, version: root.ResourceVersion, listed: listed, err: err})
+	return listed, err
+}
+
+// shardLists holds, per root ledger's name, the last version storedShards
+// parsed: one map per sharded pool, about 40 bytes a shard (a deleted
+// pool's stays until a pool of its name replaces it).
+var shardLists sync.Map
+
+// shardList is one version of a root's list of shards, parsed.
+type shardList struct {
+	uid     types.UID
+	version string
+	listed  map[netip.Prefix]int64
+	err     error
 }
 
 // BadLineError is a ledger line kipam cannot read: written around kipam

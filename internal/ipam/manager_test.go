@@ -25,6 +25,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -66,6 +67,11 @@ type memStore struct {
 }
 
 func newMemStore() *memStore { return &memStore{ledgers: map[string]*ipamv1alpha1.IPLedger{}} }
+
+// memUIDs numbers the ledgers every memStore creates: a uid is never
+// reused, so what is kept per stored version (storedShards) cannot mix one
+// test's ledger up with another's of the same name.
+var memUIDs atomic.Int64
 
 var ledgerGR = schema.GroupResource{Group: "ipam.kipam.dev", Resource: "ipledgers"}
 
@@ -159,7 +165,7 @@ func (s *memStore) Create(_ context.Context, l *ipamv1alpha1.IPLedger) error {
 	s.rv++
 	s.writes++
 	l.ResourceVersion = strconv.Itoa(s.rv)
-	l.UID = types.UID("uid-" + strconv.Itoa(s.rv))
+	l.UID = types.UID("uid-" + strconv.FormatInt(memUIDs.Add(1), 10)) // unique across stores, as an API server's
 	s.ledgers[l.Name] = l.DeepCopy()
 	return nil
 }

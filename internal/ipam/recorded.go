@@ -82,15 +82,16 @@ func lookup(ctx context.Context, get func(context.Context, string) (*ipamv1alpha
 	return e, ok, nil
 }
 
-// docName names the ledger object under root that records cidr: the root,
-// or the shard the root lists for cidr's range ("" when it lists none),
-// with the root's list of shards.
+// docName names the ledger object under root, as stored, that records
+// cidr: the root, or the shard the root lists for cidr's range ("" when it
+// lists none), with the root's list of shards (storedShards: shared, read
+// only).
 func docName(root *ipamv1alpha1.IPLedger, cidr netip.Prefix) (string, map[netip.Prefix]int64, error) {
 	bits := int(root.Spec.ShardBits)
 	if bits == 0 || cidr.Bits() <= bits {
 		return root.Name, nil, nil
 	}
-	listed, err := parseShards(root)
+	listed, err := storedShards(root)
 	if err != nil {
 		return "", nil, fmt.Errorf("ledger %s: spec.shards: %w", root.Name, err)
 	}
