@@ -17,7 +17,6 @@ limitations under the License.
 package controller
 
 import (
-	"context"
 	"fmt"
 	"net/netip"
 	"time"
@@ -27,7 +26,6 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -47,19 +45,7 @@ var _ = Describe("A claim's deletion", func() {
 	)
 	BeforeEach(func() {
 		m = ipam.NewManager(ipam.ClientStore{Reader: k8sClient, Writer: k8sClient}, nil)
-		opts := CacheOptions()
-		opts.Scheme = scheme.Scheme
-		c, err := cache.New(cfg, opts)
-		Expect(err).NotTo(HaveOccurred())
-		held, err = indexFields(ctx, c)
-		Expect(err).NotTo(HaveOccurred())
-		Expect(indexAddressClaims(ctx, c)).To(Succeed())
-		cacheCtx, stop := context.WithCancel(ctx)
-		DeferCleanup(stop)
-		go func() { _ = c.Start(cacheCtx) }()
-		Expect(c.WaitForCacheSync(cacheCtx)).To(BeTrue())
-		cached, err = client.New(cfg, client.Options{Scheme: scheme.Scheme, Cache: &client.CacheOptions{Reader: c}})
-		Expect(err).NotTo(HaveOccurred())
+		cached, held = startCache(func(c cache.Cache) error { return indexAddressClaims(ctx, c) })
 	})
 
 	It("of an IPAddressClaim wakes the sweep of the ledger recording its entry alone, which releases the entry of a claim gone without kipam's finalizer at once", func() {

@@ -128,18 +128,7 @@ var _ = Describe("Releases name the entry they free", func() {
 	)
 	BeforeEach(func() {
 		m = ipam.NewManager(ipam.ClientStore{Reader: k8sClient, Writer: k8sClient}, nil)
-		opts := CacheOptions()
-		opts.Scheme = scheme.Scheme
-		c, err := cache.New(cfg, opts)
-		Expect(err).NotTo(HaveOccurred())
-		held, err = indexFields(ctx, c)
-		Expect(err).NotTo(HaveOccurred())
-		cacheCtx, stop := context.WithCancel(ctx)
-		DeferCleanup(stop)
-		go func() { _ = c.Start(cacheCtx) }()
-		Expect(c.WaitForCacheSync(cacheCtx)).To(BeTrue())
-		cached, err = client.New(cfg, client.Options{Scheme: scheme.Scheme, Cache: &client.CacheOptions{Reader: c}})
-		Expect(err).NotTo(HaveOccurred())
+		cached, held = startCache(nil)
 	})
 
 	It("a claim's finalizer, retried after its prefix went to another claim, leaves that claim's entry", func() {
@@ -553,19 +542,31 @@ func (c lostAnswer) Patch(ctx context.Context, obj client.Object, patch client.P
 // it.
 func startReplica(clock *fakeClock) (client.Client, *holdings, *sightings) {
 	GinkgoHelper()
+	seen := &sightings{}
+	cached, held := startCache(func(c cache.Cache) error { return watchSightings(ctx, c, seen, clock.Now) })
+	return cached, held, seen
+}
+
+// startCache starts an informer cache with kipam's options and field
+// indexes, as the reconcilers read in the manager, with what setup adds to
+// it before it starts (nil: nothing), and returns a client that reads
+// through it.
+func startCache(setup func(cache.Cache) error) (client.Client, *holdings) {
+	GinkgoHelper()
 	c, err := cache.New(cfg, func() cache.Options { o := CacheOptions(); o.Scheme = scheme.Scheme; return o }())
 	Expect(err).NotTo(HaveOccurred())
 	held, err := indexFields(ctx, c)
 	Expect(err).NotTo(HaveOccurred())
-	seen := &sightings{}
-	Expect(watchSightings(ctx, c, seen, clock.Now)).To(Succeed())
+	if setup != nil {
+		Expect(setup(c)).To(Succeed())
+	}
 	cacheCtx, stop := context.WithCancel(ctx)
 	DeferCleanup(stop)
 	go func() { _ = c.Start(cacheCtx) }()
 	Expect(c.WaitForCacheSync(cacheCtx)).To(BeTrue())
 	cached, err := client.New(cfg, client.Options{Scheme: scheme.Scheme, Cache: &client.CacheOptions{Reader: c}})
 	Expect(err).NotTo(HaveOccurred())
-	return cached, held, seen
+	return cached, held
 }
 
 // publishAge has a leader, on its own clock, sweep the ledger of pool that
