@@ -360,11 +360,8 @@ func (r *IPAddressClaimReconciler) serve(ctx context.Context, claim *capiv1beta2
 	}()
 	cond, err := r.ensureAddress(ctx, claim, pool, p)
 	<-done
-	if err := errors.Join(aerr, err); err != nil {
-		return 0, cmp.Or(acond, cond), err
-	}
-	if acond != nil || cond != nil {
-		return 0, cmp.Or(acond, cond), nil
+	if cond, err := cmp.Or(acond, cond), errors.Join(aerr, err); cond != nil || err != nil {
+		return 0, cond, err
 	}
 	return 0, &metav1.Condition{Type: capiv1beta2.ReadyCondition, Status: metav1.ConditionTrue, Reason: ipamv1alpha1.ReasonAllocated,
 		Message: fmt.Sprintf("%s allocated from pool %s", p.Addr(), poolName)}, nil

@@ -527,20 +527,23 @@ func (r *IPLedgerReconciler) ledgersRecording(ctx context.Context, pool, holder,
 		if !strings.Contains(l.Spec.Allocations, id) {
 			continue
 		}
-		entries, err := ipam.Entries(l)
-		if err != nil {
-			// Swept all the same: its sweep reports it.
-			out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(l)})
+		// One that cannot be read is swept all the same: its sweep reports it.
+		if entries, err := ipam.Entries(l); err == nil && !recordsEntry(entries, holder, id) {
 			continue
 		}
-		for _, e := range entries {
-			if e.Is(holder, id) {
-				out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(l)})
-				break
-			}
-		}
+		out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(l)})
 	}
 	return out
+}
+
+// recordsEntry reports whether entries hold one of holder with ID id.
+func recordsEntry(entries map[netip.Prefix]ipam.Entry, holder, id string) bool {
+	for _, e := range entries {
+		if e.Is(holder, id) {
+			return true
+		}
+	}
+	return false
 }
 
 // ledgersOf lists a pool's ledgers, as the cache knows them.
