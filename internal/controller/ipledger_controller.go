@@ -466,24 +466,60 @@ func (r *IPLedgerReconciler) carriedInCache(ctx context.Context, pool string, p 
 
 // ledgerOfClaim names the ledger that records a claim's cidr; for a
 // waiting claim gone, which a bind in flight may have left an entry for,
-// the ledgers of its pool that record an entry with its ID.
+// the ledgers of the pools it draws on (poolsOfWaiting) that record an
+// entry with its ID.
 func (r *IPLedgerReconciler) ledgerOfClaim(ctx context.Context, o client.Object, gone bool) []reconcile.Request {
 	claim, ok := o.(*ipamv1alpha1.IPClaim)
 	if !ok {
 		return nil
 	}
 	if _, err := netip.ParsePrefix(claim.Spec.CIDR); err != nil {
-		if !gone || claim.Spec.Pool == "" {
+		if !gone {
 			return nil
 		}
 		// A waiting claim gone: a bind may have committed its entry.
-		return r.ledgersRecording(ctx, claim.Spec.Pool, ipam.ClaimHolder(claim.Namespace), ipam.ClaimEntryID(claim))
+		var out []reconcile.Request
+		for _, pool := range r.poolsOfWaiting(ctx, claim) {
+			out = append(out, r.ledgersRecording(ctx, pool, ipam.ClaimHolder(claim.Namespace), ipam.ClaimEntryID(claim))...)
+		}
+		return out
 	}
 	var out []reconcile.Request
 	for _, h := range ipam.Holdings(claim) {
 		if cidr, err := netip.ParsePrefix(h.CIDR); err == nil {
 			out = append(out, reconcile.Request{NamespacedName: client.ObjectKey{Name: ipam.LedgerOf(ctx, r.Client, h.Pool, cidr)}})
 		}
+	}
+	return out
+}
+
+// poolsOfWaiting names the pools a waiting claim's bind draws on, as the
+// cache holds them: spec.pool, each of spec.pools (a dual-stack claim's
+// second family is bound from the second), or those spec.poolSelector
+// selects. A pool relabelled since the bind is missed; the sweep still
+// looks at the entry again within an orphan grace (it does so for every
+// entry whose ID is a claim's uid).
+func (r *IPLedgerReconciler) poolsOfWaiting(ctx context.Context, claim *ipamv1alpha1.IPClaim) []string {
+	switch {
+	case claim.Spec.Pool != "":
+		return []string{claim.Spec.Pool}
+	case len(claim.Spec.Pools) > 0:
+		return claim.Spec.Pools
+	case claim.Spec.PoolSelector == nil:
+		return nil
+	}
+	selector, err := metav1.LabelSelectorAsSelector(claim.Spec.PoolSelector)
+	if err != nil {
+		return nil
+	}
+	var pools ipamv1alpha1.IPPoolList
+	if err := r.List(ctx, &pools, client.MatchingLabelsSelector{Selector: selector}); err != nil {
+		logf.FromContext(ctx).Error(err, "listing the pools a waiting claim draws on", "claim", client.ObjectKeyFromObject(claim))
+		return nil
+	}
+	out := make([]string, 0, len(pools.Items))
+	for i := range pools.Items {
+		out = append(out, pools.Items[i].Name)
 	}
 	return out
 }
