@@ -93,6 +93,7 @@ type IPLedgerSpec struct {
 // IPAllocations are the user-facing view of the same facts.
 // +kubebuilder:object:root=true
 // +kubebuilder:resource:scope=Cluster,shortName=ipl
+// +kubebuilder:selectablefield:JSONPath=`.spec.pool`
 // +kubebuilder:printcolumn:name="Pool",type=string,JSONPath=`.spec.pool`
 // +kubebuilder:printcolumn:name="Shard",type=string,JSONPath=`.spec.shard`
 // +kubebuilder:printcolumn:name="Sealed",type=boolean,JSONPath=`.spec.sealed`,priority=1

@@ -68,6 +68,9 @@ func addressClaimFixture(t *testing.T, n int) (*fake.ClientBuilder, []client.Obj
 	if err := indexAddressClaims(context.Background(), fakeIndexer{b}); err != nil {
 		t.Fatal(err)
 	}
+	if err := ipam.IndexLedgers(context.Background(), fakeIndexer{b}); err != nil {
+		t.Fatal(err)
+	}
 	const pool = "lookup-pool"
 	objs := []client.Object{&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "default"}}, &ipamv1alpha1.IPPool{
 		ObjectMeta: metav1.ObjectMeta{Name: pool, UID: "pool-uid", Finalizers: []string{ipamv1alpha1.PoolFinalizer}},

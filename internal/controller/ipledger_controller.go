@@ -553,7 +553,7 @@ func (r *IPLedgerReconciler) ledgersRecording(ctx context.Context, pool, holder,
 	var ledgers ipamv1alpha1.IPLedgerList
 	// Read only, and most of them not past the search for the ID: not
 	// copied.
-	if err := r.List(ctx, &ledgers, client.MatchingLabels{ipamv1alpha1.LabelPool: pool}, client.UnsafeDisableDeepCopy); err != nil {
+	if err := ipam.ListLedgers(ctx, r, &ledgers, pool, client.UnsafeDisableDeepCopy); err != nil {
 		logf.FromContext(ctx).Error(err, "listing a pool's ledgers", "pool", pool)
 		return nil
 	}
@@ -585,7 +585,7 @@ func recordsEntry(entries map[netip.Prefix]ipam.Entry, holder, id string) bool {
 // ledgersOf lists a pool's ledgers, as the cache knows them.
 func (r *IPLedgerReconciler) ledgersOf(ctx context.Context, pool client.Object) []reconcile.Request {
 	var ledgers ipamv1alpha1.IPLedgerList
-	if err := r.List(ctx, &ledgers, client.MatchingLabels{ipamv1alpha1.LabelPool: pool.GetName()}); err != nil {
+	if err := ipam.ListLedgers(ctx, r, &ledgers, pool.GetName()); err != nil {
 		logf.FromContext(ctx).Error(err, "listing a pool's ledgers", "pool", pool.GetName())
 		return nil
 	}

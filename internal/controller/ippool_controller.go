@@ -406,7 +406,7 @@ func (e *invalidPool) Error() string { return e.err.Error() }
 // cached ledgers exactly, else rebuilt from them.
 func (r *IPPoolReconciler) usage(ctx context.Context, pool *ipamv1alpha1.IPPool) (*ipam.Snapshot, error) {
 	var ledgers ipamv1alpha1.IPLedgerList
-	if err := r.List(ctx, &ledgers, client.MatchingLabels{ipamv1alpha1.LabelPool: pool.Name}); err != nil {
+	if err := ipam.ListLedgers(ctx, r, &ledgers, pool.Name); err != nil {
 		return nil, err
 	}
 	if r.Manager != nil {

@@ -245,6 +245,9 @@ func indexFields(ctx context.Context, c cache.Cache) (*holdings, error) {
 	if err := c.IndexField(ctx, &ipamv1alpha1.IPClaim{}, indexWaiting, ipam.WaitingIndex); err != nil {
 		return nil, err
 	}
+	if err := ipam.IndexLedgers(ctx, c); err != nil {
+		return nil, err
+	}
 	return indexHoldings(ctx, c)
 }
 

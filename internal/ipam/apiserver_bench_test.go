@@ -19,11 +19,13 @@ package ipam
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"sync"
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
@@ -48,6 +50,7 @@ func BenchmarkCommitOnAPIServer(b *testing.B) {
 			b.Fatal(err)
 		}
 		m := NewManager(ClientStore{Reader: c, Writer: c}, nil)
+		placeTop(b, m, pool)
 		fill(b, m, pool, live)
 		b.Run(fmt.Sprintf("live=%d", live), func(b *testing.B) {
 			for b.Loop() {
@@ -69,6 +72,13 @@ func BenchmarkCommitOnAPIServer(b *testing.B) {
 // client of it, unthrottled.
 func apiServer(tb testing.TB) client.Client {
 	tb.Helper()
+	c, _ := apiServerConfig(tb)
+	return c
+}
+
+// apiServerConfig is apiServer, with the client's config.
+func apiServerConfig(tb testing.TB) (client.Client, *rest.Config) {
+	tb.Helper()
 	env, err := testenv.New(false)
 	if err != nil {
 		tb.Fatal(err)
@@ -88,7 +98,19 @@ func apiServer(tb testing.TB) client.Client {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return c
+	return c, cfg
+}
+
+// placeTop records a top-level pool's prefix in the address space of its
+// family, as kipam's webhook does when it creates the pool: a pool whose
+// prefix is not recorded is not served.
+func placeTop(tb testing.TB, m *Manager, pool *ipamv1alpha1.IPPool) {
+	tb.Helper()
+	cidr := netip.MustParsePrefix(pool.Spec.CIDR)
+	if _, err := m.Allocate(context.Background(), Request{Pool: Space(cidr.Addr()), CIDR: cidr, Bits: cidr.Bits(),
+		Holder: PoolHolder(pool.Name), ID: PoolEntryID(pool), Adopt: true}); err != nil {
+		tb.Fatal(err)
+	}
 }
 
 // fill allocates n hosts from 64 callers at once, so that they batch.

@@ -249,6 +249,37 @@ func ownShard(root, s *ipamv1alpha1.IPLedger, listed map[netip.Prefix]int64) boo
 	return ok && ShardName(root.Spec.Pool, n) == s.Name
 }
 
+// LedgerPoolField is the field a pool's ledgers are listed by: a field
+// the IPLedger CRD makes selectable (+kubebuilder:selectablefield), so the
+// API server filters by it, and an index of kipam's cache (IndexLedgers),
+// so a cached list of one pool's ledgers reads only theirs. A list by the
+// pool label would do the same on the API server but, from a cache, scan
+// every pool's ledgers: a cost that grows with the number of pools, paid
+// by each sweep, drain and claim (docs/design.md, "Reads per claim").
+const LedgerPoolField = "spec.pool"
+
+// IndexLedgers registers LedgerPoolField with a cache.
+func IndexLedgers(ctx context.Context, idx client.FieldIndexer) error {
+	return idx.IndexField(ctx, &ipamv1alpha1.IPLedger{}, LedgerPoolField, LedgerPool)
+}
+
+// LedgerPool is a ledger's value of LedgerPoolField. A metadata-only copy
+// has no spec: its pool label, set with the spec when the ledger is
+// created, says the same.
+func LedgerPool(o client.Object) []string {
+	if l, ok := o.(*ipamv1alpha1.IPLedger); ok {
+		return []string{l.Spec.Pool}
+	}
+	return []string{o.GetLabels()[ipamv1alpha1.LabelPool]}
+}
+
+// ListLedgers lists pool's ledgers, root and shards, from r: the API
+// server, or a cache set up by IndexLedgers. list is an IPLedgerList, or a
+// metadata-only list of them.
+func ListLedgers(ctx context.Context, r client.Reader, list client.ObjectList, pool string, opts ...client.ListOption) error {
+	return r.List(ctx, list, append(opts, client.MatchingFields{LedgerPoolField: pool})...)
+}
+
 // ReadLedger reads a pool's ledger from r: give it the API reader for an
 // exact answer, a cache for a recent one. A pool without a ledger has an
 // empty one.
@@ -262,7 +293,7 @@ func ReadLedger(ctx context.Context, r client.Reader, pool string) (*Ledger, err
 	}
 	var shards ipamv1alpha1.IPLedgerList
 	if root.Spec.Shards != "" {
-		if err := r.List(ctx, &shards, client.MatchingLabels{ipamv1alpha1.LabelPool: pool}); err != nil {
+		if err := ListLedgers(ctx, r, &shards, pool); err != nil {
 			return nil, err
 		}
 	}

@@ -158,7 +158,7 @@ func (s ClientStore) Pool(ctx context.Context, name string) (*ipamv1alpha1.IPPoo
 // List reads a pool's ledgers.
 func (s ClientStore) List(ctx context.Context, pool string) ([]ipamv1alpha1.IPLedger, error) {
 	var l ipamv1alpha1.IPLedgerList
-	if err := s.Reader.List(ctx, &l, client.MatchingLabels{ipamv1alpha1.LabelPool: pool}); err != nil {
+	if err := ListLedgers(ctx, s.Reader, &l, pool); err != nil {
 		return nil, err
 	}
 	return l.Items, nil
@@ -169,7 +169,7 @@ func (s ClientStore) List(ctx context.Context, pool string) ([]ipamv1alpha1.IPLe
 func (s ClientStore) Versions(ctx context.Context, pool string) (map[string]string, error) {
 	l := &metav1.PartialObjectMetadataList{}
 	l.SetGroupVersionKind(ipamv1alpha1.GroupVersion.WithKind("IPLedgerList"))
-	if err := s.Reader.List(ctx, l, client.MatchingLabels{ipamv1alpha1.LabelPool: pool}); err != nil {
+	if err := ListLedgers(ctx, s.Reader, l, pool); err != nil {
 		return nil, err
 	}
 	out := make(map[string]string, len(l.Items))

@@ -64,7 +64,8 @@ func FuzzAdmission(f *testing.F) {
 		}
 		c := fake.NewClientBuilder().WithScheme(s).
 			WithObjects(pools[0], pools[1], &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "default"}}).
-			WithIndex(&ipamv1alpha1.IPClaim{}, ipam.IndexWaiting, ipam.WaitingIndex).Build()
+			WithIndex(&ipamv1alpha1.IPClaim{}, ipam.IndexWaiting, ipam.WaitingIndex).
+			WithIndex(&ipamv1alpha1.IPLedger{}, ipam.LedgerPoolField, ipam.LedgerPool).Build()
 		m := ipam.NewManager(ipam.ClientStore{Reader: c, Writer: c}, nil)
 		// A pool is served only once its prefix is recorded in its
 		// parent's ledger (here the space of its family), as kipam's pool

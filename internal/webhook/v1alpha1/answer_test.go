@@ -64,7 +64,7 @@ func answerScheme(t *testing.T) *runtime.Scheme {
 // reader answers reads from objs, or every read with fail when it is set.
 func reader(t *testing.T, s *runtime.Scheme, fail error, objs ...client.Object) client.Reader {
 	t.Helper()
-	c := fake.NewClientBuilder().WithScheme(s).WithObjects(objs...).Build()
+	c := fake.NewClientBuilder().WithScheme(s).WithObjects(objs...).WithIndex(&ipamv1alpha1.IPLedger{}, ipam.LedgerPoolField, ipam.LedgerPool).Build()
 	if fail == nil {
 		return c
 	}

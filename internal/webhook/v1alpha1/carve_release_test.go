@@ -47,7 +47,7 @@ func TestACarveDeniedAfterItsCommitLeavesTheEntryAnotherCreateTookOver(t *testin
 		ObjectMeta: metav1.ObjectMeta{Name: "p", UID: "uid-p", Generation: 1, Finalizers: []string{ipamv1alpha1.PoolFinalizer}},
 		Spec:       ipamv1alpha1.IPPoolSpec{CIDR: "10.50.0.0/16"},
 	}
-	c := fake.NewClientBuilder().WithScheme(answerScheme(t)).WithObjects(parent).Build()
+	c := fake.NewClientBuilder().WithScheme(answerScheme(t)).WithObjects(parent).WithIndex(&ipamv1alpha1.IPLedger{}, ipam.LedgerPoolField, ipam.LedgerPool).Build()
 	reached, proceed := make(chan struct{}), make(chan struct{})
 	ic := interceptor.NewClient(c, interceptor.Funcs{
 		List: func(ctx context.Context, cl client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
