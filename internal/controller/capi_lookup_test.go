@@ -100,6 +100,27 @@ func addressClaimFixture(t *testing.T, n int) (*fake.ClientBuilder, []client.Obj
 	return b, objs
 }
 
+// answers are the IPAddresses of the fixture's claims, as kipam makes
+// them: each names the address its allocation records.
+func answers(objs []client.Object) []client.Object {
+	var out []client.Object
+	for _, o := range objs {
+		a, ok := o.(*ipamv1alpha1.IPAllocation)
+		if !ok || a.Spec.ClaimRef.Kind != "IPAddressClaim" {
+			continue
+		}
+		ref := a.Spec.ClaimRef
+		out = append(out, &capiv1beta2.IPAddress{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ref.Namespace, Name: ref.Name, Finalizers: []string{ipamv1alpha1.AddressFinalizer},
+				OwnerReferences: []metav1.OwnerReference{{APIVersion: capiv1beta2.GroupVersion.String(), Kind: "IPAddressClaim", Name: ref.Name, UID: ref.UID,
+					Controller: ptr.To(true)}}},
+			Spec: capiv1beta2.IPAddressSpec{ClaimRef: capiv1beta2.IPAddressClaimReference{Name: ref.Name}, Address: netip.MustParsePrefix(a.Spec.CIDR).Addr().String(),
+				PoolRef: capiv1beta2.IPPoolReference{APIGroup: ipamv1alpha1.GroupVersion.Group, Kind: "IPPool", Name: a.Spec.Pool}},
+		})
+	}
+	return out
+}
+
 // A change of a ledger looks at each of its entries. The entry of an
 // IPAddressClaim is found by the claim's uid: listing every claim of the
 // namespace for each entry cost O(entries × claims) a ledger write (at
@@ -108,7 +129,7 @@ func TestLedgerSweepLooksUpAnAddressClaimByItsUID(t *testing.T) {
 	const n = 30
 	b, objs := addressClaimFixture(t, n)
 	listed := 0
-	c := b.WithObjects(objs...).WithInterceptorFuncs(interceptor.Funcs{
+	c := b.WithObjects(append(objs, answers(objs)...)...).WithInterceptorFuncs(interceptor.Funcs{
 		List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
 			err := c.List(ctx, list, opts...)
 			if l, ok := list.(*capiv1beta2.IPAddressClaimList); ok {
@@ -124,7 +145,7 @@ func TestLedgerSweepLooksUpAnAddressClaimByItsUID(t *testing.T) {
 		t.Fatal(err)
 	}
 	if res.RequeueAfter != 0 {
-		t.Errorf("every entry is carried by its claim, but the sweep looks again in %v", res.RequeueAfter)
+		t.Errorf("every entry is carried by its claim, answered with it, but the sweep looks again in %v", res.RequeueAfter)
 	}
 	if listed != n {
 		t.Errorf("the sweep of %d entries read %d IPAddressClaims from the cache, want %d: one per entry, its own", n, listed, n)

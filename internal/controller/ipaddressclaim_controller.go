@@ -358,8 +358,18 @@ func (r *IPAddressClaimReconciler) serve(ctx context.Context, claim *capiv1beta2
 		defer close(done)
 		acond, aerr = r.ensureAllocation(ctx, claim, pool, p)
 	}()
-	cond, err := r.ensureAddress(ctx, claim, pool, p)
+	cond, other, err := r.ensureAddress(ctx, claim, pool, p)
 	<-done
+	if other {
+		// The claim is answered with another address (surplus): p, just
+		// committed or adopted, is released once that is confirmed, after
+		// this pass's own records, so none of them outlives the entry.
+		extra, _, serr := surplus(ctx, r.APIReader, claim, pool.Name, p)
+		if extra {
+			serr = r.releaseAddress(ctx, claim, pool, p, "Orphaned")
+		}
+		err = errors.Join(err, serr)
+	}
 	if cond, err := cmp.Or(acond, cond), errors.Join(aerr, err); cond != nil || err != nil {
 		return 0, cond, err
 	}
@@ -412,44 +422,50 @@ func (r *IPAddressClaimReconciler) ensureAllocation(ctx context.Context, claim *
 
 // ensureAddress creates the claim's IPAddress: named after the claim,
 // owned by it (controller) and by the pool, protected by a finalizer while
-// the claim lives.
-func (r *IPAddressClaimReconciler) ensureAddress(ctx context.Context, claim *capiv1beta2.IPAddressClaim, pool *ipamv1alpha1.IPPool, p netip.Prefix) (*metav1.Condition, error) {
+// the claim lives. other reports an IPAddress of the claim that names
+// another address than p.
+func (r *IPAddressClaimReconciler) ensureAddress(ctx context.Context, claim *capiv1beta2.IPAddressClaim, pool *ipamv1alpha1.IPPool, p netip.Prefix) (cond *metav1.Condition, other bool, err error) {
 	want := r.address(claim, pool, p)
 	var got capiv1beta2.IPAddress
-	err := r.Get(ctx, client.ObjectKeyFromObject(want), &got)
+	err = r.Get(ctx, client.ObjectKeyFromObject(want), &got)
 	switch {
 	case apierrors.IsNotFound(err):
 		// No Event says so: the claim's Ready condition does ("… allocated
 		// from pool …"), and an Event is one more API write a claim, about
 		// a sixth of the claim path's, for what every claim does.
-		if err := r.Create(ctx, want); err != nil && !apierrors.IsAlreadyExists(err) {
-			return nil, err
+		err := r.Create(ctx, want)
+		if !apierrors.IsAlreadyExists(err) {
+			return nil, false, err
 		}
-		return nil, nil
+		// Created meanwhile, by another pass: which address it names
+		// decides, as for one found.
+		if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(want), &got); err != nil {
+			return nil, false, err
+		}
 	case err != nil:
-		return nil, err
+		return nil, false, err
 	}
 	if !metav1.IsControlledBy(&got, claim) {
 		// An earlier claim's of this name, gone without kipam's finalizer,
 		// goes; its deletion brings this claim back here.
 		if err := r.releaseStaleAddress(ctx, client.ObjectKeyFromObject(&got)); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		return addressNotReady(capiv1beta2.ReasonAllocationFailed, fmt.Sprintf("IPAddress %s/%s exists and is not this claim's (its controller is another object): "+
-			"it is left alone; delete it, or the claim", got.Namespace, got.Name)), nil
+			"it is left alone; delete it, or the claim", got.Namespace, got.Name)), false, nil
 	}
 	if got.Spec.Address != want.Spec.Address {
 		return addressNotReady(capiv1beta2.ReasonAllocationFailed, fmt.Sprintf("IPAddress %s/%s says %s, but pool %s records %s for this claim: "+
-			"delete the IPAddress and kipam creates it again", got.Namespace, got.Name, got.Spec.Address, pool.Name, p.Addr())), nil
+			"delete the IPAddress and kipam creates it again", got.Namespace, got.Name, got.Spec.Address, pool.Name, p.Addr())), true, nil
 	}
 	if !controllerutil.ContainsFinalizer(&got, ipamv1alpha1.AddressFinalizer) && got.DeletionTimestamp == nil {
 		patch := client.MergeFrom(got.DeepCopy())
 		controllerutil.AddFinalizer(&got, ipamv1alpha1.AddressFinalizer)
 		if err := r.Patch(ctx, &got, patch); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 	}
-	return nil, nil
+	return nil, false, nil
 }
 
 // releaseStaleAddress lets an IPAddress kipam made go once the claim it
@@ -561,20 +577,11 @@ func (r *IPAddressClaimReconciler) finalize(ctx context.Context, claim *capiv1be
 		return nil
 	}
 	poolName := claim.Spec.PoolRef.Name
-	holder := ipam.AddressClaimHolder(claim.Namespace)
 	var pool ipamv1alpha1.IPPool
 	switch err := r.Get(ctx, client.ObjectKey{Name: poolName}, &pool); {
 	case err == nil:
 		for _, p := range r.committed(ctx, claim, poolName) {
-			freed, err := r.Manager.Release(ctx, &pool, p, holder, string(claim.UID), ipam.Grace(&pool), nil)
-			if err != nil {
-				return err
-			}
-			if freed {
-				metrics.Released.WithLabelValues(poolName, "Deleted").Inc()
-				logf.FromContext(ctx).V(1).Info("released", "pool", poolName, "address", p)
-			}
-			if err := deleteEntryAllocation(ctx, r.Client, poolName, p, string(claim.UID)); err != nil {
+			if err := r.releaseAddress(ctx, claim, &pool, p, "Deleted"); err != nil {
 				return err
 			}
 		}
@@ -600,6 +607,54 @@ func (r *IPAddressClaimReconciler) finalize(ctx context.Context, claim *capiv1be
 	patch := client.MergeFrom(claim.DeepCopy())
 	controllerutil.RemoveFinalizer(claim, ipamv1alpha1.ClaimFinalizer)
 	return client.IgnoreNotFound(r.Patch(ctx, claim, patch))
+}
+
+// releaseAddress releases the claim's entry p in pool, after the pool's
+// reuse grace, and deletes its IPAllocation. The release names the entry
+// (the claim's uid), so a retry frees nothing that is not the claim's.
+func (r *IPAddressClaimReconciler) releaseAddress(ctx context.Context, claim *capiv1beta2.IPAddressClaim, pool *ipamv1alpha1.IPPool, p netip.Prefix, why string) error {
+	freed, err := r.Manager.Release(ctx, pool, p, ipam.AddressClaimHolder(claim.Namespace), string(claim.UID), ipam.Grace(pool), nil)
+	if err != nil {
+		return err
+	}
+	if freed {
+		metrics.Released.WithLabelValues(pool.Name, why).Inc()
+		logf.FromContext(ctx).V(1).Info("released", "pool", pool.Name, "address", p, "why", why)
+	}
+	return deleteEntryAllocation(ctx, r.Client, pool.Name, p, string(claim.UID))
+}
+
+// surplus reports whether p, an entry of the claim in pool, is not the
+// claim's answer, and what the answer is: the address of its IPAddress
+// (invalid when it has none yet). A claim holds one address, and its
+// IPAddress, created once and named after the claim, says which. A second
+// entry arises when, for instance, a pass that found the claim fresh
+// (neverAnswered) commits only after another replica answered it: a
+// replica frozen past its Lease in between (docs/design.md, "A second
+// entry, and why it does not stay"). The entry the IPAddress names is
+// recorded for the claim too (its IPAllocation, created only once that
+// entry was committed, says so); the other is surplus, and is released by
+// the pass that committed it, the ledger sweep or the IPAllocation's
+// reconcile, whichever sees it first. An IPAddress whose address the pool
+// does not record for the claim (one edited by hand) makes nothing
+// surplus: the claim reports the mismatch.
+func surplus(ctx context.Context, r client.Reader, claim *capiv1beta2.IPAddressClaim, pool string, p netip.Prefix) (extra bool, answer netip.Addr, err error) {
+	var addr capiv1beta2.IPAddress
+	if err := r.Get(ctx, client.ObjectKeyFromObject(claim), &addr); err != nil {
+		return false, netip.Addr{}, client.IgnoreNotFound(err)
+	}
+	answer, err = netip.ParseAddr(addr.Spec.Address)
+	if err != nil || !metav1.IsControlledBy(&addr, claim) || addr.Spec.PoolRef.Name != pool {
+		return false, netip.Addr{}, nil
+	}
+	if answer == p.Addr() {
+		return false, answer, nil
+	}
+	var a ipamv1alpha1.IPAllocation
+	if err := r.Get(ctx, client.ObjectKey{Name: ipam.AllocationName(pool, netip.PrefixFrom(answer, p.Bits()))}, &a); err != nil {
+		return false, answer, client.IgnoreNotFound(err)
+	}
+	return ipam.AddressClaimHolds(claim, &a), answer, nil
 }
 
 // committed are the prefixes the claim may hold in pool: its IPAddress's

@@ -153,7 +153,9 @@ func (r *IPAllocationReconciler) bound(ctx context.Context, before, a *ipamv1alp
 	return r.patchStatus(ctx, before, a)
 }
 
-// held reports whether the allocation's claim exists and carries its prefix.
+// held reports whether the allocation's claim exists and carries its
+// prefix; an IPAddressClaim's, unless the prefix is surplus (its
+// IPAddress names another entry of the claim).
 func (r *IPAllocationReconciler) held(ctx context.Context, a *ipamv1alpha1.IPAllocation, reader client.Reader) (bool, error) {
 	ref := a.Spec.ClaimRef
 	if ref.Kind == "IPAddressClaim" {
@@ -162,10 +164,15 @@ func (r *IPAllocationReconciler) held(ctx context.Context, a *ipamv1alpha1.IPAll
 		if apierrors.IsNotFound(err) || meta.IsNoMatchError(err) {
 			return false, nil // not served: no such claim can exist
 		}
-		if err != nil {
+		if err != nil || !ipam.AddressClaimHolds(&claim, a) {
 			return false, err
 		}
-		return ipam.AddressClaimHolds(&claim, a), nil
+		p, err := netip.ParsePrefix(a.Spec.CIDR)
+		if err != nil {
+			return true, nil // not kipam's to judge: the claim carries its entry
+		}
+		extra, _, err := surplus(ctx, reader, &claim, a.Spec.Pool, p)
+		return !extra, err
 	}
 	var claim ipamv1alpha1.IPClaim
 	err := reader.Get(ctx, client.ObjectKey{Namespace: ref.Namespace, Name: ref.Name}, &claim)

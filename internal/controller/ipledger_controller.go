@@ -176,7 +176,7 @@ func (r *IPLedgerReconciler) sweep(ctx context.Context, req ctrl.Request, unconf
 			if err != nil {
 				return ctrl.Result{}, err
 			}
-			if wait > 0 && now.Sub(s.first) < r.OrphanGrace {
+			if wait > 0 && !s.carried && now.Sub(s.first) < r.OrphanGrace {
 				publish(p, e, s)
 			}
 			if wait > 0 && (next == 0 || wait < next) {
@@ -307,32 +307,59 @@ func (r *IPLedgerReconciler) sweepPool(ctx context.Context, ledger *ipamv1alpha1
 // grace since this replica first saw it: a claim deleted without its
 // finalizer, or gone while its address was being committed. A claim
 // carries its entry while it exists with the entry's ID as its uid (being
-// deleted included: its finalizer releases it), whatever its IPAddress
-// says. Where the IPAddressClaim kind is not served no claim can carry
-// it. It returns when to look again, 0 for never.
+// deleted included: its finalizer releases it), unless the entry is
+// surplus: its IPAddress names another address the pool records for it.
+// Where the IPAddressClaim kind is not served no claim can carry it. It
+// returns when to look again, 0 for never.
 func (r *IPLedgerReconciler) sweepAddressClaim(ctx context.Context, ledger *ipamv1alpha1.IPLedger, p netip.Prefix, e ipam.Entry, s *sighting, now time.Time) (time.Duration, error) {
 	ns := strings.TrimPrefix(e.Holder, ipam.AddressClaimHolderPrefix)
-	carried := func(reader client.Reader, opts ...client.ListOption) (bool, error) {
+	// carried reports whether a claim carries e, and the claim's answer
+	// (surplus).
+	carried := func(reader client.Reader, opts ...client.ListOption) (held bool, answer netip.Addr, err error) {
 		var claims capiv1beta2.IPAddressClaimList
-		err := reader.List(ctx, &claims, append(opts, client.InNamespace(ns))...)
+		err = reader.List(ctx, &claims, append(opts, client.InNamespace(ns))...)
 		if meta.IsNoMatchError(err) {
-			return false, nil
+			return false, netip.Addr{}, nil
 		}
-		return slices.ContainsFunc(claims.Items, func(c capiv1beta2.IPAddressClaim) bool {
-			return ipam.AddressClaimCarries(ledger.Spec.Pool, e, &c)
-		}), err
+		if err != nil {
+			return false, netip.Addr{}, err
+		}
+		for i := range claims.Items {
+			c := &claims.Items[i]
+			if !ipam.AddressClaimCarries(ledger.Spec.Pool, e, c) {
+				continue
+			}
+			extra, answer, err := surplus(ctx, reader, c, ledger.Spec.Pool, p)
+			return !extra, answer, err
+		}
+		return false, netip.Addr{}, nil
 	}
 	if r.AddressClaims {
+		if s.settled {
+			// Its claim was seen answered with it: the claim's IPAddress
+			// names it for as long as the claim lives.
+			return 0, nil // its finalizer, or a sweep woken by its deletion, releases it
+		}
 		// By the entry's ID, the claim's uid: every entry of a ledger is
 		// looked at on each of its changes.
-		if held, err := carried(r.Client, client.MatchingFields{indexAddressClaimUID: e.ID}); held || err != nil {
-			return 0, err // its finalizer, or a sweep woken by its deletion, releases it
+		held, answer, err := carried(r.Client, client.MatchingFields{indexAddressClaimUID: e.ID})
+		s.carried, s.settled = held, held && answer == p.Addr()
+		switch {
+		case err != nil:
+			return 0, err
+		case held && !s.settled:
+			// Its claim's IPAddress is still to come, or names another
+			// entry of the claim whose record the cache does not show
+			// yet: look again.
+			return r.OrphanGrace, nil
+		case held:
+			return 0, nil
 		}
 	}
 	if wait := s.first.Add(r.OrphanGrace).Sub(now); wait > 0 {
 		return wait, nil
 	}
-	if held, err := carried(r.APIReader); held || err != nil {
+	if held, _, err := carried(r.APIReader); held || err != nil {
 		return 0, err
 	}
 	freed, err := releaseOrphaned(ctx, r.Client, r.Manager, ledger.Spec.Pool, p, e)

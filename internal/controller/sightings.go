@@ -63,13 +63,16 @@ type agedKey struct {
 }
 
 // sighting is when this replica first saw an entry, and whether its sweep
-// has seen a stored claim carry it since. Once out of sightings' hands, it
+// has seen a stored claim carry it since (an IPAddressClaim's entry:
+// whether its last sweep saw one carry it, and settled, whether one has
+// been seen answered with it, which it stays for as long as it lives).
+// Once out of sightings' hands, it
 // is read and written by the sweep of the entry's ledger alone (one at a
 // time per ledger on a replica: IPLedgerReconciler.lockOf), never by the
 // informer.
 type sighting struct {
-	first   time.Time
-	carried bool
+	first            time.Time
+	carried, settled bool
 }
 
 // entryKey tells a ledger's entries apart: its prefix, holder and ID.
