@@ -19,30 +19,36 @@ package controller
 import (
 	"context"
 	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 )
 
-// syncedCache says its caches have synced when synced is closed.
-type syncedCache struct{ synced chan struct{} }
+// syncedCache says its caches have synced while synced is set.
+type syncedCache struct{ synced *atomic.Bool }
 
 func (c syncedCache) WaitForCacheSync(ctx context.Context) bool {
-	select {
-	case <-c.synced:
+	if c.synced.Load() {
 		return true
-	case <-ctx.Done():
-		return false
 	}
+	<-ctx.Done()
+	return false
 }
 
-// A replica is not ready while its caches list, and is once they synced.
+// A replica is not ready while its caches list, and is once they synced;
+// an informer started later (the leader's controllers', once this replica
+// wins an election) does not make it unready again.
 func TestCachesSyncedIsReadyOnlyOnceSynced(t *testing.T) {
-	c := syncedCache{synced: make(chan struct{})}
+	c := syncedCache{synced: &atomic.Bool{}}
 	check := CachesSynced(c)
 	if err := check(httptest.NewRequest("GET", "/readyz", nil)); err == nil {
 		t.Error("ready while the caches have not synced")
 	}
-	close(c.synced)
+	c.synced.Store(true)
 	if err := check(httptest.NewRequest("GET", "/readyz", nil)); err != nil {
 		t.Errorf("not ready once the caches synced: %v", err)
+	}
+	c.synced.Store(false) // a new informer, still listing
+	if err := check(httptest.NewRequest("GET", "/readyz", nil)); err != nil {
+		t.Errorf("not ready again while an informer started later lists: %v", err)
 	}
 }

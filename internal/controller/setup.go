@@ -24,6 +24,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -334,14 +335,23 @@ func (h *holdings) claims(pool, cidr, namespace string) ([]ipamv1alpha1.IPClaim,
 // listing (seconds at 10,000 claims, about a minute and a half at 100,000
 // on a busy API server) would hold every admission sent to it until they
 // synced, past the API server's webhook timeout: until then it is not
-// ready, so a Service sends it nothing.
+// ready, so a Service sends it nothing. Once they have synced it stays
+// ready: an informer started later (those of the leader's controllers,
+// when this replica wins an election: its IPAddresses, for instance) does
+// not hold admissions, and would take the new leader's webhook out of its
+// Service for as long as it lists.
 func CachesSynced(c interface{ WaitForCacheSync(context.Context) bool }) func(*http.Request) error {
+	var synced atomic.Bool
 	return func(req *http.Request) error {
+		if synced.Load() {
+			return nil
+		}
 		ctx, cancel := context.WithTimeout(req.Context(), time.Second)
 		defer cancel()
 		if !c.WaitForCacheSync(ctx) {
 			return errors.New("kipam's caches have not synced yet")
 		}
+		synced.Store(true)
 		return nil
 	}
 }
