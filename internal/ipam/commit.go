@@ -1115,7 +1115,7 @@ func (m *Manager) restore(ctx context.Context, st *poolState, pool *ipamv1alpha1
 // now: every ledger memory reads (the root and the shards it lists) is
 // stored at the resourceVersion memory read or wrote it at, and none that
 // memory holds absent (a listed shard not created yet, a shard's name that
-// another pool's ledger holds) is stored for this pool, by its label. A
+// another pool's ledger holds) is stored for this pool (its spec.pool). A
 // resourceVersion changes with every write, so an answer memory gives then
 // is the answer an allocator rebuilt from the ledgers would give, at the
 // moment of the read: for a metadata-only list instead of reading and
@@ -1142,7 +1142,7 @@ func (m *Manager) current(ctx context.Context, st *poolState, pool *ipamv1alpha1
 				return false
 			}
 		case !ok || rv != d.obj.ResourceVersion:
-			// Written since, gone, or no longer labelled with its pool
+			// Written since, or gone
 			// (then only a rebuild reads it).
 			return false
 		}
@@ -1156,10 +1156,10 @@ func (st *poolState) builtFor(pool *ipamv1alpha1.IPPool) bool {
 	return st.alloc != nil && st.generation == pool.Generation && st.uid == string(pool.UID)
 }
 
-// takenNames adds to a root's shards, as listed by their pool label, the
-// objects that hold the name of a listed shard without that label (another
-// pool's root named like the shard): such a shard is dead, and a new one
-// is opened instead of creating it for ever against AlreadyExists.
+// takenNames adds to a root's shards, as listed by their pool (spec.pool),
+// the objects that hold the name of a listed shard and are another pool's
+// (another pool's root named like the shard): such a shard is dead, and a
+// new one is opened instead of creating it for ever against AlreadyExists.
 func (m *Manager) takenNames(ctx context.Context, root *ipamv1alpha1.IPLedger, shards []ipamv1alpha1.IPLedger) ([]ipamv1alpha1.IPLedger, error) {
 	listed, err := parseShards(root)
 	if err != nil {

@@ -224,7 +224,7 @@ func Belongs(root *ipamv1alpha1.IPLedger, pool *ipamv1alpha1.IPPool) bool {
 
 // Assemble reads a pool's ledger from its root and the shard ledgers found
 // for it: only the shards the root lists, unsealed and opened by that root,
-// count. shards may hold anything labelled with the pool.
+// count. shards may hold any ledger of the pool (ListLedgers).
 func Assemble(root *ipamv1alpha1.IPLedger, shards []ipamv1alpha1.IPLedger) (*Ledger, error) {
 	if root == nil {
 		return &Ledger{Allocations: map[netip.Prefix]Entry{}, Holds: map[netip.Prefix]time.Time{}, Released: map[netip.Prefix]Release{}}, nil

@@ -120,10 +120,10 @@ type Store interface {
 	Pool(ctx context.Context, name string) (*ipamv1alpha1.IPPool, error)
 	// Get reads the ledger called name.
 	Get(ctx context.Context, name string) (*ipamv1alpha1.IPLedger, error)
-	// List reads every ledger labelled with pool.
+	// List reads every ledger of pool (ListLedgers).
 	List(ctx context.Context, pool string) ([]ipamv1alpha1.IPLedger, error)
-	// Versions reads the resourceVersion of every ledger labelled with
-	// pool, by name, without their contents.
+	// Versions reads the resourceVersion of every ledger of pool, by
+	// name, without their contents.
 	Versions(ctx context.Context, pool string) (map[string]string, error)
 	Create(ctx context.Context, ledger *ipamv1alpha1.IPLedger) error
 	Update(ctx context.Context, ledger *ipamv1alpha1.IPLedger) error

@@ -133,7 +133,7 @@ func (s *memStore) List(_ context.Context, pool string) ([]ipamv1alpha1.IPLedger
 	s.ledgerReads++
 	var out []ipamv1alpha1.IPLedger
 	for _, l := range s.ledgers {
-		if l.Labels[ipamv1alpha1.LabelPool] == pool {
+		if LedgerPool(l)[0] == pool {
 			out = append(out, *l.DeepCopy())
 		}
 	}
@@ -146,7 +146,7 @@ func (s *memStore) Versions(_ context.Context, pool string) (map[string]string, 
 	s.versionReads++
 	out := map[string]string{}
 	for name, l := range s.ledgers {
-		if l.Labels[ipamv1alpha1.LabelPool] == pool {
+		if LedgerPool(l)[0] == pool {
 			out[name] = l.ResourceVersion
 		}
 	}
