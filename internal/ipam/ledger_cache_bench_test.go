@@ -19,14 +19,15 @@ package ipam
 import (
 	"context"
 	"fmt"
+	"io"
 	"testing"
 
-	"github.com/go-logr/logr"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
 )
@@ -76,7 +77,7 @@ func BenchmarkReadLedgerFromCache(b *testing.B) {
 // up as the manager's (IndexLedgers), and returns it once synced.
 func startCache(tb testing.TB, cfg *rest.Config, scheme *runtime.Scheme) cache.Cache {
 	tb.Helper()
-	log.SetLogger(logr.Discard())
+	log.SetLogger(zap.New(zap.WriteTo(io.Discard)))
 	c, err := cache.New(cfg, cache.Options{Scheme: scheme})
 	if err != nil {
 		tb.Fatal(err)
