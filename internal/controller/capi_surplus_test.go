@@ -33,49 +33,62 @@ import (
 	"github.com/kipam/kipam/internal/ipam"
 )
 
-// A pass that stored the finalizer knows the claim held no entry at that
-// moment (neverAnswered), not when it commits: a replica frozen after
-// neverAnswered and past its Lease resumes and commits without Adopt,
-// while the new leader has meanwhile answered the claim (it saw the
-// finalizer, so it adopted, found nothing, and committed). The claim's
-// IPAddress, created once, is its answer: the frozen pass finds it naming
-// the other address and releases its own entry and record.
-func TestAFrozenFreshPassReleasesTheEntryItCommittedAfterTheClaimWasAnswered(t *testing.T) {
+// Two passes of one claim on two replicas commit an entry each: the
+// pool's owner answered one from memory that had not seen the other's
+// commit (AdoptKnown), or an owner of an earlier release, which ignores
+// AdoptKnown, served one. The claim's IPAddress, created once, is its
+// answer: the pass whose create finds it created meanwhile, naming the
+// other entry, releases its own entry and record.
+func TestAPassWhoseIPAddressWasCreatedMeanwhileReleasesItsEntry(t *testing.T) {
 	b, objs, _ := servedFixture(t)
-	claim := newAddressClaim("machine-frozen", "claim-uid-frozen")
+	claim := newAddressClaim("machine-twice", "claim-uid-twice", ipamv1alpha1.ClaimFinalizer)
 	store := b.WithObjects(append(objs, claim)...).WithStatusSubresource(&capiv1beta2.IPAddressClaim{}).Build()
-	// The new leader: its own memory of the pool.
-	leader := &IPAddressClaimReconciler{Client: store, APIReader: store, Manager: ipam.NewManager(ipam.ClientStore{Reader: store, Writer: store}, nil),
+	ctx := context.Background()
+	var pool ipamv1alpha1.IPPool
+	if err := store.Get(ctx, client.ObjectKey{Name: "lookup-pool"}, &pool); err != nil {
+		t.Fatal(err)
+	}
+	other := &IPAddressClaimReconciler{Client: store, APIReader: store, Manager: ipam.NewManager(ipam.ClientStore{Reader: store, Writer: store}, nil),
 		Resolver: &ipam.Resolver{Reader: store, APIReader: store}, Recorder: nopRecorder{}, Now: time.Now}
-	// The old leader: frozen right after neverAnswered read no IPAddress,
-	// past its Lease; the new leader answers the claim meanwhile.
-	froze := false
-	old := interceptor.NewClient(store, interceptor.Funcs{
-		Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
-			err := c.Get(ctx, key, obj, opts...)
-			if _, ok := obj.(*capiv1beta2.IPAddress); ok && !froze {
-				froze = true
-				if _, lerr := leader.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(claim)}); lerr != nil {
-					t.Errorf("the new leader's pass: %v", lerr)
+	var answer netip.Prefix
+	raced := false
+	// This pass's IPAddress create: the other replica's pass commits its
+	// own entry (not adopting), and creates its records, just before.
+	c := interceptor.NewClient(store, interceptor.Funcs{
+		Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+			if _, ok := obj.(*capiv1beta2.IPAddress); ok && !raced {
+				raced = true
+				p, err := other.Manager.Allocate(ctx, ipam.Request{Pool: &pool, Bits: 32, Holder: ipam.AddressClaimHolder(claim.Namespace), ID: string(claim.UID)})
+				if err != nil {
+					t.Fatalf("the other pass's commit: %v", err)
+				}
+				answer = p
+				if _, err := other.ensureAllocation(ctx, claim, &pool, p); err != nil {
+					t.Fatal(err)
+				}
+				if _, _, err := other.ensureAddress(ctx, claim, &pool, p); err != nil {
+					t.Fatal(err)
 				}
 			}
-			return err
+			return c.Create(ctx, obj, opts...)
 		},
 	})
-	frozen := &IPAddressClaimReconciler{Client: old, APIReader: store, Manager: ipam.NewManager(ipam.ClientStore{Reader: store, Writer: store}, nil),
+	r := &IPAddressClaimReconciler{Client: c, APIReader: store, Manager: ipam.NewManager(ipam.ClientStore{Reader: store, Writer: store}, nil),
 		Resolver: &ipam.Resolver{Reader: store, APIReader: store}, Recorder: nopRecorder{}, Now: time.Now}
-	if _, err := frozen.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(claim)}); err != nil {
-		t.Fatalf("the frozen replica's pass: %v", err)
+	if _, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(claim)}); err != nil {
+		t.Fatalf("the pass: %v", err)
 	}
-	if !froze {
-		t.Fatal("the frozen replica's pass never read the IPAddress: the scenario did not run")
+	if !raced {
+		t.Fatal("the pass never created the IPAddress: the scenario did not run")
 	}
 	if n := entriesOf(t, store, claim.UID); n != 1 {
 		t.Errorf("the pool records %d entries for the claim, want 1", n)
 	}
-	answer := leaderAnswer(t, store, claim)
+	if got := leaderAnswer(t, store, claim); got != answer {
+		t.Fatalf("the claim's IPAddress names %s, want the other pass's %s", got, answer)
+	}
 	var allocs ipamv1alpha1.IPAllocationList
-	if err := store.List(context.Background(), &allocs); err != nil {
+	if err := store.List(ctx, &allocs); err != nil {
 		t.Fatal(err)
 	}
 	for _, a := range allocs.Items {
@@ -84,7 +97,7 @@ func TestAFrozenFreshPassReleasesTheEntryItCommittedAfterTheClaimWasAnswered(t *
 		}
 	}
 	// The claim's next pass reports its answer.
-	if got := answeredAddress(t, leader, store, claim); got != answer.Addr().String() {
+	if got := answeredAddress(t, other, store, claim); got != answer.Addr().String() {
 		t.Errorf("the claim is answered with %s, want its IPAddress's %s", got, answer.Addr())
 	}
 }

@@ -170,15 +170,14 @@ func (r *IPAddressClaimReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	if cond := r.recorded(ctx, &claim); cond != nil {
 		return ctrl.Result{}, r.answerRecorded(ctx, &claim, *cond)
 	}
-	fresh := false
 	if !controllerutil.ContainsFinalizer(&claim, ipamv1alpha1.ClaimFinalizer) {
-		added, gone, err := r.addFinalizer(ctx, &claim)
-		if gone || err != nil {
+		// Admission adds it (IPAddressClaimFinalizer); not to a claim
+		// created while kipam's webhook was down or bypassed.
+		if gone, err := r.addFinalizer(ctx, &claim); gone || err != nil {
 			return ctrl.Result{}, err
 		}
-		fresh = added && r.neverAnswered(ctx, &claim)
 	}
-	next, cond, err := r.serve(ctx, &claim, !fresh)
+	next, cond, err := r.serve(ctx, &claim)
 	if cond != nil {
 		if perr := r.patchStatus(ctx, &claim, *cond); perr != nil {
 			return ctrl.Result{}, errors.Join(err, perr)
@@ -187,55 +186,33 @@ func (r *IPAddressClaimReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	return ctrl.Result{RequeueAfter: next}, err
 }
 
-// addFinalizer stores the release finalizer on the claim, and reports
-// whether the API server held the claim without it until then (added).
-// The patch names the cached claim's resourceVersion; when the cache is
-// behind, the claim is read from the API server and patched against that
-// once more, and one found holding the finalizer there was not added.
-// gone reports a claim deleted or replaced meanwhile: its own event
-// brings it back.
-func (r *IPAddressClaimReconciler) addFinalizer(ctx context.Context, claim *capiv1beta2.IPAddressClaim) (added, gone bool, err error) {
+// addFinalizer stores the release finalizer on the claim before anything
+// is committed for it. The patch names the cached claim's resourceVersion;
+// when the cache is behind, the claim is read from the API server and
+// patched against that once more. gone reports a claim deleted or
+// replaced meanwhile: its own event brings it back.
+func (r *IPAddressClaimReconciler) addFinalizer(ctx context.Context, claim *capiv1beta2.IPAddressClaim) (gone bool, err error) {
 	for attempt := 0; ; attempt++ {
 		patch := client.MergeFromWithOptions(claim.DeepCopy(), client.MergeFromWithOptimisticLock{})
 		controllerutil.AddFinalizer(claim, ipamv1alpha1.ClaimFinalizer)
 		err := r.Patch(ctx, claim, patch)
 		switch {
 		case err == nil:
-			return true, false, nil
+			return false, nil
 		case apierrors.IsNotFound(err):
-			return false, true, nil
+			return true, nil
 		case !apierrors.IsConflict(err) || attempt > 0:
-			return false, false, err
+			return false, err
 		}
 		var live capiv1beta2.IPAddressClaim
 		if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(claim), &live); err != nil || live.UID != claim.UID || live.DeletionTimestamp != nil {
-			return false, true, client.IgnoreNotFound(err)
+			return true, client.IgnoreNotFound(err)
 		}
 		*claim = live
 		if controllerutil.ContainsFinalizer(claim, ipamv1alpha1.ClaimFinalizer) {
-			return false, false, nil // an earlier pass stored it, and may have committed
+			return false, nil
 		}
 	}
-}
-
-// neverAnswered reports whether a claim whose finalizer this pass added
-// (addFinalizer) is fresh: it holds no entry, so its allocation needs no
-// Adopt, whose answer is decided on the stored ledgers, a read of them in
-// the pool's commit queue ahead of each batch (under a burst of claims
-// on a loaded API server it took longer than the batch's write). An
-// address is committed only for a claim that holds the finalizer, which
-// kipam removes only once the claim is deleted and its entries released;
-// a claim that has no status and no IPAddress was not answered either
-// since someone else removed it (a replace without it). What that leaves
-// open: a pass that committed and stopped before it created the
-// IPAddress, then the finalizer removed by someone else; the claim then
-// holds a second entry, released with the first when it is deleted.
-func (r *IPAddressClaimReconciler) neverAnswered(ctx context.Context, claim *capiv1beta2.IPAddressClaim) bool {
-	if len(claim.Status.Conditions) > 0 || claim.Status.AddressRef.Name != "" {
-		return false
-	}
-	var addr capiv1beta2.IPAddress
-	return apierrors.IsNotFound(r.Get(ctx, client.ObjectKeyFromObject(claim), &addr))
 }
 
 // answered reports whether the claim is Ready and its IPAddress is there,
@@ -296,11 +273,11 @@ func (r *IPAddressClaimReconciler) answerRecorded(ctx context.Context, claim *ca
 	return r.patchStatus(ctx, &live, cond)
 }
 
-// serve commits the claim's address (or, adopt, finds the one committed
-// before) and creates its IPAllocation and IPAddress. It returns the Ready
+// serve commits the claim's address (or finds the one committed before)
+// and creates its IPAllocation and IPAddress. It returns the Ready
 // condition to write, and when to look again for a claim that waits on a
 // reuse grace (the one event that changes no object).
-func (r *IPAddressClaimReconciler) serve(ctx context.Context, claim *capiv1beta2.IPAddressClaim, adopt bool) (time.Duration, *metav1.Condition, error) {
+func (r *IPAddressClaimReconciler) serve(ctx context.Context, claim *capiv1beta2.IPAddressClaim) (time.Duration, *metav1.Condition, error) {
 	poolName := claim.Spec.PoolRef.Name
 	// The pool's namespace rules, exactly as for an IPClaim naming it.
 	pools, err := r.Resolver.Candidates(ctx, &ipamv1alpha1.IPClaim{Spec: ipamv1alpha1.IPClaimSpec{Pool: poolName}}, claim.Namespace)
@@ -322,11 +299,14 @@ func (r *IPAddressClaimReconciler) serve(ctx context.Context, claim *capiv1beta2
 	if err != nil {
 		return 0, addressNotReady(capiv1beta2.ReasonPoolNotReady, fmt.Sprintf("pool %s cannot serve addresses: %v", poolName, err)), nil
 	}
-	// The entry is the claim's by its uid, and Adopt answers with the
-	// entry already recorded for it: a claim whose address was committed
-	// before its IPAddress was created gets that same address, never a
-	// second one. A fresh claim holds no entry (neverAnswered).
-	req.ID, req.Adopt, req.Sticky = string(claim.UID), adopt, nil
+	// The entry is the claim's by its uid, and the allocation answers
+	// with the entry already recorded for it (AdoptKnown): a claim whose
+	// address was committed before its IPAddress was created gets that
+	// same address. Decided on the pool owner's memory when it records
+	// none, which a replica that committed the entry unseen by that
+	// memory can make wrong: the second entry is then surplus, and
+	// released (surplus).
+	req.ID, req.AdoptKnown, req.Sticky = string(claim.UID), true, nil
 	p, err := r.Manager.Allocate(ctx, req)
 	var ex *allocator.ExhaustedError
 	_, full := ipam.Full(err)
@@ -628,16 +608,14 @@ func (r *IPAddressClaimReconciler) releaseAddress(ctx context.Context, claim *ca
 // claim's answer, and what the answer is: the address of its IPAddress
 // (invalid when it has none yet). A claim holds one address, and its
 // IPAddress, created once and named after the claim, says which. A second
-// entry arises when, for instance, a pass that found the claim fresh
-// (neverAnswered) commits only after another replica answered it: a
-// replica frozen past its Lease in between (docs/design.md, "A second
-// entry, and why it does not stay"). The entry the IPAddress names is
-// recorded for the claim too (its IPAllocation, created only once that
-// entry was committed, says so); the other is surplus, and is released by
-// the pass that committed it, the ledger sweep or the IPAllocation's
-// reconcile, whichever sees it first. An IPAddress whose address the pool
-// does not record for the claim (one edited by hand) makes nothing
-// surplus: the claim reports the mismatch.
+// entry arises when a replica commits the claim's entry unseen by the
+// pool owner's memory, which then commits another (AdoptKnown; docs/design.md,
+// "A second entry, and why it does not stay"). While the pool records the
+// entry the IPAddress names for the claim, the other is surplus, and is
+// released by the pass that committed it, the ledger sweep or the
+// IPAllocation's reconcile, whichever sees it first. An IPAddress whose
+// address the pool does not record for the claim (one edited by hand)
+// makes nothing surplus: the claim reports the mismatch.
 func surplus(ctx context.Context, r client.Reader, claim *capiv1beta2.IPAddressClaim, pool string, p netip.Prefix) (extra bool, answer netip.Addr, err error) {
 	var addr capiv1beta2.IPAddress
 	if err := r.Get(ctx, client.ObjectKeyFromObject(claim), &addr); err != nil {
@@ -650,11 +628,11 @@ func surplus(ctx context.Context, r client.Reader, claim *capiv1beta2.IPAddressC
 	if answer == p.Addr() {
 		return false, answer, nil
 	}
-	var a ipamv1alpha1.IPAllocation
-	if err := r.Get(ctx, client.ObjectKey{Name: ipam.AllocationName(pool, netip.PrefixFrom(answer, p.Bits()))}, &a); err != nil {
-		return false, answer, client.IgnoreNotFound(err)
+	e, ok, err := ipam.LookupEntry(ctx, r, pool, netip.PrefixFrom(answer, p.Bits()))
+	if err != nil || !ok {
+		return false, answer, err
 	}
-	return ipam.AddressClaimHolds(claim, &a), answer, nil
+	return ipam.AddressClaimCarries(pool, e, claim), answer, nil
 }
 
 // committed are the prefixes the claim may hold in pool: its IPAddress's

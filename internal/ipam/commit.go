@@ -149,6 +149,12 @@ func (m *Manager) commit(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) 
 		// have released the entry since.
 		case (o.alloc != nil && (o.alloc.DryRun || o.alloc.Adopt)) || !o.expect.At.IsZero():
 			verify = true
+		// An AdoptKnown that memory answers with an entry found writes
+		// nothing, and is decided as an Adopt's; a miss commits, fenced
+		// by its write, and may make a second entry its caller releases.
+		// Memory not built yet is rebuilt from the ledgers anyway.
+		case o.alloc != nil && o.alloc.AdoptKnown && st.builtFor(pool) && st.ledger.knows(o.alloc.Holder, o.alloc.ID):
+			verify = true
 		}
 	}
 	if reread || (verify && !m.current(ctx, st, pool)) {
@@ -346,7 +352,7 @@ func (m *Manager) apply(st *poolState, pool *ipamv1alpha1.IPPool, batch []*op) {
 		// A dry run adopts too (it writes nothing either way): asked
 		// whether a claim's bind would succeed, it answers with the
 		// entry the bind would adopt.
-		if o.alloc.Adopt {
+		if o.alloc.Adopt || o.alloc.AdoptKnown {
 			if p, ok := l.find(o.alloc.Holder, o.alloc.ID); ok {
 				if c := o.alloc.CIDR; c.IsValid() && c != p {
 					o.err = fmt.Errorf("%s cannot be recorded for %s: its entry %s records %s", c, o.alloc.Holder, o.alloc.ID, p)
@@ -652,8 +658,16 @@ func (d *doc) entry(p netip.Prefix) (Entry, bool) {
 	return e, ok
 }
 
+// knows reports whether the live docs record an entry id of holder.
+func (l *ledgerState) knows(holder, id string) bool {
+	_, ok := l.find(holder, id)
+	return ok
+}
+
 // find returns the prefix the live docs record as the entry id of holder.
-// It looks at every entry: only adopting requests, which are rare, ask.
+// It looks at every entry: adopting requests (every IPAddressClaim's,
+// AdoptKnown) pay for it in the pool's commit queue, a few tens of
+// microseconds at 5,000 entries.
 func (l *ledgerState) find(holder, id string) (netip.Prefix, bool) {
 	for _, d := range l.docs() {
 		if d.dead {

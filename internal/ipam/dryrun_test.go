@@ -194,3 +194,42 @@ func TestAnswersThatWroteNothingCostOneVersionRead(t *testing.T) {
 		}
 	}
 }
+
+// TestAdoptKnownReadsTheLedgersOnlyForAHit: an AdoptKnown whose entry
+// memory records is answered as an Adopt's, once the ledgers' versions say
+// memory is the stored ledgers; one memory records nothing for commits a
+// new entry, fenced by its write, without reading them (every
+// IPAddressClaim's allocation is one: a read of the versions ahead of
+// every batch of a burst had cost more than the batch's write).
+func TestAdoptKnownReadsTheLedgersOnlyForAHit(t *testing.T) {
+	s := newMemStore()
+	pool := testPool("10.1.0.0/29")
+	ctx := context.Background()
+	m := NewManager(s, nil)
+	held, err := m.Allocate(ctx, Request{Pool: pool, Bits: 32, Holder: AddressClaimHolder("ns"), ID: "held"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name     string
+		id       string
+		want     func(netip.Prefix) bool
+		versions int
+	}{
+		{"a hit", "held", func(p netip.Prefix) bool { return p == held }, 1},
+		{"a miss", "new", func(p netip.Prefix) bool { return p.IsValid() && p != held }, 0},
+		{"the miss's entry, a hit now", "new", func(p netip.Prefix) bool { return p.IsValid() && p != held }, 1},
+	} {
+		ledgers, versions := s.ledgerReads, s.versionReads
+		p, err := m.Allocate(ctx, Request{Pool: pool, Bits: 32, Holder: AddressClaimHolder("ns"), ID: c.id, AdoptKnown: true})
+		if err != nil || !c.want(p) {
+			t.Fatalf("%s answered %v, %v", c.name, p, err)
+		}
+		if s.ledgerReads != ledgers || s.versionReads-versions != c.versions {
+			t.Errorf("%s read %d ledgers whole and their versions %d times; want 0 and %d", c.name, s.ledgerReads-ledgers, s.versionReads-versions, c.versions)
+		}
+	}
+	if l := s.ledger(t); len(l.Allocations) != 2 {
+		t.Errorf("the pool records %v, want two entries: one an id", l.Allocations)
+	}
+}

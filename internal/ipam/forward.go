@@ -43,19 +43,22 @@ const ForwardPath = "/kipam/v1alpha1/forward"
 
 // wireOp is one change sent to a pool's owner.
 type wireOp struct {
-	Pool    *ipamv1alpha1.IPPool `json:"pool"`
-	Bits    int                  `json:"bits,omitempty"`
-	CIDR    string               `json:"cidr,omitempty"`
-	Holder  string               `json:"holder,omitempty"`
-	ID      string               `json:"id,omitempty"`
-	Adopt   bool                 `json:"adopt,omitempty"`
-	Reclaim bool                 `json:"reclaim,omitempty"`
-	DryRun  bool                 `json:"dryRun,omitempty"`
-	Fresh   bool                 `json:"fresh,omitempty"`
-	Release string               `json:"release,omitempty"`
-	GraceMS int64                `json:"graceMS,omitempty"`
-	Expect  *wireEntry           `json:"expect,omitempty"`
-	Drain   bool                 `json:"drain,omitempty"`
+	Pool   *ipamv1alpha1.IPPool `json:"pool"`
+	Bits   int                  `json:"bits,omitempty"`
+	CIDR   string               `json:"cidr,omitempty"`
+	Holder string               `json:"holder,omitempty"`
+	ID     string               `json:"id,omitempty"`
+	Adopt  bool                 `json:"adopt,omitempty"`
+	// AdoptKnown: an owner of an earlier release ignores it, and commits
+	// a new entry, which its caller releases as a second one.
+	AdoptKnown bool       `json:"adoptKnown,omitempty"`
+	Reclaim    bool       `json:"reclaim,omitempty"`
+	DryRun     bool       `json:"dryRun,omitempty"`
+	Fresh      bool       `json:"fresh,omitempty"`
+	Release    string     `json:"release,omitempty"`
+	GraceMS    int64      `json:"graceMS,omitempty"`
+	Expect     *wireEntry `json:"expect,omitempty"`
+	Drain      bool       `json:"drain,omitempty"`
 	// Sticky is a request's identity (Request.Sticky); Retain, what a
 	// release keeps for its claim's identity.
 	Sticky *Identity `json:"sticky,omitempty"`
@@ -290,7 +293,7 @@ func (m *Manager) remote(ctx context.Context, r *Router, pool *ipamv1alpha1.IPPo
 	switch {
 	case o.alloc != nil:
 		w.Bits, w.Holder, w.ID, w.Adopt, w.DryRun, w.Fresh = o.alloc.Bits, o.alloc.Holder, o.alloc.ID, o.alloc.Adopt, o.alloc.DryRun, o.alloc.Fresh
-		w.Reclaim = o.alloc.Reclaim
+		w.Reclaim, w.AdoptKnown = o.alloc.Reclaim, o.alloc.AdoptKnown
 		w.Sticky = o.alloc.Sticky
 		if o.alloc.CIDR.IsValid() {
 			w.CIDR = o.alloc.CIDR.String()
@@ -351,7 +354,7 @@ func (m *Manager) serve(ctx context.Context, w *wireOp) *wireResult {
 		}
 		o.retain = w.Retain
 	default:
-		req := &Request{Pool: w.Pool, Bits: w.Bits, Holder: w.Holder, ID: w.ID, Adopt: w.Adopt, Reclaim: w.Reclaim, DryRun: w.DryRun, Fresh: w.Fresh, Sticky: w.Sticky}
+		req := &Request{Pool: w.Pool, Bits: w.Bits, Holder: w.Holder, ID: w.ID, Adopt: w.Adopt, AdoptKnown: w.AdoptKnown, Reclaim: w.Reclaim, DryRun: w.DryRun, Fresh: w.Fresh, Sticky: w.Sticky}
 		if w.CIDR != "" {
 			p, err := netip.ParsePrefix(w.CIDR)
 			if err != nil {

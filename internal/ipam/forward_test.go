@@ -17,6 +17,7 @@ limitations under the License.
 package ipam
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -60,5 +61,24 @@ func TestForwardedErrorsKeepTheirKind(t *testing.T) {
 	}
 	if decodeErr(encodeErr(nil)) != nil {
 		t.Error("no error came back as one")
+	}
+}
+
+// TestAForwardedAdoptKnownAdopts: the pool's owner answers a forwarded
+// AdoptKnown with the entry it records, not a second one.
+func TestAForwardedAdoptKnownAdopts(t *testing.T) {
+	s := newMemStore()
+	pool := testPool("10.1.0.0/29")
+	m := NewManager(s, nil)
+	held, err := m.Allocate(context.Background(), Request{Pool: pool, Bits: 32, Holder: AddressClaimHolder("ns"), ID: "held"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := m.serve(context.Background(), &wireOp{Pool: pool, Bits: 32, Holder: AddressClaimHolder("ns"), ID: "held", AdoptKnown: true})
+	if res.Err != nil || res.CIDR != held.String() {
+		t.Errorf("the owner answered %+v, want the entry %s", res, held)
+	}
+	if l := s.ledger(t); len(l.Allocations) != 1 {
+		t.Errorf("the pool records %v, want the one entry", l.Allocations)
 	}
 }

@@ -211,6 +211,16 @@ type Request struct {
 	// committed the entry in another shard than the one a new answer
 	// writes, or released it.
 	Adopt bool
+	// AdoptKnown is Adopt decided on memory when memory records no entry
+	// of Holder and ID: that miss commits a new entry without reading the
+	// stored ledgers first. A hit is decided as Adopt's, on the stored
+	// ledgers. For a caller whose holder carries one of its entries as its
+	// answer, and releases any other (an IPAddressClaim: its IPAddress
+	// names the answer, and an entry it does not name is surplus): a
+	// second entry this may make, where another replica committed one that
+	// memory has not seen, is released by it. Memory is searched entry by
+	// entry, in the pool's commit queue.
+	AdoptKnown bool
 	// Reclaim answers, for a request of exactly CIDR, with the entry the
 	// ledger already records for Holder at CIDR, whatever its ID, and
 	// renews its time in the answer's write: for a holder whose name at

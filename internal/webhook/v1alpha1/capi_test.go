@@ -116,8 +116,14 @@ var _ = Describe("Cluster API's IPAM contract", func() {
 			c.Spec.PoolRef = capiv1beta2.IPPoolReference{APIGroup: "ipam.cluster.x-k8s.io", Kind: "InClusterIPPool", Name: p.Name}
 		})
 		Expect(k8sClient.Create(ctx, other)).To(Succeed())
-		claim := addressClaim(ns, p.Name, func(c *capiv1beta2.IPAddressClaim) { c.Spec.ClusterName = "workload-1" })
+		Expect(other.Finalizers).To(BeEmpty(), "another provider's claim is left alone by kipam's webhook")
+		claim := addressClaim(ns, p.Name, func(c *capiv1beta2.IPAddressClaim) {
+			c.Spec.ClusterName = "workload-1"
+			c.Finalizers = []string{"example.com/keep"}
+		})
 		Expect(k8sClient.Create(ctx, claim)).To(Succeed())
+		Expect(claim.Finalizers).To(ConsistOf("example.com/keep", ipamv1alpha1.ClaimFinalizer),
+			"kipam's webhook adds its release finalizer in the create, beside the claim's own")
 
 		addr := expectAddress(claim)
 		Expect(addr.Spec.Address).To(Equal("172.21.0.1"), "the pool's first address after excludeFirst")
@@ -535,11 +541,15 @@ var _ = Describe("Cluster API's paused Clusters", Ordered, func() {
 			Expect(k8sClient.Create(ctx, c)).To(Succeed())
 		}
 		expectAddress(r)
+		// Their release finalizer is part of their create (kipam's
+		// webhook), not of a reconcile: nothing else is done for them.
 		Consistently(func(g Gomega) {
 			for _, c := range []*capiv1beta2.IPAddressClaim{a, b} {
 				g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(c), c)).To(Succeed())
-				g.Expect(c.Finalizers).To(BeEmpty())
+				g.Expect(c.Finalizers).To(ConsistOf(ipamv1alpha1.ClaimFinalizer))
 				g.Expect(c.Status.AddressRef.Name).To(BeEmpty())
+				g.Expect(c.Status.Conditions).To(BeEmpty())
+				g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(c), &capiv1beta2.IPAddress{})).To(Satisfy(apierrors.IsNotFound))
 			}
 		}).WithTimeout(2 * time.Second).Should(Succeed())
 

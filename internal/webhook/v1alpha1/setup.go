@@ -20,6 +20,7 @@ package v1alpha1
 
 import (
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
@@ -50,7 +51,13 @@ func SetupWithManager(mgr ctrl.Manager, m *ipam.Manager) error {
 		Complete(); err != nil {
 		return err
 	}
-	return ctrl.NewWebhookManagedBy(mgr, &ipamv1alpha1.IPLedger{}).
+	if err := ctrl.NewWebhookManagedBy(mgr, &ipamv1alpha1.IPLedger{}).
 		WithValidator(validator[*ipamv1alpha1.IPLedger](&IPLedgerValidator{APIReader: mgr.GetAPIReader()})).
-		Complete()
+		Complete(); err != nil {
+		return err
+	}
+	// Served whether or not Cluster API's IPAddressClaim is: the API
+	// server calls it only for a kind it serves.
+	mgr.GetWebhookServer().Register(AddressClaimFinalizerPath, &webhook.Admission{Handler: AddressClaimFinalizer{}})
+	return nil
 }
