@@ -314,8 +314,9 @@ func (r *IPLedgerReconciler) sweepPool(ctx context.Context, ledger *ipamv1alpha1
 func (r *IPLedgerReconciler) sweepAddressClaim(ctx context.Context, ledger *ipamv1alpha1.IPLedger, p netip.Prefix, e ipam.Entry, s *sighting, now time.Time) (time.Duration, error) {
 	ns := strings.TrimPrefix(e.Holder, ipam.AddressClaimHolderPrefix)
 	// carried reports whether a claim carries e, and the claim's answer
-	// (surplus).
-	carried := func(reader client.Reader, opts ...client.ListOption) (held bool, answer netip.Addr, err error) {
+	// (surplus); of a claim seen answered with e (answered), e itself,
+	// without reading its IPAddress again.
+	carried := func(reader client.Reader, answered bool, opts ...client.ListOption) (held bool, answer netip.Addr, err error) {
 		var claims capiv1beta2.IPAddressClaimList
 		err = reader.List(ctx, &claims, append(opts, client.InNamespace(ns))...)
 		if meta.IsNoMatchError(err) {
@@ -329,20 +330,22 @@ func (r *IPLedgerReconciler) sweepAddressClaim(ctx context.Context, ledger *ipam
 			if !ipam.AddressClaimCarries(ledger.Spec.Pool, e, c) {
 				continue
 			}
+			if answered {
+				return true, p.Addr(), nil
+			}
 			extra, answer, err := surplus(ctx, reader, c, ledger.Spec.Pool, p)
 			return !extra, answer, err
 		}
 		return false, netip.Addr{}, nil
 	}
 	if r.AddressClaims {
-		if s.settled {
-			// Its claim was seen answered with it: the claim's IPAddress
-			// names it for as long as the claim lives.
-			return 0, nil // its finalizer, or a sweep woken by its deletion, releases it
-		}
 		// By the entry's ID, the claim's uid: every entry of a ledger is
-		// looked at on each of its changes.
-		held, answer, err := carried(r.Client, client.MatchingFields{indexAddressClaimUID: e.ID})
+		// looked at on each of its changes. An entry its claim was seen
+		// answered with (settled) stays its answer for as long as the
+		// claim lives, so only whether the claim still does is asked: a
+		// claim gone without kipam's finalizer leaves it to this sweep,
+		// woken by the deletion.
+		held, answer, err := carried(r.Client, s.settled, client.MatchingFields{indexAddressClaimUID: e.ID})
 		s.carried, s.settled = held, held && answer == p.Addr()
 		switch {
 		case err != nil:
@@ -359,7 +362,7 @@ func (r *IPLedgerReconciler) sweepAddressClaim(ctx context.Context, ledger *ipam
 	if wait := s.first.Add(r.OrphanGrace).Sub(now); wait > 0 {
 		return wait, nil
 	}
-	if held, _, err := carried(r.APIReader); held || err != nil {
+	if held, _, err := carried(r.APIReader, false); held || err != nil {
 		return 0, err
 	}
 	freed, err := releaseOrphaned(ctx, r.Client, r.Manager, ledger.Spec.Pool, p, e)

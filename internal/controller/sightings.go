@@ -65,7 +65,8 @@ type agedKey struct {
 // sighting is when this replica first saw an entry, and whether its sweep
 // has seen a stored claim carry it since (an IPAddressClaim's entry:
 // whether its last sweep saw one carry it, and settled, whether one has
-// been seen answered with it, which it stays for as long as it lives).
+// been seen answered with it, which it stays for as long as the claim
+// lives).
 // Once out of sightings' hands, it
 // is read and written by the sweep of the entry's ledger alone (one at a
 // time per ledger on a replica: IPLedgerReconciler.lockOf), never by the
