@@ -24,6 +24,7 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
@@ -236,5 +237,46 @@ func TestTheSweepLooksAgainAtAnEntryWhoseClaimIsNotAnswered(t *testing.T) {
 	}
 	if len(l.Allocations) != 2 {
 		t.Errorf("the sweep released what its claims carry: %d entries left, want 2", len(l.Allocations))
+	}
+}
+
+// The frozen pass of the first test above, which finds the claim answered
+// with another address and releases its own entry, leaves the answer's
+// status alone: the claim stays Ready with its IPAddress, not reported
+// failed, with advice to delete its IPAddress, until a pass after writes
+// Ready again.
+func TestAFrozenFreshPassLeavesTheClaimReady(t *testing.T) {
+	b, objs, _ := servedFixture(t)
+	claim := newAddressClaim("machine-frozen-ready", "claim-uid-frozen-ready")
+	store := b.WithObjects(append(objs, claim)...).WithStatusSubresource(&capiv1beta2.IPAddressClaim{}).Build()
+	leader := &IPAddressClaimReconciler{Client: store, APIReader: store, Manager: ipam.NewManager(ipam.ClientStore{Reader: store, Writer: store}, nil),
+		Resolver: &ipam.Resolver{Reader: store, APIReader: store}, Recorder: nopRecorder{}, Now: time.Now}
+	froze := false
+	old := interceptor.NewClient(store, interceptor.Funcs{
+		Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+			err := c.Get(ctx, key, obj, opts...)
+			if _, ok := obj.(*capiv1beta2.IPAddress); ok && !froze {
+				froze = true
+				if _, lerr := leader.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(claim)}); lerr != nil {
+					t.Errorf("the new leader's pass: %v", lerr)
+				}
+			}
+			return err
+		},
+	})
+	frozen := &IPAddressClaimReconciler{Client: old, APIReader: store, Manager: ipam.NewManager(ipam.ClientStore{Reader: store, Writer: store}, nil),
+		Resolver: &ipam.Resolver{Reader: store, APIReader: store}, Recorder: nopRecorder{}, Now: time.Now}
+	if _, err := frozen.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(claim)}); err != nil {
+		t.Fatalf("the frozen replica's pass: %v", err)
+	}
+	if !froze {
+		t.Fatal("the frozen replica's pass never read the IPAddress: the scenario did not run")
+	}
+	var got capiv1beta2.IPAddressClaim
+	if err := store.Get(context.Background(), client.ObjectKeyFromObject(claim), &got); err != nil {
+		t.Fatal(err)
+	}
+	if c := meta.FindStatusCondition(got.Status.Conditions, capiv1beta2.ReadyCondition); c == nil || c.Status != metav1.ConditionTrue {
+		t.Errorf("the claim, answered by the new leader, is reported %+v after the frozen pass released its surplus entry, want Ready", c)
 	}
 }

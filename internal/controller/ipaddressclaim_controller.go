@@ -344,9 +344,15 @@ func (r *IPAddressClaimReconciler) serve(ctx context.Context, claim *capiv1beta2
 		// The claim is answered with another address (surplus): p, just
 		// committed or adopted, is released once that is confirmed, after
 		// this pass's own records, so none of them outlives the entry.
-		extra, _, serr := surplus(ctx, r.APIReader, claim, pool.Name, p)
+		// The claim is then Ready with its answer, which its IPAddress
+		// names and its IPAllocation records (as recorded reports it), not
+		// failed: another pass answered it, and may have written so.
+		extra, answer, serr := surplus(ctx, r.APIReader, claim, pool.Name, p)
 		if extra {
-			serr = r.releaseAddress(ctx, claim, pool, p, "Orphaned")
+			if serr = r.releaseAddress(ctx, claim, pool, p, "Orphaned"); serr == nil {
+				return 0, &metav1.Condition{Type: capiv1beta2.ReadyCondition, Status: metav1.ConditionTrue, Reason: ipamv1alpha1.ReasonAllocated,
+					Message: fmt.Sprintf("%s allocated from pool %s", answer, poolName)}, aerr
+			}
 		}
 		err = errors.Join(err, serr)
 	}
