@@ -345,13 +345,18 @@ func (r *IPAddressClaimReconciler) serve(ctx context.Context, claim *capiv1beta2
 		// committed or adopted, is released once that is confirmed, after
 		// this pass's own records, so none of them outlives the entry.
 		// The claim is then Ready with its answer, which its IPAddress
-		// names and its IPAllocation records (as recorded reports it), not
-		// failed: another pass answered it, and may have written so.
+		// names and the pool records for it, once the answer's
+		// IPAllocation is there (the pass that made the IPAddress may
+		// have stopped before it): not failed, which another pass may have
+		// written over its Ready.
 		extra, answer, serr := surplus(ctx, r.APIReader, claim, pool.Name, p)
 		if extra {
 			if serr = r.releaseAddress(ctx, claim, pool, p, "Orphaned"); serr == nil {
+				if acond, aerr := r.ensureAllocation(ctx, claim, pool, netip.PrefixFrom(answer, p.Bits())); acond != nil || aerr != nil {
+					return 0, acond, aerr
+				}
 				return 0, &metav1.Condition{Type: capiv1beta2.ReadyCondition, Status: metav1.ConditionTrue, Reason: ipamv1alpha1.ReasonAllocated,
-					Message: fmt.Sprintf("%s allocated from pool %s", answer, poolName)}, aerr
+					Message: fmt.Sprintf("%s allocated from pool %s", answer, poolName)}, nil
 			}
 		}
 		err = errors.Join(err, serr)

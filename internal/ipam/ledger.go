@@ -274,8 +274,8 @@ func LedgerPool(o client.Object) []string {
 }
 
 // ListLedgers lists pool's ledgers, root and shards, from r: the API
-// server, or a cache set up by IndexLedgers. list is an IPLedgerList, or a
-// metadata-only list of them.
+// server (an IPLedgerList, or a metadata-only list of them), or a cache set
+// up by IndexLedgers (an IPLedgerList: the index is the typed informer's).
 func ListLedgers(ctx context.Context, r client.Reader, list client.ObjectList, pool string, opts ...client.ListOption) error {
 	return r.List(ctx, list, append(opts, client.MatchingFields{LedgerPoolField: pool})...)
 }
