@@ -345,7 +345,8 @@ func (r *IPLedgerReconciler) sweepAddressClaim(ctx context.Context, ledger *ipam
 		// claim lives, so only whether the claim still does is asked: a
 		// claim gone without kipam's finalizer leaves it to this sweep,
 		// woken by the deletion.
-		held, answer, err := carried(r.Client, s.settled, client.MatchingFields{indexAddressClaimUID: e.ID})
+		// Read only: not copied, as every entry of the shard asks.
+		held, answer, err := carried(r.Client, s.settled, client.MatchingFields{indexAddressClaimUID: e.ID}, client.UnsafeDisableDeepCopy)
 		s.carried, s.settled = held, held && answer == p.Addr()
 		switch {
 		case err != nil:
