@@ -42,6 +42,8 @@ func TestAddressClaimFinalizerAddsOnlyKipamsFinalizer(t *testing.T) {
 			[]string{ipamv1alpha1.ClaimFinalizer}},
 		{"another finalizer", `{"metadata": {"name": "m", "finalizers": ["example.com/keep"]}, "spec": {` + kipamPool + `}}`,
 			[]string{"example.com/keep", ipamv1alpha1.ClaimFinalizer}},
+		{"a null list", `{"metadata": {"name": "m", "finalizers": null}, "spec": {` + kipamPool + `}}`,
+			[]string{ipamv1alpha1.ClaimFinalizer}},
 		{"an empty list", `{"metadata": {"name": "m", "finalizers": []}, "spec": {` + kipamPool + `}}`,
 			[]string{ipamv1alpha1.ClaimFinalizer}},
 		{"kipam's already", `{"metadata": {"name": "m", "finalizers": ["` + ipamv1alpha1.ClaimFinalizer + `"]}, "spec": {` + kipamPool + `}}`, nil},
