@@ -45,12 +45,23 @@ const AddressClaimFinalizerPath = "/mutate-ipam-cluster-x-k8s-io-v1beta2-ipaddre
 // another provider's claims, and a claim created without the finalizer
 // gets it from the controller before anything is committed for it, as
 // before.
-type AddressClaimFinalizer struct{}
+type AddressClaimFinalizer struct {
+	// Served is whether kipam serves Cluster API's IPAddressClaims: the
+	// kind was served at kipam's start, as the controller decides
+	// (controller.SetupWithManager). Cluster API installed after kipam
+	// started is served from kipam's next start; a claim created before
+	// it gets no finalizer, which nothing would remove while the
+	// controller does not run (its deletion would wait for that start).
+	Served bool
+}
 
 // Handle adds the finalizer by a JSON patch of metadata.finalizers alone:
 // kipam's Go types of Cluster API's objects hold only the fields kipam
 // reads, and a patch computed from them could drop the others.
-func (AddressClaimFinalizer) Handle(_ context.Context, req admission.Request) admission.Response {
+func (h AddressClaimFinalizer) Handle(_ context.Context, req admission.Request) admission.Response {
+	if !h.Served {
+		return admission.Allowed("")
+	}
 	var claim struct {
 		Metadata struct {
 			Finalizers []string `json:"finalizers"`

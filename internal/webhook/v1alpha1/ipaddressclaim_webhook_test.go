@@ -50,7 +50,7 @@ func TestAddressClaimFinalizerAddsOnlyKipamsFinalizer(t *testing.T) {
 		{"another provider's pool", `{"metadata": {"name": "m"}, "spec": {"poolRef": {"apiGroup": "ipam.cluster.x-k8s.io", "kind": "InClusterIPPool", "name": "p"}}}`, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			res := AddressClaimFinalizer{}.Handle(context.Background(), admission.Request{AdmissionRequest: admissionv1.AdmissionRequest{
+			res := AddressClaimFinalizer{Served: true}.Handle(context.Background(), admission.Request{AdmissionRequest: admissionv1.AdmissionRequest{
 				Operation: admissionv1.Create, Object: runtime.RawExtension{Raw: []byte(tc.claim)}}})
 			if !res.Allowed {
 				t.Fatalf("denied: %v", res.Result)
@@ -93,5 +93,17 @@ func TestAddressClaimFinalizerAddsOnlyKipamsFinalizer(t *testing.T) {
 				t.Errorf("the patch changed more than the finalizers:\n%s\nwant\n%s", g, b)
 			}
 		})
+	}
+}
+
+// Where kipam did not serve IPAddressClaims at its start (Cluster API
+// installed after it), its webhook adds no finalizer: no controller would
+// remove it, and a claim deleted before kipam's next start would wait.
+func TestAddressClaimFinalizerAddsNothingWhereClaimsAreNotServed(t *testing.T) {
+	claim := `{"metadata": {"name": "m"}, "spec": {"poolRef": {"apiGroup": "ipam.kipam.dev", "kind": "IPPool", "name": "p"}}}`
+	res := AddressClaimFinalizer{}.Handle(context.Background(), admission.Request{AdmissionRequest: admissionv1.AdmissionRequest{
+		Operation: admissionv1.Create, Object: runtime.RawExtension{Raw: []byte(claim)}}})
+	if !res.Allowed || len(res.Patches) != 0 {
+		t.Fatalf("answered %v, %v; want allowed, no change", res.Allowed, res.Patches)
 	}
 }

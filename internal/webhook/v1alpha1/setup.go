@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	capiv1beta2 "github.com/kipam/kipam/api/capi/ipam/v1beta2"
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
 	"github.com/kipam/kipam/internal/ipam"
 )
@@ -56,8 +57,13 @@ func SetupWithManager(mgr ctrl.Manager, m *ipam.Manager) error {
 		Complete(); err != nil {
 		return err
 	}
-	// Served whether or not Cluster API's IPAddressClaim is: the API
-	// server calls it only for a kind it serves.
-	mgr.GetWebhookServer().Register(AddressClaimFinalizerPath, &webhook.Admission{Handler: AddressClaimFinalizer{}})
+	// Registered whether or not Cluster API's IPAddressClaim is served:
+	// the API server calls it only for a kind it serves. It adds the
+	// finalizer only where the kind was served at this start, as the
+	// controller serves claims only then: one installed later is called
+	// here before kipam's next start, with no controller to remove it.
+	gvk := capiv1beta2.GroupVersion.WithKind("IPAddressClaim")
+	_, err := mgr.GetRESTMapper().RESTMapping(gvk.GroupKind(), gvk.Version)
+	mgr.GetWebhookServer().Register(AddressClaimFinalizerPath, &webhook.Admission{Handler: AddressClaimFinalizer{Served: err == nil}})
 	return nil
 }
