@@ -41,10 +41,10 @@ const AddressClaimFinalizerPath = "/mutate-ipam-cluster-x-k8s-io-v1beta2-ipaddre
 // kipam's controller made before it committed the claim's address, a
 // fifth of its writes a claim, now part of the create. It touches nothing
 // else, and answers every other claim (another provider's pool) with no
-// change. Its failure policy is Ignore: kipam down or slow never blocks
-// another provider's claims, and a claim created without the finalizer
-// gets it from the controller before anything is committed for it, as
-// before.
+// change. Its failure policy is Ignore: kipam down never refuses another
+// provider's claims (a slow kipam delays them by at most the webhook's
+// timeout), and a claim created without the finalizer gets it from the
+// controller before anything is committed for it, as before.
 type AddressClaimFinalizer struct {
 	// Served is whether kipam serves Cluster API's IPAddressClaims: the
 	// kind was served at kipam's start, as the controller decides
