@@ -35,42 +35,6 @@ func entriesOf(t *testing.T, s *memStore, holder, id string) []netip.Prefix {
 	return out
 }
 
-// An AdoptKnown hit writes nothing: on a replica whose memory has not seen
-// the entry's release, and the address committed since for another claim,
-// it is answered from the stored ledgers, not with the other claim's
-// address.
-func TestAdoptKnownHitOnAStaleReplicaIsCheckedAgainstTheLedgers(t *testing.T) {
-	s := newMemStore()
-	pool := testPool("10.0.0.0/24")
-	ctx := context.Background()
-	owner, stale := NewManager(s, nil), NewManager(s, nil)
-	req := Request{Pool: pool, Bits: 32, Holder: AddressClaimHolder("ns"), ID: "claim-uid", AdoptKnown: true}
-	p, err := owner.Allocate(ctx, req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, err := stale.Allocate(ctx, req); err != nil || got != p { // the stale replica learns the entry
-		t.Fatalf("AdoptKnown on the second replica: %s, %v; want %s", got, err, p)
-	}
-	if freed, err := owner.Release(ctx, pool, p, req.Holder, req.ID, 0, nil); err != nil || !freed {
-		t.Fatalf("release: freed %v, %v", freed, err)
-	}
-	other, err := owner.Allocate(ctx, Request{Pool: pool, CIDR: p, Bits: 32, Holder: ClaimHolder("other"), ID: "other"})
-	if err != nil {
-		t.Fatalf("%s, released, to another claim: %v", p, err)
-	}
-	got, err := stale.Allocate(ctx, req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got == other {
-		t.Fatalf("the stale replica answered %s, which the ledger records for another claim", got)
-	}
-	if e := s.ledger(t).Allocations[got]; !e.Is(req.Holder, req.ID) {
-		t.Fatalf("the stale replica answered %s, which the ledger records as %+v", got, e)
-	}
-}
-
 // An AdoptKnown miss on a replica whose memory has not seen the entry,
 // committed by another in the shard the miss's answer falls in, conflicts
 // on that shard: memory is rebuilt and the entry found, not a second one

@@ -716,38 +716,41 @@ func TestAdoptOnAStaleReplicaFindsTheStoredEntry(t *testing.T) {
 	}
 }
 
-// An Adopt that memory answers with its entry wrote nothing: on a replica
-// whose memory has not seen the entry's release, it would hand the caller
-// an address the ledger no longer records for it (and may have given to
-// another). It is answered again from the stored ledgers.
+// An Adopt (or an AdoptKnown: a hit is decided alike) that memory answers
+// with its entry wrote nothing: on a replica whose memory has not seen the
+// entry's release, it would hand the caller an address the ledger no
+// longer records for it (and may have given to another). It is answered
+// again from the stored ledgers.
 func TestAdoptHitOnAStaleReplicaIsCheckedAgainstTheLedgers(t *testing.T) {
-	s := newMemStore()
-	pool := testPool("10.0.0.0/24")
-	ctx := context.Background()
-	owner, stale := NewManager(s, nil), NewManager(s, nil)
-	req := Request{Pool: pool, Bits: 32, Holder: AddressClaimHolder("ns"), ID: "claim-uid", Adopt: true}
-	p, err := owner.Allocate(ctx, req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, err := stale.Allocate(ctx, req); err != nil || got != p { // the stale replica learns the entry
-		t.Fatalf("adopt on the second replica: %s, %v; want %s", got, err, p)
-	}
-	if freed, err := owner.Release(ctx, pool, p, req.Holder, req.ID, 0, nil); err != nil || !freed {
-		t.Fatalf("release: freed %v, %v", freed, err)
-	}
-	other, err := owner.Allocate(ctx, Request{Pool: pool, CIDR: p, Bits: 32, Holder: ClaimHolder("other"), ID: "other"})
-	if err != nil {
-		t.Fatalf("%s, released, to another claim: %v", p, err)
-	}
-	got, err := stale.Allocate(ctx, req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got == other {
-		t.Fatalf("the stale replica adopted %s, which the ledger records for another claim", got)
-	}
-	if e := s.ledger(t).Allocations[got]; !e.Is(req.Holder, req.ID) {
-		t.Fatalf("the stale replica answered %s, which the ledger records as %+v", got, e)
+	for _, known := range []bool{false, true} {
+		s := newMemStore()
+		pool := testPool("10.0.0.0/24")
+		ctx := context.Background()
+		owner, stale := NewManager(s, nil), NewManager(s, nil)
+		req := Request{Pool: pool, Bits: 32, Holder: AddressClaimHolder("ns"), ID: "claim-uid", Adopt: !known, AdoptKnown: known}
+		p, err := owner.Allocate(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := stale.Allocate(ctx, req); err != nil || got != p { // the stale replica learns the entry
+			t.Fatalf("AdoptKnown %v: on the second replica: %s, %v; want %s", known, got, err, p)
+		}
+		if freed, err := owner.Release(ctx, pool, p, req.Holder, req.ID, 0, nil); err != nil || !freed {
+			t.Fatalf("release: freed %v, %v", freed, err)
+		}
+		other, err := owner.Allocate(ctx, Request{Pool: pool, CIDR: p, Bits: 32, Holder: ClaimHolder("other"), ID: "other"})
+		if err != nil {
+			t.Fatalf("%s, released, to another claim: %v", p, err)
+		}
+		got, err := stale.Allocate(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got == other {
+			t.Fatalf("AdoptKnown %v: the stale replica adopted %s, which the ledger records for another claim", known, got)
+		}
+		if e := s.ledger(t).Allocations[got]; !e.Is(req.Holder, req.ID) {
+			t.Fatalf("AdoptKnown %v: the stale replica answered %s, which the ledger records as %+v", known, got, e)
+		}
 	}
 }
