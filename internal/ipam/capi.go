@@ -17,8 +17,11 @@ limitations under the License.
 package ipam
 
 import (
+	"fmt"
 	"net/netip"
 	"strings"
+
+	"k8s.io/apimachinery/pkg/api/meta"
 
 	capiv1beta2 "github.com/kipam/kipam/api/capi/ipam/v1beta2"
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
@@ -30,6 +33,22 @@ import (
 // AddressClaimHolder(namespace) and its ID the claim's uid, so the entry
 // names the claim from the moment it is committed, before any object says
 // so.
+
+// AddressClaimsServed reports whether the API server serves Cluster API's
+// IPAddressClaim (ipam.cluster.x-k8s.io/v1beta2), as mapper knows it:
+// kipam serves Cluster API's contract, its controller and its finalizer
+// webhook alike, only where it is served when kipam starts.
+func AddressClaimsServed(mapper meta.RESTMapper) (bool, error) {
+	gvk := capiv1beta2.GroupVersion.WithKind("IPAddressClaim")
+	_, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	switch {
+	case meta.IsNoMatchError(err):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("looking up Cluster API's IPAddressClaim: %w", err)
+	}
+	return true, nil
+}
 
 // AddressClaimHolderPrefix starts the ledger holder of every address
 // committed for a Cluster API IPAddressClaim.

@@ -23,7 +23,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
-	capiv1beta2 "github.com/kipam/kipam/api/capi/ipam/v1beta2"
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
 	"github.com/kipam/kipam/internal/ipam"
 )
@@ -62,8 +61,7 @@ func SetupWithManager(mgr ctrl.Manager, m *ipam.Manager) error {
 	// finalizer only where the kind was served at this start, as the
 	// controller serves claims only then: one installed later is called
 	// here before kipam's next start, with no controller to remove it.
-	gvk := capiv1beta2.GroupVersion.WithKind("IPAddressClaim")
-	_, err := mgr.GetRESTMapper().RESTMapping(gvk.GroupKind(), gvk.Version)
-	mgr.GetWebhookServer().Register(AddressClaimFinalizerPath, &webhook.Admission{Handler: AddressClaimFinalizer{Served: err == nil}})
+	served, err := ipam.AddressClaimsServed(mgr.GetRESTMapper())
+	mgr.GetWebhookServer().Register(AddressClaimFinalizerPath, &webhook.Admission{Handler: AddressClaimFinalizer{Served: served && err == nil}})
 	return nil
 }
