@@ -355,6 +355,12 @@ var _ = Describe("Releases name the entry they free", func() {
 		Expect(err).NotTo(HaveOccurred())
 		Expect(res.RequeueAfter).To(BeNumerically("~", DefaultOrphanGrace, time.Second), "the grace on this replica's clock (a status time is to the second), not an hour and the grace")
 		Expect(recordedEntry(m, pool, x).Is(ipam.ClaimHolder(ns), "gone")).To(BeTrue())
+		// The next reconcile reads the cache: it must show this replica's
+		// mark, as it would by the time the requeue comes.
+		Eventually(func(g Gomega) {
+			g.Expect(cached.Get(ctx, client.ObjectKeyFromObject(alloc), alloc)).To(Succeed())
+			g.Expect(alloc.Status.OrphanedAt.Time).To(BeTemporally("<=", clock.Now()))
+		}).Should(Succeed())
 		clock.Add(DefaultOrphanGrace)
 		_, err = r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(alloc)})
 		Expect(err).NotTo(HaveOccurred())
