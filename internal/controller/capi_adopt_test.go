@@ -48,9 +48,9 @@ type versionCountingStore struct {
 	versions *int
 }
 
-func (s versionCountingStore) Versions(ctx context.Context, pool string) (map[string]string, error) {
+func (s versionCountingStore) Versions(ctx context.Context, pool string, names []string) (map[string]string, error) {
 	*s.versions++
-	return s.ClientStore.Versions(ctx, pool)
+	return s.ClientStore.Versions(ctx, pool, names)
 }
 
 // servedFixture is addressClaimFixture with a pool kipam serves: its

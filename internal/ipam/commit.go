@@ -1132,8 +1132,8 @@ func (m *Manager) restore(ctx context.Context, st *poolState, pool *ipamv1alpha1
 // another pool's ledger holds) is stored for this pool (its spec.pool). A
 // resourceVersion changes with every write, so an answer memory gives then
 // is the answer an allocator rebuilt from the ledgers would give, at the
-// moment of the read: for a metadata-only list instead of reading and
-// parsing every entry (docs/design.md, "Answers that write nothing"). The
+// moment of the read: for metadata-only reads (byName) instead of reading
+// and parsing every entry (docs/design.md, "Answers that write nothing"). The
 // root's version covers the list of shards; a shard the root does not list
 // is not read by a rebuild either. A read that fails is no answer: memory
 // is rebuilt, and the rebuild says why it cannot be.
@@ -1141,11 +1141,12 @@ func (m *Manager) current(ctx context.Context, st *poolState, pool *ipamv1alpha1
 	if !st.builtFor(pool) || st.rebuild {
 		return false
 	}
-	stored, err := m.store.Versions(ctx, pool.Name)
+	docs := st.ledger.docs()
+	stored, err := m.store.Versions(ctx, pool.Name, byName(docs))
 	if err != nil {
 		return false
 	}
-	for _, d := range st.ledger.docs() {
+	for _, d := range docs {
 		rv, ok := stored[d.name]
 		switch {
 		case d.obj == nil || (d.dead && d.obj.Spec.Pool != pool.Name):
@@ -1162,6 +1163,34 @@ func (m *Manager) current(ctx context.Context, st *poolState, pool *ipamv1alpha1
 		}
 	}
 	return true
+}
+
+// maxVersionGets is the most ledgers whose versions current reads one by
+// one, by name, rather than by listing the pool's ledgers.
+const maxVersionGets = 4
+
+// byName is the names of docs, for current to read their versions by
+// name: for a pool of at most maxVersionGets ledgers, all stored, or nil
+// (read them by a list). Reads by name, one after the other, still show
+// the ledgers as they all were at one moment, the first read's: a
+// ledger's resourceVersion changes with every write and never comes back
+// (a ledger deleted and created again has a new one), so a ledger read at
+// the version memory holds had that version from memory's read until it
+// was read again. That holds for a ledger that is stored, not for one
+// memory holds absent (it may have been created and deleted between two
+// reads): a pool with such a ledger is listed.
+func byName(docs []*doc) []string {
+	if len(docs) > maxVersionGets {
+		return nil
+	}
+	names := make([]string, len(docs))
+	for i, d := range docs {
+		if d.obj == nil || d.dead {
+			return nil
+		}
+		names[i] = d.name
+	}
+	return names
 }
 
 // builtFor reports whether the allocator in memory was built for pool as

@@ -93,10 +93,14 @@ func TestAReleaseLooksInTheStoredLedgers(t *testing.T) {
 // compare-and-swap fenced it, and the stored ledgers have room. (It used
 // to be answered from memory: issue 16's "none is answered from stale
 // state".)
+//
+// A pool of at most maxVersionGets ledgers has their versions read by
+// name, a larger one by a list: both are checked.
 func TestAnExhaustedDenialIsCheckedAgainstTheStoredLedgers(t *testing.T) {
-	// A /30 records its entries in its root; a /24's /32s go to /26 shards,
-	// so the release elsewhere writes a shard and leaves the root as it was.
-	for _, cidr := range []string{"10.0.0.0/30", "10.0.1.0/24"} {
+	// A /30 records its entries in its root; a /25's and a /24's /32s go
+	// to /26 shards, so the release elsewhere writes a shard and leaves the
+	// root as it was.
+	for cidr, byName := range map[string]bool{"10.0.0.0/30": true, "10.0.2.0/25": true, "10.0.1.0/24": false} {
 		t.Run(cidr, func(t *testing.T) {
 			s := newMemStore()
 			pool := testPool(cidr)
@@ -112,6 +116,9 @@ func TestAnExhaustedDenialIsCheckedAgainstTheStoredLedgers(t *testing.T) {
 			}
 			if _, err := a.Allocate(ctx, Request{Pool: pool, Bits: 32, Holder: ClaimHolder("ns"), ID: "full"}); !errors.As(err, new(*allocator.ExhaustedError)) {
 				t.Fatalf("one /32 more than %s holds: %v, want exhausted", cidr, err)
+			}
+			if (s.versionNames != nil) != byName {
+				t.Fatalf("the denial read the versions of %v by name, want by name: %v", s.versionNames, byName)
 			}
 			i := len(held) / 2
 			root, _ := s.Get(ctx, pool.Name)

@@ -38,6 +38,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -123,8 +124,10 @@ type Store interface {
 	// List reads every ledger of pool (ListLedgers).
 	List(ctx context.Context, pool string) ([]ipamv1alpha1.IPLedger, error)
 	// Versions reads the resourceVersion of every ledger of pool, by
-	// name, without their contents.
-	Versions(ctx context.Context, pool string) (map[string]string, error)
+	// name, without their contents; or, when names is not nil, of the
+	// ledgers called names only (a name not stored is absent from the
+	// answer, as is one stored for another pool).
+	Versions(ctx context.Context, pool string, names []string) (map[string]string, error)
 	Create(ctx context.Context, ledger *ipamv1alpha1.IPLedger) error
 	Update(ctx context.Context, ledger *ipamv1alpha1.IPLedger) error
 }
@@ -164,17 +167,38 @@ func (s ClientStore) List(ctx context.Context, pool string) ([]ipamv1alpha1.IPLe
 	return l.Items, nil
 }
 
-// Versions reads a pool's ledgers' resourceVersions by a metadata-only
-// list: a consistent read, like List, that carries no entries.
-func (s ClientStore) Versions(ctx context.Context, pool string) (map[string]string, error) {
-	l := &metav1.PartialObjectMetadataList{}
-	l.SetGroupVersionKind(ipamv1alpha1.GroupVersion.WithKind("IPLedgerList"))
-	if err := ListLedgers(ctx, s.Reader, l, pool); err != nil {
-		return nil, err
+// Versions reads a pool's ledgers' resourceVersions without their
+// entries: all of them by a metadata-only list, or the ledgers called
+// names by a metadata-only get each. Both are consistent reads; a get
+// is answered by etcd itself, while the API server answers a list from
+// its watch cache once that has caught up with etcd, which, when nothing
+// else writes the ledgers, can wait up to etcd's next progress
+// notification (about 100 ms).
+func (s ClientStore) Versions(ctx context.Context, pool string, names []string) (map[string]string, error) {
+	if names == nil {
+		l := &metav1.PartialObjectMetadataList{}
+		l.SetGroupVersionKind(ipamv1alpha1.GroupVersion.WithKind("IPLedgerList"))
+		if err := ListLedgers(ctx, s.Reader, l, pool); err != nil {
+			return nil, err
+		}
+		out := make(map[string]string, len(l.Items))
+		for i := range l.Items {
+			out[l.Items[i].Name] = l.Items[i].ResourceVersion
+		}
+		return out, nil
 	}
-	out := make(map[string]string, len(l.Items))
-	for i := range l.Items {
-		out[l.Items[i].Name] = l.Items[i].ResourceVersion
+	out := make(map[string]string, len(names))
+	for _, name := range names {
+		o := &metav1.PartialObjectMetadata{}
+		o.SetGroupVersionKind(ipamv1alpha1.GroupVersion.WithKind("IPLedger"))
+		err := s.Reader.Get(ctx, client.ObjectKey{Name: name}, o)
+		switch {
+		case apierrors.IsNotFound(err):
+		case err != nil:
+			return nil, err
+		case LedgerPool(o)[0] == pool:
+			out[name] = o.ResourceVersion
+		}
 	}
 	return out, nil
 }

@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -56,6 +57,9 @@ type memStore struct {
 	writes  int
 	// ledgerReads counts Get and List calls; versionReads Versions calls.
 	ledgerReads, versionReads int
+	// versionNames is the names the last Versions call read by name (nil:
+	// it listed the pool's ledgers).
+	versionNames []string
 	// beforeUpdate, when set, runs before every update (under no lock), so
 	// tests can interleave writers.
 	beforeUpdate func()
@@ -140,13 +144,14 @@ func (s *memStore) List(_ context.Context, pool string) ([]ipamv1alpha1.IPLedger
 	return out, nil
 }
 
-func (s *memStore) Versions(_ context.Context, pool string) (map[string]string, error) {
+func (s *memStore) Versions(_ context.Context, pool string, names []string) (map[string]string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.versionReads++
+	s.versionNames = names
 	out := map[string]string{}
 	for name, l := range s.ledgers {
-		if LedgerPool(l)[0] == pool {
+		if LedgerPool(l)[0] == pool && (names == nil || slices.Contains(names, name)) {
 			out[name] = l.ResourceVersion
 		}
 	}
