@@ -23,6 +23,9 @@ import (
 	"net/netip"
 	"testing"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
 	"github.com/kipam/kipam/internal/allocator"
 )
 
@@ -238,5 +241,41 @@ func TestAdoptKnownReadsTheLedgersOnlyForAHit(t *testing.T) {
 	}
 	if l := s.ledger(t); len(l.Allocations) != 2 {
 		t.Errorf("the pool records %v, want two entries: one an id", l.Allocations)
+	}
+}
+
+// TestByNameReadsOnlyAFewStoredLedgers: versions are read by name only
+// for a pool of at most maxVersionGets ledgers that are all stored; reads
+// by name show one moment only for ledgers that are stored (byName), so a
+// pool with a listed shard not created yet, or a dead one, is listed.
+func TestByNameReadsOnlyAFewStoredLedgers(t *testing.T) {
+	stored := func(name string) *doc {
+		return &doc{name: name, obj: &ipamv1alpha1.IPLedger{ObjectMeta: metav1.ObjectMeta{Name: name, ResourceVersion: "1"}}}
+	}
+	some := func(n int) []*doc {
+		var out []*doc
+		for i := range n {
+			out = append(out, stored(fmt.Sprint("l", i)))
+		}
+		return out
+	}
+	absent, dead := some(3), some(3)
+	absent[1].obj = nil
+	dead[2].dead = true
+	for _, c := range []struct {
+		name   string
+		docs   []*doc
+		byName bool
+	}{
+		{"the root alone", some(1), true},
+		{"four stored", some(maxVersionGets), true},
+		{"five stored", some(maxVersionGets + 1), false},
+		{"a listed shard not created", absent, false},
+		{"a dead shard", dead, false},
+	} {
+		names := byName(c.docs)
+		if (names != nil) != c.byName || (names != nil && len(names) != len(c.docs)) {
+			t.Errorf("%s: by name %v, want by name: %v", c.name, names, c.byName)
+		}
 	}
 }

@@ -125,8 +125,8 @@ type Store interface {
 	List(ctx context.Context, pool string) ([]ipamv1alpha1.IPLedger, error)
 	// Versions reads the resourceVersion of every ledger of pool, by
 	// name, without their contents; or, when names is not nil, of the
-	// ledgers called names only (a name not stored is absent from the
-	// answer, as is one stored for another pool).
+	// ledgers called names, whatever pool they are stored for (a name
+	// not stored is absent from the answer).
 	Versions(ctx context.Context, pool string, names []string) (map[string]string, error)
 	Create(ctx context.Context, ledger *ipamv1alpha1.IPLedger) error
 	Update(ctx context.Context, ledger *ipamv1alpha1.IPLedger) error
@@ -169,7 +169,9 @@ func (s ClientStore) List(ctx context.Context, pool string) ([]ipamv1alpha1.IPLe
 
 // Versions reads a pool's ledgers' resourceVersions without their
 // entries: all of them by a metadata-only list, or the ledgers called
-// names by a metadata-only get each. Both are consistent reads; a get
+// names by a metadata-only get each, whichever pool they are stored for
+// (the caller asks for ledgers it read, and a name stored for another pool
+// since is stored at another version). Both are consistent reads; a get
 // is answered by etcd itself, while the API server answers a list from
 // its watch cache once that has caught up with etcd, which, when nothing
 // else writes the ledgers, can wait up to etcd's next progress
@@ -196,7 +198,7 @@ func (s ClientStore) Versions(ctx context.Context, pool string, names []string) 
 		case apierrors.IsNotFound(err):
 		case err != nil:
 			return nil, err
-		case LedgerPool(o)[0] == pool:
+		default:
 			out[name] = o.ResourceVersion
 		}
 	}

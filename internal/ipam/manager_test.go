@@ -151,7 +151,7 @@ func (s *memStore) Versions(_ context.Context, pool string, names []string) (map
 	s.versionNames = names
 	out := map[string]string{}
 	for name, l := range s.ledgers {
-		if LedgerPool(l)[0] == pool && (names == nil || slices.Contains(names, name)) {
+		if (names == nil && LedgerPool(l)[0] == pool) || slices.Contains(names, name) {
 			out[name] = l.ResourceVersion
 		}
 	}
