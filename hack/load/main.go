@@ -73,6 +73,7 @@ type options struct {
 	family         string
 	prefixLength   int
 	depth          int
+	exhaustSize    int
 	preload        int
 	maxWrites      float64
 	csv            string
@@ -118,6 +119,7 @@ func main() {
 	flag.StringVar(&o.family, "family", "ipv4", "ipv4 (hosts from a /16) or ipv6 (/64s from a /48)")
 	flag.IntVar(&o.prefixLength, "prefix-length", 0, "prefix length each claim asks for (default /32 or /64)")
 	flag.IntVar(&o.depth, "depth", 1, "claim from a pool this many levels deep (1: a top-level pool)")
+	flag.IntVar(&o.exhaustSize, "exhaust-size", 16, "-scenario exhaustion: how many claims fill the pool (a power of two, 2 to 65,536)")
 	flag.IntVar(&o.preload, "preload", 0, "live claims put in the pool before the timed creates (a full pool measured, not an empty one)")
 	flag.Float64Var(&o.maxWrites, "max-writes", 0, "fail if a run of IPClaims cost more API writes per claim than this (0: report only)")
 	flag.StringVar(&o.csv, "csv", "", "append one CSV row per run to this file")
@@ -135,6 +137,10 @@ func main() {
 		"LOAD_WORKERS and LOAD_REP in its environment (to swap kipam between runs, for one before-and-after comparison on one fill)")
 	flag.Parse()
 	o.workers = numbers("workers", workers)
+	if n := o.exhaustSize; n < 2 || n > 1<<16 || n&(n-1) != 0 {
+		fmt.Fprintf(os.Stderr, "load: -exhaust-size %d: want a power of two from 2 to 65,536\n", n)
+		os.Exit(2)
+	}
 	if o.scenario == "scale" {
 		o.levels = numbers("levels", levels)
 	}

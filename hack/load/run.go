@@ -20,6 +20,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/bits"
 	"math/rand/v2"
 	"net/netip"
 	"strings"
@@ -201,9 +202,10 @@ func (h *harness) runOnce(ctx context.Context, kind string, workers, rep int) (*
 		}
 		return r, h.timedCreates(ctx, r, gvr, id, pool)
 	case "exhaustion":
-		// A pool of 16 addresses, filled; every timed create is denied.
+		// A pool of -exhaust-size claims, filled; every timed create is
+		// denied.
 		if kind == kipam {
-			if err := h.fill(ctx, kind, id+"-pre", pool, 16); err != nil {
+			if err := h.fill(ctx, kind, id+"-pre", pool, h.o.exhaustSize); err != nil {
 				return r, err
 			}
 		}
@@ -413,7 +415,7 @@ func (h *harness) createPools(ctx context.Context, id string) ([]string, error) 
 		leaf = 48
 	}
 	if h.o.scenario == "exhaustion" {
-		leaf += 12 // room for 16 claims
+		leaf += 16 - bits.Len(uint(h.o.exhaustSize)-1) // room for -exhaust-size claims
 	}
 	top := leaf - (h.o.depth - 1)
 	var names []string
