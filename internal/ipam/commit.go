@@ -1167,7 +1167,8 @@ func (m *Manager) current(ctx context.Context, st *poolState, pool *ipamv1alpha1
 
 // maxVersionGets is the most ledgers whose versions current reads one by
 // one, by name, rather than by listing the pool's ledgers: a pool whose
-// root is its only ledger (one of at most 64 claims of its default size).
+// root is its only ledger (a pool of at most 64 claims of its default size
+// has no shards).
 // Each GET costs the API server and etcd more than the LIST does when the
 // watch cache is fresh: with a root and two shards read by name, a denial
 // at one worker took half again as long as with the LIST, and five at once
