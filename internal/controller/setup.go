@@ -215,11 +215,13 @@ const AddressClaimWorkersPerWorker = 4
 // is served from kipam's next start.
 func capiKinds(mgr ctrl.Manager) (bool, *schema.GroupVersionKind, error) {
 	log := ctrl.Log.WithName("setup")
-	if served, err := ipam.AddressClaimsServed(mgr.GetRESTMapper()); !served || err != nil {
-		if err == nil {
-			log.Info("Cluster API's IPAddressClaim (ipam.cluster.x-k8s.io/v1beta2) is not served: not serving Cluster API's IPAM contract")
-		}
+	served, err := ipam.AddressClaimsServed(mgr.GetRESTMapper())
+	if err != nil {
 		return false, nil, err
+	}
+	if !served {
+		log.Info("Cluster API's IPAddressClaim (ipam.cluster.x-k8s.io/v1beta2) is not served: not serving Cluster API's IPAM contract")
+		return false, nil, nil
 	}
 	if gvk := capiv1beta2.GroupVersion.WithKind("IPAddressClaim"); !mgr.GetScheme().Recognizes(gvk) {
 		return false, nil, fmt.Errorf("the manager's scheme lacks %s: add api/capi/ipam/v1beta2 to it", gvk)

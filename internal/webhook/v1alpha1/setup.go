@@ -62,6 +62,9 @@ func SetupWithManager(mgr ctrl.Manager, m *ipam.Manager) error {
 	// controller serves claims only then: one installed later is called
 	// here before kipam's next start, with no controller to remove it.
 	served, err := ipam.AddressClaimsServed(mgr.GetRESTMapper())
-	mgr.GetWebhookServer().Register(AddressClaimFinalizerPath, &webhook.Admission{Handler: AddressClaimFinalizer{Served: served && err == nil}})
+	if err != nil {
+		return err
+	}
+	mgr.GetWebhookServer().Register(AddressClaimFinalizerPath, &webhook.Admission{Handler: AddressClaimFinalizer{Served: served}})
 	return nil
 }
