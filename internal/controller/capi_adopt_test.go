@@ -68,6 +68,16 @@ func servedFixture(t *testing.T) (*fake.ClientBuilder, []client.Object, *ipamv1a
 	return b, append(objs, space), ledger
 }
 
+// addressClaimReconciler is an IPAddressClaimReconciler reading and
+// writing c alone, its addresses committed by m (a Manager on c when nil).
+func addressClaimReconciler(c client.Client, m *ipam.Manager) *IPAddressClaimReconciler {
+	if m == nil {
+		m = ipam.NewManager(ipam.ClientStore{Reader: c, Writer: c}, nil)
+	}
+	return &IPAddressClaimReconciler{Client: c, APIReader: c, Manager: m, Resolver: &ipam.Resolver{Reader: c, APIReader: c},
+		Recorder: nopRecorder{}, Now: time.Now}
+}
+
 // newAddressClaim is an IPAddressClaim of the fixture's pool.
 func newAddressClaim(name string, uid types.UID, finalizers ...string) *capiv1beta2.IPAddressClaim {
 	return &capiv1beta2.IPAddressClaim{
@@ -127,8 +137,7 @@ func TestAFreshAddressClaimIsAllocatedWithoutReadingTheLedgers(t *testing.T) {
 	c := b.WithObjects(append(objs, first, second)...).WithStatusSubresource(&capiv1beta2.IPAddressClaim{}).Build()
 	versions := 0
 	m := ipam.NewManager(versionCountingStore{ipam.ClientStore{Reader: c, Writer: c}, &versions}, nil)
-	r := &IPAddressClaimReconciler{Client: c, APIReader: c, Manager: m, Resolver: &ipam.Resolver{Reader: c, APIReader: c},
-		Recorder: nopRecorder{}, Now: time.Now}
+	r := addressClaimReconciler(c, m)
 	held := map[string]bool{"10.251.0.1": true, "10.251.0.2": true, "10.251.0.3": true}
 	for _, claim := range []*capiv1beta2.IPAddressClaim{first, second} {
 		// The first builds the pool's memory from its ledgers; the second
@@ -247,8 +256,7 @@ func TestAnAddressClaimsRecordsAreCreatedAtOnce(t *testing.T) {
 				return c.Create(ctx, obj, opts...)
 			},
 		}).Build()
-	r := &IPAddressClaimReconciler{Client: c, APIReader: c, Manager: ipam.NewManager(ipam.ClientStore{Reader: c, Writer: c}, nil),
-		Resolver: &ipam.Resolver{Reader: c, APIReader: c}, Recorder: nopRecorder{}, Now: time.Now}
+	r := addressClaimReconciler(c, nil)
 	answeredAddress(t, r, c, claim)
 	if !overlapped {
 		t.Error("the IPAddress was not created while the IPAllocation's create was under way: the records were created in turn")
@@ -282,8 +290,8 @@ func TestAnAnsweredAddressClaimRecordsNoEvent(t *testing.T) {
 	claim := newAddressClaim("machine-quiet", "claim-uid-quiet")
 	c := b.WithObjects(append(objs, claim)...).WithStatusSubresource(&capiv1beta2.IPAddressClaim{}).Build()
 	events := 0
-	r := &IPAddressClaimReconciler{Client: c, APIReader: c, Manager: ipam.NewManager(ipam.ClientStore{Reader: c, Writer: c}, nil),
-		Resolver: &ipam.Resolver{Reader: c, APIReader: c}, Recorder: eventCounter{&events}, Now: time.Now}
+	r := addressClaimReconciler(c, nil)
+	r.Recorder = eventCounter{&events}
 	answeredAddress(t, r, c, claim)
 	if events != 0 {
 		t.Errorf("answering a claim recorded %d Events, want none", events)

@@ -235,8 +235,7 @@ func TestARecordedAddressClaimIsAnsweredWithoutAllocating(t *testing.T) {
 	c := b.WithObjects(objs...).WithStatusSubresource(&capiv1beta2.IPAddressClaim{}).Build()
 	reads := 0
 	m := ipam.NewManager(countingStore{ipam.ClientStore{Reader: c, Writer: c}, &reads}, nil)
-	r := &IPAddressClaimReconciler{Client: c, APIReader: c, Manager: m, Resolver: &ipam.Resolver{Reader: c, APIReader: c},
-		Recorder: nopRecorder{}, Now: time.Now}
+	r := addressClaimReconciler(c, m)
 	if _, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(claim)}); err != nil {
 		t.Fatal(err)
 	}

@@ -28,7 +28,6 @@ import (
 
 	capiv1beta2 "github.com/kipam/kipam/api/capi/ipam/v1beta2"
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
-	"github.com/kipam/kipam/internal/ipam"
 )
 
 // A claim that carries kipam's finalizer from its create (the webhook) and
@@ -41,8 +40,7 @@ func TestANeverServedClaimGoesOnItsFirstPass(t *testing.T) {
 	gone := newAddressClaim("machine-never", "claim-uid-never", ipamv1alpha1.ClaimFinalizer)
 	gone.DeletionTimestamp = &metav1.Time{Time: time.Now()}
 	c := b.WithObjects(append(objs, held, gone)...).WithStatusSubresource(&capiv1beta2.IPAddressClaim{}).Build()
-	r := &IPAddressClaimReconciler{Client: c, APIReader: c, Manager: ipam.NewManager(ipam.ClientStore{Reader: c, Writer: c}, nil),
-		Resolver: &ipam.Resolver{Reader: c, APIReader: c}, Recorder: nopRecorder{}, Now: time.Now}
+	r := addressClaimReconciler(c, nil)
 	answeredAddress(t, r, c, held)
 	if _, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(gone)}); err != nil {
 		t.Fatal(err)

@@ -44,8 +44,7 @@ func TestTheSweepReleasesASettledEntryOnceItsClaimIsGone(t *testing.T) {
 	c := b.WithObjects(append(objs, claim)...).WithStatusSubresource(&capiv1beta2.IPAddressClaim{}, &ipamv1alpha1.IPAllocation{}).Build()
 	ctx := context.Background()
 	m := ipam.NewManager(ipam.ClientStore{Reader: c, Writer: c}, nil)
-	r := &IPAddressClaimReconciler{Client: c, APIReader: c, Manager: m, Resolver: &ipam.Resolver{Reader: c, APIReader: c},
-		Recorder: nopRecorder{}, Now: time.Now}
+	r := addressClaimReconciler(c, m)
 	answeredAddress(t, r, c, claim)
 	answer := leaderAnswer(t, c, claim)
 

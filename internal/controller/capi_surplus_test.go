@@ -137,8 +137,7 @@ func TestTheSweepReleasesAnAddressClaimsSurplusEntry(t *testing.T) {
 	c := b.WithObjects(append(objs, claim)...).WithStatusSubresource(&capiv1beta2.IPAddressClaim{}, &ipamv1alpha1.IPAllocation{}).Build()
 	ctx := context.Background()
 	m := ipam.NewManager(ipam.ClientStore{Reader: c, Writer: c}, nil)
-	r := &IPAddressClaimReconciler{Client: c, APIReader: c, Manager: m, Resolver: &ipam.Resolver{Reader: c, APIReader: c},
-		Recorder: nopRecorder{}, Now: time.Now}
+	r := addressClaimReconciler(c, m)
 	answered := answeredAddress(t, r, c, claim)
 	answer := leaderAnswer(t, c, claim)
 	var pool ipamv1alpha1.IPPool

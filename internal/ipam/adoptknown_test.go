@@ -35,6 +35,21 @@ func entriesOf(t *testing.T, s *memStore, holder, id string) []netip.Prefix {
 	return out
 }
 
+// bothAnswer asks the pool's owner, then a replica whose memory lags, for
+// req, and returns their answers.
+func bothAnswer(t *testing.T, owner, stale *Manager, req Request) (netip.Prefix, netip.Prefix) {
+	t.Helper()
+	p1, err := owner.Allocate(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p2, err := stale.Allocate(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p1, p2
+}
+
 // An AdoptKnown miss on a replica whose memory has not seen the entry,
 // committed by another in the shard the miss's answer falls in, conflicts
 // on that shard: memory is rebuilt and the entry found, not a second one
@@ -52,14 +67,7 @@ func TestAdoptKnownMissInTheEntrysShardFindsTheEntry(t *testing.T) {
 		t.Fatal(err)
 	}
 	req := Request{Pool: pool, Bits: 32, Holder: AddressClaimHolder("ns"), ID: "claim-uid", AdoptKnown: true}
-	p1, err := owner.Allocate(ctx, req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p2, err := stale.Allocate(ctx, req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p1, p2 := bothAnswer(t, owner, stale, req)
 	if got := entriesOf(t, s, req.Holder, req.ID); len(got) != 1 || p1 != p2 {
 		t.Fatalf("the owner answered %s, the stale replica %s; the ledger records %v for the claim, want one entry", p1, p2, got)
 	}
@@ -90,14 +98,7 @@ func TestAdoptKnownMissInAnotherShardMakesADisjointSecondEntry(t *testing.T) {
 	}
 	reported = reported[1:]
 	req := Request{Pool: pool, Bits: 32, Holder: AddressClaimHolder("ns"), ID: "claim-uid", AdoptKnown: true}
-	p1, err := owner.Allocate(ctx, req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p2, err := stale.Allocate(ctx, req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p1, p2 := bothAnswer(t, owner, stale, req)
 	if p1 == p2 || p1.Overlaps(p2) {
 		t.Fatalf("the owner answered %s, the stale replica %s: want a second, disjoint entry (this test pins the documented miss)", p1, p2)
 	}

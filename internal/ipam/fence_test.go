@@ -696,21 +696,8 @@ func TestAdoptOnAStaleReplicaFindsTheStoredEntry(t *testing.T) {
 		t.Fatalf("release: freed %v, %v", freed, err)
 	}
 	req := Request{Pool: pool, Bits: 32, Holder: AddressClaimHolder("ns"), ID: "claim-uid", Adopt: true}
-	p1, err := owner.Allocate(ctx, req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p2, err := stale.Allocate(ctx, req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, e := range s.ledger(t).Allocations {
-		if e.Is(req.Holder, req.ID) {
-			n++
-		}
-	}
-	if n != 1 || p1 != p2 {
+	p1, p2 := bothAnswer(t, owner, stale, req)
+	if n := len(entriesOf(t, s, req.Holder, req.ID)); n != 1 || p1 != p2 {
 		t.Fatalf("Adopt of %s/%s: the owner answered %s, the stale replica %s; the ledger records %d entries for it, want 1",
 			req.Holder, req.ID, p1, p2, n)
 	}
