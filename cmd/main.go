@@ -186,6 +186,7 @@ func main() {
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
 		Scheme:                        scheme,
 		Cache:                         controller.CacheOptions(),
+		Client:                        controller.ClientOptions(),
 		Metrics:                       metricsServerOptions,
 		WebhookServer:                 webhookServer,
 		HealthProbeBindAddress:        probeAddr,

@@ -28,30 +28,37 @@ import (
 	"github.com/kipam/kipam/internal/ipam"
 )
 
-// What the manager caches of a claim and an allocation, one of each per
-// live claim (docs/design.md, "Memory per claim"): what kipam reads, and
-// nothing else. kipam writes claims and allocations only by JSON merge
-// patches computed between two copies of the cached object, which name
-// only the fields that changed: a map key or a field dropped here is absent
-// from both copies, so no patch ever writes it. Lists are written whole by
-// a merge patch, so every list kipam writes (finalizers, status
-// conditions) is cached whole.
+// What the manager caches of a claim (docs/design.md, "Memory per claim"):
+// what kipam reads, and nothing else. kipam writes claims only by JSON
+// merge patches computed between two copies of the cached object, which
+// name only the fields that changed: a map key or a field dropped here is
+// absent from both copies, so no patch ever writes it. Lists are written
+// whole by a merge patch, so every list kipam writes (finalizers, status
+// conditions) is cached whole. Of an allocation no object is cached:
+// allocations keeps a record of each.
 
 // kipamKeys starts every annotation kipam reads on a claim.
 const kipamKeys = "ipam.kipam.dev/"
 
 // CacheOptions is how kipam's manager caches objects: without their
 // managedFields, which kipam never reads and which take about as much
-// memory as the rest of a claim; IPClaims and IPAllocations trimmed further
-// to what kipam reads (trimClaim, trimAllocation).
+// memory as the rest of a claim; IPClaims trimmed further to what kipam
+// reads (trimClaim). IPAllocations are not cached (ClientOptions).
 func CacheOptions() cache.Options {
 	return cache.Options{
 		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
-			&ipamv1alpha1.IPClaim{}:      {Transform: trimClaim},
-			&ipamv1alpha1.IPAllocation{}: {Transform: trimAllocation},
+			&ipamv1alpha1.IPClaim{}: {Transform: trimClaim},
 		},
 	}
+}
+
+// ClientOptions is how kipam's manager client reads: IPAllocations from
+// the API server, never through a cache, which would hold a copy of every
+// allocation (one per live claim). What kipam reads of them often, it
+// reads from allocations' records.
+func ClientOptions() client.Options {
+	return client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&ipamv1alpha1.IPAllocation{}}}}
 }
 
 // trimClaim keeps of a claim what kipam reads: its name, namespace, uid,
@@ -107,26 +114,6 @@ func trimClaim(o any) (any, error) {
 	}
 	shareConditions(st.Conditions)
 	return c, nil
-}
-
-// trimAllocation keeps of an IPAllocation what kipam reads: its name, uid,
-// resourceVersion, timestamps, finalizers, spec and status. Its labels
-// (the pool and the claim's namespace, which its spec records too),
-// annotations and managedFields are dropped: lists by those labels go to
-// the API server.
-func trimAllocation(o any) (any, error) {
-	a, ok := o.(*ipamv1alpha1.IPAllocation)
-	if !ok {
-		return o, nil
-	}
-	trimMeta(&a.TypeMeta, &a.ObjectMeta)
-	a.Labels, a.Annotations = nil, nil
-	a.Spec.Pool = intern(a.Spec.Pool)
-	ref := &a.Spec.ClaimRef
-	ref.Kind = intern(ref.Kind)
-	ref.Namespace = intern(ref.Namespace)
-	shareConditions(a.Status.Conditions)
-	return a, nil
 }
 
 // trimMeta drops what kipam reads of no cached object, and shares the

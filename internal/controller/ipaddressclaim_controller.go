@@ -31,6 +31,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -67,16 +68,11 @@ const (
 	// without listing, and copying, every claim of its namespace for each
 	// entry of a ledger that changed.
 	indexAddressClaimUID = "kipam.addressClaimUID"
-	// indexAllocationAddressClaim is "<namespace>/<name>" of the
-	// IPAddressClaim an IPAllocation records (none for an IPClaim's): a
-	// claim's change wakes its allocations without listing the
-	// namespace's every allocation from the API server.
-	indexAllocationAddressClaim = "kipam.allocationAddressClaim"
 )
 
 // indexAddressClaims registers the field indexes of Cluster API's
-// IPAddressClaims, which the IPAddressClaim, IPLedger and IPAllocation
-// reconcilers list by.
+// IPAddressClaims, which the IPAddressClaim and IPLedger reconcilers list
+// by.
 func indexAddressClaims(ctx context.Context, idx client.FieldIndexer) error {
 	if err := idx.IndexField(ctx, &capiv1beta2.IPAddressClaim{}, indexAddressClaimPool, func(o client.Object) []string {
 		if c := o.(*capiv1beta2.IPAddressClaim); waitsForPool(c) {
@@ -94,17 +90,9 @@ func indexAddressClaims(ctx context.Context, idx client.FieldIndexer) error {
 	}); err != nil {
 		return err
 	}
-	if err := idx.IndexField(ctx, &capiv1beta2.IPAddressClaim{}, indexAddressClaimUID, func(o client.Object) []string {
+	return idx.IndexField(ctx, &capiv1beta2.IPAddressClaim{}, indexAddressClaimUID, func(o client.Object) []string {
 		if c := o.(*capiv1beta2.IPAddressClaim); ipam.ServesPoolRef(c.Spec.PoolRef) {
 			return []string{string(c.UID)}
-		}
-		return nil
-	}); err != nil {
-		return err
-	}
-	return idx.IndexField(ctx, &ipamv1alpha1.IPAllocation{}, indexAllocationAddressClaim, func(o client.Object) []string {
-		if ref := o.(*ipamv1alpha1.IPAllocation).Spec.ClaimRef; ref.Kind == "IPAddressClaim" {
-			return []string{ref.Namespace + "/" + ref.Name}
 		}
 		return nil
 	})
@@ -124,6 +112,9 @@ type IPAddressClaimReconciler struct {
 	Manager   *ipam.Manager
 	Resolver  *ipam.Resolver
 	Recorder  EventRecorder
+	// Allocations keeps what kipam reads of each IPAllocation; when nil,
+	// each is read through Client.
+	Allocations *allocations
 	// Now is the clock.
 	Now func() time.Time
 	// Workers is how many claims are reconciled at once.
@@ -247,9 +238,8 @@ func (r *IPAddressClaimReconciler) recorded(ctx context.Context, claim *capiv1be
 		return nil
 	}
 	p, pool := netip.PrefixFrom(a, a.BitLen()), claim.Spec.PoolRef.Name
-	var alloc ipamv1alpha1.IPAllocation
-	if err := r.Get(ctx, client.ObjectKey{Name: ipam.AllocationName(pool, p)}, &alloc); err != nil || !ipam.AddressClaimHolds(claim, &alloc) ||
-		alloc.Spec.CIDR != p.String() || alloc.DeletionTimestamp != nil {
+	name := ipam.AllocationName(pool, p)
+	if rec, ok := records(r.Allocations, r.Client).get(name); !ok || !ipam.AddressClaimHolds(claim, rec.view(name)) || rec.spec.CIDR != p.String() || rec.deleting {
 		return nil
 	}
 	return &metav1.Condition{Type: capiv1beta2.ReadyCondition, Status: metav1.ConditionTrue, Reason: ipamv1alpha1.ReasonAllocated,
@@ -382,11 +372,9 @@ func hostBits(pool *ipamv1alpha1.IPPool) int {
 // room for this claim, is waited for: its finalizer deletes it.
 func (r *IPAddressClaimReconciler) ensureAllocation(ctx context.Context, claim *capiv1beta2.IPAddressClaim, pool *ipamv1alpha1.IPPool, p netip.Prefix) (*metav1.Condition, error) {
 	name := ipam.AllocationName(pool.Name, p)
-	var a ipamv1alpha1.IPAllocation
-	err := r.Get(ctx, client.ObjectKey{Name: name}, &a)
-	switch {
-	case apierrors.IsNotFound(err):
-		a = ipamv1alpha1.IPAllocation{
+	rec, found := records(r.Allocations, r.Client).get(name)
+	if !found {
+		a := ipamv1alpha1.IPAllocation{
 			ObjectMeta: metav1.ObjectMeta{
 				Name:       name,
 				Labels:     map[string]string{ipamv1alpha1.LabelPool: pool.Name, ipamv1alpha1.LabelClaimNamespace: claim.Namespace},
@@ -399,16 +387,14 @@ func (r *IPAddressClaimReconciler) ensureAllocation(ctx context.Context, claim *
 		if err := r.Create(ctx, &a); err != nil && !apierrors.IsAlreadyExists(err) {
 			return nil, err
 		}
-		return nil, nil // AlreadyExists: the cache lags, or the next pass sees whose it is
-	case err != nil:
-		return nil, err
+		return nil, nil // AlreadyExists: the records lag, or the next pass sees whose it is
 	}
-	if ipam.AddressClaimHolds(claim, &a) {
+	if ipam.AddressClaimHolds(claim, rec.view(name)) {
 		return nil, nil
 	}
-	ref := a.Spec.ClaimRef
+	ref := rec.spec.ClaimRef
 	return addressNotReady(capiv1beta2.ReasonAllocationFailed, fmt.Sprintf("%s in pool %s is recorded for this claim; the IPAllocation %s of its previous holder %s %s/%s "+
-		"is being removed", p.Addr(), pool.Name, a.Name, ref.Kind, ref.Namespace, ref.Name)), nil
+		"is being removed", p.Addr(), pool.Name, name, ref.Kind, ref.Namespace, ref.Name)), nil
 }
 
 // ensureAddress creates the claim's IPAddress: named after the claim,
@@ -714,11 +700,13 @@ func (r *IPAddressClaimReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{}, predicate.Funcs{CreateFunc: func(event.CreateEvent) bool { return true }}))).
 		// The IPAllocation of an address's previous holder gone makes room
 		// for this claim's.
-		Watches(&ipamv1alpha1.IPAllocation{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
-			return r.waiting(ctx, client.MatchingFields{indexAddressClaimPool: o.(*ipamv1alpha1.IPAllocation).Spec.Pool})
-		}), builder.WithPredicates(predicate.Funcs{
-			CreateFunc: func(event.CreateEvent) bool { return false },
-			UpdateFunc: func(event.UpdateEvent) bool { return false },
+		WatchesRawSource(records(r.Allocations, r.Client).source(func(ctx context.Context, e allocEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			if e.new != nil {
+				return
+			}
+			for _, req := range r.waiting(ctx, client.MatchingFields{indexAddressClaimPool: e.old.spec.Pool}) {
+				q.Add(req)
+			}
 		})).
 		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
 			return r.waiting(ctx, client.InNamespace(o.GetName()))

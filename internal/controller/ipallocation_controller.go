@@ -27,6 +27,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -62,6 +63,11 @@ type IPAllocationReconciler struct {
 	// AddressClaims is set when Cluster API's IPAddressClaim is served:
 	// allocations may name one as their holder.
 	AddressClaims bool
+	// Allocations keeps what kipam reads of each allocation, and tells of
+	// their changes; Reconcile reads the allocation through Client, from
+	// the API server (ClientOptions). When nil, each is read through Client
+	// and no change is told.
+	Allocations *allocations
 }
 
 // Allocations: read for the cache and the sweep; created for each claim
@@ -71,7 +77,9 @@ type IPAllocationReconciler struct {
 // The allocation's status (Bound, Orphaned) is kipam's to write.
 // +kubebuilder:rbac:groups=ipam.kipam.dev,resources=ipallocations/status,verbs=patch
 
-// Reconcile checks one IPAllocation's holder.
+// Reconcile checks one IPAllocation's holder. The allocation is read from
+// the API server (ClientOptions): only those whose record or holder's
+// change asks for it are reconciled (settled).
 func (r *IPAllocationReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	var a ipamv1alpha1.IPAllocation
 	if err := r.Get(ctx, req.NamespacedName, &a); err != nil {
@@ -235,29 +243,87 @@ func releaseOrphaned(ctx context.Context, c client.Client, m *ipam.Manager, pool
 	return freed, err
 }
 
-// SetupWithManager registers the reconciler; a claim's change wakes its
-// allocation.
+// settled reports whether Reconcile would find nothing to do for the
+// allocation called name as rec records it, given its claim as the cache
+// shows it: bound by its creation (quiet), not being deleted, and held by
+// that IPClaim. Such an allocation is not queued, so that a claim's every
+// change, and a restart's list of every allocation, costs no read from the
+// API server. Any other is: a pool's or an IPAddressClaim's, whose holder
+// Reconcile judges.
+func settled(rec allocRecord, name string, claim *ipamv1alpha1.IPClaim) bool {
+	return rec.quiet && !rec.deleting && rec.spec.ClaimRef.Kind == "IPClaim" && claim != nil &&
+		claim.Namespace == rec.spec.ClaimRef.Namespace && claim.Name == rec.spec.ClaimRef.Name && ipam.ClaimHolds(claim, rec.view(name))
+}
+
+// allocationChanged queues an allocation added or changed unless it is
+// settled with its claim as the cache shows it.
+func (r *IPAllocationReconciler) allocationChanged(ctx context.Context, e allocEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	if e.new == nil {
+		return // gone: nothing left to check
+	}
+	if ref := e.new.spec.ClaimRef; ref.Kind == "IPClaim" {
+		var claim ipamv1alpha1.IPClaim
+		if err := r.Get(ctx, client.ObjectKey{Namespace: ref.Namespace, Name: ref.Name}, &claim); err == nil && settled(*e.new, e.name, &claim) {
+			return
+		}
+	}
+	q.Add(reconcile.Request{NamespacedName: client.ObjectKey{Name: e.name}})
+}
+
+// claimChanged queues the allocations of a claim's prefixes, before and
+// after the change, that are not settled with it as it is now: all of
+// them once it is gone.
+func (r *IPAllocationReconciler) claimChanged(old, claim *ipamv1alpha1.IPClaim, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	var holdings []ipam.Holding
+	if old != nil {
+		holdings = ipam.Holdings(old)
+	}
+	if claim != nil {
+		holdings = append(holdings, ipam.Holdings(claim)...)
+	}
+	for _, h := range holdings {
+		p, err := netip.ParsePrefix(h.CIDR)
+		if err != nil {
+			continue
+		}
+		name := ipam.AllocationName(h.Pool, p)
+		if rec, ok := records(r.Allocations, r.Client).get(name); ok && !settled(rec, name, claim) {
+			q.Add(reconcile.Request{NamespacedName: client.ObjectKey{Name: name}})
+		}
+	}
+}
+
+// SetupWithManager registers the reconciler: an allocation's change, and
+// its holder's, wakes it.
 func (r *IPAllocationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	b := ctrl.NewControllerManagedBy(mgr).
-		For(&ipamv1alpha1.IPAllocation{}).
+		Named("ipallocation").
+		WatchesRawSource(records(r.Allocations, r.Client).source(r.allocationChanged)).
 		Watches(&ipamv1alpha1.IPPool{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 			pool := o.(*ipamv1alpha1.IPPool)
 			p, err := netip.ParsePrefix(pool.Spec.CIDR)
 			if err != nil {
 				return nil
 			}
-			return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: ipam.AllocationName(ipam.ParentOf(pool), p)}}}
-		})).
-		Watches(&ipamv1alpha1.IPClaim{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
-			var out []reconcile.Request
-			for _, h := range ipam.Holdings(o.(*ipamv1alpha1.IPClaim)) {
-				if p, err := netip.ParsePrefix(h.CIDR); err == nil {
-					out = append(out, reconcile.Request{NamespacedName: client.ObjectKey{Name: ipam.AllocationName(h.Pool, p)}})
-				}
+			name := ipam.AllocationName(ipam.ParentOf(pool), p)
+			if _, ok := records(r.Allocations, r.Client).get(name); !ok {
+				return nil // a root pool's, or not recorded yet: its creation wakes it
 			}
-			return out
+			return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: name}}}
 		})).
-		Named("ipallocation")
+		Watches(&ipamv1alpha1.IPClaim{}, handler.Funcs{
+			CreateFunc: func(_ context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+				r.claimChanged(nil, e.Object.(*ipamv1alpha1.IPClaim), q)
+			},
+			UpdateFunc: func(_ context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+				r.claimChanged(e.ObjectOld.(*ipamv1alpha1.IPClaim), e.ObjectNew.(*ipamv1alpha1.IPClaim), q)
+			},
+			DeleteFunc: func(_ context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+				if claim, ok := e.Object.(*ipamv1alpha1.IPClaim); ok {
+					r.claimChanged(claim, nil, q)
+				}
+			},
+		})
 	if r.AddressClaims {
 		// An IPAddressClaim's change (its deletion) wakes the allocations
 		// that name it.
@@ -271,18 +337,14 @@ func (r *IPAllocationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 }
 
 // allocationsOfAddressClaim are the IPAllocations that record IPAddressClaim
-// o, from the cache by its namespace and name (indexAllocationAddressClaim):
-// not the namespace's every allocation read from the API server for each
-// claim's change. An allocation the cache has not seen yet is reconciled
-// on its own create.
-func (r *IPAllocationReconciler) allocationsOfAddressClaim(ctx context.Context, o client.Object) []reconcile.Request {
-	var allocs ipamv1alpha1.IPAllocationList
-	if err := r.List(ctx, &allocs, client.MatchingFields{indexAllocationAddressClaim: o.GetNamespace() + "/" + o.GetName()}); err != nil {
-		return nil
-	}
-	out := make([]reconcile.Request, 0, len(allocs.Items))
-	for i := range allocs.Items {
-		out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&allocs.Items[i])})
+// o, by their records: not the namespace's every allocation read from the
+// API server for each claim's change. An allocation not recorded yet is
+// reconciled on its own create.
+func (r *IPAllocationReconciler) allocationsOfAddressClaim(_ context.Context, o client.Object) []reconcile.Request {
+	names := records(r.Allocations, r.Client).ofAddressClaim(o.GetNamespace(), o.GetName())
+	out := make([]reconcile.Request, 0, len(names))
+	for _, name := range names {
+		out = append(out, reconcile.Request{NamespacedName: client.ObjectKey{Name: name}})
 	}
 	return out
 }

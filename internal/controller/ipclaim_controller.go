@@ -77,6 +77,9 @@ type IPClaimReconciler struct {
 	Workers int
 	// Holdings finds the cached claims that carry a prefix.
 	Holdings *holdings
+	// Allocations keeps what kipam reads of each IPAllocation; when nil,
+	// each is read through Client.
+	Allocations *allocations
 
 	lost lostRecords
 }
@@ -199,14 +202,14 @@ func (r *IPClaimReconciler) ensureAllocation(ctx context.Context, claim *ipamv1a
 	name := ipam.AllocationName(pool, cidr)
 	ready := metav1.Condition{Type: ipamv1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: ipamv1alpha1.ReasonAllocated,
 		Message: fmt.Sprintf("%s allocated from pool %s", cidr, pool)}
-	var a ipamv1alpha1.IPAllocation
-	err = r.Get(ctx, client.ObjectKey{Name: name}, &a)
-	switch {
-	case apierrors.IsNotFound(err):
+	var a *ipamv1alpha1.IPAllocation
+	if rec, found := records(r.Allocations, r.Client).get(name); found {
+		a = rec.view(name)
+	} else {
 		if cond, ok, err := r.ensureRecorded(ctx, claim, pool, cidr); err != nil || !ok {
 			return cond, "", err
 		}
-		a = ipamv1alpha1.IPAllocation{
+		a = &ipamv1alpha1.IPAllocation{
 			ObjectMeta: metav1.ObjectMeta{
 				Name:       name,
 				Labels:     map[string]string{ipamv1alpha1.LabelPool: pool, ipamv1alpha1.LabelClaimNamespace: claim.Namespace},
@@ -216,14 +219,21 @@ func (r *IPClaimReconciler) ensureAllocation(ctx context.Context, claim *ipamv1a
 				Kind: "IPClaim", Namespace: claim.Namespace, Name: claim.Name, UID: claim.UID,
 			}},
 		}
-		if err := r.Create(ctx, &a); err != nil {
-			return metav1.Condition{}, "", err // AlreadyExists: the next pass sees it
+		err := r.Create(ctx, a)
+		if err == nil {
+			return ready, name, nil
 		}
-		return ready, name, nil
-	case err != nil:
-		return metav1.Condition{}, "", err
+		if !apierrors.IsAlreadyExists(err) {
+			return metav1.Condition{}, "", err
+		}
+		// Not recorded yet (this claim's, created by a pass a moment ago,
+		// or a previous holder's): as the API server has it.
+		a = &ipamv1alpha1.IPAllocation{}
+		if err := r.Get(ctx, client.ObjectKey{Name: name}, a); err != nil {
+			return metav1.Condition{}, "", err
+		}
 	}
-	if ipam.BoundTo(&a, claim) {
+	if ipam.BoundTo(a, claim) {
 		// A claim that looks healthy is not checked against the stored
 		// ledger on every pass: only until it is Ready, when its allocation
 		// was restored without its uid, or after its ledger entry was lost.
@@ -236,7 +246,7 @@ func (r *IPClaimReconciler) ensureAllocation(ctx context.Context, claim *ipamv1a
 		if a.Spec.ClaimRef.UID == "" {
 			patch := client.MergeFrom(a.DeepCopy())
 			a.Spec.ClaimRef.UID = claim.UID
-			if err := r.Patch(ctx, &a, patch); err != nil {
+			if err := r.Patch(ctx, a, patch); err != nil {
 				return metav1.Condition{}, "", err
 			}
 		}
@@ -250,7 +260,7 @@ func (r *IPClaimReconciler) ensureAllocation(ctx context.Context, claim *ipamv1a
 		return notReady(ipamv1alpha1.ReasonPending, fmt.Sprintf("%s in pool %s is bound to this claim; the IPAllocation of its previous holder %s %s/%s is being removed",
 			cidr, pool, ref.Kind, ref.Namespace, ref.Name)), "", nil
 	}
-	return r.conflict(claim, &a, fmt.Sprintf("%s in pool %s is held by %s %s/%s", cidr, pool, ref.Kind, ref.Namespace, ref.Name)), "", nil
+	return r.conflict(claim, a, fmt.Sprintf("%s in pool %s is held by %s %s/%s", cidr, pool, ref.Kind, ref.Namespace, ref.Name)), "", nil
 }
 
 func (r *IPClaimReconciler) patchStatus(ctx context.Context, claim *ipamv1alpha1.IPClaim, cond metav1.Condition, allocNames ...string) error {
@@ -609,8 +619,8 @@ func (r *IPClaimReconciler) finalize(ctx context.Context, claim *ipamv1alpha1.IP
 // it) records the entry it holds as having none.
 func (r *IPClaimReconciler) entryOf(ctx context.Context, claim *ipamv1alpha1.IPClaim, pool string, cidr netip.Prefix) string {
 	if claim.Annotations[ipam.EntryAnnotation] == "" && !ipam.DualStack(claim) {
-		var a ipamv1alpha1.IPAllocation
-		if err := r.Get(ctx, client.ObjectKey{Name: ipam.AllocationName(pool, cidr)}, &a); err == nil && ipam.BoundTo(&a, claim) && a.Spec.Entry == "" {
+		name := ipam.AllocationName(pool, cidr)
+		if rec, ok := records(r.Allocations, r.Client).get(name); ok && ipam.BoundTo(rec.view(name), claim) && rec.spec.Entry == "" {
 			return ""
 		}
 	}
@@ -659,21 +669,18 @@ func (r *IPClaimReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{}, predicate.Funcs{CreateFunc: func(event.CreateEvent) bool { return true }}))).
 		// An IPAllocation gone makes room for the record of the claim that
 		// now holds its prefix.
-		Watches(&ipamv1alpha1.IPAllocation{}, handler.Funcs{
-			DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-				a, ok := e.Object.(*ipamv1alpha1.IPAllocation)
-				if !ok {
-					return
-				}
-				claims, err := r.Holdings.claims(a.Spec.Pool, a.Spec.CIDR, "")
-				if err != nil {
-					return
-				}
-				for i := range claims {
-					q.Add(reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&claims[i])})
-				}
-			},
-		}).
+		WatchesRawSource(records(r.Allocations, r.Client).source(func(_ context.Context, e allocEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			if e.new != nil {
+				return
+			}
+			claims, err := r.Holdings.claims(e.old.spec.Pool, e.old.spec.CIDR, "")
+			if err != nil {
+				return
+			}
+			for i := range claims {
+				q.Add(reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&claims[i])})
+			}
+		})).
 		// A namespace's labels decide which pools its claims may draw on.
 		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
 			return r.waitingIn(ctx, o.GetName())

@@ -275,7 +275,7 @@ func (r *IPClaimReconciler) adoptPool(ctx context.Context, claim *ipamv1alpha1.I
 // the API server lists them; it only names the holder in a message.
 func (r *IPClaimReconciler) overlapping(ctx context.Context, pool string, cidr netip.Prefix) *ipamv1alpha1.IPAllocation {
 	var allocs ipamv1alpha1.IPAllocationList
-	// The cache keeps no labels of an allocation (trimAllocation).
+	// No record keeps an allocation's labels: this reads the API server.
 	if err := r.APIReader.List(ctx, &allocs, client.MatchingLabels{ipamv1alpha1.LabelPool: pool}); err != nil {
 		return nil
 	}

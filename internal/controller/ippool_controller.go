@@ -56,6 +56,9 @@ type IPPoolReconciler struct {
 	Manager   *ipam.Manager
 	Recorder  EventRecorder
 	Now       func() time.Time
+	// Allocations keeps what kipam reads of each IPAllocation; when nil,
+	// each is read through Client.
+	Allocations *allocations
 	// RetryMaxDelay caps the wait before retrying a failed reconcile
 	// (DefaultRetryMaxDelay when 0).
 	RetryMaxDelay time.Duration
@@ -337,12 +340,10 @@ func (r *IPPoolReconciler) overlappedBy(ctx context.Context, pool *ipamv1alpha1.
 // pool lives.
 func (r *IPPoolReconciler) ensureAllocation(ctx context.Context, pool *ipamv1alpha1.IPPool, parent string, cidr netip.Prefix, id string) error {
 	name := ipam.AllocationName(parent, cidr)
-	var a ipamv1alpha1.IPAllocation
-	err := r.Get(ctx, client.ObjectKey{Name: name}, &a)
-	if !apierrors.IsNotFound(err) {
-		return err
+	if _, ok := records(r.Allocations, r.Client).get(name); ok {
+		return nil
 	}
-	a = ipamv1alpha1.IPAllocation{
+	a := ipamv1alpha1.IPAllocation{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:       name,
 			Labels:     map[string]string{ipamv1alpha1.LabelPool: parent},

@@ -57,6 +57,7 @@ var _ = Describe("Retries of a failing release", func() {
 		mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 			Scheme:                 scheme.Scheme,
 			Cache:                  CacheOptions(),
+			Client:                 ClientOptions(),
 			Metrics:                metricsserver.Options{BindAddress: "0"},
 			HealthProbeBindAddress: "0",
 			Controller:             config.Controller{SkipNameValidation: ptr.To(true)},

@@ -33,6 +33,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	capiv1beta2 "github.com/kipam/kipam/api/capi/ipam/v1beta2"
@@ -164,18 +165,24 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, m *ipam.Manager, op
 	if err != nil {
 		return err
 	}
+	watcher, err := client.NewWithWatch(mgr.GetConfig(), client.Options{HTTPClient: mgr.GetHTTPClient(), Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper()})
+	if err != nil {
+		return err
+	}
+	allocs := newAllocations(watcher)
 	if addressClaims {
 		if err := indexAddressClaims(ctx, mgr.GetFieldIndexer()); err != nil {
 			return err
 		}
 	}
 	for _, r := range []interface{ SetupWithManager(ctrl.Manager) error }{
-		&IPPoolReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Manager: m, Recorder: recorder, Now: opts.Now, Unconfirmed: pending,
+		&IPPoolReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Manager: m, Recorder: recorder, Now: opts.Now, Unconfirmed: pending, Allocations: allocs,
 			RetryMaxDelay: opts.RetryMaxDelay, LeaseNamespace: opts.LeaseNamespace},
 		&IPClaimReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Manager: m, Resolver: resolver, Recorder: recorder, Now: opts.Now, Holdings: held,
-			Workers: opts.Workers, RetryMaxDelay: opts.RetryMaxDelay},
+			Allocations: allocs, Workers: opts.Workers, RetryMaxDelay: opts.RetryMaxDelay},
 		&IPAllocationReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Manager: m, Recorder: recorder,
-			OrphanGrace: opts.OrphanGrace, Now: opts.Now, Workers: opts.Workers, RetryMaxDelay: opts.RetryMaxDelay, AddressClaims: addressClaims},
+			OrphanGrace: opts.OrphanGrace, Now: opts.Now, Workers: opts.Workers, RetryMaxDelay: opts.RetryMaxDelay, AddressClaims: addressClaims,
+			Allocations: allocs},
 		&IPLedgerReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Manager: m, Recorder: recorder, Holdings: held,
 			OrphanGrace: opts.OrphanGrace, Now: opts.Now, Unconfirmed: pending, RetryMaxDelay: opts.RetryMaxDelay, AddressClaims: addressClaims,
 			Sightings: seen},
@@ -194,7 +201,7 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, m *ipam.Manager, op
 		return nil
 	}
 	return (&IPAddressClaimReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Manager: m, Resolver: resolver, Recorder: recorder,
-		Now: opts.Now, Workers: AddressClaimWorkersPerWorker * opts.Workers, RetryMaxDelay: opts.RetryMaxDelay, Cluster: cluster}).SetupWithManager(mgr)
+		Allocations: allocs, Now: opts.Now, Workers: AddressClaimWorkersPerWorker * opts.Workers, RetryMaxDelay: opts.RetryMaxDelay, Cluster: cluster}).SetupWithManager(mgr)
 }
 
 // AddressClaimWorkersPerWorker is how many IPAddressClaims kipam reconciles

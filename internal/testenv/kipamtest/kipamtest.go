@@ -62,6 +62,7 @@ func Start(ctx context.Context, env *envtest.Environment, cfg *rest.Config, sche
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme: scheme,
 		Cache:  controller.CacheOptions(),
+		Client: controller.ClientOptions(),
 		WebhookServer: webhook.NewServer(webhook.Options{
 			Host:    wh.LocalServingHost,
 			Port:    wh.LocalServingPort,

@@ -32,9 +32,9 @@ import (
 	"github.com/kipam/kipam/internal/ipam"
 )
 
-// kipam's cache keeps only what kipam reads of claims and allocations
-// (internal/controller, trimClaim and trimAllocation); these specs show that
-// what it drops is never written back.
+// kipam's cache keeps only what kipam reads of claims (internal/controller,
+// trimClaim), and of allocations a record of their spec (allocations);
+// these specs show that what either leaves out is never written back.
 var _ = Describe("What kipam's cache leaves out of claims and allocations", func() {
 	It("survives kipam's writes to the claim: its status, its finalizer's removal", func() {
 		p := createPool("10.253.0.0/28", nil)
@@ -75,7 +75,7 @@ var _ = Describe("What kipam's cache leaves out of claims and allocations", func
 		unchanged(Default, c)
 		Expect(c.Finalizers).To(ConsistOf(hold, ipamv1alpha1.ClaimFinalizer))
 		Expect(alloc.Labels).To(Equal(map[string]string{ipamv1alpha1.LabelPool: p.Name, ipamv1alpha1.LabelClaimNamespace: "default"}),
-			"the labels the cache drops of an allocation stay on it")
+			"the labels kipam keeps no record of stay on the allocation")
 
 		By("kipam's release: its finalizer goes, the rest stays")
 		Expect(k8sClient.Delete(ctx, c)).To(Succeed())
