@@ -66,9 +66,10 @@ type allocRecord struct {
 	spec            ipamv1alpha1.IPAllocationSpec
 	resourceVersion string
 	deleting        bool
-	// quiet: its status says nothing (no orphanedAt, no condition). An
-	// allocation is bound from its creation, and its status is written
-	// only to report a holder missing, and then its recovery.
+	// quiet: its status reports no holder missing: no orphanedAt, and no
+	// condition but Bound=True and Orphaned=False. An allocation is bound
+	// from its creation, and its status is written only to report a holder
+	// missing, and then its recovery.
 	quiet bool
 }
 
@@ -117,8 +118,25 @@ func recordOf(a *ipamv1alpha1.IPAllocation) allocRecord {
 		spec:            spec,
 		resourceVersion: a.ResourceVersion,
 		deleting:        a.DeletionTimestamp != nil,
-		quiet:           a.Status.OrphanedAt == nil && len(a.Status.Conditions) == 0,
+		quiet:           quiet(&a.Status),
 	}
+}
+
+// quiet reports whether st reports no holder missing: what the reconcile
+// of an allocation whose holder carries it leaves unchanged.
+func quiet(st *ipamv1alpha1.IPAllocationStatus) bool {
+	if st.OrphanedAt != nil {
+		return false
+	}
+	for _, c := range st.Conditions {
+		switch {
+		case c.Type == ipamv1alpha1.ConditionBound && c.Status == metav1.ConditionTrue:
+		case c.Type == ipamv1alpha1.ConditionOrphaned && c.Status == metav1.ConditionFalse:
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // view is an IPAllocation holding what r keeps: name, resourceVersion and
@@ -185,9 +203,13 @@ func (s *allocations) ofAddressClaim(namespace, name string) []string {
 	return names
 }
 
-// source tells fn of every change, starting with an add of every
-// allocation already recorded, and the watch with the first source
-// started. fn runs on the watch's goroutine: it must not block.
+// source tells fn of every change from its start, and of every allocation
+// recorded by then as added (which may reach fn after a change made since:
+// fn judges each event by the record it carries, and a record told late
+// is never newer than the change told before it). The first source
+// started starts the watch. fn runs on the watch's goroutine, so it should
+// not wait long (the allocation controller's reads a claim from the cache,
+// which waits for the claims' cache to sync).
 func (s *allocations) source(fn func(context.Context, allocEvent, workqueue.TypedRateLimitingInterface[reconcile.Request])) source.TypedSyncingSource[reconcile.Request] {
 	return &allocSource{s: s, fn: fn}
 }
@@ -247,8 +269,8 @@ func (*allocStore) Transformer() toolscache.TransformFunc {
 			Spec:       a.Spec,
 		}
 		cut.Status.OrphanedAt = a.Status.OrphanedAt
-		if len(a.Status.Conditions) > 0 {
-			cut.Status.Conditions = []metav1.Condition{{Type: a.Status.Conditions[0].Type}} // enough to say it is not quiet
+		for _, c := range a.Status.Conditions {
+			cut.Status.Conditions = append(cut.Status.Conditions, metav1.Condition{Type: c.Type, Status: c.Status}) // what quiet reads
 		}
 		return cut, nil
 	}

@@ -30,7 +30,10 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
+	"sigs.k8s.io/controller-runtime/pkg/cache/informertest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
@@ -182,7 +185,18 @@ func TestSettled(t *testing.T) {
 	}{
 		{what: "held by its claim", want: true},
 		{what: "its status reports something", rec: func(r *allocRecord) { r.quiet = false }},
-		{what: "being deleted", rec: func(r *allocRecord) { r.deleting = true }},
+		{what: "being deleted, held", rec: func(r *allocRecord) { r.deleting = true }, want: true},
+		{what: "recovered: Bound and not Orphaned", rec: func(r *allocRecord) {
+			a := testAllocation(name, "IPClaim", "tenant", "web")
+			setCond(a, ipamv1alpha1.ConditionBound, metav1.ConditionTrue, ipamv1alpha1.ReasonHolderFound, "held by IPClaim tenant/web")
+			setCond(a, ipamv1alpha1.ConditionOrphaned, metav1.ConditionFalse, ipamv1alpha1.ReasonHolderFound, "")
+			*r = recordOf(a)
+		}, want: true},
+		{what: "reported not bound", rec: func(r *allocRecord) {
+			a := testAllocation(name, "IPClaim", "tenant", "web")
+			setCond(a, ipamv1alpha1.ConditionBound, metav1.ConditionFalse, ipamv1alpha1.ReasonHolderMissing, "no IPClaim carries this prefix")
+			*r = recordOf(a)
+		}},
 		{what: "a pool's", rec: func(r *allocRecord) { r.spec.ClaimRef.Kind = "IPPool" }},
 		{what: "a Cluster API claim's", rec: func(r *allocRecord) { r.spec.ClaimRef.Kind = "IPAddressClaim" }},
 		{what: "its claim gone", claim: func(*ipamv1alpha1.IPClaim) *ipamv1alpha1.IPClaim { return nil }},
@@ -223,6 +237,10 @@ func TestAllocationTransformerKeepsTheRecord(t *testing.T) {
 		"reported": func(a *ipamv1alpha1.IPAllocation) {
 			a.Status.Conditions = []metav1.Condition{{Type: ipamv1alpha1.ConditionBound, Status: metav1.ConditionFalse, Message: "no IPClaim"}}
 		},
+		"recovered": func(a *ipamv1alpha1.IPAllocation) {
+			a.Status.Conditions = []metav1.Condition{{Type: ipamv1alpha1.ConditionBound, Status: metav1.ConditionTrue, Message: "held"},
+				{Type: ipamv1alpha1.ConditionOrphaned, Status: metav1.ConditionFalse}}
+		},
 		"deleting": func(a *ipamv1alpha1.IPAllocation) { a.DeletionTimestamp = &now },
 	} {
 		a := testAllocation("pool-a.10-0-0-1-32", "IPClaim", "tenant", "web")
@@ -242,4 +260,49 @@ func TestAllocationTransformerKeepsTheRecord(t *testing.T) {
 			t.Errorf("%s: the cut keeps what no record reads: %+v", what, cut.ObjectMeta)
 		}
 	}
+}
+
+// TestAClaimGoneAfterItsAllocationWasSettledQueuesIt: an allocation left
+// out of the queue because its claim carried it is queued once the claim
+// goes, even when the claim goes while the allocation is being judged: the
+// claims' handler is registered before any allocation is judged
+// (claimsThenAllocations).
+func TestAClaimGoneAfterItsAllocationWasSettledQueuesIt(t *testing.T) {
+	g := NewWithT(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sch := runtime.NewScheme()
+	g.Expect(ipamv1alpha1.AddToScheme(sch)).To(Succeed())
+	name := ipam.AllocationName("pool-a", netip.MustParsePrefix("10.0.0.1/32"))
+	claim := &ipamv1alpha1.IPClaim{ObjectMeta: metav1.ObjectMeta{Namespace: "tenant", Name: "web", UID: "uid-web",
+		Annotations: map[string]string{ipam.PoolAnnotation: "pool-a"}}, Spec: ipamv1alpha1.IPClaimSpec{CIDR: "10.0.0.1/32"}}
+	informers := &informertest.FakeInformers{Scheme: sch}
+	claims, err := informers.FakeInformerFor(ctx, &ipamv1alpha1.IPClaim{})
+	g.Expect(err).NotTo(HaveOccurred())
+	// The claim is deleted (its finalizer forced off) right after the
+	// allocation's judge read it.
+	var once sync.Once
+	c := interceptor.NewClient(fake.NewClientBuilder().WithScheme(sch).WithObjects(claim).Build(), interceptor.Funcs{
+		Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+			err := c.Get(ctx, key, obj, opts...)
+			if _, ok := obj.(*ipamv1alpha1.IPClaim); ok && err == nil {
+				once.Do(func() {
+					g.Expect(c.Delete(ctx, claim)).To(Succeed())
+					claims.Delete(claim)
+				})
+			}
+			return err
+		},
+	})
+	s, _ := fakeAllocations(*testAllocation(name, "IPClaim", "tenant", "web"))
+	r := &IPAllocationReconciler{Client: c, Allocations: s}
+	q := workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
+	defer q.ShutDown()
+
+	src := &claimsThenAllocations{cache: informers, r: r}
+	g.Expect(src.Start(ctx, q)).To(Succeed())
+	g.Expect(src.WaitForSync(ctx)).To(Succeed())
+	g.Eventually(q.Len).Should(Equal(1), "its claim gone, the allocation is queued")
+	item, _ := q.Get()
+	g.Expect(item.Name).To(Equal(name))
 }

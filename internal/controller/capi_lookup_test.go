@@ -29,11 +29,13 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	capiv1beta2 "github.com/kipam/kipam/api/capi/ipam/v1beta2"
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
@@ -153,28 +155,49 @@ func TestLedgerSweepLooksUpAnAddressClaimByItsUID(t *testing.T) {
 }
 
 // A claim's change wakes the IPAllocations that record it, found in the
-// cache by the claim's namespace and name: not by listing the namespace's
-// every allocation from the API server for each claim's create, update
-// and delete.
-func TestAddressClaimWakesItsAllocationsFromTheCache(t *testing.T) {
+// allocations' records by the claim's namespace and name: not by listing
+// the namespace's every allocation from the API server for each claim's
+// create, update and delete.
+func TestAddressClaimWakesItsAllocationsFromTheRecords(t *testing.T) {
 	b, objs := addressClaimFixture(t, 20)
-	c := b.WithObjects(objs...).Build()
-	apiReads := 0
-	api := interceptor.NewClient(fake.NewClientBuilder().WithScheme(c.Scheme()).Build(), interceptor.Funcs{
+	var allocs []ipamv1alpha1.IPAllocation
+	for _, o := range objs {
+		if a, ok := o.(*ipamv1alpha1.IPAllocation); ok {
+			allocs = append(allocs, *a)
+		}
+	}
+	records, _ := fakeAllocations(allocs...)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	q := workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
+	defer q.ShutDown()
+	src := records.source(func(context.Context, allocEvent, workqueue.TypedRateLimitingInterface[reconcile.Request]) {})
+	if err := src.Start(ctx, q); err != nil {
+		t.Fatal(err)
+	}
+	if err := src.WaitForSync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	reads := 0
+	c := interceptor.NewClient(b.Build(), interceptor.Funcs{
+		Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+			reads++
+			return c.Get(ctx, key, obj, opts...)
+		},
 		List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
-			apiReads++
+			reads++
 			return c.List(ctx, list, opts...)
 		},
 	})
-	r := &IPAllocationReconciler{Client: c, APIReader: api, AddressClaims: true}
+	r := &IPAllocationReconciler{Client: c, APIReader: c, AddressClaims: true, Allocations: records}
 	claim := &capiv1beta2.IPAddressClaim{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "machine-7"}}
-	got := r.allocationsOfAddressClaim(context.Background(), claim)
+	got := r.allocationsOfAddressClaim(ctx, claim)
 	want := client.ObjectKey{Name: ipam.AllocationName("lookup-pool", netip.MustParsePrefix("10.251.0.8/32"))}
 	if len(got) != 1 || got[0].NamespacedName != want {
 		t.Errorf("claim default/machine-7 wakes %v, want only %v", got, want)
 	}
-	if apiReads != 0 {
-		t.Errorf("waking a claim's allocations listed from the API server %d times, want none", apiReads)
+	if reads != 0 {
+		t.Errorf("waking a claim's allocations read through a client %d times, want none", reads)
 	}
 }
 

@@ -27,15 +27,18 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	capiv1beta2 "github.com/kipam/kipam/api/capi/ipam/v1beta2"
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
@@ -243,15 +246,16 @@ func releaseOrphaned(ctx context.Context, c client.Client, m *ipam.Manager, pool
 	return freed, err
 }
 
-// settled reports whether Reconcile would find nothing to do for the
+// settled reports that Reconcile would find nothing to do for the
 // allocation called name as rec records it, given its claim as the cache
-// shows it: bound by its creation (quiet), not being deleted, and held by
-// that IPClaim. Such an allocation is not queued, so that a claim's every
-// change, and a restart's list of every allocation, costs no read from the
-// API server. Any other is: a pool's or an IPAddressClaim's, whose holder
-// Reconcile judges.
+// shows it: its status reports no holder missing (quiet), and that IPClaim
+// carries it (whether or not the allocation is being deleted: a held one
+// keeps its finalizer). Such an allocation is not queued, so that a
+// claim's every change, and a restart's list of every allocation, costs
+// no read from the API server. A pool's or an IPAddressClaim's is never
+// settled: Reconcile judges its holder.
 func settled(rec allocRecord, name string, claim *ipamv1alpha1.IPClaim) bool {
-	return rec.quiet && !rec.deleting && rec.spec.ClaimRef.Kind == "IPClaim" && claim != nil &&
+	return rec.quiet && rec.spec.ClaimRef.Kind == "IPClaim" && claim != nil &&
 		claim.Namespace == rec.spec.ClaimRef.Namespace && claim.Name == rec.spec.ClaimRef.Name && ipam.ClaimHolds(claim, rec.view(name))
 }
 
@@ -293,12 +297,59 @@ func (r *IPAllocationReconciler) claimChanged(old, claim *ipamv1alpha1.IPClaim, 
 	}
 }
 
+// claimsThenAllocations tells the reconciler of the claims' changes
+// (claimChanged) and of the allocations' (allocationChanged), the claims'
+// handler registered first. allocationChanged leaves an allocation out of
+// the queue on the strength of its claim as the cache shows it; a later
+// change of that claim (its deletion) must then reach claimChanged. So the
+// handler is on the claims' informer before any allocation is judged,
+// which two sources started side by side would not promise.
+type claimsThenAllocations struct {
+	cache  cache.Cache
+	r      *IPAllocationReconciler
+	claims toolscache.ResourceEventHandlerRegistration
+	allocs source.TypedSyncingSource[reconcile.Request]
+}
+
+func (s *claimsThenAllocations) Start(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
+	inf, err := s.cache.GetInformer(ctx, &ipamv1alpha1.IPClaim{})
+	if err != nil {
+		return err
+	}
+	claim := func(o any) *ipamv1alpha1.IPClaim {
+		if d, ok := o.(toolscache.DeletedFinalStateUnknown); ok {
+			o = d.Obj
+		}
+		c, _ := o.(*ipamv1alpha1.IPClaim)
+		return c
+	}
+	s.claims, err = inf.AddEventHandlerWithOptions(toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    func(o any) { s.r.claimChanged(nil, claim(o), q) },
+		UpdateFunc: func(old, o any) { s.r.claimChanged(claim(old), claim(o), q) },
+		DeleteFunc: func(o any) { s.r.claimChanged(claim(o), nil, q) },
+	}, toolscache.HandlerOptions{})
+	if err != nil {
+		return err
+	}
+	s.allocs = records(s.r.Allocations, s.r.Client).source(s.r.allocationChanged)
+	return s.allocs.Start(ctx, q)
+}
+
+func (s *claimsThenAllocations) WaitForSync(ctx context.Context) error {
+	if !toolscache.WaitForCacheSync(ctx.Done(), s.claims.HasSynced) {
+		return fmt.Errorf("IPClaims not listed: %w", ctx.Err())
+	}
+	return s.allocs.WaitForSync(ctx)
+}
+
+func (s *claimsThenAllocations) String() string { return "IPClaims, then IPAllocation records" }
+
 // SetupWithManager registers the reconciler: an allocation's change, and
 // its holder's, wakes it.
 func (r *IPAllocationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	b := ctrl.NewControllerManagedBy(mgr).
 		Named("ipallocation").
-		WatchesRawSource(records(r.Allocations, r.Client).source(r.allocationChanged)).
+		WatchesRawSource(&claimsThenAllocations{cache: mgr.GetCache(), r: r}).
 		Watches(&ipamv1alpha1.IPPool{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 			pool := o.(*ipamv1alpha1.IPPool)
 			p, err := netip.ParsePrefix(pool.Spec.CIDR)
@@ -310,20 +361,7 @@ func (r *IPAllocationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 				return nil // a root pool's, or not recorded yet: its creation wakes it
 			}
 			return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: name}}}
-		})).
-		Watches(&ipamv1alpha1.IPClaim{}, handler.Funcs{
-			CreateFunc: func(_ context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-				r.claimChanged(nil, e.Object.(*ipamv1alpha1.IPClaim), q)
-			},
-			UpdateFunc: func(_ context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-				r.claimChanged(e.ObjectOld.(*ipamv1alpha1.IPClaim), e.ObjectNew.(*ipamv1alpha1.IPClaim), q)
-			},
-			DeleteFunc: func(_ context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-				if claim, ok := e.Object.(*ipamv1alpha1.IPClaim); ok {
-					r.claimChanged(claim, nil, q)
-				}
-			},
-		})
+		}))
 	if r.AddressClaims {
 		// An IPAddressClaim's change (its deletion) wakes the allocations
 		// that name it.

@@ -260,6 +260,13 @@ func (r *IPClaimReconciler) ensureAllocation(ctx context.Context, claim *ipamv1a
 		return notReady(ipamv1alpha1.ReasonPending, fmt.Sprintf("%s in pool %s is bound to this claim; the IPAllocation of its previous holder %s %s/%s is being removed",
 			cidr, pool, ref.Kind, ref.Namespace, ref.Name)), "", nil
 	}
+	if a.UID == "" {
+		// A record's view: the Warning event names the object as stored.
+		var stored ipamv1alpha1.IPAllocation
+		if err := r.Get(ctx, client.ObjectKey{Name: name}, &stored); err == nil {
+			a = &stored
+		}
+	}
 	return r.conflict(claim, a, fmt.Sprintf("%s in pool %s is held by %s %s/%s", cidr, pool, ref.Kind, ref.Namespace, ref.Name)), "", nil
 }
 

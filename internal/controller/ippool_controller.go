@@ -30,6 +30,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
@@ -470,6 +471,15 @@ func (r *IPPoolReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&ipamv1alpha1.IPPool{}, handler.EnqueueRequestsFromMapFunc(r.overlapped)).
 		Watches(&ipamv1alpha1.IPLedger{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 			return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: o.(*ipamv1alpha1.IPLedger).Spec.Pool}}}
+		})).
+		// A pool's IPAllocation in its parent gone wakes the pool, which
+		// records it again while it holds its prefix; and the pools are
+		// reconciled only once the records are listed (ensureAllocation
+		// reads them).
+		WatchesRawSource(records(r.Allocations, r.Client).source(func(_ context.Context, e allocEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			if e.new == nil && e.old.spec.ClaimRef.Kind == "IPPool" {
+				q.Add(reconcile.Request{NamespacedName: client.ObjectKey{Name: e.old.spec.ClaimRef.Name}})
+			}
 		})).
 		Named("ippool").
 		WithOptions(controller.Options{RateLimiter: retryLimiter(r.RetryMaxDelay)}).
