@@ -19,6 +19,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -57,7 +58,9 @@ type allocations struct {
 	byName map[string]allocRecord
 	// byAddressClaim names the allocations of each Cluster API
 	// IPAddressClaim, by "<namespace>/<name>": a claim's deletion wakes them.
-	byAddressClaim map[string]map[string]struct{}
+	// (Mostly one a claim: a slice, not a set, which costs a few hundred
+	// bytes however few it holds.)
+	byAddressClaim map[string][]string
 	listeners      []func(allocEvent)
 }
 
@@ -104,7 +107,7 @@ func allocationsFrom(lw toolscache.ListerWatcher) *allocations {
 		lw:             lw,
 		synced:         make(chan struct{}),
 		byName:         map[string]allocRecord{},
-		byAddressClaim: map[string]map[string]struct{}{},
+		byAddressClaim: map[string][]string{},
 	}
 }
 
@@ -196,11 +199,7 @@ func (s *allocations) ofAddressClaim(namespace, name string) []string {
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	names := make([]string, 0, len(s.byAddressClaim[namespace+"/"+name]))
-	for n := range s.byAddressClaim[namespace+"/"+name] {
-		names = append(names, n)
-	}
-	return names
+	return slices.Clone(s.byAddressClaim[namespace+"/"+name])
 }
 
 // source tells fn of every change from its start, and of every allocation
@@ -352,10 +351,7 @@ func (s *allocations) set(obj any) []allocEvent {
 	s.byName[a.Name] = r
 	if ref := r.spec.ClaimRef; ref.Kind == "IPAddressClaim" {
 		key := ref.Namespace + "/" + ref.Name
-		if s.byAddressClaim[key] == nil {
-			s.byAddressClaim[key] = map[string]struct{}{}
-		}
-		s.byAddressClaim[key][a.Name] = struct{}{}
+		s.byAddressClaim[key] = append(s.byAddressClaim[key], a.Name)
 	}
 	return []allocEvent{e}
 }
@@ -374,8 +370,9 @@ func (s *allocations) drop(name string) []allocEvent {
 func (s *allocations) unindex(name string, r allocRecord) {
 	if ref := r.spec.ClaimRef; ref.Kind == "IPAddressClaim" {
 		key := ref.Namespace + "/" + ref.Name
-		delete(s.byAddressClaim[key], name)
-		if len(s.byAddressClaim[key]) == 0 {
+		if names := slices.DeleteFunc(s.byAddressClaim[key], func(n string) bool { return n == name }); len(names) > 0 {
+			s.byAddressClaim[key] = names
+		} else {
 			delete(s.byAddressClaim, key)
 		}
 	}

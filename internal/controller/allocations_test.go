@@ -130,6 +130,13 @@ func TestAllocationRecords(t *testing.T) {
 	g.Expect(rec.view(held.Name).DeletionTimestamp).NotTo(BeNil())
 	g.Expect(rec.view(held.Name).ResourceVersion).To(Equal("2"))
 
+	t.Log("a second allocation of the same Cluster API claim (a surplus entry) is indexed beside the first")
+	surplus := testAllocation("pool-a.10-0-0-9-32", "IPAddressClaim", "tenant", "node-0")
+	w.Add(surplus)
+	g.Eventually(func() []string { return s.ofAddressClaim("tenant", "node-0") }).Should(ConsistOf(capi.Name, surplus.Name))
+	w.Delete(surplus)
+	g.Eventually(func() []string { return s.ofAddressClaim("tenant", "node-0") }).Should(ConsistOf(capi.Name))
+
 	t.Log("an allocation deleted: gone from the records and the index, the event has the old record")
 	w.Delete(capi)
 	g.Eventually(func(g Gomega) {
