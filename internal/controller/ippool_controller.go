@@ -472,15 +472,10 @@ func (r *IPPoolReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&ipamv1alpha1.IPLedger{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 			return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: o.(*ipamv1alpha1.IPLedger).Spec.Pool}}}
 		})).
-		// A pool's IPAllocation in its parent gone wakes the pool, which
-		// records it again while it holds its prefix; and the pools are
-		// reconciled only once the records are listed (ensureAllocation
-		// reads them).
-		WatchesRawSource(records(r.Allocations, r.Client).source(func(_ context.Context, e allocEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			if e.new == nil && e.old.spec.ClaimRef.Kind == "IPPool" {
-				q.Add(reconcile.Request{NamespacedName: client.ObjectKey{Name: e.old.spec.ClaimRef.Name}})
-			}
-		})).
+		// Pools are reconciled only once the allocations' records are
+		// listed (ensureAllocation reads them); no change of an allocation
+		// wakes a pool.
+		WatchesRawSource(records(r.Allocations, r.Client).source(func(context.Context, allocEvent, workqueue.TypedRateLimitingInterface[reconcile.Request]) {})).
 		Named("ippool").
 		WithOptions(controller.Options{RateLimiter: retryLimiter(r.RetryMaxDelay)}).
 		Complete(r)
