@@ -20,6 +20,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -276,22 +277,28 @@ func (r *IPAllocationReconciler) allocationChanged(ctx context.Context, e allocE
 
 // claimChanged queues the allocations of a claim's prefixes, before and
 // after the change, that are not settled with it as it is now: all of
-// them once it is gone.
+// them once it is gone. A prefix held before and after (every status
+// write) is judged once.
 func (r *IPAllocationReconciler) claimChanged(old, claim *ipamv1alpha1.IPClaim, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 	var holdings []ipam.Holding
-	if old != nil {
-		holdings = ipam.Holdings(old)
-	}
 	if claim != nil {
-		holdings = append(holdings, ipam.Holdings(claim)...)
+		holdings = ipam.Holdings(claim)
 	}
+	if old != nil {
+		for _, h := range ipam.Holdings(old) {
+			if !slices.ContainsFunc(holdings, func(n ipam.Holding) bool { return n.Pool == h.Pool && n.CIDR == h.CIDR }) {
+				holdings = append(holdings, h)
+			}
+		}
+	}
+	allocs := records(r.Allocations, r.Client)
 	for _, h := range holdings {
 		p, err := netip.ParsePrefix(h.CIDR)
 		if err != nil {
 			continue
 		}
 		name := ipam.AllocationName(h.Pool, p)
-		if rec, ok := records(r.Allocations, r.Client).get(name); ok && !settled(rec, name, claim) {
+		if rec, ok := allocs.get(name); ok && !settled(rec, name, claim) {
 			q.Add(reconcile.Request{NamespacedName: client.ObjectKey{Name: name}})
 		}
 	}
