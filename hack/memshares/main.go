@@ -40,8 +40,8 @@ var shares = []struct {
 	patterns []string
 }{
 	{"the ledger sweep's sightings", []string{"sightings"}},
+	{"the claims' records (ipam.ClaimRecord)", []string{"RecordClaim"}},
 	{"the parsed ledgers (internal/ipam) and the allocator", []string{"kipam/internal/ipam", "kipam/internal/allocator"}},
-	{"the claim's kipam annotations", []string{"trimClaim"}},
 	{"the allocations' records", []string{"(*allocations)", "allocStore"}},
 	{"the caches' stores and indexes", []string{"tools/cache.(*cache)", "threadSafeMap", "storeIndex", "holdings"}},
 	{"the work queues", []string{"priorityqueue", "workqueue"}},

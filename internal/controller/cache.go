@@ -17,10 +17,9 @@ limitations under the License.
 package controller
 
 import (
-	"strings"
 	"unique"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -29,26 +28,24 @@ import (
 )
 
 // What the manager caches of a claim (docs/design.md, "Memory per claim"):
-// what kipam reads, and nothing else. kipam writes claims only by JSON
-// merge patches computed between two copies of the cached object, which
-// name only the fields that changed: a map key or a field dropped here is
-// absent from both copies, so no patch ever writes it. Lists are written
-// whole by a merge patch, so every list kipam writes (finalizers, status
-// conditions) is cached whole. Of an allocation no object is cached:
-// allocations keeps a record of each.
-
-// kipamKeys starts every annotation kipam reads on a claim.
-const kipamKeys = "ipam.kipam.dev/"
+// not the object, but a record of what kipam reads of it
+// (ipam.ClaimRecord), which a cache read rebuilds into a claim. kipam
+// writes claims only by JSON merge patches computed between two copies of
+// such a claim, which name only the fields that changed: a field the
+// record leaves out is absent from both copies, so no patch ever writes
+// it. Lists are written whole by a merge patch, so every list kipam writes
+// (finalizers, status conditions) is recorded whole. Of an allocation no
+// object is cached: allocations keeps a record of each.
 
 // CacheOptions is how kipam's manager caches objects: without their
 // managedFields, which kipam never reads and which take about as much
-// memory as the rest of a claim; IPClaims trimmed further to what kipam
-// reads (trimClaim). IPAllocations are not cached (ClientOptions).
+// memory as the rest of a claim; IPClaims as records of what kipam reads
+// (recordClaim). IPAllocations are not cached (ClientOptions).
 func CacheOptions() cache.Options {
 	return cache.Options{
 		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
-			&ipamv1alpha1.IPClaim{}: {Transform: trimClaim},
+			&ipamv1alpha1.IPClaim{}: {Transform: recordClaim},
 		},
 	}
 }
@@ -61,80 +58,30 @@ func ClientOptions() client.Options {
 	return client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&ipamv1alpha1.IPAllocation{}}}}
 }
 
-// trimClaim keeps of a claim what kipam reads: its name, namespace, uid,
-// resourceVersion, generation, timestamps, finalizers and kipam's own
-// annotations (ipam.kipam.dev/...), its spec and its status. Its labels,
-// owner references, generateName, other annotations (a kubectl
-// last-applied-configuration is a copy of the whole claim) and
-// managedFields are dropped. The strings many claims share (namespace,
-// pool, finalizer, condition types and reasons) are shared in memory.
-func trimClaim(o any) (any, error) {
-	c, ok := o.(*ipamv1alpha1.IPClaim)
-	if !ok {
-		return o, nil
+// recordClaim is the claims' informer's transform: the record of a
+// decoded claim (ipam.RecordClaim). Anything else, a record included
+// (a transform may be given what it returned), is kept as it is.
+func recordClaim(o any) (any, error) {
+	if c, ok := o.(*ipamv1alpha1.IPClaim); ok {
+		return ipam.RecordClaim(c), nil
 	}
-	trimMeta(&c.TypeMeta, &c.ObjectMeta)
-	c.Labels = nil
-	var kept map[string]string
-	for k, v := range c.Annotations {
-		if !strings.HasPrefix(k, kipamKeys) {
-			continue
-		}
-		if kept == nil {
-			kept = make(map[string]string, len(c.Annotations))
-		}
-		if k == ipam.PoolAnnotation || k == ipam.SecondaryPoolAnnotation {
-			v = intern(v)
-		}
-		kept[intern(k)] = v
-	}
-	c.Annotations = kept
-	s := &c.Spec
-	s.Pool = intern(s.Pool)
-	s.IPFamily = ipamv1alpha1.IPFamily(intern(string(s.IPFamily)))
-	s.IPFamilyPolicy = ipamv1alpha1.IPFamilyPolicy(intern(string(s.IPFamilyPolicy)))
-	s.WhenExhausted = ipamv1alpha1.ExhaustedPolicy(intern(string(s.WhenExhausted)))
-	for i := range s.Pools {
-		s.Pools[i] = intern(s.Pools[i])
-	}
-	for i := range s.IPFamilies {
-		s.IPFamilies[i] = ipamv1alpha1.IPFamily(intern(string(s.IPFamilies[i])))
-	}
-	st := &c.Status
-	st.Pool = intern(st.Pool)
-	if st.CIDR == s.CIDR {
-		st.CIDR = s.CIDR // one copy of the prefix, not two
-	}
-	if len(st.CIDRs) == len(s.CIDRs) {
-		for i := range st.CIDRs {
-			if st.CIDRs[i] == s.CIDRs[i] {
-				st.CIDRs[i] = s.CIDRs[i]
-			}
-		}
-	}
-	shareConditions(st.Conditions)
-	return c, nil
+	return o, nil
 }
 
-// trimMeta drops what kipam reads of no cached object, and shares the
-// strings every object of a kind has.
-func trimMeta(t *metav1.TypeMeta, m *metav1.ObjectMeta) {
-	t.APIVersion, t.Kind = intern(t.APIVersion), intern(t.Kind)
-	m.ManagedFields, m.OwnerReferences, m.GenerateName = nil, nil, ""
-	m.Namespace = intern(m.Namespace)
-	for i := range m.Finalizers {
-		m.Finalizers[i] = intern(m.Finalizers[i])
+// cachedClaim is the claim an object of the claims' informer records:
+// what its store holds, a claim given to a handler, or the last state of
+// one deleted unseen. nil for anything else.
+func cachedClaim(o any) *ipamv1alpha1.IPClaim {
+	if d, ok := o.(toolscache.DeletedFinalStateUnknown); ok {
+		o = d.Obj
 	}
-}
-
-// shareConditions shares the strings conditions repeat: type, status and
-// reason. Their messages are each object's own.
-func shareConditions(conds []metav1.Condition) {
-	for i := range conds {
-		c := &conds[i]
-		c.Type, c.Reason = intern(c.Type), intern(c.Reason)
-		c.Status = metav1.ConditionStatus(intern(string(c.Status)))
+	switch c := o.(type) {
+	case *ipam.ClaimRecord:
+		return c.Claim()
+	case *ipamv1alpha1.IPClaim:
+		return c
 	}
+	return nil
 }
 
 // intern returns the one copy of s that every cached object repeating it

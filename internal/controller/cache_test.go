@@ -21,7 +21,6 @@ import (
 	"runtime"
 	"strings"
 	"testing"
-	"unsafe"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -55,12 +54,18 @@ func fullClaim() *ipamv1alpha1.IPClaim {
 	}
 }
 
-func TestTrimClaimKeepsWhatKipamReads(t *testing.T) {
-	o, err := trimClaim(fullClaim())
+// TestRecordedClaimIsWhatKipamReads: the cache's transform records a
+// claim, and a read rebuilds it without what kipam does not read
+// (ipam.TestClaimRecordKeepsWhatKipamReads checks every field).
+func TestRecordedClaimIsWhatKipamReads(t *testing.T) {
+	o, err := recordClaim(fullClaim())
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := o.(*ipamv1alpha1.IPClaim)
+	if again, _ := recordClaim(o); again != o {
+		t.Errorf("a record given to the transform again is changed")
+	}
+	c := cachedClaim(o)
 	if c.Labels != nil || c.OwnerReferences != nil || c.ManagedFields != nil || c.GenerateName != "" {
 		t.Errorf("labels, owners, generateName and managedFields are kept: %+v", c.ObjectMeta)
 	}
@@ -74,25 +79,16 @@ func TestTrimClaimKeepsWhatKipamReads(t *testing.T) {
 	if ipam.PoolOf(c) != "pool-a" || len(ipam.Holdings(c)) != 1 || c.Status.Allocation == "" {
 		t.Errorf("what kipam reads is gone: %+v", c)
 	}
-	other := fullClaim()
-	other.Namespace = strings.Clone("tenant")
-	o2, _ := trimClaim(other)
-	c2 := o2.(*ipamv1alpha1.IPClaim)
-	for _, s := range [][2]string{{c.Namespace, c2.Namespace}, {c.Spec.Pool, c2.Spec.Pool}, {c.Finalizers[1], c2.Finalizers[1]},
-		{c.Annotations[ipam.PoolAnnotation], c2.Annotations[ipam.PoolAnnotation]}} {
-		if unsafe.StringData(s[0]) != unsafe.StringData(s[1]) {
-			t.Errorf("%q is held twice: two claims' copies should be one", s[0])
-		}
-	}
-	if unsafe.StringData(c.Status.CIDR) != unsafe.StringData(c.Spec.CIDR) {
-		t.Errorf("status.cidr and spec.cidr are two copies")
+	if h := recordedHoldings(o); len(h) != 1 || h[0] != ipam.Holdings(c)[0] {
+		t.Errorf("the record's holdings %v, the claim's %v", h, ipam.Holdings(c))
 	}
 }
 
-// TestTrimmedClaimPatches shows why the trim is safe: kipam writes a
-// claim by merge patches between two copies of the cached object, and a
-// field the cache dropped is in neither, so no patch names it.
-func TestTrimmedClaimPatches(t *testing.T) {
+// TestRecordedClaimPatches shows why recording a claim is safe: kipam
+// writes a claim by merge patches between two copies of the claim a cache
+// read rebuilds, and a field the record left out is in neither, so no
+// patch names it.
+func TestRecordedClaimPatches(t *testing.T) {
 	for name, write := range map[string]func(*ipamv1alpha1.IPClaim){
 		"status": func(c *ipamv1alpha1.IPClaim) {
 			meta.SetStatusCondition(&c.Status.Conditions, metav1.Condition{Type: ipamv1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: "Pending"})
@@ -103,8 +99,8 @@ func TestTrimmedClaimPatches(t *testing.T) {
 			metav1.SetMetaDataAnnotation(&c.ObjectMeta, ipam.PoolAnnotation, "pool-b")
 		},
 	} {
-		o, _ := trimClaim(fullClaim())
-		c := o.(*ipamv1alpha1.IPClaim)
+		o, _ := recordClaim(fullClaim())
+		c := cachedClaim(o)
 		patch := client.MergeFrom(c.DeepCopy())
 		write(c)
 		data, err := patch.Data(c)
@@ -145,8 +141,8 @@ const (
 )
 
 // heapPerObject decodes n objects from the numbered JSON doc into new(T),
-// passes each through trim when it is set, and returns the heap they hold
-// per object.
+// passes each through trim (the cache's transform) when it is set, and
+// returns the heap they hold per object.
 func heapPerObject[T any](t *testing.T, n int, doc string, trim func(any) (any, error)) uint64 {
 	t.Helper()
 	keep := make([]any, n)
@@ -181,8 +177,8 @@ func TestCachedObjectCost(t *testing.T) {
 		what          string
 		full, trimmed uint64
 	}{
-		{"IPClaim", heapPerObject[ipamv1alpha1.IPClaim](t, n, loadClaim, nil), heapPerObject[ipamv1alpha1.IPClaim](t, n, loadClaim, trimClaim)},
-		{"IPAllocation (trimmed: its record, allocations)", heapPerObject[ipamv1alpha1.IPAllocation](t, n, loadAllocation, nil),
+		{"IPClaim (its record, ipam.ClaimRecord)", heapPerObject[ipamv1alpha1.IPClaim](t, n, loadClaim, nil), heapPerObject[ipamv1alpha1.IPClaim](t, n, loadClaim, recordClaim)},
+		{"IPAllocation (its record, allocations)", heapPerObject[ipamv1alpha1.IPAllocation](t, n, loadAllocation, nil),
 			heapPerObject[ipamv1alpha1.IPAllocation](t, n, loadAllocation, func(o any) (any, error) {
 				a := o.(*ipamv1alpha1.IPAllocation)
 				return &struct {
@@ -196,9 +192,9 @@ func TestCachedObjectCost(t *testing.T) {
 			t.Logf("%s: %d B", c.what, c.full)
 			continue
 		}
-		t.Logf("%s: %d B decoded, %d B trimmed", c.what, c.full, c.trimmed)
+		t.Logf("%s: %d B decoded, %d B recorded", c.what, c.full, c.trimmed)
 		if c.trimmed >= c.full {
-			t.Errorf("%s: trimmed it costs %d B, no less than the %d B of the whole object", c.what, c.trimmed, c.full)
+			t.Errorf("%s: recorded it costs %d B, no less than the %d B of the whole object", c.what, c.trimmed, c.full)
 		}
 	}
 }

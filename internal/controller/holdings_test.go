@@ -50,7 +50,7 @@ func newHoldings(t testing.TB, claims ...*ipamv1alpha1.IPClaim) *holdings {
 	t.Helper()
 	idx := toolscache.NewIndexer(toolscache.MetaNamespaceKeyFunc, toolscache.Indexers{indexPoolCIDR: holdingBlocks})
 	for _, c := range claims {
-		if err := idx.Add(c); err != nil {
+		if err := idx.Add(ipam.RecordClaim(c.DeepCopy())); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -110,9 +110,9 @@ func TestHoldingsFindExactly(t *testing.T) {
 //	go test ./internal/controller -run TestHoldingsIndexCost -v
 func TestHoldingsIndexCost(t *testing.T) {
 	const n = 10000
-	claims := make([]*ipamv1alpha1.IPClaim, n)
+	claims := make([]*ipam.ClaimRecord, n)
 	for i := range claims {
-		claims[i] = heldClaim("default", fmt.Sprintf("load-%05d", i), "scale", fmt.Sprintf("10.252.%d.%d/32", i/256, i%256), "", "")
+		claims[i] = ipam.RecordClaim(heldClaim("default", fmt.Sprintf("load-%05d", i), "scale", fmt.Sprintf("10.252.%d.%d/32", i/256, i%256), "", ""))
 	}
 	heap := func() uint64 {
 		var m runtime.MemStats
@@ -129,7 +129,12 @@ func TestHoldingsIndexCost(t *testing.T) {
 	}
 	store := heap() - before
 	before = heap()
-	h := newHoldings(t, claims...)
+	h := toolscache.NewIndexer(toolscache.MetaNamespaceKeyFunc, toolscache.Indexers{indexPoolCIDR: holdingBlocks})
+	for _, c := range claims {
+		if err := h.Add(c); err != nil {
+			t.Fatal(err)
+		}
+	}
 	indexed := heap() - before
 	runtime.KeepAlive(plain)
 	runtime.KeepAlive(h)

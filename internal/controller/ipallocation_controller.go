@@ -323,17 +323,10 @@ func (s *claimsThenAllocations) Start(ctx context.Context, q workqueue.TypedRate
 	if err != nil {
 		return err
 	}
-	claim := func(o any) *ipamv1alpha1.IPClaim {
-		if d, ok := o.(toolscache.DeletedFinalStateUnknown); ok {
-			o = d.Obj
-		}
-		c, _ := o.(*ipamv1alpha1.IPClaim)
-		return c
-	}
 	s.claims, err = inf.AddEventHandlerWithOptions(toolscache.ResourceEventHandlerFuncs{
-		AddFunc:    func(o any) { s.r.claimChanged(nil, claim(o), q) },
-		UpdateFunc: func(old, o any) { s.r.claimChanged(claim(old), claim(o), q) },
-		DeleteFunc: func(o any) { s.r.claimChanged(claim(o), nil, q) },
+		AddFunc:    func(o any) { s.r.claimChanged(nil, cachedClaim(o), q) },
+		UpdateFunc: func(old, o any) { s.r.claimChanged(cachedClaim(old), cachedClaim(o), q) },
+		DeleteFunc: func(o any) { s.r.claimChanged(cachedClaim(o), nil, q) },
 	}, toolscache.HandlerOptions{})
 	if err != nil {
 		return err

@@ -500,8 +500,8 @@ func (r *IPLedgerReconciler) carriedInCache(ctx context.Context, pool string, p 
 // the ledgers of the pools it draws on (poolsOfWaiting) that record an
 // entry with its ID.
 func (r *IPLedgerReconciler) ledgerOfClaim(ctx context.Context, o client.Object, gone bool) []reconcile.Request {
-	claim, ok := o.(*ipamv1alpha1.IPClaim)
-	if !ok {
+	claim := cachedClaim(o)
+	if claim == nil {
 		return nil
 	}
 	if _, err := netip.ParsePrefix(claim.Spec.CIDR); err != nil {

@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -290,15 +291,23 @@ func holdingBlock(pool, cidr string) string {
 // holdingBlocks is the holdings index's function: the block of each of a
 // claim's holdings.
 func holdingBlocks(o any) ([]string, error) {
-	claim, ok := o.(*ipamv1alpha1.IPClaim)
-	if !ok {
-		return nil, nil
-	}
 	var keys []string
-	for _, h := range ipam.Holdings(claim) {
+	for _, h := range recordedHoldings(o) {
 		keys = append(keys, holdingBlock(h.Pool, h.CIDR))
 	}
 	return keys, nil
+}
+
+// recordedHoldings is ipam.Holdings of the claim a cache's object
+// records, read from its record without rebuilding the claim.
+func recordedHoldings(o any) []ipam.Holding {
+	switch c := o.(type) {
+	case *ipam.ClaimRecord:
+		return c.Holdings()
+	case *ipamv1alpha1.IPClaim:
+		return ipam.Holdings(c)
+	}
+	return nil
 }
 
 // indexHoldings adds the holdings index to c's informer of IPClaims.
@@ -326,12 +335,12 @@ func (h *holdings) claims(pool, cidr, namespace string) ([]ipamv1alpha1.IPClaim,
 	}
 	var out []ipamv1alpha1.IPClaim
 	for _, o := range objs {
-		c, ok := o.(*ipamv1alpha1.IPClaim)
-		if !ok || (namespace != "" && c.Namespace != namespace) {
+		c, ok := o.(client.Object)
+		if !ok || (namespace != "" && c.GetNamespace() != namespace) {
 			continue
 		}
-		if _, ok := ipam.HoldingOf(c, pool, cidr); ok {
-			out = append(out, *c.DeepCopy())
+		if slices.ContainsFunc(recordedHoldings(o), func(h ipam.Holding) bool { return h.Pool == pool && h.CIDR == cidr }) {
+			out = append(out, *cachedClaim(o).DeepCopy())
 		}
 	}
 	return out, nil

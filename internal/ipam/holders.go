@@ -32,10 +32,16 @@ import (
 // annotation kipam sets (for a claim by selector, the pool it chose), else
 // spec.pool.
 func PoolOf(claim *ipamv1alpha1.IPClaim) string {
-	if p := claim.Annotations[PoolAnnotation]; p != "" {
-		return p
+	return poolOf(claim.Annotations[PoolAnnotation], claim.Spec.Pool)
+}
+
+// poolOf is PoolOf of a claim with the pool annotation annotated and
+// spec.pool specified.
+func poolOf(annotated, specified string) string {
+	if annotated != "" {
+		return annotated
 	}
-	return claim.Spec.Pool
+	return specified
 }
 
 // OwnEntry reports whether a ledger entry is the one claim carries: its
@@ -120,13 +126,18 @@ type Holding struct {
 // Everything that asks whether a claim carries an entry or an
 // IPAllocation asks it of each holding.
 func Holdings(claim *ipamv1alpha1.IPClaim) []Holding {
-	if claim.Spec.CIDR == "" {
+	return holdings(claim.Spec.CIDR, claim.Spec.CIDRs, PoolOf(claim), claim.Annotations[SecondaryPoolAnnotation], ClaimEntryID(claim))
+}
+
+// holdings is Holdings of a claim with spec.cidr cidr and spec.cidrs
+// cidrs, from pool and secondary, with entry ID id.
+func holdings(cidr string, cidrs []string, pool, secondary, id string) []Holding {
+	if cidr == "" {
 		return nil
 	}
-	id := ClaimEntryID(claim)
-	out := []Holding{{Pool: PoolOf(claim), CIDR: claim.Spec.CIDR, Entry: id}}
-	if cidrs := claim.Spec.CIDRs; len(cidrs) == 2 && cidrs[0] == claim.Spec.CIDR {
-		out = append(out, Holding{Pool: claim.Annotations[SecondaryPoolAnnotation], CIDR: cidrs[1], Entry: id})
+	out := []Holding{{Pool: pool, CIDR: cidr, Entry: id}}
+	if len(cidrs) == 2 && cidrs[0] == cidr {
+		out = append(out, Holding{Pool: secondary, CIDR: cidrs[1], Entry: id})
 	}
 	return out
 }

@@ -524,10 +524,16 @@ const EntryAnnotation = "ipam.kipam.dev/entry"
 // else the claim's uid (a waiting claim bound later, or a prefix recorded
 // by the repair path).
 func ClaimEntryID(claim *ipamv1alpha1.IPClaim) string {
-	if id := claim.Annotations[EntryAnnotation]; id != "" {
-		return id
+	return entryIDOf(claim.Annotations[EntryAnnotation], claim.UID)
+}
+
+// entryIDOf is ClaimEntryID of a claim with the entry annotation
+// annotated and uid uid.
+func entryIDOf(annotated string, uid types.UID) string {
+	if annotated != "" {
+		return annotated
 	}
-	return string(claim.UID)
+	return string(uid)
 }
 
 // AllocationName is the name of the IPAllocation that records prefix p of a

@@ -43,8 +43,13 @@ const IndexWaiting = "kipam.waiting"
 // Waiting reports whether o is a claim that waits for space: it has no
 // cidr yet and is not being deleted.
 func Waiting(o client.Object) bool {
-	c, ok := o.(*ipamv1alpha1.IPClaim)
-	return ok && c.Spec.CIDR == "" && c.DeletionTimestamp == nil
+	switch c := o.(type) {
+	case *ipamv1alpha1.IPClaim:
+		return c.Spec.CIDR == "" && c.DeletionTimestamp == nil
+	case *ClaimRecord:
+		return c.cidr == "" && c.deleted == 0
+	}
+	return false
 }
 
 // WaitingIndex is IndexWaiting's function.

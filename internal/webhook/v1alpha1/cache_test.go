@@ -32,8 +32,9 @@ import (
 	"github.com/kipam/kipam/internal/ipam"
 )
 
-// kipam's cache keeps only what kipam reads of claims (internal/controller,
-// trimClaim), and of allocations a record of their spec (allocations);
+// kipam's cache keeps only a record of what kipam reads of claims
+// (ipam.ClaimRecord), and of allocations a record of their spec
+// (internal/controller, allocations);
 // these specs show that what either leaves out is never written back.
 var _ = Describe("What kipam's cache leaves out of claims and allocations", func() {
 	It("survives kipam's writes to the claim: its status, its finalizer's removal", func() {

@@ -1,0 +1,314 @@
+/*
+Copyright 2026 The kipam Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package ipam
+
+import (
+	"encoding/json"
+	"maps"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+	"weak"
+
+	"github.com/google/uuid"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	k8sruntime "k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+
+	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
+)
+
+// kipamKeys starts every annotation kipam reads on a claim.
+const kipamKeys = "ipam.kipam.dev/"
+
+// A ClaimRecord is what kipam's cache keeps of an IPClaim instead of the
+// object (docs/design.md, "Memory per claim"): every field kipam reads,
+// in about half the memory of the decoded claim. Its name, namespace,
+// uid, resourceVersion, generation, timestamps, finalizers, kipam's own
+// annotations (ipam.kipam.dev/...), spec and status are kept; its labels,
+// owner references, generateName, deletion grace period, other
+// annotations and managedFields are not.
+//
+// It is a client.Object, so an informer keeps it, indexes it and hands it
+// to event handlers as it would the claim. Its DeepCopyObject returns the
+// claim rebuilt (Claim), not a ClaimRecord: controller-runtime's cache
+// reader copies every object it returns with DeepCopyObject, so every Get
+// and List of IPClaims through the cache returns an IPClaim of its own,
+// as it did when the cache kept claims. A Get or List with
+// UnsafeDisableDeepCopy fails, loudly (the cache holds no IPClaim to
+// hand out). A record is never changed once made: its setters panic.
+type ClaimRecord struct {
+	name, namespace string
+	uid             [16]byte // the uid, when it is a UUID spelt as the API server spells it; else rare.uid
+	resourceVersion string
+	generation      int64
+	// created and deleted are in unix seconds, as every time of an object
+	// is on the wire (RFC 3339 to the second); 0 is the zero time, and for
+	// deleted no deletion timestamp.
+	created, deleted int64
+	finalizers       []string
+	// pool and entry are kipam's annotations PoolAnnotation and
+	// EntryAnnotation.
+	pool, entry string
+	// spec is the claim's spec without its cidr and cidrs, shared by every
+	// record whose spec is otherwise equal (shareSpec).
+	spec             *ipamv1alpha1.IPClaimSpec
+	cidr, statusCIDR string // spec.cidr and status.cidr, one copy when equal
+	statusPool       string
+	allocation       string
+	expires          int64 // status.expiresAt in unix seconds; 0 for none
+	conditions       []metav1.Condition
+	rare             *rareClaimFields // what few claims have
+}
+
+// rareClaimFields are a ClaimRecord's fields that most claims leave empty.
+type rareClaimFields struct {
+	uid         types.UID         // a uid that is not a UUID
+	annotations map[string]string // kipam's annotations but the pool and the entry
+	// spec.cidrs, status.cidrs and status.allocations.
+	cidrs, statusCIDRs, allocations []string
+}
+
+// RecordClaim returns the record of c. It keeps none of c's memory but
+// strings and lists, so c itself, with everything the record leaves out,
+// is garbage once it is decoded. The strings many claims repeat
+// (namespace, pool, finalizer, condition types and reasons) are shared.
+// It takes c's lists over, sharing their strings in place: c must not be
+// changed afterwards.
+func RecordClaim(c *ipamv1alpha1.IPClaim) *ClaimRecord {
+	r := &ClaimRecord{
+		name: c.Name, namespace: intern(c.Namespace), resourceVersion: c.ResourceVersion, generation: c.Generation,
+		created: unix(c.CreationTimestamp), finalizers: c.Finalizers,
+		cidr: c.Spec.CIDR, statusCIDR: c.Status.CIDR, statusPool: intern(c.Status.Pool), allocation: c.Status.Allocation,
+		conditions: c.Status.Conditions,
+	}
+	if c.DeletionTimestamp != nil {
+		r.deleted = unix(*c.DeletionTimestamp)
+	}
+	if c.Status.ExpiresAt != nil {
+		r.expires = unix(*c.Status.ExpiresAt)
+	}
+	if r.statusCIDR == r.cidr {
+		r.statusCIDR = r.cidr // one copy of the prefix, not two
+	}
+	for i := range r.finalizers {
+		r.finalizers[i] = intern(r.finalizers[i])
+	}
+	for i := range r.conditions {
+		cond := &r.conditions[i]
+		cond.Type, cond.Reason = intern(cond.Type), intern(cond.Reason)
+		cond.Status = metav1.ConditionStatus(intern(string(cond.Status)))
+	}
+	rare := rareClaimFields{cidrs: c.Spec.CIDRs, statusCIDRs: c.Status.CIDRs, allocations: c.Status.Allocations}
+	if u, err := uuid.Parse(string(c.UID)); err == nil && u.String() == string(c.UID) {
+		r.uid = u
+	} else {
+		rare.uid = c.UID
+	}
+	for k, v := range c.Annotations {
+		switch {
+		case k == PoolAnnotation:
+			r.pool = intern(v)
+		case k == EntryAnnotation:
+			r.entry = v
+		case strings.HasPrefix(k, kipamKeys):
+			if rare.annotations == nil {
+				rare.annotations = map[string]string{}
+			}
+			if k == SecondaryPoolAnnotation {
+				v = intern(v)
+			}
+			rare.annotations[intern(k)] = v
+		}
+	}
+	if rare.uid != "" || rare.annotations != nil || rare.cidrs != nil || rare.statusCIDRs != nil || rare.allocations != nil {
+		r.rare = &rare
+	}
+	spec := new(ipamv1alpha1.IPClaimSpec) // not &c.Spec, which would keep all of c
+	*spec = c.Spec
+	spec.CIDR, spec.CIDRs = "", nil
+	r.spec = shareSpec(spec)
+	return r
+}
+
+// Claim returns the claim r records, rebuilt: a new object, which the
+// caller may change.
+func (r *ClaimRecord) Claim() *ipamv1alpha1.IPClaim {
+	c := &ipamv1alpha1.IPClaim{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: r.name, Namespace: r.namespace, UID: r.GetUID(), ResourceVersion: r.resourceVersion, Generation: r.generation,
+			CreationTimestamp: timeOf(r.created), DeletionTimestamp: timePtrOf(r.deleted),
+			Finalizers: slices.Clone(r.finalizers), Annotations: r.GetAnnotations(),
+		},
+		Status: ipamv1alpha1.IPClaimStatus{
+			CIDR: r.statusCIDR, Pool: r.statusPool, Allocation: r.allocation, ExpiresAt: timePtrOf(r.expires),
+			Conditions: slices.Clone(r.conditions), // a condition holds no pointer: a copy is deep
+		},
+	}
+	r.spec.DeepCopyInto(&c.Spec)
+	c.Spec.CIDR = r.cidr
+	if r.rare != nil {
+		c.Spec.CIDRs = slices.Clone(r.rare.cidrs)
+		c.Status.CIDRs, c.Status.Allocations = slices.Clone(r.rare.statusCIDRs), slices.Clone(r.rare.allocations)
+	}
+	return c
+}
+
+// Holdings is Holdings of the claim r records.
+func (r *ClaimRecord) Holdings() []Holding {
+	var cidrs []string
+	var secondary string
+	if r.rare != nil {
+		cidrs, secondary = r.rare.cidrs, r.rare.annotations[SecondaryPoolAnnotation]
+	}
+	return holdings(r.cidr, cidrs, poolOf(r.pool, r.spec.Pool), secondary, entryIDOf(r.entry, r.GetUID()))
+}
+
+// DeepCopyObject returns the claim r records, rebuilt (Claim).
+func (r *ClaimRecord) DeepCopyObject() k8sruntime.Object { return r.Claim() }
+
+// GetObjectKind says nothing: the cache reader sets the kind of what it
+// returns.
+func (r *ClaimRecord) GetObjectKind() schema.ObjectKind { return schema.EmptyObjectKind }
+
+func (r *ClaimRecord) GetNamespace() string { return r.namespace }
+func (r *ClaimRecord) GetName() string      { return r.name }
+func (r *ClaimRecord) GetGenerateName() string {
+	return ""
+}
+func (r *ClaimRecord) GetUID() types.UID {
+	if r.rare != nil && r.rare.uid != "" {
+		return r.rare.uid
+	}
+	if r.uid == ([16]byte{}) {
+		return ""
+	}
+	return types.UID(uuid.UUID(r.uid).String())
+}
+func (r *ClaimRecord) GetResourceVersion() string { return r.resourceVersion }
+func (r *ClaimRecord) GetGeneration() int64       { return r.generation }
+func (r *ClaimRecord) GetSelfLink() string        { return "" }
+func (r *ClaimRecord) GetCreationTimestamp() metav1.Time {
+	return timeOf(r.created)
+}
+func (r *ClaimRecord) GetDeletionTimestamp() *metav1.Time          { return timePtrOf(r.deleted) }
+func (r *ClaimRecord) GetDeletionGracePeriodSeconds() *int64       { return nil }
+func (r *ClaimRecord) GetLabels() map[string]string                { return nil }
+func (r *ClaimRecord) GetFinalizers() []string                     { return r.finalizers }
+func (r *ClaimRecord) GetOwnerReferences() []metav1.OwnerReference { return nil }
+func (r *ClaimRecord) GetManagedFields() []metav1.ManagedFieldsEntry {
+	return nil
+}
+
+// GetAnnotations returns a new map of kipam's annotations on the claim.
+func (r *ClaimRecord) GetAnnotations() map[string]string {
+	var out map[string]string
+	if r.rare != nil && r.rare.annotations != nil {
+		out = maps.Clone(r.rare.annotations)
+	}
+	for k, v := range map[string]string{PoolAnnotation: r.pool, EntryAnnotation: r.entry} {
+		if v == "" {
+			continue
+		}
+		if out == nil {
+			out = make(map[string]string, 2)
+		}
+		out[k] = v
+	}
+	return out
+}
+
+func readOnly() { panic("ipam: a ClaimRecord is kipam's cache's, and never changed") }
+
+func (r *ClaimRecord) SetNamespace(string)                          { readOnly() }
+func (r *ClaimRecord) SetName(string)                               { readOnly() }
+func (r *ClaimRecord) SetGenerateName(string)                       { readOnly() }
+func (r *ClaimRecord) SetUID(types.UID)                             { readOnly() }
+func (r *ClaimRecord) SetResourceVersion(string)                    { readOnly() }
+func (r *ClaimRecord) SetGeneration(int64)                          { readOnly() }
+func (r *ClaimRecord) SetSelfLink(string)                           { readOnly() }
+func (r *ClaimRecord) SetCreationTimestamp(metav1.Time)             { readOnly() }
+func (r *ClaimRecord) SetDeletionTimestamp(*metav1.Time)            { readOnly() }
+func (r *ClaimRecord) SetDeletionGracePeriodSeconds(*int64)         { readOnly() }
+func (r *ClaimRecord) SetLabels(map[string]string)                  { readOnly() }
+func (r *ClaimRecord) SetAnnotations(map[string]string)             { readOnly() }
+func (r *ClaimRecord) SetFinalizers([]string)                       { readOnly() }
+func (r *ClaimRecord) SetOwnerReferences([]metav1.OwnerReference)   { readOnly() }
+func (r *ClaimRecord) SetManagedFields([]metav1.ManagedFieldsEntry) { readOnly() }
+
+// unix is t in unix seconds, 0 for the zero time.
+func unix(t metav1.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.Unix()
+}
+
+// timeOf is the time of unix seconds s, as a decoded object holds it
+// (local).
+func timeOf(s int64) metav1.Time {
+	if s == 0 {
+		return metav1.Time{}
+	}
+	return metav1.NewTime(time.Unix(s, 0))
+}
+
+// timePtrOf is timeOf, nil for 0.
+func timePtrOf(s int64) *metav1.Time {
+	if s == 0 {
+		return nil
+	}
+	t := timeOf(s)
+	return &t
+}
+
+// specs holds one copy of each distinct claim spec (less its cidrs) that
+// a record refers to: the claims one controller creates ask alike, and a
+// spec is over 200 bytes. It refers to them weakly, so a spec no record
+// holds any more is collected, and its entry then dropped.
+var specs = struct {
+	sync.Mutex
+	m map[string]weak.Pointer[ipamv1alpha1.IPClaimSpec]
+}{m: map[string]weak.Pointer[ipamv1alpha1.IPClaimSpec]{}}
+
+// shareSpec returns the copy of s that records share: s itself if no
+// record holds an equal spec.
+func shareSpec(s *ipamv1alpha1.IPClaimSpec) *ipamv1alpha1.IPClaimSpec {
+	key, err := json.Marshal(s)
+	if err != nil {
+		return s
+	}
+	k := string(key)
+	specs.Lock()
+	defer specs.Unlock()
+	if p := specs.m[k].Value(); p != nil {
+		return p
+	}
+	s.Pool = intern(s.Pool)
+	specs.m[k] = weak.Make(s)
+	runtime.AddCleanup(s, func(k string) {
+		specs.Lock()
+		defer specs.Unlock()
+		if specs.m[k].Value() == nil { // not a newer copy's
+			delete(specs.m, k)
+		}
+	}, k)
+	return s
+}

@@ -1,0 +1,197 @@
+/*
+Copyright 2026 The kipam Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package ipam
+
+import (
+	"encoding/json"
+	"math/rand/v2"
+	"runtime"
+	"strings"
+	"testing"
+	"unsafe"
+
+	"github.com/google/uuid"
+	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/randfill"
+
+	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
+)
+
+var _ client.Object = &ClaimRecord{}
+
+// randomClaim is a claim with every field set at random, as the API
+// server would send it (through JSON), with some of kipam's annotations
+// among others.
+func randomClaim(t *testing.T, seed int64) *ipamv1alpha1.IPClaim {
+	t.Helper()
+	var c ipamv1alpha1.IPClaim
+	randfill.NewWithSeed(seed).NilChance(0.3).NumElements(0, 3).Fill(&c)
+	c.ManagedFields = nil // random bytes, not JSON; and the record keeps none
+	r := rand.New(rand.NewPCG(uint64(seed), 1))
+	if r.IntN(2) == 0 {
+		c.UID = types.UID(uuid.NewString())
+	}
+	if c.Annotations == nil && r.IntN(2) == 0 {
+		c.Annotations = map[string]string{}
+	}
+	for _, k := range []string{PoolAnnotation, EntryAnnotation, SecondaryPoolAnnotation, FallbackAnnotation, kipamKeys + "other"} {
+		if c.Annotations != nil && r.IntN(2) == 0 {
+			c.Annotations[k] = k + "-value"
+		}
+	}
+	if r.IntN(3) == 0 {
+		c.Status.CIDR = c.Spec.CIDR
+	}
+	data, err := json.Marshal(&c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var decoded ipamv1alpha1.IPClaim
+	if err := json.Unmarshal(data, &decoded); err != nil {
+		t.Fatal(err)
+	}
+	return &decoded
+}
+
+// kept is c less what a ClaimRecord leaves out.
+func kept(c *ipamv1alpha1.IPClaim) *ipamv1alpha1.IPClaim {
+	out := c.DeepCopy()
+	out.TypeMeta = metav1.TypeMeta{}
+	out.Labels, out.OwnerReferences, out.ManagedFields, out.GenerateName, out.SelfLink = nil, nil, nil, "", ""
+	out.DeletionGracePeriodSeconds = nil
+	out.Annotations = nil
+	for k, v := range c.Annotations {
+		if strings.HasPrefix(k, kipamKeys) {
+			metav1.SetMetaDataAnnotation(&out.ObjectMeta, k, v)
+		}
+	}
+	return out
+}
+
+// TestClaimRecordKeepsWhatKipamReads: a claim rebuilt from its record is
+// the claim less what the record leaves out, every field of the spec and
+// status included, for claims with every field set at random; and the
+// record answers as the claim would.
+func TestClaimRecordKeepsWhatKipamReads(t *testing.T) {
+	for seed := range int64(3000) {
+		c := randomClaim(t, seed)
+		want := kept(c)
+		r := RecordClaim(c.DeepCopy())
+		got := r.Claim()
+		if !equality.Semantic.DeepEqual(got, want) {
+			gj, _ := json.Marshal(got)
+			wj, _ := json.Marshal(want)
+			t.Fatalf("seed %d: the record rebuilds\n%s\nnot\n%s", seed, gj, wj)
+		}
+		if !equality.Semantic.DeepEqual(r.DeepCopyObject(), want) {
+			t.Fatalf("seed %d: DeepCopyObject is not the claim rebuilt", seed)
+		}
+		if r.GetName() != want.Name || r.GetNamespace() != want.Namespace || r.GetUID() != want.UID ||
+			r.GetResourceVersion() != want.ResourceVersion || r.GetGeneration() != want.Generation ||
+			!r.GetCreationTimestamp().Time.Equal(want.CreationTimestamp.Time) || !r.GetDeletionTimestamp().Equal(want.DeletionTimestamp) ||
+			!equality.Semantic.DeepEqual(r.GetFinalizers(), want.Finalizers) || !equality.Semantic.DeepEqual(r.GetAnnotations(), want.Annotations) {
+			t.Fatalf("seed %d: the record's metadata differs from the claim's", seed)
+		}
+		if !equality.Semantic.DeepEqual(r.Holdings(), Holdings(want)) {
+			t.Fatalf("seed %d: the record's holdings %v, the claim's %v", seed, r.Holdings(), Holdings(want))
+		}
+		if Waiting(r) != Waiting(want) {
+			t.Fatalf("seed %d: the record waits: %v, the claim: %v", seed, Waiting(r), Waiting(want))
+		}
+		got.Spec.Pool, got.Finalizers = "changed", append(got.Finalizers, "changed")
+		if !equality.Semantic.DeepEqual(r.Claim(), want) {
+			t.Fatalf("seed %d: changing a rebuilt claim changed the record", seed)
+		}
+	}
+}
+
+// TestClaimRecordsShare: two claims' records share the strings claims
+// repeat and a spec that is the same but for the cidr; a record shares
+// its cidr between spec and status.
+func TestClaimRecordsShare(t *testing.T) {
+	claim := func(cidr string) *ipamv1alpha1.IPClaim {
+		return &ipamv1alpha1.IPClaim{
+			ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: strings.Clone("tenant"), UID: types.UID(uuid.NewString()),
+				Annotations: map[string]string{PoolAnnotation: strings.Clone("pool-a"), EntryAnnotation: "e1"},
+				Finalizers:  []string{strings.Clone(ipamv1alpha1.ClaimFinalizer)}},
+			Spec: ipamv1alpha1.IPClaimSpec{Pool: strings.Clone("pool-a"), CIDR: cidr, PrefixLength: new(int32(32))},
+			Status: ipamv1alpha1.IPClaimStatus{CIDR: strings.Clone(cidr), Pool: strings.Clone("pool-a"),
+				Conditions: []metav1.Condition{{Type: strings.Clone(ipamv1alpha1.ConditionReady), Reason: strings.Clone(ipamv1alpha1.ReasonAllocated)}}},
+		}
+	}
+	a, b := RecordClaim(claim("10.0.0.1/32")), RecordClaim(claim("10.0.0.2/32"))
+	if a.spec != b.spec {
+		t.Errorf("two specs alike but for the cidr are two copies")
+	}
+	for _, s := range [][2]string{{a.namespace, b.namespace}, {a.pool, b.pool}, {a.statusPool, b.statusPool}, {a.spec.Pool, a.pool},
+		{a.finalizers[0], b.finalizers[0]}, {a.conditions[0].Type, b.conditions[0].Type}, {a.conditions[0].Reason, b.conditions[0].Reason}} {
+		if unsafe.StringData(s[0]) != unsafe.StringData(s[1]) {
+			t.Errorf("%q is held twice: the records' copies should be one", s[0])
+		}
+	}
+	if unsafe.StringData(a.statusCIDR) != unsafe.StringData(a.cidr) {
+		t.Errorf("status.cidr and spec.cidr are two copies")
+	}
+	if a.rare != nil {
+		t.Errorf("a claim with nothing rare has rare fields: %+v", a.rare)
+	}
+}
+
+// TestSharedSpecsGo: a spec no record holds any more is dropped from the
+// table records share specs through.
+func TestSharedSpecsGo(t *testing.T) {
+	const stickyKey = "TestSharedSpecsGo"
+	r := RecordClaim(&ipamv1alpha1.IPClaim{Spec: ipamv1alpha1.IPClaimSpec{Pool: "p", StickyKey: stickyKey}})
+	held := func() bool {
+		specs.Lock()
+		defer specs.Unlock()
+		for k := range specs.m {
+			if strings.Contains(k, stickyKey) {
+				return true
+			}
+		}
+		return false
+	}
+	if !held() {
+		t.Fatal("the spec is not in the table")
+	}
+	runtime.KeepAlive(r)
+	r = nil
+	for range 100 {
+		runtime.GC()
+		if !held() {
+			return
+		}
+		runtime.Gosched()
+	}
+	t.Error("the spec of a record gone is still in the table after 100 collections")
+}
+
+// FuzzClaimRecord is TestClaimRecordKeepsWhatKipamReads's check for any
+// seed: go test ./internal/ipam -run '^$' -fuzz FuzzClaimRecord.
+func FuzzClaimRecord(f *testing.F) {
+	f.Add(int64(1))
+	f.Fuzz(func(t *testing.T, seed int64) {
+		c := randomClaim(t, seed)
+		if got, want := RecordClaim(c.DeepCopy()).Claim(), kept(c); !equality.Semantic.DeepEqual(got, want) {
+			t.Fatalf("seed %d: the record rebuilds %+v, not %+v", seed, got, want)
+		}
+	})
+}
