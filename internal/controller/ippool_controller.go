@@ -244,8 +244,26 @@ func (r *IPPoolReconciler) place(ctx context.Context, pool *ipamv1alpha1.IPPool)
 	holder, id := ipam.PoolHolder(pool.Name), ipam.PoolEntryID(pool)
 	// Once recorded, a pool's entry stays until the pool is deleted: a
 	// pool whose status says so is not looked up again (its parent's root
-	// ledger may be large, and this runs on every change of the pool's own).
+	// ledger may be large, and this runs on every change of the pool's own)
+	// while the records show its IPAllocation.
 	if c := meta.FindStatusCondition(pool.Status.Conditions, ipamv1alpha1.ConditionOverlapping); c != nil && c.Reason == ipamv1alpha1.ReasonNoOverlap {
+		if _, ok := records(r.Allocations, r.Client).get(ipam.AllocationName(parentName, cidr)); ok {
+			return r.overlaps(ctx, pool, cidr, cond), nil
+		}
+		// Its IPAllocation went from under it (the delete webhook bypassed,
+		// the finalizer removed by hand): created again as at placement, but
+		// only while the parent's ledger records the pool's entry. The
+		// ledger is not written here: its entry is the fence, and an entry
+		// lost is not this path's to commit again.
+		e, ok, err := ipam.LookupEntry(ctx, r.Client, parentName, cidr)
+		if err != nil {
+			return cond, err
+		}
+		if ok && e.Is(holder, id) {
+			if err := r.ensureAllocation(ctx, pool, parentName, cidr, id); err != nil {
+				return cond, err
+			}
+		}
 		return r.overlaps(ctx, pool, cidr, cond), nil
 	}
 	e, ok, err := ipam.LookupEntry(ctx, r.Client, parentName, cidr)
@@ -472,10 +490,15 @@ func (r *IPPoolReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&ipamv1alpha1.IPLedger{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 			return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: o.(*ipamv1alpha1.IPLedger).Spec.Pool}}}
 		})).
-		// Pools are reconciled only once the allocations' records are
-		// listed (ensureAllocation reads them); no change of an allocation
-		// wakes a pool.
-		WatchesRawSource(records(r.Allocations, r.Client).source(func(context.Context, allocEvent, workqueue.TypedRateLimitingInterface[reconcile.Request]) {})).
+		// A pool's IPAllocation gone wakes the pool its claimRef names,
+		// which creates it again while it lives and its parent's ledger
+		// records its entry (place); and pools are reconciled only once
+		// the allocations' records are listed (place reads them).
+		WatchesRawSource(records(r.Allocations, r.Client).source(func(_ context.Context, e allocEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			if e.new == nil && e.old.spec.ClaimRef.Kind == "IPPool" {
+				q.Add(reconcile.Request{NamespacedName: client.ObjectKey{Name: e.old.spec.ClaimRef.Name}})
+			}
+		})).
 		Named("ippool").
 		WithOptions(controller.Options{RateLimiter: retryLimiter(r.RetryMaxDelay)}).
 		Complete(r)
