@@ -81,6 +81,11 @@ func newAllocation(mutate func(*ipamv1alpha1.IPAllocationSpec)) *ipamv1alpha1.IP
 func expectCreate(obj client.Object, want ...string) {
 	GinkgoHelper()
 	err := k8sClient.Create(ctx, obj)
+	if err == nil {
+		// Deleted after the spec: a pool of 0.0.0.0/0 left behind would
+		// overlap every later spec's pools.
+		DeferCleanup(func() { Expect(client.IgnoreNotFound(k8sClient.Delete(ctx, obj))).To(Succeed()) })
+	}
 	expectInvalid(err, want...)
 }
 
