@@ -51,7 +51,7 @@ import (
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
 	"github.com/kipam/kipam/internal/controller"
 	"github.com/kipam/kipam/internal/ipam"
-	kipammetrics "github.com/kipam/kipam/internal/metrics"
+	"github.com/kipam/kipam/internal/metrics/poolmetrics"
 	webhookv1alpha1 "github.com/kipam/kipam/internal/webhook/v1alpha1"
 	"k8s.io/apimachinery/pkg/util/uuid"
 	// +kubebuilder:scaffold:imports
@@ -230,7 +230,7 @@ func main() {
 	}
 	// Each pool's usage, as its status records it, read from the cache at
 	// every scrape of /metrics.
-	crmetrics.Registry.MustRegister(kipammetrics.NewPoolCollector(mgr.GetCache()))
+	crmetrics.Registry.MustRegister(poolmetrics.NewPoolCollector(mgr.GetCache()))
 	if enableWebhooks {
 		if err := webhookv1alpha1.SetupWithManager(mgr, pools); err != nil {
 			setupLog.Error(err, "unable to create webhooks")

@@ -104,16 +104,48 @@ type ledgerState struct {
 	closing []*doc
 	// held is what each claim holder (namespace) holds in the live docs,
 	// for spec.namespaceLimit; nil until first needed.
-	held map[string]*holding
+	held map[string]*NamespaceUse
 	// reserved is the pool's reserved space (ReservedSet) at the
 	// generation the allocator was built for.
 	reserved *netipx.IPSet
 }
 
-// holding is what one namespace's claims hold from a pool.
-type holding struct {
-	claims    int
-	addresses big.Int
+// A NamespaceUse is what one namespace holds from a pool: the prefixes of
+// its claims, IPClaims and IPAddressClaims alike (an entry committed for
+// a create not yet stored included), and their addresses. It is what the
+// pool's spec.namespaceLimit counts.
+type NamespaceUse struct {
+	Claims    int
+	Addresses big.Int
+}
+
+// countUse adds (sign 1) or removes (sign -1) p, recorded as e, to what
+// e's namespace holds in uses, if a claim holds it.
+func countUse(uses map[string]*NamespaceUse, p netip.Prefix, e Entry, sign int) {
+	ns, ok := HolderNamespace(e.Holder)
+	if !ok {
+		return
+	}
+	u := uses[ns]
+	if u == nil {
+		u = &NamespaceUse{}
+		uses[ns] = u
+	}
+	u.Claims += sign
+	if sign > 0 {
+		u.Addresses.Add(&u.Addresses, addresses(p))
+	} else {
+		u.Addresses.Sub(&u.Addresses, addresses(p))
+	}
+}
+
+// NamespaceUses returns what each namespace holds, as l records it.
+func (l *Ledger) NamespaceUses() map[string]*NamespaceUse {
+	uses := map[string]*NamespaceUse{}
+	for p, e := range l.Allocations {
+		countUse(uses, p, e, 1)
+	}
+	return uses
 }
 
 // commit applies a batch to the allocator and writes the ledgers it
@@ -785,9 +817,9 @@ func addresses(p netip.Prefix) *big.Int {
 
 // holdings returns what each namespace's claims hold in the live docs, counting
 // it on first use.
-func (l *ledgerState) holdings() map[string]*holding {
+func (l *ledgerState) holdings() map[string]*NamespaceUse {
 	if l.held == nil {
-		l.held = map[string]*holding{}
+		l.held = map[string]*NamespaceUse{}
 		for _, d := range l.docs() {
 			if d.dead {
 				continue
@@ -801,23 +833,11 @@ func (l *ledgerState) holdings() map[string]*holding {
 }
 
 // count adds (sign 1) or removes (sign -1) p, recorded as e, to what its
-// holder holds, once holdings are counted.
+// holder holds, once holdings are counted. A namespace's IPClaims and
+// IPAddressClaims share its limit.
 func (l *ledgerState) count(p netip.Prefix, e Entry, sign int) {
-	if l.held == nil || !isClaim(e) {
-		return
-	}
-	// A namespace's IPClaims and IPAddressClaims share its limit.
-	ns, _ := HolderNamespace(e.Holder)
-	h := l.held[ns]
-	if h == nil {
-		h = &holding{}
-		l.held[ns] = h
-	}
-	h.claims += sign
-	if sign > 0 {
-		h.addresses.Add(&h.addresses, addresses(p))
-	} else {
-		h.addresses.Sub(&h.addresses, addresses(p))
+	if l.held != nil {
+		countUse(l.held, p, e, sign)
 	}
 }
 
@@ -832,19 +852,19 @@ func (l *ledgerState) checkLimit(pool *ipamv1alpha1.IPPool, p netip.Prefix, e En
 	ns, _ := HolderNamespace(e.Holder)
 	h := l.holdings()[ns]
 	if h == nil {
-		h = &holding{}
+		h = &NamespaceUse{}
 	}
-	if lim.Claims != nil && h.claims >= int(*lim.Claims) {
+	if lim.Claims != nil && h.Claims >= int(*lim.Claims) {
 		return fmt.Errorf("%w: namespace %s holds %d claims from pool %s, which its spec.namespaceLimit.claims allows at most; "+
-			"a release there makes room", ErrNamespaceLimit, ns, h.claims, pool.Name)
+			"a release there makes room", ErrNamespaceLimit, ns, h.Claims, pool.Name)
 	}
 	if lim.AddressSpace != nil {
 		want := addresses(p)
 		limit := addresses(netip.PrefixFrom(p.Addr(), min(int(*lim.AddressSpace), p.Addr().BitLen())))
-		if new(big.Int).Add(&h.addresses, want).Cmp(limit) > 0 {
+		if new(big.Int).Add(&h.Addresses, want).Cmp(limit) > 0 {
 			return fmt.Errorf("%w: namespace %s holds %s addresses from pool %s and a /%d is %s more, past its "+
 				"spec.namespaceLimit.addressSpace of a /%d (%s); a release there makes room",
-				ErrNamespaceLimit, ns, h.addresses.String(), pool.Name, p.Bits(), want, *lim.AddressSpace, limit)
+				ErrNamespaceLimit, ns, h.Addresses.String(), pool.Name, p.Bits(), want, *lim.AddressSpace, limit)
 		}
 	}
 	return nil

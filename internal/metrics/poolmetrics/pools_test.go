@@ -14,7 +14,7 @@ See the License for the specific language governing permissions and
 limitations under the License.
 */
 
-package metrics
+package poolmetrics
 
 import (
 	"context"
@@ -31,6 +31,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
+	"github.com/kipam/kipam/internal/ipam"
 )
 
 func TestPoolCollector(t *testing.T) {
@@ -134,25 +135,34 @@ func TestPoolCollectorNamespaces(t *testing.T) {
 			NamespaceLimit: &ipamv1alpha1.NamespaceLimit{Claims: ptr.To[int32](10), AddressSpace: ptr.To[int32](22)}},
 	}
 	open := &ipamv1alpha1.IPPool{ObjectMeta: metav1.ObjectMeta{Name: "open"}, Spec: ipamv1alpha1.IPPoolSpec{CIDR: "10.30.0.0/16"}}
-	claim := func(ns, name, pool, cidr string) *ipamv1alpha1.IPClaim {
-		return &ipamv1alpha1.IPClaim{
-			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-			Status:     ipamv1alpha1.IPClaimStatus{Pool: pool, CIDR: cidr},
+	ledger := func(name, pool, allocations string) *ipamv1alpha1.IPLedger {
+		return &ipamv1alpha1.IPLedger{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{ipamv1alpha1.LabelPool: pool}},
+			Spec:       ipamv1alpha1.IPLedgerSpec{Pool: pool, Allocations: allocations},
 		}
 	}
-	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(limited, open,
-		claim("a", "one", "shared", "10.20.0.0/24"),
-		claim("a", "two", "shared", "10.20.1.7/32"),
-		claim("b", "one", "shared", "10.20.2.0/30"),
-		claim("b", "pending", "", ""),             // waiting: holds nothing
-		claim("c", "one", "open", "10.30.0.0/24"), // a pool with no limit
-	).Build()
+	// What the limit counts: IPClaims and IPAddressClaims of a namespace
+	// alike, in the root and in a shard; not a child pool's carve.
+	c := fake.NewClientBuilder().WithScheme(scheme).WithIndex(&ipamv1alpha1.IPLedger{}, ipam.LedgerPoolField, ipam.LedgerPool).
+		WithObjects(limited, open,
+			func() *ipamv1alpha1.IPLedger {
+				l := ledger("shared", "shared", "10.20.0.0/24 IPClaim/a 1 e1\n10.20.2.0/30 IPAddressClaim/b 1 e3\n10.20.128.0/20 IPPool/child 1 e4\n")
+				l.UID, l.Spec.Shards = "root-uid", "10.20.1.0/24 1\n"
+				return l
+			}(),
+			func() *ipamv1alpha1.IPLedger {
+				l := ledger(ipam.ShardName("shared", 1), "shared", "10.20.1.7/32 IPClaim/a 1 e2\n")
+				l.Spec.Root, l.Spec.Shard = "root-uid", "10.20.1.0/24"
+				return l
+			}(),
+			ledger("open", "open", "10.30.0.0/24 IPClaim/c 1 e5\n"), // a pool with no limit
+		).Build()
 	want := `
-# HELP kipam_pool_namespace_addresses Addresses the namespace's IPClaims hold from the pool, for pools with a spec.namespaceLimit.
+# HELP kipam_pool_namespace_addresses Addresses the namespace's IPClaims and IPAddressClaims hold from the pool, as its ledgers record them (what spec.namespaceLimit counts), for pools with a spec.namespaceLimit.
 # TYPE kipam_pool_namespace_addresses gauge
 kipam_pool_namespace_addresses{namespace="a",pool="shared"} 257
 kipam_pool_namespace_addresses{namespace="b",pool="shared"} 4
-# HELP kipam_pool_namespace_claims IPClaims of the namespace holding a prefix of the pool, for pools with a spec.namespaceLimit.
+# HELP kipam_pool_namespace_claims Prefixes the namespace's IPClaims and IPAddressClaims hold from the pool, as its ledgers record them (what spec.namespaceLimit counts), for pools with a spec.namespaceLimit.
 # TYPE kipam_pool_namespace_claims gauge
 kipam_pool_namespace_claims{namespace="a",pool="shared"} 2
 kipam_pool_namespace_claims{namespace="b",pool="shared"} 1
@@ -170,17 +180,17 @@ kipam_pool_namespace_limit_claims{pool="shared"} 10
 	}
 }
 
-// claimsFailingReader lists pools and fails to list claims.
-type claimsFailingReader struct{ client.Reader }
+// ledgersFailingReader lists pools and fails to read ledgers.
+type ledgersFailingReader struct{ client.Reader }
 
-func (r claimsFailingReader) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
-	if _, ok := list.(*ipamv1alpha1.IPClaimList); ok {
-		return errors.New("claims not synced")
+func (r ledgersFailingReader) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	if _, ok := obj.(*ipamv1alpha1.IPLedger); ok {
+		return errors.New("ledgers not synced")
 	}
-	return r.Reader.List(ctx, list, opts...)
+	return r.Reader.Get(ctx, key, obj, opts...)
 }
 
-func TestPoolCollectorReportsAFailedClaimList(t *testing.T) {
+func TestPoolCollectorReportsAFailedLedgerRead(t *testing.T) {
 	scheme := runtime.NewScheme()
 	if err := ipamv1alpha1.AddToScheme(scheme); err != nil {
 		t.Fatal(err)
@@ -190,9 +200,9 @@ func TestPoolCollectorReportsAFailedClaimList(t *testing.T) {
 		Spec:       ipamv1alpha1.IPPoolSpec{CIDR: "10.20.0.0/16", NamespaceLimit: &ipamv1alpha1.NamespaceLimit{Claims: ptr.To[int32](1)}},
 	}
 	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(NewPoolCollector(claimsFailingReader{fake.NewClientBuilder().WithScheme(scheme).WithObjects(limited).Build()}))
+	reg.MustRegister(NewPoolCollector(ledgersFailingReader{fake.NewClientBuilder().WithScheme(scheme).WithObjects(limited).Build()}))
 	_, err := reg.Gather()
-	if err == nil || !strings.Contains(err.Error(), "claims not synced") {
-		t.Errorf("collecting with a failing claim list: %v, want the list's error", err)
+	if err == nil || !strings.Contains(err.Error(), "ledgers not synced") {
+		t.Errorf("collecting with a failing ledger read: %v, want the read's error", err)
 	}
 }

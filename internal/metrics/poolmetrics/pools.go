@@ -14,7 +14,7 @@ See the License for the specific language governing permissions and
 limitations under the License.
 */
 
-package metrics
+package poolmetrics
 
 import (
 	"context"
@@ -28,6 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
+	"github.com/kipam/kipam/internal/ipam"
 )
 
 var (
@@ -56,10 +57,10 @@ var (
 
 	// Per namespace, for the pools that have a spec.namespaceLimit.
 	nsClaims = prometheus.NewDesc("kipam_pool_namespace_claims",
-		"IPClaims of the namespace holding a prefix of the pool, for pools with a spec.namespaceLimit.",
+		"Prefixes the namespace's IPClaims and IPAddressClaims hold from the pool, as its ledgers record them (what spec.namespaceLimit counts), for pools with a spec.namespaceLimit.",
 		[]string{"pool", "namespace"}, nil)
 	nsAddresses = prometheus.NewDesc("kipam_pool_namespace_addresses",
-		"Addresses the namespace's IPClaims hold from the pool, for pools with a spec.namespaceLimit.",
+		"Addresses the namespace's IPClaims and IPAddressClaims hold from the pool, as its ledgers record them (what spec.namespaceLimit counts), for pools with a spec.namespaceLimit.",
 		[]string{"pool", "namespace"}, nil)
 	nsLimitClaims = prometheus.NewDesc("kipam_pool_namespace_limit_claims",
 		"The pool's spec.namespaceLimit.claims.", []string{"pool"}, nil)
@@ -136,8 +137,9 @@ func (c *PoolCollector) Collect(ch chan<- prometheus.Metric) {
 	c.collectNamespaces(ctx, ch, pools.Items)
 }
 
-// collectNamespaces reports what each namespace's claims hold from the
-// pools that limit it, as the claims' status records it, and the limits.
+// collectNamespaces reports what each namespace holds from the pools that
+// limit it, as their ledgers record it (what the limit counts), and the
+// limits.
 func (c *PoolCollector) collectNamespaces(ctx context.Context, ch chan<- prometheus.Metric, pools []ipamv1alpha1.IPPool) {
 	limited := map[string]bool{}
 	for i := range pools {
@@ -158,32 +160,19 @@ func (c *PoolCollector) collectNamespaces(ctx context.Context, ch chan<- prometh
 	if len(limited) == 0 {
 		return
 	}
-	var claims ipamv1alpha1.IPClaimList
-	// Each claim rebuilt from the cache's record of it (the cache holds no
-	// IPClaim to read in place): about a kilobyte of garbage a claim at
-	// each scrape, and only while a pool has a namespaceLimit.
-	if err := c.reader.List(ctx, &claims); err != nil {
-		ch <- prometheus.NewInvalidMetric(nsClaims, err)
-		return
-	}
-	type key struct{ pool, namespace string }
-	type held struct{ claims, addresses float64 }
-	by := map[key]*held{}
-	for i := range claims.Items {
-		cl := &claims.Items[i]
-		prefix, err := netip.ParsePrefix(cl.Status.CIDR)
-		if !limited[cl.Status.Pool] || err != nil {
-			continue
+	for pool := range limited {
+		// The pool's ledgers, as the cache holds them, record what the
+		// limit counts: each namespace's IPClaims and IPAddressClaims, an
+		// entry committed for a create not yet stored included.
+		l, err := ipam.ReadLedger(ctx, c.reader, pool)
+		if err != nil {
+			ch <- prometheus.NewInvalidMetric(nsClaims, err)
+			return
 		}
-		k := key{cl.Status.Pool, cl.Namespace}
-		if by[k] == nil {
-			by[k] = &held{}
+		for ns, u := range l.NamespaceUses() {
+			addresses, _ := new(big.Float).SetInt(&u.Addresses).Float64()
+			ch <- prometheus.MustNewConstMetric(nsClaims, prometheus.GaugeValue, float64(u.Claims), pool, ns)
+			ch <- prometheus.MustNewConstMetric(nsAddresses, prometheus.GaugeValue, addresses, pool, ns)
 		}
-		by[k].claims++
-		by[k].addresses += math.Ldexp(1, prefix.Addr().BitLen()-prefix.Bits())
-	}
-	for k, h := range by {
-		ch <- prometheus.MustNewConstMetric(nsClaims, prometheus.GaugeValue, h.claims, k.pool, k.namespace)
-		ch <- prometheus.MustNewConstMetric(nsAddresses, prometheus.GaugeValue, h.addresses, k.pool, k.namespace)
 	}
 }
