@@ -111,7 +111,8 @@ func allocationsFrom(lw toolscache.ListerWatcher) *allocations {
 	}
 }
 
-// recordOf is what kipam keeps of a, its shared strings shared (trimMeta).
+// recordOf is what kipam keeps of a, the strings allocations repeat
+// shared (intern).
 func recordOf(a *ipamv1alpha1.IPAllocation) allocRecord {
 	spec := a.Spec
 	spec.Pool = intern(spec.Pool)

@@ -68,20 +68,25 @@ func recordClaim(o any) (any, error) {
 	return o, nil
 }
 
-// cachedClaim is the claim an object of the claims' informer records:
-// what its store holds, a claim given to a handler, or the last state of
-// one deleted unseen. nil for anything else.
+// cachedClaim is the claim an object of the claims' informer records (what
+// its store holds, what a handler is given, or the last state of one
+// deleted unseen), as a claim of its own; nil for anything else.
 func cachedClaim(o any) *ipamv1alpha1.IPClaim {
-	if d, ok := o.(toolscache.DeletedFinalStateUnknown); ok {
-		o = d.Obj
-	}
-	switch c := o.(type) {
+	switch c := unseen(o).(type) {
 	case *ipam.ClaimRecord:
 		return c.Claim()
 	case *ipamv1alpha1.IPClaim:
-		return c
+		return c.DeepCopy()
 	}
 	return nil
+}
+
+// unseen is the last state a deletion's tombstone holds, or o itself.
+func unseen(o any) any {
+	if d, ok := o.(toolscache.DeletedFinalStateUnknown); ok {
+		return d.Obj
+	}
+	return o
 }
 
 // intern returns the one copy of s that every cached object repeating it

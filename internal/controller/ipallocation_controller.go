@@ -22,6 +22,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -277,20 +278,18 @@ func (r *IPAllocationReconciler) allocationChanged(ctx context.Context, e allocE
 
 // claimChanged queues the allocations of a claim's prefixes, before and
 // after the change, that are not settled with it as it is now: all of
-// them once it is gone. A prefix held before and after (every status
+// them once it is gone. old and cur are the informer's objects (the
+// claims' records), nil for none; the claim is rebuilt only to judge an
+// allocation that exists. A prefix held before and after (every status
 // write) is judged once.
-func (r *IPAllocationReconciler) claimChanged(old, claim *ipamv1alpha1.IPClaim, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-	var holdings []ipam.Holding
-	if claim != nil {
-		holdings = ipam.Holdings(claim)
-	}
-	if old != nil {
-		for _, h := range ipam.Holdings(old) {
-			if !slices.ContainsFunc(holdings, func(n ipam.Holding) bool { return n.Pool == h.Pool && n.CIDR == h.CIDR }) {
-				holdings = append(holdings, h)
-			}
+func (r *IPAllocationReconciler) claimChanged(old, cur any, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	holdings := recordedHoldings(cur)
+	for _, h := range recordedHoldings(old) {
+		if !slices.ContainsFunc(holdings, func(n ipam.Holding) bool { return n.Pool == h.Pool && n.CIDR == h.CIDR }) {
+			holdings = append(holdings, h)
 		}
 	}
+	claim := sync.OnceValue(func() *ipamv1alpha1.IPClaim { return cachedClaim(cur) })
 	allocs := records(r.Allocations, r.Client)
 	for _, h := range holdings {
 		p, err := netip.ParsePrefix(h.CIDR)
@@ -298,7 +297,7 @@ func (r *IPAllocationReconciler) claimChanged(old, claim *ipamv1alpha1.IPClaim, 
 			continue
 		}
 		name := ipam.AllocationName(h.Pool, p)
-		if rec, ok := allocs.get(name); ok && !settled(rec, name, claim) {
+		if rec, ok := allocs.get(name); ok && !settled(rec, name, claim()) {
 			q.Add(reconcile.Request{NamespacedName: client.ObjectKey{Name: name}})
 		}
 	}
@@ -324,9 +323,9 @@ func (s *claimsThenAllocations) Start(ctx context.Context, q workqueue.TypedRate
 		return err
 	}
 	s.claims, err = inf.AddEventHandlerWithOptions(toolscache.ResourceEventHandlerFuncs{
-		AddFunc:    func(o any) { s.r.claimChanged(nil, cachedClaim(o), q) },
-		UpdateFunc: func(old, o any) { s.r.claimChanged(cachedClaim(old), cachedClaim(o), q) },
-		DeleteFunc: func(o any) { s.r.claimChanged(cachedClaim(o), nil, q) },
+		AddFunc:    func(o any) { s.r.claimChanged(nil, o, q) },
+		UpdateFunc: func(old, o any) { s.r.claimChanged(old, o, q) },
+		DeleteFunc: func(o any) { s.r.claimChanged(o, nil, q) },
 	}, toolscache.HandlerOptions{})
 	if err != nil {
 		return err

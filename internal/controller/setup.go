@@ -298,10 +298,11 @@ func holdingBlocks(o any) ([]string, error) {
 	return keys, nil
 }
 
-// recordedHoldings is ipam.Holdings of the claim a cache's object
-// records, read from its record without rebuilding the claim.
+// recordedHoldings is ipam.Holdings of the claim an object of the claims'
+// informer records (cachedClaim), read from its record without rebuilding
+// the claim; none for nil.
 func recordedHoldings(o any) []ipam.Holding {
-	switch c := o.(type) {
+	switch c := unseen(o).(type) {
 	case *ipam.ClaimRecord:
 		return c.Holdings()
 	case *ipamv1alpha1.IPClaim:
@@ -340,7 +341,7 @@ func (h *holdings) claims(pool, cidr, namespace string) ([]ipamv1alpha1.IPClaim,
 			continue
 		}
 		if slices.ContainsFunc(recordedHoldings(o), func(h ipam.Holding) bool { return h.Pool == pool && h.CIDR == cidr }) {
-			out = append(out, *cachedClaim(o).DeepCopy())
+			out = append(out, *cachedClaim(o))
 		}
 	}
 	return out, nil

@@ -51,17 +51,21 @@ const kipamKeys = "ipam.kipam.dev/"
 // claim rebuilt (Claim), not a ClaimRecord: controller-runtime's cache
 // reader copies every object it returns with DeepCopyObject, so every Get
 // and List of IPClaims through the cache returns an IPClaim of its own,
-// as it did when the cache kept claims. A Get or List with
-// UnsafeDisableDeepCopy fails, loudly (the cache holds no IPClaim to
-// hand out). A record is never changed once made: its setters panic.
+// as it did when the cache kept claims. A Get with UnsafeDisableDeepCopy,
+// or such a List that finds a claim, fails (the cache holds no IPClaim to
+// hand out), and so would client-go's cache mutation detector
+// (KUBE_CACHE_MUTATION_DETECTOR), which compares what it stores with a
+// DeepCopyObject of it. A record is never changed once made: its setters
+// panic.
 type ClaimRecord struct {
 	name, namespace string
-	uid             [16]byte // the uid, when it is a UUID spelt as the API server spells it; else rare.uid
+	uid             [16]byte // the uid, when it is a UUID other than nil spelt as the API server spells it; else rare.uid
 	resourceVersion string
 	generation      int64
 	// created and deleted are in unix seconds, as every time of an object
 	// is on the wire (RFC 3339 to the second); 0 is the zero time, and for
-	// deleted no deletion timestamp.
+	// deleted no deletion timestamp (the API server never sets the epoch
+	// itself).
 	created, deleted int64
 	finalizers       []string
 	// pool and entry are kipam's annotations PoolAnnotation and
@@ -117,7 +121,7 @@ func RecordClaim(c *ipamv1alpha1.IPClaim) *ClaimRecord {
 		cond.Status = metav1.ConditionStatus(intern(string(cond.Status)))
 	}
 	rare := rareClaimFields{cidrs: c.Spec.CIDRs, statusCIDRs: c.Status.CIDRs, allocations: c.Status.Allocations}
-	if u, err := uuid.Parse(string(c.UID)); err == nil && u.String() == string(c.UID) {
+	if u, err := uuid.Parse(string(c.UID)); err == nil && u != uuid.Nil && u.String() == string(c.UID) {
 		r.uid = u
 	} else {
 		rare.uid = c.UID
@@ -289,8 +293,13 @@ var specs = struct {
 }{m: map[string]weak.Pointer[ipamv1alpha1.IPClaimSpec]{}}
 
 // shareSpec returns the copy of s that records share: s itself if no
-// record holds an equal spec.
+// record holds an equal spec. A spec with a stickyKey, which is each
+// claim's own, is not shared: its entry in the table would cost more than
+// it saves.
 func shareSpec(s *ipamv1alpha1.IPClaimSpec) *ipamv1alpha1.IPClaimSpec {
+	if s.StickyKey != "" {
+		return s
+	}
 	key, err := json.Marshal(s)
 	if err != nil {
 		return s

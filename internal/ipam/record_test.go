@@ -45,8 +45,11 @@ func randomClaim(t *testing.T, seed int64) *ipamv1alpha1.IPClaim {
 	randfill.NewWithSeed(seed).NilChance(0.3).NumElements(0, 3).Fill(&c)
 	c.ManagedFields = nil // random bytes, not JSON; and the record keeps none
 	r := rand.New(rand.NewPCG(uint64(seed), 1))
-	if r.IntN(2) == 0 {
+	switch r.IntN(3) {
+	case 0:
 		c.UID = types.UID(uuid.NewString())
+	case 1:
+		c.UID = types.UID(uuid.Nil.String())
 	}
 	if c.Annotations == nil && r.IntN(2) == 0 {
 		c.Annotations = map[string]string{}
@@ -157,26 +160,32 @@ func TestClaimRecordsShare(t *testing.T) {
 // TestSharedSpecsGo: a spec no record holds any more is dropped from the
 // table records share specs through.
 func TestSharedSpecsGo(t *testing.T) {
-	const stickyKey = "TestSharedSpecsGo"
-	r := RecordClaim(&ipamv1alpha1.IPClaim{Spec: ipamv1alpha1.IPClaimSpec{Pool: "p", StickyKey: stickyKey}})
-	held := func() bool {
+	held := func(marker string) bool {
 		specs.Lock()
 		defer specs.Unlock()
 		for k := range specs.m {
-			if strings.Contains(k, stickyKey) {
+			if strings.Contains(k, marker) {
 				return true
 			}
 		}
 		return false
 	}
-	if !held() {
+	// A stickyKey is each claim's own: such a spec is not shared.
+	sticky := RecordClaim(&ipamv1alpha1.IPClaim{Spec: ipamv1alpha1.IPClaimSpec{Pool: "p", StickyKey: "TestSharedSpecsGo-sticky"}})
+	if held("TestSharedSpecsGo-sticky") {
+		t.Error("a spec with a stickyKey is in the table")
+	}
+	runtime.KeepAlive(sticky)
+	const pool = "TestSharedSpecsGo"
+	r := RecordClaim(&ipamv1alpha1.IPClaim{Spec: ipamv1alpha1.IPClaimSpec{Pool: pool}})
+	if !held(pool) {
 		t.Fatal("the spec is not in the table")
 	}
 	runtime.KeepAlive(r)
 	r = nil
 	for range 100 {
 		runtime.GC()
-		if !held() {
+		if !held(pool) {
 			return
 		}
 		runtime.Gosched()
