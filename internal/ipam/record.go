@@ -90,27 +90,24 @@ type rareClaimFields struct {
 	cidrs, statusCIDRs, allocations []string
 }
 
-// RecordClaim returns the record of c. It keeps none of c's memory but
-// strings and lists, so c itself, with everything the record leaves out,
-// is garbage once it is decoded. The strings many claims repeat
-// (namespace, pool, finalizer, condition types and reasons) are shared.
-// It takes c's lists over, sharing their strings in place: c must not be
-// changed afterwards.
+// RecordClaim returns the record of c. What the record keeps of c's own
+// it copies (pack), so that c, with everything the record leaves out, is
+// garbage once it is decoded; the strings many claims repeat (namespace,
+// pool, finalizer, condition types and reasons) are shared. The record
+// may share c's rarer fields (a dual-stack claim's lists, kipam's other
+// annotations) and the spec's: c must not be changed afterwards.
 func RecordClaim(c *ipamv1alpha1.IPClaim) *ClaimRecord {
 	r := &ClaimRecord{
 		name: c.Name, namespace: intern(c.Namespace), resourceVersion: c.ResourceVersion, generation: c.Generation,
-		created: unix(c.CreationTimestamp), finalizers: c.Finalizers,
+		created: unix(c.CreationTimestamp), finalizers: slices.Clone(c.Finalizers),
 		cidr: c.Spec.CIDR, statusCIDR: c.Status.CIDR, statusPool: intern(c.Status.Pool), allocation: c.Status.Allocation,
-		conditions: c.Status.Conditions,
+		conditions: slices.Clone(c.Status.Conditions),
 	}
 	if c.DeletionTimestamp != nil {
 		r.deleted = unix(*c.DeletionTimestamp)
 	}
 	if c.Status.ExpiresAt != nil {
 		r.expires = unix(*c.Status.ExpiresAt)
-	}
-	if r.statusCIDR == r.cidr {
-		r.statusCIDR = r.cidr // one copy of the prefix, not two
 	}
 	for i := range r.finalizers {
 		r.finalizers[i] = intern(r.finalizers[i])
@@ -149,7 +146,40 @@ func RecordClaim(c *ipamv1alpha1.IPClaim) *ClaimRecord {
 	*spec = c.Spec
 	spec.CIDR, spec.CIDRs = "", nil
 	r.spec = shareSpec(spec)
+	r.pack()
 	return r
+}
+
+// pack moves the strings of r that are the claim's own (its name,
+// resourceVersion, entry ID, cidrs, allocation's name and conditions'
+// messages) into one new allocation, and r's lists into new ones. Decoded,
+// each is a small object of its own among the decoder's garbage, and one
+// kept object holds a whole span of the heap: packed, a record keeps
+// three objects besides its own, next to each other.
+func (r *ClaimRecord) pack() {
+	own := []*string{&r.name, &r.resourceVersion, &r.entry, &r.cidr, &r.allocation}
+	if r.statusCIDR != r.cidr {
+		own = append(own, &r.statusCIDR)
+	}
+	for i := range r.conditions {
+		own = append(own, &r.conditions[i].Message)
+	}
+	n := 0
+	for _, s := range own {
+		n += len(*s)
+	}
+	var b strings.Builder
+	b.Grow(n)
+	for _, s := range own {
+		b.WriteString(*s)
+	}
+	all, at := b.String(), 0
+	for _, s := range own {
+		*s, at = all[at:at+len(*s)], at+len(*s)
+	}
+	if r.statusCIDR == "" || r.statusCIDR == r.cidr {
+		r.statusCIDR = r.cidr[:len(r.statusCIDR)] // one copy of the prefix, not two
+	}
 }
 
 // Claim returns the claim r records, rebuilt: a new object, which the

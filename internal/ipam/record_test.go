@@ -155,6 +155,23 @@ func TestClaimRecordsShare(t *testing.T) {
 	if a.rare != nil {
 		t.Errorf("a claim with nothing rare has rare fields: %+v", a.rare)
 	}
+
+	// What is the claim's own is copied into one allocation (pack), none
+	// of it left in what the decoder allocated.
+	c := claim("10.0.0.3/32")
+	c.ResourceVersion, c.Status.Allocation, c.Status.Conditions[0].Message = "42", "pool-a.10-0-0-3-32", "allocated"
+	r := RecordClaim(c.DeepCopy())
+	own := []string{r.name, r.resourceVersion, r.entry, r.cidr, r.allocation, r.conditions[0].Message}
+	for i, s := range own {
+		for _, decoded := range []string{c.Name, c.ResourceVersion, c.Annotations[EntryAnnotation], c.Spec.CIDR, c.Status.Allocation, c.Status.Conditions[0].Message} {
+			if unsafe.StringData(s) == unsafe.StringData(decoded) {
+				t.Errorf("%q is the decoded string, not a copy", s)
+			}
+		}
+		if i > 0 && unsafe.Pointer(unsafe.StringData(s)) != unsafe.Add(unsafe.Pointer(unsafe.StringData(own[i-1])), len(own[i-1])) {
+			t.Errorf("%q does not follow %q: not one allocation", s, own[i-1])
+		}
+	}
 }
 
 // TestSharedSpecsGo: a spec no record holds any more is dropped from the
@@ -201,6 +218,49 @@ func FuzzClaimRecord(f *testing.F) {
 		c := randomClaim(t, seed)
 		if got, want := RecordClaim(c.DeepCopy()).Claim(), kept(c); !equality.Semantic.DeepEqual(got, want) {
 			t.Fatalf("seed %d: the record rebuilds %+v, not %+v", seed, got, want)
+		}
+	})
+}
+
+// BenchmarkClaimRecord is what the cache pays for each claim event
+// (RecordClaim, from the decoded claim) and each read (Claim, a rebuild),
+// against the deep copy a read cost while the cache kept the claim:
+//
+//	go test ./internal/ipam -run '^$' -bench ClaimRecord -benchmem
+func BenchmarkClaimRecord(b *testing.B) {
+	c := &ipamv1alpha1.IPClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: "scale-569450-pre-1234", Namespace: "default", UID: types.UID(uuid.NewString()),
+			ResourceVersion: "1234567", Generation: 1, CreationTimestamp: metav1.Now(),
+			Annotations: map[string]string{EntryAnnotation: "3gaa2tqf2ai4v", PoolAnnotation: "scale-569450-0"},
+			Finalizers:  []string{ipamv1alpha1.ClaimFinalizer}},
+		Spec: ipamv1alpha1.IPClaimSpec{Pool: "scale-569450-0", CIDR: "10.20.4.210/32", WhenExhausted: ipamv1alpha1.ExhaustedPolicy("Deny")},
+		Status: ipamv1alpha1.IPClaimStatus{CIDR: "10.20.4.210/32", Pool: "scale-569450-0", Allocation: "scale-569450-0.10-20-4-210-32",
+			Conditions: []metav1.Condition{{Type: ipamv1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: ipamv1alpha1.ReasonAllocated,
+				Message: "10.20.4.210/32 allocated from pool scale-569450-0", ObservedGeneration: 1, LastTransitionTime: metav1.Now()}}},
+	}
+	b.Run("RecordClaim", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			RecordClaim(c.DeepCopy())
+		}
+	})
+	r := RecordClaim(c.DeepCopy())
+	b.Run("Claim", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			r.Claim()
+		}
+	})
+	b.Run("Holdings", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			r.Holdings()
+		}
+	})
+	b.Run("DeepCopy", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			c.DeepCopy()
 		}
 	})
 }
