@@ -17,7 +17,6 @@ limitations under the License.
 package controller
 
 import (
-	"context"
 	"net/netip"
 	"time"
 
@@ -25,13 +24,9 @@ import (
 	. "github.com/onsi/gomega"
 
 	"k8s.io/apimachinery/pkg/api/meta"
-	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/ptr"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
 	"github.com/kipam/kipam/internal/ipam"
@@ -40,28 +35,7 @@ import (
 var _ = Describe("A child pool's IPAllocation", func() {
 	It("deleted from under the live pool is created again, and the parent's ledger is left as it was", func() {
 		By("starting kipam's controllers")
-		mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-			Scheme:                 scheme.Scheme,
-			Cache:                  CacheOptions(),
-			Client:                 ClientOptions(),
-			Metrics:                metricsserver.Options{BindAddress: "0"},
-			HealthProbeBindAddress: "0",
-			Controller:             config.Controller{SkipNameValidation: ptr.To(true)},
-		})
-		Expect(err).NotTo(HaveOccurred())
-		m := ipam.NewManager(ipam.ClientStore{Reader: mgr.GetAPIReader(), Writer: mgr.GetClient()}, nil)
-		Expect(SetupWithManager(ctx, mgr, m, Options{OrphanGrace: time.Hour})).To(Succeed())
-		mctx, stop := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() {
-			defer GinkgoRecover()
-			defer close(done)
-			Expect(mgr.Start(mctx)).To(Succeed())
-		}()
-		DeferCleanup(func() {
-			stop()
-			Eventually(done).WithTimeout(time.Minute).Should(BeClosed())
-		})
+		startKipam(Options{OrphanGrace: time.Hour}, nil)
 
 		By("creating a parent and a child carved from it, as kipam's webhook stores them")
 		parent := fencePool("10.207.0.0/16")
@@ -73,7 +47,7 @@ var _ = Describe("A child pool's IPAllocation", func() {
 		child.Annotations = map[string]string{ipam.EntryAnnotation: ipam.NewEntryID()}
 		// The webhook commits the carve before the pool is stored.
 		tm := ipam.NewManager(ipam.ClientStore{Reader: k8sClient, Writer: k8sClient}, nil)
-		_, err = tm.Allocate(ctx, ipam.Request{
+		_, err := tm.Allocate(ctx, ipam.Request{
 			Pool: parent, CIDR: cidr, Bits: cidr.Bits(), Holder: ipam.PoolHolder(child.Name), ID: ipam.PoolEntryID(child)})
 		Expect(err).NotTo(HaveOccurred())
 		Expect(k8sClient.Create(ctx, child)).To(Succeed())

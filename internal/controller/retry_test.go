@@ -54,14 +54,8 @@ var _ = Describe("Retries of a failing release", func() {
 			attempts []time.Time // of removing the allocation's finalizer
 			failed   int         // how many of them failed
 		)
-		mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-			Scheme:                 scheme.Scheme,
-			Cache:                  CacheOptions(),
-			Client:                 ClientOptions(),
-			Metrics:                metricsserver.Options{BindAddress: "0"},
-			HealthProbeBindAddress: "0",
-			Controller:             config.Controller{SkipNameValidation: ptr.To(true)},
-			NewClient: func(cfg *rest.Config, o client.Options) (client.Client, error) {
+		startKipam(Options{OrphanGrace: time.Hour, RetryMaxDelay: maxDelay}, func(mo *ctrl.Options) {
+			mo.NewClient = func(cfg *rest.Config, o client.Options) (client.Client, error) {
 				c, err := client.NewWithWatch(cfg, o)
 				if err != nil {
 					return nil, err
@@ -83,21 +77,7 @@ var _ = Describe("Retries of a failing release", func() {
 						return c.Patch(ctx, obj, patch, opts...)
 					},
 				}), nil
-			},
-		})
-		Expect(err).NotTo(HaveOccurred())
-		m := ipam.NewManager(ipam.ClientStore{Reader: mgr.GetAPIReader(), Writer: mgr.GetClient()}, nil)
-		Expect(SetupWithManager(ctx, mgr, m, Options{OrphanGrace: time.Hour, RetryMaxDelay: maxDelay})).To(Succeed())
-		mctx, stop := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() {
-			defer GinkgoRecover()
-			defer close(done)
-			Expect(mgr.Start(mctx)).To(Succeed())
-		}()
-		DeferCleanup(func() {
-			stop()
-			Eventually(done).WithTimeout(time.Minute).Should(BeClosed())
+			}
 		})
 
 		By("deleting an allocation whose claim is gone, whose finalizer's removal fails")
@@ -136,3 +116,36 @@ var _ = Describe("Retries of a failing release", func() {
 			"after %d failures over %s, the release was retried only %s after the last one", failed, attempts[failed-1].Sub(attempts[0]), wait)
 	})
 })
+
+// startKipam starts kipam's controllers, with opts, on the suite's API
+// server, as cmd/main.go sets up the manager (mutate changes that), and
+// stops them after the spec.
+func startKipam(opts Options, mutate func(*ctrl.Options)) {
+	GinkgoHelper()
+	o := ctrl.Options{
+		Scheme:                 scheme.Scheme,
+		Cache:                  CacheOptions(),
+		Client:                 ClientOptions(),
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Controller:             config.Controller{SkipNameValidation: ptr.To(true)},
+	}
+	if mutate != nil {
+		mutate(&o)
+	}
+	mgr, err := ctrl.NewManager(cfg, o)
+	Expect(err).NotTo(HaveOccurred())
+	m := ipam.NewManager(ipam.ClientStore{Reader: mgr.GetAPIReader(), Writer: mgr.GetClient()}, nil)
+	Expect(SetupWithManager(ctx, mgr, m, opts)).To(Succeed())
+	mctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer GinkgoRecover()
+		defer close(done)
+		Expect(mgr.Start(mctx)).To(Succeed())
+	}()
+	DeferCleanup(func() {
+		stop()
+		Eventually(done).WithTimeout(time.Minute).Should(BeClosed())
+	})
+}
