@@ -123,6 +123,8 @@ func RecordClaim(c *ipamv1alpha1.IPClaim) *ClaimRecord {
 	} else {
 		rare.uid = c.UID
 	}
+	// An empty pool or entry annotation is, to kipam, no annotation, and
+	// is kept as none.
 	for k, v := range c.Annotations {
 		switch {
 		case k == PoolAnnotation:
