@@ -183,7 +183,13 @@ func main() {
 		metricsServerOptions.FilterProvider = filters.WithAuthenticationAndAuthorization
 	}
 
-	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+	ctx := ctrl.SetupSignalHandler()
+	cfg := ctrl.GetConfigOrDie()
+	if err := waitForAPIServer(ctx, cfg, 2*time.Second); err != nil {
+		setupLog.Error(err, "stopped while waiting for the API server")
+		os.Exit(1)
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                        scheme,
 		Cache:                         controller.CacheOptions(),
 		Client:                        controller.ClientOptions(),
@@ -212,7 +218,6 @@ func main() {
 		setupLog.Error(err, "invalid --orphan-grace")
 		os.Exit(1)
 	}
-	ctx := ctrl.SetupSignalHandler()
 	// One allocator per pool, shared by the webhook and the reconcilers; the
 	// pool's IPLedger in etcd is the durable record and the fence.
 	// The one clock of everything kipam times; off the host's only in tests.
