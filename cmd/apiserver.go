@@ -19,6 +19,7 @@ package main
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"time"
 
@@ -56,4 +57,29 @@ func waitForAPIServer(ctx context.Context, cfg *rest.Config, every time.Duration
 		setupLog.Info("waiting for the API server", "host", cfg.Host, "attempt", attempt, "reason", err.Error())
 		return false, nil
 	})
+}
+
+// answerProbes answers the health probes on addr until stop is called:
+// alive (/healthz), not ready (/readyz). While a replica waits for the
+// API server its manager, which serves the probes, is not made yet; a
+// liveness probe that went unanswered would have the kubelet restart it
+// anyway. stop frees addr for the manager's own probes. An addr of "" or
+// "0" (probes off) answers nothing.
+func answerProbes(addr string) (stop func()) {
+	if addr == "" || addr == "0" {
+		return func() {}
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		setupLog.Info("not answering the health probes while waiting for the API server", "reason", err.Error())
+		return func() {}
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "waiting for the API server", http.StatusServiceUnavailable)
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(l) }()
+	return func() { _ = srv.Close() }
 }

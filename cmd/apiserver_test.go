@@ -84,3 +84,29 @@ func TestWaitForAPIServerLeavesARequestErrorToWhatFollows(t *testing.T) {
 		t.Errorf("%d requests, want 1: a 403 is an answer", n)
 	}
 }
+
+func TestAnswerProbesWhileWaiting(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	stop := answerProbes(addr)
+	for path, want := range map[string]int{"/healthz": http.StatusOK, "/readyz": http.StatusServiceUnavailable} {
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("%s: %d, want %d", path, resp.StatusCode, want)
+		}
+	}
+	stop()
+	again, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("the probes' address is not free for the manager after stop: %v", err)
+	}
+	again.Close()
+}

@@ -185,10 +185,12 @@ func main() {
 
 	ctx := ctrl.SetupSignalHandler()
 	cfg := ctrl.GetConfigOrDie()
+	stopProbes := answerProbes(probeAddr)
 	if err := waitForAPIServer(ctx, cfg, 2*time.Second); err != nil {
 		setupLog.Error(err, "stopped while waiting for the API server")
 		os.Exit(1)
 	}
+	stopProbes()
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                        scheme,
 		Cache:                         controller.CacheOptions(),
