@@ -295,7 +295,7 @@ func TestAClaimGoneAfterItsAllocationWasSettledQueuesIt(t *testing.T) {
 			if _, ok := obj.(*ipamv1alpha1.IPClaim); ok && err == nil {
 				once.Do(func() {
 					g.Expect(c.Delete(ctx, claim)).To(Succeed())
-					claims.Delete(claim)
+					claims.Delete(ipam.RecordClaim(claim.DeepCopy())) // what the informer holds: the record
 				})
 			}
 			return err
