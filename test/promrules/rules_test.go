@@ -36,6 +36,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/kipam/kipam/internal/metrics"
+	"github.com/kipam/kipam/internal/metrics/poolmetrics"
 )
 
 // render runs helm template on the chart with flags and returns its output.
@@ -95,7 +96,7 @@ func rules(t *testing.T, out string) prometheusRule {
 func exported(t *testing.T) map[string][]string {
 	t.Helper()
 	ch := make(chan *prometheus.Desc, 100)
-	for _, c := range []prometheus.Collector{metrics.NewPoolCollector(nil),
+	for _, c := range []prometheus.Collector{poolmetrics.NewPoolCollector(nil),
 		metrics.ClaimsDenied, metrics.Released, metrics.LedgerBytes, metrics.Forwarded} {
 		c.Describe(ch)
 	}
