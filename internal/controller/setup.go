@@ -23,7 +23,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
-	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -298,6 +297,20 @@ func holdingBlocks(o any) ([]string, error) {
 	return keys, nil
 }
 
+// holdsIt is ipam.HoldingOf of the claim an object of the claims'
+// informer records (cachedClaim), read from its record.
+func holdsIt(o any, pool, cidr string) bool {
+	switch c := unseen(o).(type) {
+	case *ipam.ClaimRecord:
+		_, ok := c.HoldingOf(pool, cidr)
+		return ok
+	case *ipamv1alpha1.IPClaim:
+		_, ok := ipam.HoldingOf(c, pool, cidr)
+		return ok
+	}
+	return false
+}
+
 // recordedHoldings is ipam.Holdings of the claim an object of the claims'
 // informer records (cachedClaim), read from its record without rebuilding
 // the claim; none for nil.
@@ -340,7 +353,7 @@ func (h *holdings) claims(pool, cidr, namespace string) ([]ipamv1alpha1.IPClaim,
 		if !ok || (namespace != "" && c.GetNamespace() != namespace) {
 			continue
 		}
-		if slices.ContainsFunc(recordedHoldings(o), func(h ipam.Holding) bool { return h.Pool == pool && h.CIDR == cidr }) {
+		if holdsIt(o, pool, cidr) {
 			out = append(out, *cachedClaim(o))
 		}
 	}

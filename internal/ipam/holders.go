@@ -144,7 +144,12 @@ func holdings(cidr string, cidrs []string, pool, secondary, id string) []Holding
 
 // HoldingOf returns the holding of claim recorded for cidr in pool.
 func HoldingOf(claim *ipamv1alpha1.IPClaim, pool, cidr string) (Holding, bool) {
-	for _, h := range Holdings(claim) {
+	return holdingOf(Holdings(claim), pool, cidr)
+}
+
+// holdingOf returns the holding of held recorded for cidr in pool.
+func holdingOf(held []Holding, pool, cidr string) (Holding, bool) {
+	for _, h := range held {
 		if h.Pool == pool && h.CIDR == cidr {
 			return h, true
 		}

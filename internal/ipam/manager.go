@@ -524,16 +524,17 @@ const EntryAnnotation = "ipam.kipam.dev/entry"
 // else the claim's uid (a waiting claim bound later, or a prefix recorded
 // by the repair path).
 func ClaimEntryID(claim *ipamv1alpha1.IPClaim) string {
-	return entryIDOf(claim.Annotations[EntryAnnotation], claim.UID)
+	return entryIDOf(claim.Annotations[EntryAnnotation], func() types.UID { return claim.UID })
 }
 
 // entryIDOf is ClaimEntryID of a claim with the entry annotation
-// annotated and uid uid.
-func entryIDOf(annotated string, uid types.UID) string {
+// annotated and the uid uid returns, asked for only when it is needed (a
+// claim's record spells its uid out on each call).
+func entryIDOf(annotated string, uid func() types.UID) string {
 	if annotated != "" {
 		return annotated
 	}
-	return string(uid)
+	return string(uid())
 }
 
 // AllocationName is the name of the IPAllocation that records prefix p of a

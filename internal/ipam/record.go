@@ -214,7 +214,18 @@ func (r *ClaimRecord) Holdings() []Holding {
 	if r.rare != nil {
 		cidrs, secondary = r.rare.cidrs, r.rare.annotations[SecondaryPoolAnnotation]
 	}
-	return holdings(r.cidr, cidrs, poolOf(r.pool, r.spec.Pool), secondary, entryIDOf(r.entry, r.GetUID()))
+	return holdings(r.cidr, cidrs, poolOf(r.pool, r.spec.Pool), secondary, entryIDOf(r.entry, r.GetUID))
+}
+
+// HoldingOf is HoldingOf of the claim r records. A record whose cidrs are
+// not cidr is answered without working out its holdings: a look-up reads
+// through every claim of a block of 256 (the holdings index) for the one
+// it asks for.
+func (r *ClaimRecord) HoldingOf(pool, cidr string) (Holding, bool) {
+	if r.cidr != cidr && (r.rare == nil || !slices.Contains(r.rare.cidrs, cidr)) {
+		return Holding{}, false // Holdings names spec.cidr and spec.cidrs[1] alone
+	}
+	return holdingOf(r.Holdings(), pool, cidr)
 }
 
 // DeepCopyObject returns the claim r records, rebuilt (Claim).

@@ -115,6 +115,13 @@ func TestClaimRecordKeepsWhatKipamReads(t *testing.T) {
 		if !equality.Semantic.DeepEqual(r.Holdings(), Holdings(want)) {
 			t.Fatalf("seed %d: the record's holdings %v, the claim's %v", seed, r.Holdings(), Holdings(want))
 		}
+		for _, h := range append(Holdings(want), Holding{Pool: want.Spec.Pool, CIDR: want.Spec.CIDR}, Holding{Pool: "other", CIDR: "10.0.0.0/8"}) {
+			got, ok := r.HoldingOf(h.Pool, h.CIDR)
+			wantH, wantOK := HoldingOf(want, h.Pool, h.CIDR)
+			if got != wantH || ok != wantOK {
+				t.Fatalf("seed %d: the record's holding of %s in %s: %v %v, the claim's %v %v", seed, h.CIDR, h.Pool, got, ok, wantH, wantOK)
+			}
+		}
 		if Waiting(r) != Waiting(want) {
 			t.Fatalf("seed %d: the record waits: %v, the claim: %v", seed, Waiting(r), Waiting(want))
 		}
@@ -255,6 +262,12 @@ func BenchmarkClaimRecord(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			r.Holdings()
+		}
+	})
+	b.Run("HoldingOf/another", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			r.HoldingOf("scale-569450-0", "10.20.4.211/32")
 		}
 	})
 	b.Run("DeepCopy", func(b *testing.B) {
