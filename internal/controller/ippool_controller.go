@@ -246,31 +246,27 @@ func (r *IPPoolReconciler) place(ctx context.Context, pool *ipamv1alpha1.IPPool)
 	// pool whose status says so is not looked up again (its parent's root
 	// ledger may be large, and this runs on every change of the pool's own)
 	// while the records show its IPAllocation.
-	if c := meta.FindStatusCondition(pool.Status.Conditions, ipamv1alpha1.ConditionOverlapping); c != nil && c.Reason == ipamv1alpha1.ReasonNoOverlap {
+	c := meta.FindStatusCondition(pool.Status.Conditions, ipamv1alpha1.ConditionOverlapping)
+	recorded := c != nil && c.Reason == ipamv1alpha1.ReasonNoOverlap
+	if recorded {
 		if _, ok := records(r.Allocations, r.Client).get(ipam.AllocationName(parentName, cidr)); ok {
 			return r.overlaps(ctx, pool, cidr, cond), nil
 		}
-		// Its IPAllocation went from under it (the delete webhook bypassed,
-		// the finalizer removed by hand): created again as at placement, but
-		// only while the parent's ledger records the pool's entry. The
-		// ledger is not written here: its entry is the fence, and an entry
-		// lost is not this path's to commit again.
-		e, ok, err := ipam.LookupEntry(ctx, r.Client, parentName, cidr)
-		if err != nil {
-			return cond, err
-		}
-		if ok && e.Is(holder, id) {
-			if err := r.ensureAllocation(ctx, pool, parentName, cidr, id); err != nil {
-				return cond, err
-			}
-		}
-		return r.overlaps(ctx, pool, cidr, cond), nil
 	}
 	e, ok, err := ipam.LookupEntry(ctx, r.Client, parentName, cidr)
 	if err != nil {
 		return cond, err
 	}
 	if !ok || !e.Is(holder, id) {
+		if recorded {
+			// A recorded pool whose entry its parent's ledger no longer
+			// records: the entry is the fence, and an entry lost is not
+			// this path's to commit again. One whose IPAllocation alone
+			// went from under it (the delete webhook bypassed, the
+			// finalizer removed by hand) has it created again below, as
+			// at placement.
+			return r.overlaps(ctx, pool, cidr, cond), nil
+		}
 		parent, err := ipam.GetPool(ctx, r.Client, parentName)
 		if apierrors.IsNotFound(err) {
 			cond.Status, cond.Reason, cond.Message = metav1.ConditionUnknown, ipamv1alpha1.ReasonParentMissing,
