@@ -243,7 +243,7 @@ func (r *IPAddressClaimReconciler) recorded(ctx context.Context, claim *capiv1be
 		return nil
 	}
 	return &metav1.Condition{Type: capiv1beta2.ReadyCondition, Status: metav1.ConditionTrue, Reason: ipamv1alpha1.ReasonAllocated,
-		Message: fmt.Sprintf("%s allocated from pool %s", a, pool)}
+		Message: ipam.AllocatedMessage(a.String(), pool)}
 }
 
 // answerRecorded writes the Ready status of a recorded claim (recorded),
@@ -346,7 +346,7 @@ func (r *IPAddressClaimReconciler) serve(ctx context.Context, claim *capiv1beta2
 					return 0, acond, aerr
 				}
 				return 0, &metav1.Condition{Type: capiv1beta2.ReadyCondition, Status: metav1.ConditionTrue, Reason: ipamv1alpha1.ReasonAllocated,
-					Message: fmt.Sprintf("%s allocated from pool %s", answer, poolName)}, nil
+					Message: ipam.AllocatedMessage(answer.String(), poolName)}, nil
 			}
 		}
 		err = errors.Join(err, serr)
@@ -355,7 +355,7 @@ func (r *IPAddressClaimReconciler) serve(ctx context.Context, claim *capiv1beta2
 		return 0, cond, err
 	}
 	return 0, &metav1.Condition{Type: capiv1beta2.ReadyCondition, Status: metav1.ConditionTrue, Reason: ipamv1alpha1.ReasonAllocated,
-		Message: fmt.Sprintf("%s allocated from pool %s", p.Addr(), poolName)}, nil
+		Message: ipam.AllocatedMessage(p.Addr().String(), poolName)}, nil
 }
 
 // hostBits is the length of one address of pool's family.

@@ -201,7 +201,7 @@ func (r *IPClaimReconciler) ensureAllocation(ctx context.Context, claim *ipamv1a
 	}
 	name := ipam.AllocationName(pool, cidr)
 	ready := metav1.Condition{Type: ipamv1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: ipamv1alpha1.ReasonAllocated,
-		Message: fmt.Sprintf("%s allocated from pool %s", cidr, pool)}
+		Message: ipam.AllocatedMessage(cidr.String(), pool)}
 	var a *ipamv1alpha1.IPAllocation
 	if rec, found := records(r.Allocations, r.Client).get(name); found {
 		a = rec.view(name)

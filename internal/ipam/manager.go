@@ -33,6 +33,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -548,10 +549,12 @@ func AllocationName(pool string, p netip.Prefix) string {
 	} else {
 		addr = strings.ReplaceAll(p.Addr().StringExpanded(), ":", "-")
 	}
-	name := fmt.Sprintf("%s.%s-%d", pool, addr, p.Bits())
-	if len(name) > 253 {
+	// Built by hand, not with fmt: a claim's record works it out again on
+	// each read of the claim from the cache (ClaimRecord.Claim).
+	bits := strconv.Itoa(p.Bits())
+	if len(pool)+1+len(addr)+1+len(bits) > 253 {
 		sum := sha256.Sum256([]byte(pool))
-		name = fmt.Sprintf("%s.%x.%s-%d", pool[:253-len(addr)-80], sum[:16], addr, p.Bits())
+		return fmt.Sprintf("%s.%x.%s-%s", pool[:253-len(addr)-80], sum[:16], addr, bits)
 	}
-	return name
+	return pool + "." + addr + "-" + bits
 }

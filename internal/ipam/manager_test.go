@@ -403,6 +403,8 @@ func TestAllocationName(t *testing.T) {
 		{"tenant-a", "10.0.0.5/32", "tenant-a.10-0-0-5-32"},
 		{"v6", "2001:db8::/64", "v6.2001-0db8-0000-0000-0000-0000-0000-0000-64"},
 		{"v6", "::1/128", "v6.0000-0000-0000-0000-0000-0000-0000-0001-128"},
+		// A name over 253 characters keeps a hash of the pool's name.
+		{strings.Repeat("p", 250), "10.0.0.5/32", strings.Repeat("p", 165) + ".6b942e08cb58d48bedb5fa5e24892b3b.10-0-0-5-32"},
 	} {
 		if got := AllocationName(tc.pool, netip.MustParsePrefix(tc.cidr)); got != tc.want {
 			t.Errorf("AllocationName(%s, %s) = %s, want %s", tc.pool, tc.cidr, got, tc.want)

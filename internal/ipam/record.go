@@ -19,11 +19,13 @@ package ipam
 import (
 	"encoding/json"
 	"maps"
+	"net/netip"
 	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"time"
+	"unique"
 	"weak"
 
 	"github.com/google/uuid"
@@ -76,10 +78,13 @@ type ClaimRecord struct {
 	spec             *ipamv1alpha1.IPClaimSpec
 	cidr, statusCIDR string // spec.cidr and status.cidr, one copy when equal
 	statusPool       string
-	allocation       string
-	expires          int64 // status.expiresAt in unix seconds; 0 for none
-	conditions       []metav1.Condition
-	rare             *rareClaimFields // what few claims have
+	// allocation is status.allocation, unless derived: then it is
+	// AllocationName(status.pool, status.cidr), as the claim controller
+	// names it, and not kept.
+	allocation string
+	derived    bool
+	conditions []recordedCondition
+	rare       *rareClaimFields // what few claims have
 }
 
 // rareClaimFields are a ClaimRecord's fields that most claims leave empty.
@@ -88,7 +93,82 @@ type rareClaimFields struct {
 	annotations map[string]string // kipam's annotations but the pool and the entry
 	// spec.cidrs, status.cidrs and status.allocations.
 	cidrs, statusCIDRs, allocations []string
+	expires                         int64 // status.expiresAt in unix seconds (a claim with a ttlSeconds); 0 for none
 }
+
+// A recordedCondition is a condition of a claim's status as its record
+// keeps it, in 48 bytes where a metav1.Condition takes 96: its type,
+// status and reason as one handle that claims share, its time in unix
+// seconds, and its message unless allocated says it is the Ready
+// message of a claim that holds one prefix (AllocatedMessage), which is
+// then not kept.
+type recordedCondition struct {
+	kind       unique.Handle[conditionKind]
+	generation int64 // observedGeneration
+	at         int64 // lastTransitionTime in unix seconds
+	message    string
+	allocated  bool
+}
+
+// conditionKind is what a condition says apart from its message and
+// times: few values, which every claim repeats.
+type conditionKind struct{ typ, status, reason string }
+
+// allocatedMessage is the Ready message of a claim holding cidr from
+// pool, as the claim controller writes it.
+func AllocatedMessage(cidr, pool string) string { return cidr + allocatedFrom + pool }
+
+const allocatedFrom = " allocated from pool "
+
+// isAllocatedMessage reports whether m is AllocatedMessage(cidr, pool),
+// without making it.
+func isAllocatedMessage(m, cidr, pool string) bool {
+	rest, ok := strings.CutPrefix(m, cidr)
+	if !ok {
+		return false
+	}
+	rest, ok = strings.CutPrefix(rest, allocatedFrom)
+	return ok && rest == pool
+}
+
+// recordCondition is c as a record of a claim whose status.cidr and
+// status.pool are cidr and pool keeps it.
+func recordCondition(c metav1.Condition, cidr, pool string) recordedCondition {
+	out := recordedCondition{
+		kind:       unique.Make(conditionKind{c.Type, string(c.Status), c.Reason}),
+		generation: c.ObservedGeneration, at: unix(c.LastTransitionTime), message: c.Message,
+	}
+	if cidr != "" && isAllocatedMessage(c.Message, cidr, pool) {
+		out.message, out.allocated = "", true
+	}
+	return out
+}
+
+// condition is c rebuilt, for a claim whose status.cidr and status.pool
+// are cidr and pool.
+func (c recordedCondition) condition(cidr, pool string) metav1.Condition {
+	k := c.kind.Value()
+	out := metav1.Condition{Type: k.typ, Status: metav1.ConditionStatus(k.status), Reason: k.reason,
+		ObservedGeneration: c.generation, LastTransitionTime: timeOf(c.at), Message: c.message}
+	if c.allocated {
+		out.Message = AllocatedMessage(cidr, pool)
+	}
+	return out
+}
+
+// derivedAllocation is the name the claim controller gives the
+// IPAllocation of cidr in pool, "" when cidr is not a prefix.
+func derivedAllocation(pool, cidr string) string {
+	p, err := netip.ParsePrefix(cidr)
+	if err != nil || pool == "" {
+		return ""
+	}
+	return AllocationName(pool, p)
+}
+
+// claimFinalizers is the finalizers of almost every claim, which their
+// records share.
+var claimFinalizers = []string{ipamv1alpha1.ClaimFinalizer}
 
 // RecordClaim returns the record of c. What the record keeps of c's own
 // it copies (pack), so that c, with everything the record leaves out, is
@@ -101,23 +181,30 @@ func RecordClaim(c *ipamv1alpha1.IPClaim) *ClaimRecord {
 		name: c.Name, namespace: intern(c.Namespace), resourceVersion: c.ResourceVersion, generation: c.Generation,
 		created: unix(c.CreationTimestamp), finalizers: slices.Clone(c.Finalizers),
 		cidr: c.Spec.CIDR, statusCIDR: c.Status.CIDR, statusPool: intern(c.Status.Pool), allocation: c.Status.Allocation,
-		conditions: slices.Clone(c.Status.Conditions),
 	}
 	if c.DeletionTimestamp != nil {
 		r.deleted = unix(*c.DeletionTimestamp)
 	}
-	if c.Status.ExpiresAt != nil {
-		r.expires = unix(*c.Status.ExpiresAt)
+	if slices.Equal(r.finalizers, claimFinalizers) {
+		r.finalizers = claimFinalizers // never written: records are never changed
+	} else {
+		for i := range r.finalizers {
+			r.finalizers[i] = intern(r.finalizers[i])
+		}
 	}
-	for i := range r.finalizers {
-		r.finalizers[i] = intern(r.finalizers[i])
+	if r.allocation != "" && r.allocation == derivedAllocation(r.statusPool, r.statusCIDR) {
+		r.allocation, r.derived = "", true
 	}
-	for i := range r.conditions {
-		cond := &r.conditions[i]
-		cond.Type, cond.Reason = intern(cond.Type), intern(cond.Reason)
-		cond.Status = metav1.ConditionStatus(intern(string(cond.Status)))
+	if len(c.Status.Conditions) > 0 {
+		r.conditions = make([]recordedCondition, len(c.Status.Conditions))
+		for i, cond := range c.Status.Conditions {
+			r.conditions[i] = recordCondition(cond, r.statusCIDR, r.statusPool)
+		}
 	}
 	rare := rareClaimFields{cidrs: c.Spec.CIDRs, statusCIDRs: c.Status.CIDRs, allocations: c.Status.Allocations}
+	if c.Status.ExpiresAt != nil {
+		rare.expires = unix(*c.Status.ExpiresAt)
+	}
 	if u, err := uuid.Parse(string(c.UID)); err == nil && u != uuid.Nil && u.String() == string(c.UID) {
 		r.uid = u
 	} else {
@@ -141,7 +228,7 @@ func RecordClaim(c *ipamv1alpha1.IPClaim) *ClaimRecord {
 			rare.annotations[intern(k)] = v
 		}
 	}
-	if rare.uid != "" || rare.annotations != nil || rare.cidrs != nil || rare.statusCIDRs != nil || rare.allocations != nil {
+	if rare.uid != "" || rare.annotations != nil || rare.cidrs != nil || rare.statusCIDRs != nil || rare.allocations != nil || rare.expires != 0 {
 		r.rare = &rare
 	}
 	spec := new(ipamv1alpha1.IPClaimSpec) // not &c.Spec, which would keep all of c
@@ -153,8 +240,8 @@ func RecordClaim(c *ipamv1alpha1.IPClaim) *ClaimRecord {
 }
 
 // pack moves the strings of r that are the claim's own (its name,
-// resourceVersion, entry ID, cidrs, allocation's name and conditions'
-// messages) into one new allocation, and r's lists into new ones. Decoded,
+// resourceVersion, entry ID, cidrs, and the allocation's name and
+// conditions' messages that are not derived) into one new allocation, and r's lists into new ones. Decoded,
 // each is a small object of its own among the decoder's garbage, and one
 // kept object holds a whole span of the heap: packed, a record keeps
 // three objects besides its own, next to each other.
@@ -164,7 +251,7 @@ func (r *ClaimRecord) pack() {
 		own = append(own, &r.statusCIDR)
 	}
 	for i := range r.conditions {
-		own = append(own, &r.conditions[i].Message)
+		own = append(own, &r.conditions[i].message)
 	}
 	n := 0
 	for _, s := range own {
@@ -193,16 +280,23 @@ func (r *ClaimRecord) Claim() *ipamv1alpha1.IPClaim {
 			CreationTimestamp: timeOf(r.created), DeletionTimestamp: timePtrOf(r.deleted),
 			Finalizers: slices.Clone(r.finalizers), Annotations: r.GetAnnotations(),
 		},
-		Status: ipamv1alpha1.IPClaimStatus{
-			CIDR: r.statusCIDR, Pool: r.statusPool, Allocation: r.allocation, ExpiresAt: timePtrOf(r.expires),
-			Conditions: slices.Clone(r.conditions), // a condition holds no pointer: a copy is deep
-		},
+		Status: ipamv1alpha1.IPClaimStatus{CIDR: r.statusCIDR, Pool: r.statusPool, Allocation: r.allocation},
+	}
+	if r.derived {
+		c.Status.Allocation = derivedAllocation(r.statusPool, r.statusCIDR)
+	}
+	if r.conditions != nil {
+		c.Status.Conditions = make([]metav1.Condition, len(r.conditions))
+		for i, cond := range r.conditions {
+			c.Status.Conditions[i] = cond.condition(r.statusCIDR, r.statusPool)
+		}
 	}
 	r.spec.DeepCopyInto(&c.Spec)
 	c.Spec.CIDR = r.cidr
 	if r.rare != nil {
 		c.Spec.CIDRs = slices.Clone(r.rare.cidrs)
 		c.Status.CIDRs, c.Status.Allocations = slices.Clone(r.rare.statusCIDRs), slices.Clone(r.rare.allocations)
+		c.Status.ExpiresAt = timePtrOf(r.rare.expires)
 	}
 	return c
 }

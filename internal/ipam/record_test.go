@@ -19,6 +19,7 @@ package ipam
 import (
 	"encoding/json"
 	"math/rand/v2"
+	"net/netip"
 	"runtime"
 	"strings"
 	"testing"
@@ -59,8 +60,27 @@ func randomClaim(t *testing.T, seed int64) *ipamv1alpha1.IPClaim {
 			c.Annotations[k] = k + "-value"
 		}
 	}
-	if r.IntN(3) == 0 {
+	switch r.IntN(4) {
+	case 0:
 		c.Status.CIDR = c.Spec.CIDR
+	case 1:
+		// As the claim controller writes a Ready claim's status: the
+		// allocation's name and the Ready message derived (the record
+		// keeps neither), the message maybe also on another condition.
+		a := netip.AddrFrom4([4]byte{10, byte(r.IntN(256)), byte(r.IntN(256)), byte(r.IntN(256))})
+		if r.IntN(2) == 0 {
+			a = netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 15: byte(r.IntN(256))})
+		}
+		p := netip.PrefixFrom(a, r.IntN(a.BitLen()+1)).Masked()
+		c.Spec.CIDR, c.Status.CIDR = p.String(), p.String()
+		c.Status.Allocation = AllocationName(c.Status.Pool, p)
+		c.Status.Conditions = append(c.Status.Conditions, metav1.Condition{Type: ipamv1alpha1.ConditionReady, Status: metav1.ConditionTrue,
+			Reason: ipamv1alpha1.ReasonAllocated, Message: AllocatedMessage(p.String(), c.Status.Pool), ObservedGeneration: c.Generation})
+		for i := range c.Status.Conditions {
+			if r.IntN(3) == 0 {
+				c.Status.Conditions[i].Message = AllocatedMessage(p.String(), c.Status.Pool)
+			}
+		}
 	}
 	data, err := json.Marshal(&c)
 	if err != nil {
@@ -151,10 +171,16 @@ func TestClaimRecordsShare(t *testing.T) {
 		t.Errorf("two specs alike but for the cidr are two copies")
 	}
 	for _, s := range [][2]string{{a.namespace, b.namespace}, {a.pool, b.pool}, {a.statusPool, b.statusPool}, {a.spec.Pool, a.pool},
-		{a.finalizers[0], b.finalizers[0]}, {a.conditions[0].Type, b.conditions[0].Type}, {a.conditions[0].Reason, b.conditions[0].Reason}} {
+		{a.finalizers[0], b.finalizers[0]}} {
 		if unsafe.StringData(s[0]) != unsafe.StringData(s[1]) {
 			t.Errorf("%q is held twice: the records' copies should be one", s[0])
 		}
+	}
+	if unsafe.SliceData(a.finalizers) != unsafe.SliceData(b.finalizers) {
+		t.Errorf("the claims' finalizers are two lists: the records' should be one")
+	}
+	if a.conditions[0].kind != b.conditions[0].kind {
+		t.Errorf("the conditions' type, status and reason are held twice: the records' should be one")
 	}
 	if unsafe.StringData(a.statusCIDR) != unsafe.StringData(a.cidr) {
 		t.Errorf("status.cidr and spec.cidr are two copies")
@@ -166,9 +192,9 @@ func TestClaimRecordsShare(t *testing.T) {
 	// What is the claim's own is copied into one allocation (pack), none
 	// of it left in what the decoder allocated.
 	c := claim("10.0.0.3/32")
-	c.ResourceVersion, c.Status.Allocation, c.Status.Conditions[0].Message = "42", "pool-a.10-0-0-3-32", "allocated"
+	c.ResourceVersion, c.Status.Allocation, c.Status.Conditions[0].Message = "42", "pool-a.named-apart", "allocated"
 	r := RecordClaim(c.DeepCopy())
-	own := []string{r.name, r.resourceVersion, r.entry, r.cidr, r.allocation, r.conditions[0].Message}
+	own := []string{r.name, r.resourceVersion, r.entry, r.cidr, r.allocation, r.conditions[0].message}
 	for i, s := range own {
 		for _, decoded := range []string{c.Name, c.ResourceVersion, c.Annotations[EntryAnnotation], c.Spec.CIDR, c.Status.Allocation, c.Status.Conditions[0].Message} {
 			if unsafe.StringData(s) == unsafe.StringData(decoded) {
@@ -178,6 +204,32 @@ func TestClaimRecordsShare(t *testing.T) {
 		if i > 0 && unsafe.Pointer(unsafe.StringData(s)) != unsafe.Add(unsafe.Pointer(unsafe.StringData(own[i-1])), len(own[i-1])) {
 			t.Errorf("%q does not follow %q: not one allocation", s, own[i-1])
 		}
+	}
+}
+
+// TestClaimRecordDerives: the allocation's name and the Ready message,
+// as the claim controller writes them, are worked out again, not kept.
+func TestClaimRecordDerives(t *testing.T) {
+	p := netip.MustParsePrefix("10.0.0.4/32")
+	c := &ipamv1alpha1.IPClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "tenant"},
+		Spec:       ipamv1alpha1.IPClaimSpec{Pool: "pool-a", CIDR: p.String()},
+		Status: ipamv1alpha1.IPClaimStatus{CIDR: p.String(), Pool: "pool-a", Allocation: AllocationName("pool-a", p),
+			Conditions: []metav1.Condition{{Type: ipamv1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: ipamv1alpha1.ReasonAllocated,
+				Message: "10.0.0.4/32 allocated from pool pool-a"}}},
+	}
+	r := RecordClaim(c.DeepCopy())
+	if r.allocation != "" || !r.derived || r.conditions[0].message != "" || !r.conditions[0].allocated {
+		t.Errorf("the record keeps the allocation's name %q (derived %t) and the message %q (derived %t)",
+			r.allocation, r.derived, r.conditions[0].message, r.conditions[0].allocated)
+	}
+	if got := r.Claim(); !equality.Semantic.DeepEqual(got.Status, c.Status) {
+		t.Errorf("rebuilt status %+v, want %+v", got.Status, c.Status)
+	}
+	// Anything else is kept as it is.
+	c.Status.Allocation, c.Status.Conditions[0].Message = "pool-a.other", "10.0.0.4/32 allocated from pool pool-b"
+	if r := RecordClaim(c.DeepCopy()); r.derived || r.conditions[0].allocated || !equality.Semantic.DeepEqual(r.Claim().Status, c.Status) {
+		t.Errorf("a name and a message not derived: recorded %+v, rebuilt %+v", r, r.Claim().Status)
 	}
 }
 
