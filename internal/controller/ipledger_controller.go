@@ -164,6 +164,7 @@ func (r *IPLedgerReconciler) sweep(ctx context.Context, req ctrl.Request, unconf
 		}
 	}
 	live := map[string][]ipamv1alpha1.IPClaim{} // per namespace, read once per sweep
+	var reads cacheReads
 	for p, e := range entries {
 		ns, ok := strings.CutPrefix(e.Holder, ipam.ClaimHolderPrefix)
 		if !ok {
@@ -186,7 +187,7 @@ func (r *IPLedgerReconciler) sweep(ctx context.Context, req ctrl.Request, unconf
 		}
 		s := seen[key(p, e)]
 		if !s.carried {
-			carried, err := r.carriedInCache(ctx, ledger.Spec.Pool, p, e)
+			carried, err := r.carriedInCache(ctx, ledger.Spec.Pool, p, e, &reads)
 			if err != nil {
 				return ctrl.Result{}, err
 			}
@@ -208,7 +209,7 @@ func (r *IPLedgerReconciler) sweep(ctx context.Context, req ctrl.Request, unconf
 			}
 			continue
 		}
-		held, err := r.held(ctx, ledger.Spec.Pool, p, e, live)
+		held, err := r.held(ctx, ledger.Spec.Pool, p, e, &reads, live)
 		if err != nil {
 			return ctrl.Result{}, err
 		}
@@ -454,9 +455,9 @@ func (r *IPLedgerReconciler) poolOf(ctx context.Context, l *ipamv1alpha1.IPLedge
 // IPAllocation records it. live holds the namespaces' claims as read from
 // the API server in this sweep: an entry it finds no claim for was
 // committed before the read, and Release frees only that entry.
-func (r *IPLedgerReconciler) held(ctx context.Context, pool string, p netip.Prefix, e ipam.Entry, live map[string][]ipamv1alpha1.IPClaim) (bool, error) {
+func (r *IPLedgerReconciler) held(ctx context.Context, pool string, p netip.Prefix, e ipam.Entry, reads *cacheReads, live map[string][]ipamv1alpha1.IPClaim) (bool, error) {
 	ns := strings.TrimPrefix(e.Holder, ipam.ClaimHolderPrefix)
-	if carried, err := r.carriedInCache(ctx, pool, p, e); carried || err != nil {
+	if carried, err := r.carriedInCache(ctx, pool, p, e, reads); carried || err != nil {
 		return carried, err
 	}
 	var a ipamv1alpha1.IPAllocation
@@ -480,19 +481,46 @@ func (r *IPLedgerReconciler) held(ctx context.Context, pool string, p netip.Pref
 	return slices.ContainsFunc(inNamespace, func(c ipamv1alpha1.IPClaim) bool { return ipam.Carries(pool, p, e, &c) }), nil
 }
 
+// cacheReads is what one sweep of a ledger has read of the cache, each
+// once: the claims' objects of each block of the holdings index, and the
+// waiting claims of each namespace. A sweep looks up every entry no claim
+// was seen to carry, mostly in one or two blocks; reading a block lists
+// up to 256 claims.
+type cacheReads struct {
+	blocks  map[string][]any
+	waiting map[string][]ipamv1alpha1.IPClaim
+}
+
 // carriedInCache reports whether a claim in the cache carries entry e of
-// pool (see carries).
-func (r *IPLedgerReconciler) carriedInCache(ctx context.Context, pool string, p netip.Prefix, e ipam.Entry) (bool, error) {
-	ns := strings.TrimPrefix(e.Holder, ipam.ClaimHolderPrefix)
-	claims, err := r.Holdings.claims(pool, p.String(), ns)
-	if err != nil {
-		return false, err
+// pool (see carries), as this sweep reads the cache (reads).
+func (r *IPLedgerReconciler) carriedInCache(ctx context.Context, pool string, p netip.Prefix, e ipam.Entry, reads *cacheReads) (bool, error) {
+	ns, cidr := strings.TrimPrefix(e.Holder, ipam.ClaimHolderPrefix), p.String()
+	block := holdingBlock(pool, cidr)
+	objs, ok := reads.blocks[block]
+	if !ok {
+		var err error
+		if objs, err = r.Holdings.block(pool, cidr); err != nil {
+			return false, err
+		}
+		if reads.blocks == nil {
+			reads.blocks = map[string][]any{}
+		}
+		reads.blocks[block] = objs
 	}
-	var waiting ipamv1alpha1.IPClaimList
-	if err := r.List(ctx, &waiting, client.InNamespace(ns), client.MatchingFields{indexWaiting: "true"}); err != nil {
-		return false, err
+	waiting, ok := reads.waiting[ns]
+	if !ok {
+		var list ipamv1alpha1.IPClaimList
+		if err := r.List(ctx, &list, client.InNamespace(ns), client.MatchingFields{indexWaiting: "true"}); err != nil {
+			return false, err
+		}
+		if reads.waiting == nil {
+			reads.waiting = map[string][]ipamv1alpha1.IPClaim{}
+		}
+		waiting = list.Items
+		reads.waiting[ns] = waiting
 	}
-	return slices.ContainsFunc(append(claims, waiting.Items...), func(c ipamv1alpha1.IPClaim) bool { return ipam.Carries(pool, p, e, &c) }), nil
+	carries := func(c ipamv1alpha1.IPClaim) bool { return ipam.Carries(pool, p, e, &c) }
+	return slices.ContainsFunc(claimsIn(objs, pool, cidr, ns), carries) || slices.ContainsFunc(waiting, carries), nil
 }
 
 // ledgerOfClaim names the ledger that records a claim's cidr; for a

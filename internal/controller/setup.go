@@ -343,10 +343,23 @@ func indexHoldings(ctx context.Context, c cache.Informers) (*holdings, error) {
 // claims returns copies of the cached claims that carry cidr from pool, in
 // namespace, or in every namespace when namespace is "".
 func (h *holdings) claims(pool, cidr, namespace string) ([]ipamv1alpha1.IPClaim, error) {
-	objs, err := h.indexer.ByIndex(indexPoolCIDR, holdingBlock(pool, cidr))
+	objs, err := h.block(pool, cidr)
 	if err != nil {
 		return nil, err
 	}
+	return claimsIn(objs, pool, cidr, namespace), nil
+}
+
+// block returns the cached objects of the claims whose holdings share
+// cidr's block of pool (holdingBlock): those that may carry it.
+func (h *holdings) block(pool, cidr string) ([]any, error) {
+	return h.indexer.ByIndex(indexPoolCIDR, holdingBlock(pool, cidr))
+}
+
+// claimsIn returns copies of the claims among objs, a block's objects
+// (holdings.block), that carry cidr from pool, in namespace, or in every
+// namespace when namespace is "".
+func claimsIn(objs []any, pool, cidr, namespace string) []ipamv1alpha1.IPClaim {
 	var out []ipamv1alpha1.IPClaim
 	for _, o := range objs {
 		c, ok := o.(client.Object)
@@ -357,7 +370,7 @@ func (h *holdings) claims(pool, cidr, namespace string) ([]ipamv1alpha1.IPClaim,
 			out = append(out, *cachedClaim(o))
 		}
 	}
-	return out, nil
+	return out
 }
 
 // CachesSynced is a readiness check that passes once every informer of c
