@@ -20,10 +20,13 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
+	"unique"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
@@ -64,16 +67,55 @@ type allocations struct {
 	listeners      []func(allocEvent)
 }
 
-// allocRecord is what kipam reads of an IPAllocation.
+// allocRecord is what kipam reads of an IPAllocation: its name, spec and
+// resourceVersion, and two flags. It is kept in about a third of the
+// memory the same fields take as strings of their own (docs/design.md,
+// "Memory per claim"): the strings that are the allocation's own, one
+// after another in one string, and those many allocations repeat (the
+// pool, the claim's kind and namespace) as one handle they share.
 type allocRecord struct {
-	spec            ipamv1alpha1.IPAllocationSpec
-	resourceVersion string
-	deleting        bool
+	// own is the allocation's name, cidr, entry, claim's name, claim's
+	// uid and resourceVersion, one after another; ends says where each
+	// but the last ends.
+	own    string
+	ends   [5]uint32
+	shared unique.Handle[allocShared]
+	// deleting: its deletionTimestamp is set.
+	deleting bool
 	// quiet: its status reports no holder missing: no orphanedAt, and no
 	// condition but Bound=True and Orphaned=False. An allocation is bound
 	// from its creation, and its status is written only to report a holder
 	// missing, and then its recovery.
 	quiet bool
+}
+
+// allocShared is what an allocation's record shares with the records of
+// other allocations of the same pool held in the same namespace.
+type allocShared struct{ pool, kind, namespace string }
+
+// part is the i-th of r's own strings.
+func (r allocRecord) part(i int) string {
+	start, end := uint32(0), uint32(len(r.own))
+	if i > 0 {
+		start = r.ends[i-1]
+	}
+	if i < len(r.ends) {
+		end = r.ends[i]
+	}
+	return r.own[start:end]
+}
+
+// name is the name of the allocation r records.
+func (r allocRecord) name() string { return r.part(0) }
+
+// resourceVersion is the resourceVersion r records.
+func (r allocRecord) resourceVersion() string { return r.part(5) }
+
+// spec is the spec r records.
+func (r allocRecord) spec() ipamv1alpha1.IPAllocationSpec {
+	sh := r.shared.Value()
+	return ipamv1alpha1.IPAllocationSpec{Pool: sh.pool, CIDR: r.part(1), Entry: r.part(2),
+		ClaimRef: ipamv1alpha1.ClaimRef{Kind: sh.kind, Namespace: sh.namespace, Name: r.part(3), UID: types.UID(r.part(4))}}
 }
 
 // allocEvent is a change of the allocation called name: old is nil when it
@@ -111,19 +153,25 @@ func allocationsFrom(lw toolscache.ListerWatcher) *allocations {
 	}
 }
 
-// recordOf is what kipam keeps of a, the strings allocations repeat
-// shared (intern).
+// recordOf is what kipam keeps of a: its own strings copied into one
+// (so that none of what the decoder allocated is kept), and those
+// allocations repeat shared.
 func recordOf(a *ipamv1alpha1.IPAllocation) allocRecord {
-	spec := a.Spec
-	spec.Pool = intern(spec.Pool)
-	spec.ClaimRef.Kind = intern(spec.ClaimRef.Kind)
-	spec.ClaimRef.Namespace = intern(spec.ClaimRef.Namespace)
-	return allocRecord{
-		spec:            spec,
-		resourceVersion: a.ResourceVersion,
-		deleting:        a.DeletionTimestamp != nil,
-		quiet:           quiet(&a.Status),
+	r := allocRecord{
+		shared:   unique.Make(allocShared{a.Spec.Pool, a.Spec.ClaimRef.Kind, a.Spec.ClaimRef.Namespace}),
+		deleting: a.DeletionTimestamp != nil,
+		quiet:    quiet(&a.Status),
 	}
+	own := []string{a.Name, a.Spec.CIDR, a.Spec.Entry, a.Spec.ClaimRef.Name, string(a.Spec.ClaimRef.UID), a.ResourceVersion}
+	var b strings.Builder
+	for i, part := range own {
+		b.WriteString(part)
+		if i < len(r.ends) {
+			r.ends[i] = uint32(b.Len())
+		}
+	}
+	r.own = b.String()
+	return r
 }
 
 // quiet reports whether st reports no holder missing: what the reconcile
@@ -148,7 +196,7 @@ func quiet(st *ipamv1alpha1.IPAllocationStatus) bool {
 // deleted. It is for reading, and for merge patches computed between two
 // copies of it, which name only what changed; never for an Update.
 func (r allocRecord) view(name string) *ipamv1alpha1.IPAllocation {
-	a := &ipamv1alpha1.IPAllocation{ObjectMeta: metav1.ObjectMeta{Name: name, ResourceVersion: r.resourceVersion}, Spec: r.spec}
+	a := &ipamv1alpha1.IPAllocation{ObjectMeta: metav1.ObjectMeta{Name: name, ResourceVersion: r.resourceVersion()}, Spec: r.spec()}
 	if r.deleting {
 		a.DeletionTimestamp = &metav1.Time{}
 	}
@@ -302,7 +350,7 @@ func (st *allocStore) Replace(list []any, _ string) error {
 		for _, obj := range list {
 			if a, ok := obj.(*ipamv1alpha1.IPAllocation); ok {
 				listed[a.Name] = struct{}{}
-				if old, ok := s.byName[a.Name]; !ok || old.resourceVersion != a.ResourceVersion {
+				if old, ok := s.byName[a.Name]; !ok || old.resourceVersion() != a.ResourceVersion {
 					events = append(events, s.set(a)...)
 				}
 			}
@@ -349,10 +397,10 @@ func (s *allocations) set(obj any) []allocEvent {
 		s.unindex(a.Name, old)
 		e.old = &old
 	}
-	s.byName[a.Name] = r
-	if ref := r.spec.ClaimRef; ref.Kind == "IPAddressClaim" {
+	s.byName[r.name()] = r // the key shares the record's memory
+	if ref := r.spec().ClaimRef; ref.Kind == "IPAddressClaim" {
 		key := ref.Namespace + "/" + ref.Name
-		s.byAddressClaim[key] = append(s.byAddressClaim[key], a.Name)
+		s.byAddressClaim[key] = append(s.byAddressClaim[key], r.name())
 	}
 	return []allocEvent{e}
 }
@@ -369,7 +417,7 @@ func (s *allocations) drop(name string) []allocEvent {
 }
 
 func (s *allocations) unindex(name string, r allocRecord) {
-	if ref := r.spec.ClaimRef; ref.Kind == "IPAddressClaim" {
+	if ref := r.spec().ClaimRef; ref.Kind == "IPAddressClaim" {
 		key := ref.Namespace + "/" + ref.Name
 		if names := slices.DeleteFunc(s.byAddressClaim[key], func(n string) bool { return n == name }); len(names) > 0 {
 			s.byAddressClaim[key] = names

@@ -20,8 +20,10 @@ import (
 	"context"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
+	"unsafe"
 
 	. "github.com/onsi/gomega"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -105,7 +107,9 @@ func TestAllocationRecords(t *testing.T) {
 	g.Expect(src.WaitForSync(ctx)).To(Succeed())
 	rec, ok := s.get(held.Name)
 	g.Expect(ok).To(BeTrue())
-	g.Expect(rec.spec).To(Equal(held.Spec))
+	g.Expect(rec.spec()).To(Equal(held.Spec))
+	g.Expect(rec.name()).To(Equal(held.Name))
+	g.Expect(rec.resourceVersion()).To(Equal(held.ResourceVersion))
 	g.Expect(rec.quiet).To(BeTrue())
 	g.Expect(rec.deleting).To(BeFalse())
 	g.Expect(s.ofAddressClaim("tenant", "node-0")).To(ConsistOf(capi.Name))
@@ -143,7 +147,7 @@ func TestAllocationRecords(t *testing.T) {
 		e, _ := first.last(capi.Name)
 		g.Expect(e.new).To(BeNil())
 		g.Expect(e.old).NotTo(BeNil())
-		g.Expect(e.old.spec.Pool).To(Equal("pool-a"))
+		g.Expect(e.old.spec().Pool).To(Equal("pool-a"))
 	}).Should(Succeed())
 	_, ok = s.get(capi.Name)
 	g.Expect(ok).To(BeFalse())
@@ -173,7 +177,31 @@ func TestAllocationRecords(t *testing.T) {
 	g.Expect(e.new).To(BeNil(), "the relist's missing allocation is told as deleted")
 	e, _ = late.last(other.Name)
 	g.Expect(e.old).NotTo(BeNil())
-	g.Expect(e.new.resourceVersion).To(Equal("4"))
+	g.Expect(e.new.resourceVersion()).To(Equal("4"))
+}
+
+// TestAllocationRecordKeepsWhatKipamReads: a record gives back the name,
+// spec and resourceVersion of the allocation it records, empty strings
+// and long ones included, in one string of its own.
+func TestAllocationRecordKeepsWhatKipamReads(t *testing.T) {
+	for _, a := range []*ipamv1alpha1.IPAllocation{
+		testAllocation("pool-a.10-0-0-1-32", "IPClaim", "tenant", "web"),
+		{ObjectMeta: metav1.ObjectMeta{Name: "empty"}},
+		{ObjectMeta: metav1.ObjectMeta{Name: strings.Repeat("n", 253), ResourceVersion: "18446744073709551615"},
+			Spec: ipamv1alpha1.IPAllocationSpec{Pool: "p", CIDR: "2001:db8::/64", Entry: strings.Repeat("e", 1000),
+				ClaimRef: ipamv1alpha1.ClaimRef{Kind: "IPAddressClaim", Namespace: "ns", Name: strings.Repeat("c", 253), UID: "0d4b4f3c-5f4e-4c36-9f0a-6f1f3d4a9b21"}}},
+	} {
+		r := recordOf(a.DeepCopy())
+		if got := r.view(r.name()); got.Name != a.Name || got.ResourceVersion != a.ResourceVersion || got.Spec != a.Spec {
+			t.Errorf("recorded %+v, gives back %+v", a, got)
+		}
+		own := uintptr(unsafe.Pointer(unsafe.StringData(r.own)))
+		for _, s := range []string{r.name(), r.spec().CIDR, r.spec().Entry, r.spec().ClaimRef.Name, string(r.spec().ClaimRef.UID), r.resourceVersion()} {
+			if at := uintptr(unsafe.Pointer(unsafe.StringData(s))); len(s) > 0 && (at < own || at+uintptr(len(s)) > own+uintptr(len(r.own))) {
+				t.Errorf("%q is not in the record's own string", s)
+			}
+		}
+	}
 }
 
 // TestSettled: an allocation is left out of the queue only when Reconcile
@@ -204,8 +232,8 @@ func TestSettled(t *testing.T) {
 			setCond(a, ipamv1alpha1.ConditionBound, metav1.ConditionFalse, ipamv1alpha1.ReasonHolderMissing, "no IPClaim carries this prefix")
 			*r = recordOf(a)
 		}},
-		{what: "a pool's", rec: func(r *allocRecord) { r.spec.ClaimRef.Kind = "IPPool" }},
-		{what: "a Cluster API claim's", rec: func(r *allocRecord) { r.spec.ClaimRef.Kind = "IPAddressClaim" }},
+		{what: "a pool's", rec: func(r *allocRecord) { *r = recordOf(testAllocation(name, "IPPool", "tenant", "web")) }},
+		{what: "a Cluster API claim's", rec: func(r *allocRecord) { *r = recordOf(testAllocation(name, "IPAddressClaim", "tenant", "web")) }},
 		{what: "its claim gone", claim: func(*ipamv1alpha1.IPClaim) *ipamv1alpha1.IPClaim { return nil }},
 		{what: "another claim of the same name", claim: func(c *ipamv1alpha1.IPClaim) *ipamv1alpha1.IPClaim { c.UID = "uid-new"; return c }},
 		{what: "another claim", claim: func(c *ipamv1alpha1.IPClaim) *ipamv1alpha1.IPClaim { c.Name = "db"; return c }},

@@ -239,7 +239,7 @@ func (r *IPAddressClaimReconciler) recorded(ctx context.Context, claim *capiv1be
 	}
 	p, pool := netip.PrefixFrom(a, a.BitLen()), claim.Spec.PoolRef.Name
 	name := ipam.AllocationName(pool, p)
-	if rec, ok := records(r.Allocations, r.Client).get(name); !ok || !ipam.AddressClaimHolds(claim, rec.view(name)) || rec.spec.CIDR != p.String() || rec.deleting {
+	if rec, ok := records(r.Allocations, r.Client).get(name); !ok || !ipam.AddressClaimHolds(claim, rec.view(name)) || rec.spec().CIDR != p.String() || rec.deleting {
 		return nil
 	}
 	return &metav1.Condition{Type: capiv1beta2.ReadyCondition, Status: metav1.ConditionTrue, Reason: ipamv1alpha1.ReasonAllocated,
@@ -392,7 +392,7 @@ func (r *IPAddressClaimReconciler) ensureAllocation(ctx context.Context, claim *
 	if ipam.AddressClaimHolds(claim, rec.view(name)) {
 		return nil, nil
 	}
-	ref := rec.spec.ClaimRef
+	ref := rec.spec().ClaimRef
 	return addressNotReady(capiv1beta2.ReasonAllocationFailed, fmt.Sprintf("%s in pool %s is recorded for this claim; the IPAllocation %s of its previous holder %s %s/%s "+
 		"is being removed", p.Addr(), pool.Name, name, ref.Kind, ref.Namespace, ref.Name)), nil
 }
@@ -704,7 +704,7 @@ func (r *IPAddressClaimReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			if e.new != nil {
 				return
 			}
-			for _, req := range r.waiting(ctx, client.MatchingFields{indexAddressClaimPool: e.old.spec.Pool}) {
+			for _, req := range r.waiting(ctx, client.MatchingFields{indexAddressClaimPool: e.old.spec().Pool}) {
 				q.Add(req)
 			}
 		})).

@@ -257,8 +257,8 @@ func releaseOrphaned(ctx context.Context, c client.Client, m *ipam.Manager, pool
 // no read from the API server. A pool's or an IPAddressClaim's is never
 // settled: Reconcile judges its holder.
 func settled(rec allocRecord, name string, claim *ipamv1alpha1.IPClaim) bool {
-	return rec.quiet && rec.spec.ClaimRef.Kind == "IPClaim" && claim != nil &&
-		claim.Namespace == rec.spec.ClaimRef.Namespace && claim.Name == rec.spec.ClaimRef.Name && ipam.ClaimHolds(claim, rec.view(name))
+	return rec.quiet && rec.spec().ClaimRef.Kind == "IPClaim" && claim != nil &&
+		claim.Namespace == rec.spec().ClaimRef.Namespace && claim.Name == rec.spec().ClaimRef.Name && ipam.ClaimHolds(claim, rec.view(name))
 }
 
 // allocationChanged queues an allocation added or changed unless it is
@@ -267,7 +267,7 @@ func (r *IPAllocationReconciler) allocationChanged(ctx context.Context, e allocE
 	if e.new == nil {
 		return // gone: nothing left to check
 	}
-	if ref := e.new.spec.ClaimRef; ref.Kind == "IPClaim" {
+	if ref := e.new.spec().ClaimRef; ref.Kind == "IPClaim" {
 		var claim ipamv1alpha1.IPClaim
 		if err := r.Get(ctx, client.ObjectKey{Namespace: ref.Namespace, Name: ref.Name}, &claim); err == nil && settled(*e.new, e.name, &claim) {
 			return

@@ -627,7 +627,7 @@ func (r *IPClaimReconciler) finalize(ctx context.Context, claim *ipamv1alpha1.IP
 func (r *IPClaimReconciler) entryOf(ctx context.Context, claim *ipamv1alpha1.IPClaim, pool string, cidr netip.Prefix) string {
 	if claim.Annotations[ipam.EntryAnnotation] == "" && !ipam.DualStack(claim) {
 		name := ipam.AllocationName(pool, cidr)
-		if rec, ok := records(r.Allocations, r.Client).get(name); ok && ipam.BoundTo(rec.view(name), claim) && rec.spec.Entry == "" {
+		if rec, ok := records(r.Allocations, r.Client).get(name); ok && ipam.BoundTo(rec.view(name), claim) && rec.spec().Entry == "" {
 			return ""
 		}
 	}
@@ -680,7 +680,7 @@ func (r *IPClaimReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			if e.new != nil {
 				return
 			}
-			claims, err := r.Holdings.claims(e.old.spec.Pool, e.old.spec.CIDR, "")
+			claims, err := r.Holdings.claims(e.old.spec().Pool, e.old.spec().CIDR, "")
 			if err != nil {
 				return
 			}

@@ -491,8 +491,8 @@ func (r *IPPoolReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// records its entry (place); and pools are reconciled only once
 		// the allocations' records are listed (place reads them).
 		WatchesRawSource(records(r.Allocations, r.Client).source(func(_ context.Context, e allocEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			if e.new == nil && e.old.spec.ClaimRef.Kind == "IPPool" {
-				q.Add(reconcile.Request{NamespacedName: client.ObjectKey{Name: e.old.spec.ClaimRef.Name}})
+			if e.new == nil && e.old.spec().ClaimRef.Kind == "IPPool" {
+				q.Add(reconcile.Request{NamespacedName: client.ObjectKey{Name: e.old.spec().ClaimRef.Name}})
 			}
 		})).
 		Named("ippool").
