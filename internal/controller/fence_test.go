@@ -383,8 +383,8 @@ var _ = Describe("Releases name the entry they free", func() {
 		recorded := func() bool {
 			seen.mu.Lock()
 			defer seen.mu.Unlock()
-			for k := range seen.seen[ledger] {
-				if k.cidr == x && k.id == "never-stored" {
+			for _, w := range seen.seen[ledger] {
+				if w.addr == x.Addr().As16() && int(w.bits) == x.Bits() && w.id == "never-stored" {
 					return true
 				}
 			}

@@ -84,7 +84,8 @@ type IPLedgerReconciler struct {
 	// Sightings is when this replica first saw each entry: recorded by
 	// its informer of IPLedgers whether or not it leads (watchSightings),
 	// and by the sweep for what it reads before the informer's handler
-	// has.
+	// has. The sweep marks there what it learns of an entry
+	// (sightings.mark).
 	Sightings *sightings
 
 	// locks keeps the leader's sweep and the backup sweep
@@ -153,7 +154,7 @@ func (r *IPLedgerReconciler) sweep(ctx context.Context, req ctrl.Request, unconf
 	// address space's ledger has no pool to publish on.
 	var within []ipamv1alpha1.UnconfirmedEntry
 	republish, space := false, ipam.IsSpace(ledger.Spec.Pool)
-	publish := func(p netip.Prefix, e ipam.Entry, s *sighting) {
+	publish := func(p netip.Prefix, e ipam.Entry, s sighting) {
 		if space || e.At.Year() < 1970 || e.At.Year() > 9999 {
 			return // nothing to publish on, or a time the status cannot hold
 		}
@@ -172,8 +173,8 @@ func (r *IPLedgerReconciler) sweep(ctx context.Context, req ctrl.Request, unconf
 			if strings.HasPrefix(e.Holder, ipam.AddressClaimHolderPrefix) {
 				sweep = r.sweepAddressClaim
 			}
-			s := seen[key(p, e)]
-			wait, err := sweep(ctx, &ledger, p, e, s, now)
+			s := seen[p]
+			wait, err := sweep(ctx, &ledger, p, e, &s, now)
 			if err != nil {
 				return ctrl.Result{}, err
 			}
@@ -185,13 +186,16 @@ func (r *IPLedgerReconciler) sweep(ctx context.Context, req ctrl.Request, unconf
 			}
 			continue
 		}
-		s := seen[key(p, e)]
+		s := seen[p]
 		if !s.carried {
 			carried, err := r.carriedInCache(ctx, ledger.Spec.Pool, p, e, &reads)
 			if err != nil {
 				return ctrl.Result{}, err
 			}
-			s.carried = carried
+			if carried {
+				s.carried = true
+				r.Sightings.mark(ledger.Name, p, e, s)
+			}
 		}
 		if !s.carried {
 			pending++
@@ -348,7 +352,10 @@ func (r *IPLedgerReconciler) sweepAddressClaim(ctx context.Context, ledger *ipam
 		// woken by the deletion.
 		// Read only: not copied, as every entry of the shard asks.
 		held, answer, err := carried(r.Client, s.settled, client.MatchingFields{indexAddressClaimUID: e.ID}, client.UnsafeDisableDeepCopy)
-		s.carried, s.settled = held, held && answer == p.Addr()
+		if settled := held && answer == p.Addr(); held != s.carried || settled != s.settled {
+			s.carried, s.settled = held, settled
+			r.Sightings.mark(ledger.Name, p, e, *s)
+		}
 		switch {
 		case err != nil:
 			return 0, err

@@ -17,10 +17,13 @@ limitations under the License.
 package controller
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -38,8 +41,18 @@ import (
 // saw an entry, not from when it became leader. The zero value is ready to
 // use.
 type sightings struct {
-	mu   sync.Mutex
-	seen map[string]map[entryKey]*sighting
+	mu sync.Mutex
+	// seen is, per ledger, a sight of each entry, sorted (compareSights)
+	// and sized to what record or of last put there: every replica keeps
+	// one per entry of every ledger, so a slice of values, not a map and an
+	// object per entry (TestSightingsCost).
+	seen map[string][]sight
+	// base is the time every sight's first is an offset from (8 bytes,
+	// where a time is 24): the first sight's now. An offset from a time
+	// that carries the monotonic reading compares on the monotonic clock,
+	// as the time itself would, so a wall clock set meanwhile moves no
+	// grace.
+	base time.Time
 	// aged is, per pool, what the versions of its status.unconfirmed this
 	// replica saw say of each entry they list.
 	aged map[string]map[agedKey]aged
@@ -62,18 +75,60 @@ type agedKey struct {
 	entryKey
 }
 
-// sighting is when this replica first saw an entry, and whether its sweep
-// has seen a stored claim carry it since (an IPAddressClaim's entry:
-// whether its last sweep saw one carry it, and settled, whether one has
-// been seen answered with it, which it stays for as long as the claim
-// lives).
-// Once out of sightings' hands, it
-// is read and written by the sweep of the entry's ledger alone (one at a
-// time per ledger on a replica: IPLedgerReconciler.lockOf), never by the
-// informer.
+// sighting is what a sweep is told of an entry (sightings.of): when this
+// replica first saw it, and whether its sweep has seen a stored claim
+// carry it since (an IPAddressClaim's entry: whether its last sweep saw
+// one carry it, and settled, whether one has been seen answered with it,
+// which it stays for as long as the claim lives). It is the sweep's own
+// copy: what the sweep learns of carried and settled it hands back with
+// sightings.mark, for its next sweep.
 type sighting struct {
 	first            time.Time
 	carried, settled bool
+}
+
+// sight is how sightings keep an entry's sighting: the entry (its
+// prefix's address in 16 bytes, its length and family; its holder, ID and
+// time) and first as an offset from sightings.base. 72 bytes.
+type sight struct {
+	addr       [16]byte
+	holder, id string
+	at         int64
+	first      time.Duration
+	bits       uint8
+	is4        bool
+	carried    bool
+	settled    bool
+}
+
+// sightOf is the sight of entry k, first seen at first.
+func sightOf(k entryKey, first time.Duration) sight {
+	a := k.cidr.Addr()
+	return sight{addr: a.As16(), holder: k.holder, id: k.id, at: k.at, first: first, bits: uint8(k.cidr.Bits()), is4: a.Is4()}
+}
+
+// compareSights orders the sights of a ledger by their entries: prefix
+// (address, family, length), holder, ID and time.
+func compareSights(a, b sight) int {
+	if c := bytes.Compare(a.addr[:], b.addr[:]); c != 0 {
+		return c
+	}
+	if a.is4 != b.is4 {
+		if a.is4 {
+			return -1
+		}
+		return 1
+	}
+	return cmp.Or(cmp.Compare(a.bits, b.bits), strings.Compare(a.holder, b.holder), strings.Compare(a.id, b.id), cmp.Compare(a.at, b.at))
+}
+
+// find returns the sight of entry k among sights, sorted, or nil.
+func find(sights []sight, k entryKey) *sight {
+	i, ok := slices.BinarySearchFunc(sights, sightOf(k, 0), compareSights)
+	if !ok {
+		return nil
+	}
+	return &sights[i]
 }
 
 // entryKey tells a ledger's entries apart: its prefix, holder and ID.
@@ -87,62 +142,86 @@ type entryKey struct {
 
 func key(p netip.Prefix, e ipam.Entry) entryKey { return entryKey{p, e.Holder, e.ID, e.At.Unix()} }
 
+// since is t as an offset from base, which the first sight sets.
+func (s *sightings) since(t time.Time) time.Duration {
+	if s.seen == nil {
+		s.seen = map[string][]sight{}
+		s.base = t
+	}
+	return t.Sub(s.base)
+}
+
 // record records now as the first sight of the ledger's entries not seen
 // before, and forgets the entries it no longer records. It is fed every
 // version of a ledger in order, by the informer.
 func (s *sightings) record(ledger string, entries map[netip.Prefix]ipam.Entry, now time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.seen == nil {
-		s.seen = map[string]map[entryKey]*sighting{}
-	}
-	was := s.seen[ledger]
-	is := make(map[entryKey]*sighting, len(entries))
+	first := s.since(now)
+	// The new entries' strings, not the old ones: they are the current
+	// version's, so no older version of the ledger's text is kept.
+	is := make([]sight, 0, len(entries))
 	for p, e := range entries {
-		// The new key, not the old one: its strings are the current
-		// version's, so no older version of the ledger's text is kept.
-		k := key(p, e)
-		if w, ok := was[k]; ok {
-			is[k] = w
-		} else {
-			is[k] = &sighting{first: now}
+		is = append(is, sightOf(key(p, e), first))
+	}
+	slices.SortFunc(is, compareSights)
+	was := s.seen[ledger]
+	for i := range is {
+		if j, ok := slices.BinarySearchFunc(was, is[i], compareSights); ok {
+			is[i].first, is[i].carried, is[i].settled = was[j].first, was[j].carried, was[j].settled
 		}
 	}
 	s.seen[ledger] = is
 }
 
-// of returns what this replica knows of each of a ledger's entries, as a
-// sweep read them, recording now as the first sight of those not seen
-// before. It forgets nothing: the sweep may have read an older version of
-// the ledger than the informer last recorded, and only the informer sees
-// every version in order. A sight is moved back to what the pool's
-// published ages imply, when that is earlier (sightings.published).
-func (s *sightings) of(pool, ledger string, entries map[netip.Prefix]ipam.Entry, now time.Time) map[entryKey]*sighting {
+// of returns what this replica knows of each of a ledger's entries, by
+// prefix, as a sweep read them, recording now as the first sight of those
+// not seen before. It forgets nothing: the sweep may have read an older
+// version of the ledger than the informer last recorded, and only the
+// informer sees every version in order. A sight is moved back to what the
+// pool's published ages imply, when that is earlier (sightings.published).
+func (s *sightings) of(pool, ledger string, entries map[netip.Prefix]ipam.Entry, now time.Time) map[netip.Prefix]sighting {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.seen == nil {
-		s.seen = map[string]map[entryKey]*sighting{}
-	}
+	first := s.since(now)
 	known := s.seen[ledger]
-	if known == nil {
-		known = make(map[entryKey]*sighting, len(entries))
-		s.seen[ledger] = known
-	}
 	published := s.aged[pool]
-	out := make(map[entryKey]*sighting, len(entries))
+	out := make(map[netip.Prefix]sighting, len(entries))
+	var added []sight
 	for p, e := range entries {
 		k := key(p, e)
-		w, ok := known[k]
-		if !ok {
-			w = &sighting{first: now}
-			known[k] = w
+		w := find(known, k)
+		if w == nil {
+			added = append(added, sightOf(k, first))
+			w = &added[len(added)-1]
 		}
-		if a, ok := published[agedKey{ledger, k}]; ok && a.since.Before(w.first) {
-			w.first = a.since
+		if a, ok := published[agedKey{ledger, k}]; ok {
+			w.first = min(w.first, a.since.Sub(s.base))
 		}
-		out[k] = w
+		out[p] = sighting{first: s.base.Add(w.first), carried: w.carried, settled: w.settled}
+	}
+	if len(added) > 0 {
+		all := make([]sight, 0, len(known)+len(added))
+		all = append(append(all, known...), added...)
+		slices.SortFunc(all, compareSights)
+		s.seen[ledger] = all
 	}
 	return out
+}
+
+// mark records what the sweep of a ledger learnt of its entry e at p:
+// whether a stored claim carries it, and whether one was seen answered
+// with it. Only that sweep marks an entry (one at a time per ledger on a
+// replica: IPLedgerReconciler.lockOf), never the informer, and its next
+// sweep is told it (of), whatever record did between: record keeps them
+// for an entry it still records. An entry forgotten meanwhile is not
+// marked.
+func (s *sightings) mark(ledger string, p netip.Prefix, e ipam.Entry, w sighting) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if k := find(s.seen[ledger], key(p, e)); k != nil {
+		k.carried, k.settled = w.carried, w.settled
+	}
 }
 
 // published records what a version of a pool's status.unconfirmed says,
@@ -200,13 +279,13 @@ func (s *sightings) overdue(now time.Time, after, resend time.Duration) []string
 	var out []string
 	for _, published := range s.aged {
 		for k, a := range published {
-			w, ok := s.seen[k.ledger][k.entryKey]
-			if !ok || (!a.sent.IsZero() && now.Sub(a.sent) < resend) {
+			w := find(s.seen[k.ledger], k.entryKey)
+			if w == nil || (!a.sent.IsZero() && now.Sub(a.sent) < resend) {
 				continue
 			}
 			since := a.since
-			if w.first.Before(since) {
-				since = w.first
+			if first := s.base.Add(w.first); first.Before(since) {
+				since = first
 			}
 			if now.Sub(since) <= after {
 				continue

@@ -18,7 +18,9 @@ package controller
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -42,11 +44,11 @@ func TestSightings(t *testing.T) {
 	var s sightings
 	first := func(p netip.Prefix, e ipam.Entry) (time.Time, bool) {
 		t.Helper()
-		w, ok := s.seen["l"][key(p, e)]
-		if !ok {
+		w := find(s.seen["l"], key(p, e))
+		if w == nil {
 			return time.Time{}, false
 		}
-		return w.first, true
+		return s.base.Add(w.first), true
 	}
 	want := func(p netip.Prefix, e ipam.Entry, at time.Time, why string) {
 		t.Helper()
@@ -73,21 +75,100 @@ func TestSightings(t *testing.T) {
 	// A sweep that read an older version than the informer last saw
 	// adds what it had not seen and forgets nothing.
 	seen := s.of("p", "l", map[netip.Prefix]ipam.Entry{c: ec}, t0.Add(3*time.Second))
-	if w := seen[key(c, ec)]; w == nil || !w.first.Equal(t0.Add(3*time.Second)) {
-		t.Errorf("the sweep's own sight of c: got %v", w)
+	if w, ok := seen[c]; !ok || !w.first.Equal(t0.Add(3*time.Second)) {
+		t.Errorf("the sweep's own sight of c: got %v (told %t)", w, ok)
 	}
 	want(a, ea, t0, "an entry a sweep's older read lacks")
 	s.record("l", map[netip.Prefix]ipam.Entry{a: ea, c: ec}, t0.Add(4*time.Second))
 	want(c, ec, t0.Add(3*time.Second), "an entry the sweep saw before the informer")
-	seen[key(c, ec)].carried = true
+	s.mark("l", c, ec, sighting{carried: true})
 	s.record("l", map[netip.Prefix]ipam.Entry{a: ea, c: ec}, t0.Add(5*time.Second))
-	if w := s.seen["l"][key(c, ec)]; !w.carried {
-		t.Errorf("what the sweep learnt of an entry is lost when the informer records the ledger again")
+	if w := s.of("p", "l", map[netip.Prefix]ipam.Entry{c: ec}, t0.Add(6*time.Second))[c]; !w.carried || !w.first.Equal(t0.Add(3*time.Second)) {
+		t.Errorf("what the sweep learnt of an entry is lost when the informer records the ledger again: %+v", w)
 	}
 
 	s.forget("l")
 	if _, ok := s.seen["l"]; ok {
 		t.Errorf("a ledger that is gone is still recorded")
+	}
+}
+
+// TestSightingsMark: what a sweep learns of an entry, handed back with
+// mark, is what its next sweep is told, whatever versions the informer
+// recorded between; an entry the sweep added itself is kept and marked
+// alike; an entry forgotten is not marked back into being.
+func TestSightingsMark(t *testing.T) {
+	t0 := time.Now() // with the monotonic reading, as the manager's clock
+	entries := map[netip.Prefix]ipam.Entry{}
+	for i := range 64 {
+		entries[netip.MustParsePrefix(fmt.Sprintf("10.0.0.%d/32", i))] = ipam.Entry{Holder: ipam.ClaimHolder("ns"), ID: fmt.Sprint(i), At: time.Unix(10, 0)}
+	}
+	// An IPv4 prefix and an unmasked IPv6 one of the same 16 bytes and
+	// length are two entries (the IPv6 one comes with the next version).
+	v4, mapped := netip.MustParsePrefix("10.0.1.0/32"), netip.PrefixFrom(netip.MustParseAddr("::ffff:10.0.1.0"), 32)
+	entries[v4] = ipam.Entry{Holder: ipam.ClaimHolder("ns"), ID: "v4", At: time.Unix(10, 0)}
+	p, e := netip.MustParsePrefix("10.0.0.7/32"), entries[netip.MustParsePrefix("10.0.0.7/32")]
+	var s sightings
+	s.record("l", entries, t0)
+	seen := s.of("p", "l", entries, t0.Add(time.Second))
+	if len(seen) != len(entries) {
+		t.Fatalf("told of %d entries, want %d", len(seen), len(entries))
+	}
+	for q := range entries {
+		if w := seen[q]; !w.first.Equal(t0) || w.carried || w.settled {
+			t.Errorf("%s: told %+v, want first seen at %v, nothing learnt", q, w, t0)
+		}
+	}
+	if !strings.Contains(seen[p].first.String(), " m=") {
+		t.Errorf("the first sight %v lost its monotonic reading: a wall clock set would move the grace", seen[p].first)
+	}
+
+	// The informer records a newer version between two sweeps: one entry
+	// more, one renewed. What the sweep marked stays.
+	s.mark("l", p, e, sighting{carried: true, settled: true})
+	renewed := entries[netip.MustParsePrefix("10.0.0.8/32")]
+	renewed.At = time.Unix(20, 0)
+	newer := maps.Clone(entries)
+	newer[netip.MustParsePrefix("10.0.0.8/32")] = renewed
+	newer[mapped] = entries[v4]
+	s.record("l", newer, t0.Add(2*time.Second))
+	seen = s.of("p", "l", newer, t0.Add(3*time.Second))
+	if w := seen[p]; !w.carried || !w.settled || !w.first.Equal(t0) {
+		t.Errorf("the marked entry after a newer version: %+v, want carried and settled, first seen at %v", w, t0)
+	}
+	if w := seen[netip.MustParsePrefix("10.0.0.8/32")]; !w.first.Equal(t0.Add(2 * time.Second)) {
+		t.Errorf("the renewed entry: first seen at %v, want afresh at %v", w.first, t0.Add(2*time.Second))
+	}
+	if w, u := seen[v4], seen[mapped]; !w.first.Equal(t0) || !u.first.Equal(t0.Add(2*time.Second)) {
+		t.Errorf("an IPv4 prefix first seen at %v and an IPv6 one of the same bytes at %v, want %v and %v", w.first, u.first, t0, t0.Add(2*time.Second))
+	}
+
+	// An entry the sweep read before the informer saw it: added, marked,
+	// then kept by the version that records it.
+	q := netip.MustParsePrefix("10.0.0.200/32")
+	eq := ipam.Entry{Holder: ipam.ClaimHolder("ns"), ID: "early", At: time.Unix(30, 0)}
+	if w := s.of("p", "l", map[netip.Prefix]ipam.Entry{q: eq}, t0.Add(4*time.Second))[q]; !w.first.Equal(t0.Add(4*time.Second)) || w.carried {
+		t.Errorf("an entry the sweep read first: told %+v, want first seen at %v", w, t0.Add(4*time.Second))
+	}
+	s.mark("l", q, eq, sighting{carried: true})
+	if w := find(s.seen["l"], key(p, e)); w == nil || !w.carried {
+		t.Errorf("the entry marked before the sweep added another lost its mark")
+	}
+	newer[q] = eq
+	s.record("l", newer, t0.Add(5*time.Second))
+	if w := s.of("p", "l", newer, t0.Add(6*time.Second))[q]; !w.carried || !w.first.Equal(t0.Add(4*time.Second)) {
+		t.Errorf("an entry the sweep read first, once recorded: %+v, want carried, first seen at %v", w, t0.Add(4*time.Second))
+	}
+	if got, want := len(s.seen["l"]), len(newer); got != want || cap(s.seen["l"]) != want {
+		t.Errorf("%d sights kept in room for %d, want %d in exactly that", got, cap(s.seen["l"]), want)
+	}
+
+	// An entry gone from the ledger before its sweep marks it.
+	delete(newer, p)
+	s.record("l", newer, t0.Add(7*time.Second))
+	s.mark("l", p, e, sighting{carried: true})
+	if find(s.seen["l"], key(p, e)) != nil {
+		t.Errorf("marking an entry the ledger no longer records recorded it again")
 	}
 }
 
@@ -111,6 +192,56 @@ func BenchmarkSightingsRecord(b *testing.B) {
 	}
 }
 
+// TestSightingsCost reports the heap sightings keep per ledger entry,
+// recorded as the informer records them: each version of a full shard
+// parsed from its text, the second renewing one entry, the text and the
+// parsed entries dropped (docs/design.md, "Memory per claim"). It fails
+// well above what they keep, so that a map and an object per entry again
+// shows.
+//
+//	go test ./internal/controller -run TestSightingsCost -v
+func TestSightingsCost(t *testing.T) {
+	const ledgers, per = 100, 64
+	heap := func() uint64 {
+		var m runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	text := func(l, version int) string {
+		var b strings.Builder
+		for i := range per {
+			at := 1_765_000_000 + i
+			if i == 0 {
+				at += version
+			}
+			fmt.Fprintf(&b, "10.%d.%d.%d/32 %s %d 0f8fad5b-d9cb-469f-a165-7086%04d%04d\n", l/256, l%256, i, ipam.ClaimHolder("tenant-a"), at, l, i)
+		}
+		return b.String()
+	}
+	now := time.Now()
+	before := heap()
+	s := &sightings{}
+	for version := range 2 {
+		for l := range ledgers {
+			obj := &ipamv1alpha1.IPLedger{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("pool.%d", l)},
+				Spec: ipamv1alpha1.IPLedgerSpec{Allocations: text(l, version)}}
+			entries, err := ipam.Entries(obj)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.record(obj.Name, entries, now.Add(time.Duration(version)*time.Second))
+		}
+	}
+	kept := heap() - before
+	runtime.KeepAlive(s)
+	cost := kept / (ledgers * per)
+	t.Logf("sightings keep %d B an entry (%d ledgers of %d entries, with the entries' IDs)", cost, ledgers, per)
+	if cost > 160 {
+		t.Errorf("sightings keep %d B an entry: a map and an object per entry again?", cost)
+	}
+}
+
 func TestPublishedAgesMoveSightsBackNeverForward(t *testing.T) {
 	now := time.Unix(1_000_000, 0)
 	a, b := netip.MustParsePrefix("10.0.0.0/32"), netip.MustParsePrefix("10.0.0.1/32")
@@ -131,10 +262,10 @@ func TestPublishedAgesMoveSightsBackNeverForward(t *testing.T) {
 	// those 10 s count too.
 	s.published("p", published, now.Add(-10*time.Second))
 	seen := s.of("p", "l", map[netip.Prefix]ipam.Entry{a: ea, b: eb}, now)
-	if got := now.Sub(seen[key(a, ea)].first); got != 100*time.Second {
+	if got := now.Sub(seen[a].first); got != 100*time.Second {
 		t.Errorf("a: seen for %s, want the 1m30s published plus the 10s since", got)
 	}
-	if got := now.Sub(seen[key(b, eb)].first); got != time.Minute {
+	if got := now.Sub(seen[b].first); got != time.Minute {
 		t.Errorf("b: seen for %s, want this replica's own 1m0s", got)
 	}
 
@@ -142,7 +273,7 @@ func TestPublishedAgesMoveSightsBackNeverForward(t *testing.T) {
 	// that no longer lists the entry forgets its age, not the sight.
 	s.published("p", published[:1], now)
 	s.published("p", nil, now.Add(time.Second))
-	if got := now.Sub(s.of("p", "l", map[netip.Prefix]ipam.Entry{a: ea}, now)[key(a, ea)].first); got != 100*time.Second {
+	if got := now.Sub(s.of("p", "l", map[netip.Prefix]ipam.Entry{a: ea}, now)[a].first); got != 100*time.Second {
 		t.Errorf("a: seen for %s after later versions, want 1m40s still", got)
 	}
 	if len(s.aged) != 0 {
