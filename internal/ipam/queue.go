@@ -47,7 +47,7 @@ func Waiting(o client.Object) bool {
 	case *ipamv1alpha1.IPClaim:
 		return c.Spec.CIDR == "" && c.DeletionTimestamp == nil
 	case *ClaimRecord:
-		return c.cidr == "" && c.deleted == 0
+		return c.cidr() == "" && c.deleted() == 0
 	}
 	return false
 }

@@ -60,31 +60,86 @@ const kipamKeys = "ipam.kipam.dev/"
 // DeepCopyObject of it. A record is never changed once made: its setters
 // panic.
 type ClaimRecord struct {
-	name, namespace string
-	uid             [16]byte // the uid, when it is a UUID other than nil spelt as the API server spells it; else rare.uid
-	resourceVersion string
-	generation      int64
-	// created and deleted are in unix seconds, as every time of an object
-	// is on the wire (RFC 3339 to the second); 0 is the zero time, and for
-	// deleted no deletion timestamp (the API server never sets the epoch
-	// itself).
-	created, deleted int64
-	finalizers       []string
-	// pool and entry are kipam's annotations PoolAnnotation and
-	// EntryAnnotation.
-	pool, entry string
+	// own is the strings that are the claim's own, one after another
+	// (pack): its name, resourceVersion, entry annotation, spec.cidr,
+	// status.cidr unless sameCIDR and status.allocation unless derived
+	// (the parts: part), then the messages of its conditions that are
+	// not derived. ends says where each part ends.
+	own       string
+	ends      [parts]uint32
+	namespace string
+	uid       [16]byte // the uid, when it is a UUID other than nil spelt as the API server spells it; else rare.uid
+	// generation is metadata.generation.
+	generation int64
+	// created is in unix seconds, as every time of an object is on the
+	// wire (RFC 3339 to the second); 0 is the zero time.
+	created    int64
+	finalizers []string
+	// pool is kipam's annotation PoolAnnotation (the entry annotation is
+	// a part of own).
+	pool string
 	// spec is the claim's spec without its cidr and cidrs, shared by every
 	// record whose spec is otherwise equal (shareSpec).
-	spec             *ipamv1alpha1.IPClaimSpec
-	cidr, statusCIDR string // spec.cidr and status.cidr, one copy when equal
-	statusPool       string
-	// allocation is status.allocation, unless derived: then it is
-	// AllocationName(status.pool, status.cidr), as the claim controller
-	// names it, and not kept.
-	allocation string
-	derived    bool
+	spec       *ipamv1alpha1.IPClaimSpec
+	statusPool string
 	conditions []recordedCondition
 	rare       *rareClaimFields // what few claims have
+	// sameCIDR: status.cidr is spec.cidr, and not kept twice.
+	sameCIDR bool
+	// derived: status.allocation is AllocationName(status.pool,
+	// status.cidr), as the claim controller names it, and not kept.
+	derived bool
+}
+
+// The parts of a ClaimRecord's own string.
+const (
+	partName = iota
+	partResourceVersion
+	partEntry
+	partCIDR
+	partStatusCIDR
+	partAllocation
+	parts
+)
+
+// part is the i-th part of r's own string.
+func (r *ClaimRecord) part(i int) string {
+	start := uint32(0)
+	if i > 0 {
+		start = r.ends[i-1]
+	}
+	return r.own[start:r.ends[i]]
+}
+
+// entry is kipam's annotation EntryAnnotation.
+func (r *ClaimRecord) entry() string { return r.part(partEntry) }
+
+// cidr is spec.cidr.
+func (r *ClaimRecord) cidr() string { return r.part(partCIDR) }
+
+// statusCIDR is status.cidr.
+func (r *ClaimRecord) statusCIDR() string {
+	if r.sameCIDR {
+		return r.cidr()
+	}
+	return r.part(partStatusCIDR)
+}
+
+// allocation is status.allocation.
+func (r *ClaimRecord) allocation() string {
+	if r.derived {
+		return derivedAllocation(r.statusPool, r.statusCIDR())
+	}
+	return r.part(partAllocation)
+}
+
+// deleted is the deletion timestamp in unix seconds, 0 for none (the API
+// server never sets the epoch itself).
+func (r *ClaimRecord) deleted() int64 {
+	if r.rare == nil {
+		return 0
+	}
+	return r.rare.deleted
 }
 
 // rareClaimFields are a ClaimRecord's fields that most claims leave empty.
@@ -94,6 +149,7 @@ type rareClaimFields struct {
 	// spec.cidrs, status.cidrs and status.allocations.
 	cidrs, statusCIDRs, allocations []string
 	expires                         int64 // status.expiresAt in unix seconds (a claim with a ttlSeconds); 0 for none
+	deleted                         int64 // the deletion timestamp in unix seconds (a claim being deleted); 0 for none
 }
 
 // A recordedCondition is a condition of a claim's status as its record
@@ -178,12 +234,8 @@ var claimFinalizers = []string{ipamv1alpha1.ClaimFinalizer}
 // annotations) and the spec's: c must not be changed afterwards.
 func RecordClaim(c *ipamv1alpha1.IPClaim) *ClaimRecord {
 	r := &ClaimRecord{
-		name: c.Name, namespace: intern(c.Namespace), resourceVersion: c.ResourceVersion, generation: c.Generation,
-		created: unix(c.CreationTimestamp), finalizers: slices.Clone(c.Finalizers),
-		cidr: c.Spec.CIDR, statusCIDR: c.Status.CIDR, statusPool: intern(c.Status.Pool), allocation: c.Status.Allocation,
-	}
-	if c.DeletionTimestamp != nil {
-		r.deleted = unix(*c.DeletionTimestamp)
+		namespace: intern(c.Namespace), generation: c.Generation,
+		created: unix(c.CreationTimestamp), finalizers: slices.Clone(c.Finalizers), statusPool: intern(c.Status.Pool),
 	}
 	if slices.Equal(r.finalizers, claimFinalizers) {
 		r.finalizers = claimFinalizers // never written: records are never changed
@@ -192,18 +244,26 @@ func RecordClaim(c *ipamv1alpha1.IPClaim) *ClaimRecord {
 			r.finalizers[i] = intern(r.finalizers[i])
 		}
 	}
-	if r.allocation != "" && r.allocation == derivedAllocation(r.statusPool, r.statusCIDR) {
-		r.allocation, r.derived = "", true
+	own := [parts]string{partName: c.Name, partResourceVersion: c.ResourceVersion, partCIDR: c.Spec.CIDR,
+		partStatusCIDR: c.Status.CIDR, partAllocation: c.Status.Allocation}
+	if c.Status.CIDR != "" && c.Status.CIDR == c.Spec.CIDR {
+		own[partStatusCIDR], r.sameCIDR = "", true
+	}
+	if a := c.Status.Allocation; a != "" && a == derivedAllocation(r.statusPool, c.Status.CIDR) {
+		own[partAllocation], r.derived = "", true
 	}
 	if len(c.Status.Conditions) > 0 {
 		r.conditions = make([]recordedCondition, len(c.Status.Conditions))
 		for i, cond := range c.Status.Conditions {
-			r.conditions[i] = recordCondition(cond, r.statusCIDR, r.statusPool)
+			r.conditions[i] = recordCondition(cond, c.Status.CIDR, r.statusPool)
 		}
 	}
 	rare := rareClaimFields{cidrs: c.Spec.CIDRs, statusCIDRs: c.Status.CIDRs, allocations: c.Status.Allocations}
 	if c.Status.ExpiresAt != nil {
 		rare.expires = unix(*c.Status.ExpiresAt)
+	}
+	if c.DeletionTimestamp != nil {
+		rare.deleted = unix(*c.DeletionTimestamp)
 	}
 	if u, err := uuid.Parse(string(c.UID)); err == nil && u != uuid.Nil && u.String() == string(c.UID) {
 		r.uid = u
@@ -217,7 +277,7 @@ func RecordClaim(c *ipamv1alpha1.IPClaim) *ClaimRecord {
 		case k == PoolAnnotation:
 			r.pool = intern(v)
 		case k == EntryAnnotation:
-			r.entry = v
+			own[partEntry] = v
 		case strings.HasPrefix(k, kipamKeys):
 			if rare.annotations == nil {
 				rare.annotations = map[string]string{}
@@ -228,46 +288,46 @@ func RecordClaim(c *ipamv1alpha1.IPClaim) *ClaimRecord {
 			rare.annotations[intern(k)] = v
 		}
 	}
-	if rare.uid != "" || rare.annotations != nil || rare.cidrs != nil || rare.statusCIDRs != nil || rare.allocations != nil || rare.expires != 0 {
+	if rare.uid != "" || rare.annotations != nil || rare.cidrs != nil || rare.statusCIDRs != nil || rare.allocations != nil ||
+		rare.expires != 0 || rare.deleted != 0 {
 		r.rare = &rare
 	}
 	spec := new(ipamv1alpha1.IPClaimSpec) // not &c.Spec, which would keep all of c
 	*spec = c.Spec
 	spec.CIDR, spec.CIDRs = "", nil
 	r.spec = shareSpec(spec)
-	r.pack()
+	r.pack(own)
 	return r
 }
 
-// pack moves the strings of r that are the claim's own (its name,
-// resourceVersion, entry ID, cidrs, and the allocation's name and
-// conditions' messages that are not derived) into one new allocation, and r's lists into new ones. Decoded,
-// each is a small object of its own among the decoder's garbage, and one
-// kept object holds a whole span of the heap: packed, a record keeps
-// three objects besides its own, next to each other.
-func (r *ClaimRecord) pack() {
-	own := []*string{&r.name, &r.resourceVersion, &r.entry, &r.cidr, &r.allocation}
-	if r.statusCIDR != r.cidr {
-		own = append(own, &r.statusCIDR)
-	}
-	for i := range r.conditions {
-		own = append(own, &r.conditions[i].message)
-	}
+// pack copies the strings that are the claim's own, the parts of own and
+// the messages of its conditions that are not derived, into one new
+// string, and r's lists into new ones. Decoded, each is a small object of
+// its own among the decoder's garbage, and one kept object holds a whole
+// span of the heap: packed, a record keeps three objects besides its own,
+// next to each other.
+func (r *ClaimRecord) pack(own [parts]string) {
 	n := 0
 	for _, s := range own {
-		n += len(*s)
+		n += len(s)
+	}
+	for _, c := range r.conditions {
+		n += len(c.message)
 	}
 	var b strings.Builder
 	b.Grow(n)
-	for _, s := range own {
-		b.WriteString(*s)
+	for i, s := range own {
+		b.WriteString(s)
+		r.ends[i] = uint32(b.Len())
 	}
-	all, at := b.String(), 0
-	for _, s := range own {
-		*s, at = all[at:at+len(*s)], at+len(*s)
+	for _, c := range r.conditions {
+		b.WriteString(c.message)
 	}
-	if r.statusCIDR == "" || r.statusCIDR == r.cidr {
-		r.statusCIDR = r.cidr[:len(r.statusCIDR)] // one copy of the prefix, not two
+	r.own = b.String()
+	at := int(r.ends[parts-1])
+	for i := range r.conditions {
+		m := &r.conditions[i].message
+		*m, at = r.own[at:at+len(*m)], at+len(*m)
 	}
 }
 
@@ -276,23 +336,20 @@ func (r *ClaimRecord) pack() {
 func (r *ClaimRecord) Claim() *ipamv1alpha1.IPClaim {
 	c := &ipamv1alpha1.IPClaim{
 		ObjectMeta: metav1.ObjectMeta{
-			Name: r.name, Namespace: r.namespace, UID: r.GetUID(), ResourceVersion: r.resourceVersion, Generation: r.generation,
-			CreationTimestamp: timeOf(r.created), DeletionTimestamp: timePtrOf(r.deleted),
+			Name: r.GetName(), Namespace: r.namespace, UID: r.GetUID(), ResourceVersion: r.GetResourceVersion(), Generation: r.generation,
+			CreationTimestamp: timeOf(r.created), DeletionTimestamp: timePtrOf(r.deleted()),
 			Finalizers: slices.Clone(r.finalizers), Annotations: r.GetAnnotations(),
 		},
-		Status: ipamv1alpha1.IPClaimStatus{CIDR: r.statusCIDR, Pool: r.statusPool, Allocation: r.allocation},
-	}
-	if r.derived {
-		c.Status.Allocation = derivedAllocation(r.statusPool, r.statusCIDR)
+		Status: ipamv1alpha1.IPClaimStatus{CIDR: r.statusCIDR(), Pool: r.statusPool, Allocation: r.allocation()},
 	}
 	if r.conditions != nil {
 		c.Status.Conditions = make([]metav1.Condition, len(r.conditions))
 		for i, cond := range r.conditions {
-			c.Status.Conditions[i] = cond.condition(r.statusCIDR, r.statusPool)
+			c.Status.Conditions[i] = cond.condition(c.Status.CIDR, r.statusPool)
 		}
 	}
 	r.spec.DeepCopyInto(&c.Spec)
-	c.Spec.CIDR = r.cidr
+	c.Spec.CIDR = r.cidr()
 	if r.rare != nil {
 		c.Spec.CIDRs = slices.Clone(r.rare.cidrs)
 		c.Status.CIDRs, c.Status.Allocations = slices.Clone(r.rare.statusCIDRs), slices.Clone(r.rare.allocations)
@@ -308,7 +365,7 @@ func (r *ClaimRecord) Holdings() []Holding {
 	if r.rare != nil {
 		cidrs, secondary = r.rare.cidrs, r.rare.annotations[SecondaryPoolAnnotation]
 	}
-	return holdings(r.cidr, cidrs, poolOf(r.pool, r.spec.Pool), secondary, entryIDOf(r.entry, r.GetUID))
+	return holdings(r.cidr(), cidrs, poolOf(r.pool, r.spec.Pool), secondary, entryIDOf(r.entry(), r.GetUID))
 }
 
 // HoldingOf is HoldingOf of the claim r records. A record whose cidrs are
@@ -316,7 +373,7 @@ func (r *ClaimRecord) Holdings() []Holding {
 // through every claim of a block of 256 (the holdings index) for the one
 // it asks for.
 func (r *ClaimRecord) HoldingOf(pool, cidr string) (Holding, bool) {
-	if r.cidr != cidr && (r.rare == nil || !slices.Contains(r.rare.cidrs, cidr)) {
+	if r.cidr() != cidr && (r.rare == nil || !slices.Contains(r.rare.cidrs, cidr)) {
 		return Holding{}, false // Holdings names spec.cidr and spec.cidrs[1] alone
 	}
 	return holdingOf(r.Holdings(), pool, cidr)
@@ -330,7 +387,7 @@ func (r *ClaimRecord) DeepCopyObject() k8sruntime.Object { return r.Claim() }
 func (r *ClaimRecord) GetObjectKind() schema.ObjectKind { return schema.EmptyObjectKind }
 
 func (r *ClaimRecord) GetNamespace() string { return r.namespace }
-func (r *ClaimRecord) GetName() string      { return r.name }
+func (r *ClaimRecord) GetName() string      { return r.part(partName) }
 func (r *ClaimRecord) GetGenerateName() string {
 	return ""
 }
@@ -343,13 +400,13 @@ func (r *ClaimRecord) GetUID() types.UID {
 	}
 	return types.UID(uuid.UUID(r.uid).String())
 }
-func (r *ClaimRecord) GetResourceVersion() string { return r.resourceVersion }
+func (r *ClaimRecord) GetResourceVersion() string { return r.part(partResourceVersion) }
 func (r *ClaimRecord) GetGeneration() int64       { return r.generation }
 func (r *ClaimRecord) GetSelfLink() string        { return "" }
 func (r *ClaimRecord) GetCreationTimestamp() metav1.Time {
 	return timeOf(r.created)
 }
-func (r *ClaimRecord) GetDeletionTimestamp() *metav1.Time          { return timePtrOf(r.deleted) }
+func (r *ClaimRecord) GetDeletionTimestamp() *metav1.Time          { return timePtrOf(r.deleted()) }
 func (r *ClaimRecord) GetDeletionGracePeriodSeconds() *int64       { return nil }
 func (r *ClaimRecord) GetLabels() map[string]string                { return nil }
 func (r *ClaimRecord) GetFinalizers() []string                     { return r.finalizers }
@@ -364,7 +421,7 @@ func (r *ClaimRecord) GetAnnotations() map[string]string {
 	if r.rare != nil && r.rare.annotations != nil {
 		out = maps.Clone(r.rare.annotations)
 	}
-	for k, v := range map[string]string{PoolAnnotation: r.pool, EntryAnnotation: r.entry} {
+	for k, v := range map[string]string{PoolAnnotation: r.pool, EntryAnnotation: r.entry()} {
 		if v == "" {
 			continue
 		}

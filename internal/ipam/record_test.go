@@ -182,7 +182,7 @@ func TestClaimRecordsShare(t *testing.T) {
 	if a.conditions[0].kind != b.conditions[0].kind {
 		t.Errorf("the conditions' type, status and reason are held twice: the records' should be one")
 	}
-	if unsafe.StringData(a.statusCIDR) != unsafe.StringData(a.cidr) {
+	if !a.sameCIDR || a.part(partStatusCIDR) != "" || unsafe.StringData(a.statusCIDR()) != unsafe.StringData(a.cidr()) {
 		t.Errorf("status.cidr and spec.cidr are two copies")
 	}
 	if a.rare != nil {
@@ -194,7 +194,7 @@ func TestClaimRecordsShare(t *testing.T) {
 	c := claim("10.0.0.3/32")
 	c.ResourceVersion, c.Status.Allocation, c.Status.Conditions[0].Message = "42", "pool-a.named-apart", "allocated"
 	r := RecordClaim(c.DeepCopy())
-	own := []string{r.name, r.resourceVersion, r.entry, r.cidr, r.allocation, r.conditions[0].message}
+	own := []string{r.GetName(), r.GetResourceVersion(), r.entry(), r.cidr(), r.allocation(), r.conditions[0].message}
 	for i, s := range own {
 		for _, decoded := range []string{c.Name, c.ResourceVersion, c.Annotations[EntryAnnotation], c.Spec.CIDR, c.Status.Allocation, c.Status.Conditions[0].Message} {
 			if unsafe.StringData(s) == unsafe.StringData(decoded) {
@@ -219,9 +219,9 @@ func TestClaimRecordDerives(t *testing.T) {
 				Message: "10.0.0.4/32 allocated from pool pool-a"}}},
 	}
 	r := RecordClaim(c.DeepCopy())
-	if r.allocation != "" || !r.derived || r.conditions[0].message != "" || !r.conditions[0].allocated {
+	if r.part(partAllocation) != "" || !r.derived || r.conditions[0].message != "" || !r.conditions[0].allocated {
 		t.Errorf("the record keeps the allocation's name %q (derived %t) and the message %q (derived %t)",
-			r.allocation, r.derived, r.conditions[0].message, r.conditions[0].allocated)
+			r.part(partAllocation), r.derived, r.conditions[0].message, r.conditions[0].allocated)
 	}
 	if got := r.Claim(); !equality.Semantic.DeepEqual(got.Status, c.Status) {
 		t.Errorf("rebuilt status %+v, want %+v", got.Status, c.Status)
