@@ -44,7 +44,7 @@ vet: ## Run go vet against code.
 
 .PHONY: test
 test: manifests generate fmt vet controlplane ## Run unit and envtest suites against a control plane built from source.
-	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test $$(go list ./... | grep -v /test/e2e) -coverpkg ./... -coverprofile cover.out $(TEST_ARGS)
+	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test $$(go list ./... | grep -v /test/e2e) -coverpkg ./... -coverprofile cover.out -timeout 30m $(TEST_ARGS)
 	hack/coverage.sh cover.out
 
 .PHONY: test-e2e
