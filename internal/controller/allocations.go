@@ -78,8 +78,8 @@ type allocRecord struct {
 	// uid and resourceVersion, one after another; ends says where each
 	// but the last ends.
 	own    string
-	ends   [5]uint32
 	shared unique.Handle[allocShared]
+	ends   [5]uint32
 	// deleting: its deletionTimestamp is set.
 	deleting bool
 	// quiet: its status reports no holder missing: no orphanedAt, and no

@@ -165,7 +165,7 @@ func (r *IPLedgerReconciler) sweep(ctx context.Context, req ctrl.Request, unconf
 		}
 	}
 	live := map[string][]ipamv1alpha1.IPClaim{} // per namespace, read once per sweep
-	var reads cacheReads
+	reads := cacheReads{}
 	for p, e := range entries {
 		ns, ok := strings.CutPrefix(e.Holder, ipam.ClaimHolderPrefix)
 		if !ok {
@@ -188,7 +188,7 @@ func (r *IPLedgerReconciler) sweep(ctx context.Context, req ctrl.Request, unconf
 		}
 		s := seen[p]
 		if !s.carried {
-			carried, err := r.carriedInCache(ctx, ledger.Spec.Pool, p, e, &reads)
+			carried, err := r.carriedInCache(ctx, ledger.Spec.Pool, p, e, reads)
 			if err != nil {
 				return ctrl.Result{}, err
 			}
@@ -213,7 +213,7 @@ func (r *IPLedgerReconciler) sweep(ctx context.Context, req ctrl.Request, unconf
 			}
 			continue
 		}
-		held, err := r.held(ctx, ledger.Spec.Pool, p, e, &reads, live)
+		held, err := r.held(ctx, ledger.Spec.Pool, p, e, live)
 		if err != nil {
 			return ctrl.Result{}, err
 		}
@@ -462,9 +462,11 @@ func (r *IPLedgerReconciler) poolOf(ctx context.Context, l *ipamv1alpha1.IPLedge
 // IPAllocation records it. live holds the namespaces' claims as read from
 // the API server in this sweep: an entry it finds no claim for was
 // committed before the read, and Release frees only that entry.
-func (r *IPLedgerReconciler) held(ctx context.Context, pool string, p netip.Prefix, e ipam.Entry, reads *cacheReads, live map[string][]ipamv1alpha1.IPClaim) (bool, error) {
+func (r *IPLedgerReconciler) held(ctx context.Context, pool string, p netip.Prefix, e ipam.Entry, live map[string][]ipamv1alpha1.IPClaim) (bool, error) {
 	ns := strings.TrimPrefix(e.Holder, ipam.ClaimHolderPrefix)
-	if carried, err := r.carriedInCache(ctx, pool, p, e, reads); carried || err != nil {
+	// The cache as it is now, not as this sweep first read it: a claim
+	// stored since spares the reads below.
+	if carried, err := r.carriedInCache(ctx, pool, p, e, nil); carried || err != nil {
 		return carried, err
 	}
 	var a ipamv1alpha1.IPAllocation
@@ -489,45 +491,48 @@ func (r *IPLedgerReconciler) held(ctx context.Context, pool string, p netip.Pref
 }
 
 // cacheReads is what one sweep of a ledger has read of the cache, each
-// once: the claims' objects of each block of the holdings index, and the
-// waiting claims of each namespace. A sweep looks up every entry no claim
-// was seen to carry, mostly in one or two blocks; reading a block lists
-// up to 256 claims.
-type cacheReads struct {
-	blocks  map[string][]any
-	waiting map[string][]ipamv1alpha1.IPClaim
+// once: for each block of the holdings index and namespace, the
+// namespace's waiting claims and the claims' objects of the block. A
+// sweep looks up every entry no claim was seen to carry, mostly in one or
+// two blocks; reading a block lists up to 256 claims.
+type cacheReads map[blockOf]claimsRead
+
+// blockOf names a block of the holdings index (holdingBlock) and a
+// namespace.
+type blockOf struct{ block, namespace string }
+
+// claimsRead is what was read for a blockOf: the namespace's waiting
+// claims, read first, then the block's objects. A claim that binds in
+// between is in the first, as waiting, or in the second, as bound: read
+// the other way round, it could be in neither.
+type claimsRead struct {
+	waiting []ipamv1alpha1.IPClaim
+	block   []any
 }
 
 // carriedInCache reports whether a claim in the cache carries entry e of
-// pool (see carries), as this sweep reads the cache (reads).
-func (r *IPLedgerReconciler) carriedInCache(ctx context.Context, pool string, p netip.Prefix, e ipam.Entry, reads *cacheReads) (bool, error) {
+// pool (see carries), as this sweep reads the cache (reads), or as it is
+// now when reads is nil.
+func (r *IPLedgerReconciler) carriedInCache(ctx context.Context, pool string, p netip.Prefix, e ipam.Entry, reads cacheReads) (bool, error) {
 	ns, cidr := strings.TrimPrefix(e.Holder, ipam.ClaimHolderPrefix), p.String()
-	block := holdingBlock(pool, cidr)
-	objs, ok := reads.blocks[block]
+	k := blockOf{holdingBlock(pool, cidr), ns}
+	read, ok := reads[k]
 	if !ok {
-		var err error
-		if objs, err = r.Holdings.block(pool, cidr); err != nil {
+		var waiting ipamv1alpha1.IPClaimList
+		if err := r.List(ctx, &waiting, client.InNamespace(ns), client.MatchingFields{indexWaiting: "true"}); err != nil {
 			return false, err
 		}
-		if reads.blocks == nil {
-			reads.blocks = map[string][]any{}
-		}
-		reads.blocks[block] = objs
-	}
-	waiting, ok := reads.waiting[ns]
-	if !ok {
-		var list ipamv1alpha1.IPClaimList
-		if err := r.List(ctx, &list, client.InNamespace(ns), client.MatchingFields{indexWaiting: "true"}); err != nil {
+		block, err := r.Holdings.block(pool, cidr)
+		if err != nil {
 			return false, err
 		}
-		if reads.waiting == nil {
-			reads.waiting = map[string][]ipamv1alpha1.IPClaim{}
+		read = claimsRead{waiting.Items, block}
+		if reads != nil {
+			reads[k] = read
 		}
-		waiting = list.Items
-		reads.waiting[ns] = waiting
 	}
 	carries := func(c ipamv1alpha1.IPClaim) bool { return ipam.Carries(pool, p, e, &c) }
-	return slices.ContainsFunc(claimsIn(objs, pool, cidr, ns), carries) || slices.ContainsFunc(waiting, carries), nil
+	return slices.ContainsFunc(claimsIn(read.block, pool, cidr, ns), carries) || slices.ContainsFunc(read.waiting, carries), nil
 }
 
 // ledgerOfClaim names the ledger that records a claim's cidr; for a

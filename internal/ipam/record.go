@@ -154,24 +154,30 @@ type rareClaimFields struct {
 
 // A recordedCondition is a condition of a claim's status as its record
 // keeps it, in 48 bytes where a metav1.Condition takes 96: its type,
-// status and reason as one handle that claims share, its time in unix
-// seconds, and its message unless allocated says it is the Ready
+// status and reason as one handle that claims share, its time as unix
+// seconds and nanoseconds, and its message unless allocated says it is the Ready
 // message of a claim that holds one prefix (AllocatedMessage), which is
 // then not kept.
 type recordedCondition struct {
 	kind       unique.Handle[conditionKind]
 	generation int64 // observedGeneration
-	at         int64 // lastTransitionTime in unix seconds
-	message    string
-	allocated  bool
+	// at and nanos are lastTransitionTime in unix seconds and
+	// nanoseconds, exactly as decoded (a client other than kipam may
+	// write fractions of a second, or the epoch); nanos is -1 for the
+	// zero time.
+	at        int64
+	message   string
+	nanos     int32
+	allocated bool
 }
 
 // conditionKind is what a condition says apart from its message and
 // times: few values, which every claim repeats.
 type conditionKind struct{ typ, status, reason string }
 
-// allocatedMessage is the Ready message of a claim holding cidr from
-// pool, as the claim controller writes it.
+// AllocatedMessage is the Ready message of a claim holding cidr from
+// pool, as the claim controller writes it (and the message of each of a
+// dual-stack claim's two prefixes).
 func AllocatedMessage(cidr, pool string) string { return cidr + allocatedFrom + pool }
 
 const allocatedFrom = " allocated from pool "
@@ -192,7 +198,10 @@ func isAllocatedMessage(m, cidr, pool string) bool {
 func recordCondition(c metav1.Condition, cidr, pool string) recordedCondition {
 	out := recordedCondition{
 		kind:       unique.Make(conditionKind{c.Type, string(c.Status), c.Reason}),
-		generation: c.ObservedGeneration, at: unix(c.LastTransitionTime), message: c.Message,
+		generation: c.ObservedGeneration, message: c.Message, nanos: -1,
+	}
+	if t := c.LastTransitionTime.Time; !t.IsZero() {
+		out.at, out.nanos = t.Unix(), int32(t.Nanosecond())
 	}
 	if cidr != "" && isAllocatedMessage(c.Message, cidr, pool) {
 		out.message, out.allocated = "", true
@@ -205,7 +214,10 @@ func recordCondition(c metav1.Condition, cidr, pool string) recordedCondition {
 func (c recordedCondition) condition(cidr, pool string) metav1.Condition {
 	k := c.kind.Value()
 	out := metav1.Condition{Type: k.typ, Status: metav1.ConditionStatus(k.status), Reason: k.reason,
-		ObservedGeneration: c.generation, LastTransitionTime: timeOf(c.at), Message: c.message}
+		ObservedGeneration: c.generation, Message: c.message}
+	if c.nanos >= 0 {
+		out.LastTransitionTime = metav1.NewTime(time.Unix(c.at, int64(c.nanos)))
+	}
 	if c.allocated {
 		out.Message = AllocatedMessage(cidr, pool)
 	}
@@ -252,7 +264,7 @@ func RecordClaim(c *ipamv1alpha1.IPClaim) *ClaimRecord {
 	if a := c.Status.Allocation; a != "" && a == derivedAllocation(r.statusPool, c.Status.CIDR) {
 		own[partAllocation], r.derived = "", true
 	}
-	if len(c.Status.Conditions) > 0 {
+	if c.Status.Conditions != nil { // an empty list stays one
 		r.conditions = make([]recordedCondition, len(c.Status.Conditions))
 		for i, cond := range c.Status.Conditions {
 			r.conditions[i] = recordCondition(cond, c.Status.CIDR, r.statusPool)

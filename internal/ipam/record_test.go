@@ -233,6 +233,34 @@ func TestClaimRecordDerives(t *testing.T) {
 	}
 }
 
+// TestClaimRecordKeepsConditionsExactly: a condition's time is kept as
+// decoded, fractions of a second and the epoch included (a client other
+// than kipam may write them, and kipam writes a claim's conditions back
+// whole), and an empty list stays empty.
+func TestClaimRecordKeepsConditionsExactly(t *testing.T) {
+	for _, raw := range []string{
+		`{"metadata":{"name":"a","namespace":"n"},"status":{"conditions":[` +
+			`{"type":"Ready","status":"True","reason":"Allocated","message":"m","lastTransitionTime":"2026-12-07T10:00:00.123456789Z"},` +
+			`{"type":"Other","status":"False","reason":"R","message":"m","lastTransitionTime":"1970-01-01T00:00:00Z"},` +
+			`{"type":"Third","status":"Unknown","reason":"R","message":""}]}}`,
+		`{"metadata":{"name":"a","namespace":"n"},"status":{"conditions":[]}}`,
+	} {
+		var c ipamv1alpha1.IPClaim
+		if err := json.Unmarshal([]byte(raw), &c); err != nil {
+			t.Fatal(err)
+		}
+		got := RecordClaim(c.DeepCopy()).Claim().Status.Conditions
+		if (got == nil) != (c.Status.Conditions == nil) || len(got) != len(c.Status.Conditions) {
+			t.Fatalf("%s: rebuilt %#v", raw, got)
+		}
+		for i, want := range c.Status.Conditions {
+			if !got[i].LastTransitionTime.Time.Equal(want.LastTransitionTime.Time) || got[i].LastTransitionTime.IsZero() != want.LastTransitionTime.IsZero() {
+				t.Errorf("condition %s: time %v rebuilt as %v", want.Type, want.LastTransitionTime, got[i].LastTransitionTime)
+			}
+		}
+	}
+}
+
 // TestSharedSpecsGo: a spec no record holds any more is dropped from the
 // table records share specs through.
 func TestSharedSpecsGo(t *testing.T) {
