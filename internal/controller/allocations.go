@@ -20,7 +20,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strings"
 	"sync"
 	"unique"
 
@@ -35,6 +34,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
+	"github.com/kipam/kipam/internal/ipam"
 )
 
 // allocations is what the manager keeps of each IPAllocation, in place of
@@ -94,16 +94,7 @@ type allocRecord struct {
 type allocShared struct{ pool, kind, namespace string }
 
 // part is the i-th of r's own strings.
-func (r allocRecord) part(i int) string {
-	start, end := uint32(0), uint32(len(r.own))
-	if i > 0 {
-		start = r.ends[i-1]
-	}
-	if i < len(r.ends) {
-		end = r.ends[i]
-	}
-	return r.own[start:end]
-}
+func (r allocRecord) part(i int) string { return ipam.PackedPart(r.own, r.ends[:], i) }
 
 // name is the name of the allocation r records.
 func (r allocRecord) name() string { return r.part(0) }
@@ -162,15 +153,7 @@ func recordOf(a *ipamv1alpha1.IPAllocation) allocRecord {
 		deleting: a.DeletionTimestamp != nil,
 		quiet:    quiet(&a.Status),
 	}
-	own := []string{a.Name, a.Spec.CIDR, a.Spec.Entry, a.Spec.ClaimRef.Name, string(a.Spec.ClaimRef.UID), a.ResourceVersion}
-	var b strings.Builder
-	for i, part := range own {
-		b.WriteString(part)
-		if i < len(r.ends) {
-			r.ends[i] = uint32(b.Len())
-		}
-	}
-	r.own = b.String()
+	r.own = ipam.PackStrings(r.ends[:], a.Name, a.Spec.CIDR, a.Spec.Entry, a.Spec.ClaimRef.Name, string(a.Spec.ClaimRef.UID), a.ResourceVersion)
 	return r
 }
 

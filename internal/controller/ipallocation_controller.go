@@ -257,8 +257,9 @@ func releaseOrphaned(ctx context.Context, c client.Client, m *ipam.Manager, pool
 // no read from the API server. A pool's or an IPAddressClaim's is never
 // settled: Reconcile judges its holder.
 func settled(rec allocRecord, name string, claim *ipamv1alpha1.IPClaim) bool {
-	return rec.quiet && rec.spec().ClaimRef.Kind == "IPClaim" && claim != nil &&
-		claim.Namespace == rec.spec().ClaimRef.Namespace && claim.Name == rec.spec().ClaimRef.Name && ipam.ClaimHolds(claim, rec.view(name))
+	ref := rec.spec().ClaimRef
+	return rec.quiet && ref.Kind == "IPClaim" && claim != nil &&
+		claim.Namespace == ref.Namespace && claim.Name == ref.Name && ipam.ClaimHolds(claim, rec.view(name))
 }
 
 // allocationChanged queues an allocation added or changed unless it is

@@ -680,7 +680,8 @@ func (r *IPClaimReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			if e.new != nil {
 				return
 			}
-			claims, err := r.Holdings.claims(e.old.spec().Pool, e.old.spec().CIDR, "")
+			spec := e.old.spec()
+			claims, err := r.Holdings.claims(spec.Pool, spec.CIDR, "")
 			if err != nil {
 				return
 			}

@@ -103,12 +103,40 @@ const (
 )
 
 // part is the i-th part of r's own string.
-func (r *ClaimRecord) part(i int) string {
-	start := uint32(0)
-	if i > 0 {
-		start = r.ends[i-1]
+func (r *ClaimRecord) part(i int) string { return PackedPart(r.own, r.ends[:], i) }
+
+// PackStrings copies strs into one new string, so that what they were cut
+// from (a decoded object) is not kept alive by them, and writes into ends
+// where each of the first len(ends) ends: PackedPart finds them again.
+// Packed, a record's strings are one object of the heap, not several
+// among a decoder's garbage.
+func PackStrings(ends []uint32, strs ...string) string {
+	n := 0
+	for _, s := range strs {
+		n += len(s)
 	}
-	return r.own[start:r.ends[i]]
+	var b strings.Builder
+	b.Grow(n)
+	for i, s := range strs {
+		b.WriteString(s)
+		if i < len(ends) {
+			ends[i] = uint32(b.Len())
+		}
+	}
+	return b.String()
+}
+
+// PackedPart is the i-th string PackStrings packed into own with ends;
+// the one after the last end runs to the end of own.
+func PackedPart(own string, ends []uint32, i int) string {
+	start, end := uint32(0), uint32(len(own))
+	if i > 0 {
+		start = ends[i-1]
+	}
+	if i < len(ends) {
+		end = ends[i]
+	}
+	return own[start:end]
 }
 
 // entry is kipam's annotation EntryAnnotation.
@@ -319,23 +347,11 @@ func RecordClaim(c *ipamv1alpha1.IPClaim) *ClaimRecord {
 // span of the heap: packed, a record keeps three objects besides its own,
 // next to each other.
 func (r *ClaimRecord) pack(own [parts]string) {
-	n := 0
-	for _, s := range own {
-		n += len(s)
-	}
+	strs := own[:]
 	for _, c := range r.conditions {
-		n += len(c.message)
+		strs = append(strs, c.message)
 	}
-	var b strings.Builder
-	b.Grow(n)
-	for i, s := range own {
-		b.WriteString(s)
-		r.ends[i] = uint32(b.Len())
-	}
-	for _, c := range r.conditions {
-		b.WriteString(c.message)
-	}
-	r.own = b.String()
+	r.own = PackStrings(r.ends[:], strs...)
 	at := int(r.ends[parts-1])
 	for i := range r.conditions {
 		m := &r.conditions[i].message
