@@ -71,7 +71,7 @@ type doc struct {
 	// maps below hold parsed (withoutText); nil for a listed shard not
 	// created yet. Its resourceVersion fences the next write.
 	obj    *ipamv1alpha1.IPLedger
-	allocs map[netip.Prefix]Entry
+	allocs entries
 	holds  map[netip.Prefix]time.Time
 	// released are who last held prefixes released in the retention
 	// window; those no entry holds are kept allocated in the allocator for
@@ -470,7 +470,7 @@ func (l *ledgerState) reclaim(o *op, now time.Time) bool {
 	}
 	renewed := Entry{Holder: e.Holder, At: at, ID: e.ID}
 	d.size += entryLen(p, renewed) - entryLen(p, e)
-	d.allocs[p] = renewed
+	d.allocs.put(p, renewed)
 	d.dirty = true
 	o.deps = append(o.deps, d)
 	o.result, o.id, o.at = p, e.ID, at
@@ -653,7 +653,7 @@ func (l *ledgerState) expireKept(a *allocator.Allocator, now time.Time) {
 			continue
 		}
 		for p, r := range d.released {
-			_, held := d.allocs[p]
+			held := d.allocs.has(p)
 			if r.Until.After(now) {
 				if r.Kept && !held && !a.IsAllocated(p) {
 					// The allocator does not hold it for the line: a
@@ -677,7 +677,7 @@ func (l *ledgerState) expireKept(a *allocator.Allocator, now time.Time) {
 
 // keeps reports whether d's line r keeps p for r's identity at now.
 func (d *doc) keeps(p netip.Prefix, r Release, now time.Time) bool {
-	_, held := d.allocs[p]
+	held := d.allocs.has(p)
 	return r.Kept && !held && r.Until.After(now)
 }
 
@@ -686,8 +686,7 @@ func (d *doc) entry(p netip.Prefix) (Entry, bool) {
 	if d == nil {
 		return Entry{}, false
 	}
-	e, ok := d.allocs[p]
-	return e, ok
+	return d.allocs.get(p)
 }
 
 // knows reports whether the live docs record an entry id of holder.
@@ -705,10 +704,8 @@ func (l *ledgerState) find(holder, id string) (netip.Prefix, bool) {
 		if d.dead {
 			continue
 		}
-		for p, e := range d.allocs {
-			if e.Is(holder, id) {
-				return p, true
-			}
+		if p, ok := d.allocs.find(holder, id); ok {
+			return p, true
 		}
 	}
 	return netip.Prefix{}, false
@@ -824,7 +821,7 @@ func (l *ledgerState) holdings() map[string]*NamespaceUse {
 			if d.dead {
 				continue
 			}
-			for p, e := range d.allocs {
+			for p, e := range d.allocs.all() {
 				l.count(p, e, 1)
 			}
 		}
@@ -872,7 +869,7 @@ func (l *ledgerState) checkLimit(pool *ipamv1alpha1.IPPool, p netip.Prefix, e En
 
 // put records p in d.
 func (d *doc) put(p netip.Prefix, e Entry) {
-	d.allocs[p] = e
+	d.allocs.put(p, e)
 	d.size += entryLen(p, e)
 	if isClaim(e) {
 		d.claims++
@@ -882,7 +879,7 @@ func (d *doc) put(p netip.Prefix, e Entry) {
 
 // open lists a new shard for range s in the root.
 func (l *ledgerState) open(pool string, s netip.Prefix) *doc {
-	d := &doc{name: ShardName(pool, l.next), n: l.next, cidr: s, allocs: map[netip.Prefix]Entry{}, holds: map[netip.Prefix]time.Time{}, released: map[netip.Prefix]Release{}}
+	d := &doc{name: ShardName(pool, l.next), n: l.next, cidr: s, allocs: newEntries(0), holds: map[netip.Prefix]time.Time{}, released: map[netip.Prefix]Release{}}
 	l.next++
 	l.listed[s] = d
 	l.root.dirty = true
@@ -906,7 +903,7 @@ func (l *ledgerState) release(a *allocator.Allocator, o *op, now time.Time, limi
 	if d == nil || d.dead {
 		return fmt.Errorf("%w: %s is allocated but no open ledger records it", ErrBusy, p)
 	}
-	e, ok := d.allocs[p]
+	e, ok := d.allocs.get(p)
 	if !ok {
 		if _, kept := d.released[p]; kept {
 			return nil // released before, and kept for its identity
@@ -984,7 +981,7 @@ func (l *ledgerState) reserveAgain(a *allocator.Allocator, p netip.Prefix) {
 
 // drop removes entry e of p from d, for release op o.
 func (l *ledgerState) drop(d *doc, p netip.Prefix, e Entry, o *op) {
-	delete(d.allocs, p)
+	d.allocs.remove(p)
 	o.result = p
 	l.count(p, e, -1)
 	d.size -= entryLen(p, e)
@@ -1043,7 +1040,7 @@ func (m *Manager) put(ctx context.Context, l *ledgerState, pool *ipamv1alpha1.IP
 			Spec: ipamv1alpha1.IPLedgerSpec{Pool: pool.Name, PoolUID: l.root.obj.Spec.PoolUID, Shard: d.cidr.String(), Root: string(l.root.obj.UID)},
 		}
 	}
-	obj.Spec.Allocations = formatAllocations(d.allocs)
+	obj.Spec.Allocations = d.allocs.format()
 	obj.Spec.Holds = formatHolds(d.holds)
 	obj.Spec.Released = formatReleased(d.released)
 	if d == l.root {
@@ -1360,7 +1357,7 @@ func (l *ledgerState) drain(o *op, pool *ipamv1alpha1.IPPool, now time.Time) err
 			}
 		}
 		if !d.dead {
-			n += len(d.allocs)
+			n += d.allocs.len()
 			claims += d.claims
 		}
 	}
@@ -1420,7 +1417,7 @@ func loadState(root *ipamv1alpha1.IPLedger, shards []ipamv1alpha1.IPLedger) (*le
 		obj := byName[name]
 		switch {
 		case obj == nil:
-			l.listed[s] = &doc{name: name, n: n, cidr: s, allocs: map[netip.Prefix]Entry{}, holds: map[netip.Prefix]time.Time{}, released: map[netip.Prefix]Release{}}
+			l.listed[s] = &doc{name: name, n: n, cidr: s, allocs: newEntries(0), holds: map[netip.Prefix]time.Time{}, released: map[netip.Prefix]Release{}}
 		case ownShard(root, obj, listed):
 			d, err := newDoc(obj)
 			if err != nil {
@@ -1433,7 +1430,7 @@ func loadState(root *ipamv1alpha1.IPLedger, shards []ipamv1alpha1.IPLedger) (*le
 			if obj.Spec.Sealed && obj.Spec.Pool == root.Spec.Pool && obj.Spec.Root == string(root.UID) {
 				// Sealed by a drain that lost its race on the root: what it
 				// held still counts (drain).
-				_, d.holds, _ = parseDoc(obj)
+				d.holds, _ = parseHolds(obj)
 			}
 			l.listed[s] = d
 		}
@@ -1448,7 +1445,9 @@ func (l *ledgerState) contents() *Ledger {
 		if d.dead {
 			continue
 		}
-		maps.Copy(out.Allocations, d.allocs)
+		for p, e := range d.allocs.all() {
+			out.Allocations[p] = e
+		}
 		maps.Copy(out.Holds, d.holds)
 		maps.Copy(out.Released, d.released)
 	}
@@ -1461,7 +1460,11 @@ func recordedLen(obj *ipamv1alpha1.IPLedger) int {
 }
 
 func newDoc(obj *ipamv1alpha1.IPLedger) (*doc, error) {
-	allocs, holds, err := parseDoc(obj)
+	allocs, claims, err := parseEntries(obj)
+	if err != nil {
+		return nil, err
+	}
+	holds, err := parseHolds(obj)
 	if err != nil {
 		return nil, err
 	}
@@ -1469,13 +1472,7 @@ func newDoc(obj *ipamv1alpha1.IPLedger) (*doc, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &doc{name: obj.Name, obj: withoutText(obj), allocs: allocs, holds: holds, released: released, size: recordedLen(obj)}
-	for _, e := range allocs {
-		if isClaim(e) {
-			d.claims++
-		}
-	}
-	return d, nil
+	return &doc{name: obj.Name, obj: withoutText(obj), allocs: allocs, claims: claims, holds: holds, released: released, size: recordedLen(obj)}, nil
 }
 
 // withoutText is a copy of a ledger object without the text its doc holds

@@ -331,24 +331,58 @@ func Entries(obj *ipamv1alpha1.IPLedger) (map[netip.Prefix]Entry, error) {
 // claim").
 func parseDoc(obj *ipamv1alpha1.IPLedger) (map[netip.Prefix]Entry, map[netip.Prefix]time.Time, error) {
 	allocs, err := parseLines(obj, "allocation", obj.Spec.Allocations, 3, 4, func(f []string) (Entry, error) {
-		at, err := strconv.ParseInt(f[2], 10, 64)
-		e := Entry{Holder: intern(f[1]), At: time.Unix(at, 0)}
-		if len(f) > 3 {
-			e.ID = strings.Clone(f[3])
-		}
+		e, err := entryOf(f)
+		e.Holder, e.ID = intern(e.Holder), strings.Clone(e.ID)
 		return e, err
 	})
 	if err != nil {
 		return nil, nil, err
 	}
-	holds, err := parseLines(obj, "hold", obj.Spec.Holds, 2, 2, func(f []string) (time.Time, error) {
-		until, err := strconv.ParseInt(f[1], 10, 64)
-		return time.Unix(until, 0), err
-	})
+	holds, err := parseHolds(obj)
 	if err != nil {
 		return nil, nil, err
 	}
 	return allocs, holds, nil
+}
+
+// parseEntries is parseDoc's allocations as a Manager's doc keeps them,
+// and how many of them claims hold.
+func parseEntries(obj *ipamv1alpha1.IPLedger) (es entries, claims int, err error) {
+	es = newEntries(strings.Count(obj.Spec.Allocations, "\n") + 1)
+	err = eachLine(obj, "allocation", obj.Spec.Allocations, 3, 4, func(p netip.Prefix, f []string) error {
+		e, err := entryOf(f)
+		if err != nil {
+			return err
+		}
+		if old, ok := es.get(p); ok && isClaim(old) {
+			claims-- // a line repeated: the last one counts, as in parseDoc
+		}
+		es.put(p, e)
+		if isClaim(e) {
+			claims++
+		}
+		return nil
+	})
+	return es, claims, err
+}
+
+// entryOf reads an allocation line's fields after its prefix. Its
+// strings are cut from f.
+func entryOf(f []string) (Entry, error) {
+	at, err := strconv.ParseInt(f[2], 10, 64)
+	e := Entry{Holder: f[1], At: time.Unix(at, 0)}
+	if len(f) > 3 {
+		e.ID = f[3]
+	}
+	return e, err
+}
+
+// parseHolds reads one ledger object's spec.holds.
+func parseHolds(obj *ipamv1alpha1.IPLedger) (map[netip.Prefix]time.Time, error) {
+	return parseLines(obj, "hold", obj.Spec.Holds, 2, 2, func(f []string) (time.Time, error) {
+		until, err := strconv.ParseInt(f[1], 10, 64)
+		return time.Unix(until, 0), err
+	})
 }
 
 // parseReleased reads one ledger object's spec.released.
@@ -471,26 +505,41 @@ func (e *BadLineError) Unwrap() error { return e.Err }
 // value reads the rest of a line. A line that does not parse is a
 // *BadLineError.
 func parseLines[V any](obj *ipamv1alpha1.IPLedger, kind, s string, least, most int, value func(f []string) (V, error)) (map[netip.Prefix]V, error) {
-	bad := func(line string, err error) error {
-		return &BadLineError{Ledger: obj.Name, Kind: kind, Line: line, Err: err}
-	}
 	out := map[netip.Prefix]V{}
-	for line := range strings.Lines(s) {
-		f := strings.Fields(line)
+	err := eachLine(obj, kind, s, least, most, func(p netip.Prefix, f []string) error {
+		v, err := value(f)
+		if err == nil {
+			out[p] = v
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// eachLine calls line with each line of kind in s, obj's text: its prefix
+// and all its fields (the prefix first). A line with fewer than least or
+// more than most fields, or that line refuses, is a *BadLineError.
+func eachLine(obj *ipamv1alpha1.IPLedger, kind, s string, least, most int, line func(p netip.Prefix, f []string) error) error {
+	bad := func(l string, err error) error {
+		return &BadLineError{Ledger: obj.Name, Kind: kind, Line: l, Err: err}
+	}
+	for l := range strings.Lines(s) {
+		f := strings.Fields(l)
 		if len(f) == 0 {
 			continue
 		}
 		p, err := netip.ParsePrefix(f[0])
 		if err != nil || len(f) < least || len(f) > most {
-			return nil, bad(strings.TrimSpace(line), nil)
+			return bad(strings.TrimSpace(l), nil)
 		}
-		v, err := value(f)
-		if err != nil {
-			return nil, bad(strings.TrimSpace(line), err)
+		if err := line(p, f); err != nil {
+			return bad(strings.TrimSpace(l), err)
 		}
-		out[p] = v
 	}
-	return out, nil
+	return nil
 }
 
 // formatLines writes one line per key of m, in address order.
@@ -508,18 +557,6 @@ func formatLines[V any](m map[netip.Prefix]V, line func(*strings.Builder, netip.
 		b.WriteByte('\n')
 	}
 	return b.String()
-}
-
-func formatAllocations(m map[netip.Prefix]Entry) string {
-	return formatLines(m, func(b *strings.Builder, _ netip.Prefix, e Entry) {
-		b.WriteString(e.Holder)
-		b.WriteByte(' ')
-		b.WriteString(strconv.FormatInt(e.At.Unix(), 10))
-		if e.ID != "" {
-			b.WriteByte(' ')
-			b.WriteString(e.ID)
-		}
-	})
 }
 
 // formatHolds writes when each hold ends in whole seconds, rounded up: a

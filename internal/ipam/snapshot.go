@@ -186,7 +186,7 @@ func (st *poolState) snapshot(now time.Time) {
 			}
 		}
 		s.Claims += int32(d.claims)
-		s.ChildPools += int32(len(d.allocs) - d.claims)
+		s.ChildPools += int32(d.allocs.len() - d.claims)
 		s.LedgerBytes = max(s.LedgerBytes, d.size)
 	}
 	st.snap.Store(s)

@@ -101,7 +101,7 @@ func (w *r2world) fail(format string, args ...any) {
 		}
 		fmt.Fprintf(&dump, "\n== owner docs:")
 		for _, d := range st.ledger.docs() {
-			fmt.Fprintf(&dump, " %s(dead=%v,%d allocs)", d.name, d.dead, len(d.allocs))
+			fmt.Fprintf(&dump, " %s(dead=%v,%d allocs)", d.name, d.dead, d.allocs.len())
 		}
 	}
 	w.t.Fatalf("%s\n--- last ops:\n%s\n--- store:\n%s", fmt.Sprintf(format, args...), strings.Join(tail, "\n"), dump.String())
