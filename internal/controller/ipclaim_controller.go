@@ -693,7 +693,12 @@ func (r *IPClaimReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
 			return r.waitingIn(ctx, o.GetName())
 		}), builder.WithPredicates(predicate.LabelChangedPredicate{})).
+		// One handler beside For's for every other use of a claim's
+		// event: each handler of an informer buffers its own copy of the
+		// events it has not handled yet, the whole initial list of a
+		// restart included.
 		Watches(&ipamv1alpha1.IPClaim{}, handler.Funcs{
+			CreateFunc: pendingRelease,
 			UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 				if ipam.Waiting(e.ObjectOld) && !ipam.Waiting(e.ObjectNew) {
 					r.wakeNamespace(ctx, e.ObjectNew, q)
@@ -706,7 +711,6 @@ func (r *IPClaimReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			},
 		}).
 		Watches(&ipamv1alpha1.IPLedger{}, r.ledgerLosses()).
-		Watches(&ipamv1alpha1.IPClaim{}, pendingReleases()).
 		Named("ipclaim").
 		// Claims are independent: binds of one pool are serialised by its
 		// Manager, and a namespace's queue is read afresh on each pass.
@@ -714,7 +718,7 @@ func (r *IPClaimReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Complete(r)
 }
 
-// pendingReleases queues a claim being deleted that the initial list
+// pendingRelease queues a claim being deleted that the initial list
 // of a new leader's cache holds at the priority of a new event.
 // controller-runtime's priority queue puts all the initial list below
 // every new event, as a resync that can wait; but a release left pending
@@ -723,20 +727,16 @@ func (r *IPClaimReconciler) SetupWithManager(mgr ctrl.Manager) error {
 // the leader changing every 40 s or so, releases waited behind them for
 // up to ten minutes. For's handler queues it too, at low priority; the
 // higher priority wins.
-func pendingReleases() handler.EventHandler {
-	return handler.Funcs{
-		CreateFunc: func(_ context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			if !e.IsInInitialList || e.Object == nil || e.Object.GetDeletionTimestamp() == nil {
-				return
-			}
-			req := reconcile.Request{NamespacedName: client.ObjectKeyFromObject(e.Object)}
-			if pq, ok := q.(priorityqueue.PriorityQueue[reconcile.Request]); ok {
-				pq.AddWithOpts(priorityqueue.AddOpts{Priority: ptr.To(0)}, req)
-				return
-			}
-			q.Add(req)
-		},
+func pendingRelease(_ context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	if !e.IsInInitialList || e.Object == nil || e.Object.GetDeletionTimestamp() == nil {
+		return
 	}
+	req := reconcile.Request{NamespacedName: client.ObjectKeyFromObject(e.Object)}
+	if pq, ok := q.(priorityqueue.PriorityQueue[reconcile.Request]); ok {
+		pq.AddWithOpts(priorityqueue.AddOpts{Priority: ptr.To(0)}, req)
+		return
+	}
+	q.Add(req)
 }
 
 // wakeNamespace queues the claims of o's namespace that wait for space.

@@ -39,7 +39,7 @@ import (
 func TestAReleasePendingAtALeaderChangeIsNotLeftBehindNewEvents(t *testing.T) {
 	q := priorityqueue.New[reconcile.Request]("ipclaim-test")
 	defer q.ShutDown()
-	handlers := []handler.EventHandler{&handler.EnqueueRequestForObject{}, pendingReleases()}
+	handlers := []handler.EventHandler{&handler.EnqueueRequestForObject{}, handler.Funcs{CreateFunc: pendingRelease}}
 	list := func(c *ipamv1alpha1.IPClaim) {
 		for _, h := range handlers {
 			h.Create(context.Background(), event.CreateEvent{Object: c, IsInInitialList: true}, q)
