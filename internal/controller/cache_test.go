@@ -26,6 +26,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/json"
+	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
@@ -197,4 +198,53 @@ func TestCachedObjectCost(t *testing.T) {
 			t.Errorf("%s: recorded it costs %d B, no less than the %d B of the whole object", c.what, c.trimmed, c.full)
 		}
 	}
+}
+
+// TestClaimsAreNotIndexedByNamespace: the claims' informer has no index by
+// namespace, which nothing reads (newInformer), so a list of one
+// namespace's claims from the cache fails loudly rather than answering
+// nothing; every other kind keeps it. It reports what the index cost:
+//
+//	go test ./internal/controller -run TestClaimsAreNotIndexedByNamespace -v
+func TestClaimsAreNotIndexedByNamespace(t *testing.T) {
+	byNamespace := toolscache.Indexers{toolscache.NamespaceIndex: toolscache.MetaNamespaceIndexFunc}
+	lw := &toolscache.ListWatch{} // never run
+	claims := newInformer(lw, &ipamv1alpha1.IPClaim{}, 0, byNamespace).GetIndexer()
+	if _, ok := claims.GetIndexers()[toolscache.NamespaceIndex]; ok {
+		t.Error("the claims' informer indexes claims by namespace")
+	}
+	if _, err := claims.ByIndex(toolscache.NamespaceIndex, "tenant"); err == nil {
+		t.Error("a list of one namespace's claims from the cache answers, from an index that is not kept")
+	}
+	if _, ok := newInformer(lw, &corev1.Namespace{}, 0, byNamespace).GetIndexer().GetIndexers()[toolscache.NamespaceIndex]; !ok {
+		t.Error("another kind's informer lost its index by namespace")
+	}
+	if _, ok := byNamespace[toolscache.NamespaceIndex]; !ok {
+		t.Error("newInformer changed the indexers it was given")
+	}
+
+	const n = 10000
+	records := make([]any, n)
+	for i := range records {
+		o, _ := recordClaim(fullClaim())
+		c := o.(*ipam.ClaimRecord).Claim()
+		c.Name, c.Namespace = fmt.Sprintf("claim-%d", i), fmt.Sprintf("tenant-%d", i%10)
+		records[i], _ = recordClaim(c)
+	}
+	indexed := func(idx toolscache.Indexers) uint64 {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		store := toolscache.NewIndexer(toolscache.MetaNamespaceKeyFunc, idx)
+		for _, r := range records {
+			if err := store.Add(r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		runtime.KeepAlive(store)
+		return (after.HeapAlloc - before.HeapAlloc) / n
+	}
+	t.Logf("a claim's store entry: %d B with the index by namespace, %d B without", indexed(byNamespace), indexed(toolscache.Indexers{}))
 }
