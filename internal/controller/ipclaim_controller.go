@@ -35,6 +35,7 @@ import (
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
@@ -44,6 +45,7 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
 	"github.com/kipam/kipam/internal/allocator"
@@ -184,8 +186,73 @@ func (r *IPClaimReconciler) ensureAllocations(ctx context.Context, claim *ipamv1
 		names = append(names, name)
 		done = append(done, cond.Message)
 	}
+	return allocated(done), names, nil
+}
+
+// allocated is the Ready condition of a claim whose every prefix is bound,
+// from what each prefix's bind says.
+func allocated(done []string) metav1.Condition {
 	return metav1.Condition{Type: ipamv1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: ipamv1alpha1.ReasonAllocated,
-		Message: strings.Join(done, "; ")}, names, nil
+		Message: strings.Join(done, "; ")}
+}
+
+// allocationFor is the name of the IPAllocation of h, a prefix of a claim
+// with a pool, its prefix, and the Ready condition of a claim that has it
+// bound.
+func allocationFor(h ipam.Holding) (string, netip.Prefix, metav1.Condition, error) {
+	cidr, err := netip.ParsePrefix(h.CIDR)
+	if err != nil {
+		return "", netip.Prefix{}, metav1.Condition{}, err
+	}
+	return ipam.AllocationName(h.Pool, cidr), cidr, metav1.Condition{Type: ipamv1alpha1.ConditionReady, Status: metav1.ConditionTrue,
+		Reason: ipamv1alpha1.ReasonAllocated, Message: ipam.AllocatedMessage(cidr.String(), h.Pool)}, nil
+}
+
+// trusted reports whether claim, bound to a, is taken at its word: it is
+// Ready, no change of its ledger dropped its entry, and a names its uid.
+// Any other is checked against the stored ledger on its pass.
+func (r *IPClaimReconciler) trusted(claim *ipamv1alpha1.IPClaim, a *ipamv1alpha1.IPAllocation) bool {
+	return a.Spec.ClaimRef.UID != "" && meta.IsStatusConditionTrue(claim.Status.Conditions, ipamv1alpha1.ConditionReady) &&
+		!r.lost.has(client.ObjectKeyFromObject(claim))
+}
+
+// settled reports that Reconcile would write nothing for claim, as the
+// cache shows it, and read nothing but its allocations' records: it is
+// bound, not being deleted, has no lifetime, carries the finalizer and
+// the pool, each of its prefixes' allocations is bound to it and trusted,
+// and its status is what those imply. It is decided by the functions
+// Reconcile runs on the same path (allocationFor, trusted, allocated,
+// setStatus), so the two cannot disagree.
+func (r *IPClaimReconciler) settled(claim *ipamv1alpha1.IPClaim) bool {
+	if claim.DeletionTimestamp != nil || claim.Spec.TTLSeconds != nil || claim.Spec.CIDR == "" || ipam.PoolOf(claim) == "" ||
+		!controllerutil.ContainsFinalizer(claim, ipamv1alpha1.ClaimFinalizer) {
+		return false
+	}
+	var names, done []string
+	for _, h := range ipam.Holdings(claim) {
+		if h.Pool == "" {
+			return false
+		}
+		name, _, ready, err := allocationFor(h)
+		if err != nil {
+			return false
+		}
+		rec, found := records(r.Allocations, r.Client).get(name)
+		if !found {
+			return false
+		}
+		if a := rec.view(name); !ipam.BoundTo(a, claim) || !r.trusted(claim, a) {
+			return false
+		}
+		names = append(names, name)
+		done = append(done, ready.Message)
+	}
+	if len(names) == 0 {
+		return false
+	}
+	want := claim.DeepCopy()
+	setStatus(want, allocated(done), names...)
+	return equalStatus(claim, want)
 }
 
 // ensureAllocation creates or binds the IPAllocation of one prefix the
@@ -195,13 +262,10 @@ func (r *IPClaimReconciler) ensureAllocation(ctx context.Context, claim *ipamv1a
 	if pool == "" {
 		return notReady(ipamv1alpha1.ReasonInvalid, fmt.Sprintf("%s has no pool recorded (annotation %s)", h.CIDR, ipam.SecondaryPoolAnnotation)), "", nil
 	}
-	cidr, err := netip.ParsePrefix(h.CIDR)
+	name, cidr, ready, err := allocationFor(h)
 	if err != nil {
 		return metav1.Condition{}, "", reconcile.TerminalError(err)
 	}
-	name := ipam.AllocationName(pool, cidr)
-	ready := metav1.Condition{Type: ipamv1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: ipamv1alpha1.ReasonAllocated,
-		Message: ipam.AllocatedMessage(cidr.String(), pool)}
 	var a *ipamv1alpha1.IPAllocation
 	if rec, found := records(r.Allocations, r.Client).get(name); found {
 		a = rec.view(name)
@@ -237,8 +301,7 @@ func (r *IPClaimReconciler) ensureAllocation(ctx context.Context, claim *ipamv1a
 		// A claim that looks healthy is not checked against the stored
 		// ledger on every pass: only until it is Ready, when its allocation
 		// was restored without its uid, or after its ledger entry was lost.
-		if a.Spec.ClaimRef.UID == "" || !meta.IsStatusConditionTrue(claim.Status.Conditions, ipamv1alpha1.ConditionReady) ||
-			r.lost.has(client.ObjectKeyFromObject(claim)) {
+		if !r.trusted(claim, a) {
 			if cond, ok, err := r.ensureRecorded(ctx, claim, pool, cidr); err != nil || !ok {
 				return cond, "", err
 			}
@@ -272,6 +335,16 @@ func (r *IPClaimReconciler) ensureAllocation(ctx context.Context, claim *ipamv1a
 
 func (r *IPClaimReconciler) patchStatus(ctx context.Context, claim *ipamv1alpha1.IPClaim, cond metav1.Condition, allocNames ...string) error {
 	before := claim.DeepCopy()
+	setStatus(claim, cond, allocNames...)
+	if equalStatus(before, claim) {
+		return nil
+	}
+	return r.Status().Patch(ctx, claim, client.MergeFrom(before))
+}
+
+// setStatus sets claim's status from its Ready condition cond and the
+// names of its prefixes' IPAllocations (when cond is true).
+func setStatus(claim *ipamv1alpha1.IPClaim, cond metav1.Condition, allocNames ...string) {
 	cond.ObservedGeneration = claim.Generation
 	meta.SetStatusCondition(&claim.Status.Conditions, cond)
 	claim.Status.ExpiresAt = expiresAt(claim)
@@ -287,10 +360,6 @@ func (r *IPClaimReconciler) patchStatus(ctx context.Context, claim *ipamv1alpha1
 	if ipam.DualStack(claim) && claim.Spec.CIDR != "" {
 		meta.SetStatusCondition(&claim.Status.Conditions, dualStackCondition(claim))
 	}
-	if equalStatus(before, claim) {
-		return nil
-	}
-	return r.Status().Patch(ctx, claim, client.MergeFrom(before))
 }
 
 // dualStackCondition says whether a dual-stack claim holds both families,
@@ -663,7 +732,9 @@ func deleteAllocation(ctx context.Context, c client.Client, name string, is func
 // claims that wait for space and those whose entry it dropped.
 func (r *IPClaimReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&ipamv1alpha1.IPClaim{}).
+		// The initial list (a start, a new leader) is initialClaims's.
+		For(&ipamv1alpha1.IPClaim{}, builder.WithPredicates(predicate.Funcs{CreateFunc: func(e event.CreateEvent) bool { return !e.IsInInitialList }})).
+		WatchesRawSource(&initialClaims{cache: mgr.GetCache(), r: r}).
 		// What frees or adds space wakes the claims that wait for it: a
 		// ledger's change, a pool created or changed, and a waiting claim
 		// that leaves its namespace's queue (bound or gone).
@@ -674,31 +745,15 @@ func (r *IPClaimReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			return r.waitingOn(ctx, o.GetName())
 		}), builder.WithPredicates(predicate.Or[client.Object](
 			predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{}, predicate.Funcs{CreateFunc: func(event.CreateEvent) bool { return true }}))).
-		// An IPAllocation gone makes room for the record of the claim that
-		// now holds its prefix.
-		WatchesRawSource(records(r.Allocations, r.Client).source(func(_ context.Context, e allocEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			if e.new != nil {
-				return
-			}
-			spec := e.old.spec()
-			claims, err := r.Holdings.claims(spec.Pool, spec.CIDR, "")
-			if err != nil {
-				return
-			}
-			for i := range claims {
-				q.Add(reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&claims[i])})
-			}
-		})).
 		// A namespace's labels decide which pools its claims may draw on.
 		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
 			return r.waitingIn(ctx, o.GetName())
 		}), builder.WithPredicates(predicate.LabelChangedPredicate{})).
-		// One handler beside For's for every other use of a claim's
-		// event: each handler of an informer buffers its own copy of the
-		// events it has not handled yet, the whole initial list of a
-		// restart included.
+		// One handler beside For's and initialClaims's for every other
+		// use of a claim's event: each handler of an informer buffers its
+		// own copy of the events it has not handled yet, the whole
+		// initial list of a restart included.
 		Watches(&ipamv1alpha1.IPClaim{}, handler.Funcs{
-			CreateFunc: pendingRelease,
 			UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 				if ipam.Waiting(e.ObjectOld) && !ipam.Waiting(e.ObjectNew) {
 					r.wakeNamespace(ctx, e.ObjectNew, q)
@@ -718,6 +773,88 @@ func (r *IPClaimReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Complete(r)
 }
 
+// initialClaims queues the claims of the claims' informer's initial list
+// (a start, a new leader) that Reconcile would change, once the allocation
+// records have synced; For's handler leaves the initial list to it. A
+// claim settled with its records (settled) is not queued: at a restart
+// of a manager holding 100,000 claims, their reconciles wrote nothing and
+// the queue's maps they filled, which never shrink, kept 150 B a claim.
+// The records' source, which queues the claims of an IPAllocation gone,
+// is started first, so an allocation deleted after a claim was judged
+// settled still reaches it.
+type initialClaims struct {
+	cache cache.Cache
+	r     *IPClaimReconciler
+
+	records source.TypedSyncingSource[reconcile.Request]
+	// started is closed once claims is started, or err says why not.
+	started chan struct{}
+	claims  source.TypedSyncingSource[reconcile.Request]
+	err     error
+}
+
+func (s *initialClaims) Start(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
+	r := s.r
+	// An IPAllocation gone makes room for the record of the claim that now
+	// holds its prefix.
+	s.records = records(r.Allocations, r.Client).source(func(_ context.Context, e allocEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+		if e.new != nil {
+			return
+		}
+		spec := e.old.spec()
+		claims, err := r.Holdings.claims(spec.Pool, spec.CIDR, "")
+		if err != nil {
+			return
+		}
+		for i := range claims {
+			q.Add(reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&claims[i])})
+		}
+	})
+	if err := s.records.Start(ctx, q); err != nil {
+		return err
+	}
+	s.started = make(chan struct{})
+	go func() {
+		defer close(s.started)
+		if s.err = s.records.WaitForSync(ctx); s.err != nil {
+			return
+		}
+		s.claims = source.Kind(s.cache, client.Object(&ipamv1alpha1.IPClaim{}), handler.Funcs{CreateFunc: s.create})
+		s.err = s.claims.Start(ctx, q)
+	}()
+	return nil
+}
+
+// create queues a claim of the initial list unless it is settled; one
+// being deleted at the priority of a new event (pendingRelease).
+func (s *initialClaims) create(ctx context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	if !e.IsInInitialList || e.Object == nil {
+		return // For's
+	}
+	if e.Object.GetDeletionTimestamp() != nil {
+		pendingRelease(ctx, e, q)
+		return
+	}
+	if c := cachedClaim(e.Object); c != nil && s.r.settled(c) {
+		return
+	}
+	(&handler.EnqueueRequestForObject{}).Create(ctx, e, q)
+}
+
+func (s *initialClaims) WaitForSync(ctx context.Context) error {
+	select {
+	case <-s.started:
+	case <-ctx.Done():
+		return fmt.Errorf("IPAllocation records not listed: %w", ctx.Err())
+	}
+	if s.err != nil {
+		return s.err
+	}
+	return s.claims.WaitForSync(ctx)
+}
+
+func (s *initialClaims) String() string { return "IPAllocation records, then IPClaims' initial list" }
+
 // pendingRelease queues a claim being deleted that the initial list
 // of a new leader's cache holds at the priority of a new event.
 // controller-runtime's priority queue puts all the initial list below
@@ -725,8 +862,7 @@ func (r *IPClaimReconciler) SetupWithManager(mgr ctrl.Manager) error {
 // by the last leader is work, and under steady traffic the new events
 // alone keep the workers busy: in the chaos suite's kill-only run, with
 // the leader changing every 40 s or so, releases waited behind them for
-// up to ten minutes. For's handler queues it too, at low priority; the
-// higher priority wins.
+// up to ten minutes.
 func pendingRelease(_ context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 	if !e.IsInInitialList || e.Object == nil || e.Object.GetDeletionTimestamp() == nil {
 		return

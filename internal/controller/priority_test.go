@@ -32,18 +32,16 @@ import (
 
 // TestAReleasePendingAtALeaderChangeIsNotLeftBehindNewEvents: a new
 // leader's initial list holds a claim being deleted (its release left
-// pending by the last leader) and claims that need nothing. The claim
+// pending by the last leader) and a claim that waits for space. The claim
 // controller's handlers must queue the release at the priority of a new
 // event, not below every new event as a resync: under steady traffic
 // those kept the workers busy, and releases waited up to ten minutes.
 func TestAReleasePendingAtALeaderChangeIsNotLeftBehindNewEvents(t *testing.T) {
 	q := priorityqueue.New[reconcile.Request]("ipclaim-test")
 	defer q.ShutDown()
-	handlers := []handler.EventHandler{&handler.EnqueueRequestForObject{}, handler.Funcs{CreateFunc: pendingRelease}}
+	initial := &initialClaims{r: &IPClaimReconciler{}}
 	list := func(c *ipamv1alpha1.IPClaim) {
-		for _, h := range handlers {
-			h.Create(context.Background(), event.CreateEvent{Object: c, IsInInitialList: true}, q)
-		}
+		initial.create(context.Background(), event.CreateEvent{Object: c, IsInInitialList: true}, q)
 	}
 	now := metav1.Now()
 	list(&ipamv1alpha1.IPClaim{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "held"}})
@@ -64,6 +62,6 @@ func TestAReleasePendingAtALeaderChangeIsNotLeftBehindNewEvents(t *testing.T) {
 		}
 	}
 	if got[2] != "held" {
-		t.Errorf("reconciled in the order %v; want the claim that needs nothing last", got)
+		t.Errorf("reconciled in the order %v; want the waiting claim of the initial list last", got)
 	}
 }

@@ -119,8 +119,8 @@ var _ = Describe("Retries of a failing release", func() {
 
 // startKipam starts kipam's controllers, with opts, on the suite's API
 // server, as cmd/main.go sets up the manager (mutate changes that), and
-// stops them after the spec.
-func startKipam(opts Options, mutate func(*ctrl.Options)) {
+// stops them after the spec, or when the spec calls what it returns.
+func startKipam(opts Options, mutate func(*ctrl.Options)) (stop func()) {
 	GinkgoHelper()
 	o := ctrl.Options{
 		Scheme:                 scheme.Scheme,
@@ -137,15 +137,17 @@ func startKipam(opts Options, mutate func(*ctrl.Options)) {
 	Expect(err).NotTo(HaveOccurred())
 	m := ipam.NewManager(ipam.ClientStore{Reader: mgr.GetAPIReader(), Writer: mgr.GetClient()}, nil)
 	Expect(SetupWithManager(ctx, mgr, m, opts)).To(Succeed())
-	mctx, stop := context.WithCancel(ctx)
+	mctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer GinkgoRecover()
 		defer close(done)
 		Expect(mgr.Start(mctx)).To(Succeed())
 	}()
-	DeferCleanup(func() {
-		stop()
+	stop = func() {
+		cancel()
 		Eventually(done).WithTimeout(time.Minute).Should(BeClosed())
-	})
+	}
+	DeferCleanup(stop)
+	return stop
 }
