@@ -737,7 +737,7 @@ func (r *IPClaimReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		WatchesRawSource(&initialClaims{cache: mgr.GetCache(), r: r}).
 		// What frees or adds space wakes the claims that wait for it: a
 		// ledger's change, a pool created or changed, and a waiting claim
-		// that leaves its namespace's queue (bound or gone).
+		// that leaves its namespace's queue, bound or gone (initialClaims).
 		Watches(&ipamv1alpha1.IPLedger{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
 			return r.waitingOn(ctx, o.(*ipamv1alpha1.IPLedger).Spec.Pool)
 		})).
@@ -749,22 +749,6 @@ func (r *IPClaimReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
 			return r.waitingIn(ctx, o.GetName())
 		}), builder.WithPredicates(predicate.LabelChangedPredicate{})).
-		// One handler beside For's and initialClaims's for every other
-		// use of a claim's event: each handler of an informer buffers its
-		// own copy of the events it has not handled yet, the whole
-		// initial list of a restart included.
-		Watches(&ipamv1alpha1.IPClaim{}, handler.Funcs{
-			UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-				if ipam.Waiting(e.ObjectOld) && !ipam.Waiting(e.ObjectNew) {
-					r.wakeNamespace(ctx, e.ObjectNew, q)
-				}
-			},
-			DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-				if ipam.Waiting(e.Object) {
-					r.wakeNamespace(ctx, e.Object, q)
-				}
-			},
-		}).
 		Watches(&ipamv1alpha1.IPLedger{}, r.ledgerLosses()).
 		Named("ipclaim").
 		// Claims are independent: binds of one pool are serialised by its
@@ -782,6 +766,13 @@ func (r *IPClaimReconciler) SetupWithManager(mgr ctrl.Manager) error {
 // The records' source, which queues the claims of an IPAllocation gone,
 // is started first, so an allocation deleted after a claim was judged
 // settled still reaches it.
+//
+// Its handler also wakes a namespace's waiting claims when one of them
+// leaves the queue (bound or gone): one handler for both, because each
+// handler of an informer buffers its own copy of the events it has not
+// handled yet, a restart's whole initial list included. A wake missed
+// while the records list is none lost: every waiting claim is in the
+// initial list, and none is settled.
 type initialClaims struct {
 	cache cache.Cache
 	r     *IPClaimReconciler
@@ -819,7 +810,19 @@ func (s *initialClaims) Start(ctx context.Context, q workqueue.TypedRateLimiting
 		if s.err = s.records.WaitForSync(ctx); s.err != nil {
 			return
 		}
-		s.claims = source.Kind(s.cache, client.Object(&ipamv1alpha1.IPClaim{}), handler.Funcs{CreateFunc: s.create})
+		s.claims = source.Kind(s.cache, client.Object(&ipamv1alpha1.IPClaim{}), handler.Funcs{
+			CreateFunc: s.create,
+			UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+				if ipam.Waiting(e.ObjectOld) && !ipam.Waiting(e.ObjectNew) {
+					r.wakeNamespace(ctx, e.ObjectNew, q)
+				}
+			},
+			DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+				if ipam.Waiting(e.Object) {
+					r.wakeNamespace(ctx, e.Object, q)
+				}
+			},
+		})
 		s.err = s.claims.Start(ctx, q)
 	}()
 	return nil
