@@ -41,8 +41,10 @@ var shares = []struct {
 }{
 	{"the ledger sweep's sightings", []string{"sightings"}},
 	{"the claims' records (ipam.ClaimRecord)", []string{"RecordClaim"}},
-	{"the parsed ledgers (internal/ipam) and the allocator", []string{"kipam/internal/ipam", "kipam/internal/allocator"}},
+	// Before the parsed ledgers: an allocation's record packs its strings
+	// with internal/ipam's PackStrings.
 	{"the allocations' records", []string{"(*allocations)", "allocStore"}},
+	{"the parsed ledgers (internal/ipam) and the allocator", []string{"kipam/internal/ipam", "kipam/internal/allocator"}},
 	{"the caches' stores and indexes", []string{"tools/cache.(*cache)", "threadSafeMap", "storeIndex", "holdings"}},
 	{"the work queues", []string{"priorityqueue", "workqueue"}},
 	{"the informers' listener buffers", []string{"RingGrowing", "processorListener"}},
