@@ -25,6 +25,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -32,6 +33,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/client-go/util/workqueue"
+	"k8s.io/klog/v2"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -731,13 +733,13 @@ func deleteAllocation(ctx context.Context, c client.Client, name string, is func
 // SetupWithManager registers the reconciler; a changed ledger wakes the
 // claims that wait for space and those whose entry it dropped.
 func (r *IPClaimReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	log := mgr.GetLogger().WithValues("controller", "ipclaim", "controllerGroup", ipamv1alpha1.GroupVersion.Group, "controllerKind", "IPClaim")
 	return ctrl.NewControllerManagedBy(mgr).
-		// The initial list (a start, a new leader) is initialClaims's.
-		For(&ipamv1alpha1.IPClaim{}, builder.WithPredicates(predicate.Funcs{CreateFunc: func(e event.CreateEvent) bool { return !e.IsInInitialList }})).
-		WatchesRawSource(&initialClaims{cache: mgr.GetCache(), r: r}).
+		// Claims' own events come from claimEvents, not For.
+		WatchesRawSource(&claimEvents{cache: mgr.GetCache(), r: r}).
 		// What frees or adds space wakes the claims that wait for it: a
 		// ledger's change, a pool created or changed, and a waiting claim
-		// that leaves its namespace's queue, bound or gone (initialClaims).
+		// that leaves its namespace's queue, bound or gone (claimEvents).
 		Watches(&ipamv1alpha1.IPLedger{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
 			return r.waitingOn(ctx, o.(*ipamv1alpha1.IPLedger).Spec.Pool)
 		})).
@@ -751,40 +753,56 @@ func (r *IPClaimReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		}), builder.WithPredicates(predicate.LabelChangedPredicate{})).
 		Watches(&ipamv1alpha1.IPLedger{}, r.ledgerLosses()).
 		Named("ipclaim").
+		// As For would log each reconcile.
+		WithLogConstructor(func(req *reconcile.Request) logr.Logger {
+			if req == nil {
+				return log
+			}
+			return log.WithValues("IPClaim", klog.KRef(req.Namespace, req.Name), "namespace", req.Namespace, "name", req.Name)
+		}).
 		// Claims are independent: binds of one pool are serialised by its
 		// Manager, and a namespace's queue is read afresh on each pass.
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.Workers, 1), RateLimiter: retryLimiter(r.RetryMaxDelay)}).
 		Complete(r)
 }
 
-// initialClaims queues the claims of the claims' informer's initial list
-// (a start, a new leader) that Reconcile would change, once the allocation
-// records have synced; For's handler leaves the initial list to it. A
-// claim settled with its records (settled) is not queued: at a restart
+// claimEvents queues claims on their own events, from one handler
+// registered on the claims' informer once the allocation records have
+// synced. Registered on an informer that has listed, a handler is first
+// given every claim it holds as a create of the initial list; of those,
+// a claim settled with its records (settled) is not queued: at a restart
 // of a manager holding 100,000 claims, their reconciles wrote nothing and
-// the queue's maps they filled, which never shrink, kept 150 B a claim.
-// The records' source, which queues the claims of an IPAllocation gone,
-// is started first, so an allocation deleted after a claim was judged
-// settled still reaches it.
+// the queue's maps they filled, which never shrink, kept 150 B a claim. A
+// claim being deleted is queued at a new event's priority
+// (pendingRelease); any other as controller-runtime's handler queues it.
+// Whatever happens to a claim before the handler is registered is in
+// that first list, as the claim now is; everything after reaches the
+// handler. The records' source, which queues the claims of an
+// IPAllocation gone, is started first, so an allocation deleted after a
+// claim was judged settled still reaches it.
 //
-// Its handler also wakes a namespace's waiting claims when one of them
-// leaves the queue (bound or gone): one handler for both, because each
-// handler of an informer buffers its own copy of the events it has not
-// handled yet, a restart's whole initial list included. A wake missed
-// while the records list is none lost: every waiting claim is in the
-// initial list, and none is settled.
-type initialClaims struct {
+// It is one handler, not For's and a second one for the initial list: a
+// second registration, made before or after For's, could miss a claim
+// created between the two (given to the first as a new claim, to the
+// second as one of its initial list), and each handler of an informer
+// buffers its own copy of the events it has not handled, a restart's
+// whole initial list included. For the same reason it also wakes a
+// namespace's waiting claims when one of them leaves the queue (bound or
+// gone).
+type claimEvents struct {
 	cache cache.Cache
 	r     *IPClaimReconciler
 
 	records source.TypedSyncingSource[reconcile.Request]
-	// started is closed once claims is started, or err says why not.
+	// cancel stops the wait for the records; started is closed once claims
+	// is started, or err says why not.
+	cancel  context.CancelFunc
 	started chan struct{}
 	claims  source.TypedSyncingSource[reconcile.Request]
 	err     error
 }
 
-func (s *initialClaims) Start(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
+func (s *claimEvents) Start(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
 	r := s.r
 	// An IPAllocation gone makes room for the record of the claim that now
 	// holds its prefix.
@@ -804,50 +822,62 @@ func (s *initialClaims) Start(ctx context.Context, q workqueue.TypedRateLimiting
 	if err := s.records.Start(ctx, q); err != nil {
 		return err
 	}
+	ctx, s.cancel = context.WithCancel(ctx)
 	s.started = make(chan struct{})
 	go func() {
 		defer close(s.started)
 		if s.err = s.records.WaitForSync(ctx); s.err != nil {
 			return
 		}
+		enqueue := &handler.EnqueueRequestForObject{}
 		s.claims = source.Kind(s.cache, client.Object(&ipamv1alpha1.IPClaim{}), handler.Funcs{
 			CreateFunc: s.create,
 			UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+				enqueue.Update(ctx, e, q)
 				if ipam.Waiting(e.ObjectOld) && !ipam.Waiting(e.ObjectNew) {
 					r.wakeNamespace(ctx, e.ObjectNew, q)
 				}
 			},
 			DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+				enqueue.Delete(ctx, e, q)
 				if ipam.Waiting(e.Object) {
 					r.wakeNamespace(ctx, e.Object, q)
 				}
 			},
+			GenericFunc: enqueue.Generic,
 		})
 		s.err = s.claims.Start(ctx, q)
 	}()
 	return nil
 }
 
-// create queues a claim of the initial list unless it is settled; one
-// being deleted at the priority of a new event (pendingRelease).
-func (s *initialClaims) create(ctx context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-	if !e.IsInInitialList || e.Object == nil {
-		return // For's
-	}
-	if e.Object.GetDeletionTimestamp() != nil {
-		pendingRelease(ctx, e, q)
-		return
-	}
-	if c := cachedClaim(e.Object); c != nil && s.r.settled(c) {
-		return
+// create queues a claim added, or of the initial list unless it is
+// settled; one being deleted at the priority of a new event
+// (pendingRelease).
+func (s *claimEvents) create(ctx context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	if e.IsInInitialList && e.Object != nil {
+		if e.Object.GetDeletionTimestamp() != nil {
+			pendingRelease(ctx, e, q)
+			return
+		}
+		if c := cachedClaim(e.Object); c != nil && s.r.settled(c) {
+			return
+		}
 	}
 	(&handler.EnqueueRequestForObject{}).Create(ctx, e, q)
 }
 
-func (s *initialClaims) WaitForSync(ctx context.Context) error {
+// WaitForSync waits for the records, then for the claims' handler to have
+// been given every claim of the informer, as controller-runtime's own
+// sources do: a cancelled ctx (the manager stopping) is no error.
+func (s *claimEvents) WaitForSync(ctx context.Context) error {
 	select {
 	case <-s.started:
 	case <-ctx.Done():
+		s.cancel()
+		if errors.Is(ctx.Err(), context.Canceled) {
+			return nil
+		}
 		return fmt.Errorf("IPAllocation records not listed: %w", ctx.Err())
 	}
 	if s.err != nil {
@@ -856,7 +886,7 @@ func (s *initialClaims) WaitForSync(ctx context.Context) error {
 	return s.claims.WaitForSync(ctx)
 }
 
-func (s *initialClaims) String() string { return "IPAllocation records, then IPClaims' initial list" }
+func (s *claimEvents) String() string { return "IPAllocation records, then IPClaims" }
 
 // pendingRelease queues a claim being deleted that the initial list
 // of a new leader's cache holds at the priority of a new event.

@@ -39,7 +39,7 @@ import (
 func TestAReleasePendingAtALeaderChangeIsNotLeftBehindNewEvents(t *testing.T) {
 	q := priorityqueue.New[reconcile.Request]("ipclaim-test")
 	defer q.ShutDown()
-	initial := &initialClaims{r: &IPClaimReconciler{}}
+	initial := &claimEvents{r: &IPClaimReconciler{}}
 	list := func(c *ipamv1alpha1.IPClaim) {
 		initial.create(context.Background(), event.CreateEvent{Object: c, IsInInitialList: true}, q)
 	}

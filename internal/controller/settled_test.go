@@ -33,6 +33,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/controller/priorityqueue"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
 	"github.com/kipam/kipam/internal/ipam"
@@ -209,5 +212,19 @@ func TestSettledIsWhatReconcileLeavesAlone(t *testing.T) {
 				t.Errorf("settled, but Reconcile wrote %d times and read a ledger %d times", n, l)
 			}
 		})
+	}
+}
+
+// TestClaimEventsQueueEveryClaimAddedAfterTheInitialList: only the
+// initial list is judged; a claim added after it is queued whatever it
+// holds.
+func TestClaimEventsQueueEveryClaimAddedAfterTheInitialList(t *testing.T) {
+	q := priorityqueue.New[reconcile.Request]("ipclaim-events-test")
+	defer q.ShutDown()
+	s := &claimEvents{r: &IPClaimReconciler{}}
+	c := &ipamv1alpha1.IPClaim{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "new"}}
+	s.create(context.Background(), event.CreateEvent{Object: c}, q)
+	if q.Len() != 1 {
+		t.Fatalf("a claim added after the initial list left %d requests queued, want 1", q.Len())
 	}
 }
