@@ -829,26 +829,30 @@ func (s *claimEvents) Start(ctx context.Context, q workqueue.TypedRateLimitingIn
 		if s.err = s.records.WaitForSync(ctx); s.err != nil {
 			return
 		}
-		enqueue := &handler.EnqueueRequestForObject{}
 		s.claims = source.Kind(s.cache, client.Object(&ipamv1alpha1.IPClaim{}), handler.Funcs{
-			CreateFunc: s.create,
-			UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-				enqueue.Update(ctx, e, q)
-				if ipam.Waiting(e.ObjectOld) && !ipam.Waiting(e.ObjectNew) {
-					r.wakeNamespace(ctx, e.ObjectNew, q)
-				}
-			},
-			DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-				enqueue.Delete(ctx, e, q)
-				if ipam.Waiting(e.Object) {
-					r.wakeNamespace(ctx, e.Object, q)
-				}
-			},
-			GenericFunc: enqueue.Generic,
+			CreateFunc: s.create, UpdateFunc: s.update, DeleteFunc: s.delete, GenericFunc: (&handler.EnqueueRequestForObject{}).Generic,
 		})
 		s.err = s.claims.Start(ctx, q)
 	}()
 	return nil
+}
+
+// update queues a claim changed, and wakes its namespace's waiting claims
+// when it leaves their queue.
+func (s *claimEvents) update(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	(&handler.EnqueueRequestForObject{}).Update(ctx, e, q)
+	if ipam.Waiting(e.ObjectOld) && !ipam.Waiting(e.ObjectNew) {
+		s.r.wakeNamespace(ctx, e.ObjectNew, q)
+	}
+}
+
+// delete queues a claim gone, and wakes its namespace's waiting claims
+// when it was one of them.
+func (s *claimEvents) delete(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	(&handler.EnqueueRequestForObject{}).Delete(ctx, e, q)
+	if ipam.Waiting(e.Object) {
+		s.r.wakeNamespace(ctx, e.Object, q)
+	}
 }
 
 // create queues a claim added, or of the initial list unless it is
@@ -873,6 +877,13 @@ func (s *claimEvents) create(ctx context.Context, e event.CreateEvent, q workque
 func (s *claimEvents) WaitForSync(ctx context.Context) error {
 	select {
 	case <-s.started:
+		if s.err == nil {
+			return s.claims.WaitForSync(ctx)
+		}
+		if errors.Is(ctx.Err(), context.Canceled) {
+			return nil // the wait for the records ended with the manager
+		}
+		return s.err
 	case <-ctx.Done():
 		s.cancel()
 		if errors.Is(ctx.Err(), context.Canceled) {
@@ -880,10 +891,6 @@ func (s *claimEvents) WaitForSync(ctx context.Context) error {
 		}
 		return fmt.Errorf("IPAllocation records not listed: %w", ctx.Err())
 	}
-	if s.err != nil {
-		return s.err
-	}
-	return s.claims.WaitForSync(ctx)
 }
 
 func (s *claimEvents) String() string { return "IPAllocation records, then IPClaims" }

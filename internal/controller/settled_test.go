@@ -27,6 +27,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -215,16 +216,28 @@ func TestSettledIsWhatReconcileLeavesAlone(t *testing.T) {
 	}
 }
 
-// TestClaimEventsQueueEveryClaimAddedAfterTheInitialList: only the
-// initial list is judged; a claim added after it is queued whatever it
-// holds.
-func TestClaimEventsQueueEveryClaimAddedAfterTheInitialList(t *testing.T) {
-	q := priorityqueue.New[reconcile.Request]("ipclaim-events-test")
-	defer q.ShutDown()
+// TestClaimEventsQueueEveryChangeAfterTheInitialList: only the initial
+// list is judged; a claim added after it, and every change and deletion,
+// is queued whatever the claim holds.
+func TestClaimEventsQueueEveryChangeAfterTheInitialList(t *testing.T) {
 	s := &claimEvents{r: &IPClaimReconciler{}}
-	c := &ipamv1alpha1.IPClaim{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "new"}}
-	s.create(context.Background(), event.CreateEvent{Object: c}, q)
-	if q.Len() != 1 {
-		t.Fatalf("a claim added after the initial list left %d requests queued, want 1", q.Len())
+	c := &ipamv1alpha1.IPClaim{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "c"}, Spec: ipamv1alpha1.IPClaimSpec{CIDR: "10.0.0.1/32"}}
+	for name, do := range map[string]func(workqueue.TypedRateLimitingInterface[reconcile.Request]){
+		"added": func(q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			s.create(context.Background(), event.CreateEvent{Object: c}, q)
+		},
+		"changed": func(q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			s.update(context.Background(), event.UpdateEvent{ObjectOld: c, ObjectNew: c}, q)
+		},
+		"deleted": func(q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			s.delete(context.Background(), event.DeleteEvent{Object: c}, q)
+		},
+	} {
+		q := priorityqueue.New[reconcile.Request]("ipclaim-events-test-" + name)
+		do(q)
+		if q.Len() != 1 {
+			t.Errorf("a claim %s left %d requests queued, want 1", name, q.Len())
+		}
+		q.ShutDown()
 	}
 }
