@@ -25,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/netip"
 	"path/filepath"
@@ -312,10 +313,10 @@ func (m *Manager) remote(ctx context.Context, r *Router, pool *ipamv1alpha1.IPPo
 	if err != nil {
 		// Refused: nothing listens at the owner's address, so the owner
 		// is gone; take its pool over now rather than when its Lease
-		// lapses. Any other failure (a timeout, a reset) may be an owner
-		// that is alive and slow: serve this one here, and leave the
-		// Lease to lapse or be renewed.
-		took := errors.Is(err, syscall.ECONNREFUSED) && r.TakeOver(ctx, pool.Name, addr)
+		// lapses. Any other failure (a timeout, a reset answered by a
+		// fresh connection) may be an owner that is alive and slow:
+		// serve this one here, and leave the Lease to lapse or be renewed.
+		took := refused(ctx, err, addr) && r.TakeOver(ctx, pool.Name, addr)
 		logf.FromContext(ctx).Info("could not reach the pool's owner; serving here", "pool", pool.Name, "owner", addr, "tookOver", took, "err", err)
 		metrics.Forwarded.WithLabelValues("Unreachable").Inc()
 		return false
@@ -330,6 +331,29 @@ func (m *Manager) remote(ctx context.Context, r *Router, pool *ipamv1alpha1.IPPo
 		o.at = time.Unix(res.At, 0)
 	}
 	return true
+}
+
+// refused reports whether nothing listens at addr, the owner's address,
+// which a forward failed with err: refused outright, or a connection kept
+// from an earlier forward ended (EOF, a reset) and a fresh one is
+// refused. A kept connection fails so when its owner has exited, and the
+// first change after that would otherwise be served here without the
+// pool taken over: the next one would be (a webhook spec saw this under
+// load).
+func refused(ctx context.Context, err error, addr string) bool {
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return true
+	}
+	if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, syscall.ECONNRESET) {
+		return false
+	}
+	d := net.Dialer{Timeout: time.Second}
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return errors.Is(err, syscall.ECONNREFUSED)
+	}
+	_ = c.Close()
+	return false
 }
 
 // serve does a forwarded change here.

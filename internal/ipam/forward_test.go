@@ -20,7 +20,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/netip"
+	"net/url"
+	"syscall"
 	"testing"
 
 	"github.com/kipam/kipam/internal/allocator"
@@ -80,5 +84,41 @@ func TestAForwardedAdoptKnownAdopts(t *testing.T) {
 	}
 	if l := s.ledger(t); len(l.Allocations) != 1 {
 		t.Errorf("the pool records %v, want the one entry", l.Allocations)
+	}
+}
+
+// TestRefusedKnowsAnOwnerGoneBehindAKeptConnection: a forward refused
+// outright, or failed on a connection kept from before (EOF, a reset)
+// while a fresh one to the same address is refused, is an owner gone; the
+// same failure while something listens there, or a timeout, is not.
+func TestRefusedKnowsAnOwnerGoneBehindAKeptConnection(t *testing.T) {
+	ctx := context.Background()
+	live, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close()
+	gone, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	goneAddr := gone.Addr().String()
+	_ = gone.Close()
+	post := func(err error) error { return &url.Error{Op: "Post", URL: "https://owner" + ForwardPath, Err: err} }
+	for _, c := range []struct {
+		name string
+		err  error
+		addr string
+		want bool
+	}{
+		{"refused", post(syscall.ECONNREFUSED), goneAddr, true},
+		{"EOF, nothing listens", post(io.EOF), goneAddr, true},
+		{"reset, nothing listens", post(syscall.ECONNRESET), goneAddr, true},
+		{"EOF, something listens", post(io.EOF), live.Addr().String(), false},
+		{"a timeout", post(context.DeadlineExceeded), goneAddr, false},
+	} {
+		if got := refused(ctx, c.err, c.addr); got != c.want {
+			t.Errorf("%s: refused = %v, want %v", c.name, got, c.want)
+		}
 	}
 }
