@@ -19,6 +19,11 @@ kubectl=$bin/k8s/kubectl
 
 log() { printf '[demo] %s\n' "$*" >&2; }
 
+# A command that stops the script says so: once, under load, `make demo`
+# exited 1 right after starting kipam with no word of why.
+set -E
+trap 'log "stopped: line $LINENO: $BASH_COMMAND exited $?"' ERR
+
 alive() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 # stop PIDFILE NAME sends SIGTERM and waits for the process to exit.
