@@ -186,24 +186,21 @@ func (es *entries) format() string {
 	}
 	slices.SortFunc(keys, comparePrefix)
 	b := make([]byte, 0, len(keys)*64)
+	var idb [idDigits]byte
 	for _, p := range keys {
-		b = p.AppendTo(b)
-		b = append(b, ' ')
+		var holder string
+		var at int64
+		var id []byte
 		if v, ok := es.packed[p]; ok {
-			b = append(b, v.holder.Value()...)
-			b = append(b, ' ')
-			b = strconv.AppendInt(b, int64(v.at), 10)
-			b = append(b, ' ')
-			b = appendID(b, v.id)
+			holder, at, id = v.holder.Value(), int64(v.at), appendID(idb[:0], v.id)
 		} else {
 			e := es.odd[p]
-			b = append(b, e.Holder...)
-			b = append(b, ' ')
-			b = strconv.AppendInt(b, e.At.Unix(), 10)
-			if e.ID != "" {
-				b = append(b, ' ')
-				b = append(b, e.ID...)
-			}
+			holder, at, id = e.Holder, e.At.Unix(), append(idb[:0], e.ID...)
+		}
+		b = append(p.AppendTo(b), ' ')
+		b = strconv.AppendInt(append(append(b, holder...), ' '), at, 10)
+		if len(id) > 0 {
+			b = append(append(b, ' '), id...)
 		}
 		b = append(b, '\n')
 	}
