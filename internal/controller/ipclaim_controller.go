@@ -861,7 +861,7 @@ func (s *claimEvents) delete(ctx context.Context, e event.DeleteEvent, q workque
 func (s *claimEvents) create(ctx context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 	if e.IsInInitialList && e.Object != nil {
 		if e.Object.GetDeletionTimestamp() != nil {
-			pendingRelease(ctx, e, q)
+			pendingRelease(e.Object, q)
 			return
 		}
 		if c := cachedClaim(e.Object); c != nil && s.r.settled(c) {
@@ -895,19 +895,16 @@ func (s *claimEvents) WaitForSync(ctx context.Context) error {
 
 func (s *claimEvents) String() string { return "IPAllocation records, then IPClaims" }
 
-// pendingRelease queues a claim being deleted that the initial list
-// of a new leader's cache holds at the priority of a new event.
+// pendingRelease queues o, a claim being deleted that the initial list
+// of a new leader's cache holds, at the priority of a new event.
 // controller-runtime's priority queue puts all the initial list below
 // every new event, as a resync that can wait; but a release left pending
 // by the last leader is work, and under steady traffic the new events
 // alone keep the workers busy: in the chaos suite's kill-only run, with
 // the leader changing every 40 s or so, releases waited behind them for
 // up to ten minutes.
-func pendingRelease(_ context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-	if !e.IsInInitialList || e.Object == nil || e.Object.GetDeletionTimestamp() == nil {
-		return
-	}
-	req := reconcile.Request{NamespacedName: client.ObjectKeyFromObject(e.Object)}
+func pendingRelease(o client.Object, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	req := reconcile.Request{NamespacedName: client.ObjectKeyFromObject(o)}
 	if pq, ok := q.(priorityqueue.PriorityQueue[reconcile.Request]); ok {
 		pq.AddWithOpts(priorityqueue.AddOpts{Priority: ptr.To(0)}, req)
 		return
