@@ -91,6 +91,8 @@ func main() {
 		orphanGrace                 time.Duration
 		maxLedgerBytes              int
 		workers                     int
+		apiQPS                      float64
+		apiBurst                    int
 		pprofAddr                   string
 		leaseNamespace, advertise   string
 		identity                    string
@@ -122,6 +124,12 @@ func main() {
 	flag.IntVar(&workers, "workers", controller.DefaultWorkers,
 		"How many claims, and how many IPAllocations, are reconciled at once (Cluster API's IPAddressClaims: four times as many): "+
 			"more makes a burst of creates Ready sooner.")
+	flag.Float64Var(&apiQPS, "kube-api-qps", 0,
+		"The most requests a second each of kipam's clients sends the API server, per resource kind, on average; "+
+			"0 sets no client-side limit and leaves it to the API server's API Priority and Fairness.")
+	flag.IntVar(&apiBurst, "kube-api-burst", 0,
+		"The most requests each of kipam's clients sends the API server at once, per resource kind, "+
+			"with --kube-api-qps (default: twice --kube-api-qps).")
 	flag.IntVar(&maxLedgerBytes, "max-ledger-bytes", ipam.DefaultMaxLedgerBytes,
 		"The most entry text one IPLedger object may record; a claim that would pass it is denied. "+
 			"Keep it a third below etcd's --max-request-bytes (1.5 MiB by default).")
@@ -192,6 +200,13 @@ func main() {
 
 	ctx := ctrl.SetupSignalHandler()
 	cfg := ctrl.GetConfigOrDie()
+	if err := controller.APILimits(cfg, float32(apiQPS), apiBurst); err != nil {
+		setupLog.Error(err, "invalid client rate limit")
+		os.Exit(1)
+	}
+	if cfg.QPS > 0 {
+		setupLog.Info("client-side rate limit, per client and resource kind", "qps", cfg.QPS, "burst", cfg.Burst)
+	}
 	stopProbes := answerProbes(probeAddr)
 	if err := waitForAPIServer(ctx, cfg, 2*time.Second); err != nil {
 		setupLog.Error(err, "stopped while waiting for the API server")

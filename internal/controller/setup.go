@@ -21,6 +21,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -29,6 +30,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -130,6 +132,34 @@ type cappedLimiter struct {
 
 func (c cappedLimiter) When(item reconcile.Request) time.Duration {
 	return min(c.TypedRateLimiter.When(item), c.max)
+}
+
+// APILimits sets how fast kipam may send requests to the API server:
+// each of its clients, per resource kind (client-go keeps a token bucket
+// per REST client, and controller-runtime makes one per kind), at most
+// qps a second on average and burst at once. qps 0, the default, sets
+// none, as controller-runtime's own default does: the API server's API
+// Priority and Fairness alone decides, and a burst of claims is answered
+// and made Ready as fast as it takes them. burst 0 is twice qps. The
+// admission path's ledger writes count against the same limit as the
+// controllers' writes.
+func APILimits(cfg *rest.Config, qps float32, burst int) error {
+	switch {
+	case qps < 0:
+		return fmt.Errorf("--kube-api-qps must be 0 (no client-side limit) or more, not %v", qps)
+	case burst < 0:
+		return fmt.Errorf("--kube-api-burst must be 0 (twice --kube-api-qps) or more, not %d", burst)
+	case qps == 0 && burst > 0:
+		return fmt.Errorf("--kube-api-burst=%d limits nothing without --kube-api-qps", burst)
+	case qps == 0:
+		// client-go reads 0 as its own default of 5 a second; below 0 is none.
+		cfg.QPS, cfg.Burst = -1, 0
+		return nil
+	case burst == 0:
+		burst = max(1, int(math.Ceil(2*float64(qps))))
+	}
+	cfg.QPS, cfg.Burst = qps, burst
+	return nil
 }
 
 // DefaultWorkers is how many claims, and how many IPAllocations, kipam

@@ -271,6 +271,15 @@ var _ = Describe("kipam with kubectl", func() {
 		Expect(out).To(ContainSubstring("topologyKey: kubernetes.io/hostname"))
 		Expect(applied).NotTo(ContainSubstring("servicemonitor"), "a ServiceMonitor by default")
 
+		Expect(out).NotTo(ContainSubstring("--kube-api-"), "a client-side rate limit by default")
+
+		By("passing client-side rate limits when asked")
+		out = render("--set", "kubeAPIQPS=2.5")
+		Expect(out).To(ContainSubstring("- --kube-api-qps=2.5\n"))
+		Expect(out).NotTo(ContainSubstring("--kube-api-burst"))
+		out = render("--set", "kubeAPIQPS=50", "--set", "kubeAPIBurst=100")
+		Expect(out).To(ContainSubstring("- --kube-api-qps=50\n        - --kube-api-burst=100\n"))
+
 		By("rendering the ServiceMonitor when asked")
 		out = render("--set", "metrics.serviceMonitor.enabled=true")
 		Expect(out).To(ContainSubstring("kind: ServiceMonitor"))
@@ -290,6 +299,9 @@ var _ = Describe("kipam with kubectl", func() {
 			"webhook.timeoutSeconds=60": "/webhook/timeoutSeconds': maximum: got 60, want 30",
 			"replicaCount=0":            "/replicaCount': minimum: got 0, want 1",
 			"metrics.prometheusRule.poolUsagePercent=101": "/metrics/prometheusRule/poolUsagePercent': maximum: got 101, want 100",
+			"kubeAPIQPS=-1":   "/kubeAPIQPS': minimum: got -1, want 0",
+			"kubeAPIQPS=fast": "/kubeAPIQPS': 'fast' does not match pattern",
+			"kubeAPIBurst=10": "kubeAPIBurst limits nothing without kubeAPIQPS",
 		} {
 			out, err := run(helm, "template", "kipam", "dist/chart", "--set", set)
 			Expect(err).To(HaveOccurred(), set)
