@@ -267,7 +267,7 @@ func main() {
 		}
 	}
 	if routed {
-		live, err := client.New(mgr.GetConfig(), client.Options{Scheme: scheme})
+		live, err := client.New(controller.WithoutAPILimits(mgr.GetConfig()), client.Options{Scheme: scheme})
 		if err != nil {
 			setupLog.Error(err, "unable to create a client for the pool leases")
 			os.Exit(1)

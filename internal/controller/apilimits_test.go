@@ -69,6 +69,15 @@ func TestAPILimits(t *testing.T) {
 				t.Fatal(err)
 			}
 			limiter := rc.(*rest.RESTClient).GetRateLimiter()
+			// The pool Leases' client never has one.
+			leases, err := apiutil.RESTClientForGVK(schema.GroupVersionKind{Group: "coordination.k8s.io", Version: "v1", Kind: "Lease"},
+				false, false, WithoutAPILimits(cfg), scheme.Codecs, http.DefaultClient)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if l := leases.(*rest.RESTClient).GetRateLimiter(); l != nil {
+				t.Errorf("the pool Leases' client has a limiter of %v a second, want none", l.QPS())
+			}
 			if tc.wantQPS == 0 {
 				if limiter != nil {
 					t.Fatalf("a limiter of %v a second, want none", limiter.QPS())

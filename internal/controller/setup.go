@@ -162,6 +162,17 @@ func APILimits(cfg *rest.Config, qps float32, burst int) error {
 	return nil
 }
 
+// WithoutAPILimits is a copy of cfg with no client-side rate limit, for
+// the pool Leases: a replica renews every Lease it holds each third of
+// --pool-lease-duration, one by one, and a Lease renewed late is taken
+// over by another replica, which costs its pool a restore. A limit meant
+// to hold back bulk writes must not make that happen.
+func WithoutAPILimits(cfg *rest.Config) *rest.Config {
+	out := rest.CopyConfig(cfg)
+	out.QPS, out.Burst, out.RateLimiter = -1, 0, nil
+	return out
+}
+
 // DefaultWorkers is how many claims, and how many IPAllocations, kipam
 // reconciles at once: a burst of creates is made Ready that much sooner,
 // at the cost of as many concurrent writes to the API server.
