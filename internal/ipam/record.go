@@ -65,23 +65,20 @@ type ClaimRecord struct {
 	// status.cidr unless sameCIDR and status.allocation unless derived
 	// (the parts: part), then the messages of its conditions that are
 	// not derived. ends says where each part ends.
-	own       string
-	ends      [parts]uint32
-	namespace string
-	uid       [16]byte // the uid, when it is a UUID other than nil spelt as the API server spells it; else rare.uid
+	own  string
+	ends [parts]uint32
+	uid  [16]byte // the uid, when it is a UUID other than nil spelt as the API server spells it; else rare.uid
 	// generation is metadata.generation.
 	generation int64
 	// created is in unix seconds, as every time of an object is on the
 	// wire (RFC 3339 to the second); 0 is the zero time.
-	created    int64
-	finalizers []string
-	// pool is kipam's annotation PoolAnnotation (the entry annotation is
-	// a part of own).
-	pool string
+	created int64
+	// shared is what many claims repeat: one handle, where four strings
+	// and a list took 72 bytes.
+	shared unique.Handle[claimShared]
 	// spec is the claim's spec without its cidr and cidrs, shared by every
 	// record whose spec is otherwise equal (shareSpec).
 	spec       *ipamv1alpha1.IPClaimSpec
-	statusPool string
 	conditions []recordedCondition
 	rare       *rareClaimFields // what few claims have
 	// sameCIDR: status.cidr is spec.cidr, and not kept twice.
@@ -90,6 +87,40 @@ type ClaimRecord struct {
 	// status.cidr), as the claim controller names it, and not kept.
 	derived bool
 }
+
+// claimShared is what a ClaimRecord shares with the records of other
+// claims of the same namespace, pool and finalizers.
+type claimShared struct {
+	namespace string
+	// pool is kipam's annotation PoolAnnotation (the entry annotation is
+	// a part of own).
+	pool       string
+	statusPool string
+	// finalizers is the claim's finalizers, each followed by a NUL, which
+	// no finalizer holds: the API server takes only qualified names.
+	finalizers string
+}
+
+// joinFinalizers is fs as claimShared keeps them.
+func joinFinalizers(fs []string) string {
+	var b strings.Builder
+	for _, f := range fs {
+		b.WriteString(f)
+		b.WriteByte(0)
+	}
+	return b.String()
+}
+
+// claimFinalizers is the finalizers of almost every claim, which their
+// records share.
+var (
+	claimFinalizers       = []string{ipamv1alpha1.ClaimFinalizer}
+	joinedClaimFinalizers = joinFinalizers(claimFinalizers)
+)
+
+func (r *ClaimRecord) namespace() string  { return r.shared.Value().namespace }
+func (r *ClaimRecord) pool() string       { return r.shared.Value().pool }
+func (r *ClaimRecord) statusPool() string { return r.shared.Value().statusPool }
 
 // The parts of a ClaimRecord's own string.
 const (
@@ -156,7 +187,7 @@ func (r *ClaimRecord) statusCIDR() string {
 // allocation is status.allocation.
 func (r *ClaimRecord) allocation() string {
 	if r.derived {
-		return derivedAllocation(r.statusPool, r.statusCIDR())
+		return derivedAllocation(r.statusPool(), r.statusCIDR())
 	}
 	return r.part(partAllocation)
 }
@@ -262,10 +293,6 @@ func derivedAllocation(pool, cidr string) string {
 	return AllocationName(pool, p)
 }
 
-// claimFinalizers is the finalizers of almost every claim, which their
-// records share.
-var claimFinalizers = []string{ipamv1alpha1.ClaimFinalizer}
-
 // RecordClaim returns the record of c. What the record keeps of c's own
 // it copies (pack), so that c, with everything the record leaves out, is
 // garbage once it is decoded; the strings many claims repeat (namespace,
@@ -273,29 +300,23 @@ var claimFinalizers = []string{ipamv1alpha1.ClaimFinalizer}
 // may share c's rarer fields (a dual-stack claim's lists, kipam's other
 // annotations) and the spec's: c must not be changed afterwards.
 func RecordClaim(c *ipamv1alpha1.IPClaim) *ClaimRecord {
-	r := &ClaimRecord{
-		namespace: intern(c.Namespace), generation: c.Generation,
-		created: unix(c.CreationTimestamp), finalizers: slices.Clone(c.Finalizers), statusPool: intern(c.Status.Pool),
-	}
-	if slices.Equal(r.finalizers, claimFinalizers) {
-		r.finalizers = claimFinalizers // never written: records are never changed
-	} else {
-		for i := range r.finalizers {
-			r.finalizers[i] = intern(r.finalizers[i])
-		}
+	r := &ClaimRecord{generation: c.Generation, created: unix(c.CreationTimestamp)}
+	shared := claimShared{namespace: c.Namespace, statusPool: c.Status.Pool, finalizers: joinedClaimFinalizers}
+	if !slices.Equal(c.Finalizers, claimFinalizers) {
+		shared.finalizers = joinFinalizers(c.Finalizers)
 	}
 	own := [parts]string{partName: c.Name, partResourceVersion: c.ResourceVersion, partCIDR: c.Spec.CIDR,
 		partStatusCIDR: c.Status.CIDR, partAllocation: c.Status.Allocation}
 	if c.Status.CIDR != "" && c.Status.CIDR == c.Spec.CIDR {
 		own[partStatusCIDR], r.sameCIDR = "", true
 	}
-	if a := c.Status.Allocation; a != "" && a == derivedAllocation(r.statusPool, c.Status.CIDR) {
+	if a := c.Status.Allocation; a != "" && a == derivedAllocation(shared.statusPool, c.Status.CIDR) {
 		own[partAllocation], r.derived = "", true
 	}
 	if c.Status.Conditions != nil { // an empty list stays one
 		r.conditions = make([]recordedCondition, len(c.Status.Conditions))
 		for i, cond := range c.Status.Conditions {
-			r.conditions[i] = recordCondition(cond, c.Status.CIDR, r.statusPool)
+			r.conditions[i] = recordCondition(cond, c.Status.CIDR, shared.statusPool)
 		}
 	}
 	rare := rareClaimFields{cidrs: c.Spec.CIDRs, statusCIDRs: c.Status.CIDRs, allocations: c.Status.Allocations}
@@ -315,7 +336,7 @@ func RecordClaim(c *ipamv1alpha1.IPClaim) *ClaimRecord {
 	for k, v := range c.Annotations {
 		switch {
 		case k == PoolAnnotation:
-			r.pool = intern(v)
+			shared.pool = v
 		case k == EntryAnnotation:
 			own[partEntry] = v
 		case strings.HasPrefix(k, kipamKeys):
@@ -332,6 +353,7 @@ func RecordClaim(c *ipamv1alpha1.IPClaim) *ClaimRecord {
 		rare.expires != 0 || rare.deleted != 0 {
 		r.rare = &rare
 	}
+	r.shared = unique.Make(shared)        // its strings cloned, if new
 	spec := new(ipamv1alpha1.IPClaimSpec) // not &c.Spec, which would keep all of c
 	*spec = c.Spec
 	spec.CIDR, spec.CIDRs = "", nil
@@ -364,16 +386,16 @@ func (r *ClaimRecord) pack(own [parts]string) {
 func (r *ClaimRecord) Claim() *ipamv1alpha1.IPClaim {
 	c := &ipamv1alpha1.IPClaim{
 		ObjectMeta: metav1.ObjectMeta{
-			Name: r.GetName(), Namespace: r.namespace, UID: r.GetUID(), ResourceVersion: r.GetResourceVersion(), Generation: r.generation,
+			Name: r.GetName(), Namespace: r.namespace(), UID: r.GetUID(), ResourceVersion: r.GetResourceVersion(), Generation: r.generation,
 			CreationTimestamp: timeOf(r.created), DeletionTimestamp: timePtrOf(r.deleted()),
-			Finalizers: slices.Clone(r.finalizers), Annotations: r.GetAnnotations(),
+			Finalizers: slices.Clone(r.GetFinalizers()), Annotations: r.GetAnnotations(),
 		},
-		Status: ipamv1alpha1.IPClaimStatus{CIDR: r.statusCIDR(), Pool: r.statusPool, Allocation: r.allocation()},
+		Status: ipamv1alpha1.IPClaimStatus{CIDR: r.statusCIDR(), Pool: r.statusPool(), Allocation: r.allocation()},
 	}
 	if r.conditions != nil {
 		c.Status.Conditions = make([]metav1.Condition, len(r.conditions))
 		for i, cond := range r.conditions {
-			c.Status.Conditions[i] = cond.condition(c.Status.CIDR, r.statusPool)
+			c.Status.Conditions[i] = cond.condition(c.Status.CIDR, c.Status.Pool)
 		}
 	}
 	r.spec.DeepCopyInto(&c.Spec)
@@ -393,7 +415,7 @@ func (r *ClaimRecord) Holdings() []Holding {
 	if r.rare != nil {
 		cidrs, secondary = r.rare.cidrs, r.rare.annotations[SecondaryPoolAnnotation]
 	}
-	return holdings(r.cidr(), cidrs, poolOf(r.pool, r.spec.Pool), secondary, entryIDOf(r.entry(), r.GetUID))
+	return holdings(r.cidr(), cidrs, poolOf(r.pool(), r.spec.Pool), secondary, entryIDOf(r.entry(), r.GetUID))
 }
 
 // HoldingOf is HoldingOf of the claim r records. A record whose cidrs are
@@ -414,7 +436,7 @@ func (r *ClaimRecord) DeepCopyObject() k8sruntime.Object { return r.Claim() }
 // returns.
 func (r *ClaimRecord) GetObjectKind() schema.ObjectKind { return schema.EmptyObjectKind }
 
-func (r *ClaimRecord) GetNamespace() string { return r.namespace }
+func (r *ClaimRecord) GetNamespace() string { return r.namespace() }
 func (r *ClaimRecord) GetName() string      { return r.part(partName) }
 func (r *ClaimRecord) GetGenerateName() string {
 	return ""
@@ -437,10 +459,22 @@ func (r *ClaimRecord) GetCreationTimestamp() metav1.Time {
 func (r *ClaimRecord) GetDeletionTimestamp() *metav1.Time          { return timePtrOf(r.deleted()) }
 func (r *ClaimRecord) GetDeletionGracePeriodSeconds() *int64       { return nil }
 func (r *ClaimRecord) GetLabels() map[string]string                { return nil }
-func (r *ClaimRecord) GetFinalizers() []string                     { return r.finalizers }
 func (r *ClaimRecord) GetOwnerReferences() []metav1.OwnerReference { return nil }
 func (r *ClaimRecord) GetManagedFields() []metav1.ManagedFieldsEntry {
 	return nil
+}
+
+// GetFinalizers returns the claim's finalizers: a list that records share
+// for the usual one, which the caller must not change, else a new one.
+func (r *ClaimRecord) GetFinalizers() []string {
+	switch f := r.shared.Value().finalizers; f {
+	case joinedClaimFinalizers:
+		return claimFinalizers
+	case "":
+		return nil
+	default:
+		return strings.Split(f[:len(f)-1], "\x00")
+	}
 }
 
 // GetAnnotations returns a new map of kipam's annotations on the claim.
@@ -449,7 +483,7 @@ func (r *ClaimRecord) GetAnnotations() map[string]string {
 	if r.rare != nil && r.rare.annotations != nil {
 		out = maps.Clone(r.rare.annotations)
 	}
-	for k, v := range map[string]string{PoolAnnotation: r.pool, EntryAnnotation: r.entry()} {
+	for k, v := range map[string]string{PoolAnnotation: r.pool(), EntryAnnotation: r.entry()} {
 		if v == "" {
 			continue
 		}

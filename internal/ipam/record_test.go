@@ -52,6 +52,12 @@ func randomClaim(t *testing.T, seed int64) *ipamv1alpha1.IPClaim {
 	case 1:
 		c.UID = types.UID(uuid.Nil.String())
 	}
+	switch r.IntN(4) { // else randfill's own finalizers
+	case 0:
+		c.Finalizers = []string{ipamv1alpha1.ClaimFinalizer}
+	case 1:
+		c.Finalizers = []string{ipamv1alpha1.ClaimFinalizer, "example.com/other"}
+	}
 	if c.Annotations == nil && r.IntN(2) == 0 {
 		c.Annotations = map[string]string{}
 	}
@@ -166,18 +172,22 @@ func TestClaimRecordsShare(t *testing.T) {
 				Conditions: []metav1.Condition{{Type: strings.Clone(ipamv1alpha1.ConditionReady), Reason: strings.Clone(ipamv1alpha1.ReasonAllocated)}}},
 		}
 	}
-	a, b := RecordClaim(claim("10.0.0.1/32")), RecordClaim(claim("10.0.0.2/32"))
+	ca := claim("10.0.0.1/32")
+	a, b := RecordClaim(ca), RecordClaim(claim("10.0.0.2/32"))
 	if a.spec != b.spec {
 		t.Errorf("two specs alike but for the cidr are two copies")
 	}
-	for _, s := range [][2]string{{a.namespace, b.namespace}, {a.pool, b.pool}, {a.statusPool, b.statusPool}, {a.spec.Pool, a.pool},
-		{a.finalizers[0], b.finalizers[0]}} {
-		if unsafe.StringData(s[0]) != unsafe.StringData(s[1]) {
-			t.Errorf("%q is held twice: the records' copies should be one", s[0])
-		}
+	if a.shared != b.shared {
+		t.Errorf("the namespace, pools and finalizers are held twice: the records' should be one")
 	}
-	if unsafe.SliceData(a.finalizers) != unsafe.SliceData(b.finalizers) {
+	if unsafe.SliceData(a.GetFinalizers()) != unsafe.SliceData(b.GetFinalizers()) {
 		t.Errorf("the claims' finalizers are two lists: the records' should be one")
+	}
+	for _, s := range [][2]string{{a.namespace(), ca.Namespace}, {a.pool(), ca.Annotations[PoolAnnotation]},
+		{a.statusPool(), ca.Status.Pool}, {a.spec.Pool, ca.Spec.Pool}} {
+		if unsafe.StringData(s[0]) == unsafe.StringData(s[1]) {
+			t.Errorf("%q is the decoded string, not a copy", s[0])
+		}
 	}
 	if a.conditions[0].kind != b.conditions[0].kind {
 		t.Errorf("the conditions' type, status and reason are held twice: the records' should be one")
