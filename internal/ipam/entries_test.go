@@ -82,8 +82,12 @@ func FuzzEntries(f *testing.F) {
 		r := rand.New(rand.NewPCG(seed, 0))
 		es, want := newEntries(0), map[netip.Prefix]Entry{}
 		prefix := func() netip.Prefix {
-			if r.IntN(2) == 0 {
-				return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(r.IntN(32))}), 32)
+			switch r.IntN(5) {
+			case 0, 1:
+				return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(r.IntN(32))}), 32-r.IntN(2)*8)
+			case 2:
+				// The same addresses mapped into IPv6: other prefixes.
+				return netip.PrefixFrom(netip.AddrFrom16([16]byte{10: 0xff, 11: 0xff, 12: 10, 15: byte(r.IntN(32))}), 128)
 			}
 			return netip.PrefixFrom(netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 15: byte(r.IntN(32))}), 64+r.IntN(2)*64)
 		}
@@ -207,4 +211,38 @@ func packs(e Entry) bool {
 	es := newEntries(1)
 	es.put(netip.MustParsePrefix("10.0.0.1/32"), e)
 	return len(es.packed) == 1
+}
+
+// BenchmarkEntries is what a doc's entries cost the commit path: a new
+// entry put and removed again, and a look-up, in a shard's 64 entries
+// and in a root of 16,384, the most a root ledger's 1 MiB holds of the
+// shortest lines:
+//
+//	go test ./internal/ipam -run '^$' -bench Entries -benchmem
+func BenchmarkEntries(b *testing.B) {
+	for _, n := range []int{shardEntries, 1 << 14} {
+		es := newEntries(n)
+		for i := range n {
+			es.put(netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), 32),
+				Entry{Holder: "tenant", At: time.Unix(1765000000, 0), ID: NewEntryID()})
+		}
+		mid := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(n / 2 >> 16), byte(n / 2 >> 8), byte(n / 2)}), 31) // no entry's
+		e := Entry{Holder: "tenant", At: time.Unix(1765000001, 0), ID: NewEntryID()}
+		b.Run(fmt.Sprintf("put+remove/%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				es.put(mid, e)
+				es.remove(mid)
+			}
+		})
+		held := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(n / 3 >> 16), byte(n / 3 >> 8), byte(n / 3)}), 32)
+		b.Run(fmt.Sprintf("get/%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, ok := es.get(held); !ok {
+					b.Fatal("not found")
+				}
+			}
+		})
+	}
 }
