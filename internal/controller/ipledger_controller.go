@@ -165,7 +165,10 @@ func (r *IPLedgerReconciler) sweep(ctx context.Context, req ctrl.Request, unconf
 		}
 	}
 	live := map[string][]ipamv1alpha1.IPClaim{} // per namespace, read once per sweep
-	reads := cacheReads{}
+	// reads is the cache as this sweep first reads it, for the entries no
+	// claim was seen to carry; again is the cache read again, once past
+	// the grace, for every entry past it.
+	reads, again := cacheReads{}, cacheReads{}
 	for p, e := range entries {
 		ns, ok := strings.CutPrefix(e.Holder, ipam.ClaimHolderPrefix)
 		if !ok {
@@ -213,7 +216,7 @@ func (r *IPLedgerReconciler) sweep(ctx context.Context, req ctrl.Request, unconf
 			}
 			continue
 		}
-		held, err := r.held(ctx, ledger.Spec.Pool, p, e, live)
+		held, err := r.held(ctx, ledger.Spec.Pool, p, e, again, live)
 		if err != nil {
 			return ctrl.Result{}, err
 		}
@@ -459,14 +462,20 @@ func (r *IPLedgerReconciler) poolOf(ctx context.Context, l *ipamv1alpha1.IPLedge
 }
 
 // held reports whether a claim carries the entry (see carries), or an
-// IPAllocation records it. live holds the namespaces' claims as read from
-// the API server in this sweep: an entry it finds no claim for was
-// committed before the read, and Release frees only that entry.
-func (r *IPLedgerReconciler) held(ctx context.Context, pool string, p netip.Prefix, e ipam.Entry, live map[string][]ipamv1alpha1.IPClaim) (bool, error) {
+// IPAllocation records it. again is what this sweep has read of the cache
+// since its first pass, each block once: every entry past the grace is
+// looked up, and a shard's entries share a block of 256 claims, which a
+// read per entry listed again (at 100,000 claims in one pool, 40 % of the
+// manager's CPU while claims were created: docs/benchmarks.md). live
+// holds the namespaces' claims as read from the API server in this sweep:
+// an entry it finds no claim for was committed before the read, and
+// Release frees only that entry.
+func (r *IPLedgerReconciler) held(ctx context.Context, pool string, p netip.Prefix, e ipam.Entry, again cacheReads,
+	live map[string][]ipamv1alpha1.IPClaim) (bool, error) {
 	ns := strings.TrimPrefix(e.Holder, ipam.ClaimHolderPrefix)
-	// The cache as it is now, not as this sweep first read it: a claim
-	// stored since spares the reads below.
-	if carried, err := r.carriedInCache(ctx, pool, p, e, nil); carried || err != nil {
+	// The cache as read again past the first pass, not as the first pass
+	// read it: a claim stored since spares the reads below.
+	if carried, err := r.carriedInCache(ctx, pool, p, e, again); carried || err != nil {
 		return carried, err
 	}
 	var a ipamv1alpha1.IPAllocation

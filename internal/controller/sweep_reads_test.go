@@ -18,10 +18,12 @@ package controller
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -82,5 +84,49 @@ func TestSweepReadsSeeAClaimBindMidSweep(t *testing.T) {
 	pc, ec := netip.MustParsePrefix("10.0.0.2/32"), ipam.Entry{Holder: ipam.ClaimHolder("ns2"), ID: "uid-c"}
 	if ok, err := r.carriedInCache(context.TODO(), "p", pc, ec, reads); !ok || err != nil {
 		t.Errorf("c's entry, c bound during the sweep: carried %t, %v; want carried", ok, err)
+	}
+}
+
+// countingIndexer counts the reads of the holdings index.
+type countingIndexer struct {
+	toolscache.Indexer
+	byIndex int
+}
+
+func (c *countingIndexer) ByIndex(name, value string) ([]any, error) {
+	c.byIndex++
+	return c.Indexer.ByIndex(name, value)
+}
+
+// TestASweepPastTheGraceReadsEachBlockOnce: every entry past the grace is
+// looked up again (held), and a shard's entries share a block of the
+// holdings index. They share its read: read once per entry, a sweep of a
+// full shard listed 64 times 256 claims.
+func TestASweepPastTheGraceReadsEachBlockOnce(t *testing.T) {
+	idx := &countingIndexer{Indexer: toolscache.NewIndexer(toolscache.MetaNamespaceKeyFunc, toolscache.Indexers{indexPoolCIDR: holdingBlocks})}
+	type held struct {
+		p netip.Prefix
+		e ipam.Entry
+	}
+	var entries []held
+	for i := range 64 {
+		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}), 32)
+		uid := fmt.Sprintf("uid-%d", i)
+		c := &ipamv1alpha1.IPClaim{ObjectMeta: metav1.ObjectMeta{Namespace: "ns1", Name: fmt.Sprint("c", i), UID: types.UID(uid)},
+			Spec: ipamv1alpha1.IPClaimSpec{Pool: "p", CIDR: p.String()}}
+		if err := idx.Add(c); err != nil {
+			t.Fatal(err)
+		}
+		entries = append(entries, held{p, ipam.Entry{Holder: ipam.ClaimHolder("ns1"), ID: uid}})
+	}
+	r := &IPLedgerReconciler{Client: &waitingFromIndexer{idx: idx, onList: func(string) {}}, Holdings: &holdings{indexer: idx}}
+	again, live := cacheReads{}, map[string][]ipamv1alpha1.IPClaim{}
+	for _, h := range entries {
+		if ok, err := r.held(context.TODO(), "p", h.p, h.e, again, live); !ok || err != nil {
+			t.Fatalf("%s: held %t, %v", h.p, ok, err)
+		}
+	}
+	if idx.byIndex != 1 {
+		t.Errorf("64 entries of one block read it %d times, want once", idx.byIndex)
 	}
 }
