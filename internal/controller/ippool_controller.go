@@ -426,7 +426,9 @@ func (r *IPPoolReconciler) usage(ctx context.Context, pool *ipamv1alpha1.IPPool)
 		return nil, err
 	}
 	if r.Manager != nil {
-		if s, ok := r.Manager.Snapshot(pool.Name); ok && s.UID == string(pool.UID) && s.Generation == pool.Generation && s.Current(ledgers.Items) &&
+		// The snapshot, unless another writer moved the ledgers since
+		// (Ahead): a cache that lags this replica's own writes is older.
+		if s, ok := r.Manager.Snapshot(pool.Name); ok && s.UID == string(pool.UID) && s.Generation == pool.Generation && !s.Ahead(ledgers.Items) &&
 			!s.Stale(r.Now()) {
 			return s, nil
 		}

@@ -211,8 +211,8 @@ func TestStaleWriterCannotWriteASealedShard(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if snap, _ := stale.Snapshot(pool.Name); snap.Current(mustList(t, s)) {
-		t.Error("the stale writer's snapshot claims to be current after another owner wrote")
+	if snap, _ := stale.Snapshot(pool.Name); snap.Current(mustList(t, s)) || !snap.Ahead(mustList(t, s)) {
+		t.Error("the stale writer's snapshot claims to be current, or the ledgers not ahead of it, after another owner wrote")
 	}
 	sealedShard, err := s.Get(ctx, ShardName("p", 0))
 	if err != nil || !sealedShard.Spec.Sealed {
@@ -271,5 +271,36 @@ func TestHoldsEndLateRatherThanEarly(t *testing.T) {
 	}
 	if got := formatHolds(map[netip.Prefix]time.Time{p: time.Unix(1_800_000_000, 0)}); got != "10.0.0.1/32 1800000000\n" {
 		t.Errorf("a hold ending on a second is written %q", got)
+	}
+}
+
+// TestASnapshotIsAheadOfACacheThatLagsItsOwnWrites: ledgers as a cache
+// holds them a commit behind the owner's snapshot are not Current, but
+// not Ahead either: the snapshot is newer, and the pool's status is
+// published from it, not rebuilt from every ledger. A version that is
+// not a number counts as ahead.
+func TestASnapshotIsAheadOfACacheThatLagsItsOwnWrites(t *testing.T) {
+	s := newMemStore()
+	m := NewManager(s, nil)
+	pool := testPool("10.0.0.0/24") // /26 shards
+	ctx := context.Background()
+	if _, err := m.Allocate(ctx, Request{Pool: pool, Bits: 32, Holder: "IPClaim/t"}); err != nil {
+		t.Fatal(err)
+	}
+	behind := mustList(t, s)
+	if _, err := m.Allocate(ctx, Request{Pool: pool, Bits: 32, Holder: "IPClaim/t"}); err != nil {
+		t.Fatal(err)
+	}
+	snap, _ := m.Snapshot(pool.Name)
+	if snap.Current(behind) || snap.Ahead(behind) {
+		t.Errorf("ledgers a commit behind the snapshot: current %t, ahead %t; want neither", snap.Current(behind), snap.Ahead(behind))
+	}
+	now := mustList(t, s)
+	if !snap.Current(now) || snap.Ahead(now) {
+		t.Errorf("the ledgers as written: current %t, ahead %t; want current", snap.Current(now), snap.Ahead(now))
+	}
+	now[0].ResourceVersion = "not-a-revision"
+	if !snap.Ahead(now) {
+		t.Error("a version that is not a number is not ahead")
 	}
 }

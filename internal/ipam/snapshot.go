@@ -19,6 +19,7 @@ package ipam
 import (
 	"fmt"
 	"math/big"
+	"strconv"
 	"strings"
 	"time"
 
@@ -87,6 +88,34 @@ func (s *Snapshot) Current(ledgers []ipamv1alpha1.IPLedger) bool {
 		}
 	}
 	return seen == len(s.Versions)
+}
+
+// Ahead reports whether these ledgers of its pool (as a cache holds them)
+// show a write the snapshot does not: a ledger it lists at a later
+// resourceVersion, or one it lists as never created. A cache that only
+// lags the snapshot's own writes (a ledger at an earlier version, a shard
+// it has not seen yet) is not ahead: the snapshot is the newer of the
+// two, and what a rebuild from that cache would compute is older. Its
+// owner writes a pool's ledgers many times a second in a burst, and the
+// cache is a write or two behind, so most reconciles of the pool found the
+// snapshot not Current and rebuilt the pool from every ledger (at 100,000
+// claims in one pool, a third of the manager's CPU: docs/benchmarks.md).
+// Versions are compared as the numbers etcd's revisions are; one that is
+// not a number counts as ahead, so that the pool is rebuilt.
+func (s *Snapshot) Ahead(ledgers []ipamv1alpha1.IPLedger) bool {
+	for i := range ledgers {
+		l := &ledgers[i]
+		v, ok := s.Versions[l.Name]
+		if !ok || v == l.ResourceVersion {
+			continue // a sealed shard no longer listed, or the same version
+		}
+		mine, err1 := strconv.ParseUint(v, 10, 64)
+		cached, err2 := strconv.ParseUint(l.ResourceVersion, 10, 64)
+		if err1 != nil || err2 != nil || cached > mine {
+			return true
+		}
+	}
+	return false
 }
 
 // SnapshotOf computes pool's usage from its ledger, for a process that does
