@@ -465,7 +465,8 @@ func (r *ClaimRecord) GetManagedFields() []metav1.ManagedFieldsEntry {
 }
 
 // GetFinalizers returns the claim's finalizers: a list that records share
-// for the usual one, which the caller must not change, else a new one.
+// for the usual one, which the caller must not change, else a new one. An
+// empty list comes back as none, as the API server sends it.
 func (r *ClaimRecord) GetFinalizers() []string {
 	switch f := r.shared.Value().finalizers; f {
 	case joinedClaimFinalizers:
