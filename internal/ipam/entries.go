@@ -262,10 +262,13 @@ func (es *entries) format() string {
 		var holder string
 		var at int64
 		var id []byte
+		if i < len(es.packed) {
+			p = es.packed[i].prefix()
+		}
 		// The two are merged in address order; a prefix is in one only.
-		if i < len(es.packed) && (j == len(odd) || comparePrefix(es.packed[i].prefix(), odd[j]) < 0) {
+		if i < len(es.packed) && (j == len(odd) || comparePrefix(p, odd[j]) < 0) {
 			v := &es.packed[i]
-			p, holder, at, id = v.prefix(), v.holder.Value(), int64(v.at), appendID(idb[:0], v.id)
+			holder, at, id = v.holder.Value(), int64(v.at), appendID(idb[:0], v.id)
 			i++
 		} else {
 			e := es.odd[odd[j]]

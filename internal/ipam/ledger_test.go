@@ -80,6 +80,31 @@ func checkShards(t *testing.T, s *memStore) {
 	}
 }
 
+// Current reports whether the snapshot reflects exactly these ledgers of
+// its pool (as a cache holds them), what the tests check a Manager's
+// snapshot against: the root at the same version and every shard it
+// lists at the same version.
+func (s *Snapshot) Current(ledgers []ipamv1alpha1.IPLedger) bool {
+	seen := 0
+	for i := range ledgers {
+		l := &ledgers[i]
+		v, ok := s.Versions[l.Name]
+		if !ok {
+			continue // a sealed shard no longer listed: it records nothing
+		}
+		if v != l.ResourceVersion {
+			return false
+		}
+		seen++
+	}
+	for _, v := range s.Versions {
+		if v == "" {
+			seen++ // listed, never created: nothing to find
+		}
+	}
+	return seen == len(s.Versions)
+}
+
 // checkSnapshot fails unless m's snapshot of the pool is current with the
 // store and equals the usage rebuilt from it.
 func checkSnapshot(t *testing.T, s *memStore, m *Manager, pool *ipamv1alpha1.IPPool, now func() time.Time) {

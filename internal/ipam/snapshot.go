@@ -66,30 +66,6 @@ func (m *Manager) Snapshot(pool string) (*Snapshot, bool) {
 	return s, s != nil
 }
 
-// Current reports whether the snapshot reflects exactly these ledgers of
-// its pool (as a cache holds them): the root at the same version and every
-// shard it lists at the same version.
-func (s *Snapshot) Current(ledgers []ipamv1alpha1.IPLedger) bool {
-	seen := 0
-	for i := range ledgers {
-		l := &ledgers[i]
-		v, ok := s.Versions[l.Name]
-		if !ok {
-			continue // a sealed shard no longer listed: it records nothing
-		}
-		if v != l.ResourceVersion {
-			return false
-		}
-		seen++
-	}
-	for _, v := range s.Versions {
-		if v == "" {
-			seen++ // listed, never created: nothing to find
-		}
-	}
-	return seen == len(s.Versions)
-}
-
 // Ahead reports whether these ledgers of its pool (as a cache holds them)
 // show a write the snapshot does not: a ledger it lists at a later
 // resourceVersion, or one it lists as never created. A cache that only
@@ -97,9 +73,10 @@ func (s *Snapshot) Current(ledgers []ipamv1alpha1.IPLedger) bool {
 // it has not seen yet) is not ahead: the snapshot is the newer of the
 // two, and what a rebuild from that cache would compute is older. Its
 // owner writes a pool's ledgers many times a second in a burst, and the
-// cache is a write or two behind, so most reconciles of the pool found the
-// snapshot not Current and rebuilt the pool from every ledger (at 100,000
-// claims in one pool, a third of the manager's CPU: docs/benchmarks.md).
+// cache is a write or two behind, so most reconciles of the pool, which
+// asked for the ledgers at exactly the snapshot's versions, rebuilt the
+// pool from every ledger (at 100,000 claims in one pool, a third of the
+// manager's CPU: docs/benchmarks.md).
 // Versions are compared as the numbers etcd's revisions are; one that is
 // not a number counts as ahead, so that the pool is rebuilt.
 func (s *Snapshot) Ahead(ledgers []ipamv1alpha1.IPLedger) bool {
