@@ -35,13 +35,17 @@ type ClaimRef struct {
 	// +kubebuilder:validation:MaxLength=63
 	Namespace string `json:"namespace,omitempty"`
 
-	// name of the holder. Empty while a claim created with generateName has
-	// not been bound yet.
+	// name of the holder. kipam creates an IPAllocation only once its
+	// holder is stored, so it is set; it is empty only on an allocation
+	// written by an earlier release of kipam.
 	// +optional
 	// +kubebuilder:validation:MaxLength=253
 	Name string `json:"name,omitempty"`
 
-	// uid of the holder, set once the holder exists.
+	// uid of the holder, set when kipam creates the IPAllocation; one
+	// restored without it (from a backup, or written by an earlier release)
+	// is given it by the claim controller once the claim it names carries
+	// its prefix.
 	// +optional
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:MaxLength=36
@@ -103,7 +107,7 @@ type IPAllocationStatus struct {
 }
 
 // IPAllocation is kipam's durable record that one prefix of a pool is held by
-// one IPClaim or child IPPool. kipam creates and deletes it; it cannot be
+// one IPClaim, child IPPool or Cluster API IPAddressClaim. kipam creates and deletes it; it cannot be
 // deleted from under a live claim.
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status

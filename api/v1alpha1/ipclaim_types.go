@@ -226,7 +226,7 @@ type IPClaimStatus struct {
 	// +optional
 	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
 
-	// conditions: Ready, with reasons Allocated, Pending, PoolExhausted,
+	// conditions: Ready, with reasons Allocated, Pending, NeverFits,
 	// Conflict and Invalid; on a dual-stack claim DualStack, true when it
 	// holds both families (BothFamilies), false when PreferDualStack fell
 	// back to one (FellBackToOneFamily, saying why the other did not fit).

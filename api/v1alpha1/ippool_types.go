@@ -73,8 +73,8 @@ type IPPoolSpec struct {
 	// +kubebuilder:validation:Maximum=128
 	PrefixLength *int32 `json:"prefixLength,omitempty"`
 
-	// namespaceSelector selects the namespaces whose IPClaims may draw from
-	// this pool. Absent: every namespace may. An empty selector ({}) also
+	// namespaceSelector selects the namespaces whose IPClaims and Cluster
+	// API IPAddressClaims may draw from this pool. Absent: every namespace may. An empty selector ({}) also
 	// selects every namespace.
 	// +optional
 	NamespaceSelector *metav1.LabelSelector `json:"namespaceSelector,omitempty"`
@@ -248,8 +248,9 @@ type IPPoolStatus struct {
 	// +optional
 	ChildPools int32 `json:"childPools,omitempty"`
 
-	// conditions: Ready (the pool serves claims) and Exhausted (a claim was
-	// denied or is waiting for lack of space).
+	// conditions: Ready (the pool serves claims), Exhausted (no prefix of
+	// defaultPrefixLength is free) and Overlapping (its cidr overlaps
+	// another pool's).
 	// +optional
 	// +listType=map
 	// +listMapKey=type
