@@ -38,7 +38,8 @@ import (
 	"github.com/kipam/kipam/internal/inspect"
 )
 
-// The cluster of `make demo` (config/samples), and a pool that is full.
+// The cluster of `make demo` (config/samples) without its pool machines and
+// its claim blue-dual, and a pool that is full.
 func buildCluster() {
 	GinkgoHelper()
 	shared := map[string]string{"ipam.kipam.dev/tier": "shared"}

@@ -255,7 +255,7 @@ func ownShard(root, s *ipamv1alpha1.IPLedger, listed map[netip.Prefix]int64) boo
 // so a cached list of one pool's ledgers reads only theirs. A list by the
 // pool label would do the same on the API server but, from a cache, scan
 // every pool's ledgers: a cost that grows with the number of pools, paid
-// by each sweep, drain and claim (docs/design.md, "Reads per claim").
+// by each sweep, drain and claim (docs/design.md, "Writes per claim", its paragraph on reads).
 const LedgerPoolField = "spec.pool"
 
 // IndexLedgers registers LedgerPoolField with a cache.

@@ -39,7 +39,7 @@ var (
 	// Released counts prefixes returned to their pool, by pool and cause.
 	Released = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "kipam_prefixes_released_total",
-		Help: "Prefixes released, by pool and cause (Deleted, Expired, Orphaned).",
+		Help: "Prefixes released, by pool and cause (Deleted, Expired, Orphaned, or PoolDeleted: a child pool's prefix returned to its parent).",
 	}, []string{"pool", "cause"})
 
 	// LedgerBytes is the size of each pool's fullest ledger object, as its
