@@ -37,6 +37,15 @@ done
 	done
 } >"$chart/templates/personas.yaml"
 
+# The admission policies of config/policy, named after the release.
+{
+	echo "$header"
+	sed -e 's/^  name: \(.*\)$/  name: {{ include "kipam.fullname" . }}-\1/' \
+		-e 's/^  policyName: \(.*\)$/  policyName: {{ include "kipam.fullname" . }}-\1/' \
+		-e 's/^    app.kubernetes.io\/name: kipam$/    {{- include "kipam.labels" . | nindent 4 }}/' \
+		"$root/config/policy/ipaddressclaim_poolref.yaml"
+} >"$chart/templates/policy.yaml"
+
 {
 	echo "$header"
 	cat <<'TPL'

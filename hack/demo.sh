@@ -123,7 +123,7 @@ up() {
 
 	log "starting etcd, kube-apiserver and kube-controller-manager on loopback"
 	KUBEBUILDER_ASSETS=$bin/k8s setsid nohup "$bin/localcluster" -dir "$dir/cluster" \
-		-crds "$root/config/crd/bases,$root/config/capi/crd" -webhooks "$root/config/webhook" \
+		-crds "$root/config/crd/bases,$root/config/capi/crd" -webhooks "$root/config/webhook" -policies "$root/config/policy" \
 		>"$dir/cluster.log" 2>&1 </dev/null &
 	echo $! >"$dir/cluster.pid"
 	if ! wait_for "the control plane" 120 ready_or_dead "$dir/cluster/ready" "$dir/cluster.pid" ||

@@ -17,9 +17,9 @@ limitations under the License.
 // Command localcluster runs a local control plane for kipam: etcd,
 // kube-apiserver and kube-controller-manager (only its garbage collector and
 // namespace controller) on loopback, built from source by
-// hack/controlplane.sh, with kipam's CRDs installed and its webhook
-// configurations pointing at a kipam process on loopback, trusted through a
-// CA generated here.
+// hack/controlplane.sh, with kipam's CRDs and admission policies installed
+// and its webhook configurations pointing at a kipam process on loopback,
+// trusted through a CA generated here.
 //
 // It runs in the foreground until SIGINT or SIGTERM, then stops the three
 // processes. Once the cluster is up it writes, under -dir:
@@ -32,6 +32,7 @@ limitations under the License.
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"os"
@@ -40,6 +41,7 @@ import (
 	"strings"
 	"syscall"
 
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/kipam/kipam/internal/testenv"
@@ -52,14 +54,15 @@ func main() {
 	crds := flag.String("crds", filepath.Join(root, "config", "crd", "bases")+","+filepath.Join(root, "config", "capi", "crd"),
 		"comma-separated directories of CRD manifests to install (kipam's, and Cluster API's IPAM CRDs)")
 	webhooks := flag.String("webhooks", filepath.Join(root, "config", "webhook"), "directory of webhook configurations to install")
+	policies := flag.String("policies", filepath.Join(root, "config", "policy"), "directory of admission policies to install (kipam's ValidatingAdmissionPolicies)")
 	flag.Parse()
-	if err := run(*dir, *assets, *crds, *webhooks); err != nil {
+	if err := run(*dir, *assets, *crds, *webhooks, *policies); err != nil {
 		fmt.Fprintf(os.Stderr, "localcluster: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func run(dir, assets, crds, webhooks string) error {
+func run(dir, assets, crds, webhooks, policies string) error {
 	if assets == "" {
 		return fmt.Errorf("set -assets or KUBEBUILDER_ASSETS to the directory of etcd, kube-apiserver and kube-controller-manager (make controlplane)")
 	}
@@ -112,6 +115,14 @@ func run(dir, assets, crds, webhooks string) error {
 			fmt.Fprintf(os.Stderr, "localcluster: stopping: %v\n", err)
 		}
 	}()
+
+	c, err := client.New(env.Config, client.Options{})
+	if err != nil {
+		return err
+	}
+	if err := testenv.InstallPolicies(context.Background(), c, policies); err != nil {
+		return fmt.Errorf("installing the admission policies: %w", err)
+	}
 
 	admin, err := env.ControlPlane.AddUser(envtest.User{Name: "kipam-admin", Groups: []string{"system:masters"}}, nil)
 	if err != nil {

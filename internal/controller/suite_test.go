@@ -66,6 +66,7 @@ var _ = BeforeSuite(func() {
 
 	k8sClient, err = client.New(cfg, client.Options{Scheme: scheme.Scheme})
 	Expect(err).NotTo(HaveOccurred())
+	Expect(testenv.InstallPolicies(ctx, k8sClient, testenv.PolicyDir)).To(Succeed())
 })
 
 var _ = AfterSuite(func() {

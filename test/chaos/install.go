@@ -19,12 +19,8 @@ limitations under the License.
 package chaos
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io"
-	"os"
 	"path/filepath"
 	"time"
 
@@ -33,18 +29,18 @@ import (
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/kipam/kipam/internal/testenv"
 )
 
 // install puts kipam's CRDs, its webhook configurations (pointing at the
 // round-robin proxy in front of the replicas, trusted through the run's
 // CA), the namespaces and the chaos policies (unbound) into the cluster.
 func install(ctx context.Context, c client.Client, root, lbAddr string, caPEM []byte) error {
-	crds, err := readObjects(filepath.Join(root, "config", "crd", "bases"))
+	crds, err := testenv.ReadObjects(filepath.Join(root, "config", "crd", "bases"))
 	if err != nil {
 		return err
 	}
@@ -71,7 +67,7 @@ func install(ctx context.Context, c client.Client, root, lbAddr string, caPEM []
 		}
 	}
 
-	webhooks, err := readObjects(filepath.Join(root, "config", "webhook", "manifests.yaml"))
+	webhooks, err := testenv.ReadObjects(filepath.Join(root, "config", "webhook", "manifests.yaml"))
 	if err != nil {
 		return err
 	}
@@ -114,41 +110,6 @@ func install(ctx context.Context, c client.Client, root, lbAddr string, caPEM []
 		}
 	}
 	return installPolicies(ctx, c)
-}
-
-// readObjects decodes every YAML document in path (a file or a directory
-// of them).
-func readObjects(path string) ([]*unstructured.Unstructured, error) {
-	files := []string{path}
-	if st, err := os.Stat(path); err != nil {
-		return nil, err
-	} else if st.IsDir() {
-		files, err = filepath.Glob(filepath.Join(path, "*.yaml"))
-		if err != nil {
-			return nil, err
-		}
-	}
-	var out []*unstructured.Unstructured
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			return nil, err
-		}
-		dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
-		for {
-			u := &unstructured.Unstructured{}
-			if err := dec.Decode(&u.Object); err != nil {
-				if errors.Is(err, io.EOF) {
-					break
-				}
-				return nil, fmt.Errorf("%s: %w", f, err)
-			}
-			if len(u.Object) > 0 {
-				out = append(out, u)
-			}
-		}
-	}
-	return out, nil
 }
 
 // The chaos policies, and the switch that the release policy reads.

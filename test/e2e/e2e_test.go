@@ -215,6 +215,20 @@ var _ = Describe("kipam with kubectl", func() {
 		Expect(again).To(ConsistOf(held))
 	})
 
+	It("keeps a Cluster API claim in its pool: kubectl cannot move it", func() {
+		// The demo's machine claim, answered from pool machines; the
+		// ValidatingAdmissionPolicy of config/policy, installed as an
+		// install does, refuses the move.
+		Eventually(func(g Gomega) {
+			out, err := k("patch", "ipaddressclaim", "demo-control-plane-0", "--type", "merge", "-p", `{"spec":{"poolRef":{"name":"tenant-a"}}}`)
+			g.Expect(err).To(HaveOccurred(), out)
+			g.Expect(out).To(ContainSubstring("spec.poolRef: Forbidden: an IPAddressClaim of a kipam IPPool cannot change its pool"))
+		}).WithTimeout(30 * time.Second).Should(Succeed())
+		out, err := k("get", "ipaddressclaim", "demo-control-plane-0", "-o", "jsonpath={.spec.poolRef.name} {.status.addressRef.name}")
+		Expect(err).NotTo(HaveOccurred(), out)
+		Expect(out).To(Equal("machines demo-control-plane-0"))
+	})
+
 	It("serves each pool's usage on /metrics", func() {
 		createPool("e2e-metrics", "192.168.79.0/30")
 		for i := range 4 {
@@ -268,6 +282,8 @@ var _ = Describe("kipam with kubectl", func() {
 		Expect(applied).To(ContainSubstring("clusterrole.rbac.authorization.k8s.io/kipam-metrics-reader created (server dry run)"))
 		Expect(applied).To(ContainSubstring("service/kipam-metrics created (server dry run)"))
 		Expect(applied).To(ContainSubstring("poddisruptionbudget.policy/kipam created (server dry run)"))
+		Expect(applied).To(ContainSubstring("validatingadmissionpolicy.admissionregistration.k8s.io/kipam-ipaddressclaim-poolref created (server dry run)"))
+		Expect(applied).To(ContainSubstring("validatingadmissionpolicybinding.admissionregistration.k8s.io/kipam-ipaddressclaim-poolref created (server dry run)"))
 		Expect(out).To(ContainSubstring("topologyKey: kubernetes.io/hostname"))
 		Expect(applied).NotTo(ContainSubstring("servicemonitor"), "a ServiceMonitor by default")
 
