@@ -177,7 +177,9 @@ func TestTheSweepReleasesAnAddressClaimsSurplusEntry(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	sweep := &IPLedgerReconciler{Client: c, APIReader: c, Manager: m, Recorder: nopRecorder{}, OrphanGrace: DefaultOrphanGrace,
+	// The API server's reads in pages of one claim: the sweep reads the
+	// namespace's claims a page at a time, never whole.
+	sweep := &IPLedgerReconciler{Client: c, APIReader: &pagedReader{Reader: c, size: 1}, Manager: m, Recorder: nopRecorder{}, OrphanGrace: DefaultOrphanGrace,
 		Now: clock.Now, Sightings: &sightings{}, AddressClaims: true}
 	req := ctrl.Request{NamespacedName: client.ObjectKey{Name: pool.Name}}
 	res, err := sweep.Reconcile(ctx, req)

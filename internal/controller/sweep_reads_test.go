@@ -120,7 +120,7 @@ func TestASweepPastTheGraceReadsEachBlockOnce(t *testing.T) {
 		entries = append(entries, held{p, ipam.Entry{Holder: ipam.ClaimHolder("ns1"), ID: uid}})
 	}
 	r := &IPLedgerReconciler{Client: &waitingFromIndexer{idx: idx, onList: func(string) {}}, Holdings: &holdings{indexer: idx}}
-	again, live := cacheReads{}, map[string][]ipamv1alpha1.IPClaim{}
+	again, live := cacheReads{}, newLiveClaims("p", nil)
 	for _, h := range entries {
 		if ok, err := r.held(context.TODO(), "p", h.p, h.e, again, live); !ok || err != nil {
 			t.Fatalf("%s: held %t, %v", h.p, ok, err)
