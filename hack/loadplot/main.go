@@ -101,6 +101,8 @@ func run(in, out, scenario, title string) error {
 	p.X.Scale, p.Y.Scale = plot.LogScale{}, plot.LogScale{}
 	p.X.Tick.Marker, p.Y.Tick.Marker = plot.LogTicks{Prec: -1}, plot.LogTicks{Prec: -1}
 	p.Legend.Top, p.Legend.Left = false, false // bottom right, below the lines
+	p.Legend.XOffs = -vg.Points(20)            // clear of the right edge
+	p.X.Min, p.X.Max = 0.8, 80                 // room for the end points' marks
 	colors := map[string]color.Color{"kipam": color.RGBA{R: 200, G: 40, B: 40, A: 255}, "bare": color.RGBA{R: 40, G: 80, B: 200, A: 255}}
 	dashes := map[string][]vg.Length{"p50": nil, "p95": {vg.Points(6), vg.Points(3)}, "p99": {vg.Points(2), vg.Points(2)}}
 	for _, kind := range []string{"bare", "kipam"} {
