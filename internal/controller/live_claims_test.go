@@ -23,14 +23,18 @@ import (
 	"slices"
 	"strconv"
 	"testing"
+	"time"
 
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
+	capiv1beta2 "github.com/kipam/kipam/api/capi/ipam/v1beta2"
 	ipamv1alpha1 "github.com/kipam/kipam/api/v1alpha1"
 	"github.com/kipam/kipam/internal/ipam"
 )
@@ -101,16 +105,28 @@ func TestASweepKeepsOnlyTheLiveClaimsThatMayCarryItsEntries(t *testing.T) {
 	for i := range 3 * livePage {
 		claims = append(claims, claim(fmt.Sprintf("other-%d", i), pool, fmt.Sprintf("10.1.%d.%d/32", i/256, i%256)))
 	}
+	// A claim of a pool selector: its pool is the annotation alone.
+	selected := claim("selected", "", "10.0.0.4/32")
+	selected.Spec.PoolSelector = &metav1.LabelSelector{}
+	selected.Annotations[ipam.PoolAnnotation] = pool
+	// A dual-stack claim whose second family is the ledger's pool's.
+	dual := claim("dual", "q", "10.9.9.9/32")
+	dual.Spec.CIDRs = []string{"10.9.9.9/32", "2001:db8::5/128"}
+	dual.Annotations[ipam.PoolAnnotation] = "q"
+	dual.Annotations[ipam.SecondaryPoolAnnotation] = pool
 	claims = append(claims,
 		claim("holder", pool, "10.0.0.1/32"),
 		claim("other-pool", "q", "10.0.0.2/32"), // the ledger's prefix, in another pool
 		claim("waiting", pool, ""),
+		selected, dual,
 		ipamv1alpha1.IPClaim{ObjectMeta: metav1.ObjectMeta{Namespace: "elsewhere", Name: "x"}, Spec: ipamv1alpha1.IPClaimSpec{Pool: pool}},
 	)
 	entries := map[netip.Prefix]ipam.Entry{
-		netip.MustParsePrefix("10.0.0.1/32"): {Holder: ipam.ClaimHolder(ns), ID: "id-holder"},
-		netip.MustParsePrefix("10.0.0.2/32"): {Holder: ipam.ClaimHolder(ns), ID: "id-gone"},
-		netip.MustParsePrefix("10.0.0.3/32"): {Holder: ipam.ClaimHolder(ns), ID: "uid-waiting"},
+		netip.MustParsePrefix("10.0.0.1/32"):     {Holder: ipam.ClaimHolder(ns), ID: "id-holder"},
+		netip.MustParsePrefix("10.0.0.2/32"):     {Holder: ipam.ClaimHolder(ns), ID: "id-gone"},
+		netip.MustParsePrefix("10.0.0.3/32"):     {Holder: ipam.ClaimHolder(ns), ID: "uid-waiting"},
+		netip.MustParsePrefix("10.0.0.4/32"):     {Holder: ipam.ClaimHolder(ns), ID: "id-selected"},
+		netip.MustParsePrefix("2001:db8::5/128"): {Holder: ipam.ClaimHolder(ns), ID: "id-dual"},
 	}
 	sch := runtime.NewScheme()
 	if err := ipamv1alpha1.AddToScheme(sch); err != nil {
@@ -131,10 +147,10 @@ func TestASweepKeepsOnlyTheLiveClaimsThatMayCarryItsEntries(t *testing.T) {
 		names = append(names, c.Name)
 	}
 	slices.Sort(names)
-	if want := []string{"holder", "waiting"}; !slices.Equal(names, want) {
+	if want := []string{"dual", "holder", "selected", "waiting"}; !slices.Equal(names, want) {
 		t.Errorf("kept %d of %d claims (%v, ...), want %v", len(names), len(claims), names[:min(len(names), 4)], want)
 	}
-	inNamespace := len(claims) - 1
+	inNamespace := len(claims) - 1        // all but x
 	pages := (inNamespace-1)/livePage + 1 // every page read
 	if r.lists != pages {
 		t.Errorf("listed %d pages, want %d", r.lists, pages)
@@ -142,11 +158,48 @@ func TestASweepKeepsOnlyTheLiveClaimsThatMayCarryItsEntries(t *testing.T) {
 	for p, e := range entries {
 		carried := slices.ContainsFunc(kept, func(c ipamv1alpha1.IPClaim) bool { return ipam.Carries(pool, p, e, &c) })
 		want := slices.ContainsFunc(claims, func(c ipamv1alpha1.IPClaim) bool { return ipam.Carries(pool, p, e, &c) })
-		if carried != want {
+		if carried != want || want != (e.ID != "id-gone") {
 			t.Errorf("entry %s (%s): carried among the kept claims %v, among all %v", p, e.ID, carried, want)
 		}
 	}
 	if _, err := live.in(context.Background(), r, ns); err != nil || r.lists != pages {
 		t.Errorf("a second look at the namespace listed it again (%d lists, %v)", r.lists, err)
+	}
+}
+
+// TestTheSweepFindsAnAddressClaimOnALaterPage: an entry of an
+// IPAddressClaim the cache does not show (yet) is confirmed against the
+// API server a page at a time; a claim that carries its entry on the last
+// page keeps it, as on the first.
+func TestTheSweepFindsAnAddressClaimOnALaterPage(t *testing.T) {
+	b, objs, _ := servedFixture(t)
+	c := b.WithObjects(objs...).Build()
+	ctx := context.Background()
+	// The cache lags: it shows none of the claims.
+	lagging := interceptor.NewClient(c, interceptor.Funcs{List: func(ctx context.Context, c client.WithWatch, l client.ObjectList, opts ...client.ListOption) error {
+		if _, ok := l.(*capiv1beta2.IPAddressClaimList); ok {
+			return nil
+		}
+		return c.List(ctx, l, opts...)
+	}})
+	clock := &fakeClock{t: time.Now()}
+	api := &pagedReader{Reader: c, size: 1}
+	sweep := &IPLedgerReconciler{Client: lagging, APIReader: api, Manager: ipam.NewManager(ipam.ClientStore{Reader: c, Writer: c}, nil),
+		Recorder: nopRecorder{}, OrphanGrace: DefaultOrphanGrace, Now: clock.Now, Sightings: &sightings{}, AddressClaims: true}
+	req := ctrl.Request{NamespacedName: client.ObjectKey{Name: "lookup-pool"}}
+	if _, err := sweep.Reconcile(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	clock.Add(DefaultOrphanGrace + time.Second)
+	if _, err := sweep.Reconcile(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	if api.lists < 3 {
+		t.Errorf("the API server was listed %d times, want a page a claim", api.lists)
+	}
+	for i := range 3 {
+		if n := entriesOf(t, c, types.UID(fmt.Sprintf("claim-uid-%d", i))); n != 1 {
+			t.Errorf("machine-%d: %d entries left, want its one: the sweep released an entry its claim carries", i, n)
+		}
 	}
 }
