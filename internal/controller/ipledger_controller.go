@@ -323,38 +323,29 @@ func (r *IPLedgerReconciler) sweepAddressClaim(ctx context.Context, ledger *ipam
 	ns := strings.TrimPrefix(e.Holder, ipam.AddressClaimHolderPrefix)
 	// carried reports whether a claim carries e, and the claim's answer
 	// (surplus); of a claim seen answered with e (answered), e itself,
-	// without reading its IPAddress again.
-	// A list with a limit (the API server's) is read a page at a time,
-	// the pages one snapshot, until a claim carries e; the cache's is one
-	// page (it names a continue it does not take).
+	// without reading its IPAddress again. The API server's list is read a
+	// page at a time (listPages) until a claim carries e.
 	carried := func(reader client.Reader, answered bool, opts ...client.ListOption) (held bool, answer netip.Addr, err error) {
-		opts = append(opts, client.InNamespace(ns))
-		paged := (&client.ListOptions{}).ApplyOptions(opts).Limit > 0
-		for {
-			var claims capiv1beta2.IPAddressClaimList
-			err = reader.List(ctx, &claims, opts...)
-			if meta.IsNoMatchError(err) {
-				return false, netip.Addr{}, nil
-			}
-			if err != nil {
-				return false, netip.Addr{}, err
-			}
+		var found *capiv1beta2.IPAddressClaim
+		err = listPages(ctx, reader, append(opts, client.InNamespace(ns)), func(claims *capiv1beta2.IPAddressClaimList) bool {
 			for i := range claims.Items {
-				c := &claims.Items[i]
-				if !ipam.AddressClaimCarries(ledger.Spec.Pool, e, c) {
-					continue
+				if ipam.AddressClaimCarries(ledger.Spec.Pool, e, &claims.Items[i]) {
+					found = &claims.Items[i]
+					return true
 				}
-				if answered {
-					return true, p.Addr(), nil
-				}
-				extra, answer, err := surplus(ctx, reader, c, ledger.Spec.Pool, p)
-				return !extra, answer, err
 			}
-			if !paged || claims.Continue == "" {
-				return false, netip.Addr{}, nil
-			}
-			opts = append(opts, client.Continue(claims.Continue))
+			return false
+		})
+		switch {
+		case meta.IsNoMatchError(err) || err == nil && found == nil:
+			return false, netip.Addr{}, nil
+		case err != nil:
+			return false, netip.Addr{}, err
+		case answered:
+			return true, p.Addr(), nil
 		}
+		extra, answer, err := surplus(ctx, reader, found, ledger.Spec.Pool, p)
+		return !extra, answer, err
 	}
 	if r.AddressClaims {
 		// By the entry's ID, the claim's uid: every entry of a ledger is
@@ -542,25 +533,42 @@ func (l *liveClaims) in(ctx context.Context, r client.Reader, ns string) ([]ipam
 	}
 	kept := []ipamv1alpha1.IPClaim{}
 	mayCarry := func(h ipam.Holding) bool { return h.Pool == l.pool && l.prefixes[h.CIDR] }
-	opts := []client.ListOption{client.InNamespace(ns), client.Limit(livePage)}
-	for {
-		var page ipamv1alpha1.IPClaimList
-		if err := r.List(ctx, &page, opts...); err != nil {
-			return nil, err
-		}
+	err := listPages(ctx, r, []client.ListOption{client.InNamespace(ns), client.Limit(livePage)}, func(page *ipamv1alpha1.IPClaimList) bool {
 		for i := range page.Items {
 			if c := &page.Items[i]; c.Spec.CIDR == "" || slices.ContainsFunc(ipam.Holdings(c), mayCarry) {
 				c.ManagedFields = nil
 				kept = append(kept, *c)
 			}
 		}
-		if page.Continue == "" {
-			break
-		}
-		opts = append(opts, client.Continue(page.Continue))
+		return false
+	})
+	if err != nil {
+		return nil, err
 	}
 	l.read[ns] = kept
 	return kept, nil
+}
+
+// listPages lists with opts into a new list for each page, and gives each
+// page to each until it reports done. With a limit among opts (a read of
+// the API server) it reads on while the API server names a next page, the
+// pages one snapshot (the first page's resourceVersion); without one (a
+// cache, which names a continue it does not take) the one list is all.
+func listPages[L any, PL interface {
+	*L
+	client.ObjectList
+}](ctx context.Context, r client.Reader, opts []client.ListOption, each func(PL) bool) error {
+	paged := (&client.ListOptions{}).ApplyOptions(opts).Limit > 0
+	for {
+		page := PL(new(L))
+		if err := r.List(ctx, page, opts...); err != nil {
+			return err
+		}
+		if each(page) || !paged || page.GetContinue() == "" {
+			return nil
+		}
+		opts = append(slices.Clip(opts), client.Continue(page.GetContinue()))
+	}
 }
 
 // cacheReads is what one sweep of a ledger has read of the cache, each
