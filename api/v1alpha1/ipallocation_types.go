@@ -107,8 +107,8 @@ type IPAllocationStatus struct {
 }
 
 // IPAllocation is kipam's durable record that one prefix of a pool is held by
-// one IPClaim, child IPPool or Cluster API IPAddressClaim. kipam creates and deletes it; it cannot be
-// deleted from under a live claim.
+// one IPClaim, child IPPool or Cluster API IPAddressClaim. kipam creates and
+// deletes it; it cannot be deleted from under a live claim.
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:scope=Cluster,shortName=ipa,categories=kipam

@@ -74,8 +74,8 @@ type IPPoolSpec struct {
 	PrefixLength *int32 `json:"prefixLength,omitempty"`
 
 	// namespaceSelector selects the namespaces whose IPClaims and Cluster
-	// API IPAddressClaims may draw from this pool. Absent: every namespace may. An empty selector ({}) also
-	// selects every namespace.
+	// API IPAddressClaims may draw from this pool. Absent: every namespace
+	// may. An empty selector ({}) also selects every namespace.
 	// +optional
 	NamespaceSelector *metav1.LabelSelector `json:"namespaceSelector,omitempty"`
 
